@@ -1,0 +1,57 @@
+/**
+ * Where Bulwark's agents run: a Log Analytics workspace and a Container Apps environment that
+ * ships the jobs' logs to it.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as app from "@pulumi/azure-native/app/index.js";
+import * as operationalinsights from "@pulumi/azure-native/operationalinsights/index.js";
+
+export interface AgentEnvironmentArgs {
+  resourceGroupName: pulumi.Input<string>;
+  location: string;
+  tags: Record<string, string>;
+  logRetentionDays?: number;
+}
+
+export class AgentEnvironment extends pulumi.ComponentResource {
+  readonly environmentId: pulumi.Output<string>;
+  readonly workspaceId: pulumi.Output<string>;
+
+  constructor(name: string, args: AgentEnvironmentArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("bulwark:agent:AgentEnvironment", name, {}, opts);
+    const workspace = new operationalinsights.Workspace(
+      `${name}-logs`,
+      {
+        resourceGroupName: args.resourceGroupName,
+        location: args.location,
+        tags: args.tags,
+        sku: { name: "PerGB2018" },
+        retentionInDays: args.logRetentionDays ?? 30,
+      },
+      { parent: this },
+    );
+    const keys = operationalinsights.getSharedKeysOutput(
+      { resourceGroupName: args.resourceGroupName, workspaceName: workspace.name },
+      { parent: this },
+    );
+    const environment = new app.ManagedEnvironment(
+      `${name}-env`,
+      {
+        resourceGroupName: args.resourceGroupName,
+        location: args.location,
+        tags: args.tags,
+        appLogsConfiguration: {
+          destination: "log-analytics",
+          logAnalyticsConfiguration: {
+            customerId: workspace.customerId,
+            sharedKey: pulumi.secret(keys.apply((k) => k.primarySharedKey ?? "")),
+          },
+        },
+      },
+      { parent: this },
+    );
+    this.environmentId = environment.id;
+    this.workspaceId = workspace.id;
+    this.registerOutputs({ environmentId: this.environmentId });
+  }
+}

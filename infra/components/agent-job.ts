@@ -1,0 +1,118 @@
+/**
+ * One Container Apps job running the Bulwark image under a user-assigned identity. Plain settings
+ * go in as environment values; anything secret goes in as a job secret referenced by name, so no
+ * credential is ever a plain-text environment value.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as app from "@pulumi/azure-native/app/index.js";
+
+export interface JobSecret {
+  /** The environment variable that receives it. */
+  env: string;
+  value: pulumi.Input<string>;
+}
+
+export type JobTrigger =
+  | { kind: "schedule"; cron: string }
+  | {
+      kind: "queue";
+      accountName: pulumi.Input<string>;
+      queueName: pulumi.Input<string>;
+      maxExecutions: number;
+      /** Messages per execution before KEDA starts another one. */
+      queueLength: number;
+    };
+
+export interface AgentJobArgs {
+  resourceGroupName: pulumi.Input<string>;
+  location: string;
+  environmentId: pulumi.Input<string>;
+  image: string;
+  /** `bulwark agent <role>` */
+  agentCommand: "bridge" | "schedule" | "worker";
+  identityId: pulumi.Input<string>;
+  identityClientId: pulumi.Input<string>;
+  env: Record<string, pulumi.Input<string>>;
+  secrets?: JobSecret[];
+  trigger: JobTrigger;
+  replicaTimeoutSeconds: number;
+  replicaRetryLimit: number;
+  cpu: number;
+  memory: string;
+  tags: Record<string, string>;
+  /** Roles the job needs before its first execution. */
+  dependsOn?: pulumi.Resource[];
+}
+
+/** Registries that accept managed-identity pulls (the identity needs AcrPull there). */
+function registryOf(image: string, identityId: pulumi.Input<string>): { server: string; identity: pulumi.Input<string> }[] {
+  const server = image.split("/")[0];
+  return server.endsWith(".azurecr.io") ? [{ server, identity: identityId }] : [];
+}
+
+export function secretName(env: string): string {
+  return env.toLowerCase().replace(/_/g, "-");
+}
+
+export function agentJob(name: string, args: AgentJobArgs, parent: pulumi.Resource): app.Job {
+  const secrets = args.secrets ?? [];
+  const env = [
+    ...Object.entries(args.env).map(([envName, value]) => ({ name: envName, value })),
+    { name: "AZURE_CLIENT_ID", value: args.identityClientId },
+    ...secrets.map((s) => ({ name: s.env, secretRef: secretName(s.env) })),
+  ];
+  const trigger = args.trigger;
+  return new app.Job(
+    name,
+    {
+      resourceGroupName: args.resourceGroupName,
+      location: args.location,
+      environmentId: args.environmentId,
+      tags: args.tags,
+      identity: { type: "UserAssigned", userAssignedIdentities: [args.identityId] },
+      configuration: {
+        triggerType: trigger.kind === "schedule" ? "Schedule" : "Event",
+        replicaTimeout: args.replicaTimeoutSeconds,
+        replicaRetryLimit: args.replicaRetryLimit,
+        registries: registryOf(args.image, args.identityId),
+        secrets: secrets.map((s) => ({ name: secretName(s.env), value: pulumi.secret(s.value) })),
+        scheduleTriggerConfig:
+          trigger.kind === "schedule" ? { cronExpression: trigger.cron, parallelism: 1, replicaCompletionCount: 1 } : undefined,
+        eventTriggerConfig:
+          trigger.kind === "queue"
+            ? {
+                parallelism: 1,
+                replicaCompletionCount: 1,
+                scale: {
+                  minExecutions: 0,
+                  maxExecutions: trigger.maxExecutions,
+                  pollingInterval: 30,
+                  rules: [
+                    {
+                      name: "queue",
+                      type: "azure-queue",
+                      metadata: { accountName: trigger.accountName, queueName: trigger.queueName, queueLength: String(trigger.queueLength) },
+                      // KEDA reads the queue as the job's own identity: no connection string.
+                      identity: args.identityId,
+                    },
+                  ],
+                },
+              }
+            : undefined,
+      },
+      template: {
+        containers: [
+          {
+            name: args.agentCommand,
+            image: args.image,
+            command: ["bulwark"],
+            args: ["agent", args.agentCommand],
+            env,
+            resources: { cpu: args.cpu, memory: args.memory },
+          },
+        ],
+      },
+    },
+    { parent, dependsOn: args.dependsOn },
+  );
+}

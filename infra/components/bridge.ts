@@ -1,0 +1,82 @@
+/**
+ * The bridge: Bulwark's in-tenant agent. A scheduled Container Apps job in the customer's home
+ * region whose user-assigned identity holds the backup role at every protected scope: it keeps
+ * the inventory of what is protected (and where) and retires snapshots nothing needs any more.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as managedidentity from "@pulumi/azure-native/managedidentity/index.js";
+import type { ProtectedScope } from "../config.ts";
+import { scopeId } from "../config.ts";
+import { AgentEnvironment } from "./agent-environment.ts";
+import { agentJob } from "./agent-job.ts";
+import { grantRole } from "./roles.ts";
+
+export interface BridgeArgs {
+  customer: string;
+  resourceGroupName: pulumi.Input<string>;
+  location: string;
+  image: string;
+  schedule: string;
+  protect: ProtectedScope[];
+  backupRoleDefinitionId: pulumi.Input<string>;
+  tags: Record<string, string>;
+}
+
+export class Bridge extends pulumi.ComponentResource {
+  readonly identityPrincipalId: pulumi.Output<string>;
+  readonly identityClientId: pulumi.Output<string>;
+  readonly jobName: pulumi.Output<string>;
+
+  constructor(name: string, args: BridgeArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("bulwark:customer:Bridge", name, {}, opts);
+    const identity = new managedidentity.UserAssignedIdentity(
+      `${name}-identity`,
+      { resourceGroupName: args.resourceGroupName, location: args.location, tags: args.tags },
+      { parent: this },
+    );
+    args.protect.forEach((scope, i) => {
+      grantRole(
+        `${name}-backup-${i}`,
+        {
+          principalId: identity.principalId,
+          roleDefinitionId: args.backupRoleDefinitionId,
+          scope: scopeId(scope),
+          description: `Bulwark bridge: backup role at a protected scope (${scope.region})`,
+        },
+        this,
+      );
+    });
+    const environment = new AgentEnvironment(
+      `${name}-agents`,
+      { resourceGroupName: args.resourceGroupName, location: args.location, tags: args.tags },
+      { parent: this },
+    );
+    const job = agentJob(
+      `${name}-job`,
+      {
+        resourceGroupName: args.resourceGroupName,
+        location: args.location,
+        environmentId: environment.environmentId,
+        image: args.image,
+        agentCommand: "bridge",
+        identityId: identity.id,
+        identityClientId: identity.clientId,
+        env: {
+          BULWARK_CUSTOMER: args.customer,
+          BULWARK_PROTECTED_SCOPES: JSON.stringify(args.protect.map((s) => ({ scope: scopeId(s), region: s.region }))),
+        },
+        trigger: { kind: "schedule", cron: args.schedule },
+        replicaTimeoutSeconds: 1800,
+        replicaRetryLimit: 1,
+        cpu: 0.5,
+        memory: "1Gi",
+        tags: args.tags,
+      },
+      this,
+    );
+    this.identityPrincipalId = identity.principalId;
+    this.identityClientId = identity.clientId;
+    this.jobName = job.name;
+    this.registerOutputs({ identityPrincipalId: this.identityPrincipalId, jobName: this.jobName });
+  }
+}

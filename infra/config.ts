@@ -1,0 +1,375 @@
+/**
+ * Typed stack configuration. `parseStackConfig` is pure: the raw `bulwark:*` values in, a typed
+ * config out, or a UsageError naming the key and saying how to fix it. `readStackConfig` is the
+ * thin wrapper that feeds it from the running Pulumi stack.
+ */
+import { UsageError } from "../runtime/errors.ts";
+
+export const CONFIG_NAMESPACE = "bulwark";
+
+export interface ProtectedScope {
+  subscriptionId: string;
+  /** Absent: the whole subscription (its resources in `region`). */
+  resourceGroup?: string;
+  /** The region of what is protected there; a region stack protects only its own region's scopes. */
+  region: string;
+}
+
+export interface KeyConfig {
+  size: 2048 | 3072 | 4096;
+  /** ISO 8601 duration after which Key Vault rotates the key, e.g. P90D. */
+  rotationPeriod: string;
+  /** ISO 8601 duration after which a key version expires; must exceed the rotation period. */
+  expiresAfter: string;
+  /** false keeps the key vault off the public network (then agents reach it over a private endpoint). */
+  publicNetworkAccess: boolean;
+}
+
+/** A value that was set with `pulumi config set --secret`; it is handled only as a Pulumi secret. */
+export interface SecretValue {
+  secret: true;
+  value: string;
+}
+
+export interface CustomerConfig {
+  kind: "customer";
+  customer: string;
+  tenantId: string;
+  /** Where Bulwark's customer-side resources (key vault, bridge) live. */
+  subscriptionId: string;
+  homeRegion: string;
+  protect: ProtectedScope[];
+  image: string;
+  bridgeSchedule: string;
+  key: KeyConfig;
+}
+
+export type Redundancy =
+  | "Standard_LRS"
+  | "Standard_ZRS"
+  | "Standard_GRS"
+  | "Standard_GZRS"
+  | "Standard_RAGRS"
+  | "Standard_RAGZRS";
+
+export interface RetentionConfig {
+  /** How long a recovery point is kept before prune may delete it. */
+  pointsDays: number;
+  /** Version-level immutability: no version can be changed or deleted before this many days. */
+  immutabilityDays: number;
+  /** A locked policy can never be shortened or removed, not even by the customer. */
+  immutabilityLocked: boolean;
+  /** Soft delete for blobs and containers. */
+  softDeleteDays: number;
+}
+
+export interface WorkerConfig {
+  replicaTimeoutSeconds: number;
+  replicaRetryLimit: number;
+  maxExecutions: number;
+  cpu: number;
+  memory: string;
+}
+
+export interface RegionConfig {
+  kind: "region";
+  customer: string;
+  /** The customer stack's fully qualified name: organization/project/stack. */
+  customerStack: string;
+  region: string;
+  image: string;
+  schedule: string;
+  retention: RetentionConfig;
+  redundancy: Redundancy;
+  worker: WorkerConfig;
+  notificationWebhook?: SecretValue;
+}
+
+export type StackConfig = CustomerConfig | RegionConfig;
+
+/** Public Azure regions (programmatic names). */
+export const AZURE_REGIONS: ReadonlySet<string> = new Set([
+  "australiacentral", "australiacentral2", "australiaeast", "australiasoutheast", "austriaeast",
+  "belgiumcentral", "brazilsouth", "brazilsoutheast", "canadacentral", "canadaeast", "centralindia",
+  "centralus", "chilecentral", "eastasia", "eastus", "eastus2", "francecentral", "francesouth",
+  "germanynorth", "germanywestcentral", "indonesiacentral", "israelcentral", "italynorth",
+  "japaneast", "japanwest", "jioindiacentral", "jioindiawest", "koreacentral", "koreasouth",
+  "malaysiawest", "mexicocentral", "newzealandnorth", "northcentralus", "northeurope",
+  "norwayeast", "norwaywest", "polandcentral", "qatarcentral", "southafricanorth",
+  "southafricawest", "southcentralus", "southeastasia", "southindia", "spaincentral",
+  "swedencentral", "swedensouth", "switzerlandnorth", "switzerlandwest", "uaecentral", "uaenorth",
+  "uksouth", "ukwest", "westcentralus", "westeurope", "westindia", "westus", "westus2", "westus3",
+]);
+
+const REDUNDANCIES: readonly Redundancy[] = [
+  "Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS", "Standard_RAGRS", "Standard_RAGZRS",
+];
+
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function fail(key: string, problem: string, fix: string): never {
+  throw new UsageError(`${CONFIG_NAMESPACE}:${key} ${problem}. ${fix}`);
+}
+
+type Raw = Record<string, unknown>;
+
+function requireString(raw: Raw, key: string, fix: string): string {
+  const value = raw[key];
+  if (value === undefined || value === null || value === "") fail(key, "is not set", fix);
+  if (typeof value !== "string") fail(key, `must be a string, got ${JSON.stringify(value)}`, fix);
+  return value.trim();
+}
+
+function optionalObject(raw: Raw, key: string): Raw {
+  const value = raw[key];
+  if (value === undefined || value === null) return {};
+  if (typeof value !== "object" || Array.isArray(value)) {
+    fail(key, `must be an object, got ${JSON.stringify(value)}`, `Write it as a YAML mapping under ${CONFIG_NAMESPACE}:${key}.`);
+  }
+  return value as Raw;
+}
+
+function integer(value: unknown, key: string, min: number, max: number, fallback: number): number {
+  if (value === undefined || value === null) return fallback;
+  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < min || n > max) {
+    fail(key, `must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}`, "Correct the value in the stack's config.");
+  }
+  return n;
+}
+
+function boolean(value: unknown, key: string, fallback: boolean): boolean {
+  if (value === undefined || value === null) return fallback;
+  if (value === true || value === "true") return true;
+  if (value === false || value === "false") return false;
+  return fail(key, `must be true or false, got ${JSON.stringify(value)}`, "Correct the value in the stack's config.");
+}
+
+function region(value: unknown, key: string): string {
+  if (typeof value !== "string" || value === "") {
+    fail(key, "is not set", "Set it to an Azure region's programmatic name, e.g. westeurope (see `az account list-locations -o table`).");
+  }
+  const normalized = value.toLowerCase().replace(/\s+/g, "");
+  if (!AZURE_REGIONS.has(normalized)) {
+    fail(key, `names an unknown Azure region "${value}"`, "Use a programmatic region name such as westeurope or eastus2 (see `az account list-locations -o table`).");
+  }
+  return normalized;
+}
+
+function customerName(raw: Raw): string {
+  const name = requireString(raw, "customer", "Set it to a short lowercase name, e.g. `pulumi config set bulwark:customer contoso`.");
+  if (!/^[a-z][a-z0-9-]{1,18}[a-z0-9]$/.test(name)) {
+    fail("customer", `"${name}" is not a valid customer name`, "Use 3 to 20 lowercase letters, digits or hyphens, starting with a letter; it becomes part of Azure resource names.");
+  }
+  return name;
+}
+
+function image(raw: Raw): string {
+  const value = requireString(raw, "image", "Set it to the runtime image, e.g. `pulumi config set bulwark:image myregistry.azurecr.io/bulwark:1.0.0`.");
+  // registry/repository[:tag][@digest]; a tag or digest pins what runs, never an implicit :latest.
+  if (!/^[a-z0-9.-]+(:\d+)?\/[a-z0-9._\/-]+(:[A-Za-z0-9._-]+)?(@sha256:[0-9a-f]{64})?$/.test(value) || !/[:@][^/]*$/.test(value)) {
+    fail("image", `"${value}" is not a pinned image reference`, "Use registry/repository:tag or registry/repository@sha256:digest, e.g. myregistry.azurecr.io/bulwark:1.0.0.");
+  }
+  if (/:latest$/.test(value)) fail("image", "uses the :latest tag", "Pin a version tag or a digest so every region runs the same code.");
+  return value;
+}
+
+const CRON_FIELDS: readonly [string, number, number][] = [
+  ["minute", 0, 59],
+  ["hour", 0, 23],
+  ["day of month", 1, 31],
+  ["month", 1, 12],
+  ["day of week", 0, 6],
+];
+
+/** Container Apps jobs take five-field cron in UTC. */
+export function validateCron(expression: string): string | undefined {
+  const fields = expression.trim().split(/\s+/);
+  if (fields.length !== 5) return `has ${fields.length} fields, a cron expression has 5 (minute hour day-of-month month day-of-week)`;
+  for (let i = 0; i < 5; i++) {
+    const [label, min, max] = CRON_FIELDS[i];
+    for (const part of fields[i].split(",")) {
+      const match = /^(\*|(\d+)(?:-(\d+))?)(?:\/(\d+))?$/.exec(part);
+      if (!match) return `has an invalid ${label} field "${fields[i]}"`;
+      const numbers = [match[2], match[3]].filter((n) => n !== undefined).map(Number);
+      if (numbers.some((n) => n < min || n > max)) return `has a ${label} outside ${min}-${max} in "${fields[i]}"`;
+      if (numbers.length === 2 && numbers[0] > numbers[1]) return `has a backwards ${label} range "${part}"`;
+      if (match[4] !== undefined && Number(match[4]) === 0) return `has a zero step in "${part}"`;
+    }
+  }
+  return undefined;
+}
+
+function cron(raw: Raw, key: string, fallback: string): string {
+  const value = raw[key] ?? fallback;
+  if (typeof value !== "string") fail(key, "must be a cron expression string", 'Quote it, e.g. "0 2 * * *".');
+  const problem = validateCron(value);
+  if (problem) fail(key, `"${value}" ${problem}`, 'Use five-field cron in UTC, e.g. "0 2 * * *" for 02:00 every day.');
+  return value.trim();
+}
+
+/** Days in an ISO 8601 duration of years, months and days (Key Vault's rotation policy units). */
+export function durationDays(duration: string): number | undefined {
+  const match = /^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$/.exec(duration);
+  if (!match || duration === "P") return undefined;
+  return Number(match[1] ?? 0) * 365 + Number(match[2] ?? 0) * 30 + Number(match[3] ?? 0);
+}
+
+function keyConfig(raw: Raw): KeyConfig {
+  const key = optionalObject(raw, "key");
+  const size = integer(key.size, "key.size", 2048, 4096, 3072);
+  if (size !== 2048 && size !== 3072 && size !== 4096) fail("key.size", `must be 2048, 3072 or 4096, got ${size}`, "Pick an RSA key size Key Vault supports; 3072 is the default.");
+  const rotationPeriod = key.rotationPeriod ?? "P90D";
+  const expiresAfter = key.expiresAfter ?? "P1Y";
+  const fix = "Write an ISO 8601 duration in years, months or days, e.g. P90D or P1Y.";
+  if (typeof rotationPeriod !== "string") fail("key.rotationPeriod", "must be a string", fix);
+  if (typeof expiresAfter !== "string") fail("key.expiresAfter", "must be a string", fix);
+  const rotationDays = durationDays(rotationPeriod);
+  const expiryDays = durationDays(expiresAfter);
+  if (rotationDays === undefined) fail("key.rotationPeriod", `"${rotationPeriod}" is not a duration`, fix);
+  if (expiryDays === undefined) fail("key.expiresAfter", `"${expiresAfter}" is not a duration`, fix);
+  if (rotationDays < 7) fail("key.rotationPeriod", `${rotationPeriod} is shorter than Key Vault's minimum of 7 days`, "Use P7D or longer.");
+  if (expiryDays < rotationDays + 28) {
+    fail("key.expiresAfter", `${expiresAfter} leaves less than 28 days between rotation (${rotationPeriod}) and expiry`, "Make the expiry at least 28 days longer than the rotation period, so a new version exists before the old one expires.");
+  }
+  return { size, rotationPeriod, expiresAfter, publicNetworkAccess: boolean(key.publicNetworkAccess, "key.publicNetworkAccess", false) };
+}
+
+function protectedScopes(raw: Raw): ProtectedScope[] {
+  const list = raw.protect;
+  const example = "List them as `bulwark:protect: [{subscriptionId: <guid>, resourceGroup: <name>, region: westeurope}]` (omit resourceGroup to protect a whole subscription).";
+  if (!Array.isArray(list) || list.length === 0) fail("protect", "lists no subscription or resource group to protect", example);
+  const seen = new Set<string>();
+  return list.map((entry: unknown, i: number) => {
+    const key = `protect[${i}]`;
+    if (typeof entry !== "object" || entry === null) fail(key, "must be a mapping", example);
+    const e = entry as Raw;
+    if (typeof e.subscriptionId !== "string" || !GUID.test(e.subscriptionId)) {
+      fail(`${key}.subscriptionId`, `must be a subscription id (a GUID), got ${JSON.stringify(e.subscriptionId)}`, "Copy it from `az account list -o table`.");
+    }
+    let resourceGroup: string | undefined;
+    if (e.resourceGroup !== undefined) {
+      if (typeof e.resourceGroup !== "string" || !/^[-\w._()]{1,90}$/.test(e.resourceGroup) || e.resourceGroup.endsWith(".")) {
+        fail(`${key}.resourceGroup`, `is not a valid resource group name: ${JSON.stringify(e.resourceGroup)}`, "Use the resource group's exact name (1-90 letters, digits, - _ . ( ), not ending in a period).");
+      }
+      resourceGroup = e.resourceGroup;
+    }
+    const scope = { subscriptionId: e.subscriptionId.toLowerCase(), resourceGroup, region: region(e.region, `${key}.region`) };
+    const id = scopeId(scope).toLowerCase();
+    if (seen.has(id)) fail(key, `repeats ${scopeId(scope)}`, "List each scope once.");
+    seen.add(id);
+    return scope;
+  });
+}
+
+export function scopeId(scope: Pick<ProtectedScope, "subscriptionId" | "resourceGroup">): string {
+  return scope.resourceGroup === undefined
+    ? `/subscriptions/${scope.subscriptionId}`
+    : `/subscriptions/${scope.subscriptionId}/resourceGroups/${scope.resourceGroup}`;
+}
+
+export function parseCustomerConfig(raw: Raw): CustomerConfig {
+  const tenantId = requireString(raw, "tenantId", "Set it to the customer's Entra tenant id (`az account show --query tenantId`).");
+  if (!GUID.test(tenantId)) fail("tenantId", `"${tenantId}" is not a tenant id (a GUID)`, "Copy it from `az account show --query tenantId`.");
+  const subscriptionId = requireString(raw, "subscriptionId", "Set it to the subscription that holds Bulwark's customer-side resources.");
+  if (!GUID.test(subscriptionId)) fail("subscriptionId", `"${subscriptionId}" is not a subscription id (a GUID)`, "Copy it from `az account list -o table`.");
+  return {
+    kind: "customer",
+    customer: customerName(raw),
+    tenantId: tenantId.toLowerCase(),
+    subscriptionId: subscriptionId.toLowerCase(),
+    homeRegion: region(raw.homeRegion, "homeRegion"),
+    protect: protectedScopes(raw),
+    image: image(raw),
+    bridgeSchedule: cron(raw, "bridgeSchedule", "0 * * * *"),
+    key: keyConfig(raw),
+  };
+}
+
+function secretValue(raw: Raw, key: string, secretKeys: ReadonlySet<string>): SecretValue | undefined {
+  const value = raw[key];
+  if (value === undefined || value === null || value === "") return undefined;
+  if (!secretKeys.has(key)) {
+    fail(key, "is stored in plain text", `It holds a credential: remove it and set it again with \`pulumi config set --secret ${CONFIG_NAMESPACE}:${key} <value>\`.`);
+  }
+  if (typeof value !== "string") fail(key, "must be a string", "Set it as a single string secret.");
+  return { secret: true, value };
+}
+
+export function parseRegionConfig(raw: Raw, secretKeys: ReadonlySet<string> = new Set()): RegionConfig {
+  const customerStack = requireString(raw, "customerStack", "Set it to the customer stack's name, e.g. `pulumi config set bulwark:customerStack myorg/bulwark/contoso`.");
+  if (!/^[\w.-]+\/[\w.-]+\/[\w.-]+$/.test(customerStack)) {
+    fail("customerStack", `"${customerStack}" is not a fully qualified stack name`, "Write organization/project/stack, e.g. myorg/bulwark/contoso.");
+  }
+  const retention = optionalObject(raw, "retention");
+  const pointsDays = integer(retention.pointsDays, "retention.pointsDays", 1, 36500, 30);
+  const immutabilityDays = integer(retention.immutabilityDays, "retention.immutabilityDays", 1, 146000, pointsDays);
+  if (immutabilityDays > pointsDays) {
+    fail("retention.immutabilityDays", `(${immutabilityDays}) is longer than retention.pointsDays (${pointsDays})`, "Prune could never delete expired points: keep immutability at or below the retention.");
+  }
+  const redundancy = raw.redundancy ?? "Standard_ZRS";
+  if (typeof redundancy !== "string" || !(REDUNDANCIES as readonly string[]).includes(redundancy)) {
+    fail("redundancy", `must be one of ${REDUNDANCIES.join(", ")}, got ${JSON.stringify(redundancy)}`, "Choose it before the first backup: it cannot change afterwards.");
+  }
+  const worker = optionalObject(raw, "worker");
+  const memory = worker.memory ?? "4Gi";
+  if (typeof memory !== "string" || !/^\d+(\.\d+)?Gi$/.test(memory)) fail("worker.memory", `must look like 4Gi, got ${JSON.stringify(memory)}`, "Use a Container Apps memory size such as 2Gi or 4Gi.");
+  const cpu = worker.cpu === undefined ? 2 : Number(worker.cpu);
+  if (!Number.isFinite(cpu) || cpu <= 0 || cpu > 4) fail("worker.cpu", `must be a number of cores from 0.25 to 4, got ${JSON.stringify(worker.cpu)}`, "Use a Container Apps CPU size such as 1 or 2.");
+  return {
+    kind: "region",
+    customer: customerName(raw),
+    customerStack,
+    region: region(raw.region, "region"),
+    image: image(raw),
+    schedule: cron(raw, "schedule", "0 2 * * *"),
+    retention: {
+      pointsDays,
+      immutabilityDays,
+      immutabilityLocked: boolean(retention.immutabilityLocked, "retention.immutabilityLocked", false),
+      softDeleteDays: integer(retention.softDeleteDays, "retention.softDeleteDays", 1, 365, 14),
+    },
+    redundancy: redundancy as Redundancy,
+    worker: {
+      replicaTimeoutSeconds: integer(worker.replicaTimeoutSeconds, "worker.replicaTimeoutSeconds", 60, 86400, 4 * 3600),
+      replicaRetryLimit: integer(worker.replicaRetryLimit, "worker.replicaRetryLimit", 0, 10, 2),
+      maxExecutions: integer(worker.maxExecutions, "worker.maxExecutions", 1, 100, 10),
+      cpu,
+      memory,
+    },
+    notificationWebhook: secretValue(raw, "notificationWebhook", secretKeys),
+  };
+}
+
+/** The pure entry point: `bulwark:*` keys (without the namespace) in, typed config out. */
+export function parseStackConfig(raw: Raw, secretKeys: ReadonlySet<string> = new Set()): StackConfig {
+  const kind = raw.stackKind;
+  if (kind === "customer") return parseCustomerConfig(raw);
+  if (kind === "region") return parseRegionConfig(raw, secretKeys);
+  return fail("stackKind", kind === undefined ? "is not set" : `must be "customer" or "region", got ${JSON.stringify(kind)}`, "Set `bulwark:stackKind: customer` for the customer's stack, `region` for each region's stack.");
+}
+
+/**
+ * Raw `bulwark:*` values from Pulumi's flat config map (`project:key` → string, objects as JSON)
+ * and the keys that were set as secrets.
+ */
+export function rawFromPulumiConfig(all: Record<string, string>, isSecret: (fullKey: string) => boolean): { raw: Raw; secretKeys: Set<string> } {
+  const raw: Raw = {};
+  const secretKeys = new Set<string>();
+  const prefix = `${CONFIG_NAMESPACE}:`;
+  for (const [fullKey, text] of Object.entries(all)) {
+    if (!fullKey.startsWith(prefix)) continue;
+    const key = fullKey.slice(prefix.length);
+    let value: unknown = text;
+    if (/^\s*[[{]/.test(text)) {
+      try {
+        value = JSON.parse(text);
+      } catch {
+        value = text;
+      }
+    }
+    raw[key] = value;
+    if (isSecret(fullKey)) secretKeys.add(key);
+  }
+  return { raw, secretKeys };
+}

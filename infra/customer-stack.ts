@@ -1,0 +1,80 @@
+/**
+ * The customer stack: what exists once per customer, in the customer's tenant and subscription.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as resources from "@pulumi/azure-native/resources/index.js";
+import type { CustomerConfig } from "./config.ts";
+import { scopeId } from "./config.ts";
+import { EnterpriseApp } from "./components/enterprise-app.ts";
+import { BackupRole } from "./components/backup-role.ts";
+import { CustomerKey } from "./components/customer-key.ts";
+import { Bridge } from "./components/bridge.ts";
+
+/** What region stacks read from the customer stack (through a StackReference). */
+export interface CustomerStackOutputs {
+  customer: pulumi.Output<string>;
+  tenantId: pulumi.Output<string>;
+  resourceGroupName: pulumi.Output<string>;
+  enterpriseAppClientId: pulumi.Output<string>;
+  backupRoleDefinitionId: pulumi.Output<string>;
+  keyUserRoleDefinitionId: pulumi.Output<string>;
+  keyVaultUri: pulumi.Output<string>;
+  keyName: pulumi.Output<string>;
+  keyResourceId: pulumi.Output<string>;
+  keyUri: pulumi.Output<string>;
+  protectedScopes: { scope: string; region: string }[];
+  bridgeJobName: pulumi.Output<string>;
+}
+
+export function customerTags(customer: string): Record<string, string> {
+  return { "bulwark-customer": customer, "managed-by": "pulumi" };
+}
+
+export function customerStack(config: CustomerConfig): CustomerStackOutputs {
+  const tags = customerTags(config.customer);
+  const group = new resources.ResourceGroup(config.customer, {
+    resourceGroupName: `bulwark-${config.customer}`,
+    location: config.homeRegion,
+    tags,
+  });
+  const app = new EnterpriseApp(`${config.customer}-enterprise-app`, { customer: config.customer });
+  const protectedScopes = config.protect.map((s) => ({ scope: scopeId(s), region: s.region }));
+  const role = new BackupRole(`${config.customer}-backup-role`, {
+    customer: config.customer,
+    protectedScopes: protectedScopes.map((s) => s.scope),
+  });
+  const key = new CustomerKey(`${config.customer}-key`, {
+    customer: config.customer,
+    tenantId: config.tenantId,
+    subscriptionId: config.subscriptionId,
+    resourceGroupName: group.name,
+    resourceGroupId: group.id,
+    location: config.homeRegion,
+    key: config.key,
+    tags,
+  });
+  const bridge = new Bridge(`${config.customer}-bridge`, {
+    customer: config.customer,
+    resourceGroupName: group.name,
+    location: config.homeRegion,
+    image: config.image,
+    schedule: config.bridgeSchedule,
+    protect: config.protect,
+    backupRoleDefinitionId: role.roleDefinitionId,
+    tags,
+  });
+  return {
+    customer: pulumi.output(config.customer),
+    tenantId: pulumi.output(config.tenantId),
+    resourceGroupName: group.name,
+    enterpriseAppClientId: app.clientId,
+    backupRoleDefinitionId: role.roleDefinitionId,
+    keyUserRoleDefinitionId: key.keyUserRoleDefinitionId,
+    keyVaultUri: key.vaultUri,
+    keyName: key.keyName,
+    keyResourceId: key.keyResourceId,
+    keyUri: key.keyUri,
+    protectedScopes,
+    bridgeJobName: bridge.jobName,
+  };
+}

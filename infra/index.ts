@@ -1,0 +1,29 @@
+/**
+ * The Pulumi program's entry: reads the stack's typed config and runs the customer or the region
+ * program. Which one is `bulwark:stackKind`.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { parseStackConfig, rawFromPulumiConfig } from "./config.ts";
+import type { StackConfig } from "./config.ts";
+import { customerStack } from "./customer-stack.ts";
+import { regionStack } from "./region-stack.ts";
+
+/**
+ * Which keys were set with `--secret`. The SDK knows (it is how `Config.getSecret` decides), but
+ * does not export the check in its typings; the engine also passes the list in the environment.
+ */
+function isConfigSecret(fullKey: string): boolean {
+  const check = (pulumi.runtime as unknown as { isConfigSecret?: (key: string) => boolean }).isConfigSecret;
+  if (check) return check(fullKey);
+  const keys: unknown = JSON.parse(process.env.PULUMI_CONFIG_SECRET_KEYS ?? "[]");
+  return Array.isArray(keys) && keys.includes(fullKey);
+}
+
+export function readStackConfig(): StackConfig {
+  const { raw, secretKeys } = rawFromPulumiConfig(pulumi.runtime.allConfig(), isConfigSecret);
+  return parseStackConfig(raw, secretKeys);
+}
+
+const config = readStackConfig();
+// Pulumi exports the resolved object's properties as the stack's outputs.
+export default config.kind === "customer" ? customerStack(config) : await regionStack(config);

@@ -1,0 +1,109 @@
+/**
+ * A region stack: one per customer and region. It reads the customer stack's outputs through a
+ * StackReference and provisions the region's agent, transient storage and isolated storage, all
+ * in that region, protecting only the scopes the customer declared in that region.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as resources from "@pulumi/azure-native/resources/index.js";
+import { UsageError } from "../runtime/errors.ts";
+import type { RegionConfig } from "./config.ts";
+import { customerTags } from "./customer-stack.ts";
+import { TransientStorage } from "./components/transient-storage.ts";
+import { IsolatedStorage } from "./components/isolated-storage.ts";
+import { RegionAgent } from "./components/region-agent.ts";
+import { subscriptionOf } from "./components/roles.ts";
+
+export interface RegionStackOutputs {
+  region: string;
+  protectedScopes: string[];
+  resourceGroupName: pulumi.Output<string>;
+  transientAccountName: pulumi.Output<string>;
+  queueUrl: pulumi.Output<string>;
+  vaultAccountName: pulumi.Output<string>;
+  vaultUrl: pulumi.Output<string>;
+  schedulerJobName: pulumi.Output<string>;
+  workerJobName: pulumi.Output<string>;
+}
+
+/** Customer stack outputs that decide what the region stack creates must be known values. */
+async function requireKnown<T>(ref: pulumi.StackReference, stack: string, name: string): Promise<T> {
+  const details = await ref.getOutputDetails(name);
+  const value = details.value ?? details.secretValue;
+  if (value === undefined) {
+    throw new UsageError(`customer stack ${stack} has no output "${name}". Run \`pulumi up\` on the customer stack first, then this region stack.`);
+  }
+  return value as T;
+}
+
+export async function regionStack(config: RegionConfig): Promise<RegionStackOutputs> {
+  const ref = new pulumi.StackReference(`${config.customer}-customer`, { name: config.customerStack });
+  const customer = await requireKnown<string>(ref, config.customerStack, "customer");
+  if (customer !== config.customer) {
+    throw new UsageError(`bulwark:customerStack ${config.customerStack} belongs to customer "${customer}", not "${config.customer}". Point bulwark:customerStack at ${config.customer}'s customer stack.`);
+  }
+  const allScopes = await requireKnown<{ scope: string; region: string }[]>(ref, config.customerStack, "protectedScopes");
+  const scopes = allScopes.filter((s) => s.region === config.region).map((s) => s.scope);
+  if (scopes.length === 0) {
+    const regions = [...new Set(allScopes.map((s) => s.region))].join(", ");
+    throw new UsageError(`bulwark:region ${config.region} has no protected scope: customer ${customer} protects only ${regions}. Add a scope in ${config.region} to the customer stack's bulwark:protect (and update it), or deploy this stack for one of ${regions}.`);
+  }
+  const subscriptionId = subscriptionOf(scopes[0]);
+  const output = (name: string) => ref.requireOutput(name) as pulumi.Output<string>;
+  const tags = { ...customerTags(config.customer), "bulwark-region": config.region };
+
+  const group = new resources.ResourceGroup(`${config.customer}-${config.region}`, {
+    resourceGroupName: `bulwark-${config.customer}-${config.region}`,
+    location: config.region,
+    tags,
+  });
+  const transient = new TransientStorage(`${config.customer}-${config.region}-transient`, {
+    customer: config.customer,
+    region: config.region,
+    subscriptionId,
+    resourceGroupName: group.name,
+    tags,
+  });
+  const isolated = new IsolatedStorage(`${config.customer}-${config.region}-isolated`, {
+    customer: config.customer,
+    region: config.region,
+    subscriptionId,
+    resourceGroupName: group.name,
+    redundancy: config.redundancy,
+    retention: config.retention,
+    keyVaultUri: output("keyVaultUri"),
+    keyName: output("keyName"),
+    keyResourceId: output("keyResourceId"),
+    tags,
+  });
+  const agent = new RegionAgent(`${config.customer}-${config.region}-agent`, {
+    customer: config.customer,
+    region: config.region,
+    subscriptionId,
+    resourceGroupName: group.name,
+    image: config.image,
+    schedule: config.schedule,
+    worker: config.worker,
+    retentionDays: config.retention.pointsDays,
+    protectedScopes: scopes,
+    backupRoleDefinitionId: output("backupRoleDefinitionId"),
+    keyUserRoleDefinitionId: output("keyUserRoleDefinitionId"),
+    keyResourceId: output("keyResourceId"),
+    keyUri: output("keyUri"),
+    queue: { accountName: transient.accountName, name: transient.queueName, url: transient.queueUrl, scope: transient.queueScope },
+    transient: { containerUrl: transient.containerUrl, containerScope: transient.containerScope },
+    vault: { containerUrl: isolated.containerUrl, containerScope: isolated.containerScope },
+    notificationWebhook: config.notificationWebhook === undefined ? undefined : pulumi.secret(config.notificationWebhook.value),
+    tags,
+  });
+  return {
+    region: config.region,
+    protectedScopes: scopes,
+    resourceGroupName: group.name,
+    transientAccountName: transient.accountName,
+    queueUrl: transient.queueUrl,
+    vaultAccountName: isolated.accountName,
+    vaultUrl: isolated.containerUrl,
+    schedulerJobName: agent.schedulerJobName,
+    workerJobName: agent.workerJobName,
+  };
+}
