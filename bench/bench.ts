@@ -1,0 +1,264 @@
+/**
+ * `npm run bench [-- options]`: Bulwark against restic and borg on the same synthetic disk image,
+ * in one run on one machine. See bench/README.md.
+ */
+import { randomUUID } from "node:crypto";
+import { readFile, readdir, mkdir, writeFile } from "node:fs/promises";
+import { cpus, totalmem, release, platform } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { ensureImages, formatBytes } from "./image.ts";
+import { runImageCase } from "./image-case.ts";
+import type { ToolRun } from "./image-case.ts";
+import { hasGnuTime } from "./measure.ts";
+import { checkTargets, ratiosTo, renderTable, renderTargets } from "./report.ts";
+import type { OtherSizeRun, Ratios } from "./report.ts";
+import { Borg } from "./tools/borg.ts";
+import { Bulwark } from "./tools/bulwark.ts";
+import { Restic } from "./tools/restic.ts";
+import { TOOL_NAMES } from "./tools/tool.ts";
+import type { Detection, Tool, ToolName } from "./tools/tool.ts";
+
+const PROJECT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const BENCH_DIR = join(PROJECT_DIR, ".bench");
+const DEFAULT_SEED = "bulwark-1";
+const CASES = ["image"] as const;
+
+const USAGE = `usage: npm run bench -- [options]
+
+  --size SIZE      image size: a number with M or G (binary units), multiple of 4 MiB; default 2G
+  --tools LIST     comma-separated, from ${TOOL_NAMES.join(",")}; default all
+  --out FILE       results JSON; default .bench/results-<size>.json
+  --seed SEED      image seed (letters, digits, . _ -); default ${DEFAULT_SEED}
+  --case NAME      benchmark case: ${CASES.join(", ")} (default image)
+  --keep           keep the repositories under .bench/work/
+  --help           this text
+
+Images are cached under .bench/images/ keyed by size and seed. restic and borg come from Debian:
+  apt-get install -y restic borgbackup`;
+
+class UsageFailure extends Error {}
+
+/** "512M" -> 536870912; binary units, so 2G is 2 GiB. */
+export function parseSize(text: string): number {
+  const match = /^(\d+)([KMGT]?)(i?B)?$/i.exec(text.trim());
+  if (match === null) throw new UsageFailure(`--size ${text}: expected a number with an optional K, M, G or T, like 512M or 2G`);
+  const exponent = { "": 0, K: 1, M: 2, G: 3, T: 4 }[match[2].toUpperCase() as "" | "K" | "M" | "G" | "T"];
+  const bytes = Number(match[1]) * 1024 ** exponent;
+  if (bytes <= 0 || bytes % (4 << 20) !== 0) throw new UsageFailure(`--size ${text}: must be a positive multiple of 4 MiB`);
+  return bytes;
+}
+
+/** 536870912 -> "512M", 2147483648 -> "2G". */
+export function sizeLabel(bytes: number): string {
+  return bytes % 2 ** 30 === 0 ? `${bytes / 2 ** 30}G` : `${bytes / 2 ** 20}M`;
+}
+
+function parseTools(text: string): ToolName[] {
+  const names = text.split(",").map((name) => name.trim().toLowerCase()).filter((name) => name !== "");
+  for (const name of names) {
+    if (!(TOOL_NAMES as readonly string[]).includes(name)) {
+      throw new UsageFailure(`--tools: unknown tool "${name}"; choose from ${TOOL_NAMES.join(", ")}`);
+    }
+  }
+  if (names.length === 0) throw new UsageFailure("--tools: name at least one tool");
+  // Always in the same order, so runs are comparable.
+  return TOOL_NAMES.filter((name) => names.includes(name));
+}
+
+function makeTool(name: ToolName): Tool {
+  switch (name) {
+    case "bulwark":
+      return new Bulwark(PROJECT_DIR);
+    case "restic":
+      return new Restic();
+    case "borg":
+      return new Borg();
+  }
+}
+
+/** Bulwark's peak memory from results of other sizes in .bench/, for the size-independence target. */
+async function otherSizeRuns(currentSize: number, outPath: string): Promise<OtherSizeRun[]> {
+  const found: OtherSizeRun[] = [];
+  const names = await readdir(BENCH_DIR).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!/^results-.*\.json$/.test(name)) continue;
+    const file = join(BENCH_DIR, name);
+    if (resolve(file) === resolve(outPath)) continue;
+    try {
+      const doc = JSON.parse(await readFile(file, "utf8")) as {
+        image?: { sizeBytes?: number };
+        tools?: { bulwark?: { run?: ToolRun } };
+      };
+      const sizeBytes = doc.image?.sizeBytes;
+      const peak = doc.tools?.bulwark?.run?.peakRssBytes;
+      const failed = doc.tools?.bulwark?.run?.error !== undefined;
+      if (sizeBytes !== undefined && sizeBytes !== currentSize && peak !== undefined && !failed) {
+        found.push({ sizeLabel: sizeLabel(sizeBytes), sizeBytes, peakRssBytes: peak, file: join(".bench", name) });
+      }
+    } catch {
+      // not a results file of ours
+    }
+  }
+  return found.sort((a, b) => a.sizeBytes - b.sizeBytes);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      size: { type: "string", default: "2G" },
+      tools: { type: "string", default: TOOL_NAMES.join(",") },
+      out: { type: "string" },
+      seed: { type: "string", default: DEFAULT_SEED },
+      case: { type: "string", default: "image" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+    allowPositionals: false,
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!(CASES as readonly string[]).includes(values.case)) {
+    throw new UsageFailure(`--case ${values.case}: only ${CASES.join(", ")} exists so far`);
+  }
+  const sizeBytes = parseSize(values.size);
+  const label = sizeLabel(sizeBytes);
+  const toolNames = parseTools(values.tools);
+  const outPath = resolve(values.out ?? join(BENCH_DIR, `results-${label}.json`));
+  const log = (line: string) => console.log(line);
+
+  const useGnuTime = hasGnuTime();
+  log(
+    useGnuTime
+      ? "memory: /proc tree polling every 50 ms and GNU time %M; the larger is reported"
+      : "memory: /proc tree polling every 50 ms only (GNU time missing: apt-get install -y time for exact peaks)",
+  );
+
+  const detections = new Map<ToolName, Detection>();
+  const tools: Tool[] = [];
+  for (const name of toolNames) {
+    const tool = makeTool(name);
+    const detection = tool.detect();
+    detections.set(name, detection);
+    if (detection.available) {
+      log(`${name}: ${detection.version}`);
+      tools.push(tool);
+    } else {
+      log(`${name}: SKIPPED, ${detection.reason}. To include it: ${detection.howToInstall}`);
+    }
+  }
+  if (tools.length === 0) {
+    log("no tool to run");
+    return 1;
+  }
+
+  const images = await ensureImages(join(BENCH_DIR, "images"), sizeBytes, values.seed, log);
+  const d = images.description;
+  log(
+    `image: ${formatBytes(sizeBytes)}, seed ${values.seed}${images.fromCache ? " (cached)" : ""}; ` +
+      `1 MiB regions: ${d.regions.zero} zero, ${d.regions.text} text-like, ${d.regions.random} random`,
+  );
+  log(
+    `version 2: ${d.blocksRewritten} of ${d.blocksTotal} 4 KiB blocks rewritten (${(100 * d.rewrittenFraction).toFixed(2)}%) ` +
+      `in ${d.rewrittenRuns} runs of ${d.runLengthBlocks.min}-${d.runLengthBlocks.max} blocks (mean ${d.runLengthBlocks.mean.toFixed(1)}); ` +
+      `${d.rewriteRule}`,
+  );
+  log("page cache: not dropped (needs root); the image (before a backup) or the vault (before a restore) is read once before each timed step, the same for every tool");
+
+  const startedAt = new Date().toISOString();
+  const runs: Partial<Record<ToolName, ToolRun>> = {};
+  for (const tool of tools) {
+    runs[tool.name] = await runImageCase(tool, images, { workRoot: join(BENCH_DIR, "work"), useGnuTime, keep: values.keep, log });
+  }
+
+  const ratios: Partial<Record<ToolName, Ratios>> = {};
+  for (const name of Object.keys(runs) as ToolName[]) ratios[name] = ratiosTo(runs[name]!, runs.restic);
+  const others = await otherSizeRuns(sizeBytes, outPath);
+  const targets = checkTargets(runs.bulwark, ratios.bulwark ?? {}, label, others);
+
+  const results = {
+    benchmark: "bulwark-bench",
+    runId: randomUUID(),
+    case: values.case,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    machine: {
+      nproc: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      totalMemoryBytes: totalmem(),
+      os: `${platform()} ${release()}`,
+      node: process.versions.node,
+    },
+    method: {
+      throughput: "image size / wall seconds of the tool's process, bytes per second",
+      memory: useGnuTime
+        ? "peak RSS: max(sum over the process tree polled every 50 ms, GNU time %M of the largest process)"
+        : "peak RSS: sum over the process tree polled every 50 ms",
+      pageCache: "warm: the image (before a backup) or the vault folder (before a restore) read once before each timed step",
+      vaultSize: "sum of the sizes of the regular files under the repository folder after both backups",
+      source: "the same path for both versions (src/disk.img, hard-linked to the cached image)",
+      restoreCheck: "sha256 of the restored image compared to version 2's",
+    },
+    image: {
+      sizeBytes,
+      seed: values.seed,
+      version1Sha256: images.version1Sha256,
+      version2Sha256: images.version2Sha256,
+      ...images.description,
+    },
+    tools: Object.fromEntries(
+      toolNames.map((name) => {
+        const detection = detections.get(name)!;
+        const tool = tools.find((t) => t.name === name);
+        return [
+          name,
+          {
+            detection,
+            settings: tool?.settings(),
+            run: runs[name],
+            ratiosToRestic: runs.restic === undefined ? undefined : ratios[name],
+          },
+        ];
+      }),
+    ),
+    targets,
+  };
+  await mkdir(dirname(outPath), { recursive: true });
+  await writeFile(outPath, `${JSON.stringify(results, null, 2)}\n`);
+
+  log("");
+  log(`results at ${label} (${cpus().length} CPUs, ${formatBytes(totalmem())} RAM); ratios are to restic:`);
+  log(renderTable(runs, ratios));
+  log("");
+  for (const [name, run] of Object.entries(runs) as Array<[ToolName, ToolRun]>) {
+    if (run.error !== undefined) log(`${name} failed: ${run.error}`);
+    else log(`${name}: restored image ${run.restoreIdentical ? "byte-identical to version 2 (sha256)" : "DIFFERS from version 2"}`);
+  }
+  log("");
+  log("targets (Bulwark):");
+  log(renderTargets(targets));
+  log("");
+  log(`results written to ${outPath}`);
+  const anyFailed = Object.values(runs).some((run) => run.error !== undefined || run.restoreIdentical === false);
+  return anyFailed ? 1 : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof UsageFailure || (error instanceof Error && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS"))) {
+      console.error(`bench: ${error.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+    } else {
+      console.error(error);
+      process.exitCode = 1;
+    }
+  },
+);
