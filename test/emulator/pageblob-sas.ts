@@ -1,0 +1,314 @@
+/**
+ * The page-blob data plane behind the SAS URLs that beginGetAccess hands out for managed disks and
+ * snapshots: Get Blob (ranged), Get Blob Properties, Get Page Ranges, Get Page Ranges Diff against a
+ * previous snapshot's SAS URL (x-ms-previous-snapshot-url, as for managed disks), and Put Page for
+ * upload disks. Each grant expires after its durationInSeconds and is invalidated by endGetAccess.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { type EmulatorReply, type EmulatorRequest, header } from "./http.ts";
+import { type ByteRange, PAGE_SIZE, type PageImage } from "./pagestore.ts";
+
+export type AccessLevel = "Read" | "Write";
+
+export interface SasTarget {
+  image: PageImage;
+  /** Snapshots and disks of one lineage share it: a diff is allowed only within one lineage. */
+  lineage: string;
+  kind: "disk" | "snapshot";
+  /** Disks in ReadyToUpload/ActiveUpload accept writes through a Write grant. */
+  writable: boolean;
+  lastModified: Date;
+  touch(): void;
+}
+
+export interface SasGrant {
+  id: string;
+  resourceId: string;
+  access: AccessLevel;
+  expiresOn: Date;
+  revoked: boolean;
+  url: string;
+}
+
+interface GrantRecord extends SasGrant {
+  account: string;
+  container: string;
+  signature: string;
+}
+
+export interface PageBlobOptions {
+  /** A response lists at most this many ranges and returns NextMarker for the rest. */
+  maxRangesPerResponse: number;
+}
+
+const BLOB_NAME = "abcd";
+const SERVICE_VERSION = "2025-05-05";
+
+function storageError(status: number, code: string, message: string, extra = ""): EmulatorReply {
+  const body =
+    `<?xml version="1.0" encoding="utf-8"?><Error><Code>${code}</Code><Message>${message}\n` +
+    `RequestId:${crypto.randomUUID()}\nTime:${new Date().toISOString()}</Message>${extra}</Error>`;
+  return { status, body, headers: { "content-type": "application/xml", "x-ms-error-code": code, "x-ms-version": SERVICE_VERSION } };
+}
+
+/** Parses "bytes=a-b" or "bytes=a-" into an inclusive range, or undefined when absent. */
+function parseRange(value: string | undefined, size: number): ByteRange | undefined | "invalid" {
+  if (!value) return undefined;
+  const match = /^bytes=(\d+)-(\d*)$/.exec(value.trim());
+  if (!match) return "invalid";
+  const start = Number(match[1]);
+  const end = match[2] ? Math.min(Number(match[2]), size - 1) : size - 1;
+  if (start > end || start >= size) return "invalid";
+  return { start, end };
+}
+
+export class PageBlobService {
+  private readonly grants = new Map<string, GrantRecord>();
+  private readonly signingKey = randomBytes(32);
+  private readonly lookup: (resourceId: string) => SasTarget | undefined;
+  readonly options: PageBlobOptions;
+
+  constructor(lookup: (resourceId: string) => SasTarget | undefined, options: PageBlobOptions) {
+    this.lookup = lookup;
+    this.options = options;
+  }
+
+  grant(origin: string, resourceId: string, access: AccessLevel, durationInSeconds: number): SasGrant {
+    const id = crypto.randomUUID();
+    const account = `md-${createHmac("sha256", "account").update(resourceId.toLowerCase()).digest("hex").slice(0, 12)}`;
+    const container = randomBytes(6).toString("hex");
+    const signature = this.sign(id, account, container);
+    const url =
+      `${origin}/${account}/${container}/${BLOB_NAME}` +
+      `?sv=2018-03-28&sr=b&si=${id}&sig=${encodeURIComponent(signature)}`;
+    const record: GrantRecord = {
+      id, resourceId, access, expiresOn: new Date(Date.now() + durationInSeconds * 1000), revoked: false, url, account, container, signature,
+    };
+    this.grants.set(id, record);
+    return publicGrant(record);
+  }
+
+  /** endGetAccess: every SAS of the resource stops working at once. */
+  revokeAll(resourceId: string): number {
+    let count = 0;
+    for (const grant of this.grants.values()) {
+      if (grant.resourceId.toLowerCase() === resourceId.toLowerCase() && !grant.revoked) {
+        grant.revoked = true;
+        count++;
+      }
+    }
+    return count;
+  }
+
+  /** Grants that would still open the data: neither revoked nor expired. */
+  active(resourceId?: string): SasGrant[] {
+    const now = Date.now();
+    return [...this.grants.values()]
+      .filter((g) => !g.revoked && g.expiresOn.getTime() > now)
+      .filter((g) => resourceId === undefined || g.resourceId.toLowerCase() === resourceId.toLowerCase())
+      .map(publicGrant);
+  }
+
+  private sign(id: string, account: string, container: string): string {
+    return createHmac("sha256", this.signingKey).update(`${id}\n${account}\n${container}`).digest("base64");
+  }
+
+  /** The grant a SAS URL's query and path name, checked for signature; undefined when forged or unknown. */
+  private grantFor(account: string, container: string, query: URLSearchParams): GrantRecord | undefined {
+    const grant = this.grants.get(query.get("si") ?? "");
+    const signature = query.get("sig") ?? "";
+    if (!grant || grant.account !== account || grant.container !== container) return undefined;
+    const expected = Buffer.from(grant.signature);
+    const given = Buffer.from(signature);
+    if (expected.length !== given.length || !timingSafeEqual(expected, given)) return undefined;
+    return grant;
+  }
+
+  /** Requests whose first path segment is a managed-disk account (md-...). */
+  handles(segments: string[]): boolean {
+    return segments.length >= 1 && (segments[0] ?? "").startsWith("md-");
+  }
+
+  handle(request: EmulatorRequest, segments: string[]): EmulatorReply {
+    const [account = "", container = "", blob = ""] = segments;
+    if (segments.length !== 3 || blob !== BLOB_NAME) return storageError(404, "ResourceNotFound", "The specified resource does not exist.");
+    const grant = this.grantFor(account, container, request.query);
+    if (!grant) {
+      return storageError(403, "AuthenticationFailed",
+        "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
+        "<AuthenticationErrorDetail>Signature did not match or the signed identifier is unknown.</AuthenticationErrorDetail>");
+    }
+    if (grant.revoked) {
+      return storageError(403, "AuthenticationFailed",
+        "Server failed to authenticate the request. The access to this managed disk or snapshot was revoked (endGetAccess).",
+        "<AuthenticationErrorDetail>Signed identifier is no longer valid: access was revoked.</AuthenticationErrorDetail>");
+    }
+    if (grant.expiresOn.getTime() <= Date.now()) {
+      return storageError(403, "AuthenticationFailed",
+        "Server failed to authenticate the request. The SAS has expired.",
+        `<AuthenticationErrorDetail>Signed expiry time [${grant.expiresOn.toUTCString()}] must be after current time [${new Date().toUTCString()}]</AuthenticationErrorDetail>`);
+    }
+    const target = this.lookup(grant.resourceId);
+    if (!target) return storageError(404, "BlobNotFound", "The specified blob does not exist.");
+    const comp = request.query.get("comp");
+    if (request.method === "HEAD" && !comp) return this.properties(target);
+    if (request.method === "GET" && !comp) return this.read(request, target);
+    if (request.method === "GET" && comp === "pagelist") return this.pageList(request, target);
+    if (request.method === "PUT" && comp === "page") {
+      if (grant.access !== "Write" || !target.writable) {
+        return storageError(403, "AuthorizationPermissionMismatch", "This request is not authorized to perform this operation using this permission.");
+      }
+      return this.putPage(request, target);
+    }
+    return storageError(400, "UnsupportedHttpVerb", `The emulator's managed-disk endpoint does not support ${request.method} ${comp ? `comp=${comp}` : ""}.`);
+  }
+
+  private common(target: SasTarget): Record<string, string> {
+    return {
+      "x-ms-version": SERVICE_VERSION,
+      "last-modified": target.lastModified.toUTCString(),
+      etag: `"0x${target.lastModified.getTime().toString(16).toUpperCase()}"`,
+    };
+  }
+
+  private properties(target: SasTarget): EmulatorReply {
+    return {
+      status: 200,
+      headers: {
+        ...this.common(target),
+        "content-length": String(target.image.size),
+        "content-type": "application/octet-stream",
+        "x-ms-blob-type": "PageBlob",
+        "x-ms-blob-sequence-number": "0",
+        "x-ms-lease-status": "unlocked",
+        "x-ms-lease-state": "available",
+        "x-ms-server-encrypted": "true",
+        "accept-ranges": "bytes",
+      },
+    };
+  }
+
+  private read(request: EmulatorRequest, target: SasTarget): EmulatorReply {
+    const size = target.image.size;
+    const range = parseRange(header(request, "x-ms-range") ?? header(request, "range"), size);
+    if (range === "invalid") return storageError(416, "InvalidRange", "The range specified is invalid for the current size of the resource.");
+    const { start, end } = range ?? { start: 0, end: size - 1 };
+    const body = target.image.read(start, end - start + 1);
+    const headers: Record<string, string> = {
+      ...this.common(target),
+      "content-type": "application/octet-stream",
+      "x-ms-blob-type": "PageBlob",
+      "accept-ranges": "bytes",
+    };
+    if (range) headers["content-range"] = `bytes ${start}-${end}/${size}`;
+    return { status: range ? 206 : 200, headers, body };
+  }
+
+  private pageList(request: EmulatorRequest, target: SasTarget): EmulatorReply {
+    const size = target.image.size;
+    const range = parseRange(header(request, "x-ms-range") ?? header(request, "range"), size);
+    if (range === "invalid") return storageError(416, "InvalidRange", "The range specified is invalid for the current size of the resource.");
+    if (range && (range.start % PAGE_SIZE !== 0 || (range.end + 1) % PAGE_SIZE !== 0)) {
+      return storageError(400, "InvalidPageRange", "The page range specified is invalid: it must be 512-byte aligned.");
+    }
+    let { start, end } = range ?? { start: 0, end: size - 1 };
+    const marker = request.query.get("marker");
+    if (marker) {
+      const resumeAt = Number(Buffer.from(marker, "base64url").toString("utf8"));
+      if (!Number.isInteger(resumeAt) || resumeAt < start || resumeAt > end + 1) {
+        return storageError(400, "InvalidQueryParameterValue", "The marker is not valid for this request.");
+      }
+      start = resumeAt;
+    }
+    if (request.query.has("prevsnapshot")) {
+      return storageError(409, "PreviousSnapshotOperationNotSupported", "Managed disks are diffed with x-ms-previous-snapshot-url, not prevsnapshot.");
+    }
+    let items: Array<{ tag: "PageRange" | "ClearRange"; range: ByteRange }>;
+    const previousUrl = header(request, "x-ms-previous-snapshot-url");
+    if (previousUrl) {
+      const previous = this.previousTarget(previousUrl);
+      if ("reply" in previous) return previous.reply;
+      if (previous.target.lineage !== target.lineage) {
+        return storageError(409, "PreviousSnapshotOperationNotSupported", "The previous snapshot is not a snapshot of the same disk.");
+      }
+      if (previous.target.image.size > size) {
+        return storageError(409, "PreviousSnapshotCannotBeNewer", "The previous snapshot is larger than the target; it cannot be diffed.");
+      }
+      const { changed, cleared } = target.image.diff(previous.target.image, start, end);
+      items = [
+        ...changed.map((r) => ({ tag: "PageRange" as const, range: r })),
+        ...cleared.map((r) => ({ tag: "ClearRange" as const, range: r })),
+      ].sort((a, b) => a.range.start - b.range.start);
+    } else {
+      items = target.image.validRanges(start, end).map((r) => ({ tag: "PageRange" as const, range: r }));
+    }
+    // A window cuts ranges at its edges, as the service reports them.
+    for (const item of items) {
+      item.range = { start: Math.max(item.range.start, start), end: Math.min(item.range.end, end) };
+    }
+    const requested = Number(request.query.get("maxresults") ?? "0");
+    const limit = Math.min(requested > 0 ? requested : Infinity, this.options.maxRangesPerResponse);
+    const page = items.slice(0, limit);
+    const more = items.length > limit;
+    const xml =
+      `<?xml version="1.0" encoding="utf-8"?><PageList>` +
+      page.map((i) => `<${i.tag}><Start>${i.range.start}</Start><End>${i.range.end}</End></${i.tag}>`).join("") +
+      (more ? `<NextMarker>${Buffer.from(String(items[limit]!.range.start)).toString("base64url")}</NextMarker>` : "<NextMarker />") +
+      `</PageList>`;
+    return {
+      status: 200,
+      headers: { ...this.common(target), "content-type": "application/xml", "x-ms-blob-content-length": String(size) },
+      body: xml,
+    };
+  }
+
+  private previousTarget(previousUrl: string): { target: SasTarget } | { reply: EmulatorReply } {
+    let url: URL;
+    try {
+      url = new URL(previousUrl);
+    } catch {
+      return { reply: storageError(400, "InvalidHeaderValue", "The value of x-ms-previous-snapshot-url is not a URL.") };
+    }
+    const segments = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+    const grant = segments.length === 3 ? this.grantFor(segments[0]!, segments[1]!, url.searchParams) : undefined;
+    if (!grant) {
+      return { reply: storageError(403, "CannotVerifyCopySource", "The previous snapshot URL is not a valid SAS URL of a managed snapshot.") };
+    }
+    const target = this.lookup(grant.resourceId);
+    if (!target) {
+      return { reply: storageError(404, "PreviousSnapshotNotFound", "The previous snapshot is not found. It may have been deleted.") };
+    }
+    if (target.kind !== "snapshot") {
+      return { reply: storageError(409, "PreviousSnapshotOperationNotSupported", "The previous-snapshot URL must name a snapshot, not a disk.") };
+    }
+    return { target };
+  }
+
+  private putPage(request: EmulatorRequest, target: SasTarget): EmulatorReply {
+    const range = parseRange(header(request, "x-ms-range") ?? header(request, "range"), target.image.size);
+    if (!range || range === "invalid") return storageError(416, "InvalidRange", "Put Page needs a valid x-ms-range within the disk.");
+    const length = range.end - range.start + 1;
+    const mode = header(request, "x-ms-page-write");
+    try {
+      if (mode === "update") {
+        if (request.body.length !== length) {
+          return storageError(400, "InvalidHeaderValue", `The body is ${request.body.length} bytes but x-ms-range names ${length}.`);
+        }
+        if (length > 4 * 1024 * 1024) return storageError(413, "RequestBodyTooLarge", "A Put Page body is at most 4 MiB.");
+        target.image.write(range.start, request.body);
+      } else if (mode === "clear") {
+        target.image.clear(range.start, length);
+      } else {
+        return storageError(400, "InvalidHeaderValue", "x-ms-page-write must be update or clear.");
+      }
+    } catch (error) {
+      return storageError(416, "InvalidPageRange", (error as Error).message);
+    }
+    target.touch();
+    return { status: 201, headers: { ...this.common(target), "x-ms-blob-sequence-number": "0", "x-ms-request-server-encrypted": "true" } };
+  }
+}
+
+function publicGrant(record: GrantRecord): SasGrant {
+  return { id: record.id, resourceId: record.resourceId, access: record.access, expiresOn: record.expiresOn, revoked: record.revoked, url: record.url };
+}
