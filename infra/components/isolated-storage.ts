@@ -11,6 +11,7 @@ import * as storage from "@pulumi/azure-native/storage/index.js";
 import * as managedidentity from "@pulumi/azure-native/managedidentity/index.js";
 import type { Redundancy, RetentionConfig } from "../config.ts";
 import { globalName } from "../naming.ts";
+import { STORAGE_KIND_TAG } from "../../policies/rules.ts";
 import { BUILT_IN_ROLES, builtInRoleId, grantRole } from "./roles.ts";
 
 export const VAULT_CONTAINER = "vault";
@@ -58,7 +59,7 @@ export class IsolatedStorage extends pulumi.ComponentResource {
         accountName: globalName(`bwv${args.customer}`, 24, args.subscriptionId, args.region),
         resourceGroupName: args.resourceGroupName,
         location: args.region,
-        tags: args.tags,
+        tags: { ...args.tags, [STORAGE_KIND_TAG]: "isolated" },
         kind: "StorageV2",
         sku: { name: args.redundancy },
         accessTier: "Cool",

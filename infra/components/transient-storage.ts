@@ -6,6 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as storage from "@pulumi/azure-native/storage/index.js";
 import { globalName } from "../naming.ts";
+import { STORAGE_KIND_TAG } from "../../policies/rules.ts";
 
 export const TRANSIENT_CONTAINER = "staging";
 export const JOB_QUEUE = "jobs";
@@ -36,7 +37,7 @@ export class TransientStorage extends pulumi.ComponentResource {
         accountName: globalName(`bwt${args.customer}`, 24, args.subscriptionId, args.region),
         resourceGroupName: args.resourceGroupName,
         location: args.region,
-        tags: args.tags,
+        tags: { ...args.tags, [STORAGE_KIND_TAG]: "transient" },
         kind: "StorageV2",
         sku: { name: "Standard_LRS" },
         accessTier: "Hot",

@@ -1,0 +1,379 @@
+/**
+ * Bulwark's rules as code. Each policy reads only a resource's type and properties (or, for stack
+ * policies, all the stack's resources), so tests call them directly on plain objects; the
+ * PolicyPack itself is constructed only in policies/index.ts.
+ *
+ * Every violation message says what is wrong and how to fix it.
+ */
+import type { Policy, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy, StackValidationArgs, StackValidationPolicy } from "@pulumi/policy";
+
+export const TYPES = {
+  storageAccount: "azure-native:storage:StorageAccount",
+  blobContainer: "azure-native:storage:BlobContainer",
+  blobServiceProperties: "azure-native:storage:BlobServiceProperties",
+  managementPolicy: "azure-native:storage:ManagementPolicy",
+  vault: "azure-native:keyvault:Vault",
+  key: "azure-native:keyvault:Key",
+  job: "azure-native:app:Job",
+  roleAssignment: "azure-native:authorization:RoleAssignment",
+  roleDefinition: "azure-native:authorization:RoleDefinition",
+  userAssignedIdentity: "azure-native:managedidentity:UserAssignedIdentity",
+} as const;
+
+/** The tag that says which kind of Bulwark storage an account is. */
+export const STORAGE_KIND_TAG = "bulwark-storage";
+/** The tag a region stack puts on everything it creates. */
+export const REGION_TAG = "bulwark-region";
+
+const FORBIDDEN_ROLES: Record<string, string> = {
+  "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
+  "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
+  "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator",
+};
+
+type Props = Record<string, any>;
+/** What a resource policy needs of its arguments (a subset of ResourceValidationArgs). */
+export type ResourceArgs = Pick<ResourceValidationArgs, "type" | "props" | "name" | "urn">;
+/** What a stack policy needs (a subset of StackValidationArgs). */
+export interface StackResource {
+  type: string;
+  name: string;
+  urn: string;
+  props: Props;
+}
+export interface StackArgs {
+  resources: StackResource[];
+}
+
+export interface ResourceRule extends Policy {
+  validateResource: (args: ResourceArgs, reportViolation: ReportViolation) => void;
+}
+export interface StackRule extends Policy {
+  validateStack: (args: StackArgs, reportViolation: ReportViolation) => void;
+}
+
+function resourceRule(rule: ResourceRule): ResourceRule & ResourceValidationPolicy {
+  return rule as ResourceRule & ResourceValidationPolicy;
+}
+function stackRule(rule: StackRule): StackRule & StackValidationPolicy {
+  return { ...rule, validateStack: (args: StackValidationArgs | StackArgs, report: ReportViolation) => rule.validateStack(args as StackArgs, report) } as StackRule & StackValidationPolicy;
+}
+
+function storageKind(props: Props): string | undefined {
+  return props.tags?.[STORAGE_KIND_TAG];
+}
+
+export const noPublicBlobAccess = resourceRule({
+  name: "no-public-blob-access",
+  description: "Storage accounts disallow public blob access and containers are private.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type === TYPES.storageAccount && props.allowBlobPublicAccess !== false) {
+      report("Public blob access is allowed on this storage account. Set allowBlobPublicAccess: false.");
+    }
+    if (type === TYPES.blobContainer && props.publicAccess !== undefined && props.publicAccess !== "None") {
+      report(`Container has public access "${props.publicAccess}". Set publicAccess: "None".`);
+    }
+  },
+});
+
+export const noSharedKeyAccess = resourceRule({
+  name: "no-shared-key-access",
+  description: "Backup storage accepts only Entra ID (managed identity) authorization, never account keys or SAS signed with them.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type === TYPES.storageAccount && props.allowSharedKeyAccess !== false) {
+      report("Shared-key access is allowed on this storage account. Set allowSharedKeyAccess: false and authorize with managed identities.");
+    }
+  },
+});
+
+export const minimumTls12 = resourceRule({
+  name: "minimum-tls-1-2",
+  description: "Storage accounts require TLS 1.2 or later over HTTPS only.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type !== TYPES.storageAccount) return;
+    if (props.minimumTlsVersion !== "TLS1_2" && props.minimumTlsVersion !== "TLS1_3") {
+      report(`Minimum TLS version is ${props.minimumTlsVersion ?? "the service default"}. Set minimumTlsVersion: "TLS1_2".`);
+    }
+    if (props.enableHttpsTrafficOnly === false) report("Plain HTTP is allowed. Set enableHttpsTrafficOnly: true.");
+  },
+});
+
+export const storageKindDeclared = resourceRule({
+  name: "storage-kind-declared",
+  description: `Every storage account says whether it is isolated or transient storage (tag ${STORAGE_KIND_TAG}), so the rules for each apply.`,
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type !== TYPES.storageAccount) return;
+    const kind = storageKind(props);
+    if (kind !== "isolated" && kind !== "transient") {
+      report(`Storage account has no valid ${STORAGE_KIND_TAG} tag (got ${JSON.stringify(kind)}). Tag it "isolated" (the customer's vault) or "transient" (staging).`);
+    }
+  },
+});
+
+export const isolatedStorageCustomerKey = resourceRule({
+  name: "isolated-storage-customer-managed-key",
+  description: "Isolated storage is encrypted with the customer's key in Key Vault, through a user-assigned identity.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type !== TYPES.storageAccount || storageKind(props) !== "isolated") return;
+    const encryption = props.encryption ?? {};
+    if (encryption.keySource !== "Microsoft.Keyvault") {
+      report(`Isolated storage is encrypted with ${encryption.keySource ?? "Microsoft-managed keys"}. Set encryption.keySource: "Microsoft.Keyvault" with the customer's key in keyVaultProperties.`);
+      return;
+    }
+    if (!encryption.keyVaultProperties?.keyName || !encryption.keyVaultProperties?.keyVaultUri) {
+      report("Isolated storage names no key. Set encryption.keyVaultProperties.keyName and keyVaultUri to the customer's key.");
+    }
+    const identity = encryption.encryptionIdentity?.encryptionUserAssignedIdentity;
+    const assigned: string[] = props.identity?.userAssignedIdentities ?? [];
+    if (!identity) {
+      report("Isolated storage reaches the key without a user-assigned identity. Set encryption.encryptionIdentity.encryptionUserAssignedIdentity.");
+    } else if (!assigned.includes(identity) && !(identity in (props.identity?.userAssignedIdentities ?? {}))) {
+      report("The encryption identity is not assigned to the account. Add it to identity.userAssignedIdentities.");
+    }
+  },
+});
+
+export const isolatedStorageImmutability = resourceRule({
+  name: "isolated-storage-immutability",
+  description: "Isolated storage has version-level immutability (WORM) with a retention period, set when the account is created.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type === TYPES.storageAccount && storageKind(props) === "isolated") {
+      const immutability = props.immutableStorageWithVersioning;
+      if (immutability?.enabled !== true) {
+        report("Isolated storage lacks version-level immutability. Set immutableStorageWithVersioning.enabled: true when the account is created (it cannot be added later).");
+      } else if (!(immutability.immutabilityPolicy?.immutabilityPeriodSinceCreationInDays >= 1)) {
+        report("Isolated storage has no default immutability period. Set immutableStorageWithVersioning.immutabilityPolicy.immutabilityPeriodSinceCreationInDays.");
+      }
+    }
+  },
+});
+
+function byAccount(resources: StackResource[], type: string): Map<string, StackResource[]> {
+  const map = new Map<string, StackResource[]>();
+  for (const r of resources.filter((r) => r.type === type)) {
+    const list = map.get(r.props.accountName) ?? [];
+    list.push(r);
+    map.set(r.props.accountName, list);
+  }
+  return map;
+}
+
+function accountName(account: StackResource): string {
+  return account.props.accountName ?? account.props.name ?? account.name;
+}
+
+export const isolatedStorageVersioning = stackRule({
+  name: "isolated-storage-versioning",
+  description: "Isolated storage keeps blob versions and soft-deletes blobs and containers, and its containers are immutable per version.",
+  enforcementLevel: "mandatory",
+  validateStack: ({ resources }, report) => {
+    const services = byAccount(resources, TYPES.blobServiceProperties);
+    const containers = byAccount(resources, TYPES.blobContainer);
+    for (const account of resources.filter((r) => r.type === TYPES.storageAccount && storageKind(r.props) === "isolated")) {
+      const name = accountName(account);
+      const service = services.get(name)?.[0]?.props;
+      if (!service || service.isVersioningEnabled !== true) {
+        report(`Isolated storage ${name} does not keep blob versions. Add BlobServiceProperties with isVersioningEnabled: true.`, account.urn);
+      }
+      if (!service || service.deleteRetentionPolicy?.enabled !== true || service.containerDeleteRetentionPolicy?.enabled !== true) {
+        report(`Isolated storage ${name} lacks soft delete. Enable deleteRetentionPolicy and containerDeleteRetentionPolicy in its BlobServiceProperties.`, account.urn);
+      }
+      for (const container of containers.get(name) ?? []) {
+        if (container.props.immutableStorageWithVersioning?.enabled !== true) {
+          report(`Container ${container.props.containerName ?? container.name} in isolated storage ${name} is not immutable per version. Set immutableStorageWithVersioning.enabled: true.`, container.urn);
+        }
+      }
+    }
+  },
+});
+
+export const transientStorageLifecycle = stackRule({
+  name: "transient-storage-lifecycle",
+  description: "Transient storage deletes every blob older than a day with a lifecycle rule.",
+  enforcementLevel: "mandatory",
+  validateStack: ({ resources }, report) => {
+    const policies = byAccount(resources, TYPES.managementPolicy);
+    for (const account of resources.filter((r) => r.type === TYPES.storageAccount && storageKind(r.props) === "transient")) {
+      const name = accountName(account);
+      const rules: Props[] = (policies.get(name) ?? []).flatMap((p) => p.props.policy?.rules ?? []);
+      const deletes = rules.some((rule) => {
+        const days = rule.definition?.actions?.baseBlob?.delete;
+        const age = days?.daysAfterModificationGreaterThan ?? days?.daysAfterCreationGreaterThan;
+        const unfiltered = !(rule.definition?.filters?.prefixMatch?.length) && !(rule.definition?.filters?.blobIndexMatch?.length);
+        return rule.enabled !== false && typeof age === "number" && age <= 1 && unfiltered;
+      });
+      if (!deletes) {
+        report(`Transient storage ${name} has no lifecycle rule deleting blobs after a day. Add a ManagementPolicy rule with actions.baseBlob.delete.daysAfterModificationGreaterThan: 1 and no prefix filter.`, account.urn);
+      }
+    }
+  },
+});
+
+export const keyVaultProtection = resourceRule({
+  name: "key-vault-purge-protection-and-rbac",
+  description: "Key vaults use RBAC authorization, soft delete and purge protection.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type !== TYPES.vault) return;
+    const p = props.properties ?? {};
+    if (p.enableRbacAuthorization !== true) report("Key vault uses access policies. Set properties.enableRbacAuthorization: true and grant roles instead.");
+    if (p.enablePurgeProtection !== true) report("Key vault can be purged, destroying the key and with it every backup. Set properties.enablePurgeProtection: true.");
+    if (p.enableSoftDelete === false) report("Key vault has soft delete off. Set properties.enableSoftDelete: true.");
+  },
+});
+
+export const keyRotation = resourceRule({
+  name: "key-rotation-policy",
+  description: "Keys have a rotation policy that rotates them automatically.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type !== TYPES.key) return;
+    const actions: Props[] = props.properties?.rotationPolicy?.lifetimeActions ?? [];
+    const rotates = actions.some((a) => String(a.action?.type).toLowerCase() === "rotate" && (a.trigger?.timeAfterCreate || a.trigger?.timeBeforeExpiry));
+    if (!rotates) report('Key has no automatic rotation. Add properties.rotationPolicy.lifetimeActions with { action: { type: "rotate" }, trigger: { timeAfterCreate: "P90D" } }.');
+  },
+});
+
+/** Environment names that hold credentials, and values that look like one. */
+const SECRET_NAME = /(SECRET|PASSWORD|PASSWD|TOKEN|CONNECTION_?STRING|WEBHOOK|_KEY|^KEY|SAS)$/i;
+const SECRET_VALUE = /(AccountKey=|SharedAccessSignature=|SharedAccessKey=|[?&]sig=|password=)/i;
+
+export const containerAppsJobHardening = resourceRule({
+  name: "container-apps-job-hardening",
+  description: "Container Apps jobs run under a managed identity, have a replica timeout, and carry no plain-text secrets.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type !== TYPES.job) return;
+    const identityType = String(props.identity?.type ?? "None");
+    if (!/UserAssigned|SystemAssigned/.test(identityType)) {
+      report("Job has no managed identity. Set identity: { type: \"UserAssigned\", userAssignedIdentities: [<identity id>] }.");
+    }
+    const configuration = props.configuration ?? {};
+    if (!(configuration.replicaTimeout > 0)) report("Job has no replica timeout, so a stuck run holds resources forever. Set configuration.replicaTimeout (seconds).");
+    for (const container of props.template?.containers ?? []) {
+      for (const env of container.env ?? []) {
+        if (env.value === undefined) continue;
+        if (SECRET_NAME.test(env.name ?? "") || SECRET_VALUE.test(String(env.value))) {
+          report(`Environment variable ${env.name} of container ${container.name} holds a plain-text secret. Store it as a job secret (configuration.secrets) and reference it with secretRef.`);
+        }
+      }
+    }
+    for (const rule of configuration.eventTriggerConfig?.scale?.rules ?? []) {
+      if ((rule.auth ?? []).length > 0 || !rule.identity) {
+        report(`Scale rule ${rule.name} authenticates with a secret. Remove auth and set identity to the job's user-assigned identity.`);
+      }
+    }
+  },
+});
+
+export const noBroadRoles = resourceRule({
+  name: "no-broad-role-assignments",
+  description: "No Owner, Contributor or User Access Administrator assignments: Bulwark's identities get only their own least-privilege roles.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type !== TYPES.roleAssignment) return;
+    const guid = String(props.roleDefinitionId ?? "").split("/").pop()?.toLowerCase() ?? "";
+    const role = FORBIDDEN_ROLES[guid];
+    if (role) report(`Assigns the built-in ${role} role at ${props.scope}. Assign Bulwark's backup role or a narrow data role instead.`);
+  },
+});
+
+export const noWildcardCustomRoles = resourceRule({
+  name: "no-wildcard-custom-roles",
+  description: "Custom roles list exact actions, never `*`.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type !== TYPES.roleDefinition) return;
+    for (const permission of props.permissions ?? []) {
+      for (const action of [...(permission.actions ?? []), ...(permission.dataActions ?? [])]) {
+        if (String(action).includes("*")) report(`Custom role grants the wildcard action "${action}". List the exact actions the runtime calls (runtime/azure/permissions.ts).`);
+      }
+    }
+  },
+});
+
+
+function locationOf(r: StackResource): string | undefined {
+  return typeof r.props.location === "string" ? r.props.location.toLowerCase().replace(/\s+/g, "") : undefined;
+}
+
+function envOf(job: StackResource): Map<string, string> {
+  const env = new Map<string, string>();
+  for (const container of job.props.template?.containers ?? []) {
+    for (const e of container.env ?? []) if (typeof e.value === "string") env.set(e.name, e.value);
+  }
+  return env;
+}
+
+export const sameRegion = stackRule({
+  name: "agents-storage-and-scopes-in-one-region",
+  description: "A region's agents, its transient and isolated storage and the scopes it protects are all in the same region.",
+  enforcementLevel: "mandatory",
+  validateStack: ({ resources }, report) => {
+    // Everything a region stack tags with its region is in that region.
+    for (const r of resources) {
+      const region = r.props.tags?.[REGION_TAG];
+      const location = locationOf(r);
+      if (region && location && location !== region) {
+        report(`${r.name} is in ${location} but belongs to region ${region}. Create it in ${region}.`, r.urn);
+      }
+    }
+    const accounts = new Map(resources.filter((r) => r.type === TYPES.storageAccount).map((r) => [accountName(r), r]));
+    const principals = new Map(resources.filter((r) => r.type === TYPES.userAssignedIdentity).map((r) => [r.props.id ?? r.urn, r.props.principalId]));
+    for (const job of resources.filter((r) => r.type === TYPES.job)) {
+      const env = envOf(job);
+      const region = env.get("BULWARK_REGION");
+      if (!region) continue; // the bridge serves every region; it moves no data
+      if (locationOf(job) !== region) report(`Agent ${job.name} runs in ${locationOf(job)} but serves ${region}. Deploy it in ${region}.`, job.urn);
+      // Transient storage (and the queue, which lives there) must be in the agent's region.
+      for (const variable of ["BULWARK_TRANSIENT", "BULWARK_QUEUE_URL", "BULWARK_VAULT"]) {
+        const url = env.get(variable);
+        if (!url) continue;
+        const account = accounts.get(new URL(url).hostname.split(".")[0]);
+        if (account && locationOf(account) !== region) {
+          report(`${variable} of ${job.name} points at ${accountName(account)} in ${locationOf(account)}, not ${region}. Use storage in the agent's own region.`, job.urn);
+        }
+      }
+      // Its identity is granted access only at the protected scopes it was given for its region.
+      const declared = new Set((env.get("BULWARK_PROTECTED_SCOPES") ?? "").split(",").filter(Boolean).map((s) => s.toLowerCase()));
+      // Inputs list identity ids; a deployed job's outputs map each id to its principal.
+      const assigned = job.props.identity?.userAssignedIdentities ?? [];
+      const principalIds = new Set<string>(
+        Array.isArray(assigned)
+          ? assigned.map((id: string) => principals.get(id)).filter(Boolean)
+          : Object.values(assigned as Record<string, { principalId?: string }>).map((v) => v.principalId ?? "").filter(Boolean),
+      );
+      for (const assignment of resources.filter((r) => r.type === TYPES.roleAssignment && principalIds.has(r.props.principalId))) {
+        const scope = String(assignment.props.scope ?? "");
+        const isProtectedScope = /^\/subscriptions\/[^/]+(\/resourceGroups\/[^/]+)?$/i.test(scope);
+        if (isProtectedScope && !declared.has(scope.toLowerCase())) {
+          report(`${job.name} (region ${region}) is granted access at ${scope}, which is not one of its region's protected scopes. Protect it from the stack of the scope's own region.`, assignment.urn);
+        }
+      }
+    }
+  },
+});
+
+export const resourcePolicies = [
+  noPublicBlobAccess,
+  noSharedKeyAccess,
+  minimumTls12,
+  storageKindDeclared,
+  isolatedStorageCustomerKey,
+  isolatedStorageImmutability,
+  keyVaultProtection,
+  keyRotation,
+  containerAppsJobHardening,
+  noBroadRoles,
+  noWildcardCustomRoles,
+];
+
+export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion];
+
+export const allPolicies: (ResourceValidationPolicy | StackValidationPolicy)[] = [...resourcePolicies, ...stackPolicies];

@@ -1,0 +1,195 @@
+/**
+ * Runs Bulwark's Pulumi program under the Pulumi SDK's mocks and records every resource it
+ * registers. The mock engine fills in what Azure would compute (ids, principal and client ids,
+ * URIs) in Azure's formats; everything else is what the program sent.
+ *
+ * Import this module before any module that creates resources: it installs the mocks.
+ */
+import { readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import * as pulumi from "@pulumi/pulumi";
+import { parse } from "yaml";
+import { rawFromPulumiConfig } from "../../infra/config.ts";
+
+export interface RecordedResource {
+  type: string;
+  name: string;
+  urn: string;
+  id: string;
+  /** What the program sent. */
+  inputs: Record<string, any>;
+  /** Inputs plus what the mock engine computed: the resource's state after `pulumi up`. */
+  state: Record<string, any>;
+  /** Input paths (e.g. "configuration.secrets[0].value") that the program sent as Pulumi secrets. */
+  secretPaths: string[];
+}
+
+/** The signature key and value with which the engine marks a secret in serialized inputs. */
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+const SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270";
+
+/** Replaces each serialized secret with its value and lists where the secrets were. */
+function unwrapSecrets(value: any, path: string, secretPaths: string[]): any {
+  if (Array.isArray(value)) return value.map((v, i) => unwrapSecrets(v, `${path}[${i}]`, secretPaths));
+  if (value === null || typeof value !== "object") return value;
+  if (value[SECRET_SIG] === SECRET_SIG_VALUE) {
+    secretPaths.push(path);
+    return unwrapSecrets(value.value, path, []);
+  }
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, unwrapSecrets(v, path ? `${path}.${k}` : k, secretPaths)]));
+}
+
+const recorded: RecordedResource[] = [];
+let stackReferenceOutputs: Record<string, unknown> = {};
+
+function guid(...parts: string[]): string {
+  const hex = createHash("sha256").update(parts.join("/")).digest("hex");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
+const SUBSCRIPTION = "11111111-2222-3333-4444-555555555555";
+
+/** Azure's id shape for the types the program uses. */
+function azureId(type: string, name: string, inputs: Record<string, any>): string {
+  const group = `/subscriptions/${SUBSCRIPTION}/resourceGroups/${inputs.resourceGroupName ?? "unknown"}`;
+  switch (type) {
+    case "azure-native:resources:ResourceGroup":
+      return `/subscriptions/${SUBSCRIPTION}/resourceGroups/${inputs.resourceGroupName ?? name}`;
+    case "azure-native:storage:StorageAccount":
+      return `${group}/providers/Microsoft.Storage/storageAccounts/${inputs.accountName ?? name}`;
+    case "azure-native:keyvault:Vault":
+      return `${group}/providers/Microsoft.KeyVault/vaults/${inputs.vaultName ?? name}`;
+    case "azure-native:keyvault:Key":
+      return `${group}/providers/Microsoft.KeyVault/vaults/${inputs.vaultName}/keys/${inputs.keyName ?? name}`;
+    case "azure-native:managedidentity:UserAssignedIdentity":
+      return `${group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${name}`;
+    case "azure-native:authorization:RoleDefinition":
+      return `${inputs.scope}/providers/Microsoft.Authorization/roleDefinitions/${inputs.roleDefinitionId}`;
+    case "azure-native:authorization:RoleAssignment":
+      return `${inputs.scope}/providers/Microsoft.Authorization/roleAssignments/${inputs.roleAssignmentName}`;
+    case "azure-native:app:Job":
+      return `${group}/providers/Microsoft.App/jobs/${name}`;
+    case "azure-native:app:ManagedEnvironment":
+      return `${group}/providers/Microsoft.App/managedEnvironments/${name}`;
+    case "azure-native:operationalinsights:Workspace":
+      return `${group}/providers/Microsoft.OperationalInsights/workspaces/${name}`;
+    default:
+      return type.startsWith("azuread:") ? guid(type, name) : `${group}/providers/${type}/${name}`;
+  }
+}
+
+/** The Azure name: the explicit name input where the program gives one, else Pulumi's logical name. */
+function azureName(type: string, name: string, inputs: Record<string, any>): string {
+  const explicit: Record<string, string> = {
+    "azure-native:resources:ResourceGroup": "resourceGroupName",
+    "azure-native:storage:StorageAccount": "accountName",
+    "azure-native:storage:BlobContainer": "containerName",
+    "azure-native:storage:Queue": "queueName",
+    "azure-native:keyvault:Vault": "vaultName",
+    "azure-native:keyvault:Key": "keyName",
+    "azure-native:authorization:RoleAssignment": "roleAssignmentName",
+    "azure-native:authorization:RoleDefinition": "roleDefinitionId",
+  };
+  return inputs[explicit[type] ?? ""] ?? name;
+}
+
+pulumi.runtime.setMocks(
+  {
+    newResource(args: pulumi.runtime.MockResourceArgs): { id: string; state: Record<string, any> } {
+      if (args.type === "pulumi:pulumi:StackReference") {
+        return { id: args.inputs.name ?? args.name, state: { name: args.inputs.name, outputs: stackReferenceOutputs, secretOutputNames: [] } };
+      }
+      const secretPaths: string[] = [];
+      const inputs = unwrapSecrets(args.inputs, "", secretPaths) as Record<string, any>;
+      const id = azureId(args.type, args.name, inputs);
+      const name = azureName(args.type, args.name, inputs);
+      const state: Record<string, any> = { ...inputs, name, id };
+      switch (args.type) {
+        case "azure-native:managedidentity:UserAssignedIdentity":
+          state.principalId = guid("principal", id);
+          state.clientId = guid("client", id);
+          break;
+        case "azure-native:keyvault:Vault":
+          state.properties = { ...inputs.properties, vaultUri: `https://${name}.vault.azure.net/` };
+          break;
+        case "azure-native:keyvault:Key":
+          state.keyUri = `https://${inputs.vaultName}.vault.azure.net/keys/${name}`;
+          state.keyUriWithVersion = `${state.keyUri}/0123456789abcdef0123456789abcdef`;
+          break;
+        case "azure-native:operationalinsights:Workspace":
+          state.customerId = guid("workspace", id);
+          break;
+        case "azuread:index/application:Application":
+          state.clientId = guid("client", id);
+          state.objectId = id;
+          break;
+        case "azuread:index/servicePrincipal:ServicePrincipal":
+          state.objectId = id;
+          break;
+      }
+      const urn = `urn:pulumi:test::bulwark::${args.type}::${args.name}`;
+      recorded.push({ type: args.type, name: args.name, urn, id, inputs, state, secretPaths });
+      return { id, state };
+    },
+    call(args: pulumi.runtime.MockCallArgs): Record<string, any> {
+      if (args.token === "azure-native:operationalinsights:getSharedKeys") {
+        return { primarySharedKey: "mock-shared-key", secondarySharedKey: "mock-shared-key-2" };
+      }
+      throw new Error(`unexpected invoke ${args.token}`);
+    },
+  },
+  "bulwark",
+  "test",
+  false,
+);
+
+export function recordedResources(): RecordedResource[] {
+  return [...recorded];
+}
+
+export function clearRecorded(): void {
+  recorded.length = 0;
+}
+
+/** What the StackReference to the customer stack returns. */
+export function setCustomerStackOutputs(outputs: Record<string, unknown>): void {
+  stackReferenceOutputs = outputs;
+}
+
+/** The value of an Output (or a plain value). */
+export function resolve<T>(value: pulumi.Input<T>): Promise<T> {
+  return new Promise((done) => pulumi.output(value).apply((v) => done(v as T)));
+}
+
+/** Resolves every Output of an object of outputs (one level). */
+export async function resolveAll(outputs: object): Promise<Record<string, unknown>> {
+  const entries = await Promise.all(Object.entries(outputs).map(async ([k, v]) => [k, await resolve(v)] as const));
+  return Object.fromEntries(entries);
+}
+
+/** Waits until no more resources are being registered. */
+export async function settled(): Promise<RecordedResource[]> {
+  let count = -1;
+  let stable = 0;
+  while (stable < 5) {
+    await new Promise((r) => setTimeout(r, 10));
+    if (recorded.length === count) stable++;
+    else {
+      stable = 0;
+      count = recorded.length;
+    }
+  }
+  return recordedResources();
+}
+
+/** The `bulwark:*` config of an example stack file, passed the way Pulumi passes config to a program. */
+export function exampleConfig(file: string): { raw: Record<string, unknown>; secretKeys: Set<string> } {
+  const yaml = parse(readFileSync(new URL(`../../${file}`, import.meta.url), "utf8")) as { config: Record<string, unknown> };
+  const flat: Record<string, string> = {};
+  for (const [key, value] of Object.entries(yaml.config)) flat[key] = typeof value === "string" ? value : JSON.stringify(value);
+  return rawFromPulumiConfig(flat, () => false);
+}
+
+export function ofType(resources: RecordedResource[], type: string): RecordedResource[] {
+  return resources.filter((r) => r.type === type);
+}
