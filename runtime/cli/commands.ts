@@ -1,0 +1,342 @@
+/** The commands: each parses its options, opens what it needs, and prints its result. */
+import { UsageError, NotFoundError } from "../errors.ts";
+import { backupDisk, backupFileStream } from "../engine/backup.ts";
+import { CodecPool } from "../engine/codec-pool.ts";
+import { listKeyObjects, writeKeyObject, configDigest } from "../engine/keyring.ts";
+import { VaultLock, removeAllLocks } from "../engine/locks.ts";
+import type { PointManifest } from "../engine/point.ts";
+import { pruneVault, type PruneReport } from "../engine/prune.ts";
+import { restoreContent } from "../engine/restore.ts";
+import { Vault } from "../engine/vault.ts";
+import { verifyVault } from "../engine/verify.ts";
+import { readPassphrase } from "../keys/passphrase.ts";
+import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
+import { selectRetained, ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
+import { inspectLocalSource, openBlockSource, openFileTarget, openStreamSource, type LocalKind } from "../sources/local.ts";
+import { openStore } from "../store/open.ts";
+import { createProgress, formatBytes } from "./progress.ts";
+
+type Values = Record<string, unknown>;
+type OptionSpec = Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }>;
+
+export interface Command {
+  options: OptionSpec;
+  run(values: Values, positionals: string[]): Promise<number | void>;
+}
+
+const common: OptionSpec = {
+  vault: { type: "string" },
+  "passphrase-file": { type: "string" },
+  json: { type: "boolean" },
+};
+
+function vaultOf(values: Values): string {
+  const vault = (values.vault as string | undefined) ?? process.env.BULWARK_VAULT;
+  if (!vault) throw new UsageError("no vault given: pass --vault PATH-OR-URL (or set BULWARK_VAULT)");
+  return vault;
+}
+
+function keyProvider(values: Values): Promise<KeyEncryptionKeyProvider> {
+  return readPassphrase({ file: values["passphrase-file"] as string | undefined, env: "BULWARK_PASSPHRASE", flag: "--passphrase-file" });
+}
+
+async function openVault(values: Values, options: { loadIndex?: boolean } = {}): Promise<Vault> {
+  const provider = await keyProvider(values);
+  return Vault.open(openStore(vaultOf(values)).store, provider, options);
+}
+
+function showProgress(values: Values): boolean {
+  return !values.json && process.stderr.isTTY === true;
+}
+
+function print(values: Values, json: unknown, text: string): void {
+  process.stdout.write(values.json ? `${JSON.stringify(json)}\n` : text.endsWith("\n") || text === "" ? text : `${text}\n`);
+}
+
+function parseTags(raw: unknown): Record<string, string> {
+  const tags: Record<string, string> = {};
+  for (const tag of (raw as string[] | undefined) ?? []) {
+    const eq = tag.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--tag ${tag}: write tags as key=value`);
+    tags[tag.slice(0, eq)] = tag.slice(eq + 1);
+  }
+  return tags;
+}
+
+function pointSummary(point: PointManifest) {
+  return {
+    id: point.id,
+    time: point.time,
+    kind: point.kind,
+    source: point.source.path,
+    size: point.size,
+    tags: point.tags,
+    bytesRead: point.stats.bytesRead,
+    bytesNew: point.stats.bytesNew,
+    bytesStored: point.stats.bytesStored,
+    chunksNew: point.stats.chunksNew,
+    durationMs: point.stats.durationMs,
+  };
+}
+
+function count(values: Values, name: string): number | undefined {
+  const raw = values[name] as string | undefined;
+  if (raw === undefined) return undefined;
+  if (!/^\d+$/.test(raw)) throw new UsageError(`--${name} ${raw}: give a whole number`);
+  return Number(raw);
+}
+
+export const commands: Record<string, Command> = {
+  init: {
+    options: common,
+    async run(values) {
+      const provider = await keyProvider(values);
+      const opened = openStore(vaultOf(values));
+      await opened.prepare();
+      const vault = await Vault.init(opened.store, provider);
+      print(values, { id: vault.config.id, location: opened.store.location }, `created vault ${vault.config.id} at ${opened.store.location}`);
+    },
+  },
+
+  backup: {
+    options: { ...common, tag: { type: "string", multiple: true }, as: { type: "string" } },
+    async run(values, positionals) {
+      const [sourcePath, extra] = positionals;
+      if (!sourcePath || extra) throw new UsageError("give exactly one SOURCE: bulwark backup SOURCE --vault V");
+      const forced = values.as as string | undefined;
+      if (forced && forced !== "disk" && forced !== "file") throw new UsageError(`--as ${forced}: use disk or file`);
+      const tags = parseTags(values.tag);
+      // The source is checked before the vault is touched: an unreadable source changes nothing.
+      const source = await inspectLocalSource(sourcePath, forced as LocalKind | undefined);
+      const vault = await openVault(values);
+      const progress = createProgress("backup", source.size, showProgress(values));
+      let point: PointManifest;
+      const description = { kind: source.kind, source: { type: source.blockDevice ? "block-device" : source.kind === "disk" ? "image" : "file", path: source.path }, tags };
+      if (source.kind === "disk") {
+        const reader = await openBlockSource(source);
+        try {
+          point = await backupDisk(vault, reader, description, { onProgress: (n) => progress.update(n) });
+        } finally {
+          await reader.close();
+        }
+      } else {
+        point = await backupFileStream(vault, openStreamSource(source), description, { onProgress: (n) => progress.update(n) });
+      }
+      progress.done();
+      const summary = pointSummary(point);
+      print(
+        values,
+        summary,
+        values.json || !process.stdout.isTTY
+          ? point.id
+          : `${point.id}\n  read ${formatBytes(summary.bytesRead)}, new ${formatBytes(summary.bytesNew)}, stored ${formatBytes(summary.bytesStored)} in ${(summary.durationMs / 1000).toFixed(1)}s`,
+      );
+    },
+  },
+
+  points: {
+    options: common,
+    async run(values) {
+      const vault = await openVault(values, { loadIndex: false });
+      const points = await vault.listPoints();
+      const rows = points.map(pointSummary);
+      const text = rows
+        .map((p) => `${p.id.slice(0, 12)}  ${p.time}  ${p.kind.padEnd(4)}  ${formatBytes(p.size).padStart(10)}  ${p.source}${Object.keys(p.tags).length ? `  ${Object.entries(p.tags).map(([k, v]) => `${k}=${v}`).join(",")}` : ""}`)
+        .join("\n");
+      print(values, rows, rows.length ? text : "no recovery points yet");
+    },
+  },
+
+  restore: {
+    options: { ...common, to: { type: "string" }, overwrite: { type: "boolean" } },
+    async run(values, positionals) {
+      const [reference, extra] = positionals;
+      if (!reference || extra) throw new UsageError("give one POINT: an id, a unique prefix, or latest");
+      const destination = values.to as string | undefined;
+      if (!destination) throw new UsageError("give where to restore: --to PATH");
+      const vault = await openVault(values);
+      const point = await vault.resolvePoint(reference, (p) => p.content !== undefined);
+      if (!point.content) throw new UsageError(`point ${point.id} is a ${point.kind} point; restore its members, or use the Azure restore targets`);
+      const target = await openFileTarget(destination, point.size, { overwrite: values.overwrite === true });
+      const pool = new CodecPool(vault.master, { zstdLevel: vault.config.zstdLevel });
+      const progress = createProgress("restore", point.size, showProgress(values));
+      try {
+        await restoreContent(vault, pool, point, target, { onProgress: (n) => progress.update(n) });
+        await target.commit();
+      } catch (error) {
+        await target.abort();
+        throw error;
+      } finally {
+        await pool.close();
+      }
+      progress.done();
+      print(values, { id: point.id, to: destination, size: point.size }, `restored ${point.id} (${formatBytes(point.size)}) to ${destination}`);
+    },
+  },
+
+  verify: {
+    options: { ...common, "read-data": { type: "boolean" }, "read-data-subset": { type: "string" } },
+    async run(values) {
+      let percent = values["read-data"] ? 100 : 0;
+      const subset = values["read-data-subset"] as string | undefined;
+      if (subset !== undefined) {
+        const match = /^(\d+(?:\.\d+)?)%?$/.exec(subset);
+        if (!match || Number(match[1]) <= 0 || Number(match[1]) > 100) throw new UsageError(`--read-data-subset ${subset}: give a percentage between 0 and 100`);
+        percent = Number(match[1]);
+      }
+      const vault = await openVault(values, { loadIndex: false });
+      const lock = await VaultLock.acquire(vault.store, "shared", "verify");
+      const pool = new CodecPool(vault.master);
+      let report;
+      try {
+        report = await verifyVault(vault, pool, { readDataPercent: percent });
+      } finally {
+        await pool.close();
+        await lock.release().catch(() => {});
+      }
+      const ok = report.problems.length === 0;
+      const lines = [
+        `${report.points} points, ${report.indexObjects} index objects, ${report.packs} packs; read ${report.packsRead} packs, checked ${report.chunksChecked} chunks`,
+        ...(report.unindexedPacks ? [`${report.unindexedPacks} packs left by interrupted backups (not referenced; prune removes them)`] : []),
+        ...report.problems.map((p) => `PROBLEM: ${p}`),
+        ok ? "no problems found" : `${report.problems.length} problems found: the listed points cannot be trusted; back their sources up again`,
+      ];
+      print(values, { ok, ...report }, lines.join("\n"));
+      return ok ? 0 : 5;
+    },
+  },
+
+  forget: {
+    options: {
+      ...common,
+      "keep-last": { type: "string" },
+      "keep-hourly": { type: "string" },
+      "keep-daily": { type: "string" },
+      "keep-weekly": { type: "string" },
+      "keep-monthly": { type: "string" },
+      "keep-yearly": { type: "string" },
+      prune: { type: "boolean" },
+      "dry-run": { type: "boolean" },
+    },
+    async run(values) {
+      const rule: RetentionRule = {
+        last: count(values, "keep-last"),
+        hourly: count(values, "keep-hourly"),
+        daily: count(values, "keep-daily"),
+        weekly: count(values, "keep-weekly"),
+        monthly: count(values, "keep-monthly"),
+        yearly: count(values, "keep-yearly"),
+      };
+      if (ruleIsEmpty(rule)) throw new UsageError("give at least one --keep-* option: forget never removes every point");
+      const dryRun = values["dry-run"] === true;
+      const provider = await keyProvider(values);
+      const store = openStore(vaultOf(values)).store;
+      const lock = values.prune && !dryRun ? await VaultLock.acquire(store, "exclusive", "forget --prune") : undefined;
+      try {
+        const vault = await Vault.open(store, provider);
+        const points = await vault.listPoints();
+        // Retention applies per protected source; a kept group (a VM) keeps its members.
+        const bySource = new Map<string, PointManifest[]>();
+        for (const p of points) bySource.set(`${p.kind}:${p.source.path}`, [...(bySource.get(`${p.kind}:${p.source.path}`) ?? []), p]);
+        const keep = new Set<string>();
+        for (const group of bySource.values()) {
+          const selected = selectRetained(group.map((p) => ({ id: p.id, time: new Date(p.time) })), rule);
+          for (const p of selected.keep) keep.add(p.id);
+        }
+        for (const p of points) if (keep.has(p.id)) for (const m of p.members ?? []) keep.add(m.point);
+        const remove = points.filter((p) => !keep.has(p.id));
+        if (!dryRun) for (const p of remove) await vault.store.delete(`points/${p.id}`);
+        let pruned: PruneReport | undefined;
+        if (values.prune) {
+          const pool = new CodecPool(vault.master);
+          try {
+            pruned = await pruneVault(vault, pool, { dryRun });
+          } finally {
+            await pool.close();
+          }
+        }
+        const text = [
+          `${dryRun ? "would keep" : "kept"} ${keep.size} points, ${dryRun ? "would remove" : "removed"} ${remove.length}`,
+          ...remove.map((p) => `  ${dryRun ? "would remove" : "removed"} ${p.id.slice(0, 12)} ${p.time} ${p.source.path}`),
+          ...(pruned ? [`prune: ${pruned.packsDeleted} packs deleted, ${pruned.packsRepacked} repacked, ${formatBytes(pruned.bytesFreed)} freed`] : []),
+        ].join("\n");
+        print(values, { keep: [...keep], remove: remove.map((p) => p.id), dryRun, prune: pruned }, text);
+      } finally {
+        await lock?.release().catch(() => {});
+      }
+    },
+  },
+
+  prune: {
+    options: { ...common, "dry-run": { type: "boolean" } },
+    async run(values) {
+      const provider = await keyProvider(values);
+      const store = openStore(vaultOf(values)).store;
+      const dryRun = values["dry-run"] === true;
+      const lock = await VaultLock.acquire(store, dryRun ? "shared" : "exclusive", "prune");
+      try {
+        const vault = await Vault.open(store, provider);
+        const pool = new CodecPool(vault.master);
+        try {
+          const report = await pruneVault(vault, pool, { dryRun });
+          print(values, report, `${dryRun ? "would delete" : "deleted"} ${report.packsDeleted + report.unindexedPacksDeleted} packs, repacked ${report.packsRepacked}, ${formatBytes(report.bytesFreed)} ${dryRun ? "to free" : "freed"}${report.kept.length ? `\nkept for now:\n  ${report.kept.join("\n  ")}` : ""}`);
+        } finally {
+          await pool.close();
+        }
+      } finally {
+        await lock.release().catch(() => {});
+      }
+    },
+  },
+
+  key: {
+    options: { ...common, "new-passphrase-file": { type: "string" } },
+    async run(values, positionals) {
+      const [action, keyId] = positionals;
+      const vault = await openVault(values, { loadIndex: false });
+      const newProvider = () =>
+        readPassphrase({ file: values["new-passphrase-file"] as string | undefined, env: "BULWARK_NEW_PASSPHRASE", flag: "--new-passphrase-file" });
+      const digest = configDigest(await vault.store.get("config"));
+      switch (action) {
+        case "list": {
+          const keys = await listKeyObjects(vault.store);
+          const rows = keys.map((k) => ({ id: k.id, kind: k.kind, created: k.created, current: k.id === vault.keyObject.id }));
+          print(values, rows, rows.map((k) => `${k.current ? "*" : " "} ${k.id}  ${k.kind.padEnd(14)}  ${k.created}`).join("\n"));
+          return;
+        }
+        case "add": {
+          const added = await writeKeyObject(vault.store, await newProvider(), vault.master, digest);
+          print(values, { id: added.id }, `added key ${added.id}`);
+          return;
+        }
+        case "passwd": {
+          const added = await writeKeyObject(vault.store, await newProvider(), vault.master, digest);
+          await vault.store.delete(`keys/${vault.keyObject.id}`);
+          print(values, { id: added.id, removed: vault.keyObject.id }, `changed the passphrase: new key ${added.id}, removed ${vault.keyObject.id}`);
+          return;
+        }
+        case "remove": {
+          if (!keyId) throw new UsageError("give the KEY-ID to remove (see `bulwark key list`)");
+          const keys = await listKeyObjects(vault.store);
+          const target = keys.find((k) => k.id === keyId);
+          if (!target) throw new NotFoundError(`no key ${keyId} in the vault; see \`bulwark key list\``);
+          if (target.id === vault.keyObject.id) throw new UsageError("that is the key you opened the vault with; open it with another key to remove this one");
+          await vault.store.delete(`keys/${target.id}`);
+          print(values, { removed: target.id }, `removed key ${target.id}`);
+          return;
+        }
+        default:
+          throw new UsageError("give an action: bulwark key list|add|remove|passwd --vault V");
+      }
+    },
+  },
+
+  unlock: {
+    options: common,
+    async run(values) {
+      const vault = await openVault(values, { loadIndex: false });
+      const removed = await removeAllLocks(vault.store);
+      print(values, { removed }, `removed ${removed} lock objects`);
+    },
+  },
+};

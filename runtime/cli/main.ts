@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+/**
+ * The `bulwark` command line. Every command exits 0 on success; on failure it prints one message
+ * on stderr that says what went wrong and what to do, and exits with the error's code (see
+ * runtime/errors.ts). --json makes output machine-readable; progress appears only on a terminal.
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { BulwarkError, UsageError, describeError } from "../errors.ts";
+import { commands } from "./commands.ts";
+
+const HELP = `bulwark: encrypted, deduplicated backups of disks, files, Azure VMs and Azure SQL
+
+Usage: bulwark COMMAND [options]
+
+Vault:
+  init     --vault V                          create a vault (a folder, or an Azure Blob container URL)
+  backup   SOURCE --vault V [--tag k=v]... [--as disk|file] [--json]
+                                              back up a file, raw disk image or block device
+  points   --vault V [--json]                 list recovery points
+  restore  POINT --vault V --to PATH [--overwrite] [--json]
+                                              restore a point (id, unique id prefix, or "latest")
+  verify   --vault V [--read-data | --read-data-subset PCT] [--json]
+  forget   --vault V --keep-last N --keep-hourly N --keep-daily N --keep-weekly N
+           --keep-monthly N --keep-yearly N [--prune] [--dry-run] [--json]
+  prune    --vault V [--dry-run] [--json]
+  key      list|add|remove|passwd --vault V [KEY-ID]
+  unlock   --vault V                          remove lock objects left by killed processes
+
+The vault key: a recovery passphrase of at least 16 characters, from BULWARK_PASSPHRASE or
+--passphrase-file F (never stored). For key add/passwd the new one comes from
+BULWARK_NEW_PASSPHRASE or --new-passphrase-file F.
+Azure Blob vaults use AZURE_STORAGE_CONNECTION_STRING if set, else the Azure default credential chain.
+
+Exit codes: 0 ok, 1 failure, 2 bad usage, 3 wrong key, 4 not found, 5 damaged data,
+6 unreadable source, 7 vault busy, 8 storage or Azure service failure.
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(HELP);
+    return name ? 0 : 2;
+  }
+  if (name === "--version") {
+    process.stdout.write("bulwark 0.1.0\n");
+    return 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`bulwark: unknown command "${name}"; run \`bulwark --help\` for the list\n`);
+    return 2;
+  }
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({ args: rest, options: command.options, allowPositionals: true, strict: true } as ParseArgsConfig);
+    } catch (error) {
+      throw new UsageError(`${describeError(error)}; run \`bulwark --help\``);
+    }
+    return (await command.run(parsed.values as Record<string, unknown>, parsed.positionals)) ?? 0;
+  } catch (error) {
+    const code = error instanceof BulwarkError ? error.exitCode : 1;
+    const message = error instanceof BulwarkError ? error.message : `unexpected failure: ${describeError(error)}`;
+    process.stderr.write(`bulwark ${name}: ${message}\n`);
+    if (!(error instanceof BulwarkError) && process.env.BULWARK_DEBUG) console.error(error);
+    return code;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+process.exitCode = code;

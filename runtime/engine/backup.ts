@@ -1,0 +1,118 @@
+/**
+ * One backup, end to end: lock the vault (shared), write chunks and packs, commit index objects,
+ * and only then write the point manifest. Whatever fails before the manifest leaves the vault as
+ * it was, plus unreferenced packs that prune removes.
+ */
+import os from "node:os";
+import type { Readable } from "node:stream";
+import { backupBlocks, type BlockSource, type ByteRange } from "./backup-blocks.ts";
+import { backupStream } from "./backup-stream.ts";
+import { CodecPool } from "./codec-pool.ts";
+import { VaultLock } from "./locks.ts";
+import type { BlockLayout, PointManifest } from "./point.ts";
+import { newPointId, type Vault } from "./vault.ts";
+import { VaultWriter } from "./vault-writer.ts";
+
+export interface PointDescription {
+  kind: PointManifest["kind"];
+  source: PointManifest["source"];
+  tags?: Record<string, string>;
+  details?: Record<string, unknown>;
+  parent?: string;
+}
+
+export interface BackupOptions {
+  onProgress?: (bytesDone: number) => void;
+  threads?: number;
+}
+
+async function withWriter<T extends { bytesRead: number }>(
+  vault: Vault,
+  options: BackupOptions,
+  body: (writer: VaultWriter) => Promise<T>,
+): Promise<{ result: T; writer: VaultWriter }> {
+  const lock = await VaultLock.acquire(vault.store, "shared", "backup");
+  const pool = new CodecPool(vault.master, { threads: options.threads, zstdLevel: vault.config.zstdLevel });
+  const writer = new VaultWriter(vault, pool);
+  try {
+    const result = await body(writer);
+    await writer.finish();
+    return { result, writer };
+  } catch (error) {
+    await writer.abort();
+    throw error;
+  } finally {
+    await pool.close();
+    await lock.release().catch(() => {});
+  }
+}
+
+function manifestOf(
+  description: PointDescription,
+  size: number,
+  content: PointManifest["content"],
+  bytesRead: number,
+  writer: VaultWriter,
+  started: number,
+): PointManifest {
+  return {
+    version: 1,
+    id: newPointId(),
+    time: new Date().toISOString(),
+    kind: description.kind,
+    source: { host: os.hostname(), ...description.source },
+    size,
+    tags: description.tags ?? {},
+    content,
+    parent: description.parent,
+    details: description.details,
+    stats: {
+      bytesRead,
+      bytesNew: writer.stats.bytesNew,
+      bytesStored: writer.stats.bytesStored,
+      chunksNew: writer.stats.chunksNew,
+      durationMs: Date.now() - started,
+    },
+  };
+}
+
+/** A disk: every block, or with a base point only the changed ranges. */
+export async function backupDisk(
+  vault: Vault,
+  source: BlockSource,
+  description: PointDescription,
+  options: BackupOptions & { base?: PointManifest; changed?: ByteRange[] } = {},
+): Promise<PointManifest> {
+  const started = Date.now();
+  const base =
+    options.base?.content?.layout === "blocks" ? { content: options.base.content as BlockLayout, size: options.base.size } : undefined;
+  const { result, writer } = await withWriter(vault, options, (writer) =>
+    backupBlocks(vault, writer, source, { base, changed: options.changed, onProgress: options.onProgress }),
+  );
+  const manifest = manifestOf(
+    { ...description, parent: description.parent ?? options.base?.id },
+    source.size,
+    result.content,
+    result.bytesRead,
+    writer,
+    started,
+  );
+  await vault.writePoint(manifest);
+  return manifest;
+}
+
+/** A file or any byte stream, through content-defined chunking. */
+export async function backupFileStream(
+  vault: Vault,
+  input: AsyncIterable<Uint8Array> | Readable,
+  description: PointDescription,
+  options: BackupOptions = {},
+): Promise<PointManifest> {
+  const started = Date.now();
+  const { result, writer } = await withWriter(vault, options, (writer) =>
+    backupStream(vault, writer, input, { onProgress: options.onProgress }),
+  );
+  const manifest = manifestOf(description, result.bytesRead, result.content, result.bytesRead, writer, started);
+  await vault.writePoint(manifest);
+  return manifest;
+}

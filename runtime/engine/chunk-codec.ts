@@ -1,0 +1,78 @@
+/**
+ * How one chunk is stored: [1 byte codec][payload], compressed with zstd when that pays, then
+ * sealed (AES-256-GCM) with the chunk's type and id as associated data. Decoding checks the
+ * authentication tag, decompresses, and checks that the bytes hash back to the id they are
+ * stored under, so a restore can never write bytes other than those backed up.
+ */
+import { constants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
+import { IntegrityError } from "../errors.ts";
+import { chunkAssociatedData, keyedId, open, seal } from "./crypto.ts";
+
+export const CHUNK_DATA = 0;
+export const CHUNK_TREE = 1;
+
+const CODEC_RAW = 0;
+const CODEC_ZSTD = 1;
+
+/** Store compressed only when it saves at least this fraction. */
+const MIN_SAVING = 0.03;
+
+export interface ChunkKeys {
+  dataKey: Uint8Array;
+  idKey: Uint8Array;
+}
+
+export interface EncodedChunk {
+  sealed: Buffer;
+  compressed: boolean;
+}
+
+export function encodeChunk(
+  keys: ChunkKeys,
+  type: number,
+  id: Uint8Array,
+  raw: Uint8Array,
+  zstdLevel: number,
+): EncodedChunk {
+  let codec = CODEC_RAW;
+  let payload: Uint8Array = raw;
+  if (raw.length >= 64 && zstdLevel > 0) {
+    const packed = zstdCompressSync(raw, {
+      params: { [constants.ZSTD_c_compressionLevel]: zstdLevel, [constants.ZSTD_c_checksumFlag]: 0 },
+    });
+    if (packed.length <= raw.length * (1 - MIN_SAVING)) {
+      codec = CODEC_ZSTD;
+      payload = packed;
+    }
+  }
+  const plaintext = Buffer.allocUnsafe(1 + payload.length);
+  plaintext[0] = codec;
+  plaintext.set(payload, 1);
+  return { sealed: seal(keys.dataKey, plaintext, chunkAssociatedData(type, id)), compressed: codec === CODEC_ZSTD };
+}
+
+export function decodeChunk(
+  keys: ChunkKeys,
+  type: number,
+  id: Uint8Array,
+  sealed: Uint8Array,
+  rawLength: number,
+  where: string,
+): Buffer {
+  const plaintext = open(keys.dataKey, sealed, chunkAssociatedData(type, id), `chunk ${hexId(id)} in ${where}`);
+  let raw: Buffer;
+  if (plaintext[0] === CODEC_RAW) raw = plaintext.subarray(1);
+  else if (plaintext[0] === CODEC_ZSTD) raw = zstdDecompressSync(plaintext.subarray(1));
+  else throw new IntegrityError(`chunk ${hexId(id)} in ${where} has an unknown codec ${plaintext[0]}`);
+  if (raw.length !== rawLength || !keyedId(keys.idKey, raw).equals(id)) {
+    throw new IntegrityError(
+      `chunk ${hexId(id)} in ${where} does not match its id: the vault is damaged. ` +
+        "Run `bulwark verify --read-data` and back the source up again.",
+    );
+  }
+  return raw;
+}
+
+export function hexId(id: Uint8Array): string {
+  return Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString("hex").slice(0, 16);
+}

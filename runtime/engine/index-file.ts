@@ -1,0 +1,67 @@
+/**
+ * Index objects: which chunks live where. Each backup writes its own index objects, named at
+ * random, after the packs they describe are durable, so concurrent writers never contend for one
+ * object and no entry is ever lost to a lost update.
+ *
+ *   plaintext: "BWIX" u8 version, then groups: 16-byte pack id, u32 count,
+ *              count x (u8 type, 32-byte id, u32 offset, u32 length, u32 raw length)
+ */
+import { IntegrityError } from "../errors.ts";
+import { ID_BYTES, labelAssociatedData, open, seal } from "./crypto.ts";
+import type { PackEntry } from "./pack.ts";
+
+const MAGIC = Buffer.from("BWIX\x01", "latin1");
+const ENTRY_BYTES = 1 + ID_BYTES + 12;
+
+export interface IndexedPack {
+  packId: string;
+  entries: PackEntry[];
+}
+
+export function encodeIndex(dataKey: Uint8Array, name: string, packs: IndexedPack[]): Buffer {
+  let size = MAGIC.length;
+  for (const pack of packs) size += 20 + pack.entries.length * ENTRY_BYTES;
+  const plain = Buffer.allocUnsafe(size);
+  MAGIC.copy(plain, 0);
+  let at = MAGIC.length;
+  for (const pack of packs) {
+    plain.write(pack.packId, at, "hex");
+    plain.writeUInt32LE(pack.entries.length, at + 16);
+    at += 20;
+    for (const entry of pack.entries) {
+      plain[at] = entry.type;
+      plain.set(entry.id, at + 1);
+      plain.writeUInt32LE(entry.offset, at + 1 + ID_BYTES);
+      plain.writeUInt32LE(entry.length, at + 5 + ID_BYTES);
+      plain.writeUInt32LE(entry.rawLength, at + 9 + ID_BYTES);
+      at += ENTRY_BYTES;
+    }
+  }
+  return seal(dataKey, plain, labelAssociatedData("index", name));
+}
+
+export function decodeIndex(dataKey: Uint8Array, name: string, sealed: Uint8Array): IndexedPack[] {
+  const plain = open(dataKey, sealed, labelAssociatedData("index", name), `index object ${name}`);
+  if (!plain.subarray(0, MAGIC.length).equals(MAGIC)) throw new IntegrityError(`index object ${name} has an unknown format`);
+  const packs: IndexedPack[] = [];
+  let at = MAGIC.length;
+  while (at < plain.length) {
+    if (at + 20 > plain.length) throw new IntegrityError(`index object ${name} is malformed`);
+    const packId = plain.toString("hex", at, at + 16);
+    const count = plain.readUInt32LE(at + 16);
+    at += 20;
+    if (at + count * ENTRY_BYTES > plain.length) throw new IntegrityError(`index object ${name} is malformed`);
+    const entries: PackEntry[] = [];
+    for (let i = 0; i < count; i++, at += ENTRY_BYTES) {
+      entries.push({
+        type: plain[at],
+        id: Buffer.from(plain.subarray(at + 1, at + 1 + ID_BYTES)),
+        offset: plain.readUInt32LE(at + 1 + ID_BYTES),
+        length: plain.readUInt32LE(at + 5 + ID_BYTES),
+        rawLength: plain.readUInt32LE(at + 9 + ID_BYTES),
+      });
+    }
+    packs.push({ packId, entries });
+  }
+  return packs;
+}

@@ -1,0 +1,116 @@
+/**
+ * Key objects (keys/<id>): each wraps the vault's master keys under one key-encryption key. Adding
+ * a passphrase, changing one or adding the customer's Key Vault key writes a new small key
+ * object and never touches data, so it takes constant time whatever the vault's size.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { WrongKeyError, IntegrityError, UsageError } from "../errors.ts";
+import type { KeyEncryptionKeyProvider, KeyParams } from "../keys/provider.ts";
+import type { ObjectStore } from "../store/store.ts";
+import { labelAssociatedData, open, seal } from "./crypto.ts";
+
+export interface MasterKeys {
+  /** AES-256-GCM key of every stored blob. */
+  dataKey: Buffer;
+  /** HMAC-SHA256 key of chunk ids (and the chunker's gear table). */
+  idKey: Buffer;
+}
+
+export interface KeyObject {
+  version: 1;
+  id: string;
+  kind: string;
+  created: string;
+  params: KeyParams;
+  wrapped: string;
+}
+
+export function newMasterKeys(): MasterKeys {
+  return { dataKey: randomBytes(32), idKey: randomBytes(32) };
+}
+
+export function configDigest(config: Uint8Array): string {
+  return createHash("sha256").update(config).digest("hex");
+}
+
+export async function writeKeyObject(
+  store: ObjectStore,
+  provider: KeyEncryptionKeyProvider,
+  master: MasterKeys,
+  digest: string,
+): Promise<KeyObject> {
+  const { kek, params } = await provider.create();
+  const id = randomBytes(8).toString("hex");
+  const plaintext = Buffer.from(
+    JSON.stringify({ dataKey: master.dataKey.toString("base64"), idKey: master.idKey.toString("base64"), configDigest: digest }),
+  );
+  const keyObject: KeyObject = {
+    version: 1,
+    id,
+    kind: provider.kind,
+    created: new Date().toISOString(),
+    params,
+    wrapped: seal(kek, plaintext, labelAssociatedData("key", `${id}/${provider.kind}`)).toString("base64"),
+  };
+  await store.create(`keys/${id}`, Buffer.from(JSON.stringify(keyObject, null, 1)));
+  return keyObject;
+}
+
+export async function listKeyObjects(store: ObjectStore): Promise<KeyObject[]> {
+  const keys: KeyObject[] = [];
+  for await (const info of store.list("keys/")) {
+    const body = await store.get(info.key);
+    try {
+      const parsed = JSON.parse(body.toString("utf8")) as KeyObject;
+      if (parsed.version !== 1 || typeof parsed.wrapped !== "string" || `keys/${parsed.id}` !== info.key) throw new Error();
+      keys.push(parsed);
+    } catch {
+      throw new IntegrityError(`key object ${info.key} is damaged; open the vault with another key and remove it`);
+    }
+  }
+  return keys.sort((a, b) => a.created.localeCompare(b.created));
+}
+
+/** Tries every key object of the provider's kind; the first that opens wins. */
+export async function unlockMasterKeys(
+  store: ObjectStore,
+  provider: KeyEncryptionKeyProvider,
+  digest: string,
+): Promise<{ master: MasterKeys; keyObject: KeyObject }> {
+  const candidates = (await listKeyObjects(store)).filter((k) => k.kind === provider.kind);
+  if (candidates.length === 0) {
+    throw new WrongKeyError(
+      `the vault at ${store.location} has no ${provider.kind} key; open it with one of its keys (see \`bulwark key list\`)`,
+    );
+  }
+  for (const keyObject of candidates) {
+    let kek: Buffer;
+    try {
+      kek = await provider.recover(keyObject.params);
+    } catch (error) {
+      if (error instanceof UsageError) throw error;
+      continue;
+    }
+    let plaintext: Buffer;
+    try {
+      plaintext = open(kek, Buffer.from(keyObject.wrapped, "base64"), labelAssociatedData("key", `${keyObject.id}/${keyObject.kind}`), "key");
+    } catch {
+      continue;
+    }
+    const parsed = JSON.parse(plaintext.toString("utf8")) as { dataKey: string; idKey: string; configDigest: string };
+    if (parsed.configDigest !== digest) {
+      throw new IntegrityError(
+        `the vault's config object at ${store.location} was modified after the vault was created; do not trust this vault until it is checked`,
+      );
+    }
+    return {
+      master: { dataKey: Buffer.from(parsed.dataKey, "base64"), idKey: Buffer.from(parsed.idKey, "base64") },
+      keyObject,
+    };
+  }
+  throw new WrongKeyError(
+    provider.kind === "passphrase"
+      ? `wrong passphrase for the vault at ${store.location}: no key of the vault opens with it. Check BULWARK_PASSPHRASE or --passphrase-file`
+      : `no ${provider.kind} key of the vault at ${store.location} opens with the given key`,
+  );
+}

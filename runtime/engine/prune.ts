@@ -1,0 +1,147 @@
+/**
+ * Removes what no point references. Run under an exclusive lock. Order makes an interruption
+ * harmless: live chunks of mostly-dead packs are copied (still sealed) into new packs; one new
+ * index naming every kept chunk is written; only then are the old index objects deleted, and only
+ * then the packs nothing names any more. Objects still under immutability are left for a later
+ * prune, and so are the packs an undeletable index object still names.
+ */
+import { describeError } from "../errors.ts";
+import { CHUNK_TREE } from "./chunk-codec.ts";
+import { ChunkIndex } from "./chunk-index.ts";
+import type { CodecPool } from "./codec-pool.ts";
+import { ID_BYTES, isZeroId, randomHex } from "./crypto.ts";
+import { decodeIndex, encodeIndex, type IndexedPack } from "./index-file.ts";
+import { STALE_AFTER_MS } from "./locks.ts";
+import { packIdOfKey, packKey, type PackEntry } from "./pack.ts";
+import { STREAM_TREE_ENTRY } from "./point.ts";
+import { mapLimit, type Vault } from "./vault.ts";
+import { VaultWriter } from "./vault-writer.ts";
+
+/** Repack a pack once more than this share of its bytes is dead. */
+const REPACK_DEAD_SHARE = 0.2;
+
+export interface PruneReport {
+  packsDeleted: number;
+  packsRepacked: number;
+  bytesFreed: number;
+  unindexedPacksDeleted: number;
+  kept: string[];
+}
+
+export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRun?: boolean; now?: number } = {}): Promise<PruneReport> {
+  const report: PruneReport = { packsDeleted: 0, packsRepacked: 0, bytesFreed: 0, unindexedPacksDeleted: 0, kept: [] };
+  const now = options.now ?? Date.now();
+
+  // What the remaining points reference.
+  const referenced = new ChunkIndex();
+  for (const point of await vault.listPoints()) {
+    const content = point.content;
+    if (!content) continue;
+    const entryBytes = content.layout === "blocks" ? ID_BYTES : STREAM_TREE_ENTRY;
+    for (const nodeHex of new Set(content.tree)) {
+      const nodeId = Buffer.from(nodeHex, "hex");
+      referenced.markPending(nodeId);
+      const node = await vault.readChunk(CHUNK_TREE, nodeId);
+      for (let at = 0; at < node.length; at += entryBytes) {
+        const id = node.subarray(at, at + ID_BYTES);
+        if (!isZeroId(id)) referenced.markPending(id);
+      }
+    }
+  }
+
+  // Every pack as the index objects describe it; a chunk is live in the pack the index points at.
+  const packs = new Map<string, PackEntry[]>();
+  const oldIndexObjects = [...vault.indexObjects];
+  for (const name of oldIndexObjects) {
+    for (const pack of decodeIndex(vault.master.dataKey, name, await vault.store.get(name))) {
+      packs.set(pack.packId, [...(packs.get(pack.packId) ?? []), ...pack.entries]);
+    }
+  }
+  const packSizes = new Map<string, { size: number; lastModified: Date }>();
+  for await (const info of vault.store.list("data/")) {
+    const packId = packIdOfKey(info.key);
+    if (packId) packSizes.set(packId, { size: info.size, lastModified: info.lastModified });
+  }
+
+  const drop: string[] = [];
+  const repack: string[] = [];
+  for (const [packId, entries] of packs) {
+    const size = packSizes.get(packId)?.size ?? 0;
+    let liveBytes = 0;
+    for (const entry of entries) if (isLive(vault, referenced, packId, entry)) liveBytes += entry.length;
+    if (liveBytes === 0) drop.push(packId);
+    else if (size > 0 && 1 - liveBytes / size > REPACK_DEAD_SHARE) repack.push(packId);
+  }
+  const unindexed = [...packSizes.entries()]
+    .filter(([packId, info]) => !packs.has(packId) && now - info.lastModified.getTime() > STALE_AFTER_MS)
+    .map(([packId]) => packId);
+
+  if (options.dryRun) {
+    report.packsDeleted = drop.length;
+    report.packsRepacked = repack.length;
+    report.unindexedPacksDeleted = unindexed.length;
+    report.bytesFreed = [...drop, ...unindexed].reduce((sum, p) => sum + (packSizes.get(p)?.size ?? 0), 0);
+    return report;
+  }
+
+  // 1. Copy live chunks out of packs being repacked.
+  const writer = new VaultWriter(vault, pool);
+  try {
+    for (const packId of repack) {
+      for (const entry of packs.get(packId)!) {
+        if (!isLive(vault, referenced, packId, entry)) continue;
+        const sealed = await vault.store.getRange(packKey(packId), entry.offset, entry.length);
+        await writer.putSealed(entry.type, entry.id, sealed, entry.rawLength, { replace: true });
+      }
+    }
+    await writer.finish();
+  } catch (error) {
+    await writer.abort();
+    throw error;
+  }
+
+  // 2. One index naming every chunk that stays (live or not) in a pack that stays.
+  const leaving = new Set([...drop, ...repack]);
+  const grouped = new Map<string, PackEntry[]>();
+  for (const [id, location] of vault.index.entries()) {
+    if (leaving.has(location.pack)) continue;
+    const list = grouped.get(location.pack) ?? [];
+    list.push({ type: location.type, id, offset: location.offset, length: location.length, rawLength: location.rawLength });
+    grouped.set(location.pack, list);
+  }
+  const consolidated: IndexedPack[] = [...grouped].map(([packId, entries]) => ({ packId, entries }));
+  const name = `index/${randomHex(16)}`;
+  await vault.store.create(name, encodeIndex(vault.master.dataKey, name, consolidated));
+
+  // 3. Old index objects; a pack that an undeletable one still names must stay.
+  const stillNamed = new Set<string>();
+  for (const old of [...oldIndexObjects, ...writer.indexObjectsWritten]) {
+    try {
+      await vault.store.delete(old);
+    } catch (error) {
+      report.kept.push(`${old}: ${describeError(error)}`);
+      for (const pack of decodeIndex(vault.master.dataKey, old, await vault.store.get(old))) stillNamed.add(pack.packId);
+    }
+  }
+
+  // 4. Packs nothing names any more.
+  await mapLimit([...drop, ...repack, ...unindexed], 8, async (packId) => {
+    if (stillNamed.has(packId)) return;
+    try {
+      await vault.store.delete(packKey(packId));
+      report.bytesFreed += packSizes.get(packId)?.size ?? 0;
+      if (unindexed.includes(packId)) report.unindexedPacksDeleted++;
+      else if (repack.includes(packId)) report.packsRepacked++;
+      else report.packsDeleted++;
+    } catch (error) {
+      report.kept.push(`pack ${packId}: ${describeError(error)}`);
+    }
+  });
+  return report;
+}
+
+function isLive(vault: Vault, referenced: ChunkIndex, packId: string, entry: PackEntry): boolean {
+  if (!referenced.has(entry.id)) return false;
+  const location = vault.index.lookup(entry.id);
+  return typeof location === "object" && location.pack === packId && location.offset === entry.offset;
+}

@@ -1,0 +1,115 @@
+/**
+ * Restores a point's content to a target, driven by where the data lies: for each tree chunk, the
+ * chunks it needs are grouped by pack and read in large ranges, decoded on the codec pool and
+ * written at their offsets, so a restore reads each pack region once whatever the output order.
+ */
+import { CHUNK_DATA, CHUNK_TREE } from "./chunk-codec.ts";
+import type { CodecPool } from "./codec-pool.ts";
+import { ID_BYTES, isZeroId } from "./crypto.ts";
+import { packKey } from "./pack.ts";
+import { STREAM_TREE_ENTRY, type PointManifest, type StreamLayout } from "./point.ts";
+import { mapLimit, type Vault } from "./vault.ts";
+
+export interface RestoreTarget {
+  /** Whether zero blocks must be written (a device or an existing disk) or may stay holes. */
+  readonly needsZeros: boolean;
+  write(offset: number, data: Buffer): Promise<void>;
+}
+
+interface Need {
+  id: Buffer;
+  offset: number;
+  length: number;
+  rawLength: number;
+  targets: number[];
+}
+
+const MAX_RANGE = 8 * 1024 * 1024;
+const MAX_GAP = 256 * 1024;
+
+export async function restoreContent(
+  vault: Vault,
+  pool: CodecPool,
+  point: PointManifest,
+  target: RestoreTarget,
+  options: { onProgress?: (bytesDone: number) => void } = {},
+): Promise<void> {
+  const content = point.content;
+  if (!content) throw new Error(`point ${point.id} has no content of its own (a ${point.kind} point groups others)`);
+  let done = 0;
+  let streamOffset = 0;
+  for (let n = 0; n < content.tree.length; n++) {
+    const nodeHex = content.tree[n];
+    const node = await vault.readChunk(CHUNK_TREE, Buffer.from(nodeHex, "hex"));
+    const byPack = new Map<string, Map<string, Need>>();
+    const zeros: [number, number][] = [];
+    const want = (id: Buffer, targetOffset: number, length: number) => {
+      if (isZeroId(id)) {
+        zeros.push([targetOffset, length]);
+        return;
+      }
+      const location = vault.locate(id);
+      let pack = byPack.get(location.pack);
+      if (!pack) byPack.set(location.pack, (pack = new Map()));
+      const key = id.toString("hex");
+      const need = pack.get(key);
+      if (need) need.targets.push(targetOffset);
+      else pack.set(key, { id, offset: location.offset, length: location.length, rawLength: location.rawLength, targets: [targetOffset] });
+    };
+    if (content.layout === "blocks") {
+      const first = n * content.blocksPerNode;
+      for (let i = 0; i * ID_BYTES < node.length; i++) {
+        const offset = (first + i) * content.blockSize;
+        want(node.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), offset, Math.min(content.blockSize, point.size - offset));
+      }
+    } else {
+      for (let at = 0; at < node.length; at += STREAM_TREE_ENTRY) {
+        const length = node.readUInt32LE(at + ID_BYTES);
+        want(node.subarray(at, at + ID_BYTES), streamOffset, length);
+        streamOffset += length;
+      }
+    }
+    if (target.needsZeros) {
+      for (const [offset, length] of zeros) await target.write(offset, Buffer.alloc(length));
+    }
+    await mapLimit([...byPack.entries()], 4, async ([pack, needs]) => {
+      const sorted = [...needs.values()].sort((a, b) => a.offset - b.offset);
+      for (const range of coalesce(sorted)) {
+        const start = range[0].offset;
+        const end = range.at(-1)!.offset + range.at(-1)!.length;
+        const bytes = await vault.store.getRange(packKey(pack), start, end - start);
+        await Promise.all(
+          range.map(async (need) => {
+            const sealed = bytes.subarray(need.offset - start, need.offset - start + need.length);
+            const raw = await pool.decode(CHUNK_DATA, need.id, sealed, need.rawLength, `pack ${pack}`);
+            for (const offset of need.targets) await target.write(offset, raw);
+            done += raw.length * need.targets.length;
+          }),
+        );
+        options.onProgress?.(done);
+      }
+    });
+  }
+}
+
+function coalesce(sorted: Need[]): Need[][] {
+  const ranges: Need[][] = [];
+  let current: Need[] = [];
+  for (const need of sorted) {
+    const last = current.at(-1);
+    if (
+      last &&
+      need.offset - (last.offset + last.length) <= MAX_GAP &&
+      need.offset + need.length - current[0].offset <= MAX_RANGE
+    ) {
+      current.push(need);
+    } else {
+      if (current.length) ranges.push(current);
+      current = [need];
+    }
+  }
+  if (current.length) ranges.push(current);
+  return ranges;
+}
+
+export type { StreamLayout };

@@ -1,0 +1,211 @@
+/**
+ * Adds chunks to a vault: deduplicates against the index, has the codec pool compress and seal
+ * new chunks, appends them to packs, commits packs, and then writes index objects naming them.
+ * Nothing it writes is referenced until the caller writes a point manifest after finish(), so an
+ * interrupted writer leaves only unreferenced packs that prune removes.
+ */
+import type { ObjectStore, ObjectWriter } from "../store/store.ts";
+import type { CodecPool } from "./codec-pool.ts";
+import { randomHex } from "./crypto.ts";
+import { encodeIndex, type IndexedPack } from "./index-file.ts";
+import { encodePackTrailer, packKey, type PackEntry } from "./pack.ts";
+import type { Vault } from "./vault.ts";
+
+/** Index objects are written every this many packs, so a long backup that dies keeps most of its work findable. */
+const PACKS_PER_INDEX = 64;
+
+interface OpenPack {
+  id: string;
+  writer: ObjectWriter;
+  entries: PackEntry[];
+  size: number;
+}
+
+export interface WriterStats {
+  chunksNew: number;
+  bytesNew: number;
+  bytesStored: number;
+}
+
+export class VaultWriter {
+  readonly stats: WriterStats = { chunksNew: 0, bytesNew: 0, bytesStored: 0 };
+  private readonly vault: Vault;
+  private readonly pool: CodecPool;
+  private readonly store: ObjectStore;
+  private readonly maxInFlight: number;
+  private inFlight = 0;
+  private waiters: (() => void)[] = [];
+  private idle: (() => void)[] = [];
+  private failure: unknown;
+  private current: OpenPack | undefined;
+  /** Appends to the current pack happen one after another on this chain. */
+  private appendChain: Promise<void> = Promise.resolve();
+  private readonly committing = new Set<Promise<void>>();
+  private committedSinceIndex: IndexedPack[] = [];
+  private readonly indexWrites: Promise<void>[] = [];
+  readonly indexObjectsWritten: string[] = [];
+  readonly packsWritten: string[] = [];
+
+  constructor(vault: Vault, pool: CodecPool, options: { maxInFlight?: number } = {}) {
+    this.vault = vault;
+    this.pool = pool;
+    this.store = vault.store;
+    this.maxInFlight = options.maxInFlight ?? Math.max(8, pool.threads * 6);
+  }
+
+  /** True if the chunk is already stored (or on its way); such a chunk costs nothing. */
+  known(id: Uint8Array): boolean {
+    return this.vault.index.has(id);
+  }
+
+  /**
+   * Stores the chunk unless the vault has it. Returns once the chunk is accepted; the work goes on
+   * in the background with bounded memory, and errors surface on a later call or in finish().
+   */
+  async put(type: number, id: Uint8Array, raw: Uint8Array): Promise<boolean> {
+    this.throwIfFailed();
+    if (this.vault.index.has(id)) return false;
+    this.vault.index.markPending(id);
+    await this.acquire();
+    this.throwIfFailed();
+    this.pool.encode(type, id, raw).then(
+      (encoded) => {
+        this.stats.chunksNew++;
+        this.stats.bytesNew += raw.length;
+        this.enqueueAppend(type, Buffer.from(id), encoded.sealed, raw.length);
+      },
+      (error) => {
+        this.fail(error);
+        this.release();
+      },
+    );
+    return true;
+  }
+
+  /** Stores an already sealed chunk as it is (prune copies live chunks out of old packs this way). */
+  async putSealed(type: number, id: Uint8Array, sealed: Buffer, rawLength: number, options: { replace?: boolean } = {}): Promise<boolean> {
+    this.throwIfFailed();
+    if (!options.replace && this.vault.index.has(id)) return false;
+    this.vault.index.markPending(id);
+    await this.acquire();
+    this.enqueueAppend(type, Buffer.from(id), sealed, rawLength);
+    return true;
+  }
+
+  /** Commits every pack and writes the index objects naming them. */
+  async finish(): Promise<void> {
+    await this.drain();
+    this.appendChain = this.appendChain.then(() => this.closeCurrent());
+    await this.appendChain;
+    await Promise.all(this.committing);
+    this.throwIfFailed();
+    this.writeIndexObject();
+    await Promise.all(this.indexWrites);
+    this.throwIfFailed();
+  }
+
+  /** Gives up: aborts the open pack; committed packs stay as unreferenced garbage for prune. */
+  async abort(): Promise<void> {
+    this.failure ??= new Error("aborted");
+    await this.appendChain.catch(() => {});
+    await this.current?.writer.abort();
+    this.current = undefined;
+    await Promise.allSettled(this.committing);
+  }
+
+  private enqueueAppend(type: number, id: Buffer, sealed: Buffer, rawLength: number): void {
+    this.appendChain = this.appendChain
+      .then(() => this.append(type, id, sealed, rawLength))
+      .catch((error) => this.fail(error))
+      .finally(() => this.release());
+  }
+
+  private async append(type: number, id: Buffer, sealed: Buffer, rawLength: number): Promise<void> {
+    if (this.failure) return;
+    let pack = this.current;
+    if (!pack) {
+      const packId = randomHex(16);
+      pack = { id: packId, writer: this.store.createWriter(packKey(packId)), entries: [], size: 0 };
+      this.current = pack;
+    }
+    await pack.writer.write(sealed);
+    pack.entries.push({ type, id, offset: pack.size, length: sealed.length, rawLength });
+    pack.size += sealed.length;
+    this.stats.bytesStored += sealed.length;
+    if (pack.size >= this.vault.config.packSize) await this.closeCurrent();
+  }
+
+  private async closeCurrent(): Promise<void> {
+    const pack = this.current;
+    if (!pack) return;
+    this.current = undefined;
+    if (this.failure) {
+      await pack.writer.abort();
+      return;
+    }
+    const trailer = encodePackTrailer(this.vault.master.dataKey, pack.id, pack.entries);
+    await pack.writer.write(trailer);
+    this.stats.bytesStored += trailer.length;
+    // Commit in the background; bound the packs being committed at once.
+    const commit = pack.writer.commit().then(
+      () => this.committed(pack),
+      async (error) => {
+        await pack.writer.abort();
+        this.fail(error);
+      },
+    );
+    const tracked = commit.finally(() => this.committing.delete(tracked));
+    this.committing.add(tracked);
+    if (this.committing.size >= 3) await Promise.race(this.committing);
+  }
+
+  private committed(pack: OpenPack): void {
+    this.packsWritten.push(pack.id);
+    for (const entry of pack.entries) {
+      this.vault.index.add(entry.id, { pack: pack.id, offset: entry.offset, length: entry.length, rawLength: entry.rawLength, type: entry.type });
+    }
+    this.committedSinceIndex.push({ packId: pack.id, entries: pack.entries });
+    if (this.committedSinceIndex.length >= PACKS_PER_INDEX) this.writeIndexObject();
+  }
+
+  private writeIndexObject(): void {
+    if (this.committedSinceIndex.length === 0) return;
+    const packs = this.committedSinceIndex;
+    this.committedSinceIndex = [];
+    const name = `index/${randomHex(16)}`;
+    const write = this.store.create(name, encodeIndex(this.vault.master.dataKey, name, packs)).then(
+      () => {
+        this.indexObjectsWritten.push(name);
+      },
+      (error) => this.fail(error),
+    );
+    this.indexWrites.push(write);
+  }
+
+  private acquire(): Promise<void> {
+    if (this.inFlight < this.maxInFlight || this.failure) {
+      this.inFlight++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private release(): void {
+    const next = this.waiters.shift();
+    if (next) next(); // the slot passes straight to the next waiter
+    else this.inFlight--;
+    if (this.inFlight === 0) for (const idle of this.idle.splice(0)) idle();
+  }
+
+  private async drain(): Promise<void> {
+    if (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
+  }
+
+  private fail(error: unknown): void {
+    this.failure ??= error;
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure;
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * A vault: the layer above the object store. It owns the config and key objects, the chunk index
+ * (loaded from every index object), the point manifests, and reading chunks back. Writing new
+ * chunks goes through a VaultWriter (vault-writer.ts).
+ *
+ * Layout (all objects write-once):
+ *   config              plain JSON: format, version, chunking parameters (no secrets)
+ *   keys/<id>           master keys wrapped under one key-encryption key
+ *   data/<xx>/<pack>    packs of sealed chunks
+ *   index/<name>        sealed lists of which chunk is where, written after their packs
+ *   points/<id>         sealed recovery-point manifests, written last
+ *   locks/<name>        who is using the vault (see locks.ts)
+ */
+import { randomBytes } from "node:crypto";
+import { constants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
+import { BulwarkError, IntegrityError, NotFoundError, ObjectExistsError, ObjectNotFoundError, UsageError } from "../errors.ts";
+import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
+import type { ObjectStore } from "../store/store.ts";
+import { decodeChunk, hexId } from "./chunk-codec.ts";
+import { ChunkIndex, type ChunkLocation } from "./chunk-index.ts";
+import { labelAssociatedData, open, seal } from "./crypto.ts";
+import { decodeIndex } from "./index-file.ts";
+import { configDigest, newMasterKeys, unlockMasterKeys, writeKeyObject, type KeyObject, type MasterKeys } from "./keyring.ts";
+import { packKey } from "./pack.ts";
+import type { PointManifest } from "./point.ts";
+
+export interface VaultConfig {
+  format: "bulwark-vault";
+  version: 1;
+  id: string;
+  created: string;
+  /** Block size of disk images' block maps. */
+  blockSize: number;
+  /** Content-defined chunking of files: minimum, average and maximum chunk size. */
+  chunker: { min: number; avg: number; max: number };
+  /** Packs are closed once they reach this size. */
+  packSize: number;
+  zstdLevel: number;
+}
+
+export const DEFAULT_CONFIG = {
+  blockSize: 64 * 1024,
+  chunker: { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 },
+  packSize: 32 * 1024 * 1024,
+  zstdLevel: 3,
+};
+
+export class Vault {
+  readonly store: ObjectStore;
+  readonly config: VaultConfig;
+  readonly master: MasterKeys;
+  readonly keyObject: KeyObject;
+  readonly index = new ChunkIndex();
+  /** Names of the index objects loaded into `index`. */
+  readonly indexObjects: string[] = [];
+  private readonly configBytes: Buffer;
+
+  private constructor(store: ObjectStore, configBytes: Buffer, config: VaultConfig, master: MasterKeys, keyObject: KeyObject) {
+    this.store = store;
+    this.configBytes = configBytes;
+    this.config = config;
+    this.master = master;
+    this.keyObject = keyObject;
+  }
+
+  static async init(
+    store: ObjectStore,
+    provider: KeyEncryptionKeyProvider,
+    overrides: Partial<Omit<VaultConfig, "format" | "version" | "id" | "created">> = {},
+  ): Promise<Vault> {
+    if (await store.stat("config")) {
+      throw new UsageError(`a vault already exists at ${store.location}; use it, or choose another location`);
+    }
+    const config: VaultConfig = {
+      format: "bulwark-vault",
+      version: 1,
+      id: randomBytes(16).toString("hex"),
+      created: new Date().toISOString(),
+      ...DEFAULT_CONFIG,
+      ...overrides,
+    };
+    const configBytes = Buffer.from(JSON.stringify(config, null, 1));
+    const master = newMasterKeys();
+    // The key first, then the config: a vault exists once its config does, and then it can be opened.
+    const keyObject = await writeKeyObject(store, provider, master, configDigest(configBytes));
+    try {
+      await store.create("config", configBytes);
+    } catch (error) {
+      await store.delete(`keys/${keyObject.id}`);
+      if (error instanceof ObjectExistsError) {
+        throw new UsageError(`a vault was created at ${store.location} at the same moment by another process; use it`);
+      }
+      throw error;
+    }
+    return new Vault(store, configBytes, config, master, keyObject);
+  }
+
+  static async open(store: ObjectStore, provider: KeyEncryptionKeyProvider, options: { loadIndex?: boolean } = {}): Promise<Vault> {
+    let configBytes: Buffer;
+    try {
+      configBytes = await store.get("config");
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError) {
+        throw new NotFoundError(`no vault at ${store.location}: check the location, or create one with \`bulwark init --vault ...\``);
+      }
+      throw error;
+    }
+    let config: VaultConfig;
+    try {
+      config = JSON.parse(configBytes.toString("utf8")) as VaultConfig;
+    } catch {
+      throw new IntegrityError(`the config object of the vault at ${store.location} is damaged`);
+    }
+    if (config.format !== "bulwark-vault") throw new NotFoundError(`${store.location} does not hold a Bulwark vault`);
+    if (config.version !== 1) {
+      throw new UsageError(`the vault at ${store.location} has format version ${config.version}; upgrade Bulwark to open it`);
+    }
+    const { master, keyObject } = await unlockMasterKeys(store, provider, configDigest(configBytes));
+    const vault = new Vault(store, configBytes, config, master, keyObject);
+    if (options.loadIndex !== false) await vault.loadIndex();
+    return vault;
+  }
+
+  get keys(): MasterKeys {
+    return this.master;
+  }
+
+  async loadIndex(): Promise<void> {
+    const names: string[] = [];
+    for await (const info of this.store.list("index/")) names.push(info.key);
+    const loaded = await mapLimit(names, 8, async (name) => ({ name, packs: decodeIndex(this.master.dataKey, name, await this.store.get(name)) }));
+    for (const { name, packs } of loaded) {
+      for (const pack of packs) {
+        for (const entry of pack.entries) {
+          this.index.add(entry.id, { pack: pack.packId, offset: entry.offset, length: entry.length, rawLength: entry.rawLength, type: entry.type });
+        }
+      }
+      this.indexObjects.push(name);
+    }
+  }
+
+  locate(id: Uint8Array): ChunkLocation {
+    const location = this.index.lookup(id);
+    if (!location || location === "pending") {
+      throw new IntegrityError(
+        `chunk ${hexId(id)} is referenced but not in the vault's index: the vault is damaged. Run \`bulwark verify\`.`,
+      );
+    }
+    return location;
+  }
+
+  /** Reads and checks one chunk (on this thread: for metadata and small reads). */
+  async readChunk(type: number, id: Uint8Array): Promise<Buffer> {
+    const location = this.locate(id);
+    if (location.type !== type) throw new IntegrityError(`chunk ${hexId(id)} has the wrong type in the index`);
+    const sealed = await this.store.getRange(packKey(location.pack), location.offset, location.length);
+    return decodeChunk(this.master, type, id, sealed, location.rawLength, `pack ${location.pack}`);
+  }
+
+  // ---- points ----
+
+  async writePoint(manifest: PointManifest): Promise<void> {
+    const plain = zstdCompressSync(Buffer.from(JSON.stringify(manifest)), {
+      params: { [constants.ZSTD_c_compressionLevel]: 3 },
+    });
+    await this.store.create(`points/${manifest.id}`, seal(this.master.dataKey, plain, labelAssociatedData("point", manifest.id)));
+  }
+
+  async readPoint(id: string): Promise<PointManifest> {
+    const sealed = await this.store.get(`points/${id}`);
+    const plain = open(this.master.dataKey, sealed, labelAssociatedData("point", id), `point ${id}`);
+    const manifest = JSON.parse(zstdDecompressSync(plain).toString("utf8")) as PointManifest;
+    if (manifest.id !== id) throw new IntegrityError(`point object ${id} holds the manifest of ${manifest.id}`);
+    return manifest;
+  }
+
+  async listPointIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const info of this.store.list("points/")) ids.push(info.key.slice("points/".length));
+    return ids;
+  }
+
+  /** Every point, oldest first. */
+  async listPoints(): Promise<PointManifest[]> {
+    const points = await mapLimit(await this.listPointIds(), 8, (id) => this.readPoint(id));
+    return points.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
+  }
+
+  /** An id, a unique prefix of one, or "latest" (optionally among points matching a filter). */
+  async resolvePoint(reference: string, filter?: (p: PointManifest) => boolean): Promise<PointManifest> {
+    if (reference === "latest") {
+      const points = (await this.listPoints()).filter(filter ?? (() => true));
+      const latest = points.at(-1);
+      if (!latest) throw new NotFoundError(`the vault at ${this.store.location} holds no recovery point yet`);
+      return latest;
+    }
+    if (!/^[0-9a-f]{4,64}$/.test(reference)) {
+      throw new UsageError(`"${reference}" is not a point id: give an id, a unique prefix of at least 4 characters, or "latest"`);
+    }
+    const matches = (await this.listPointIds()).filter((id) => id.startsWith(reference));
+    if (matches.length === 0) throw new NotFoundError(`no recovery point ${reference} in the vault; list them with \`bulwark points\``);
+    if (matches.length > 1) throw new UsageError(`"${reference}" matches ${matches.length} points; give more characters`);
+    return this.readPoint(matches[0]);
+  }
+}
+
+export function newPointId(): string {
+  return randomBytes(16).toString("hex");
+}
+
+/** Runs fn over items with at most `limit` at once, keeping order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const runners = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i], i);
+    }
+  });
+  await Promise.all(runners);
+  return results;
+}
+
+export function isBulwarkError(error: unknown): error is BulwarkError {
+  return error instanceof BulwarkError;
+}

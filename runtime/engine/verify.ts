@@ -1,0 +1,142 @@
+/**
+ * Checks a vault. Structure, always: every index object opens, every indexed pack exists and is
+ * long enough, every point opens and every chunk it references is indexed. Data, when asked (all
+ * packs or a random share of them): every pack is read whole, its header must agree with the
+ * index, and every chunk must authenticate and hash back to its id.
+ */
+import { IntegrityError, describeError } from "../errors.ts";
+import { CHUNK_TREE } from "./chunk-codec.ts";
+import type { CodecPool } from "./codec-pool.ts";
+import { ID_BYTES, isZeroId } from "./crypto.ts";
+import { decodeIndex, type IndexedPack } from "./index-file.ts";
+import { packIdOfKey, packKey, readPackHeader } from "./pack.ts";
+import { STREAM_TREE_ENTRY } from "./point.ts";
+import { mapLimit, type Vault } from "./vault.ts";
+
+export interface VerifyReport {
+  points: number;
+  indexObjects: number;
+  packs: number;
+  packsRead: number;
+  chunksChecked: number;
+  /** Packs no index names: left by an interrupted backup, removed by prune. Not an error. */
+  unindexedPacks: number;
+  problems: string[];
+}
+
+export async function verifyVault(
+  vault: Vault,
+  pool: CodecPool,
+  options: { readDataPercent: number; onProgress?: (bytesDone: number) => void },
+): Promise<VerifyReport> {
+  const problems: string[] = [];
+  const report: VerifyReport = { points: 0, indexObjects: 0, packs: 0, packsRead: 0, chunksChecked: 0, unindexedPacks: 0, problems };
+
+  // Index objects: opened here (not at vault open) so that one damaged object is reported, not fatal.
+  const indexed = new Map<string, IndexedPack["entries"]>();
+  const names: string[] = [];
+  for await (const info of vault.store.list("index/")) names.push(info.key);
+  report.indexObjects = names.length;
+  await mapLimit(names, 8, async (name) => {
+    try {
+      for (const pack of decodeIndex(vault.master.dataKey, name, await vault.store.get(name))) {
+        const entries = indexed.get(pack.packId) ?? [];
+        entries.push(...pack.entries);
+        indexed.set(pack.packId, entries);
+        for (const entry of pack.entries) {
+          vault.index.add(entry.id, { pack: pack.packId, offset: entry.offset, length: entry.length, rawLength: entry.rawLength, type: entry.type });
+        }
+      }
+    } catch (error) {
+      problems.push(`index object ${name}: ${describeError(error)}`);
+    }
+  });
+
+  const packSizes = new Map<string, number>();
+  for await (const info of vault.store.list("data/")) {
+    const packId = packIdOfKey(info.key);
+    if (packId) packSizes.set(packId, info.size);
+    else problems.push(`unexpected object ${info.key} among the packs`);
+  }
+  report.packs = packSizes.size;
+  for (const [packId, entries] of indexed) {
+    const size = packSizes.get(packId);
+    if (size === undefined) {
+      problems.push(`pack ${packId} is named by the index (${entries.length} chunks) but missing from storage`);
+      continue;
+    }
+    if (entries.some((e) => e.offset + e.length > size)) problems.push(`pack ${packId} is shorter than the index says (${size} bytes)`);
+  }
+  for (const packId of packSizes.keys()) if (!indexed.has(packId)) report.unindexedPacks++;
+
+  // Points and the chunks they reference.
+  const ids = await vault.listPointIds();
+  report.points = ids.length;
+  for (const id of ids) {
+    try {
+      const point = await vault.readPoint(id);
+      for (const member of point.members ?? []) {
+        if (!ids.includes(member.point)) problems.push(`point ${id}: member point ${member.point} (${member.role}) is missing`);
+      }
+      const content = point.content;
+      if (!content) continue;
+      let missing = 0;
+      const entryBytes = content.layout === "blocks" ? ID_BYTES : STREAM_TREE_ENTRY;
+      for (const nodeHex of new Set(content.tree)) {
+        const node = await vault.readChunk(CHUNK_TREE, Buffer.from(nodeHex, "hex"));
+        for (let at = 0; at < node.length; at += entryBytes) {
+          const chunk = node.subarray(at, at + ID_BYTES);
+          if (!isZeroId(chunk) && !vault.index.has(chunk)) missing++;
+        }
+      }
+      if (missing > 0) problems.push(`point ${id}: ${missing} referenced chunks are not in the vault`);
+    } catch (error) {
+      problems.push(`point ${id}: ${describeError(error)}`);
+    }
+  }
+
+  // Data.
+  const packIds = [...indexed.keys()].filter((p) => packSizes.has(p));
+  const chosen = options.readDataPercent >= 100 ? packIds : sample(packIds, options.readDataPercent);
+  let bytesDone = 0;
+  await mapLimit(chosen, 2, async (packId) => {
+    const size = packSizes.get(packId)!;
+    try {
+      const bytes = await vault.store.get(packKey(packId));
+      if (bytes.length !== size) throw new IntegrityError(`pack ${packId} changed size while being read`);
+      const header = await readPackHeader(vault.master.dataKey, packId, size, async (offset, length) => bytes.subarray(offset, offset + length));
+      const byId = new Map(header.map((e) => [e.id.toString("hex"), e]));
+      for (const entry of indexed.get(packId)!) {
+        const inHeader = byId.get(entry.id.toString("hex"));
+        if (!inHeader || inHeader.offset !== entry.offset || inHeader.length !== entry.length || inHeader.type !== entry.type) {
+          problems.push(`pack ${packId}: the index and the pack header disagree about chunk ${entry.id.toString("hex").slice(0, 16)}`);
+        }
+      }
+      const failures = await Promise.allSettled(
+        header.map((entry) =>
+          pool.decode(entry.type, entry.id, bytes.subarray(entry.offset, entry.offset + entry.length), entry.rawLength, `pack ${packId}`),
+        ),
+      );
+      report.chunksChecked += header.length;
+      const bad = failures.filter((f) => f.status === "rejected");
+      if (bad.length > 0) problems.push(`pack ${packId}: ${bad.length} of ${header.length} chunks are damaged (${describeError((bad[0] as PromiseRejectedResult).reason)})`);
+    } catch (error) {
+      problems.push(`pack ${packId}: ${describeError(error)}`);
+    }
+    report.packsRead++;
+    bytesDone += size;
+    options.onProgress?.(bytesDone);
+  });
+  return report;
+}
+
+function sample<T>(items: T[], percent: number): T[] {
+  if (percent <= 0) return [];
+  const count = Math.max(1, Math.ceil((items.length * percent) / 100));
+  const shuffled = [...items];
+  for (let i = shuffled.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
+  }
+  return shuffled.slice(0, count);
+}

@@ -1,0 +1,163 @@
+/**
+ * Local sources and targets: files, raw disk images and block devices. A block device's size is
+ * read from sysfs (Node has no ioctl); files named like disk images (.img, .raw, .vhd, .iso) and
+ * block devices are backed up as block maps, everything else as a stream of content-defined chunks.
+ */
+import { createReadStream, constants } from "node:fs";
+import { open, readFile, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import path from "node:path";
+import { SourceError, UsageError } from "../errors.ts";
+import type { BlockSource } from "../engine/backup-blocks.ts";
+import type { RestoreTarget } from "../engine/restore.ts";
+
+export type LocalKind = "disk" | "file";
+
+const DISK_IMAGE = /\.(img|raw|vhd|iso|bin|dd)$/i;
+
+export interface LocalSource {
+  path: string;
+  kind: LocalKind;
+  size: number;
+  blockDevice: boolean;
+}
+
+export async function inspectLocalSource(sourcePath: string, forced?: LocalKind): Promise<LocalSource> {
+  const absolute = path.resolve(sourcePath);
+  let info;
+  try {
+    info = await stat(absolute);
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    throw new SourceError(
+      code === "ENOENT"
+        ? `cannot back up ${sourcePath}: it does not exist. Check the path.`
+        : `cannot back up ${sourcePath}: ${code === "EACCES" ? "permission denied; run as a user who can read it" : (cause as Error).message}`,
+      { cause },
+    );
+  }
+  if (info.isDirectory()) {
+    throw new SourceError(`cannot back up ${sourcePath}: it is a folder; give a file, a raw disk image or a block device`);
+  }
+  const blockDevice = info.isBlockDevice();
+  if (!blockDevice && !info.isFile()) throw new SourceError(`cannot back up ${sourcePath}: not a regular file or block device`);
+  const size = blockDevice ? await blockDeviceSize(info.rdev, sourcePath) : info.size;
+  // Opening proves we may read it before anything is written to the vault.
+  try {
+    await (await open(absolute, constants.O_RDONLY)).close();
+  } catch (cause) {
+    throw new SourceError(`cannot read ${sourcePath}: ${(cause as NodeJS.ErrnoException).code === "EACCES" ? "permission denied" : (cause as Error).message}`, {
+      cause,
+    });
+  }
+  const kind = forced ?? (blockDevice || DISK_IMAGE.test(absolute) ? "disk" : "file");
+  return { path: absolute, kind, size, blockDevice };
+}
+
+async function blockDeviceSize(rdev: number, shown: string): Promise<number> {
+  const major = Math.floor(rdev / 256) & 0xfff;
+  const minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+  try {
+    const sectors = Number((await readFile(`/sys/dev/block/${major}:${minor}/size`, "utf8")).trim());
+    return sectors * 512;
+  } catch (cause) {
+    throw new SourceError(`cannot find the size of block device ${shown} in /sys/dev/block`, { cause });
+  }
+}
+
+export async function openBlockSource(source: LocalSource): Promise<BlockSource & { close(): Promise<void> }> {
+  let handle: FileHandle;
+  try {
+    handle = await open(source.path, "r");
+  } catch (cause) {
+    throw new SourceError(`cannot read ${source.path}: ${(cause as Error).message}`, { cause });
+  }
+  return {
+    size: source.size,
+    async read(offset, length) {
+      const buffer = Buffer.allocUnsafe(length);
+      let done = 0;
+      try {
+        while (done < length) {
+          const { bytesRead } = await handle.read(buffer, done, length - done, offset + done);
+          if (bytesRead === 0) throw new SourceError(`${source.path} ended at ${offset + done} bytes while reading; did it shrink during the backup?`);
+          done += bytesRead;
+        }
+      } catch (cause) {
+        if (cause instanceof SourceError) throw cause;
+        throw new SourceError(`reading ${source.path} failed at offset ${offset + done}: ${(cause as Error).message}`, { cause });
+      }
+      return buffer;
+    },
+    close: () => handle.close(),
+  };
+}
+
+export function openStreamSource(source: LocalSource): AsyncIterable<Uint8Array> {
+  const stream = createReadStream(source.path, { highWaterMark: 1024 * 1024 });
+  return (async function* () {
+    try {
+      for await (const piece of stream) yield piece as Buffer;
+    } catch (cause) {
+      throw new SourceError(`reading ${source.path} failed: ${(cause as Error).message}`, { cause });
+    }
+  })();
+}
+
+/**
+ * A restore into a local path. Regular files are written beside the destination and renamed into
+ * place once complete and flushed, so a failed restore never leaves a half-written file under the
+ * destination's name; holes stay holes. Block devices are written in place, zeros included.
+ */
+export async function openFileTarget(
+  destination: string,
+  size: number,
+  options: { overwrite?: boolean } = {},
+): Promise<RestoreTarget & { commit(): Promise<void>; abort(): Promise<void> }> {
+  const absolute = path.resolve(destination);
+  const existing = await stat(absolute).catch(() => undefined);
+  if (existing?.isDirectory()) throw new UsageError(`cannot restore to ${destination}: it is a folder; give a file path`);
+  if (existing?.isBlockDevice()) {
+    const handle = await open(absolute, "r+");
+    return {
+      needsZeros: true,
+      write: (offset, data) => writeAll(handle, data, offset),
+      commit: async () => {
+        await handle.sync();
+        await handle.close();
+      },
+      abort: () => handle.close(),
+    };
+  }
+  if (existing && !options.overwrite) {
+    throw new UsageError(`${destination} already exists; choose another path, or pass --overwrite to replace it`);
+  }
+  const partial = `${absolute}.bulwark-partial-${process.pid}`;
+  let handle: FileHandle;
+  try {
+    handle = await open(partial, "wx", 0o600);
+  } catch (cause) {
+    throw new UsageError(`cannot write ${destination}: ${(cause as Error).message}`, { cause });
+  }
+  await handle.truncate(size);
+  return {
+    needsZeros: false,
+    write: (offset, data) => writeAll(handle, data, offset),
+    commit: async () => {
+      await handle.sync();
+      await handle.close();
+      await rename(partial, absolute);
+    },
+    abort: async () => {
+      await handle.close().catch(() => {});
+      await unlink(partial).catch(() => {});
+    },
+  };
+}
+
+async function writeAll(handle: FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * A vault in an Azure Blob container (or under a prefix in one). Create-only writes carry
+ * If-None-Match: * so two writers can never overwrite each other; large objects are uploaded as
+ * blocks staged in parallel and committed in one conditional call. Every object carries its
+ * Content-MD5, so a retried create that finds "already exists" can tell its own earlier,
+ * successful attempt from someone else's object.
+ */
+import { createHash } from "node:crypto";
+import { BlobServiceClient, ContainerClient, type StoragePipelineOptions } from "@azure/storage-blob";
+import type { TokenCredential } from "@azure/identity";
+import { NotFoundError, ObjectExistsError, ObjectNotFoundError, UsageError } from "../errors.ts";
+import type { ObjectInfo, ObjectStore, ObjectWriter } from "./store.ts";
+
+const BLOCK_BYTES = 8 * 1024 * 1024;
+const PARALLEL_BLOCKS = 4;
+
+export const STORAGE_PIPELINE: StoragePipelineOptions = {
+  retryOptions: { maxTries: 5, retryDelayInMs: 200, maxRetryDelayInMs: 8000, tryTimeoutInMs: 120_000 },
+};
+
+export interface BlobLocation {
+  /** The container URL, without prefix. */
+  containerUrl: string;
+  container: string;
+  /** "" or a prefix ending in "/". */
+  prefix: string;
+}
+
+/** https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX], or path-style http://host:port/ACCOUNT/CONTAINER[/PREFIX] (Azurite). */
+export function parseBlobUrl(raw: string): BlobLocation {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new UsageError(`"${raw}" is not a URL; give https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX] or a folder path`);
+  }
+  const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  const pathStyle = !url.hostname.includes(".blob.");
+  const containerIndex = pathStyle ? 1 : 0;
+  const container = parts[containerIndex];
+  if (!container) throw new UsageError(`the vault URL ${raw} names no container; add /CONTAINER to it`);
+  if (url.search) throw new UsageError("do not put a SAS or query in the vault URL; credentials come from the environment");
+  const prefixParts = parts.slice(containerIndex + 1);
+  const base = `${url.protocol}//${url.host}${pathStyle ? `/${parts[0]}` : ""}`;
+  return { containerUrl: `${base}/${container}`, container, prefix: prefixParts.length ? `${prefixParts.join("/")}/` : "" };
+}
+
+export class AzureBlobStore implements ObjectStore {
+  readonly location: string;
+  readonly container: ContainerClient;
+  private readonly prefix: string;
+
+  constructor(container: ContainerClient, prefix: string, shownAs: string) {
+    this.container = container;
+    this.prefix = prefix;
+    this.location = shownAs;
+  }
+
+  static fromUrl(raw: string, options: { connectionString?: string; credential?: () => TokenCredential }): AzureBlobStore {
+    const location = parseBlobUrl(raw);
+    const container = options.connectionString
+      ? BlobServiceClient.fromConnectionString(options.connectionString, STORAGE_PIPELINE).getContainerClient(location.container)
+      : new ContainerClient(location.containerUrl, options.credential!(), STORAGE_PIPELINE);
+    return new AzureBlobStore(container, location.prefix, `${location.containerUrl}/${location.prefix}`);
+  }
+
+  async ensureContainer(): Promise<void> {
+    await this.container.createIfNotExists();
+  }
+
+  async containerExists(): Promise<boolean> {
+    return this.container.exists();
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      return await this.blob(key).downloadToBuffer(0, undefined, { concurrency: 4 });
+    } catch (error) {
+      throw this.translate(error, key);
+    }
+  }
+
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    if (length === 0) return Buffer.alloc(0);
+    try {
+      return await this.blob(key).downloadToBuffer(offset, length, { concurrency: 4, blockSize: 4 * 1024 * 1024 });
+    } catch (error) {
+      throw this.translate(error, key);
+    }
+  }
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const properties = await this.blob(key).getProperties();
+      return { key, size: properties.contentLength ?? 0, lastModified: properties.lastModified ?? new Date(0) };
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw this.translate(error, key);
+    }
+  }
+
+  async create(key: string, data: Uint8Array): Promise<void> {
+    if (data.length > BLOCK_BYTES) {
+      const writer = this.createWriter(key);
+      await writer.write(data);
+      await writer.commit();
+      return;
+    }
+    const md5 = createHash("md5").update(data).digest();
+    try {
+      await this.blob(key).upload(data, data.length, {
+        conditions: { ifNoneMatch: "*" },
+        blobHTTPHeaders: { blobContentMD5: md5 },
+      });
+    } catch (error) {
+      await this.resolveConflict(error, key, md5);
+    }
+  }
+
+  createWriter(key: string): ObjectWriter {
+    const blob = this.blob(key);
+    const md5 = createHash("md5");
+    const blockIds: string[] = [];
+    const staging = new Set<Promise<void>>();
+    let failure: unknown;
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const stage = async (data: Buffer) => {
+      const blockId = Buffer.from(String(blockIds.length).padStart(8, "0")).toString("base64");
+      blockIds.push(blockId);
+      const upload = blob.stageBlock(blockId, data, data.length).then(
+        () => {},
+        (error) => {
+          failure ??= this.translate(error, key);
+        },
+      );
+      const tracked = upload.finally(() => staging.delete(tracked));
+      staging.add(tracked);
+      if (staging.size >= PARALLEL_BLOCKS) await Promise.race(staging);
+      if (failure) throw failure;
+    };
+    const flush = async (all: boolean) => {
+      while (pendingBytes >= BLOCK_BYTES || (all && pendingBytes > 0)) {
+        const joined = Buffer.concat(pending);
+        const take = Math.min(BLOCK_BYTES, joined.length);
+        pending = take < joined.length ? [joined.subarray(take)] : [];
+        pendingBytes = joined.length - take;
+        await stage(joined.subarray(0, take));
+      }
+    };
+    return {
+      write: async (data: Uint8Array) => {
+        if (failure) throw failure;
+        md5.update(data);
+        pending.push(Buffer.from(data));
+        pendingBytes += data.length;
+        if (pendingBytes >= BLOCK_BYTES) await flush(false);
+      },
+      commit: async () => {
+        await flush(true);
+        await Promise.all(staging);
+        if (failure) throw failure;
+        const digest = md5.digest();
+        try {
+          await blob.commitBlockList(blockIds, { conditions: { ifNoneMatch: "*" }, blobHTTPHeaders: { blobContentMD5: digest } });
+        } catch (error) {
+          await this.resolveConflict(error, key, digest);
+        }
+      },
+      // Uncommitted blocks are discarded by the service (after a week at most); nothing to delete.
+      abort: async () => {
+        pending = [];
+        await Promise.allSettled(staging);
+      },
+    };
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    try {
+      for await (const item of this.container.listBlobsFlat({ prefix: this.prefix + prefix })) {
+        yield {
+          key: item.name.slice(this.prefix.length),
+          size: item.properties.contentLength ?? 0,
+          lastModified: item.properties.lastModified,
+        };
+      }
+    } catch (error) {
+      throw this.translate(error, prefix);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.blob(key).deleteIfExists();
+    } catch (error) {
+      throw this.translate(error, key);
+    }
+  }
+
+  private blob(key: string) {
+    return this.container.getBlockBlobClient(this.prefix + key);
+  }
+
+  /** A 409/412 on a create: ours if the stored object has our MD5 (an earlier try that landed). */
+  private async resolveConflict(error: unknown, key: string, md5: Buffer): Promise<void> {
+    const status = statusOf(error);
+    if (status !== 409 && status !== 412) throw this.translate(error, key);
+    const properties = await this.blob(key).getProperties().catch(() => undefined);
+    const stored = properties?.contentMD5 ? Buffer.from(properties.contentMD5) : undefined;
+    if (stored && stored.equals(md5)) return;
+    throw new ObjectExistsError(key, this.location);
+  }
+
+  private translate(error: unknown, key: string): Error {
+    const status = statusOf(error);
+    if (status === 404) {
+      const code = (error as { code?: string }).code;
+      if (code === "ContainerNotFound") return new NotFoundError(`no vault at ${this.location}: the container does not exist; create it with \`bulwark init\``);
+      return new ObjectNotFoundError(key, this.location);
+    }
+    return error instanceof Error ? error : new Error(String(error));
+  }
+}
+
+export function statusOf(error: unknown): number | undefined {
+  return (error as { statusCode?: number })?.statusCode;
+}

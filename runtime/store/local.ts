@@ -1,0 +1,196 @@
+/**
+ * A vault in a local folder. Create-only writes go to a temporary file first, are flushed to
+ * disk, then linked into place (link(2) fails if the name exists, which makes the write
+ * conditional), so a crash never leaves a half-written object under its final name.
+ */
+import { randomBytes } from "node:crypto";
+import { constants, type Stats } from "node:fs";
+import { link, mkdir, open, readdir, readFile, stat, unlink, type FileHandle } from "node:fs/promises";
+import path from "node:path";
+import { ObjectExistsError, ObjectNotFoundError, ServiceError } from "../errors.ts";
+import type { ObjectInfo, ObjectStore, ObjectWriter } from "./store.ts";
+
+const TEMP_FOLDER = ".tmp";
+
+export class LocalFolderStore implements ObjectStore {
+  readonly location: string;
+  private readonly root: string;
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+    this.location = this.root;
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      return await readFile(this.pathOf(key));
+    } catch (error) {
+      throw this.translate(error, key);
+    }
+  }
+
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    let handle: FileHandle | undefined;
+    try {
+      handle = await open(this.pathOf(key), "r");
+      const buffer = Buffer.allocUnsafe(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await handle.read(buffer, done, length - done, offset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return done === length ? buffer : buffer.subarray(0, done);
+    } catch (error) {
+      throw this.translate(error, key);
+    } finally {
+      await handle?.close();
+    }
+  }
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const info = await stat(this.pathOf(key));
+      return { key, size: info.size, lastModified: info.mtime };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw this.translate(error, key);
+    }
+  }
+
+  async create(key: string, data: Uint8Array): Promise<void> {
+    const writer = this.createWriter(key);
+    try {
+      await writer.write(data);
+      await writer.commit();
+    } catch (error) {
+      await writer.abort();
+      throw error;
+    }
+  }
+
+  createWriter(key: string): ObjectWriter {
+    const finalPath = this.pathOf(key);
+    const tempPath = path.join(this.root, TEMP_FOLDER, `${randomBytes(12).toString("hex")}`);
+    let handle: Promise<FileHandle> | undefined;
+    let position = 0;
+    const opened = () => {
+      handle ??= mkdir(path.dirname(tempPath), { recursive: true }).then(() =>
+        open(tempPath, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600),
+      );
+      return handle;
+    };
+    const store = this;
+    return {
+      async write(data: Uint8Array) {
+        try {
+          const file = await opened();
+          let done = 0;
+          while (done < data.length) {
+            const { bytesWritten } = await file.write(data, done, data.length - done, position);
+            done += bytesWritten;
+            position += bytesWritten;
+          }
+        } catch (error) {
+          throw store.translate(error, key);
+        }
+      },
+      async commit() {
+        try {
+          const file = await opened();
+          await file.sync();
+          await file.close();
+          handle = undefined;
+          await mkdir(path.dirname(finalPath), { recursive: true });
+          await link(tempPath, finalPath);
+          await unlink(tempPath);
+          await syncFolder(path.dirname(finalPath));
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code === "EEXIST") {
+            await unlink(tempPath).catch(() => {});
+            throw new ObjectExistsError(key, store.location);
+          }
+          throw store.translate(error, key);
+        }
+      },
+      async abort() {
+        const file = handle;
+        handle = undefined;
+        if (file) await (await file.catch(() => undefined))?.close().catch(() => {});
+        await unlink(tempPath).catch(() => {});
+      },
+    };
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const slash = prefix.lastIndexOf("/");
+    const folder = slash >= 0 ? prefix.slice(0, slash) : "";
+    yield* this.walk(folder, prefix);
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await unlink(this.pathOf(key));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw this.translate(error, key);
+    }
+  }
+
+  private async *walk(folder: string, prefix: string): AsyncIterable<ObjectInfo> {
+    let entries: string[];
+    try {
+      entries = await readdir(path.join(this.root, folder));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw this.translate(error, folder);
+    }
+    for (const name of entries) {
+      if (folder === "" && name === TEMP_FOLDER) continue;
+      const key = folder === "" ? name : `${folder}/${name}`;
+      let info: Stats;
+      try {
+        info = await stat(path.join(this.root, key));
+      } catch {
+        continue; // deleted while listing
+      }
+      if (info.isDirectory()) {
+        if (prefix.startsWith(`${key}/`) || `${key}/`.startsWith(prefix)) yield* this.walk(key, prefix);
+      } else if (key.startsWith(prefix)) {
+        yield { key, size: info.size, lastModified: info.mtime };
+      }
+    }
+  }
+
+  private pathOf(key: string): string {
+    if (key.split("/").some((part) => part === "" || part === "." || part === "..")) {
+      throw new Error(`invalid object key ${JSON.stringify(key)}`);
+    }
+    return path.join(this.root, key);
+  }
+
+  private translate(error: unknown, key: string): Error {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return new ObjectNotFoundError(key, this.location);
+    if (code === "ENOSPC" || code === "EDQUOT") {
+      return new ServiceError(
+        `the disk holding ${this.location} is full while writing ${key}; free space (or run \`bulwark forget --prune\`) and retry: nothing was committed`,
+        { cause: error },
+      );
+    }
+    if (code === "EACCES" || code === "EPERM" || code === "EROFS") {
+      return new ServiceError(`no permission to access ${key} in ${this.location}: check the folder's owner and mode`, {
+        cause: error,
+      });
+    }
+    return error instanceof Error ? error : new Error(String(error));
+  }
+}
+
+async function syncFolder(folder: string): Promise<void> {
+  const handle = await open(folder, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
