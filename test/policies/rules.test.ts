@@ -1,0 +1,181 @@
+/**
+ * Each policy with a resource that passes and one that fails, called the way the Pulumi engine
+ * calls them: a type, its properties and a violation collector.
+ */
+import { describe, expect, it } from "vitest";
+import * as rules from "../../policies/rules.ts";
+import type { ResourceRule, StackResource, StackRule } from "../../policies/rules.ts";
+
+function checkResource(rule: ResourceRule, type: string, props: Record<string, any>): string[] {
+  const violations: string[] = [];
+  rule.validateResource({ type, props, name: "r", urn: `urn:pulumi:t::bulwark::${type}::r` }, (message) => violations.push(message));
+  return violations;
+}
+
+function checkStack(rule: StackRule, resources: StackResource[]): string[] {
+  const violations: string[] = [];
+  rule.validateStack({ resources }, (message) => violations.push(message));
+  return violations;
+}
+
+const T = rules.TYPES;
+const goodAccount = (kind: "isolated" | "transient") => ({
+  accountName: `acct${kind}`,
+  location: "westeurope",
+  tags: { "bulwark-storage": kind, "bulwark-region": "westeurope" },
+  allowBlobPublicAccess: false,
+  allowSharedKeyAccess: false,
+  minimumTlsVersion: "TLS1_2",
+  enableHttpsTrafficOnly: true,
+  identity: { type: "UserAssigned", userAssignedIdentities: ["/id/enc"] },
+  encryption: { keySource: "Microsoft.Keyvault", keyVaultProperties: { keyName: "k", keyVaultUri: "https://v.vault.azure.net/" }, encryptionIdentity: { encryptionUserAssignedIdentity: "/id/enc" } },
+  immutableStorageWithVersioning: { enabled: true, immutabilityPolicy: { immutabilityPeriodSinceCreationInDays: 30, state: "Unlocked" } },
+});
+const res = (type: string, name: string, props: Record<string, any>): StackResource => ({ type, name, urn: `urn:${name}`, props });
+
+describe("resource policies", () => {
+  const table: [ResourceRule, string, Record<string, any>, Record<string, any>, RegExp][] = [
+    [rules.noPublicBlobAccess, T.storageAccount, goodAccount("transient"), { ...goodAccount("transient"), allowBlobPublicAccess: true }, /Set allowBlobPublicAccess: false/],
+    [rules.noPublicBlobAccess, T.blobContainer, { publicAccess: "None" }, { publicAccess: "Blob" }, /Set publicAccess: "None"/],
+    [rules.noSharedKeyAccess, T.storageAccount, goodAccount("isolated"), { ...goodAccount("isolated"), allowSharedKeyAccess: undefined }, /Set allowSharedKeyAccess: false/],
+    [rules.minimumTls12, T.storageAccount, goodAccount("isolated"), { ...goodAccount("isolated"), minimumTlsVersion: "TLS1_0" }, /Minimum TLS version is TLS1_0\. Set minimumTlsVersion: "TLS1_2"/],
+    [rules.storageKindDeclared, T.storageAccount, goodAccount("isolated"), { ...goodAccount("isolated"), tags: {} }, /Tag it "isolated"/],
+    [rules.isolatedStorageCustomerKey, T.storageAccount, goodAccount("isolated"), { ...goodAccount("isolated"), encryption: { keySource: "Microsoft.Storage" } }, /Set encryption\.keySource: "Microsoft\.Keyvault"/],
+    [rules.isolatedStorageCustomerKey, T.storageAccount, goodAccount("isolated"), { ...goodAccount("isolated"), identity: { type: "UserAssigned", userAssignedIdentities: ["/id/other"] } }, /Add it to identity\.userAssignedIdentities/],
+    [rules.isolatedStorageImmutability, T.storageAccount, goodAccount("isolated"), { ...goodAccount("isolated"), immutableStorageWithVersioning: undefined }, /immutableStorageWithVersioning\.enabled: true when the account is created/],
+    [rules.keyVaultProtection, T.vault, { properties: { enableRbacAuthorization: true, enablePurgeProtection: true, enableSoftDelete: true } }, { properties: { enableRbacAuthorization: true, enableSoftDelete: true } }, /Set properties\.enablePurgeProtection: true/],
+    [rules.keyVaultProtection, T.vault, { properties: { enableRbacAuthorization: true, enablePurgeProtection: true } }, { properties: { enablePurgeProtection: true } }, /Set properties\.enableRbacAuthorization: true/],
+    [rules.keyRotation, T.key, { properties: { rotationPolicy: { lifetimeActions: [{ action: { type: "rotate" }, trigger: { timeAfterCreate: "P90D" } }] } } }, { properties: { rotationPolicy: { lifetimeActions: [{ action: { type: "notify" }, trigger: { timeBeforeExpiry: "P30D" } }] } } }, /Add properties\.rotationPolicy\.lifetimeActions/],
+    [rules.noBroadRoles, T.roleAssignment, { scope: "/subscriptions/s", roleDefinitionId: "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7" }, { scope: "/subscriptions/s", roleDefinitionId: "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c" }, /built-in Contributor role at \/subscriptions\/s\. Assign Bulwark's backup role/],
+    [rules.noBroadRoles, T.roleAssignment, { roleDefinitionId: "/x/roleDefinitions/e147488a-f6f5-4113-8e2d-b22465e65bf6" }, { roleDefinitionId: "/x/roleDefinitions/8E3AF657-A8FF-443C-A75C-2FE8C4BCB635" }, /built-in Owner role/],
+    [rules.noBroadRoles, T.roleAssignment, { roleDefinitionId: "/x/roleDefinitions/e147488a-f6f5-4113-8e2d-b22465e65bf6" }, { roleDefinitionId: "/x/roleDefinitions/18d7d88d-d35e-4fb5-a5c3-7773c20a72d9" }, /built-in User Access Administrator role/],
+    [rules.noWildcardCustomRoles, T.roleDefinition, { permissions: [{ actions: ["Microsoft.Compute/snapshots/write"], dataActions: [] }] }, { permissions: [{ actions: ["Microsoft.Compute/snapshots/*"] }] }, /wildcard action "Microsoft\.Compute\/snapshots\/\*"\. List the exact actions/],
+  ];
+
+  for (const [rule, type, good, bad, message] of table) {
+    it(`${rule.name}: passes a compliant ${type.split(":").pop()}, rejects one that is not and says how to fix it`, () => {
+      expect(checkResource(rule, type, good)).toEqual([]);
+      const violations = checkResource(rule, type, bad);
+      expect(violations).toHaveLength(1);
+      expect(violations[0]).toMatch(message);
+    });
+  }
+
+  const goodJob = {
+    location: "westeurope",
+    identity: { type: "UserAssigned", userAssignedIdentities: ["/id/worker"] },
+    configuration: { triggerType: "Event", replicaTimeout: 3600, eventTriggerConfig: { scale: { rules: [{ name: "queue", type: "azure-queue", identity: "/id/worker", metadata: {} }] } } },
+    template: { containers: [{ name: "worker", env: [{ name: "BULWARK_KEY_ID", value: "https://v.vault.azure.net/keys/k" }, { name: "BULWARK_NOTIFICATION_WEBHOOK", secretRef: "hook" }] }] },
+  };
+  const jobWith = (change: (job: any) => void) => {
+    const job = structuredClone(goodJob);
+    change(job);
+    return job;
+  };
+  const jobCases: [string, (job: any) => void, RegExp][] = [
+    ["no managed identity", (j) => (j.identity = undefined), /Job has no managed identity/],
+    ["no replica timeout", (j) => delete j.configuration.replicaTimeout, /Set configuration\.replicaTimeout/],
+    ["a plain-text secret by name", (j) => j.template.containers[0].env.push({ name: "STORAGE_CONNECTION_STRING", value: "x" }), /STORAGE_CONNECTION_STRING of container worker holds a plain-text secret\. Store it as a job secret/],
+    ["a plain-text secret by value", (j) => j.template.containers[0].env.push({ name: "BULWARK_TARGET", value: "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc" }), /BULWARK_TARGET .* plain-text secret/],
+    ["a scale rule with a connection string", (j) => (j.configuration.eventTriggerConfig.scale.rules[0] = { name: "queue", type: "azure-queue", auth: [{ secretRef: "conn", triggerParameter: "connection" }] }), /Scale rule queue authenticates with a secret/],
+  ];
+  it("container-apps-job-hardening: passes a job with identity, timeout and secrets by reference", () => {
+    expect(checkResource(rules.containerAppsJobHardening, T.job, goodJob)).toEqual([]);
+  });
+  for (const [what, change, message] of jobCases) {
+    it(`container-apps-job-hardening: rejects a job with ${what}`, () => {
+      const violations = checkResource(rules.containerAppsJobHardening, T.job, jobWith(change));
+      expect(violations).toHaveLength(1);
+      expect(violations[0]).toMatch(message);
+    });
+  }
+
+  it("ignores resources of other types", () => {
+    for (const rule of rules.resourcePolicies) expect(checkResource(rule, "azure-native:network:VirtualNetwork", { allowBlobPublicAccess: true })).toEqual([]);
+  });
+});
+
+describe("stack policies", () => {
+  const isolated = res(T.storageAccount, "vault", goodAccount("isolated"));
+  const service = res(T.blobServiceProperties, "svc", { accountName: "acctisolated", isVersioningEnabled: true, deleteRetentionPolicy: { enabled: true, days: 14 }, containerDeleteRetentionPolicy: { enabled: true, days: 14 } });
+  const container = res(T.blobContainer, "c", { accountName: "acctisolated", containerName: "vault", immutableStorageWithVersioning: { enabled: true } });
+
+  it("isolated-storage-versioning: passes versioning, soft delete and immutable containers; rejects each missing", () => {
+    expect(checkStack(rules.isolatedStorageVersioning, [isolated, service, container])).toEqual([]);
+    expect(checkStack(rules.isolatedStorageVersioning, [isolated, res(T.blobServiceProperties, "svc", { ...service.props, isVersioningEnabled: false }), container])).toEqual([
+      "Isolated storage acctisolated does not keep blob versions. Add BlobServiceProperties with isVersioningEnabled: true.",
+    ]);
+    expect(checkStack(rules.isolatedStorageVersioning, [isolated, res(T.blobServiceProperties, "svc", { ...service.props, containerDeleteRetentionPolicy: undefined }), container])[0]).toMatch(/lacks soft delete/);
+    expect(checkStack(rules.isolatedStorageVersioning, [isolated, service, res(T.blobContainer, "c", { accountName: "acctisolated", containerName: "vault" })])[0]).toMatch(/Container vault in isolated storage acctisolated is not immutable per version/);
+  });
+
+  const transient = res(T.storageAccount, "staging", goodAccount("transient"));
+  const lifecycle = (rule: Record<string, any>) => res(T.managementPolicy, "lc", { accountName: "accttransient", policy: { rules: [{ name: "r", enabled: true, type: "Lifecycle", ...rule }] } });
+
+  it("transient-storage-lifecycle: passes a one-day delete rule; rejects none, a longer one, or a prefix-limited one", () => {
+    const oneDay = { definition: { actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: 1 } } }, filters: { blobTypes: ["blockBlob"] } } };
+    expect(checkStack(rules.transientStorageLifecycle, [transient, lifecycle(oneDay)])).toEqual([]);
+    const expected = /Transient storage accttransient has no lifecycle rule deleting blobs after a day\. Add a ManagementPolicy rule/;
+    expect(checkStack(rules.transientStorageLifecycle, [transient])[0]).toMatch(expected);
+    expect(checkStack(rules.transientStorageLifecycle, [transient, lifecycle({ definition: { actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: 30 } } } } })])[0]).toMatch(expected);
+    expect(checkStack(rules.transientStorageLifecycle, [transient, lifecycle({ definition: { ...oneDay.definition, filters: { blobTypes: ["blockBlob"], prefixMatch: ["staging/tmp"] } } })])[0]).toMatch(expected);
+    expect(checkStack(rules.transientStorageLifecycle, [transient, lifecycle({ ...oneDay, enabled: false })])[0]).toMatch(expected);
+  });
+
+  const identity = res(T.userAssignedIdentity, "worker-identity", { id: "/id/worker", principalId: "p-worker", location: "westeurope", tags: { "bulwark-region": "westeurope" } });
+  const job = (location: string, env: Record<string, string>) =>
+    res(T.job, "worker", {
+      location,
+      identity: { type: "UserAssigned", userAssignedIdentities: ["/id/worker"] },
+      template: { containers: [{ name: "worker", env: Object.entries(env).map(([name, value]) => ({ name, value })) }] },
+    });
+  const env = {
+    BULWARK_REGION: "westeurope",
+    BULWARK_TRANSIENT: "https://accttransient.blob.core.windows.net/staging",
+    BULWARK_PROTECTED_SCOPES: "/subscriptions/s1/resourceGroups/vms",
+  };
+  const grant = (scope: string) => res(T.roleAssignment, `grant-${scope}`, { principalId: "p-worker", scope, roleDefinitionId: "/x/roleDefinitions/backup" });
+
+  it("agents-storage-and-scopes-in-one-region: passes an agent with its storage and scopes in its region", () => {
+    expect(checkStack(rules.sameRegion, [transient, identity, job("westeurope", env), grant("/subscriptions/s1/resourceGroups/vms"), grant("/subscriptions/s1/resourceGroups/x/providers/Microsoft.Storage/storageAccounts/a")])).toEqual([]);
+  });
+
+  it("agents-storage-and-scopes-in-one-region: rejects an agent outside its region", () => {
+    expect(checkStack(rules.sameRegion, [transient, identity, job("northeurope", env)])).toEqual(["Agent worker runs in northeurope but serves westeurope. Deploy it in westeurope."]);
+  });
+
+  it("agents-storage-and-scopes-in-one-region: rejects transient storage in another region", () => {
+    const elsewhere = res(T.storageAccount, "staging", { ...goodAccount("transient"), location: "eastus", tags: { "bulwark-storage": "transient" } });
+    expect(checkStack(rules.sameRegion, [elsewhere, identity, job("westeurope", env)])).toEqual([
+      "BULWARK_TRANSIENT of worker points at accttransient in eastus, not westeurope. Use storage in the agent's own region.",
+    ]);
+  });
+
+  it("agents-storage-and-scopes-in-one-region: rejects a region-tagged resource elsewhere", () => {
+    const moved = res(T.storageAccount, "staging", { ...goodAccount("transient"), location: "eastus" });
+    expect(checkStack(rules.sameRegion, [moved])).toEqual(["staging is in eastus but belongs to region westeurope. Create it in westeurope."]);
+  });
+
+  it("agents-storage-and-scopes-in-one-region: rejects access to a scope of another region", () => {
+    expect(checkStack(rules.sameRegion, [transient, identity, job("westeurope", env), grant("/subscriptions/s2")])).toEqual([
+      "worker (region westeurope) is granted access at /subscriptions/s2, which is not one of its region's protected scopes. Protect it from the stack of the scope's own region.",
+    ]);
+  });
+
+  it("agents-storage-and-scopes-in-one-region: reads a deployed job's identity map as well as its inputs", () => {
+    const deployed = job("westeurope", env);
+    deployed.props.identity = { type: "UserAssigned", userAssignedIdentities: { "/id/worker": { principalId: "p-worker", clientId: "c" } } };
+    expect(checkStack(rules.sameRegion, [transient, deployed, grant("/subscriptions/s2")])).toHaveLength(1);
+  });
+});
+
+describe("the pack", () => {
+  it("gives every policy a name, an enforcement level and a description", () => {
+    const names = rules.allPolicies.map((p) => p.name);
+    expect(new Set(names).size).toBe(names.length);
+    for (const policy of rules.allPolicies) {
+      expect(policy.enforcementLevel).toBe("mandatory");
+      expect(policy.description.length).toBeGreaterThan(20);
+    }
+  });
+});
