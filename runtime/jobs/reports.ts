@@ -1,0 +1,182 @@
+/**
+ * Every finished job leaves a report in the reports table and one JSON line in the log. From the
+ * tables, `bulwark jobs` lists recent jobs and `bulwark status` shows each protected item with its
+ * last good point and whether it meets its policy's RPO.
+ */
+import type { TableClient } from "@azure/data-tables";
+import type { Policy } from "../policy/policy.ts";
+import { meetsRpo } from "../policy/schedule.ts";
+import type { JobMetrics } from "./machine.ts";
+import type { ItemStore, JobRecord, JobStore } from "./records.ts";
+import { isNotFound } from "./storage.ts";
+
+export interface JobReport {
+  jobId: string;
+  machine: string;
+  item: string;
+  kind: string;
+  region: string;
+  policy: string;
+  start: string;
+  end: string;
+  outcome: "succeeded" | "failed";
+  error: string;
+  bytesRead: number;
+  bytesNew: number;
+  bytesStored: number;
+  /** bytesRead / bytesNew: how many bytes were read per byte that was new; null when nothing was new. */
+  dedupRatio: number | null;
+  pointId: string;
+  runs: number;
+}
+
+export function buildReport(job: JobRecord, metrics: JobMetrics): JobReport {
+  const bytesRead = metrics.bytesRead ?? 0;
+  const bytesNew = metrics.bytesNew ?? 0;
+  return {
+    jobId: job.jobId,
+    machine: job.machine,
+    item: job.itemId,
+    kind: job.itemKind,
+    region: job.region,
+    policy: job.policy,
+    start: new Date(job.startedAt || job.createdAt).toISOString(),
+    end: new Date(job.endedAt).toISOString(),
+    outcome: job.status === "succeeded" ? "succeeded" : "failed",
+    error: job.error,
+    bytesRead,
+    bytesNew,
+    bytesStored: metrics.bytesStored ?? 0,
+    dedupRatio: bytesNew > 0 ? Math.round((bytesRead / bytesNew) * 1000) / 1000 : null,
+    pointId: metrics.pointId ?? "",
+    runs: job.runs,
+  };
+}
+
+const PARTITION = "report";
+
+export class ReportStore {
+  readonly table: TableClient;
+
+  constructor(table: TableClient) {
+    this.table = table;
+  }
+
+  /** Idempotent: a job's report is keyed by its id, so a retried finish writes the same entity. */
+  async write(report: JobReport): Promise<void> {
+    const { dedupRatio, ...rest } = report;
+    await this.table.upsertEntity(
+      { partitionKey: PARTITION, rowKey: report.jobId, ...rest, dedupRatio: dedupRatio ?? -1 },
+      "Replace",
+    );
+  }
+
+  async get(jobId: string): Promise<JobReport | undefined> {
+    try {
+      return toReport(await this.table.getEntity(PARTITION, jobId));
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /** Reports newest first. */
+  async list(options: { limit?: number } = {}): Promise<JobReport[]> {
+    const reports: JobReport[] = [];
+    const filter = `PartitionKey eq '${PARTITION}'`;
+    for await (const entity of this.table.listEntities({ queryOptions: { filter } })) {
+      if (options.limit !== undefined && reports.length >= options.limit) break;
+      reports.push(toReport(entity));
+    }
+    return reports;
+  }
+}
+
+function toReport(entity: Record<string, unknown>): JobReport {
+  const { partitionKey: _p, rowKey: _r, etag: _e, timestamp: _t, odata: _o, dedupRatio, ...rest } = entity as Record<
+    string,
+    unknown
+  >;
+  return { ...(rest as unknown as JobReport), dedupRatio: typeof dedupRatio === "number" && dedupRatio >= 0 ? dedupRatio : null };
+}
+
+export interface JobSummary {
+  jobId: string;
+  machine: string;
+  item: string;
+  kind: string;
+  region: string;
+  policy: string;
+  status: string;
+  state: string;
+  owner: string;
+  created: string;
+  started: string | null;
+  ended: string | null;
+  runs: number;
+  error: string;
+}
+
+/** Recent jobs, newest first, with their state (for `bulwark jobs`). */
+export async function listRecentJobs(jobs: JobStore, options: { limit?: number } = {}): Promise<JobSummary[]> {
+  const out: JobSummary[] = [];
+  const iso = (ms: number) => (ms ? new Date(ms).toISOString() : null);
+  for await (const job of jobs.list({ limit: options.limit ?? 50 })) {
+    out.push({
+      jobId: job.jobId,
+      machine: job.machine,
+      item: job.itemId,
+      kind: job.itemKind,
+      region: job.region,
+      policy: job.policy,
+      status: job.status,
+      state: job.state,
+      owner: job.owner,
+      created: new Date(job.createdAt).toISOString(),
+      started: iso(job.startedAt),
+      ended: iso(job.endedAt),
+      runs: job.runs,
+      error: job.error,
+    });
+  }
+  return out;
+}
+
+export interface ItemStatus {
+  item: string;
+  kind: string;
+  region: string;
+  policy: string;
+  state: string;
+  lastGoodPoint: string | null;
+  lastGoodAt: string | null;
+  lastOutcome: string;
+  lastError: string;
+  /** False when the item has no good point recent enough, or cannot be protected at all. */
+  meetsRpo: boolean;
+  unprotected: string;
+}
+
+/** Each known item with its last good point and whether it meets its policy's RPO (for `bulwark status`). */
+export async function itemStatuses(items: ItemStore, policies: Policy[], now: number): Promise<ItemStatus[]> {
+  const byName = new Map(policies.map((p) => [p.name, p]));
+  const out: ItemStatus[] = [];
+  for await (const item of items.list()) {
+    const policy = byName.get(item.policy);
+    const lastGood = item.lastGoodAt ? new Date(item.lastGoodAt) : undefined;
+    out.push({
+      item: item.itemId,
+      kind: item.kind,
+      region: item.region,
+      policy: item.policy,
+      state: item.state,
+      lastGoodPoint: item.lastGoodPointId || null,
+      lastGoodAt: lastGood ? lastGood.toISOString() : null,
+      lastOutcome: item.lastOutcome,
+      lastError: item.lastError,
+      meetsRpo: !item.unprotected && policy !== undefined && meetsRpo(policy.schedule, lastGood, new Date(now)),
+      unprotected: item.unprotected,
+    });
+  }
+  return out.sort((a, b) => a.item.localeCompare(b.item));
+}

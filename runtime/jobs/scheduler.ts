@@ -1,0 +1,153 @@
+/**
+ * One scheduler tick (`bulwark agent schedule`, a Container Apps job on a cron): resolve every
+ * policy's items, and for each item that is due enqueue one backup job on the queue of the region
+ * the item lives in. An item in a region without an agent is reported unprotected (and recorded so
+ * `bulwark status` shows it) unless its policy allows crossRegion. An item already queued or
+ * running is never enqueued again: the item record moves idle -> queued with an ETag-conditional
+ * write, and only a finished job moves it back to idle.
+ */
+import { describeError } from "../errors.ts";
+import { normalizeRegion, type ItemResolver, type ProtectedItem } from "../policy/items.ts";
+import type { Policy } from "../policy/policy.ts";
+import { isDue } from "../policy/schedule.ts";
+import { emptyItem, isTerminal } from "./records.ts";
+import type { LogSink } from "./runner.ts";
+import { sendWork, submitJob, type Fleet } from "./submit.ts";
+
+export interface ScheduleTickOptions {
+  fleet: Fleet;
+  policies: Policy[];
+  resolveItems: ItemResolver;
+  /** Regions that have a worker agent (and so a queue). */
+  regionsWithAgents: string[];
+  /** The machine that backs up an item; "backup" unless told otherwise. */
+  machineFor?: (item: ProtectedItem, policy: Policy) => string;
+  /**
+   * A job still queued (never claimed) this long after it was queued gets its message sent again,
+   * in case the message was lost (a crash between writing the job and sending). Duplicates are
+   * harmless. Default 6 hours.
+   */
+  resendAfterMs?: number;
+  log?: LogSink;
+}
+
+export interface TickResult {
+  enqueued: { item: string; region: string; queueRegion: string; policy: string; jobId: string }[];
+  notDue: string[];
+  busy: { item: string; jobId: string }[];
+  resent: { item: string; jobId: string }[];
+  unprotected: { item: string; region: string; policy: string; reason: string }[];
+  /** Items claimed by more than one policy: the first policy (in the order given) schedules them. */
+  conflicts: { item: string; policies: string[] }[];
+  errors: { policy: string; item?: string; error: string }[];
+}
+
+export async function scheduleTick(options: ScheduleTickOptions): Promise<TickResult> {
+  const { fleet, policies, resolveItems } = options;
+  const log = options.log ?? (() => {});
+  const agents = options.regionsWithAgents.map(normalizeRegion);
+  const resendAfterMs = options.resendAfterMs ?? 6 * 3_600_000;
+  const now = fleet.clock.now();
+  const result: TickResult = { enqueued: [], notDue: [], busy: [], resent: [], unprotected: [], conflicts: [], errors: [] };
+
+  const owners = new Map<string, { policy: Policy; item: ProtectedItem }>();
+  const seenBy = new Map<string, string[]>();
+  for (const policy of policies) {
+    let items: ProtectedItem[];
+    try {
+      items = await resolveItems.resolve(policy);
+    } catch (error) {
+      result.errors.push({ policy: policy.name, error: describeError(error) });
+      log({ event: "schedule.policy-failed", policy: policy.name, error: describeError(error) });
+      continue;
+    }
+    for (const item of items) {
+      const key = item.id.toLowerCase();
+      seenBy.set(key, [...(seenBy.get(key) ?? []), policy.name]);
+      if (!owners.has(key)) owners.set(key, { policy, item: { ...item, region: normalizeRegion(item.region) } });
+    }
+  }
+  for (const [key, names] of seenBy) {
+    if (names.length > 1) result.conflicts.push({ item: owners.get(key)!.item.id, policies: names });
+  }
+
+  for (const { policy, item } of owners.values()) {
+    try {
+      const queueRegion = agents.includes(item.region) ? item.region : policy.crossRegion ? agents[0] : undefined;
+      if (queueRegion === undefined) {
+        const reason =
+          agents.length === 0
+            ? "no region has an agent"
+            : `no agent in region ${item.region} and policy ${policy.name} does not allow crossRegion`;
+        result.unprotected.push({ item: item.id, region: item.region, policy: policy.name, reason });
+        log({ event: "schedule.unprotected", item: item.id, region: item.region, policy: policy.name, reason });
+        await fleet.items.update(
+          item.id,
+          () => emptyItem(item.id, item.kind, item.region, policy.name),
+          (current) => ({ ...current, kind: item.kind, region: item.region, policy: policy.name, unprotected: reason, lastSeenAt: now }),
+        );
+        continue;
+      }
+
+      // Record the item (so status lists it) and repair a hold left by a job that already finished.
+      const record = await fleet.items.update(
+        item.id,
+        () => emptyItem(item.id, item.kind, item.region, policy.name),
+        (current) => ({ ...current, kind: item.kind, region: item.region, policy: policy.name, unprotected: "", lastSeenAt: now }),
+      );
+      if (record && record.state !== "idle") {
+        const job = await fleet.jobs.get(record.jobId);
+        if (!job || isTerminal(job.value.status)) {
+          const heldBy = record.jobId;
+          await fleet.items.update(
+            item.id,
+            () => record,
+            (current) => (current.jobId === heldBy ? { ...current, state: "idle", jobId: "", queuedAt: 0 } : undefined),
+          );
+          log({ event: "schedule.repaired", item: item.id, jobId: heldBy });
+        } else {
+          if (job.value.status === "queued" && job.value.runs === 0 && now - record.queuedAt >= resendAfterMs) {
+            await sendWork(fleet, job.value);
+            result.resent.push({ item: item.id, jobId: job.value.jobId });
+            log({ event: "schedule.resent", item: item.id, jobId: job.value.jobId });
+          } else {
+            result.busy.push({ item: item.id, jobId: record.jobId });
+          }
+          continue;
+        }
+      }
+
+      const lastGood = record?.lastGoodAt ? new Date(record.lastGoodAt) : undefined;
+      if (!isDue(policy.schedule, lastGood, new Date(now))) {
+        result.notDue.push(item.id);
+        continue;
+      }
+      const submitted = await submitJob(fleet, {
+        machine: options.machineFor?.(item, policy) ?? "backup",
+        item,
+        queueRegion,
+        policy: policy.name,
+        input: { itemId: item.id, kind: item.kind, region: item.region, policy: policy.name, vault: policy.vault },
+        exclusive: true,
+      });
+      if (!submitted.submitted) {
+        result.busy.push({ item: item.id, jobId: submitted.jobId });
+        continue;
+      }
+      result.enqueued.push({ item: item.id, region: item.region, queueRegion, policy: policy.name, jobId: submitted.job.jobId });
+      log({ event: "schedule.enqueued", item: item.id, queueRegion, policy: policy.name, jobId: submitted.job.jobId });
+    } catch (error) {
+      result.errors.push({ policy: policy.name, item: item.id, error: describeError(error) });
+      log({ event: "schedule.item-failed", item: item.id, policy: policy.name, error: describeError(error) });
+    }
+  }
+  log({
+    event: "schedule.tick",
+    enqueued: result.enqueued.length,
+    notDue: result.notDue.length,
+    busy: result.busy.length,
+    unprotected: result.unprotected.length,
+    errors: result.errors.length,
+  });
+  return result;
+}
