@@ -1,0 +1,63 @@
+/**
+ * Every policy over every resource the program registers under mocks (the customer stack and two
+ * region stacks from the example config): the program passes its own pack. And a change that
+ * weakens the program's output is caught by the pack.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import type { RecordedResource } from "../infra/harness.ts";
+import { deployExampleCustomer, deployRegion, exampleRegionConfig } from "../infra/region-fixture.ts";
+import { resourcePolicies, stackPolicies } from "../../policies/rules.ts";
+
+const stacks: Record<string, RecordedResource[]> = {};
+
+beforeAll(async () => {
+  stacks.customer = (await deployExampleCustomer()).resources;
+  stacks.westeurope = (await deployRegion(exampleRegionConfig("Pulumi.dev-westeurope.yaml", { notificationWebhook: "https://hook.example/x?token=t" }, ["notificationWebhook"]))).resources;
+  stacks.northeurope = (await deployRegion(exampleRegionConfig("Pulumi.dev-northeurope.yaml"))).resources;
+});
+
+/** Runs the pack as the engine would: resource policies on inputs, stack policies on the stack's state. */
+function runPack(resources: RecordedResource[]): string[] {
+  const violations: string[] = [];
+  for (const r of resources) {
+    for (const policy of resourcePolicies) {
+      policy.validateResource({ type: r.type, props: r.inputs, name: r.name, urn: r.urn }, (message) => violations.push(`${policy.name} on ${r.name}: ${message}`));
+    }
+  }
+  const stack = resources.map((r) => ({ type: r.type, name: r.name, urn: r.urn, props: r.state }));
+  for (const policy of stackPolicies) policy.validateStack({ resources: stack }, (message) => violations.push(`${policy.name}: ${message}`));
+  return violations;
+}
+
+describe("the program against its own policy pack", () => {
+  for (const name of ["customer", "westeurope", "northeurope"]) {
+    it(`${name} stack passes every policy`, () => {
+      const resources = stacks[name];
+      expect(resources.filter((r) => r.type.startsWith("azure-native:")).length).toBeGreaterThan(5);
+      expect(runPack(resources)).toEqual([]);
+    });
+  }
+
+  it("the pack sees the resources it guards (so passing means something)", () => {
+    const types = new Set(Object.values(stacks).flat().map((r) => r.type));
+    for (const t of ["azure-native:storage:StorageAccount", "azure-native:storage:ManagementPolicy", "azure-native:storage:BlobServiceProperties", "azure-native:keyvault:Vault", "azure-native:keyvault:Key", "azure-native:app:Job", "azure-native:authorization:RoleAssignment", "azure-native:authorization:RoleDefinition"]) {
+      expect(types.has(t), t).toBe(true);
+    }
+  });
+
+  it("catches a weakened program: shared keys on, versioning off, the worker moved, a broad role added", () => {
+    const weakened = structuredClone(stacks.westeurope);
+    const account = weakened.find((r) => r.inputs.tags?.["bulwark-storage"] === "isolated")!;
+    account.inputs.allowSharedKeyAccess = true;
+    weakened.find((r) => r.type === "azure-native:storage:BlobServiceProperties")!.state.isVersioningEnabled = false;
+    const worker = weakened.find((r) => r.type === "azure-native:app:Job" && r.inputs.template.containers[0].args[1] === "worker")!;
+    worker.state.location = "eastus";
+    const assignment = weakened.find((r) => r.type === "azure-native:authorization:RoleAssignment")!;
+    assignment.inputs.roleDefinitionId = assignment.inputs.roleDefinitionId.replace(/[^/]+$/, "8e3af657-a8ff-443c-a75c-2fe8c4bcb635");
+    const violations = runPack(weakened);
+    expect(violations.some((v) => v.startsWith("no-shared-key-access"))).toBe(true);
+    expect(violations.some((v) => v.startsWith("isolated-storage-versioning"))).toBe(true);
+    expect(violations.some((v) => v.startsWith("agents-storage-and-scopes-in-one-region"))).toBe(true);
+    expect(violations.some((v) => v.startsWith("no-broad-role-assignments"))).toBe(true);
+  });
+});
