@@ -42,7 +42,7 @@ function keyProvider(values: Values): Promise<KeyEncryptionKeyProvider> {
 
 async function openVault(values: Values, options: { loadIndex?: boolean } = {}): Promise<Vault> {
   const provider = await keyProvider(values);
-  return Vault.open(openStore(vaultOf(values)).store, provider, options);
+  return Vault.open((await openStore(vaultOf(values))).store, provider, options);
 }
 
 function showProgress(values: Values): boolean {
@@ -91,7 +91,7 @@ export const commands: Record<string, Command> = {
     options: common,
     async run(values) {
       const provider = await keyProvider(values);
-      const opened = openStore(vaultOf(values));
+      const opened = await openStore(vaultOf(values));
       await opened.prepare();
       const vault = await Vault.init(opened.store, provider);
       print(values, { id: vault.config.id, location: opened.store.location }, `created vault ${vault.config.id} at ${opened.store.location}`);
@@ -230,7 +230,7 @@ export const commands: Record<string, Command> = {
       if (ruleIsEmpty(rule)) throw new UsageError("give at least one --keep-* option: forget never removes every point");
       const dryRun = values["dry-run"] === true;
       const provider = await keyProvider(values);
-      const store = openStore(vaultOf(values)).store;
+      const store = (await openStore(vaultOf(values))).store;
       const lock = values.prune && !dryRun ? await VaultLock.acquire(store, "exclusive", "forget --prune") : undefined;
       try {
         const vault = await Vault.open(store, provider);
@@ -271,7 +271,7 @@ export const commands: Record<string, Command> = {
     options: { ...common, "dry-run": { type: "boolean" } },
     async run(values) {
       const provider = await keyProvider(values);
-      const store = openStore(vaultOf(values)).store;
+      const store = (await openStore(vaultOf(values))).store;
       const dryRun = values["dry-run"] === true;
       const lock = await VaultLock.acquire(store, dryRun ? "shared" : "exclusive", "prune");
       try {

@@ -68,9 +68,21 @@ export class CodecPool {
     for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[target]) target = i;
     const seq = this.seq++;
     this.load[target]++;
+    // Structured cloning a view copies its whole underlying buffer, so give each message its own
+    // exactly-sized buffers and transfer them instead.
+    const transfer: ArrayBuffer[] = [];
+    const own = (view: Uint8Array) => {
+      const copy = new Uint8Array(view);
+      transfer.push(copy.buffer);
+      return copy;
+    };
+    const message =
+      body.op === "encode"
+        ? { seq, ...body, id: own(body.id), raw: own(body.raw) }
+        : { seq, ...body, id: own(body.id), sealed: own(body.sealed) };
     return new Promise((resolve, reject) => {
       this.pending.set(seq, { resolve, reject });
-      this.workers[target].postMessage({ seq, ...body } as CodecRequest);
+      this.workers[target].postMessage(message as CodecRequest, transfer);
     });
   }
 

@@ -12,14 +12,20 @@ export type CodecResponse =
   | { seq: number; ok: true; sealed?: Uint8Array; compressed?: boolean; raw?: Uint8Array }
   | { seq: number; ok: false; error: string; integrity: boolean };
 
+/** Transfers the result's buffer when the result owns it whole; otherwise it is copied. */
+function reply(response: CodecResponse, result: Uint8Array | undefined): void {
+  const whole = result && result.byteOffset === 0 && result.byteLength === result.buffer.byteLength;
+  parentPort!.postMessage(response, whole ? [result.buffer as ArrayBuffer] : []);
+}
+
 parentPort!.on("message", (request: CodecRequest) => {
   try {
     if (request.op === "encode") {
       const { sealed, compressed } = encodeChunk(keys, request.type, request.id, request.raw, keys.zstdLevel);
-      parentPort!.postMessage({ seq: request.seq, ok: true, sealed, compressed } satisfies CodecResponse);
+      reply({ seq: request.seq, ok: true, sealed, compressed }, sealed);
     } else {
       const raw = decodeChunk(keys, request.type, request.id, request.sealed, request.rawLength, request.where);
-      parentPort!.postMessage({ seq: request.seq, ok: true, raw } satisfies CodecResponse);
+      reply({ seq: request.seq, ok: true, raw }, raw);
     }
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);

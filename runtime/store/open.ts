@@ -1,6 +1,4 @@
 /** Turns a --vault argument into a store: a folder path, or an Azure Blob container URL. */
-import { DefaultAzureCredential } from "@azure/identity";
-import { AzureBlobStore } from "./azure-blob.ts";
 import { LocalFolderStore } from "./local.ts";
 import { RetryingStore } from "./retry.ts";
 import type { ObjectStore } from "./store.ts";
@@ -15,14 +13,16 @@ export function isUrl(location: string): boolean {
   return /^https?:\/\//i.test(location);
 }
 
-export function openStore(location: string, env: NodeJS.ProcessEnv = process.env): OpenedStore {
+export async function openStore(location: string, env: NodeJS.ProcessEnv = process.env): Promise<OpenedStore> {
   if (isUrl(location)) {
+    // The Azure SDK loads only when a vault lives in Azure (it costs start-up time otherwise).
+    const { AzureBlobStore } = await import("./azure-blob.ts");
+    const { DefaultAzureCredential } = await import("@azure/identity");
     const blob = AzureBlobStore.fromUrl(location, {
       connectionString: env.AZURE_STORAGE_CONNECTION_STRING,
       credential: () => new DefaultAzureCredential(),
     });
     return { store: new RetryingStore(blob), prepare: () => blob.ensureContainer() };
   }
-  const local = new LocalFolderStore(location);
-  return { store: local, prepare: async () => {} };
+  return { store: new LocalFolderStore(location), prepare: async () => {} };
 }
