@@ -24,6 +24,8 @@ export function readStackConfig(): StackConfig {
   return parseStackConfig(raw, secretKeys);
 }
 
-const config = readStackConfig();
-// Pulumi exports the resolved object's properties as the stack's outputs.
-export default config.kind === "customer" ? customerStack(config) : await regionStack(config);
+// Pulumi calls a default-exported function and makes the properties it returns the stack's outputs.
+export default async function main(): Promise<object> {
+  const config = readStackConfig();
+  return config.kind === "customer" ? customerStack(config) : regionStack(config);
+}
