@@ -41,6 +41,11 @@ export class EmulatorControl {
     this.compute.writeDisk(diskId, offset, data);
   }
 
+  /** Clears (trims) pages of a managed disk: they read as zeros and diff as ClearRange. */
+  clearDisk(diskId: string, offset: number, length: number): void {
+    this.compute.clearDisk(diskId, offset, length);
+  }
+
   /** The full content of a disk or snapshot. */
   readImage(resourceId: string): Buffer {
     return this.compute.readImage(resourceId);
@@ -92,6 +97,9 @@ export class EmulatorControl {
           return json(200, this.inventory());
         case "POST disks/write":
           this.writeDisk(id, Number(request.query.get("offset") ?? "0"), request.body);
+          return { status: 204 };
+        case "POST disks/clear":
+          this.clearDisk(id, Number(request.query.get("offset") ?? "0"), Number(request.query.get("length") ?? "0"));
           return { status: 204 };
         case "GET images/read":
           return { status: 200, headers: { "content-type": "application/octet-stream" }, body: this.readImage(id) };

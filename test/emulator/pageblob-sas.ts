@@ -220,11 +220,14 @@ export class PageBlobService {
       }
       start = resumeAt;
     }
-    if (request.query.has("prevsnapshot")) {
-      return storageError(409, "PreviousSnapshotOperationNotSupported", "Managed disks are diffed with x-ms-previous-snapshot-url, not prevsnapshot.");
+    // @azure/storage-blob sends the previous snapshot's URL as the x-ms-previous-snapshot-url header
+    // (getPageRangesDiffForManagedDisks) or as the prevsnapshot query (listPageRangesDiff, which pages).
+    const prevsnapshot = request.query.get("prevsnapshot");
+    if (prevsnapshot && !/^https?:\/\//.test(prevsnapshot)) {
+      return storageError(409, "PreviousSnapshotOperationNotSupported", "Managed disks are diffed against the previous snapshot's SAS URL, not a snapshot timestamp.");
     }
     let items: Array<{ tag: "PageRange" | "ClearRange"; range: ByteRange }>;
-    const previousUrl = header(request, "x-ms-previous-snapshot-url");
+    const previousUrl = header(request, "x-ms-previous-snapshot-url") ?? prevsnapshot ?? undefined;
     if (previousUrl) {
       const previous = this.previousTarget(previousUrl);
       if ("reply" in previous) return previous.reply;

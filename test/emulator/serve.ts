@@ -6,7 +6,7 @@
 import { seedSampleWorld } from "./seed.ts";
 import { startAzureEmulator } from "./server.ts";
 
-const emulator = await startAzureEmulator({ azurite: true, lro: { retryAfterSeconds: 1 } });
+const emulator = await startAzureEmulator({ azurite: true, lro: { retryAfterSeconds: 1, pollsBeforeDone: 1 } });
 const sample = await seedSampleWorld(emulator);
 const env: Record<string, string> = {
   ...emulator.env,

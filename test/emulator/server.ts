@@ -28,7 +28,10 @@ export interface AzureEmulatorOptions {
   location?: string;
   /** Also start an Azurite (transient blob storage for SQL export/import) and put it into env. */
   azurite?: boolean;
-  /** Long-running operation pacing; defaults keep tests fast (Retry-After 0, done on the 2nd poll). */
+  /**
+   * Long-running operation pacing. The default settles an operation on its first poll (the SDK polls
+   * at once, then waits Retry-After, and treats Retry-After 0 as its 2 s default), so tests stay fast.
+   */
   lro?: Partial<LroOptions>;
   /** Page-range responses list at most this many ranges, then return NextMarker (default 2000). */
   maxRangesPerResponse?: number;
@@ -105,7 +108,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
   const entra = new EntraEmulator(tenantId);
   entra.addServicePrincipal({ clientId, clientSecret });
   const faults = new FaultInjector();
-  const operations = new OperationRegistry({ pollsBeforeDone: 1, retryAfterSeconds: 0, settleAfterMs: 3000, ...options.lro });
+  const operations = new OperationRegistry({ pollsBeforeDone: 0, retryAfterSeconds: 1, settleAfterMs: 3000, ...options.lro });
   let compute: ComputeProvider | undefined;
   const blobs = new PageBlobService((id) => compute?.sasTarget(id), { maxRangesPerResponse: options.maxRangesPerResponse ?? 2000 });
   compute = new ComputeProvider(world, operations, blobs, faults);

@@ -118,6 +118,13 @@ export class ComputeProvider {
     disk.lastModified = new Date();
   }
 
+  /** Clears (trims) pages of a disk, as a VM discarding blocks would. */
+  clearDisk(diskId: string, offset: number, length: number): void {
+    const disk = this.requireDisk(diskId);
+    disk.image.clear(offset, length);
+    disk.lastModified = new Date();
+  }
+
   readImage(resourceId: string): Buffer {
     const resource = this.disks.get(idKey(resourceId)) ?? this.snapshots.get(idKey(resourceId));
     if (!resource) throw new Error(`no disk or snapshot ${resourceId}`);
