@@ -192,7 +192,7 @@ export function validateCron(expression: string): string | undefined {
       const match = /^(\*|(\d+)(?:-(\d+))?)(?:\/(\d+))?$/.exec(part);
       if (!match) return `has an invalid ${label} field "${fields[i]}"`;
       const numbers = [match[2], match[3]].filter((n) => n !== undefined).map(Number);
-      if (numbers.some((n) => n < min || n > max)) return `has a ${label} outside ${min}-${max} in "${fields[i]}"`;
+      if (numbers.some((n) => n < min || n > max)) return `has ${/^[aeiouh]/.test(label) ? "an" : "a"} ${label} outside ${min}-${max} in "${fields[i]}"`;
       if (numbers.length === 2 && numbers[0] > numbers[1]) return `has a backwards ${label} range "${part}"`;
       if (match[4] !== undefined && Number(match[4]) === 0) return `has a zero step in "${part}"`;
     }

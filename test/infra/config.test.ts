@@ -59,7 +59,7 @@ describe("stack config", () => {
     ["rotation too short", (r) => (r.key = { rotationPeriod: "P3D" }), /^bulwark:key\.rotationPeriod P3D is shorter than Key Vault's minimum of 7 days\. Use P7D or longer\./, "customer"],
     ["rotation not a duration", (r) => (r.key = { rotationPeriod: "90 days" }), /^bulwark:key\.rotationPeriod "90 days" is not a duration\. Write an ISO 8601 duration/, "customer"],
     ["expiry too close to rotation", (r) => (r.key = { rotationPeriod: "P90D", expiresAfter: "P100D" }), /^bulwark:key\.expiresAfter P100D leaves less than 28 days/, "customer"],
-    ["bad cron", (r) => (r.schedule = "0 25 * * *"), /^bulwark:schedule "0 25 \* \* \*" has a hour outside 0-23/, "region"],
+    ["bad cron", (r) => (r.schedule = "0 25 * * *"), /^bulwark:schedule "0 25 \* \* \*" has an hour outside 0-23/, "region"],
     ["cron with six fields", (r) => (r.schedule = "0 0 2 * * *"), /^bulwark:schedule "0 0 2 \* \* \*" has 6 fields/, "region"],
     ["bad redundancy", (r) => (r.redundancy = "Premium_LRS"), /^bulwark:redundancy must be one of Standard_LRS, .*got "Premium_LRS"\. Choose it before the first backup: it cannot change afterwards\./, "region"],
     ["immutability beyond retention", (r) => (r.retention = { pointsDays: 7, immutabilityDays: 30 }), /^bulwark:retention\.immutabilityDays \(30\) is longer than retention\.pointsDays \(7\)/, "region"],
