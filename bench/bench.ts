@@ -9,7 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ensureImages, formatBytes } from "./image.ts";
-import { runImageCase } from "./image-case.ts";
+import { combineRounds, runImageCase } from "./image-case.ts";
 import type { ToolRun } from "./image-case.ts";
 import { hasGnuTime } from "./measure.ts";
 import { checkTargets, ratiosTo, renderTable, renderTargets } from "./report.ts";
@@ -32,6 +32,7 @@ const USAGE = `usage: npm run bench -- [options]
   --out FILE       results JSON; default .bench/results-<size>.json
   --seed SEED      image seed (letters, digits, . _ -); default ${DEFAULT_SEED}
   --case NAME      benchmark case: ${CASES.join(", ")} (default image)
+  --rounds N       run every tool N times, tools taking turns; report medians (default 1)
   --keep           keep the repositories under .bench/work/
   --help           this text
 
@@ -113,6 +114,7 @@ async function main(argv: string[]): Promise<number> {
       out: { type: "string" },
       seed: { type: "string", default: DEFAULT_SEED },
       case: { type: "string", default: "image" },
+      rounds: { type: "string", default: "1" },
       keep: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -129,6 +131,8 @@ async function main(argv: string[]): Promise<number> {
   const sizeBytes = parseSize(values.size);
   const label = sizeLabel(sizeBytes);
   const toolNames = parseTools(values.tools);
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new UsageFailure(`--rounds ${values.rounds}: expected 1 to 20`);
   const outPath = resolve(values.out ?? join(BENCH_DIR, `results-${label}.json`));
   const log = (line: string) => console.log(line);
 
@@ -171,10 +175,18 @@ async function main(argv: string[]): Promise<number> {
   log("page cache: not dropped (needs root); the image (before a backup) or the vault (before a restore) is read once before each timed step, the same for every tool");
 
   const startedAt = new Date().toISOString();
-  const runs: Partial<Record<ToolName, ToolRun>> = {};
-  for (const tool of tools) {
-    runs[tool.name] = await runImageCase(tool, images, { workRoot: join(BENCH_DIR, "work"), useGnuTime, keep: values.keep, log });
+  const roundRuns = new Map<ToolName, ToolRun[]>(tools.map((tool) => [tool.name, []]));
+  for (let round = 0; round < rounds; round++) {
+    // Rotate the order each round so no tool always runs first (or right after another's load).
+    const order = tools.map((_, i) => tools[(i + round) % tools.length]);
+    if (rounds > 1) log(`round ${round + 1} of ${rounds}: ${order.map((tool) => tool.name).join(", ")}`);
+    for (const tool of order) {
+      const keep = values.keep && round === rounds - 1;
+      roundRuns.get(tool.name)!.push(await runImageCase(tool, images, { workRoot: join(BENCH_DIR, "work"), useGnuTime, keep, log }));
+    }
   }
+  const runs: Partial<Record<ToolName, ToolRun>> = {};
+  for (const tool of tools) runs[tool.name] = combineRounds(roundRuns.get(tool.name)!);
 
   const ratios: Partial<Record<ToolName, Ratios>> = {};
   for (const name of Object.keys(runs) as ToolName[]) ratios[name] = ratiosTo(runs[name]!, runs.restic);
@@ -185,6 +197,7 @@ async function main(argv: string[]): Promise<number> {
     benchmark: "bulwark-bench",
     runId: randomUUID(),
     case: values.case,
+    rounds,
     startedAt,
     finishedAt: new Date().toISOString(),
     machine: {
@@ -195,7 +208,7 @@ async function main(argv: string[]): Promise<number> {
       node: process.versions.node,
     },
     method: {
-      throughput: "image size / wall seconds of the tool's process, bytes per second",
+      throughput: "image size / wall seconds of the tool's process, bytes per second (median over rounds)",
       memory: useGnuTime
         ? "peak RSS: max(sum over the process tree polled every 50 ms, GNU time %M of the largest process)"
         : "peak RSS: sum over the process tree polled every 50 ms",
@@ -221,6 +234,7 @@ async function main(argv: string[]): Promise<number> {
             detection,
             settings: tool?.settings(),
             run: runs[name],
+            rounds: rounds > 1 ? roundRuns.get(name) : undefined,
             ratiosToRestic: runs.restic === undefined ? undefined : ratios[name],
           },
         ];
@@ -232,7 +246,10 @@ async function main(argv: string[]): Promise<number> {
   await writeFile(outPath, `${JSON.stringify(results, null, 2)}\n`);
 
   log("");
-  log(`results at ${label} (${cpus().length} CPUs, ${formatBytes(totalmem())} RAM); ratios are to restic:`);
+  log(
+    `results at ${label} (${cpus().length} CPUs, ${formatBytes(totalmem())} RAM` +
+      `${rounds > 1 ? `, median of ${rounds} rounds, peak memory the highest` : ""}); ratios are to restic:`,
+  );
   log(renderTable(runs, ratios));
   log("");
   for (const [name, run] of Object.entries(runs) as Array<[ToolName, ToolRun]>) {

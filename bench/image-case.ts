@@ -131,3 +131,45 @@ export async function runImageCase(tool: Tool, images: GeneratedImages, options:
   }
   return run;
 }
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/**
+ * Combines several rounds of one tool into one figure per step: the median time (robust against a
+ * neighbour's burst of load on a shared machine), the highest memory, and the restore counted as
+ * identical only if it was in every round. A failed round fails the whole.
+ */
+export function combineRounds(rounds: ToolRun[]): ToolRun {
+  if (rounds.length === 1) return rounds[0];
+  const failed = rounds.find((round) => round.error !== undefined);
+  if (failed !== undefined) return { ...failed, error: `round ${rounds.indexOf(failed) + 1}: ${failed.error}` };
+  const steps: ToolRun["steps"] = {};
+  for (const step of ["init", "firstBackup", "secondBackup", "restore"] as StepName[]) {
+    const results = rounds.map((round) => round.steps[step]).filter((result) => result !== undefined);
+    if (results.length === 0) continue;
+    const seconds = median(results.map((result) => result.seconds));
+    const throughputs = results.map((result) => result.throughputBytesPerSecond).filter((t) => t !== undefined);
+    steps[step] = {
+      seconds,
+      throughputBytesPerSecond: throughputs.length === 0 ? undefined : median(throughputs),
+      peakRssBytes: Math.max(...results.map((result) => result.peakRssBytes)),
+      polledTreePeakRssBytes: Math.max(...results.map((result) => result.polledTreePeakRssBytes)),
+      gnuTimeMaxRssBytes: results.every((result) => result.gnuTimeMaxRssBytes !== undefined)
+        ? Math.max(...results.map((result) => result.gnuTimeMaxRssBytes!))
+        : undefined,
+      loadAverageAtStart: median(results.map((result) => result.loadAverageAtStart)),
+      report: results[results.length - 1].report,
+    };
+  }
+  return {
+    steps,
+    vaultBytes: median(rounds.map((round) => round.vaultBytes ?? 0)),
+    peakRssBytes: Math.max(...rounds.map((round) => round.peakRssBytes ?? 0)),
+    restoredSha256: rounds[rounds.length - 1].restoredSha256,
+    restoreIdentical: rounds.every((round) => round.restoreIdentical === true),
+  };
+}
