@@ -1,5 +1,5 @@
 import { ComputeManagementClient } from "@azure/arm-compute";
-import { PageBlobClient } from "@azure/storage-blob";
+import { AnonymousCredential, PageBlobClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningAzureEmulator, startAzureEmulator } from "./server.ts";
 
@@ -51,7 +51,7 @@ describe("managed disks and incremental snapshots", () => {
 
     const previousUrl = await readSas("snap-diff-1");
     const currentUrl = await readSas("snap-diff-2");
-    const current = new PageBlobClient(currentUrl);
+    const current = new PageBlobClient(currentUrl, new AnonymousCredential());
     const diff = await current.getPageRangesDiffForManagedDisks(0, 8 * MiB, previousUrl);
     // The service bounds a response (3 ranges here): the changes come back exactly, in one page.
     expect(diff.pageRange).toEqual([
@@ -67,7 +67,7 @@ describe("managed disks and incremental snapshots", () => {
     expect(windowed.pageRange).toEqual([{ offset: 5 * MiB + 4096, count: 4095 }]);
 
     // The snapshots are point-in-time: the first still holds the old bytes.
-    const old = await new PageBlobClient(previousUrl).downloadToBuffer(4096, 1024);
+    const old = await new PageBlobClient(previousUrl, new AnonymousCredential()).downloadToBuffer(4096, 1024);
     expect(old.equals(bytes(1024, 1))).toBe(true);
     const now = await current.downloadToBuffer(4096, 1024);
     expect(now.equals(bytes(1024, 2))).toBe(true);
@@ -82,7 +82,7 @@ describe("managed disks and incremental snapshots", () => {
     emulator.control.clearDisk(disk.id, 2 * MiB, 1024);
     await snapshot("snap-many-2", disk.id);
     const previousUrl = await readSas("snap-many-1");
-    const current = new PageBlobClient(await readSas("snap-many-2"));
+    const current = new PageBlobClient(await readSas("snap-many-2"), new AnonymousCredential());
     const offsets: number[] = [];
     const cleared: Array<{ start: number; end: number }> = [];
     let pages = 0;
@@ -103,7 +103,7 @@ describe("managed disks and incremental snapshots", () => {
     emulator.control.writeDisk(disk.id, 0, bytes(512, 5));
     await snapshot("snap-gone-2", disk.id);
     const previousUrl = await readSas("snap-gone-1");
-    const current = new PageBlobClient(await readSas("snap-gone-2"));
+    const current = new PageBlobClient(await readSas("snap-gone-2"), new AnonymousCredential());
     // An active SAS blocks the delete; after endGetAccess the snapshot goes.
     await expect(client.snapshots.beginDeleteAndWait(group, "snap-gone-1")).rejects.toMatchObject({ statusCode: 409 });
     await client.snapshots.beginRevokeAccessAndWait(group, "snap-gone-1");
@@ -116,12 +116,12 @@ describe("managed disks and incremental snapshots", () => {
     const disk = emulator.compute.createDisk(group, "disk-sas", 1 * MiB);
     emulator.control.writeDisk(disk.id, 0, bytes(512, 7));
     await snapshot("snap-sas", disk.id);
-    const revocable = new PageBlobClient(await readSas("snap-sas"));
+    const revocable = new PageBlobClient(await readSas("snap-sas"), new AnonymousCredential());
     expect((await revocable.downloadToBuffer(0, 512)).equals(bytes(512, 7))).toBe(true);
     await client.snapshots.beginRevokeAccessAndWait(group, "snap-sas");
     await expect(revocable.downloadToBuffer(0, 512)).rejects.toMatchObject({ statusCode: 403, code: "AuthenticationFailed" });
 
-    const shortLived = new PageBlobClient(await readSas("snap-sas", 2));
+    const shortLived = new PageBlobClient(await readSas("snap-sas", 2), new AnonymousCredential());
     expect((await shortLived.downloadToBuffer(0, 512)).length).toBe(512);
     await new Promise((r) => setTimeout(r, 2100));
     await expect(shortLived.downloadToBuffer(0, 512)).rejects.toMatchObject({ statusCode: 403, code: "AuthenticationFailed" });
@@ -129,7 +129,7 @@ describe("managed disks and incremental snapshots", () => {
 
     // A tampered signature is refused.
     const forged = (await readSas("snap-sas")).replace(/sig=[^&]+/, "sig=AAAA");
-    await expect(new PageBlobClient(forged).getProperties()).rejects.toMatchObject({ statusCode: 403 });
+    await expect(new PageBlobClient(forged, new AnonymousCredential()).getProperties()).rejects.toMatchObject({ statusCode: 403 });
     await client.snapshots.beginRevokeAccessAndWait(group, "snap-sas");
   });
 
@@ -142,7 +142,7 @@ describe("managed disks and incremental snapshots", () => {
     expect(created.id).toBe(`/subscriptions/${emulator.subscriptionId}/resourceGroups/${group}/providers/Microsoft.Compute/disks/disk-upload`);
     const access = await client.disks.beginGrantAccessAndWait(group, "disk-upload", { access: "Write", durationInSeconds: 600 });
     expect((await client.disks.get(group, "disk-upload")).diskState).toBe("ActiveUpload");
-    const writer = new PageBlobClient(access.accessSAS!);
+    const writer = new PageBlobClient(access.accessSAS!, new AnonymousCredential());
     await writer.uploadPages(bytes(4096, 0xab), 8192, 4096);
     await client.disks.beginRevokeAccessAndWait(group, "disk-upload");
     await expect(writer.uploadPages(bytes(512, 1), 0, 512)).rejects.toMatchObject({ statusCode: 403 });
