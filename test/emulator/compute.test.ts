@@ -198,6 +198,6 @@ describe("throttling and failing operations", () => {
       headers: { authorization: "Bearer not.a.token" },
     });
     expect(response.status).toBe(401);
-    expect((await response.json()).error.code).toBe("AuthenticationFailed");
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe("AuthenticationFailed");
   });
 });

@@ -19,10 +19,6 @@ const env: Record<string, string> = {
   BULWARK_SQL_ADMIN_PASSWORD: sample.sqlAdministratorPassword,
   BULWARK_KEY_VAULT_URL: sample.keyVaultUrl,
   BULWARK_KEY_NAME: sample.keyName,
-  // The emulator's hosts are not Azure's: MSAL must not ask login.microsoftonline.com about them,
-  // and Key Vault's challenge names https://vault.azure.net, not 127.0.0.1.
-  BULWARK_DISABLE_INSTANCE_DISCOVERY: "true",
-  BULWARK_KEY_VAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION: "true",
 };
 const quote = (value: string) => (/^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`);
 process.stderr.write(

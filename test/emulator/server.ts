@@ -197,6 +197,11 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
     BULWARK_ARM_ENDPOINT: armEndpoint,
     BULWARK_EMULATOR_CONTROL: `${armEndpoint}/_emulator`,
     NODE_EXTRA_CA_CERTS: certificates.caPath,
+    // The emulator's hosts are not Azure's: MSAL must not ask login.microsoftonline.com about them
+    // (pass disableInstanceDiscovery: true to the credential), and Key Vault's challenge names
+    // https://vault.azure.net, not 127.0.0.1 (pass disableChallengeResourceVerification: true).
+    BULWARK_DISABLE_INSTANCE_DISCOVERY: "true",
+    BULWARK_KEY_VAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION: "true",
   };
   if (azurite) env.AZURE_STORAGE_CONNECTION_STRING = azurite.connectionString;
 
