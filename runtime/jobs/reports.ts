@@ -93,11 +93,26 @@ export class ReportStore {
 }
 
 function toReport(entity: Record<string, unknown>): JobReport {
-  const { partitionKey: _p, rowKey: _r, etag: _e, timestamp: _t, odata: _o, dedupRatio, ...rest } = entity as Record<
-    string,
-    unknown
-  >;
-  return { ...(rest as unknown as JobReport), dedupRatio: typeof dedupRatio === "number" && dedupRatio >= 0 ? dedupRatio : null };
+  const str = (v: unknown) => (typeof v === "string" ? v : "");
+  const num = (v: unknown) => (typeof v === "number" ? v : Number(v ?? 0));
+  return {
+    jobId: str(entity.jobId),
+    machine: str(entity.machine),
+    item: str(entity.item),
+    kind: str(entity.kind),
+    region: str(entity.region),
+    policy: str(entity.policy),
+    start: str(entity.start),
+    end: str(entity.end),
+    outcome: entity.outcome === "succeeded" ? "succeeded" : "failed",
+    error: str(entity.error),
+    bytesRead: num(entity.bytesRead),
+    bytesNew: num(entity.bytesNew),
+    bytesStored: num(entity.bytesStored),
+    dedupRatio: typeof entity.dedupRatio === "number" && entity.dedupRatio >= 0 ? entity.dedupRatio : null,
+    pointId: str(entity.pointId),
+    runs: num(entity.runs),
+  };
 }
 
 export interface JobSummary {

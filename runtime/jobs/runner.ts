@@ -80,6 +80,8 @@ export class JobRunner {
   private readonly deps: RunnerDeps;
   private readonly machines: Map<string, AnyMachine>;
   private readonly options: RunnerOptions;
+  /** Jobs this runner is running now: a second message for one of them is a duplicate. */
+  private readonly active = new Set<string>();
 
   constructor(deps: RunnerDeps, machines: AnyMachine[], options: RunnerOptions) {
     this.deps = deps;
@@ -92,6 +94,18 @@ export class JobRunner {
   }
 
   async run(request: RunRequest): Promise<RunOutcome> {
+    if (this.active.has(request.jobId)) {
+      return { kind: "busy", retryAfterMs: this.options.leaseMs, reason: "the job is running in this worker" };
+    }
+    this.active.add(request.jobId);
+    try {
+      return await this.runOwned(request);
+    } finally {
+      this.active.delete(request.jobId);
+    }
+  }
+
+  private async runOwned(request: RunRequest): Promise<RunOutcome> {
     const { jobs, clock, log } = this.deps;
     const { workerId, leaseMs } = this.options;
     const found = await jobs.get(request.jobId);

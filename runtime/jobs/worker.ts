@@ -61,6 +61,12 @@ export interface WorkerOptions {
   lockRetryMs?: number;
   /** How often to look for a free region slot while the region is full. Default 2 s. */
   pollMs?: number;
+  /**
+   * Exit only when the queue holds no message at all, not even invisible ones (retries, deferred
+   * jobs, jobs other workers run). Default false: exit as soon as nothing is visible, as a Container
+   * Apps job execution does; the queue scaler starts another execution for what comes back.
+   */
+  untilDrained?: boolean;
   log?: LogSink;
 }
 
@@ -171,6 +177,10 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerSummary> 
     }
   };
 
+  const queueIsEmpty = async (): Promise<boolean> => {
+    if (options.untilDrained) return ((await queue.getProperties()).approximateMessagesCount ?? 0) === 0;
+    return (await queue.peekMessages({ numberOfMessages: 1 })).peekedMessageItems.length === 0;
+  };
   const running = new Set<Promise<void>>();
   const waitForAny = (ms: number) => Promise.race([...running, clock.sleep(ms, signal)]);
   log({ event: "worker.start", worker: workerId, region, limits });
@@ -185,8 +195,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerSummary> 
         await waitForAny(pollMs);
         continue;
       }
-      const peeked = await queue.peekMessages({ numberOfMessages: 1 });
-      if (peeked.peekedMessageItems.length === 0) break;
+      if (await queueIsEmpty()) break;
       await clock.sleep(pollMs, signal);
       continue;
     }
@@ -194,8 +203,12 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerSummary> 
     const message = received.receivedMessageItems[0];
     if (!message) {
       await fleet.slots.release(slot);
-      if (running.size === 0) break; // the queue is empty: this execution ends
-      await waitForAny(pollMs);
+      if (running.size > 0) {
+        await waitForAny(pollMs);
+        continue;
+      }
+      if (await queueIsEmpty()) break; // this execution ends
+      await clock.sleep(pollMs, signal);
       continue;
     }
     const task: Promise<void> = handle(message, slot)

@@ -1,0 +1,143 @@
+/**
+ * A stand-in backup machine with real side effects in Azurite blobs, for the job runtime tests:
+ *   snapshot -> copy -> commit -> cleanup -> done
+ * Each step writes its own transient blob create-only (idempotent), and appends one line to the
+ * job's execution log (deliberately not idempotent: it counts how often each step really ran).
+ * `commit` creates the item's point blob create-only, so a point exists at most once per job.
+ * Compensation deletes the transient blobs. Input knobs: slowState/slowMs (a step that takes long,
+ * to kill a worker in it), failState/failTimes (a retryable failure for the first N runs),
+ * permanentFailState.
+ */
+import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
+import type { Clock } from "../../runtime/jobs/clock.ts";
+import { PermanentJobError, type MachineDefinition, type StepContext } from "../../runtime/jobs/machine.ts";
+
+export interface FakeData extends Record<string, unknown> {
+  itemId: string;
+  slowState: string;
+  slowMs: number;
+  failState: string;
+  failTimes: number;
+  permanentFailState: string;
+  bytes: number;
+}
+
+/** Observes steps in-process: how many run at once, and when each ran. */
+export class StepProbe {
+  active = 0;
+  maxActive = 0;
+  readonly spans: { jobId: string; item: string; machine: string; start: number; end: number }[] = [];
+}
+
+export function pointKey(itemId: string, jobId: string): string {
+  return `points/${Buffer.from(itemId).toString("base64url")}/${jobId}`;
+}
+
+async function createOnce(container: ContainerClient, key: string, body: string): Promise<void> {
+  try {
+    await container.getBlockBlobClient(key).upload(body, Buffer.byteLength(body), { conditions: { ifNoneMatch: "*" } });
+  } catch (error) {
+    const status = (error as { statusCode?: number }).statusCode;
+    if (status !== 409 && status !== 412) throw error; // already made by an earlier run of this step
+  }
+}
+
+async function appendLine(container: ContainerClient, key: string, line: string): Promise<void> {
+  const blob = container.getAppendBlobClient(key);
+  await blob.createIfNotExists();
+  await blob.appendBlock(`${line}\n`, Buffer.byteLength(`${line}\n`));
+}
+
+export async function executionLog(container: ContainerClient, jobId: string): Promise<string[]> {
+  const blob = container.getAppendBlobClient(`log/${jobId}`);
+  if (!(await blob.exists())) return [];
+  return (await blob.downloadToBuffer()).toString().split("\n").filter(Boolean);
+}
+
+export async function listKeys(container: ContainerClient, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const blob of container.listBlobsFlat({ prefix })) keys.push(blob.name);
+  return keys.sort();
+}
+
+export function fakeContainer(connectionString: string, name = "fake"): ContainerClient {
+  return BlobServiceClient.fromConnectionString(connectionString).getContainerClient(name);
+}
+
+function sleep(ms: number, signal: AbortSignal, clock: Clock): Promise<void> {
+  return clock.sleep(ms, signal);
+}
+
+export function fakeMachine(
+  container: ContainerClient,
+  options: { name?: string; probe?: StepProbe; makesPoints?: boolean } = {},
+): MachineDefinition<FakeData> {
+  const name = options.name ?? "backup";
+  const run =
+    (state: string, body: (ctx: StepContext, data: FakeData) => Promise<void>, next: string | undefined) =>
+    async (ctx: StepContext, data: FakeData) => {
+      const started = Date.now();
+      const probe = options.probe;
+      if (probe) {
+        probe.active++;
+        probe.maxActive = Math.max(probe.maxActive, probe.active);
+      }
+      try {
+        await appendLine(container, `log/${ctx.jobId}`, state);
+        if (data.permanentFailState === state) throw new PermanentJobError(`${state} cannot work on ${data.itemId}`);
+        if (data.failState === state && ctx.job.failures < data.failTimes) {
+          throw new Error(`${state} failed on purpose (run ${ctx.job.runs})`);
+        }
+        if (data.slowState === state) await sleep(data.slowMs, ctx.signal, ctx.clock);
+        await body(ctx, data);
+      } finally {
+        if (probe) {
+          probe.active--;
+          probe.spans.push({ jobId: ctx.jobId, item: data.itemId, machine: name, start: started, end: Date.now() });
+        }
+      }
+      return next === undefined ? { done: true as const, data } : { next, data };
+    };
+  return {
+    name,
+    initial: "snapshot",
+    makesPoints: options.makesPoints ?? name === "backup",
+    start: (input) => ({
+      itemId: String(input.itemId),
+      slowState: String(input.slowState ?? ""),
+      slowMs: Number(input.slowMs ?? 0),
+      failState: String(input.failState ?? ""),
+      failTimes: Number(input.failTimes ?? 0),
+      permanentFailState: String(input.permanentFailState ?? ""),
+      bytes: Number(input.bytes ?? 1000),
+    }),
+    states: {
+      snapshot: {
+        step: run("snapshot", (ctx) => createOnce(container, `work/${ctx.jobId}/snapshot`, "snap"), "copy"),
+        compensate: async (ctx) => {
+          await container.getBlockBlobClient(`work/${ctx.jobId}/snapshot`).deleteIfExists();
+        },
+      },
+      copy: {
+        step: run("copy", (ctx) => createOnce(container, `work/${ctx.jobId}/copy`, "copy"), "commit"),
+        compensate: async (ctx) => {
+          await container.getBlockBlobClient(`work/${ctx.jobId}/copy`).deleteIfExists();
+        },
+      },
+      commit: {
+        step: run("commit", (ctx, data) => createOnce(container, pointKey(data.itemId, ctx.jobId), ctx.jobId), "cleanup"),
+      },
+      cleanup: {
+        step: run(
+          "cleanup",
+          async (ctx) => {
+            await container.getBlockBlobClient(`work/${ctx.jobId}/snapshot`).deleteIfExists();
+            await container.getBlockBlobClient(`work/${ctx.jobId}/copy`).deleteIfExists();
+          },
+          undefined,
+        ),
+      },
+    },
+    metrics: (data) => ({ bytesRead: data.bytes, bytesNew: Math.floor(data.bytes / 4), bytesStored: Math.floor(data.bytes / 8), pointId: `point-of-${data.itemId.split("/").pop()}` }),
+  };
+}
