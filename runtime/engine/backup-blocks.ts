@@ -30,7 +30,13 @@ export async function backupBlocks(
   vault: Vault,
   writer: VaultWriter,
   source: BlockSource,
-  options: { base?: { content: BlockLayout; size: number }; changed?: ByteRange[]; onProgress?: (bytesDone: number) => void } = {},
+  options: {
+    base?: { content: BlockLayout; size: number };
+    changed?: ByteRange[];
+    onProgress?: (bytesDone: number) => void;
+    /** Reads in flight ahead of the one being hashed (remote sources want more). */
+    readAhead?: number;
+  } = {},
 ): Promise<BlockBackupResult> {
   const base = options.base;
   const blockSize = base?.content.blockSize ?? vault.config.blockSize;
@@ -89,10 +95,12 @@ export async function backupBlocks(
       const offset = b * blockSize;
       return source.read(offset, Math.min(e * blockSize, size) - offset);
     };
-    let pending = reads.length > 0 ? fetch(0) : undefined;
+    const ahead = Math.max(1, options.readAhead ?? 1);
+    const pending: Promise<Buffer>[] = [];
+    for (let i = 0; i < Math.min(ahead, reads.length); i++) pending.push(fetch(i));
     for (let i = 0; i < reads.length; i++) {
-      const data = await pending!;
-      pending = i + 1 < reads.length ? fetch(i + 1) : undefined;
+      const data = await pending.shift()!;
+      if (i + ahead < reads.length) pending.push(fetch(i + ahead));
       bytesRead += data.length;
       await hashAndStore(data, reads[i][0], ids, nodeFirst);
       options.onProgress?.(Math.min(reads[i][1] * blockSize, size));

@@ -81,13 +81,13 @@ export async function backupDisk(
   vault: Vault,
   source: BlockSource,
   description: PointDescription,
-  options: BackupOptions & { base?: PointManifest; changed?: ByteRange[] } = {},
+  options: BackupOptions & { base?: PointManifest; changed?: ByteRange[]; readAhead?: number } = {},
 ): Promise<PointManifest> {
   const started = Date.now();
   const base =
     options.base?.content?.layout === "blocks" ? { content: options.base.content as BlockLayout, size: options.base.size } : undefined;
   const { result, writer } = await withWriter(vault, options, (writer) =>
-    backupBlocks(vault, writer, source, { base, changed: options.changed, onProgress: options.onProgress }),
+    backupBlocks(vault, writer, source, { base, changed: options.changed, onProgress: options.onProgress, readAhead: options.readAhead }),
   );
   const manifest = manifestOf(
     { ...description, parent: description.parent ?? options.base?.id },

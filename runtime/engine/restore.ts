@@ -3,6 +3,7 @@
  * chunks it needs are grouped by pack and read in large ranges, decoded on the codec pool and
  * written at their offsets, so a restore reads each pack region once whatever the output order.
  */
+import { Readable } from "node:stream";
 import { CHUNK_DATA, CHUNK_TREE } from "./chunk-codec.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId } from "./crypto.ts";
@@ -110,6 +111,32 @@ function coalesce(sorted: Need[]): Need[][] {
   }
   if (current.length) ranges.push(current);
   return ranges;
+}
+
+/**
+ * A stream point's bytes in order, as a Node stream (to upload a BACPAC, say), with a bounded
+ * window of chunks being fetched and decoded ahead.
+ */
+export function streamContent(vault: Vault, pool: CodecPool, point: PointManifest, window = 8): Readable {
+  const content = point.content as StreamLayout | undefined;
+  if (!content || content.layout !== "stream") throw new Error(`point ${point.id} is not a stream point`);
+  async function* chunks(): AsyncIterable<Buffer> {
+    const ahead: Promise<Buffer>[] = [];
+    const fetch = async (id: Buffer) => {
+      const location = vault.locate(id);
+      const sealed = await vault.store.getRange(packKey(location.pack), location.offset, location.length);
+      return pool.decode(CHUNK_DATA, id, sealed, location.rawLength, `pack ${location.pack}`);
+    };
+    for (const nodeHex of content!.tree) {
+      const node = await vault.readChunk(CHUNK_TREE, Buffer.from(nodeHex, "hex"));
+      for (let at = 0; at < node.length; at += STREAM_TREE_ENTRY) {
+        ahead.push(fetch(Buffer.from(node.subarray(at, at + ID_BYTES))));
+        if (ahead.length >= window) yield await ahead.shift()!;
+      }
+    }
+    while (ahead.length) yield await ahead.shift()!;
+  }
+  return Readable.from(chunks(), { objectMode: false });
 }
 
 export type { StreamLayout };

@@ -8,6 +8,7 @@
 import type { TokenCredential } from "@azure/core-auth";
 import { ResourceManagementClient } from "@azure/arm-resources";
 import { NotFoundError, ServiceError } from "../errors.ts";
+import { requiresAction } from "../azure/permissions.ts";
 import {
   kindOfResourceId,
   kindOfResourceType,
@@ -19,6 +20,8 @@ import {
   type ProtectedItem,
 } from "./items.ts";
 import type { Policy } from "./policy.ts";
+
+requiresAction("Microsoft.Resources/subscriptions/resources/read", "scheduler: find the resources a policy protects by tag");
 
 export interface ArmResolverOptions {
   /** The ARM endpoint; https://management.azure.com by default (tests give the emulator's). */

@@ -1,0 +1,62 @@
+/**
+ * The region's transient storage: a blob container where BACPACs are staged on their way in and
+ * out of the vault. Azure SQL reads and writes it through a short-lived SAS that we mint: with the
+ * account key when a connection string is given (Azurite), else a user-delegation SAS from the
+ * agent's identity. A lifecycle rule (infra) deletes anything left behind after a day.
+ */
+import {
+  BlobSASPermissions,
+  BlobServiceClient,
+  ContainerClient,
+  StorageSharedKeyCredential,
+  generateBlobSASQueryParameters,
+  type BlockBlobClient,
+} from "@azure/storage-blob";
+import type { TokenCredential } from "@azure/identity";
+import { UsageError } from "../errors.ts";
+import { parseBlobUrl, STORAGE_PIPELINE } from "../store/azure-blob.ts";
+
+const SAS_MINUTES = 120;
+
+export interface TransientStorage {
+  container: ContainerClient;
+  prefix: string;
+  blob(name: string): BlockBlobClient;
+  /** A SAS token (no leading "?") allowing read/create/write of one blob, for Azure SQL. */
+  sasFor(name: string): Promise<string>;
+  urlOf(name: string): string;
+}
+
+export function transientStorage(location: string | undefined, env: NodeJS.ProcessEnv, credential: () => TokenCredential): TransientStorage {
+  if (!location) {
+    throw new UsageError("no transient storage: set BULWARK_TRANSIENT to the region's transient container URL (or pass --transient URL)");
+  }
+  const parsed = parseBlobUrl(location);
+  let container: ContainerClient;
+  let sharedKey: StorageSharedKeyCredential | undefined;
+  let service: BlobServiceClient;
+  if (env.AZURE_STORAGE_CONNECTION_STRING) {
+    service = BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING, STORAGE_PIPELINE);
+    container = service.getContainerClient(parsed.container);
+    sharedKey = service.credential instanceof StorageSharedKeyCredential ? service.credential : undefined;
+  } else {
+    const serviceUrl = parsed.containerUrl.slice(0, parsed.containerUrl.lastIndexOf("/"));
+    service = new BlobServiceClient(serviceUrl, credential(), STORAGE_PIPELINE);
+    container = service.getContainerClient(parsed.container);
+  }
+  const blob = (name: string) => container.getBlockBlobClient(parsed.prefix + name);
+  return {
+    container,
+    prefix: parsed.prefix,
+    blob,
+    urlOf: (name) => blob(name).url,
+    async sasFor(name) {
+      const startsOn = new Date(Date.now() - 5 * 60 * 1000);
+      const expiresOn = new Date(Date.now() + SAS_MINUTES * 60 * 1000);
+      const values = { containerName: parsed.container, blobName: parsed.prefix + name, permissions: BlobSASPermissions.parse("rcw"), startsOn, expiresOn };
+      if (sharedKey) return generateBlobSASQueryParameters(values, sharedKey).toString();
+      const delegationKey = await service.getUserDelegationKey(startsOn, expiresOn);
+      return generateBlobSASQueryParameters(values, delegationKey, service.accountName).toString();
+    },
+  };
+}

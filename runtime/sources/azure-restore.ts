@@ -1,0 +1,132 @@
+/**
+ * Restores into Azure: a disk point to a new managed disk (an upload disk written through a
+ * short-lived write SAS, then access revoked) or to a new page blob; never over an existing
+ * resource. A failure deletes what the restore created, so nothing half-written is left behind.
+ */
+import { PageBlobClient, AnonymousCredential, newPipeline } from "@azure/storage-blob";
+import { UsageError, ServiceError } from "../errors.ts";
+import type { CodecPool } from "../engine/codec-pool.ts";
+import type { PointManifest } from "../engine/point.ts";
+import { restoreContent, type RestoreTarget } from "../engine/restore.ts";
+import type { Vault } from "../engine/vault.ts";
+import type { AzureContext } from "../azure/context.ts";
+import { requiresAction } from "../azure/permissions.ts";
+import { parseResourceId, sameType } from "../azure/resource-id.ts";
+import { armFailure, statusOf } from "./azure-disk.ts";
+import { fixedVhdFooter, VHD_FOOTER_BYTES } from "./vhd.ts";
+
+requiresAction("Microsoft.Compute/disks/read", "disk restore: refuse an existing disk");
+requiresAction("Microsoft.Compute/disks/write", "disk restore: create the upload disk");
+requiresAction("Microsoft.Compute/disks/delete", "disk restore: remove a half-restored disk");
+requiresAction("Microsoft.Compute/disks/beginGetAccess/action", "disk restore: write access to the upload disk");
+requiresAction("Microsoft.Compute/disks/endGetAccess/action", "disk restore: revoke write access");
+
+/** Put Page takes at most 4 MiB. */
+const MAX_PAGE_WRITE = 4 * 1024 * 1024;
+const SAS_SECONDS = 4 * 60 * 60;
+
+function pageBlobAt(sasUrl: string): PageBlobClient {
+  return new PageBlobClient(sasUrl, newPipeline(new AnonymousCredential(), { retryOptions: { maxTries: 6, retryDelayInMs: 500, maxRetryDelayInMs: 30_000 } }));
+}
+
+/** A restore target over a page blob: zero blocks stay unwritten (a new page blob reads as zeros). */
+export function pageBlobTarget(client: PageBlobClient): RestoreTarget {
+  return {
+    needsZeros: false,
+    async write(offset, data) {
+      for (let at = 0; at < data.length; at += MAX_PAGE_WRITE) {
+        const piece = data.subarray(at, Math.min(at + MAX_PAGE_WRITE, data.length));
+        // Pages are 512-byte units; a disk's size is a multiple of 512, so only padding a short tail is needed.
+        const padded = piece.length % 512 === 0 ? piece : Buffer.concat([piece, Buffer.alloc(512 - (piece.length % 512))]);
+        await client.uploadPages(padded, offset + at, padded.length);
+      }
+    },
+  };
+}
+
+export interface DiskRestoreOptions {
+  location?: string;
+  sku?: string;
+  zones?: string[];
+  tags?: Record<string, string>;
+  onProgress?: (n: number) => void;
+}
+
+/** A disk point into a new managed disk; returns the new disk's id. */
+export async function restoreToManagedDisk(
+  ctx: AzureContext,
+  vault: Vault,
+  pool: CodecPool,
+  point: PointManifest,
+  targetDiskId: string,
+  options: DiskRestoreOptions = {},
+): Promise<string> {
+  if (point.kind !== "disk" || !point.content) throw new UsageError(`point ${point.id} is not a disk point; restore a disk point to a managed disk`);
+  const target = parseResourceId(targetDiskId);
+  if (!sameType(target, "Microsoft.Compute/disks")) throw new UsageError(`${targetDiskId} is not a managed disk id`);
+  const compute = await ctx.compute(target.subscriptionId);
+  const exists = await compute.disks.get(target.resourceGroup, target.name).then(
+    () => true,
+    (error) => {
+      if (statusOf(error) === 404) return false;
+      throw armFailure(`checking ${targetDiskId}`, error);
+    },
+  );
+  if (exists) throw new UsageError(`the disk ${targetDiskId} already exists; restores never overwrite: choose a new disk name`);
+  const details = point.details ?? {};
+  const location = options.location ?? (details.location as string | undefined) ?? (point.source.location as string | undefined);
+  if (!location) throw new UsageError("give the new disk's region: --location REGION");
+  let created = false;
+  let writing = false;
+  try {
+    await compute.disks.beginCreateOrUpdateAndWait(target.resourceGroup, target.name, {
+      location,
+      sku: { name: (options.sku ?? (details.sku as string | undefined) ?? "Standard_LRS") as never },
+      zones: options.zones ?? (details.zones as string[] | undefined),
+      osType: details.osType as never,
+      hyperVGeneration: details.hyperVGeneration as never,
+      creationData: { createOption: "Upload", uploadSizeBytes: point.size + VHD_FOOTER_BYTES },
+      tags: { "bulwark-restored-from": point.id, ...options.tags },
+    });
+    created = true;
+    const access = await compute.disks.beginGrantAccessAndWait(target.resourceGroup, target.name, { access: "Write", durationInSeconds: SAS_SECONDS });
+    if (!access.accessSAS) throw new ServiceError(`Azure granted write access to ${targetDiskId} but returned no SAS URL`);
+    writing = true;
+    const client = pageBlobAt(access.accessSAS);
+    await restoreContent(vault, pool, point, pageBlobTarget(client), { onProgress: options.onProgress });
+    await client.uploadPages(fixedVhdFooter(point.size), point.size, VHD_FOOTER_BYTES);
+    await compute.disks.beginRevokeAccessAndWait(target.resourceGroup, target.name);
+    writing = false;
+    return targetDiskId;
+  } catch (error) {
+    if (writing) await compute.disks.beginRevokeAccessAndWait(target.resourceGroup, target.name).catch(() => {});
+    if (created) await compute.disks.beginDeleteAndWait(target.resourceGroup, target.name).catch(() => {});
+    throw statusOf(error) ? armFailure(`restoring point ${point.id} to ${targetDiskId}`, error) : error;
+  }
+}
+
+/** A disk point into a new page blob (e.g. a .vhd in a storage account), with the fixed VHD footer. */
+export async function restoreToPageBlob(
+  vault: Vault,
+  pool: CodecPool,
+  point: PointManifest,
+  blobUrl: string,
+  client: PageBlobClient,
+  options: { onProgress?: (n: number) => void } = {},
+): Promise<void> {
+  if (!point.content) throw new UsageError(`point ${point.id} has no content of its own`);
+  const size = Math.ceil(point.size / 512) * 512;
+  try {
+    await client.create(size + VHD_FOOTER_BYTES, { conditions: { ifNoneMatch: "*" } });
+  } catch (error) {
+    if (statusOf(error) === 409) throw new UsageError(`${blobUrl} already exists; restores never overwrite: choose a new blob name`);
+    throw error;
+  }
+  try {
+    await restoreContent(vault, pool, point, pageBlobTarget(client), options);
+    await client.uploadPages(fixedVhdFooter(size), size, VHD_FOOTER_BYTES);
+  } catch (error) {
+    await client.deleteIfExists().catch(() => {});
+    throw error;
+  }
+}

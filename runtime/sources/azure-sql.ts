@@ -1,0 +1,157 @@
+/**
+ * Azure SQL databases: a transactionally consistent copy on the same server (createMode Copy),
+ * exported as a BACPAC into the region's transient storage, ingested into the vault through
+ * content-defined chunking; the copy and the transient BACPAC are deleted afterwards, on failure
+ * too. A restore stages the BACPAC in transient storage and imports it as a new database (never
+ * over an existing one), then deletes the staged copy.
+ */
+import os from "node:os";
+import type { Readable } from "node:stream";
+import { ServiceError, SourceError, UsageError } from "../errors.ts";
+import { backupFileStream } from "../engine/backup.ts";
+import type { CodecPool } from "../engine/codec-pool.ts";
+import type { PointManifest } from "../engine/point.ts";
+import { streamContent } from "../engine/restore.ts";
+import type { Vault } from "../engine/vault.ts";
+import type { AzureContext } from "../azure/context.ts";
+import { requiresAction } from "../azure/permissions.ts";
+import { parseResourceId, sameType } from "../azure/resource-id.ts";
+import type { TransientStorage } from "../azure/transient.ts";
+import { armFailure, statusOf } from "./azure-disk.ts";
+
+requiresAction("Microsoft.Sql/servers/databases/read", "sql backup: read the database");
+requiresAction("Microsoft.Sql/servers/databases/write", "sql backup: create the transactionally consistent copy");
+requiresAction("Microsoft.Sql/servers/databases/delete", "sql backup: delete the copy");
+requiresAction("Microsoft.Sql/servers/databases/export/action", "sql backup: export the copy as BACPAC");
+requiresAction("Microsoft.Sql/servers/import/action", "sql restore: import a BACPAC as a new database");
+
+export interface SqlCredentials {
+  administratorLogin: string;
+  administratorLoginPassword: string;
+}
+
+/** The server login Azure SQL's import/export service uses; from the environment, never stored or logged. */
+export function sqlCredentialsFromEnv(env: NodeJS.ProcessEnv): SqlCredentials {
+  const administratorLogin = env.BULWARK_SQL_ADMIN_LOGIN;
+  const administratorLoginPassword = env.BULWARK_SQL_ADMIN_PASSWORD;
+  if (!administratorLogin || !administratorLoginPassword) {
+    throw new UsageError("Azure SQL export and import need the server's login: set BULWARK_SQL_ADMIN_LOGIN and BULWARK_SQL_ADMIN_PASSWORD");
+  }
+  return { administratorLogin, administratorLoginPassword };
+}
+
+function stamp(now: Date): string {
+  return now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+}
+
+export async function backupSqlDatabase(
+  ctx: AzureContext,
+  vault: Vault,
+  databaseResourceId: string,
+  transient: TransientStorage,
+  login: SqlCredentials,
+  options: { tags?: Record<string, string>; onProgress?: (n: number) => void } = {},
+): Promise<PointManifest> {
+  const db = parseResourceId(databaseResourceId);
+  if (!sameType(db, "Microsoft.Sql/servers/databases")) throw new UsageError(`${databaseResourceId} is not an Azure SQL database id`);
+  const [serverName, databaseName] = db.names;
+  const sql = await ctx.sql(db.subscriptionId);
+  let source;
+  try {
+    source = await sql.databases.get(db.resourceGroup, serverName, databaseName);
+  } catch (error) {
+    if (statusOf(error) === 404) throw new SourceError(`the database ${databaseResourceId} does not exist (or the backup identity cannot see it)`);
+    throw armFailure(`reading database ${databaseResourceId}`, error);
+  }
+  const now = new Date();
+  const copyName = `${databaseName}-bulwark-${stamp(now)}`.slice(0, 128);
+  const bacpac = `sql/${serverName}/${copyName}.bacpac`;
+  try {
+    await sql.databases.beginCreateOrUpdateAndWait(db.resourceGroup, serverName, copyName, {
+      location: source.location,
+      createMode: "Copy",
+      sourceDatabaseId: source.id,
+      tags: { "bulwark-copy-of": databaseResourceId.slice(0, 256) },
+    });
+    await sql.databases.beginExportAndWait(db.resourceGroup, serverName, copyName, {
+      storageKeyType: "SharedAccessKey",
+      storageKey: await transient.sasFor(bacpac),
+      storageUri: transient.urlOf(bacpac),
+      administratorLogin: login.administratorLogin,
+      administratorLoginPassword: login.administratorLoginPassword,
+      authenticationType: "Sql",
+    });
+    const download = await transient.blob(bacpac).download(0);
+    if (!download.readableStreamBody) throw new ServiceError(`the exported BACPAC ${bacpac} could not be read back from transient storage`);
+    return await backupFileStream(
+      vault,
+      download.readableStreamBody as Readable,
+      {
+        kind: "sql",
+        source: { type: "azure-sql-database", path: databaseResourceId, host: os.hostname(), location: source.location },
+        tags: options.tags,
+        details: {
+          server: serverName,
+          database: databaseName,
+          location: source.location,
+          sku: source.sku,
+          collation: source.collation,
+          maxSizeBytes: source.maxSizeBytes,
+          format: "bacpac",
+          consistentCopy: copyName,
+        },
+      },
+      { onProgress: options.onProgress },
+    );
+  } catch (error) {
+    throw statusOf(error) ? armFailure(`backing up database ${databaseResourceId}`, error) : error;
+  } finally {
+    // Also when the copy's creation failed midway: Azure may have made it anyway.
+    await sql.databases.beginDeleteAndWait(db.resourceGroup, serverName, copyName).catch(() => {});
+    await transient.blob(bacpac).deleteIfExists().catch(() => {});
+  }
+}
+
+export async function restoreSqlDatabase(
+  ctx: AzureContext,
+  vault: Vault,
+  pool: CodecPool,
+  point: PointManifest,
+  targetDatabaseId: string,
+  transient: TransientStorage,
+  login: SqlCredentials,
+): Promise<string> {
+  if (point.kind !== "sql") throw new UsageError(`point ${point.id} is a ${point.kind} point, not an Azure SQL point`);
+  const target = parseResourceId(targetDatabaseId);
+  if (!sameType(target, "Microsoft.Sql/servers/databases")) throw new UsageError(`${targetDatabaseId} is not an Azure SQL database id`);
+  const [serverName, databaseName] = target.names;
+  const sql = await ctx.sql(target.subscriptionId);
+  const exists = await sql.databases.get(target.resourceGroup, serverName, databaseName).then(
+    () => true,
+    (error) => {
+      if (statusOf(error) === 404) return false;
+      throw armFailure(`checking ${targetDatabaseId}`, error);
+    },
+  );
+  if (exists) throw new UsageError(`the database ${targetDatabaseId} already exists; restores never overwrite: choose a new database name`);
+  const bacpac = `sql/${serverName}/${databaseName}-restore-${stamp(new Date())}.bacpac`;
+  try {
+    await transient.blob(bacpac).uploadStream(streamContent(vault, pool, point) as unknown as Readable, 8 * 1024 * 1024, 4, {
+      conditions: { ifNoneMatch: "*" },
+    });
+    await sql.servers.beginImportDatabaseAndWait(target.resourceGroup, serverName, {
+      databaseName,
+      storageKeyType: "SharedAccessKey",
+      storageKey: await transient.sasFor(bacpac),
+      storageUri: transient.urlOf(bacpac),
+      administratorLogin: login.administratorLogin,
+      administratorLoginPassword: login.administratorLoginPassword,
+      authenticationType: "Sql",
+    });
+    return targetDatabaseId;
+  } catch (error) {
+    throw statusOf(error) ? armFailure(`importing point ${point.id} as ${targetDatabaseId}`, error) : error;
+  } finally {
+    await transient.blob(bacpac).deleteIfExists().catch(() => {});
+  }
+}
