@@ -5,7 +5,7 @@
  * job's execution log (deliberately not idempotent: it counts how often each step really ran).
  * `commit` creates the item's point blob create-only, so a point exists at most once per job.
  * Compensation deletes the transient blobs. Input knobs: slowState/slowMs (a step that takes long,
- * to kill a worker in it), failState/failTimes (a retryable failure for the first N runs),
+ * to kill a worker in it; only on the job's first run), failState/failTimes (a retryable failure for the first N runs),
  * permanentFailState.
  */
 import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
@@ -16,6 +16,8 @@ export interface FakeData extends Record<string, unknown> {
   itemId: string;
   slowState: string;
   slowMs: number;
+  /** Be slow after the step's side effect instead of before it (a crash then leaves the effect behind). */
+  slowAfter: boolean;
   failState: string;
   failTimes: number;
   permanentFailState: string;
@@ -88,8 +90,11 @@ export function fakeMachine(
         if (data.failState === state && ctx.job.failures < data.failTimes) {
           throw new Error(`${state} failed on purpose (run ${ctx.job.runs})`);
         }
-        if (data.slowState === state) await sleep(data.slowMs, ctx.signal, ctx.clock);
+        // Slow only on the job's first run, so a worker that takes over finishes quickly.
+        const slow = data.slowState === state && ctx.job.runs <= 1;
+        if (slow && !data.slowAfter) await sleep(data.slowMs, ctx.signal, ctx.clock);
         await body(ctx, data);
+        if (slow && data.slowAfter) await sleep(data.slowMs, ctx.signal, ctx.clock);
       } finally {
         if (probe) {
           probe.active--;
@@ -106,6 +111,7 @@ export function fakeMachine(
       itemId: String(input.itemId),
       slowState: String(input.slowState ?? ""),
       slowMs: Number(input.slowMs ?? 0),
+      slowAfter: input.slowAfter === true,
       failState: String(input.failState ?? ""),
       failTimes: Number(input.failTimes ?? 0),
       permanentFailState: String(input.permanentFailState ?? ""),
