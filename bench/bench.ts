@@ -90,13 +90,15 @@ async function otherSizeRuns(currentSize: number, outPath: string): Promise<Othe
     try {
       const doc = JSON.parse(await readFile(file, "utf8")) as {
         image?: { sizeBytes?: number };
-        tools?: { bulwark?: { run?: ToolRun } };
+        tools?: { bulwark?: { run?: ToolRun; detection?: Detection } };
       };
       const sizeBytes = doc.image?.sizeBytes;
       const peak = doc.tools?.bulwark?.run?.peakRssBytes;
       const failed = doc.tools?.bulwark?.run?.error !== undefined;
+      const detection = doc.tools?.bulwark?.detection;
+      const version = detection?.available === true ? detection.version : "";
       if (sizeBytes !== undefined && sizeBytes !== currentSize && peak !== undefined && !failed) {
-        found.push({ sizeLabel: sizeLabel(sizeBytes), sizeBytes, peakRssBytes: peak, file: join(".bench", name) });
+        found.push({ sizeLabel: sizeLabel(sizeBytes), sizeBytes, peakRssBytes: peak, file: join(".bench", name), version });
       }
     } catch {
       // not a results file of ours
@@ -191,7 +193,9 @@ async function main(argv: string[]): Promise<number> {
   const ratios: Partial<Record<ToolName, Ratios>> = {};
   for (const name of Object.keys(runs) as ToolName[]) ratios[name] = ratiosTo(runs[name]!, runs.restic);
   const others = await otherSizeRuns(sizeBytes, outPath);
-  const targets = checkTargets(runs.bulwark, ratios.bulwark ?? {}, label, others);
+  const bulwarkDetection = detections.get("bulwark");
+  const bulwarkVersion = bulwarkDetection?.available === true ? bulwarkDetection.version : undefined;
+  const targets = checkTargets(runs.bulwark, bulwarkVersion, ratios.bulwark ?? {}, label, others);
 
   const results = {
     benchmark: "bulwark-bench",
@@ -255,6 +259,13 @@ async function main(argv: string[]): Promise<number> {
   for (const [name, run] of Object.entries(runs) as Array<[ToolName, ToolRun]>) {
     if (run.error !== undefined) log(`${name} failed: ${run.error}`);
     else log(`${name}: restored image ${run.restoreIdentical ? "byte-identical to version 2 (sha256)" : "DIFFERS from version 2"}`);
+  }
+  const loads = Object.values(runs).flatMap((run) => Object.values(run.steps).map((step) => step.loadAverageAtStart));
+  if (loads.length > 0) {
+    log(
+      `1-minute load average at step starts: ${Math.min(...loads).toFixed(2)} to ${Math.max(...loads).toFixed(2)} ` +
+        `on ${cpus().length} CPUs (above ${cpus().length}, other work shared the CPUs and timings are noisy)`,
+    );
   }
   log("");
   log("targets (Bulwark):");

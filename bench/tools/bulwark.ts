@@ -2,7 +2,8 @@
  * Bulwark itself, through its command line (runtime/cli/main.ts) run by the project's Node 24,
  * directly rather than through npx so no wrapper process is counted in its memory.
  */
-import { existsSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CommandSpec } from "../measure.ts";
 import { lastJsonLine, probe } from "./tool.ts";
@@ -39,6 +40,8 @@ export class Bulwark implements Tool {
     const version = [
       reported?.split("\n")[0] ?? "bulwark",
       commit === undefined ? "" : `git ${commit}${dirty ? " + uncommitted changes in runtime/" : ""}`,
+      // Several people change runtime/ at once: the content hash says exactly which code ran.
+      `runtime/ sha256 ${runtimeDigest(join(this.#projectDir, "runtime"))}`,
       `node ${this.#node === process.execPath ? process.versions.node : "24"}`,
     ]
       .filter((part) => part !== "")
@@ -94,4 +97,15 @@ export class Bulwark implements Tool {
   async restoredPath(_ws: ToolWorkspace, restoreDir: string): Promise<string> {
     return join(restoreDir, "disk.img");
   }
+}
+
+/** A short digest of every file under `dir` (paths and contents, in a stable order). */
+function runtimeDigest(dir: string): string {
+  const hash = createHash("sha256");
+  const files = readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath, entry.name))
+    .sort();
+  for (const file of files) hash.update(`${file.slice(dir.length)}\0`).update(readFileSync(file)).update("\0");
+  return hash.digest("hex").slice(0, 12);
 }
