@@ -10,6 +10,10 @@ import { restoreContent } from "../engine/restore.ts";
 import { Vault } from "../engine/vault.ts";
 import { verifyVault } from "../engine/verify.ts";
 import { readPassphrase } from "../keys/passphrase.ts";
+import { AzureKeyVaultProvider } from "../keys/azure-key-vault.ts";
+import { azureContext } from "../azure/context.ts";
+import { isResourceId, parseResourceId } from "../azure/resource-id.ts";
+import { backupAzureResource, restoreToAzure, isAzureTarget } from "./azure-commands.ts";
 import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
 import { selectRetained, ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
 import { inspectLocalSource, openBlockSource, openFileTarget, openStreamSource, type LocalKind } from "../sources/local.ts";
@@ -27,6 +31,7 @@ export interface Command {
 const common: OptionSpec = {
   vault: { type: "string" },
   "passphrase-file": { type: "string" },
+  "key-vault-key": { type: "string" },
   json: { type: "boolean" },
 };
 
@@ -36,8 +41,17 @@ function vaultOf(values: Values): string {
   return vault;
 }
 
-function keyProvider(values: Values): Promise<KeyEncryptionKeyProvider> {
+/** The key that opens the vault: the passphrase if one is given, else the customer's Key Vault key. */
+async function keyProvider(values: Values): Promise<KeyEncryptionKeyProvider> {
+  const keyVaultKey = (values["key-vault-key"] as string | undefined) ?? process.env.BULWARK_KEY_VAULT_KEY;
+  const hasPassphrase = values["passphrase-file"] !== undefined || Boolean(process.env.BULWARK_PASSPHRASE);
+  if (!hasPassphrase && keyVaultKey) return keyVaultProvider(keyVaultKey);
   return readPassphrase({ file: values["passphrase-file"] as string | undefined, env: "BULWARK_PASSPHRASE", flag: "--passphrase-file" });
+}
+
+async function keyVaultProvider(keyId: string): Promise<AzureKeyVaultProvider> {
+  const ctx = await azureContext();
+  return new AzureKeyVaultProvider(keyId, ctx.credential, ctx.keyVaultOptions);
 }
 
 async function openVault(values: Values, options: { loadIndex?: boolean } = {}): Promise<Vault> {
@@ -99,13 +113,22 @@ export const commands: Record<string, Command> = {
   },
 
   backup: {
-    options: { ...common, tag: { type: "string", multiple: true }, as: { type: "string" } },
+    options: { ...common, tag: { type: "string", multiple: true }, as: { type: "string" }, transient: { type: "string" } },
     async run(values, positionals) {
       const [sourcePath, extra] = positionals;
       if (!sourcePath || extra) throw new UsageError("give exactly one SOURCE: bulwark backup SOURCE --vault V");
       const forced = values.as as string | undefined;
       if (forced && forced !== "disk" && forced !== "file") throw new UsageError(`--as ${forced}: use disk or file`);
       const tags = parseTags(values.tag);
+      if (isResourceId(sourcePath)) {
+        parseResourceId(sourcePath);
+        const vault = await openVault(values);
+        const progress = createProgress("backup", undefined, showProgress(values));
+        const result = await backupAzureResource(vault, sourcePath, values, tags, (n) => progress.update(n));
+        progress.done();
+        print(values, { ...pointSummary(result.point), ...result.extra }, values.json || !process.stdout.isTTY ? result.point.id : `${result.point.id}\n  ${result.text}`);
+        return;
+      }
       // The source is checked before the vault is touched: an unreadable source changes nothing.
       const source = await inspectLocalSource(sourcePath, forced as LocalKind | undefined);
       const vault = await openVault(values);
@@ -148,13 +171,26 @@ export const commands: Record<string, Command> = {
   },
 
   restore: {
-    options: { ...common, to: { type: "string" }, overwrite: { type: "boolean" } },
+    options: {
+      ...common,
+      to: { type: "string" },
+      overwrite: { type: "boolean" },
+      nic: { type: "string", multiple: true },
+      location: { type: "string" },
+      transient: { type: "string" },
+    },
     async run(values, positionals) {
       const [reference, extra] = positionals;
       if (!reference || extra) throw new UsageError("give one POINT: an id, a unique prefix, or latest");
       const destination = values.to as string | undefined;
       if (!destination) throw new UsageError("give where to restore: --to PATH");
       const vault = await openVault(values);
+      if (isAzureTarget(destination)) {
+        const point = await vault.resolvePoint(reference);
+        const result = await restoreToAzure(vault, point, destination, values);
+        print(values, { id: point.id, to: destination, ...result }, `restored ${point.id} to ${destination}`);
+        return;
+      }
       const point = await vault.resolvePoint(reference, (p) => p.content !== undefined);
       if (!point.content) throw new UsageError(`point ${point.id} is a ${point.kind} point; restore its members, or use the Azure restore targets`);
       const target = await openFileTarget(destination, point.size, { overwrite: values.overwrite === true });
@@ -290,18 +326,20 @@ export const commands: Record<string, Command> = {
   },
 
   key: {
-    options: { ...common, "new-passphrase-file": { type: "string" } },
+    options: { ...common, "new-passphrase-file": { type: "string" }, "new-key-vault-key": { type: "string" } },
     async run(values, positionals) {
       const [action, keyId] = positionals;
       const vault = await openVault(values, { loadIndex: false });
-      const newProvider = () =>
-        readPassphrase({ file: values["new-passphrase-file"] as string | undefined, env: "BULWARK_NEW_PASSPHRASE", flag: "--new-passphrase-file" });
+      const newProvider = (): Promise<KeyEncryptionKeyProvider> =>
+        values["new-key-vault-key"]
+          ? keyVaultProvider(values["new-key-vault-key"] as string)
+          : readPassphrase({ file: values["new-passphrase-file"] as string | undefined, env: "BULWARK_NEW_PASSPHRASE", flag: "--new-passphrase-file" });
       const digest = configDigest(await vault.store.get("config"));
       switch (action) {
         case "list": {
           const keys = await listKeyObjects(vault.store);
-          const rows = keys.map((k) => ({ id: k.id, kind: k.kind, created: k.created, current: k.id === vault.keyObject.id }));
-          print(values, rows, rows.map((k) => `${k.current ? "*" : " "} ${k.id}  ${k.kind.padEnd(14)}  ${k.created}`).join("\n"));
+          const rows = keys.map((k) => ({ id: k.id, kind: k.kind, created: k.created, current: k.id === vault.keyObject.id, keyId: k.params.keyId }));
+          print(values, rows, rows.map((k) => `${k.current ? "*" : " "} ${k.id}  ${k.kind.padEnd(15)}  ${k.created}${k.keyId ? `  ${k.keyId}` : ""}`).join("\n"));
           return;
         }
         case "add": {
@@ -315,6 +353,23 @@ export const commands: Record<string, Command> = {
           print(values, { id: added.id, removed: vault.keyObject.id }, `changed the passphrase: new key ${added.id}, removed ${vault.keyObject.id}`);
           return;
         }
+        case "rotate": {
+          // Rewrap every Key Vault key object whose key has a newer version: a new key object, then the old one goes.
+          const rotated: { from: string; to: string; id: string }[] = [];
+          for (const keyObject of await listKeyObjects(vault.store)) {
+            if (keyObject.kind !== "azure-key-vault") continue;
+            const stored = String(keyObject.params.keyId);
+            const versionless = stored.split("/").slice(0, 5).join("/");
+            const provider = await keyVaultProvider(versionless);
+            const newest = await provider.currentVersionId();
+            if (newest === stored) continue;
+            const added = await writeKeyObject(vault.store, provider, vault.master, digest);
+            await vault.store.delete(`keys/${keyObject.id}`);
+            rotated.push({ from: stored, to: String(added.params.keyId), id: added.id });
+          }
+          print(values, { rotated }, rotated.length ? rotated.map((r) => `rewrapped with ${r.to} (key ${r.id})`).join("\n") : "every Key Vault key object already uses its key's newest version");
+          return;
+        }
         case "remove": {
           if (!keyId) throw new UsageError("give the KEY-ID to remove (see `bulwark key list`)");
           const keys = await listKeyObjects(vault.store);
@@ -326,7 +381,7 @@ export const commands: Record<string, Command> = {
           return;
         }
         default:
-          throw new UsageError("give an action: bulwark key list|add|remove|passwd --vault V");
+          throw new UsageError("give an action: bulwark key list|add|remove|passwd|rotate --vault V");
       }
     },
   },

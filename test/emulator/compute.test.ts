@@ -1,3 +1,4 @@
+import { fixedVhdFooter } from "../../runtime/sources/vhd.ts";
 import { ComputeManagementClient } from "@azure/arm-compute";
 import { AnonymousCredential, PageBlobClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -136,7 +137,7 @@ describe("managed disks and incremental snapshots", () => {
   it("uploads into an Upload disk through a write SAS, then attaches it to a new VM", async () => {
     const size = 2 * MiB;
     const created = await client.disks.beginCreateOrUpdateAndWait(group, "disk-upload", {
-      location, creationData: { createOption: "Upload", uploadSizeBytes: size },
+      location, creationData: { createOption: "Upload", uploadSizeBytes: size + 512 },
     });
     expect(created.diskState).toBe("ReadyToUpload");
     expect(created.id).toBe(`/subscriptions/${emulator.subscriptionId}/resourceGroups/${group}/providers/Microsoft.Compute/disks/disk-upload`);
@@ -144,12 +145,15 @@ describe("managed disks and incremental snapshots", () => {
     expect((await client.disks.get(group, "disk-upload")).diskState).toBe("ActiveUpload");
     const writer = new PageBlobClient(access.accessSAS!, new AnonymousCredential());
     await writer.uploadPages(bytes(4096, 0xab), 8192, 4096);
+    // Direct upload ends with a fixed-VHD footer; the disk is what precedes it.
+    await writer.uploadPages(fixedVhdFooter(size), size, 512);
     await client.disks.beginRevokeAccessAndWait(group, "disk-upload");
     await expect(writer.uploadPages(bytes(512, 1), 0, 512)).rejects.toMatchObject({ statusCode: 403 });
     expect((await client.disks.get(group, "disk-upload")).diskState).toBe("Unattached");
     const content = emulator.control.readImage(created.id!);
     expect(content.subarray(8192, 8192 + 4096).equals(bytes(4096, 0xab))).toBe(true);
     expect(content.subarray(0, 8192).every((b) => b === 0)).toBe(true);
+    expect(content.length).toBe(size);
 
     const vm = await client.virtualMachines.beginCreateOrUpdateAndWait(group, "vm-restored", {
       location,

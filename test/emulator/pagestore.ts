@@ -24,6 +24,12 @@ export class PageImage {
   }
 
   /** A point-in-time copy that later writes to this image do not change. */
+  /** The same image without its last `bytes` (an uploaded disk loses its VHD footer this way). */
+  truncated(bytes: number): PageImage {
+    const size = this.size - bytes;
+    return new PageImage(size, new Map([...this.pages].filter(([index]) => index * PAGE_SIZE < size)));
+  }
+
   freeze(): PageImage {
     return new PageImage(this.size, new Map(this.pages));
   }

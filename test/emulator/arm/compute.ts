@@ -458,6 +458,15 @@ export class ComputeProvider {
     if (!resource) return notFound(kind === "disks" ? "Microsoft.Compute/disks" : "Microsoft.Compute/snapshots", id);
     // Access ends when the request is accepted; the operation only reports it.
     this.blobs.revokeAll(resource.id);
+    if (resource.kind === "disk" && resource.diskState === "ActiveUpload" && resource.creationData.createOption === "Upload") {
+      // Direct upload takes the disk's bytes and a fixed-VHD footer (uploadSizeBytes = size + 512); the
+      // disk itself is what precedes the footer. Without a footer the upload is refused, as Azure does.
+      const footer = resource.image.read(resource.image.size - 512, 512);
+      if (footer.subarray(0, 8).toString("latin1") !== "conectix") {
+        return armError(400, "InvalidUploadFooter", `Disk '${resource.name}': the last 512 bytes of the upload are not a fixed VHD footer.`);
+      }
+      resource.image = resource.image.truncated(512);
+    }
     if (resource.diskState === "ActiveSAS" || resource.diskState === "ActiveUpload") {
       resource.diskState = resource.kind === "disk" && resource.managedBy ? "Reserved" : "Unattached";
     }
