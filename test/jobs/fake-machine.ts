@@ -72,7 +72,7 @@ function sleep(ms: number, signal: AbortSignal, clock: Clock): Promise<void> {
 
 export function fakeMachine(
   container: ContainerClient,
-  options: { name?: string; probe?: StepProbe; makesPoints?: boolean } = {},
+  options: { name?: string; probe?: StepProbe; makesPoints?: boolean; defaults?: Record<string, unknown> } = {},
 ): MachineDefinition<FakeData> {
   const name = options.name ?? "backup";
   const run =
@@ -107,7 +107,9 @@ export function fakeMachine(
     name,
     initial: "snapshot",
     makesPoints: options.makesPoints ?? name === "backup",
-    start: (input) => ({
+    start: (given) => {
+      const input = { ...options.defaults, ...given };
+      return {
       itemId: String(input.itemId),
       slowState: String(input.slowState ?? ""),
       slowMs: Number(input.slowMs ?? 0),
@@ -116,7 +118,8 @@ export function fakeMachine(
       failTimes: Number(input.failTimes ?? 0),
       permanentFailState: String(input.permanentFailState ?? ""),
       bytes: Number(input.bytes ?? 1000),
-    }),
+      };
+    },
     states: {
       snapshot: {
         step: run("snapshot", (ctx) => createOnce(container, `work/${ctx.jobId}/snapshot`, "snap"), "copy"),
