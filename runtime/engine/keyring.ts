@@ -23,6 +23,15 @@ export interface KeyObject {
   created: string;
   params: KeyParams;
   wrapped: string;
+  /** sha256 of the fields above: a damaged key object is told apart from a wrong key. */
+  checksum?: string;
+}
+
+const KEY_FIELDS = new Set(["version", "id", "kind", "created", "params", "wrapped", "checksum"]);
+
+function keyChecksum(k: KeyObject): string {
+  const { version, id, kind, created, params, wrapped } = k;
+  return createHash("sha256").update(JSON.stringify({ version, id, kind, created, params, wrapped })).digest("hex");
 }
 
 export function newMasterKeys(): MasterKeys {
@@ -52,23 +61,37 @@ export async function writeKeyObject(
     params,
     wrapped: seal(kek, plaintext, labelAssociatedData("key", `${id}/${provider.kind}`)).toString("base64"),
   };
+  keyObject.checksum = keyChecksum(keyObject);
   await store.create(`keys/${id}`, Buffer.from(JSON.stringify(keyObject, null, 1)));
   return keyObject;
 }
 
 export async function listKeyObjects(store: ObjectStore): Promise<KeyObject[]> {
+  const { keys, damaged } = await readKeyObjects(store);
+  if (damaged.length > 0) {
+    throw new IntegrityError(`key object ${damaged[0]} is damaged; open the vault with another key and remove it`);
+  }
+  return keys;
+}
+
+/** Every key object that parses and passes its checksum, and the names of those that do not. */
+export async function readKeyObjects(store: ObjectStore): Promise<{ keys: KeyObject[]; damaged: string[] }> {
   const keys: KeyObject[] = [];
+  const damaged: string[] = [];
   for await (const info of store.list("keys/")) {
     const body = await store.get(info.key);
     try {
       const parsed = JSON.parse(body.toString("utf8")) as KeyObject;
       if (parsed.version !== 1 || typeof parsed.wrapped !== "string" || `keys/${parsed.id}` !== info.key) throw new Error();
+      // Key objects written before checksums existed have none; any other field is damage.
+      if (Object.keys(parsed).some((field) => !KEY_FIELDS.has(field))) throw new Error();
+      if (parsed.checksum !== undefined && parsed.checksum !== keyChecksum(parsed)) throw new Error();
       keys.push(parsed);
     } catch {
-      throw new IntegrityError(`key object ${info.key} is damaged; open the vault with another key and remove it`);
+      damaged.push(info.key);
     }
   }
-  return keys.sort((a, b) => a.created.localeCompare(b.created));
+  return { keys: keys.sort((a, b) => a.created.localeCompare(b.created)), damaged: damaged.sort() };
 }
 
 /** Tries every key object of the provider's kind; the first that opens wins. */
@@ -77,8 +100,16 @@ export async function unlockMasterKeys(
   provider: KeyEncryptionKeyProvider,
   digest: string,
 ): Promise<{ master: MasterKeys; keyObject: KeyObject }> {
-  const candidates = (await listKeyObjects(store)).filter((k) => k.kind === provider.kind);
+  const { keys, damaged } = await readKeyObjects(store);
+  // A damaged key object must not pass for a wrong key: say so when no intact key opens.
+  const damagedError = () =>
+    new IntegrityError(
+      `key object ${damaged.join(", ")} is damaged (it does not parse or fails its checksum) and no other ${provider.kind} key of the vault at ` +
+        `${store.location} opens with the given key. Put back a copy of the object, or open the vault with another key`,
+    );
+  const candidates = keys.filter((k) => k.kind === provider.kind);
   if (candidates.length === 0) {
+    if (damaged.length > 0) throw damagedError();
     throw new WrongKeyError(
       `the vault at ${store.location} has no ${provider.kind} key; open it with one of its keys (see \`bulwark key list\`)`,
     );
@@ -108,6 +139,7 @@ export async function unlockMasterKeys(
       keyObject,
     };
   }
+  if (damaged.length > 0) throw damagedError();
   throw new WrongKeyError(
     provider.kind === "passphrase"
       ? `wrong passphrase for the vault at ${store.location}: no key of the vault opens with it. Check BULWARK_PASSPHRASE or --passphrase-file`

@@ -9,6 +9,7 @@ import { CHUNK_TREE } from "./chunk-codec.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId } from "./crypto.ts";
 import { decodeIndex, type IndexedPack } from "./index-file.ts";
+import { readKeyObjects } from "./keyring.ts";
 import { packIdOfKey, packKey, readPackHeader } from "./pack.ts";
 import { STREAM_TREE_ENTRY } from "./point.ts";
 import { mapLimit, type Vault } from "./vault.ts";
@@ -31,6 +32,9 @@ export async function verifyVault(
 ): Promise<VerifyReport> {
   const problems: string[] = [];
   const report: VerifyReport = { points: 0, indexObjects: 0, packs: 0, packsRead: 0, chunksChecked: 0, unindexedPacks: 0, problems };
+
+  // Key objects: the vault opened with one of them; a damaged other one is still a problem.
+  for (const key of (await readKeyObjects(vault.store)).damaged) problems.push(`key object ${key} is damaged and no longer opens the vault: put back a copy of it, or delete it and add that key again`);
 
   // Index objects: opened here (not at vault open) so that one damaged object is reported, not fatal.
   const indexed = new Map<string, IndexedPack["entries"]>();
