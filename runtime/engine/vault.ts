@@ -111,8 +111,18 @@ export class Vault {
     } catch {
       throw new IntegrityError(`the config object of the vault at ${store.location} is damaged`);
     }
-    if (config.format !== "bulwark-vault") throw new NotFoundError(`${store.location} does not hold a Bulwark vault`);
+    if (config?.format !== "bulwark-vault") {
+      // Key objects beside it mean this was a vault whose config is damaged, not some other folder.
+      for await (const _ of store.list("keys/")) {
+        throw new IntegrityError(`the config object of the vault at ${store.location} is damaged (it names no Bulwark vault format)`);
+      }
+      throw new NotFoundError(`${store.location} does not hold a Bulwark vault`);
+    }
     if (config.version !== 1) {
+      // A config this version wrote, then damaged, fails the digest its key objects hold.
+      await unlockMasterKeys(store, provider, configDigest(configBytes)).catch((error: unknown) => {
+        if (error instanceof IntegrityError) throw error;
+      });
       throw new UsageError(`the vault at ${store.location} has format version ${config.version}; upgrade Bulwark to open it`);
     }
     const { master, keyObject } = await unlockMasterKeys(store, provider, configDigest(configBytes));
