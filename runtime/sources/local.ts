@@ -4,7 +4,7 @@
  * block devices are backed up as block maps, everything else as a stream of content-defined chunks.
  */
 import { createReadStream, constants } from "node:fs";
-import { open, readFile, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readFile, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { SourceError, UsageError } from "../errors.ts";
 import type { BlockSource } from "../engine/backup-blocks.ts";
@@ -134,6 +134,7 @@ export async function openFileTarget(
   const partial = `${absolute}.bulwark-partial-${process.pid}`;
   let handle: FileHandle;
   try {
+    await mkdir(path.dirname(absolute), { recursive: true });
     handle = await open(partial, "wx", 0o600);
   } catch (cause) {
     throw new UsageError(`cannot write ${destination}: ${(cause as Error).message}`, { cause });
