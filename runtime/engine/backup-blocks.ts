@@ -47,7 +47,7 @@ export async function backupBlocks(
   const tree: string[] = [];
   let bytesRead = 0;
 
-  const changed = options.changed ? blockSetOf(options.changed, blockSize, totalBlocks, base?.size ?? 0, size) : undefined;
+  const changed = options.changed ? blockSetOf(options.changed, blockSize, totalBlocks, base?.size ?? size, size) : undefined;
   const readPlan = (first: number, end: number): [number, number][] => {
     // Runs of blocks to read within [first, end): all of them without a change list.
     if (!changed) return [[first, end]];
