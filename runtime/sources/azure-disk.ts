@@ -135,7 +135,10 @@ export async function pageRanges(sasUrl: string, size: number, previousSasUrl?: 
       const response = previousSasUrl
         ? await client.getPageRangesDiffForManagedDisks(from, windowEnd - from, previousSasUrl)
         : await client.getPageRanges(from, windowEnd - from);
-      const found = (response.pageRange ?? []).map((r): ByteRange => [r.offset, r.offset + (r.count ?? 0) + 1]);
+      // Cleared (trimmed) pages read as zeros now: for a diff they changed as much as written ones.
+      const found = [...(response.pageRange ?? []), ...(previousSasUrl ? (response.clearRange ?? []) : [])]
+        .map((r): ByteRange => [r.offset, r.offset + (r.count ?? 0) + 1])
+        .sort((a, b) => a[0] - b[0]);
       for (const range of found) {
         const last = ranges.at(-1);
         if (last && range[0] <= last[1]) last[1] = Math.max(last[1], range[1]);
