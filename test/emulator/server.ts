@@ -62,7 +62,17 @@ export interface RunningAzureEmulator {
   /** Starts a Key Vault on its own port; returns its vault URL. */
   createKeyVault(name: string): Promise<{ vaultUrl: string; vault: KeyVaultEmulator }>;
   vaults: Map<string, { vaultUrl: string; vault: KeyVaultEmulator }>;
+  /** Every request served (test control excluded), in order: which calls a client really made. */
+  requestLog: LoggedRequest[];
   stop(): Promise<void>;
+}
+
+export interface LoggedRequest {
+  /** "main" is the ARM / Entra / disk SAS endpoint; a Key Vault is named by its vault name. */
+  endpoint: string;
+  method: string;
+  path: string;
+  status: number;
 }
 
 async function listen(server: https.Server): Promise<number> {
@@ -73,13 +83,18 @@ async function listen(server: https.Server): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
-function serve(certificates: EmulatorCertificates, handler: (request: EmulatorRequest) => Promise<EmulatorReply> | EmulatorReply): https.Server {
+function serve(
+  certificates: EmulatorCertificates,
+  handler: (request: EmulatorRequest) => Promise<EmulatorReply> | EmulatorReply,
+  log?: (request: EmulatorRequest, reply: EmulatorReply) => void,
+): https.Server {
   return https.createServer({ key: certificates.keyPem, cert: certificates.certPem }, (incoming, response) => {
     void (async () => {
       let reply: EmulatorReply;
+      let request: EmulatorRequest | undefined;
       try {
         const url = new URL(incoming.url ?? "/", `https://${incoming.headers.host ?? "127.0.0.1"}`);
-        const request: EmulatorRequest = {
+        request = {
           method: (incoming.method ?? "GET").toUpperCase(),
           path: decodeURIComponent(url.pathname),
           query: url.searchParams,
@@ -91,6 +106,7 @@ function serve(certificates: EmulatorCertificates, handler: (request: EmulatorRe
       } catch (error) {
         reply = error instanceof HttpFailure ? error.reply : armError(500, "InternalServerError", `Emulator error: ${(error as Error).message}`);
       }
+      if (request) log?.(request, reply);
       send(response, reply);
     })();
   });
@@ -162,6 +178,11 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
     return armError(400, "NoRegisteredProviderFound", `The emulator does not serve ${request.method} ${request.path}.`);
   };
 
+  const requestLog: LoggedRequest[] = [];
+  const logTo = (endpoint: string) => (request: EmulatorRequest, reply: EmulatorReply) => {
+    if (request.path.startsWith("/_emulator/")) return;
+    requestLog.push({ endpoint, method: request.method, path: request.path, status: reply.status });
+  };
   let authorityHost = "";
   const main = serve(certificates, (request) => {
     const segments = request.path.split("/").filter(Boolean);
@@ -172,7 +193,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
     const entraReply = entra.handle(request);
     if (entraReply) return entraReply;
     return armRoute(request, segments);
-  });
+  }, logTo("main"));
   const port = await listen(main);
   const armEndpoint = `https://127.0.0.1:${port}`;
   authorityHost = armEndpoint;
@@ -180,7 +201,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
   const vaults = new Map<string, { vaultUrl: string; vault: KeyVaultEmulator; server: https.Server }>();
   const createKeyVault = async (name: string) => {
     const vault = new KeyVaultEmulator(name, entra, () => authorityHost);
-    const server = serve(certificates, (request) => throttled(request) ?? vault.handle(request));
+    const server = serve(certificates, (request) => throttled(request) ?? vault.handle(request), logTo(name));
     const vaultPort = await listen(server);
     const entry = { vaultUrl: `https://127.0.0.1:${vaultPort}`, vault, server };
     vaults.set(name, entry);
@@ -215,6 +236,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
       return created;
     },
     vaults: vaults as unknown as Map<string, { vaultUrl: string; vault: KeyVaultEmulator }>,
+    requestLog,
     stop: async () => {
       operations.close();
       const close = (server: https.Server) =>
