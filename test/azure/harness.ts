@@ -1,0 +1,138 @@
+/**
+ * What the Azure workload suites share: one local Azure emulator (with its own Azurite) and the
+ * sample world per test file, the environment that points the real `bulwark` CLI at them, a local
+ * vault folder, and the checks that nothing was left behind in the customer's account.
+ */
+import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { expect } from "vitest";
+import { runCli, runJson, type CliResult } from "../support/cli.ts";
+import { type SampleWorld, seedSampleWorld } from "../emulator/seed.ts";
+import { type AzureEmulatorOptions, type RunningAzureEmulator, startAzureEmulator } from "../emulator/server.ts";
+
+export const KiB = 1024;
+export const MiB = 1024 * 1024;
+/** The vault's block size: incremental reads are the changed ranges rounded out to these blocks. */
+export const BLOCK = 64 * KiB;
+
+export interface AzureWorld {
+  emulator: RunningAzureEmulator;
+  sample: SampleWorld;
+  /** The environment of every `bulwark` child process. */
+  env: Record<string, string>;
+  /** A scratch folder removed at the end. */
+  dir: string;
+  transient: ContainerClient;
+  blobs: BlobServiceClient;
+  /** Runs the CLI; extra env on top of the world's. */
+  cli(args: string[], env?: Record<string, string>): Promise<CliResult>;
+  json<T = Record<string, any>>(args: string[], env?: Record<string, string>): Promise<T>;
+  /** A new, empty local vault folder (initialised with the test passphrase unless told otherwise). */
+  newVault(name: string, options?: { init?: boolean }): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function startWorld(options: AzureEmulatorOptions = {}): Promise<AzureWorld> {
+  const emulator = await startAzureEmulator({ azurite: true, ...options });
+  const sample = await seedSampleWorld(emulator);
+  const dir = await mkdtemp(path.join(os.tmpdir(), "bulwark-azure-"));
+  const blobs = BlobServiceClient.fromConnectionString(emulator.env.AZURE_STORAGE_CONNECTION_STRING!);
+  const transient = blobs.getContainerClient("transient");
+  await transient.createIfNotExists();
+  await blobs.getContainerClient("restores").createIfNotExists();
+  const env: Record<string, string> = {
+    ...emulator.env,
+    BULWARK_TRANSIENT: transient.url,
+    BULWARK_SQL_ADMIN_LOGIN: sample.sqlAdministratorLogin,
+    BULWARK_SQL_ADMIN_PASSWORD: sample.sqlAdministratorPassword,
+  };
+  const cli = (args: string[], extra: Record<string, string> = {}) => runCli(args, { ...env, ...extra });
+  const json = <T = Record<string, any>>(args: string[], extra: Record<string, string> = {}) => runJson<T>(args, { ...env, ...extra });
+  return {
+    emulator,
+    sample,
+    env,
+    dir,
+    transient,
+    blobs,
+    cli,
+    json,
+    async newVault(name, { init = true } = {}) {
+      const vault = path.join(dir, name);
+      if (init) await json(["init", "--vault", vault]);
+      return vault;
+    },
+    async stop() {
+      await emulator.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function diskIdIn(world: AzureWorld, group: string, name: string): string {
+  return `/subscriptions/${world.emulator.subscriptionId}/resourceGroups/${group}/providers/Microsoft.Compute/disks/${name}`;
+}
+
+export function vmIdIn(world: AzureWorld, group: string, name: string): string {
+  return `/subscriptions/${world.emulator.subscriptionId}/resourceGroups/${group}/providers/Microsoft.Compute/virtualMachines/${name}`;
+}
+
+export function nicIdIn(world: AzureWorld, group: string, name: string): string {
+  return `/subscriptions/${world.emulator.subscriptionId}/resourceGroups/${group}/providers/Microsoft.Network/networkInterfaces/${name}`;
+}
+
+export function databaseIdIn(world: AzureWorld, name: string): string {
+  const s = world.sample;
+  return `/subscriptions/${world.emulator.subscriptionId}/resourceGroups/${s.resourceGroup}/providers/Microsoft.Sql/servers/${s.sqlServerName}/databases/${name}`;
+}
+
+/** Restores a point to a local file through the CLI and returns its bytes. */
+export async function restoreToFile(world: AzureWorld, vault: string, point: string, name: string): Promise<Buffer> {
+  const file = path.join(world.dir, name);
+  await world.json(["restore", point, "--vault", vault, "--to", file]);
+  const bytes = await readFile(file);
+  await rm(file, { force: true });
+  return bytes;
+}
+
+/** Deterministic, incompressible bytes. */
+export function pattern(seed: number, length: number): Buffer {
+  const out = Buffer.alloc(length);
+  let state = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i + 4 <= length; i += 4) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    out.writeUInt32LE(state >>> 0, i);
+  }
+  return out;
+}
+
+/** The bulwark snapshots (name contains -bulwark-) that exist now, per source disk. */
+export function bulwarkSnapshots(world: AzureWorld): { id: string; sourceResourceId: string; provisioningState: string }[] {
+  return world.emulator.control.inventory().snapshots.filter((s) => /-bulwark-/i.test(s.id));
+}
+
+export async function transientBlobs(world: AzureWorld): Promise<string[]> {
+  const names: string[] = [];
+  for await (const blob of world.transient.listBlobsFlat()) names.push(blob.name);
+  return names;
+}
+
+/**
+ * Nothing left behind: exactly one golden snapshot for each disk in `goldenFor` (and none for other
+ * disks), no active SAS grant, no running operation, no Bulwark copy database, an empty transient container.
+ */
+export async function expectNothingLeaked(world: AzureWorld, goldenFor: string[]): Promise<void> {
+  const inventory = world.emulator.control.inventory();
+  const snapshots = bulwarkSnapshots(world);
+  const bySource = new Map<string, number>();
+  for (const s of snapshots) bySource.set(s.sourceResourceId.toLowerCase(), (bySource.get(s.sourceResourceId.toLowerCase()) ?? 0) + 1);
+  expect(Object.fromEntries(bySource)).toEqual(Object.fromEntries(goldenFor.map((d) => [d.toLowerCase(), 1])));
+  expect(snapshots.every((s) => s.provisioningState === "Succeeded")).toBe(true);
+  expect(inventory.activeSasGrants).toEqual([]);
+  expect(inventory.databases.filter((d) => /-bulwark-/i.test(d.id))).toEqual([]);
+  expect(await transientBlobs(world)).toEqual([]);
+}
