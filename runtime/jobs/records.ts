@@ -186,7 +186,7 @@ export interface ItemRecord {
   lastOutcome: string;
   lastEndedAt: number;
   lastError: string;
-  /** Start time of the last successful run: what isDue and the RPO check use. */
+  /** When the last successful run was scheduled (its job created): what isDue and the RPO check use. */
   lastGoodAt: number;
   lastGoodPointId: string;
   lastGoodJobId: string;

@@ -368,8 +368,8 @@ export class JobRunner {
             current.lastError = job.error;
             changed = true;
           }
-          if (machine.makesPoints && job.status === "succeeded" && job.startedAt > current.lastGoodAt) {
-            current.lastGoodAt = job.startedAt;
+          if (machine.makesPoints && job.status === "succeeded" && job.createdAt > current.lastGoodAt) {
+            current.lastGoodAt = job.createdAt;
             current.lastGoodPointId = metrics.pointId ?? "";
             current.lastGoodJobId = job.jobId;
             changed = true;

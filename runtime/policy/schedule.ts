@@ -27,18 +27,28 @@ export type Schedule =
   | { kind: "cron"; cron: CronExpression; rpoMs?: number; text: string };
 
 /**
- * Due when the item has never succeeded, or:
- * - every: at least one interval has passed since the start of its last successful run;
- * - cron: the schedule fired after the start of its last successful run (at or before now).
- * Times are start times of runs, so a long backup does not push the next one later and later.
+ * How much earlier than a full interval an `every` item is already due: scheduler ticks start a
+ * few seconds late or early, and without slack "every 4h" with a tick at 04:00:03 and the next at
+ * 08:00:01 would wait for the tick after. 5% of the interval, at most 5 minutes.
  */
-export function isDue(schedule: Schedule, lastSuccessStartedAt: Date | undefined, now: Date): boolean {
-  if (lastSuccessStartedAt === undefined) return true;
+export function everySlackMs(intervalMs: number): number {
+  return Math.min(intervalMs * 0.05, 5 * 60_000);
+}
+
+/**
+ * Due when the item has never succeeded, or:
+ * - every: an interval (less a little slack) has passed since its last successful run was scheduled;
+ * - cron: the schedule fired after its last successful run was scheduled (and at or before now).
+ * `lastSuccessAt` is when that run was scheduled (its job was created), not when it ended, so
+ * long or queued backups do not push the schedule later and later.
+ */
+export function isDue(schedule: Schedule, lastSuccessAt: Date | undefined, now: Date): boolean {
+  if (lastSuccessAt === undefined) return true;
   if (schedule.kind === "every") {
-    return now.getTime() - lastSuccessStartedAt.getTime() >= schedule.intervalMs;
+    return now.getTime() - lastSuccessAt.getTime() >= schedule.intervalMs - everySlackMs(schedule.intervalMs);
   }
   const fired = schedule.cron.previousFire(now);
-  return fired !== undefined && fired.getTime() > lastSuccessStartedAt.getTime();
+  return fired !== undefined && fired.getTime() > lastSuccessAt.getTime();
 }
 
 /**
@@ -54,7 +64,7 @@ export function rpoDeadline(schedule: Schedule, now: Date): Date | undefined {
   return schedule.cron.previousFire(new Date(latest.getTime() - 60_000));
 }
 
-/** Whether a point taken at `lastGoodAt` (the backup's start) meets the RPO now. */
+/** Whether a point scheduled at `lastGoodAt` meets the RPO now. */
 export function meetsRpo(schedule: Schedule, lastGoodAt: Date | undefined, now: Date): boolean {
   if (lastGoodAt === undefined) return false;
   const deadline = rpoDeadline(schedule, now);

@@ -8,6 +8,8 @@
  * what is still immutable) is the vault's prune.
  */
 
+import { UsageError } from "../errors.ts";
+
 export interface RetentionRule {
   last?: number;
   hourly?: number;
@@ -128,4 +130,15 @@ export function selectRetained<P extends { id: string; time: Date }>(
     }
   }
   return { keep, remove, reasons };
+}
+
+/**
+ * What a prune may remove: selectRetained, but refusing a rule that keeps nothing by any rule
+ * (which selectRetained reads as "keep everything") so a prune is never run on an empty rule by mistake.
+ */
+export function planRetention<P extends { id: string; time: Date }>(points: P[], rule: RetentionRule): RetentionResult<P> {
+  if (ruleIsEmpty(rule)) {
+    throw new UsageError(`a retention rule must keep something: set at least one of ${RETENTION_KINDS.join(", ")} above 0`);
+  }
+  return selectRetained(points, rule);
 }

@@ -144,12 +144,16 @@ describe("isDue and meetsRpo", () => {
     expect(isDue(nightly, undefined, t("2026-11-20T00:00:00Z"))).toBe(true);
   });
 
-  test("every: due once an interval has passed since the last successful start", () => {
-    expect(isDue(every4h, t("2026-11-20T08:00:00Z"), t("2026-11-20T11:59:59Z"))).toBe(false);
-    expect(isDue(every4h, t("2026-11-20T08:00:00Z"), t("2026-11-20T12:00:00Z"))).toBe(true);
+  test("every: due once an interval (less 5 minutes of slack for late ticks) has passed", () => {
+    expect(isDue(every4h, t("2026-11-20T08:00:00Z"), t("2026-11-20T11:54:59Z"))).toBe(false);
+    expect(isDue(every4h, t("2026-11-20T08:00:03Z"), t("2026-11-20T12:00:01Z"))).toBe(true);
+    expect(isDue(every4h, t("2026-11-20T08:00:00Z"), t("2026-11-20T11:55:00Z"))).toBe(true);
+    const every30m = { ...every4h, intervalMs: 30 * 60_000 };
+    expect(isDue(every30m, t("2026-11-20T08:00:00Z"), t("2026-11-20T08:28:29Z"))).toBe(false);
+    expect(isDue(every30m, t("2026-11-20T08:00:00Z"), t("2026-11-20T08:28:30Z"))).toBe(true);
   });
 
-  test("cron: due when the schedule fired after the last successful start", () => {
+  test("cron: due when the schedule fired after the last successful run was scheduled", () => {
     expect(isDue(nightly, t("2026-11-20T02:03:00Z"), t("2026-11-20T23:00:00Z"))).toBe(false);
     expect(isDue(nightly, t("2026-11-20T02:03:00Z"), t("2026-11-21T02:00:00Z"))).toBe(true);
     expect(isDue(nightly, t("2026-11-19T02:03:00Z"), t("2026-11-20T01:00:00Z"))).toBe(false);

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
-import { bucketOf, isoWeek, ruleIsEmpty, selectRetained, type RetentionRule } from "../../runtime/retention/gfs.ts";
+import { UsageError } from "../../runtime/errors.ts";
+import { bucketOf, isoWeek, planRetention, ruleIsEmpty, selectRetained, type RetentionRule } from "../../runtime/retention/gfs.ts";
 
 interface Point {
   id: string;
@@ -163,6 +164,11 @@ describe("calendar buckets", () => {
     expect(bucketOf("weekly", t)).toBe("2026-W10");
     expect(bucketOf("monthly", t)).toBe("2026-03");
     expect(bucketOf("yearly", t)).toBe("2026");
+  });
+
+  test("planRetention refuses an empty rule", () => {
+    expect(() => planRetention([at("2026-11-01T00:00:00Z")], { daily: 0 })).toThrow(UsageError);
+    expect(planRetention([at("2026-11-01T00:00:00Z")], { daily: 1 }).keep).toHaveLength(1);
   });
 
   test("ruleIsEmpty", () => {
