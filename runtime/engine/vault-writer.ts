@@ -46,10 +46,20 @@ export class VaultWriter {
   readonly indexObjectsWritten: string[] = [];
   readonly packsWritten: string[] = [];
 
-  constructor(vault: Vault, pool: CodecPool, options: { maxInFlight?: number } = {}) {
+  /** Packs committed so far, with their entries (what an index object would name). */
+  readonly committedPacks: IndexedPack[] = [];
+  private readonly writesIndex: boolean;
+
+  /**
+   * packStore: where packs go (default: the vault's store; a job stages them in the region's
+   * transient storage). writeIndex false: no index objects are written; the caller names the
+   * committed packs in the vault once it has promoted them.
+   */
+  constructor(vault: Vault, pool: CodecPool, options: { maxInFlight?: number; packStore?: ObjectStore; writeIndex?: boolean } = {}) {
     this.vault = vault;
     this.pool = pool;
-    this.store = vault.store;
+    this.store = options.packStore ?? vault.store;
+    this.writesIndex = options.writeIndex ?? true;
     this.maxInFlight = options.maxInFlight ?? Math.max(8, pool.threads * 6);
   }
 
@@ -165,15 +175,20 @@ export class VaultWriter {
       this.vault.index.add(entry.id, { pack: pack.id, offset: entry.offset, length: entry.length, rawLength: entry.rawLength, type: entry.type });
     }
     this.committedSinceIndex.push({ packId: pack.id, entries: pack.entries });
+    this.committedPacks.push({ packId: pack.id, entries: pack.entries });
     if (this.committedSinceIndex.length >= PACKS_PER_INDEX) this.writeIndexObject();
   }
 
   private writeIndexObject(): void {
+    if (!this.writesIndex) {
+      this.committedSinceIndex = [];
+      return;
+    }
     if (this.committedSinceIndex.length === 0) return;
     const packs = this.committedSinceIndex;
     this.committedSinceIndex = [];
     const name = `index/${randomHex(16)}`;
-    const write = this.store.create(name, encodeIndex(this.vault.master.dataKey, name, packs)).then(
+    const write = this.vault.store.create(name, encodeIndex(this.vault.master.dataKey, name, packs)).then(
       () => {
         this.indexObjectsWritten.push(name);
       },
