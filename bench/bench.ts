@@ -27,7 +27,8 @@ const CASES = ["image"] as const;
 
 const USAGE = `usage: npm run bench -- [options]
 
-  --size SIZE      image size: a number with M or G (binary units), multiple of 4 MiB; default 2G
+  --size SIZES     image size: a number with M or G (binary units), multiple of 4 MiB; default 2G;
+                   several, comma-separated (2G,8G), run one after the other with the same code
   --tools LIST     comma-separated, from ${TOOL_NAMES.join(",")}; default all
   --out FILE       results JSON; default .bench/results-<size>.json
   --seed SEED      image seed (letters, digits, . _ -); default ${DEFAULT_SEED}
@@ -71,7 +72,7 @@ function parseTools(text: string): ToolName[] {
 function makeTool(name: ToolName): Tool {
   switch (name) {
     case "bulwark":
-      return new Bulwark(PROJECT_DIR);
+      return new Bulwark(PROJECT_DIR, join(BENCH_DIR, "code"));
     case "restic":
       return new Restic();
     case "borg":
@@ -130,12 +131,11 @@ async function main(argv: string[]): Promise<number> {
   if (!(CASES as readonly string[]).includes(values.case)) {
     throw new UsageFailure(`--case ${values.case}: only ${CASES.join(", ")} exists so far`);
   }
-  const sizeBytes = parseSize(values.size);
-  const label = sizeLabel(sizeBytes);
+  const sizes = values.size.split(",").map(parseSize);
+  if (values.out !== undefined && sizes.length > 1) throw new UsageFailure("--out takes one --size; with several, results go to .bench/results-<size>.json");
   const toolNames = parseTools(values.tools);
   const rounds = Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new UsageFailure(`--rounds ${values.rounds}: expected 1 to 20`);
-  const outPath = resolve(values.out ?? join(BENCH_DIR, `results-${label}.json`));
   const log = (line: string) => console.log(line);
 
   const useGnuTime = hasGnuTime();
@@ -163,10 +163,40 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
 
-  const images = await ensureImages(join(BENCH_DIR, "images"), sizeBytes, values.seed, log);
+  let failed = false;
+  for (const sizeBytes of sizes) {
+    const outPath = resolve(values.out ?? join(BENCH_DIR, `results-${sizeLabel(sizeBytes)}.json`));
+    const settings: RunSettings = { sizeBytes, outPath, seed: values.seed, caseName: values.case, rounds, keep: values.keep, useGnuTime };
+    if (sizes.length > 1) log(`\n=== ${sizeLabel(sizeBytes)} ===`);
+    failed = !(await runSize(settings, tools, detections, toolNames, log)) || failed;
+  }
+  return failed ? 1 : 0;
+}
+
+interface RunSettings {
+  sizeBytes: number;
+  outPath: string;
+  seed: string;
+  caseName: string;
+  rounds: number;
+  keep: boolean;
+  useGnuTime: boolean;
+}
+
+/** Runs every tool at one size, prints the table and targets, writes the results; false if any failed. */
+async function runSize(
+  settings: RunSettings,
+  tools: Tool[],
+  detections: Map<ToolName, Detection>,
+  toolNames: ToolName[],
+  log: (line: string) => void,
+): Promise<boolean> {
+  const { sizeBytes, outPath, rounds, useGnuTime } = settings;
+  const label = sizeLabel(sizeBytes);
+  const images = await ensureImages(join(BENCH_DIR, "images"), sizeBytes, settings.seed, log);
   const d = images.description;
   log(
-    `image: ${formatBytes(sizeBytes)}, seed ${values.seed}${images.fromCache ? " (cached)" : ""}; ` +
+    `image: ${formatBytes(sizeBytes)}, seed ${settings.seed}${images.fromCache ? " (cached)" : ""}; ` +
       `1 MiB regions: ${d.regions.zero} zero, ${d.regions.text} text-like, ${d.regions.random} random`,
   );
   log(
@@ -183,7 +213,7 @@ async function main(argv: string[]): Promise<number> {
     const order = tools.map((_, i) => tools[(i + round) % tools.length]);
     if (rounds > 1) log(`round ${round + 1} of ${rounds}: ${order.map((tool) => tool.name).join(", ")}`);
     for (const tool of order) {
-      const keep = values.keep && round === rounds - 1;
+      const keep = settings.keep && round === rounds - 1;
       roundRuns.get(tool.name)!.push(await runImageCase(tool, images, { workRoot: join(BENCH_DIR, "work"), useGnuTime, keep, log }));
     }
   }
@@ -200,7 +230,7 @@ async function main(argv: string[]): Promise<number> {
   const results = {
     benchmark: "bulwark-bench",
     runId: randomUUID(),
-    case: values.case,
+    case: settings.caseName,
     rounds,
     startedAt,
     finishedAt: new Date().toISOString(),
@@ -223,7 +253,7 @@ async function main(argv: string[]): Promise<number> {
     },
     image: {
       sizeBytes,
-      seed: values.seed,
+      seed: settings.seed,
       version1Sha256: images.version1Sha256,
       version2Sha256: images.version2Sha256,
       ...images.description,
@@ -272,8 +302,7 @@ async function main(argv: string[]): Promise<number> {
   log(renderTargets(targets));
   log("");
   log(`results written to ${outPath}`);
-  const anyFailed = Object.values(runs).some((run) => run.error !== undefined || run.restoreIdentical === false);
-  return anyFailed ? 1 : 0;
+  return !Object.values(runs).some((run) => run.error !== undefined || run.restoreIdentical === false);
 }
 
 main(process.argv.slice(2)).then(

@@ -1,9 +1,10 @@
 /**
  * Bulwark itself, through its command line (runtime/cli/main.ts) run by the project's Node 24,
- * directly rather than through npx so no wrapper process is counted in its memory.
+ * directly rather than through npx so no wrapper process is counted in its memory. The code run is
+ * a copy of runtime/ taken when the run starts (under .bench/code/<digest>/).
  */
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { CommandSpec } from "../measure.ts";
 import { lastJsonLine, probe } from "./tool.ts";
@@ -12,11 +13,18 @@ import type { Detection, Tool, ToolWorkspace } from "./tool.ts";
 export class Bulwark implements Tool {
   readonly name = "bulwark" as const;
   readonly #projectDir: string;
+  readonly #frozenRoot: string;
   readonly #node: string;
-  readonly #main: string;
+  /** The CLI entry that the steps run: inside the frozen copy once detect() has made it. */
+  #main: string;
 
-  constructor(projectDir: string) {
+  /**
+   * @param frozenRoot where detect() copies runtime/, so every step of the run (and every size of a
+   *   multi-size run) runs the same code even while others edit the working tree.
+   */
+  constructor(projectDir: string, frozenRoot: string) {
     this.#projectDir = projectDir;
+    this.#frozenRoot = frozenRoot;
     this.#main = join(projectDir, "runtime/cli/main.ts");
     const major = Number(process.versions.node.split(".")[0]);
     this.#node = major >= 24 ? process.execPath : join(projectDir, "node_modules/.bin/node");
@@ -30,6 +38,21 @@ export class Bulwark implements Tool {
         howToInstall: "check out a Bulwark version with the CLI and run `npm ci`",
       };
     }
+    const runtimeDir = join(this.#projectDir, "runtime");
+    const digest = treeDigest(runtimeDir);
+    const frozen = join(this.#frozenRoot, digest);
+    if (!existsSync(join(frozen, "runtime/cli/main.ts"))) {
+      const partial = `${frozen}.partial`;
+      rmSync(partial, { recursive: true, force: true });
+      mkdirSync(partial, { recursive: true });
+      cpSync(runtimeDir, join(partial, "runtime"), { recursive: true });
+      // "type": "module" and package resolution as in the project.
+      copyFileSync(join(this.#projectDir, "package.json"), join(partial, "package.json"));
+      symlinkSync(join(this.#projectDir, "node_modules"), join(partial, "node_modules"));
+      rmSync(frozen, { recursive: true, force: true });
+      renameSync(partial, frozen);
+    }
+    this.#main = join(frozen, "runtime/cli/main.ts");
     const help = probe(this.#node, [this.#main, "--help"]);
     if (help === undefined) {
       return { available: false, reason: "`bulwark --help` failed", howToInstall: "run `npm ci` in the project" };
@@ -40,8 +63,8 @@ export class Bulwark implements Tool {
     const version = [
       reported?.split("\n")[0] ?? "bulwark",
       commit === undefined ? "" : `git ${commit}${dirty ? " + uncommitted changes in runtime/" : ""}`,
-      // Several people change runtime/ at once: the content hash says exactly which code ran.
-      `runtime/ sha256 ${runtimeDigest(join(this.#projectDir, "runtime"))}`,
+      // Several people change runtime/ at once: the content digest says exactly which code ran.
+      `runtime/ sha256 ${digest}`,
       `node ${this.#node === process.execPath ? process.versions.node : "24"}`,
     ]
       .filter((part) => part !== "")
@@ -51,7 +74,7 @@ export class Bulwark implements Tool {
 
   settings(): Record<string, string> {
     return {
-      command: "node runtime/cli/main.ts (CLI defaults)",
+      command: "node runtime/cli/main.ts (CLI defaults), from a copy of runtime/ frozen at the start of the run",
       source: "raw disk image (*.img, fixed-size block map)",
     };
   }
@@ -100,7 +123,7 @@ export class Bulwark implements Tool {
 }
 
 /** A short digest of every file under `dir` (paths and contents, in a stable order). */
-function runtimeDigest(dir: string): string {
+function treeDigest(dir: string): string {
   const hash = createHash("sha256");
   const files = readdirSync(dir, { withFileTypes: true, recursive: true })
     .filter((entry) => entry.isFile())
