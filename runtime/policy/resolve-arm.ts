@@ -75,7 +75,8 @@ export class ArmItemResolver implements ItemResolver {
       const apiVersion = this.options.apiVersions?.[kind] ?? DEFAULT_API_VERSIONS[kind];
       let resource;
       try {
-        resource = await this.client(subscription).resources.getById(id, apiVersion);
+        // The SDK's path is "/{resourceId}": without the id's own leading slash it is the canonical path.
+        resource = await this.client(subscription).resources.getById(id.replace(/^\/+/, ""), apiVersion);
       } catch (error) {
         if (statusOf(error) === 404) {
           throw new NotFoundError(
