@@ -40,6 +40,30 @@ function worker(fleet: Fleet, overrides: Partial<WorkerOptions> = {}) {
   };
 }
 
+describe("job records", () => {
+  test("large state data is split across properties and read back whole; ETags refuse stale writers", async () => {
+    const fleet = await testFleet(azurite.connectionString);
+    const item = disk("s1", "d-big", REGION);
+    const submitted = await submitJob(fleet, { machine: "backup", item, queueRegion: REGION, input: { itemId: item.id } });
+    if (!submitted.submitted) throw new Error("not submitted");
+    const first = (await fleet.jobs.get(submitted.job.jobId))!;
+    const ranges = Array.from({ length: 4000 }, (_, i) => ({ offset: i * 65536, length: 4096 + i }));
+    const big = { ...first.value, data: { ranges, note: "ü".repeat(1000) } };
+    const etag = await fleet.jobs.replace(big, first.etag);
+    expect(etag).toBeDefined();
+    expect(JSON.stringify(big.data).length).toBeGreaterThan(100_000);
+    expect((await fleet.jobs.get(big.jobId))!.value.data).toEqual(big.data);
+    // A writer holding the old ETag loses.
+    expect(await fleet.jobs.replace({ ...first.value, state: "stale" }, first.etag)).toBeUndefined();
+    // Shrinking the data drops the chunks it no longer needs.
+    await fleet.jobs.replace({ ...big, data: { small: true } }, etag!);
+    const entity = await fleet.storage.jobs.getEntity<Record<string, unknown>>("job", big.jobId);
+    expect(entity.dataParts).toBe(1);
+    expect(entity.data1).toBeUndefined();
+    expect((await fleet.jobs.get(big.jobId))!.value.data).toEqual({ small: true });
+  });
+});
+
 describe("worker", () => {
   test("runs a job to the end, reports it, and exits when the queue is empty", async () => {
     const fleet = await testFleet(azurite.connectionString);
