@@ -4,6 +4,7 @@
  * it was, plus unreferenced packs that prune removes.
  */
 import os from "node:os";
+import { VaultBusyError } from "../errors.ts";
 import type { Readable } from "node:stream";
 import { backupBlocks, type BlockSource, type ByteRange } from "./backup-blocks.ts";
 import { backupStream } from "./backup-stream.ts";
@@ -32,6 +33,15 @@ async function withWriter<T extends { bytesRead: number }>(
   body: (writer: VaultWriter) => Promise<T>,
 ): Promise<{ result: T; writer: VaultWriter }> {
   const lock = await VaultLock.acquire(vault.store, "shared", "backup");
+  // The index was loaded before the lock: a prune that ran in between deleted index objects (and
+  // packs) it names, and deduplicating against it would make a point reference deleted chunks.
+  const present = new Set<string>();
+  for await (const info of vault.store.list("index/")) present.add(info.key);
+  const vanished = vault.indexObjects.filter((name) => !present.has(name));
+  if (vanished.length > 0) {
+    await lock.release().catch(() => {});
+    throw new VaultBusyError(`the vault at ${vault.store.location} was pruned while this backup was starting; run the backup again`);
+  }
   const pool = new CodecPool(vault.master, { threads: options.threads, zstdLevel: vault.config.zstdLevel });
   const writer = new VaultWriter(vault, pool);
   try {
