@@ -13,6 +13,7 @@ import { VaultLock } from "./locks.ts";
 import type { BlockLayout, PointManifest } from "./point.ts";
 import { newPointId, type Vault } from "./vault.ts";
 import { VaultWriter } from "./vault-writer.ts";
+import type { ObjectStore } from "../store/store.ts";
 
 export interface PointDescription {
   kind: PointManifest["kind"];
@@ -57,17 +58,18 @@ async function withWriter<T extends { bytesRead: number }>(
   }
 }
 
-function manifestOf(
+export function manifestOf(
   description: PointDescription,
   size: number,
   content: PointManifest["content"],
   bytesRead: number,
   writer: VaultWriter,
   started: number,
+  id = newPointId(),
 ): PointManifest {
   return {
     version: 1,
-    id: newPointId(),
+    id,
     time: new Date().toISOString(),
     kind: description.kind,
     source: { host: os.hostname(), ...description.source },

@@ -136,8 +136,14 @@ export class Vault {
   }
 
   async loadIndex(): Promise<void> {
+    await this.reloadIndex();
+  }
+
+  /** Loads the index objects written since this vault was opened (by other writers, or by promotion). */
+  async reloadIndex(): Promise<void> {
+    const known = new Set(this.indexObjects);
     const names: string[] = [];
-    for await (const info of this.store.list("index/")) names.push(info.key);
+    for await (const info of this.store.list("index/")) if (!known.has(info.key)) names.push(info.key);
     const loaded = await mapLimit(names, 8, async (name) => ({ name, packs: decodeIndex(this.master.dataKey, name, await this.store.get(name)) }));
     for (const { name, packs } of loaded) {
       for (const pack of packs) {

@@ -6,7 +6,14 @@
  * successful attempt from someone else's object.
  */
 import { createHash } from "node:crypto";
-import { BlobServiceClient, ContainerClient, type StoragePipelineOptions } from "@azure/storage-blob";
+import {
+  BlobSASPermissions,
+  BlobServiceClient,
+  ContainerClient,
+  StorageSharedKeyCredential,
+  generateBlobSASQueryParameters,
+  type StoragePipelineOptions,
+} from "@azure/storage-blob";
 import type { TokenCredential } from "@azure/identity";
 import { NotFoundError, ObjectExistsError, ObjectNotFoundError, UsageError } from "../errors.ts";
 import type { ObjectInfo, ObjectStore, ObjectWriter } from "./store.ts";
@@ -194,6 +201,36 @@ export class AzureBlobStore implements ObjectStore {
       await this.blob(key).deleteIfExists();
     } catch (error) {
       throw this.translate(error, key);
+    }
+  }
+
+  /** A URL with a short-lived read SAS for one object (the source of a server-side copy). */
+  async readUrl(key: string, minutes = 60): Promise<string> {
+    const blob = this.blob(key);
+    const startsOn = new Date(Date.now() - 5 * 60 * 1000);
+    const expiresOn = new Date(Date.now() + minutes * 60 * 1000);
+    const values = { containerName: this.container.containerName, blobName: this.prefix + key, permissions: BlobSASPermissions.parse("r"), startsOn, expiresOn };
+    const credential = this.container.credential;
+    if (credential instanceof StorageSharedKeyCredential) return `${blob.url}?${generateBlobSASQueryParameters(values, credential).toString()}`;
+    const service = new BlobServiceClient(this.container.url.slice(0, this.container.url.lastIndexOf("/")), credential, STORAGE_PIPELINE);
+    const delegation = await service.getUserDelegationKey(startsOn, expiresOn);
+    return `${blob.url}?${generateBlobSASQueryParameters(values, delegation, service.accountName).toString()}`;
+  }
+
+  /**
+   * Server-side copy into `key` (create-only). Returns false when the object already exists with
+   * the same size and MD5 (an earlier attempt of the same copy).
+   */
+  async copyFromUrl(key: string, sourceUrl: string, expected: { size: number }): Promise<boolean> {
+    try {
+      await this.blob(key).syncCopyFromURL(sourceUrl, { conditions: { ifNoneMatch: "*" } });
+      return true;
+    } catch (error) {
+      const status = statusOf(error);
+      if (status !== 409 && status !== 412) throw this.translate(error, key);
+      const existing = await this.stat(key);
+      if (existing?.size === expected.size) return false;
+      throw new ObjectExistsError(key, this.location);
     }
   }
 

@@ -56,7 +56,8 @@ export async function withRetry<T>(what: string, policy: RetryPolicy, fn: () => 
 
 export class RetryingStore implements ObjectStore {
   readonly location: string;
-  private readonly inner: ObjectStore;
+  /** The store this one retries around. */
+  readonly inner: ObjectStore;
   private readonly policy: RetryPolicy;
 
   constructor(inner: ObjectStore, policy: RetryPolicy = DEFAULT_RETRY) {

@@ -1,0 +1,110 @@
+/**
+ * Staging and promotion, the way a worker job writes: new packs go to the region's transient
+ * storage first; once all are written they are read back and verified there, then copied
+ * (server-side) into the customer's isolated vault; only then is an index object naming them
+ * written in the vault, and last the point manifest. Every step is idempotent, with names derived
+ * from the job, so a worker that dies between any two steps is replaced by one that redoes the
+ * step and reaches the same point; whatever the dead worker staged is under the job's prefix and
+ * goes when the job cleans up (or the transient lifecycle rule does).
+ */
+import { IntegrityError } from "../errors.ts";
+import type { ObjectStore } from "../store/store.ts";
+import { copyObject } from "../store/copy.ts";
+import { CHUNK_TREE } from "./chunk-codec.ts";
+import type { CodecPool } from "./codec-pool.ts";
+import { ID_BYTES, isZeroId, labelAssociatedData, open, seal } from "./crypto.ts";
+import { decodeIndex, encodeIndex, type IndexedPack } from "./index-file.ts";
+import { packKey, readPackHeader } from "./pack.ts";
+import { STREAM_TREE_ENTRY, type PointManifest } from "./point.ts";
+import { mapLimit, type Vault } from "./vault.ts";
+
+const STAGED_INDEX = "staged/index";
+const STAGED_DRAFTS = "staged/points";
+
+/** Records what a staging step produced: the packs (as an index) and the draft manifests. */
+export async function recordStaged(vault: Vault, staging: ObjectStore, packs: IndexedPack[], drafts: PointManifest[]): Promise<void> {
+  await staging.delete(STAGED_INDEX);
+  await staging.delete(STAGED_DRAFTS);
+  await staging.create(STAGED_INDEX, encodeIndex(vault.master.dataKey, STAGED_INDEX, packs));
+  const plain = Buffer.from(JSON.stringify(drafts));
+  await staging.create(STAGED_DRAFTS, seal(vault.master.dataKey, plain, labelAssociatedData("drafts", STAGED_DRAFTS)));
+}
+
+export async function readStaged(vault: Vault, staging: ObjectStore): Promise<{ packs: IndexedPack[]; drafts: PointManifest[] }> {
+  const packs = decodeIndex(vault.master.dataKey, STAGED_INDEX, await staging.get(STAGED_INDEX));
+  const sealed = await staging.get(STAGED_DRAFTS);
+  const drafts = JSON.parse(open(vault.master.dataKey, sealed, labelAssociatedData("drafts", STAGED_DRAFTS), "staged drafts").toString("utf8")) as PointManifest[];
+  return { packs, drafts };
+}
+
+/** Reads every staged pack back and checks its header against the staged index and every chunk. */
+export async function verifyStaged(vault: Vault, pool: CodecPool, staging: ObjectStore, packs: IndexedPack[]): Promise<number> {
+  let chunks = 0;
+  await mapLimit(packs, 2, async (pack) => {
+    const bytes = await staging.get(packKey(pack.packId));
+    const header = await readPackHeader(vault.master.dataKey, pack.packId, bytes.length, async (o, l) => bytes.subarray(o, o + l));
+    if (header.length !== pack.entries.length) throw new IntegrityError(`staged pack ${pack.packId} holds ${header.length} chunks, not ${pack.entries.length}`);
+    for (const [i, entry] of pack.entries.entries()) {
+      const h = header[i];
+      if (!h.id.equals(entry.id) || h.offset !== entry.offset || h.length !== entry.length) {
+        throw new IntegrityError(`staged pack ${pack.packId} does not match what was written; the job will stage it again`);
+      }
+    }
+    await Promise.all(header.map((e) => pool.decode(e.type, e.id, bytes.subarray(e.offset, e.offset + e.length), e.rawLength, `staged pack ${pack.packId}`)));
+    chunks += header.length;
+  });
+  return chunks;
+}
+
+/** Copies the staged packs into the vault, then writes the index object naming them. */
+export async function promoteStaged(vault: Vault, staging: ObjectStore, packs: IndexedPack[], indexName: string): Promise<{ copied: number }> {
+  let copied = 0;
+  await mapLimit(packs, 4, async (pack) => {
+    if (await copyObject(staging, packKey(pack.packId), vault.store, packKey(pack.packId))) copied++;
+  });
+  const name = `index/${indexName}`;
+  if (packs.length > 0 && !(await vault.store.stat(name))) {
+    await vault.store.create(name, encodeIndex(vault.master.dataKey, name, packs)).catch(async (error) => {
+      if (!(await vault.store.stat(name))) throw error;
+    });
+  }
+  return { copied };
+}
+
+/**
+ * Writes the point manifest once everything it references is in the vault's index (reloaded
+ * first). Idempotent: a point already committed under this id is left as it is.
+ */
+export async function commitPoint(vault: Vault, manifest: PointManifest): Promise<"committed" | "already"> {
+  if (await vault.store.stat(`points/${manifest.id}`)) return "already";
+  await vault.reloadIndex();
+  const content = manifest.content;
+  if (content) {
+    const entryBytes = content.layout === "blocks" ? ID_BYTES : STREAM_TREE_ENTRY;
+    let missing = 0;
+    for (const nodeHex of new Set(content.tree)) {
+      const node = await vault.readChunk(CHUNK_TREE, Buffer.from(nodeHex, "hex"));
+      for (let at = 0; at < node.length; at += entryBytes) {
+        const id = node.subarray(at, at + ID_BYTES);
+        if (!isZeroId(id) && !vault.index.has(id)) missing++;
+      }
+    }
+    if (missing > 0) {
+      throw new IntegrityError(`point ${manifest.id} would reference ${missing} chunks the vault does not hold (pruned meanwhile?); the backup must run again`);
+    }
+  }
+  await vault.writePoint(manifest);
+  return "committed";
+}
+
+/** Removes everything the job staged. */
+export async function clearStaging(staging: ObjectStore): Promise<number> {
+  let removed = 0;
+  const keys: string[] = [];
+  for await (const info of staging.list("")) keys.push(info.key);
+  await mapLimit(keys, 8, async (key) => {
+    await staging.delete(key);
+    removed++;
+  });
+  return removed;
+}
