@@ -13,7 +13,7 @@
  */
 import type { Disk, Snapshot } from "@azure/arm-compute";
 import { PageBlobClient, AnonymousCredential, newPipeline } from "@azure/storage-blob";
-import { SourceError, ServiceError, UsageError, describeError } from "../errors.ts";
+import { BulwarkError, SourceError, ServiceError, UsageError, describeError } from "../errors.ts";
 import type { ByteRange, BlockSource } from "../engine/backup-blocks.ts";
 import { backupDisk } from "../engine/backup.ts";
 import type { PointManifest } from "../engine/point.ts";
@@ -299,4 +299,12 @@ export function armFailure(what: string, error: unknown): Error {
   if (status === 403) return new ServiceError(`${what}: access denied (${code ?? status}). Give the backup identity the Bulwark backup role on this scope.`, { cause: error });
   if (status === 429) return new ServiceError(`${what}: Azure is throttling requests (${message}); retry later`, { cause: error });
   return new ServiceError(`${what} failed: ${code ? `${code}: ` : ""}${message}`, { cause: error });
+}
+
+/**
+ * What a failed Azure step throws: our own errors as they are, anything else (an ARM error, a
+ * long-running operation that ended Failed, a storage error) as an actionable ServiceError.
+ */
+export function azureFailure(what: string, error: unknown): Error {
+  return error instanceof BulwarkError ? error : armFailure(what, error);
 }

@@ -12,7 +12,7 @@ import type { Vault } from "../engine/vault.ts";
 import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
 import { parseResourceId, sameType } from "../azure/resource-id.ts";
-import { armFailure, statusOf } from "./azure-disk.ts";
+import { armFailure, azureFailure, statusOf } from "./azure-disk.ts";
 import { fixedVhdFooter, VHD_FOOTER_BYTES } from "./vhd.ts";
 
 requiresAction("Microsoft.Compute/disks/read", "disk restore: refuse an existing disk");
@@ -101,7 +101,7 @@ export async function restoreToManagedDisk(
   } catch (error) {
     if (writing) await compute.disks.beginRevokeAccessAndWait(target.resourceGroup, target.name).catch(() => {});
     if (created) await compute.disks.beginDeleteAndWait(target.resourceGroup, target.name).catch(() => {});
-    throw statusOf(error) ? armFailure(`restoring point ${point.id} to ${targetDiskId}`, error) : error;
+    throw azureFailure(`restoring point ${point.id} to ${targetDiskId}`, error);
   }
 }
 

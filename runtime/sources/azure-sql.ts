@@ -17,7 +17,7 @@ import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
 import { parseResourceId, sameType } from "../azure/resource-id.ts";
 import type { TransientStorage } from "../azure/transient.ts";
-import { armFailure, statusOf } from "./azure-disk.ts";
+import { armFailure, azureFailure, statusOf } from "./azure-disk.ts";
 
 requiresAction("Microsoft.Sql/servers/databases/read", "sql backup: read the database");
 requiresAction("Microsoft.Sql/servers/databases/write", "sql backup: create the transactionally consistent copy");
@@ -104,7 +104,7 @@ export async function backupSqlDatabase(
       { onProgress: options.onProgress },
     );
   } catch (error) {
-    throw statusOf(error) ? armFailure(`backing up database ${databaseResourceId}`, error) : error;
+    throw azureFailure(`backing up database ${databaseResourceId}`, error);
   } finally {
     // Also when the copy's creation failed midway: Azure may have made it anyway.
     await sql.databases.beginDeleteAndWait(db.resourceGroup, serverName, copyName).catch(() => {});
@@ -150,7 +150,7 @@ export async function restoreSqlDatabase(
     });
     return targetDatabaseId;
   } catch (error) {
-    throw statusOf(error) ? armFailure(`importing point ${point.id} as ${targetDatabaseId}`, error) : error;
+    throw azureFailure(`importing point ${point.id} as ${targetDatabaseId}`, error);
   } finally {
     await transient.blob(bacpac).deleteIfExists().catch(() => {});
   }

@@ -14,6 +14,7 @@ import { requiresAction } from "../azure/permissions.ts";
 import { diskId, parseResourceId, sameType } from "../azure/resource-id.ts";
 import {
   armFailure,
+  azureFailure,
   backupDiskSnapshot,
   createSnapshot,
   deleteSnapshot,
@@ -214,6 +215,6 @@ export async function restoreVirtualMachine(
       const ref = parseResourceId(id);
       await compute.disks.beginDeleteAndWait(ref.resourceGroup, ref.name).catch(() => {});
     }
-    throw statusOf(error) ? armFailure(`restoring VM point ${point.id} as ${targetVmId}`, error) : error;
+    throw azureFailure(`restoring VM point ${point.id} as ${targetVmId}`, error);
   }
 }
