@@ -1,0 +1,142 @@
+/**
+ * VMs through the real CLI: all disks of a VM backed up together into one VM point, incrementals per
+ * disk, and a point restored as an alternate VM in another resource group with the same disk layout
+ * (OS disk, data disks at their LUNs with their caching) and each disk's bytes as at backup time.
+ * Restores never overwrite, and a VM that fails midway leaves nothing behind.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  KiB, MiB, type AzureWorld, bulwarkSnapshots, diskIdIn, expectNothingLeaked, nicIdIn, pattern, startWorld, vmIdIn,
+} from "./harness.ts";
+
+let world: AzureWorld;
+let vault: string;
+let vmId: string;
+const RESTORE_GROUP = "bulwark-restore";
+const layout = [
+  { role: "os", name: "app-vm-os", size: 8 * MiB, caching: "ReadWrite" },
+  { role: "data", name: "app-vm-logs", size: 4 * MiB, lun: 2, caching: "ReadOnly" },
+  { role: "data", name: "app-vm-db", size: 6 * MiB, lun: 5, caching: "None" },
+] as const;
+const diskIds: string[] = [];
+
+beforeAll(async () => {
+  world = await startWorld();
+  vault = await world.newVault("vault");
+  const group = world.sample.resourceGroup;
+  for (const [i, disk] of layout.entries()) {
+    const record = world.emulator.compute.createDisk(group, disk.name, disk.size, disk.role === "os" ? { osType: "Linux" } : {});
+    diskIds.push(record.id);
+    for (let offset = 0; offset < disk.size; offset += 1 * MiB) world.emulator.control.writeDisk(record.id, offset, pattern(i * 100 + offset / MiB, 96 * KiB));
+  }
+  // Richer than the sample VM (one data disk at LUN 0): two data disks at LUNs 2 and 5 with their own caching.
+  const { vm } = world.emulator.compute.createVirtualMachine(group, "app-vm", {
+    location: world.sample.location,
+    properties: {
+      hardwareProfile: { vmSize: "Standard_D2s_v5" },
+      storageProfile: {
+        osDisk: { osType: "Linux", createOption: "Attach", caching: layout[0].caching, managedDisk: { id: diskIds[0] } },
+        dataDisks: layout.slice(1).map((d, i) => ({ lun: (d as { lun: number }).lun, caching: d.caching, createOption: "Attach", managedDisk: { id: diskIds[i + 1] } })),
+      },
+      networkProfile: { networkInterfaces: [{ id: nicIdIn(world, group, "app-vm-nic"), properties: { primary: true } }] },
+    },
+  });
+  vm.provisioningState = "Succeeded";
+  vmId = vm.id;
+  world.emulator.world.addResourceGroup(RESTORE_GROUP, world.sample.location);
+});
+
+afterAll(async () => {
+  await world?.stop();
+});
+
+function images(): Buffer[] {
+  return diskIds.map((id) => world.emulator.control.readImage(id));
+}
+
+function vmRecord(id: string) {
+  return [...world.emulator.compute.virtualMachines.values()].find((v) => v.id.toLowerCase() === id.toLowerCase());
+}
+
+describe("VM backups and alternate-VM restores", () => {
+  let firstPoint = "";
+  let firstImages: Buffer[] = [];
+
+  it("backs up every disk of a VM into one VM point, then incrementally", async () => {
+    firstImages = images();
+    const first = await world.json(["backup", vmId, "--vault", vault]);
+    firstPoint = first.id;
+    expect(first.kind).toBe("vm");
+    expect(first.disks.map((d: { disk: string }) => d.disk)).toEqual(diskIds);
+    expect(first.disks.every((d: { mode: string }) => d.mode === "first")).toBe(true);
+    await expectNothingLeaked(world, diskIds);
+
+    // The VM keeps running: the log disk and the OS disk change, the database disk does not.
+    world.emulator.control.writeDisk(diskIds[1]!, 512 * KiB, pattern(900, 8 * KiB));
+    world.emulator.control.writeDisk(diskIds[0]!, 7 * MiB, pattern(901, 4 * KiB));
+    const goldenBefore = bulwarkSnapshots(world).map((s) => s.id);
+    const second = await world.json(["backup", vmId, "--vault", vault]);
+    expect(second.disks.map((d: { mode: string }) => d.mode)).toEqual(["incremental", "incremental", "incremental"]);
+    expect(second.disks.map((d: { changedBytes: number }) => d.changedBytes)).toEqual([4 * KiB, 8 * KiB, 0]);
+    expect(second.disks.map((d: { bytesFetched: number }) => d.bytesFetched)).toEqual([64 * KiB, 64 * KiB, 0]);
+    // New golden snapshots replaced the old ones, one per disk.
+    expect(bulwarkSnapshots(world).map((s) => s.id).filter((id) => goldenBefore.includes(id))).toEqual([]);
+    await expectNothingLeaked(world, diskIds);
+  });
+
+  it("restores the first point as an alternate VM with the same disk layout and the bytes of its time", async () => {
+    const target = vmIdIn(world, RESTORE_GROUP, "app-vm-restored");
+    const nic = nicIdIn(world, RESTORE_GROUP, "app-vm-restored-nic");
+    const restored = await world.json(["restore", firstPoint, "--vault", vault, "--to", target, "--nic", nic]);
+    expect(restored.kind).toBe("virtual-machine");
+    const original = vmRecord(vmId)!.properties;
+    const copy = vmRecord(target)!;
+    expect(copy.provisioningState).toBe("Succeeded");
+    expect(copy.location).toBe(world.sample.location);
+    expect(copy.properties.hardwareProfile).toEqual({ vmSize: "Standard_D2s_v5" });
+    expect(copy.properties.networkProfile.networkInterfaces.map((n: { id: string }) => n.id)).toEqual([nic]);
+    const osDisk = copy.properties.storageProfile.osDisk;
+    expect({ osType: osDisk.osType, caching: osDisk.caching }).toEqual({ osType: "Linux", caching: original.storageProfile.osDisk.caching });
+    const shape = (disks: Array<{ lun: number; caching: string }>) => disks.map((d) => ({ lun: d.lun, caching: d.caching }));
+    expect(shape(copy.properties.storageProfile.dataDisks)).toEqual(shape(original.storageProfile.dataDisks));
+    expect(shape(copy.properties.storageProfile.dataDisks)).toEqual([{ lun: 2, caching: "ReadOnly" }, { lun: 5, caching: "None" }]);
+
+    // Each new disk lives in the target group, is attached to the new VM and holds the bytes of backup time.
+    const newDisks = [osDisk.managedDisk.id, ...copy.properties.storageProfile.dataDisks.map((d: { managedDisk: { id: string } }) => d.managedDisk.id)];
+    for (const [i, id] of newDisks.entries()) {
+      expect(id).toContain(`/resourceGroups/${RESTORE_GROUP}/`);
+      const disk = world.emulator.control.inventory().disks.find((d) => d.id === id)!;
+      expect(disk).toMatchObject({ managedBy: copy.id, diskState: "Attached", sizeBytes: layout[i]!.size });
+      expect(world.emulator.control.readImage(id).equals(firstImages[i]!), `disk ${i}`).toBe(true);
+    }
+    expect(images()[1]!.equals(firstImages[1]!)).toBe(false);
+    await expectNothingLeaked(world, diskIds);
+  });
+
+  it("refuses to restore over an existing VM, with the original's NIC, or without a NIC", async () => {
+    const disksBefore = world.emulator.control.inventory().disks.length;
+    const over = await world.cli(["restore", firstPoint, "--vault", vault, "--to", vmId, "--nic", nicIdIn(world, RESTORE_GROUP, "other-nic")]);
+    expect(over.code).toBe(2);
+    expect(over.stderr).toMatch(/already exists; restores never overwrite/);
+    const stolenNic = await world.cli(["restore", firstPoint, "--vault", vault, "--to", vmIdIn(world, RESTORE_GROUP, "vm-x"), "--nic", nicIdIn(world, world.sample.resourceGroup, "app-vm-nic")]);
+    expect(stolenNic.code).toBe(2);
+    expect(stolenNic.stderr).toMatch(/belongs to the original VM/);
+    const noNic = await world.cli(["restore", firstPoint, "--vault", vault, "--to", vmIdIn(world, RESTORE_GROUP, "vm-y")]);
+    expect(noNic.code).toBe(2);
+    expect(noNic.stderr).toMatch(/--nic/);
+    expect(world.emulator.control.inventory().disks.length).toBe(disksBefore);
+    expect(vmRecord(vmIdIn(world, RESTORE_GROUP, "vm-x"))).toBeUndefined();
+  });
+
+  it("removes the VM and its new disks when creating the VM fails midway", async () => {
+    const target = vmIdIn(world, RESTORE_GROUP, "app-vm-fails");
+    const disksBefore = world.emulator.control.inventory().disks.map((d) => d.id).sort();
+    world.emulator.control.failOperation({ method: "PUT", path: "/virtualMachines/app-vm-fails", times: 1, code: "AllocationFailed", message: "Allocation failed midway (injected)." });
+    const failed = await world.cli(["restore", firstPoint, "--vault", vault, "--to", target, "--nic", nicIdIn(world, RESTORE_GROUP, "fails-nic")]);
+    expect(failed.code).toBe(8);
+    expect(failed.stderr).toMatch(/AllocationFailed/);
+    expect(vmRecord(target)).toBeUndefined();
+    expect(world.emulator.control.inventory().disks.map((d) => d.id).sort()).toEqual(disksBefore);
+    await expectNothingLeaked(world, diskIds);
+  });
+});
