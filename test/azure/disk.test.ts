@@ -32,9 +32,9 @@ function sum(ranges: Array<[number, number]>): number {
 
 beforeAll(async () => {
   // Page-range answers of at most 5 ranges: the runtime must follow truncated responses.
-  world = await startWorld({ maxRangesPerResponse: 5 });
+  world = await startWorld({ seed: false, maxRangesPerResponse: 5 });
   vault = await world.newVault("vault");
-  const disk = world.emulator.compute.createDisk(world.sample.resourceGroup, "app-disk", SIZE);
+  const disk = world.emulator.compute.createDisk(world.group, "app-disk", SIZE);
   diskId = disk.id;
   // Scattered writes, as a file system leaves them: 12 ranges, some crossing block boundaries.
   for (let i = 0; i < 12; i++) {
@@ -115,7 +115,7 @@ describe("managed disk backups through the CLI", () => {
   });
 
   it("restores a point to a new managed disk, and refuses an existing one", async () => {
-    const target = diskIdIn(world, world.sample.resourceGroup, "app-disk-restored");
+    const target = diskIdIn(world, world.group, "app-disk-restored");
     const restored = await world.json(["restore", points[1]!, "--vault", vault, "--to", target]);
     expect(restored.kind).toBe("managed-disk");
     const disk = world.emulator.control.inventory().disks.find((d) => d.id === target)!;

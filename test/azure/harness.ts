@@ -19,7 +19,11 @@ export const BLOCK = 64 * KiB;
 
 export interface AzureWorld {
   emulator: RunningAzureEmulator;
-  sample: SampleWorld;
+  /** The seeded sample world (throws when started with seed: false). */
+  readonly sample: SampleWorld;
+  /** A resource group that exists (the sample's, or an empty one) and its location. */
+  group: string;
+  location: string;
   /** The environment of every `bulwark` child process. */
   env: Record<string, string>;
   /** A scratch folder removed at the end. */
@@ -34,25 +38,32 @@ export interface AzureWorld {
   stop(): Promise<void>;
 }
 
-export async function startWorld(options: AzureEmulatorOptions = {}): Promise<AzureWorld> {
+export async function startWorld(options: AzureEmulatorOptions & { seed?: boolean } = {}): Promise<AzureWorld> {
   const emulator = await startAzureEmulator({ azurite: true, ...options });
-  const sample = await seedSampleWorld(emulator);
+  const seeded = options.seed === false ? undefined : await seedSampleWorld(emulator);
+  const group = seeded?.resourceGroup ?? "bulwark-test";
+  const location = seeded?.location ?? "westeurope";
+  if (!seeded) emulator.world.addResourceGroup(group, location);
   const dir = await mkdtemp(path.join(os.tmpdir(), "bulwark-azure-"));
   const blobs = BlobServiceClient.fromConnectionString(emulator.env.AZURE_STORAGE_CONNECTION_STRING!);
   const transient = blobs.getContainerClient("transient");
   await transient.createIfNotExists();
   await blobs.getContainerClient("restores").createIfNotExists();
-  const env: Record<string, string> = {
-    ...emulator.env,
-    BULWARK_TRANSIENT: transient.url,
-    BULWARK_SQL_ADMIN_LOGIN: sample.sqlAdministratorLogin,
-    BULWARK_SQL_ADMIN_PASSWORD: sample.sqlAdministratorPassword,
-  };
+  const env: Record<string, string> = { ...emulator.env, BULWARK_TRANSIENT: transient.url };
+  if (seeded) {
+    env.BULWARK_SQL_ADMIN_LOGIN = seeded.sqlAdministratorLogin;
+    env.BULWARK_SQL_ADMIN_PASSWORD = seeded.sqlAdministratorPassword;
+  }
   const cli = (args: string[], extra: Record<string, string> = {}) => runCli(args, { ...env, ...extra });
   const json = <T = Record<string, any>>(args: string[], extra: Record<string, string> = {}) => runJson<T>(args, { ...env, ...extra });
   return {
     emulator,
-    sample,
+    get sample(): SampleWorld {
+      if (!seeded) throw new Error("this world was started with seed: false");
+      return seeded;
+    },
+    group,
+    location,
     env,
     dir,
     transient,

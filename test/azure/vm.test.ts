@@ -21,9 +21,9 @@ const layout = [
 const diskIds: string[] = [];
 
 beforeAll(async () => {
-  world = await startWorld();
+  world = await startWorld({ seed: false });
   vault = await world.newVault("vault");
-  const group = world.sample.resourceGroup;
+  const group = world.group;
   for (const [i, disk] of layout.entries()) {
     const record = world.emulator.compute.createDisk(group, disk.name, disk.size, disk.role === "os" ? { osType: "Linux" } : {});
     diskIds.push(record.id);
@@ -31,7 +31,7 @@ beforeAll(async () => {
   }
   // Richer than the sample VM (one data disk at LUN 0): two data disks at LUNs 2 and 5 with their own caching.
   const { vm } = world.emulator.compute.createVirtualMachine(group, "app-vm", {
-    location: world.sample.location,
+    location: world.location,
     properties: {
       hardwareProfile: { vmSize: "Standard_D2s_v5" },
       storageProfile: {
@@ -43,7 +43,7 @@ beforeAll(async () => {
   });
   vm.provisioningState = "Succeeded";
   vmId = vm.id;
-  world.emulator.world.addResourceGroup(RESTORE_GROUP, world.sample.location);
+  world.emulator.world.addResourceGroup(RESTORE_GROUP, world.location);
 });
 
 afterAll(async () => {
@@ -92,7 +92,7 @@ describe("VM backups and alternate-VM restores", () => {
     const original = vmRecord(vmId)!.properties;
     const copy = vmRecord(target)!;
     expect(copy.provisioningState).toBe("Succeeded");
-    expect(copy.location).toBe(world.sample.location);
+    expect(copy.location).toBe(world.location);
     expect(copy.properties.hardwareProfile).toEqual({ vmSize: "Standard_D2s_v5" });
     expect(copy.properties.networkProfile.networkInterfaces.map((n: { id: string }) => n.id)).toEqual([nic]);
     const osDisk = copy.properties.storageProfile.osDisk;
@@ -118,7 +118,7 @@ describe("VM backups and alternate-VM restores", () => {
     const over = await world.cli(["restore", firstPoint, "--vault", vault, "--to", vmId, "--nic", nicIdIn(world, RESTORE_GROUP, "other-nic")]);
     expect(over.code).toBe(2);
     expect(over.stderr).toMatch(/already exists; restores never overwrite/);
-    const stolenNic = await world.cli(["restore", firstPoint, "--vault", vault, "--to", vmIdIn(world, RESTORE_GROUP, "vm-x"), "--nic", nicIdIn(world, world.sample.resourceGroup, "app-vm-nic")]);
+    const stolenNic = await world.cli(["restore", firstPoint, "--vault", vault, "--to", vmIdIn(world, RESTORE_GROUP, "vm-x"), "--nic", nicIdIn(world, world.group, "app-vm-nic")]);
     expect(stolenNic.code).toBe(2);
     expect(stolenNic.stderr).toMatch(/belongs to the original VM/);
     const noNic = await world.cli(["restore", firstPoint, "--vault", vault, "--to", vmIdIn(world, RESTORE_GROUP, "vm-y")]);
