@@ -28,9 +28,13 @@ export interface BackupOptions {
   threads?: number;
 }
 
-async function withWriter<T extends { bytesRead: number }>(
+/**
+ * Runs body with a writer under a shared vault lock and commits what it wrote. With a packStore,
+ * packs go there instead (staging) and no index object is written: see stage.ts.
+ */
+export async function withWriter<T>(
   vault: Vault,
-  options: BackupOptions,
+  options: BackupOptions & { packStore?: ObjectStore },
   body: (writer: VaultWriter) => Promise<T>,
 ): Promise<{ result: T; writer: VaultWriter }> {
   const lock = await VaultLock.acquire(vault.store, "shared", "backup");
@@ -44,7 +48,7 @@ async function withWriter<T extends { bytesRead: number }>(
     throw new VaultBusyError(`the vault at ${vault.store.location} was pruned while this backup was starting; run the backup again`);
   }
   const pool = new CodecPool(vault.master, { threads: options.threads, zstdLevel: vault.config.zstdLevel });
-  const writer = new VaultWriter(vault, pool);
+  const writer = new VaultWriter(vault, pool, options.packStore ? { packStore: options.packStore, writeIndex: false } : {});
   try {
     const result = await body(writer);
     await writer.finish();

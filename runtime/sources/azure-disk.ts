@@ -66,10 +66,10 @@ export async function getDisk(ctx: AzureContext, disk: ResourceId): Promise<Disk
 }
 
 /** Step 1: an incremental snapshot in the disk's resource group and region. */
-export async function createSnapshot(ctx: AzureContext, disk: ResourceId, info: Disk, now = new Date()): Promise<SnapshotRef> {
+export async function createSnapshot(ctx: AzureContext, disk: ResourceId, info: Disk, now = new Date(), named?: string): Promise<SnapshotRef> {
   const compute = await ctx.compute(disk.subscriptionId);
   const stamp = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
-  const name = `${disk.name}-bulwark-${stamp}`.slice(0, 80);
+  const name = named ?? `${disk.name}-bulwark-${stamp}`.slice(0, 80);
   try {
     const snapshot = await compute.snapshots.beginCreateOrUpdateAndWait(disk.resourceGroup, name, {
       location: info.location,
@@ -83,6 +83,23 @@ export async function createSnapshot(ctx: AzureContext, disk: ResourceId, info: 
     await compute.snapshots.beginDeleteAndWait(disk.resourceGroup, name).catch(() => {});
     throw armFailure(`creating an incremental snapshot of ${disk.id}`, error);
   }
+}
+
+/**
+ * The snapshot of this name, made now unless it exists already (a job step run again after a
+ * crash reuses the snapshot its earlier run made; one left Failed is replaced).
+ */
+export async function ensureSnapshot(ctx: AzureContext, disk: ResourceId, info: Disk, name: string): Promise<SnapshotRef> {
+  const compute = await ctx.compute(disk.subscriptionId);
+  const existing = await compute.snapshots.get(disk.resourceGroup, name).catch((error) => {
+    if (statusOf(error) === 404) return undefined;
+    throw armFailure(`reading snapshot ${name}`, error);
+  });
+  if (existing?.provisioningState === "Succeeded") {
+    return { id: existing.id!, name, resourceGroup: disk.resourceGroup, subscriptionId: disk.subscriptionId, diskId: disk.id };
+  }
+  if (existing) await compute.snapshots.beginDeleteAndWait(disk.resourceGroup, name);
+  return createSnapshot(ctx, disk, info, new Date(), name);
 }
 
 export async function deleteSnapshot(ctx: AzureContext, snapshotId: string): Promise<void> {
@@ -185,15 +202,33 @@ export function sasBlockSource(sasUrl: string, size: number): BlockSource & { by
  * Steps 2-5 for one disk whose snapshot exists. `previous` is the disk's latest point in the vault
  * (its details hold the golden snapshot's id).
  */
-export async function backupDiskSnapshot(
+/** What one disk backup reads: a source over the snapshot's SAS, the ranges to read, and the base. */
+export interface DiskRead {
+  source: BlockSource & { bytesFetched: number };
+  changed: ByteRange[];
+  /** The point whose block map the new one updates (incremental only). */
+  base?: PointManifest;
+  mode: DiskBackupOutcome["mode"];
+  fallbackReason?: string;
+  changedBytes: number;
+  size: number;
+  /** Facts for the point's details: the snapshot (the next backup's diff base), the disk's settings. */
+  details: Record<string, unknown>;
+}
+
+/**
+ * Steps 2-4 around body: read access to the snapshot (and the previous one), the ranges to read,
+ * then body reads them; access is revoked whatever happens. `previous` is the disk's latest point
+ * (its details hold the golden snapshot's id).
+ */
+export async function withDiskRead<T>(
   ctx: AzureContext,
-  vault: Vault,
   disk: ResourceId,
   info: Disk,
   snapshot: SnapshotRef,
   previous: PointManifest | undefined,
-  options: { tags?: Record<string, string>; onProgress?: (n: number) => void; extraDetails?: Record<string, unknown> } = {},
-): Promise<DiskBackupOutcome> {
+  body: (read: DiskRead) => Promise<T>,
+): Promise<T> {
   const size = Number(info.diskSizeBytes ?? (info.diskSizeGB ?? 0) * 1024 ** 3);
   if (!(size > 0)) throw new SourceError(`Azure reports no size for disk ${disk.id}`);
   const access = await grantRead(ctx, snapshot.id);
@@ -220,35 +255,57 @@ export async function backupDiskSnapshot(
       changed = await pageRanges(access.sasUrl, size);
     }
     const changedBytes = changed.reduce((sum, [a, b]) => sum + (b - a), 0);
-    const source = sasBlockSource(access.sasUrl, size);
-    const point = await backupDisk(
-      vault,
-      source,
-      {
-        kind: "disk",
-        source: { type: "azure-managed-disk", path: disk.id, location: info.location },
-        tags: options.tags,
-        details: {
-          snapshotId: snapshot.id,
-          mode,
-          ...(fallbackReason ? { fallbackReason } : {}),
-          changedBytes,
-          diskSizeBytes: size,
-          sku: info.sku?.name,
-          osType: info.osType,
-          hyperVGeneration: info.hyperVGeneration,
-          zones: info.zones,
-          location: info.location,
-          ...options.extraDetails,
-        },
+    return await body({
+      source: sasBlockSource(access.sasUrl, size),
+      changed,
+      base,
+      mode,
+      fallbackReason,
+      changedBytes,
+      size,
+      details: {
+        snapshotId: snapshot.id,
+        mode,
+        ...(fallbackReason ? { fallbackReason } : {}),
+        changedBytes,
+        diskSizeBytes: size,
+        sku: info.sku?.name,
+        osType: info.osType,
+        hyperVGeneration: info.hyperVGeneration,
+        zones: info.zones,
+        location: info.location,
       },
-      { base, changed, onProgress: options.onProgress, readAhead: PARALLEL_READS },
-    );
-    return { point, mode, fallbackReason, changedBytes, bytesRead: source.bytesFetched };
+    });
   } finally {
     await previousAccess?.release().catch(() => {});
     await access.release().catch(() => {});
   }
+}
+
+/** Steps 2-4 for one disk whose snapshot exists, committed straight into the vault. */
+export async function backupDiskSnapshot(
+  ctx: AzureContext,
+  vault: Vault,
+  disk: ResourceId,
+  info: Disk,
+  snapshot: SnapshotRef,
+  previous: PointManifest | undefined,
+  options: { tags?: Record<string, string>; onProgress?: (n: number) => void; extraDetails?: Record<string, unknown> } = {},
+): Promise<DiskBackupOutcome> {
+  return withDiskRead(ctx, disk, info, snapshot, previous, async (read) => {
+    const point = await backupDisk(
+      vault,
+      read.source,
+      {
+        kind: "disk",
+        source: { type: "azure-managed-disk", path: disk.id, location: info.location },
+        tags: options.tags,
+        details: { ...read.details, ...options.extraDetails },
+      },
+      { base: read.base, changed: read.changed, onProgress: options.onProgress, readAhead: PARALLEL_READS },
+    );
+    return { point, mode: read.mode, fallbackReason: read.fallbackReason, changedBytes: read.changedBytes, bytesRead: read.source.bytesFetched };
+  });
 }
 
 /** The disk's latest point in the vault, if any. */

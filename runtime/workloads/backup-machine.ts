@@ -1,0 +1,401 @@
+/**
+ * The backup machine the workers run: one generic sequence of persisted states, with a workload
+ * plugin per kind of item (a managed disk, a VM, an Azure SQL database):
+ *
+ *   prepare -> acquire -> stage -> verify -> promote -> commit -> release -> retain -> cleanup
+ *
+ * acquire takes what the backup reads from (snapshots, or a database copy exported as BACPAC);
+ * stage reads only what changed into packs in the region's transient storage; verify reads them
+ * back; promote copies them server-side into the customer's isolated vault and names them in an
+ * index object; commit writes the point manifests (ids derived from the job, so a resumed job
+ * commits the same points, once); release retires the previous golden snapshot or deletes the
+ * copy; retain applies the policy's retention to the item's points; cleanup empties the staging.
+ * Every step is idempotent (names derive from the job id). Compensation, on failure before commit,
+ * revokes access and deletes what acquire and stage made; it never touches committed points.
+ */
+import { createHash } from "node:crypto";
+import os from "node:os";
+import type { Readable } from "node:stream";
+import { describeError, UsageError } from "../errors.ts";
+import { backupBlocks } from "../engine/backup-blocks.ts";
+import { backupStream } from "../engine/backup-stream.ts";
+import { manifestOf, withWriter } from "../engine/backup.ts";
+import { CodecPool } from "../engine/codec-pool.ts";
+import type { BlockLayout, PointManifest } from "../engine/point.ts";
+import { clearStaging, commitPoint, promoteStaged, readStaged, recordStaged, verifyStaged } from "../engine/stage.ts";
+import type { Vault } from "../engine/vault.ts";
+import type { JobData, MachineDefinition, StepContext } from "../jobs/machine.ts";
+import { PermanentJobError } from "../jobs/machine.ts";
+import { parseResourceId } from "../azure/resource-id.ts";
+import { selectRetained, ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
+import { deleteSnapshot, ensureSnapshot, getDisk, latestPointOf, withDiskRead } from "../sources/azure-disk.ts";
+import { recordConfiguration, type VmConfiguration } from "../sources/azure-vm.ts";
+import { armFailure, statusOf } from "../sources/azure-disk.ts";
+import type { WorkloadEnvironment } from "./environment.ts";
+
+interface DiskTask {
+  diskId: string;
+  role: "disk" | "os" | "data";
+  lun?: number;
+  caching?: string;
+  snapshotName: string;
+  snapshotId?: string;
+  previousPointId?: string;
+  previousSnapshotId?: string;
+  pointId: string;
+}
+
+export interface BackupJobData extends JobData {
+  vault: string;
+  itemId: string;
+  kind: "disk" | "vm" | "sql";
+  tags: Record<string, string>;
+  retention?: RetentionRule;
+  /** The point this job commits (the VM's group point for a VM). */
+  pointId: string;
+  disks: DiskTask[];
+  vmConfiguration?: VmConfiguration;
+  sqlCopyName?: string;
+  bacpacName?: string;
+  location?: string;
+  staged?: { bytesRead: number; bytesNew: number; bytesStored: number; modes: string[] };
+  committed?: boolean;
+  retained?: { removed: number; kept: number };
+}
+
+/** Deterministic, job-derived ids and names: a re-run step finds what an earlier run made. */
+function derivedId(jobId: string, what: string): string {
+  return createHash("sha256").update(`${jobId}/${what}`).digest("hex").slice(0, 32);
+}
+
+function suffix(jobId: string): string {
+  return jobId.slice(-12);
+}
+
+export function backupMachine(env: WorkloadEnvironment): MachineDefinition<BackupJobData> {
+  const withVault = async <T>(data: BackupJobData, body: (vault: Vault) => Promise<T>): Promise<T> => body(await env.openVault(data.vault));
+
+  return {
+    name: "backup",
+    initial: "prepare",
+    makesPoints: true,
+    start(input): BackupJobData {
+      const itemId = String(input.itemId ?? "");
+      const kind = input.kind as BackupJobData["kind"];
+      if (!itemId || !["disk", "vm", "sql"].includes(kind)) throw new PermanentJobError(`a backup job needs itemId and kind (disk, vm or sql)`);
+      if (!input.vault) throw new PermanentJobError(`the backup job of ${itemId} names no vault`);
+      return {
+        vault: String(input.vault),
+        itemId,
+        kind,
+        tags: (input.tags as Record<string, string>) ?? {},
+        retention: input.retention as RetentionRule | undefined,
+        pointId: "",
+        disks: [],
+      };
+    },
+    locks(job) {
+      // One job per item; a VM's disks too, so a disk job and a VM job never read one disk at once.
+      const data = job.data as Partial<BackupJobData>;
+      return [job.itemId, ...(data.disks ?? []).map((d) => d.diskId.toLowerCase())];
+    },
+    retryable(error) {
+      return !(error instanceof UsageError || error instanceof PermanentJobError);
+    },
+    metrics(data) {
+      return { bytesRead: data.staged?.bytesRead, bytesNew: data.staged?.bytesNew, bytesStored: data.staged?.bytesStored, pointId: data.committed ? data.pointId : undefined };
+    },
+    states: {
+      prepare: {
+        async step(ctx, data) {
+          const pointId = derivedId(ctx.jobId, "point");
+          if (data.kind === "sql") {
+            const db = parseResourceId(data.itemId);
+            const name = db.names[1];
+            return {
+              next: "acquire",
+              data: { ...data, pointId, disks: [], sqlCopyName: `${name}-bulwark-${suffix(ctx.jobId)}`.slice(0, 128), bacpacName: `jobs/${ctx.jobId}/export.bacpac` },
+            };
+          }
+          const disks: DiskTask[] = [];
+          let vmConfiguration: VmConfiguration | undefined;
+          let location: string | undefined;
+          if (data.kind === "vm") {
+            const vmId = parseResourceId(data.itemId);
+            const compute = await env.azure.compute(vmId.subscriptionId);
+            const vm = await compute.virtualMachines.get(vmId.resourceGroup, vmId.name).catch((error) => {
+              throw statusOf(error) === 404 ? new PermanentJobError(`the VM ${data.itemId} no longer exists`) : armFailure(`reading VM ${data.itemId}`, error);
+            });
+            vmConfiguration = recordConfiguration(vm);
+            location = vm.location;
+            for (const d of vmConfiguration.disks) disks.push({ diskId: d.diskId, role: d.role, lun: d.lun, caching: d.caching, snapshotName: "", pointId: "" });
+          } else {
+            disks.push({ diskId: data.itemId, role: "disk", snapshotName: "", pointId: "" });
+          }
+          const previous = await withVault(data, async (vault) => Promise.all(disks.map((d) => latestPointOf(vault, d.diskId, "disk"))));
+          for (const [i, disk] of disks.entries()) {
+            const ref = parseResourceId(disk.diskId);
+            disk.snapshotName = `${ref.name}-bulwark-${suffix(ctx.jobId)}`.slice(0, 80);
+            disk.previousPointId = previous[i]?.id;
+            disk.previousSnapshotId = previous[i]?.details?.snapshotId as string | undefined;
+            disk.pointId = data.kind === "vm" ? derivedId(ctx.jobId, `disk/${disk.diskId.toLowerCase()}`) : pointId;
+          }
+          return { next: "acquire", data: { ...data, pointId, disks, vmConfiguration, location } };
+        },
+      },
+
+      acquire: {
+        async step(ctx, data) {
+          if (data.kind === "sql") {
+            const db = parseResourceId(data.itemId);
+            const [server] = db.names;
+            const sql = await env.azure.sql(db.subscriptionId);
+            const source = await sql.databases.get(db.resourceGroup, server, db.names[1]);
+            const existing = await sql.databases.get(db.resourceGroup, server, data.sqlCopyName!).catch(() => undefined);
+            if (!existing) {
+              await sql.databases.beginCreateOrUpdateAndWait(db.resourceGroup, server, data.sqlCopyName!, {
+                location: source.location,
+                createMode: "Copy",
+                sourceDatabaseId: source.id,
+                tags: { "bulwark-job": ctx.jobId },
+              });
+            }
+            const blob = env.transient.blob(data.bacpacName!);
+            if (!(await blob.exists())) {
+              await blob.deleteIfExists();
+              const login = env.sqlLogin();
+              await sql.databases.beginExportAndWait(db.resourceGroup, server, data.sqlCopyName!, {
+                storageKeyType: "SharedAccessKey",
+                storageKey: await env.transient.sasFor(data.bacpacName!),
+                storageUri: env.transient.urlOf(data.bacpacName!),
+                administratorLogin: login.administratorLogin,
+                administratorLoginPassword: login.administratorLoginPassword,
+                authenticationType: "Sql",
+              });
+            }
+            return { next: "stage", data: { ...data, location: source.location } };
+          }
+          // All disks' snapshots together (crash-consistent for a VM); existing ones are reused.
+          const disks = await Promise.all(
+            data.disks.map(async (disk) => {
+              const ref = parseResourceId(disk.diskId);
+              const info = await getDisk(env.azure, ref);
+              const snapshot = await ensureSnapshot(env.azure, ref, info, disk.snapshotName);
+              return { ...disk, snapshotId: snapshot.id };
+            }),
+          );
+          return { next: "stage", data: { ...data, disks } };
+        },
+        async compensate(ctx, data) {
+          if (data.committed) return;
+          if (data.kind === "sql") {
+            await dropSqlCopy(env, data);
+            return;
+          }
+          for (const disk of data.disks) {
+            if (disk.snapshotId) await deleteSnapshot(env.azure, disk.snapshotId).catch((error) => ctx.log("compensation-failed", { snapshot: disk.snapshotId, error: describeError(error) }));
+          }
+        },
+      },
+
+      stage: {
+        async step(ctx, data) {
+          const staging = env.staging(ctx.jobId);
+          await clearStaging(staging); // an earlier, interrupted run of this step
+          return withVault(data, async (vault) => {
+            const drafts: PointManifest[] = [];
+            const modes: string[] = [];
+            let bytesRead = 0;
+            const started = Date.now();
+            const { writer } = await withWriter(vault, { packStore: staging }, async (writer) => {
+              if (data.kind === "sql") {
+                const download = await env.transient.blob(data.bacpacName!).download(0);
+                const result = await backupStream(vault, writer, download.readableStreamBody as Readable);
+                bytesRead += result.bytesRead;
+                modes.push("bacpac");
+                const db = parseResourceId(data.itemId);
+                drafts.push(
+                  manifestOf(
+                    {
+                      kind: "sql",
+                      source: { type: "azure-sql-database", path: data.itemId, host: os.hostname(), location: data.location },
+                      tags: data.tags,
+                      details: { server: db.names[0], database: db.names[1], location: data.location, format: "bacpac", consistentCopy: data.sqlCopyName, job: ctx.jobId },
+                    },
+                    result.bytesRead,
+                    result.content,
+                    result.bytesRead,
+                    writer,
+                    started,
+                    data.pointId,
+                  ),
+                );
+                return;
+              }
+              for (const disk of data.disks) {
+                const ref = parseResourceId(disk.diskId);
+                const info = await getDisk(env.azure, ref);
+                const previous = disk.previousPointId ? await vault.readPoint(disk.previousPointId).catch(() => undefined) : undefined;
+                await withDiskRead(env.azure, ref, info, { id: disk.snapshotId!, name: disk.snapshotName, resourceGroup: ref.resourceGroup, subscriptionId: ref.subscriptionId, diskId: disk.diskId }, previous, async (read) => {
+                  const before = writer.stats.bytesNew;
+                  const result = await backupBlocks(vault, writer, read.source, {
+                    base: read.base?.content?.layout === "blocks" ? { content: read.base.content as BlockLayout, size: read.base.size } : undefined,
+                    changed: read.changed,
+                    readAhead: 8,
+                  });
+                  bytesRead += read.source.bytesFetched;
+                  modes.push(read.mode);
+                  const draft = manifestOf(
+                    {
+                      kind: "disk",
+                      source: { type: "azure-managed-disk", path: disk.diskId, location: info.location },
+                      tags: data.tags,
+                      parent: read.base?.id,
+                      details: { ...read.details, job: ctx.jobId, ...(data.kind === "vm" ? { vm: data.itemId, role: disk.role, lun: disk.lun } : {}) },
+                    },
+                    read.size,
+                    result.content,
+                    read.source.bytesFetched,
+                    writer,
+                    started,
+                    disk.pointId,
+                  );
+                  draft.stats.bytesNew = writer.stats.bytesNew - before;
+                  drafts.push(draft);
+                });
+              }
+              if (data.kind === "vm") {
+                const config = data.vmConfiguration!;
+                drafts.push({
+                  version: 1,
+                  id: data.pointId,
+                  time: new Date().toISOString(),
+                  kind: "vm",
+                  source: { type: "azure-vm", path: data.itemId, host: os.hostname(), location: data.location },
+                  size: drafts.reduce((s, d) => s + d.size, 0),
+                  tags: data.tags,
+                  members: data.disks.map((d) => ({ role: d.role, point: d.pointId, diskId: d.diskId, lun: d.lun, caching: d.caching })),
+                  details: { configuration: config, job: ctx.jobId },
+                  stats: { bytesRead, bytesNew: writer.stats.bytesNew, bytesStored: writer.stats.bytesStored, chunksNew: writer.stats.chunksNew, durationMs: Date.now() - started },
+                });
+              }
+            });
+            await recordStaged(vault, staging, writer.committedPacks, drafts);
+            ctx.log("staged", { packs: writer.committedPacks.length, bytesRead, bytesNew: writer.stats.bytesNew, modes });
+            return {
+              next: "verify",
+              data: { ...data, staged: { bytesRead, bytesNew: writer.stats.bytesNew, bytesStored: writer.stats.bytesStored, modes } },
+            };
+          });
+        },
+        async compensate(_ctx, data) {
+          if (!data.committed) await clearStaging(env.staging(_ctx.jobId));
+        },
+      },
+
+      verify: {
+        async step(ctx, data) {
+          const staging = env.staging(ctx.jobId);
+          return withVault(data, async (vault) => {
+            const { packs } = await readStaged(vault, staging);
+            const pool = new CodecPool(vault.master);
+            try {
+              const chunks = await verifyStaged(vault, pool, staging, packs);
+              ctx.log("verified-staging", { packs: packs.length, chunks });
+            } finally {
+              await pool.close();
+            }
+            return { next: "promote", data };
+          });
+        },
+      },
+
+      promote: {
+        async step(ctx, data) {
+          const staging = env.staging(ctx.jobId);
+          return withVault(data, async (vault) => {
+            const { packs } = await readStaged(vault, staging);
+            const { copied } = await promoteStaged(vault, staging, packs, `job-${derivedId(ctx.jobId, "index")}`);
+            ctx.log("promoted", { packs: packs.length, copied });
+            return { next: "commit", data };
+          });
+        },
+      },
+
+      commit: {
+        async step(ctx, data) {
+          const staging = env.staging(ctx.jobId);
+          return withVault(data, async (vault) => {
+            const { drafts } = await readStaged(vault, staging);
+            // Members first, the group last: a VM point never names a disk point that is not there.
+            for (const draft of drafts) {
+              const outcome = await commitPoint(vault, draft);
+              ctx.log("point", { point: draft.id, kind: draft.kind, outcome });
+            }
+            return { next: "release", data: { ...data, committed: true } };
+          });
+        },
+      },
+
+      release: {
+        async step(ctx, data) {
+          if (data.kind === "sql") {
+            await dropSqlCopy(env, data);
+          } else {
+            for (const disk of data.disks) {
+              const old = disk.previousSnapshotId;
+              if (old && old.toLowerCase() !== disk.snapshotId?.toLowerCase()) {
+                await deleteSnapshot(env.azure, old).catch((error) => {
+                  if (statusOf(error) !== 404) throw error;
+                });
+                ctx.log("retired-snapshot", { snapshot: old });
+              }
+            }
+          }
+          return { next: "retain", data };
+        },
+      },
+
+      retain: {
+        async step(ctx, data) {
+          if (!data.retention || ruleIsEmpty(data.retention)) return { next: "cleanup", data };
+          return withVault(data, async (vault) => {
+            const points = (await vault.listPoints()).filter((p) => p.source.path.toLowerCase() === data.itemId.toLowerCase() && p.kind === (data.kind === "vm" ? "vm" : data.kind));
+            const selected = selectRetained(points.map((p) => ({ id: p.id, time: new Date(p.time) })), data.retention!);
+            const keep = new Set(selected.keep.map((p) => p.id));
+            let removed = 0;
+            for (const point of points) {
+              if (keep.has(point.id)) continue;
+              try {
+                await vault.store.delete(`points/${point.id}`);
+                // A VM point's disk points go with it.
+                for (const member of point.members ?? []) await vault.store.delete(`points/${member.point}`);
+                removed++;
+              } catch (error) {
+                ctx.log("retention-kept", { point: point.id, reason: describeError(error) });
+              }
+            }
+            return { next: "cleanup", data: { ...data, retained: { removed, kept: keep.size } } };
+          });
+        },
+      },
+
+      cleanup: {
+        async step(ctx, data) {
+          await clearStaging(env.staging(ctx.jobId));
+          if (data.bacpacName) await env.transient.blob(data.bacpacName).deleteIfExists();
+          return { done: true, data };
+        },
+      },
+    },
+  };
+}
+
+async function dropSqlCopy(env: WorkloadEnvironment, data: BackupJobData): Promise<void> {
+  const db = parseResourceId(data.itemId);
+  const sql = await env.azure.sql(db.subscriptionId);
+  if (data.sqlCopyName) await sql.databases.beginDeleteAndWait(db.resourceGroup, db.names[0], data.sqlCopyName).catch(() => {});
+  if (data.bacpacName) await env.transient.blob(data.bacpacName).deleteIfExists().catch(() => {});
+}
+
+export type { StepContext };

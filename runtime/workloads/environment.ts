@@ -1,0 +1,55 @@
+/**
+ * What a worker's jobs need from their surroundings, built once per worker process from its
+ * environment: Azure clients, the key that opens vaults, the region's transient storage (staging
+ * and BACPACs), and the SQL login for export and import.
+ */
+import type { TokenCredential } from "@azure/identity";
+import { azureContext, type AzureContext } from "../azure/context.ts";
+import { transientStorage, type TransientStorage } from "../azure/transient.ts";
+import { Vault } from "../engine/vault.ts";
+import { AzureKeyVaultProvider } from "../keys/azure-key-vault.ts";
+import { PassphraseProvider } from "../keys/passphrase.ts";
+import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
+import { UsageError } from "../errors.ts";
+import { AzureBlobStore, parseBlobUrl, STORAGE_PIPELINE } from "../store/azure-blob.ts";
+import { openStore } from "../store/open.ts";
+import { RetryingStore } from "../store/retry.ts";
+import type { ObjectStore } from "../store/store.ts";
+import { sqlCredentialsFromEnv, type SqlCredentials } from "../sources/azure-sql.ts";
+import { BlobServiceClient, ContainerClient } from "@azure/storage-blob";
+
+export interface WorkloadEnvironment {
+  azure: AzureContext;
+  openVault(location: string): Promise<Vault>;
+  /** The job's own staging area in transient storage (everything under jobs/<jobId>/stage/). */
+  staging(jobId: string): ObjectStore;
+  transient: TransientStorage;
+  sqlLogin(): SqlCredentials;
+}
+
+export async function workloadEnvironment(env: NodeJS.ProcessEnv = process.env): Promise<WorkloadEnvironment> {
+  const azure = await azureContext(env);
+  const transientUrl = env.BULWARK_TRANSIENT;
+  const transient = transientStorage(transientUrl, env, () => azure.credential);
+  const provider = (): KeyEncryptionKeyProvider => {
+    if (env.BULWARK_PASSPHRASE) return new PassphraseProvider(env.BULWARK_PASSPHRASE);
+    if (env.BULWARK_KEY_VAULT_KEY) return new AzureKeyVaultProvider(env.BULWARK_KEY_VAULT_KEY, azure.credential, azure.keyVaultOptions);
+    throw new UsageError("the worker has no vault key: set BULWARK_KEY_VAULT_KEY (the customer's key) or BULWARK_PASSPHRASE");
+  };
+  const location = parseBlobUrl(transientUrl!);
+  const container: ContainerClient = env.AZURE_STORAGE_CONNECTION_STRING
+    ? BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING, STORAGE_PIPELINE).getContainerClient(location.container)
+    : new ContainerClient(location.containerUrl, azure.credential as TokenCredential, STORAGE_PIPELINE);
+  return {
+    azure,
+    transient,
+    async openVault(vaultLocation) {
+      return Vault.open((await openStore(vaultLocation, env)).store, provider());
+    },
+    staging(jobId) {
+      const prefix = `${location.prefix}jobs/${jobId}/stage/`;
+      return new RetryingStore(new AzureBlobStore(container, prefix, `${location.containerUrl}/${prefix}`));
+    },
+    sqlLogin: () => sqlCredentialsFromEnv(env),
+  };
+}
