@@ -100,9 +100,9 @@ export function databaseIdIn(world: AzureWorld, name: string): string {
 }
 
 /** Restores a point to a local file through the CLI and returns its bytes. */
-export async function restoreToFile(world: AzureWorld, vault: string, point: string, name: string): Promise<Buffer> {
+export async function restoreToFile(world: AzureWorld, vault: string, point: string, name: string, env: Record<string, string> = {}): Promise<Buffer> {
   const file = path.join(world.dir, name);
-  await world.json(["restore", point, "--vault", vault, "--to", file]);
+  await world.json(["restore", point, "--vault", vault, "--to", file], env);
   const bytes = await readFile(file);
   await rm(file, { force: true });
   return bytes;
