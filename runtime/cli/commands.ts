@@ -386,6 +386,65 @@ export const commands: Record<string, Command> = {
     },
   },
 
+  agent: {
+    options: {
+      json: { type: "boolean" },
+      policies: { type: "string" },
+      "agent-regions": { type: "string" },
+      region: { type: "string" },
+      "max-jobs": { type: "string" },
+      "until-drained": { type: "boolean" },
+    },
+    async run(values, positionals) {
+      const { agentSchedule, agentWorker } = await import("./agent-commands.ts");
+      const [role] = positionals;
+      if (role === "schedule") {
+        const result = await agentSchedule(values);
+        const r = result as { enqueued: unknown[]; unprotected: { item: string; reason: string }[]; errors: { policy: string; error: string }[] };
+        print(values, result, `enqueued ${r.enqueued.length} items${r.unprotected.length ? `; unprotected: ${r.unprotected.map((u) => `${u.item} (${u.reason})`).join(", ")}` : ""}${r.errors.length ? `; errors: ${r.errors.map((e) => `${e.policy}: ${e.error}`).join("; ")}` : ""}`);
+        return r.errors.length > 0 ? 1 : 0;
+      }
+      if (role === "worker") {
+        const summary = await agentWorker(values);
+        print(values, summary, `worker ${summary.workerId}: ${summary.succeeded} succeeded, ${summary.failed} failed, ${summary.poisoned} poisoned`);
+        return 0;
+      }
+      throw new UsageError("give the agent's role: bulwark agent schedule|worker");
+    },
+  },
+
+  jobs: {
+    options: { json: { type: "boolean" }, limit: { type: "string" } },
+    async run(values) {
+      const { jobsList } = await import("./agent-commands.ts");
+      const jobs = await jobsList(values);
+      print(
+        values,
+        jobs,
+        jobs.length
+          ? jobs.map((j) => `${j.created}  ${j.machine.padEnd(7)}  ${j.status.padEnd(11)}  ${(j.state || "-").padEnd(8)}  ${j.item.split("/").slice(-1)[0]}${j.error ? `  ${j.error}` : ""}`).join("\n")
+          : "no jobs yet",
+      );
+    },
+  },
+
+  status: {
+    options: { json: { type: "boolean" }, policies: { type: "string" } },
+    async run(values) {
+      const { statusList } = await import("./agent-commands.ts");
+      const items = await statusList(values);
+      print(
+        values,
+        items,
+        items.length
+          ? items
+              .map((i) => `${i.meetsRpo ? "ok  " : "LATE"}  ${i.item.split("/").slice(-1)[0].padEnd(24)}  ${i.policy.padEnd(12)}  last good ${i.lastGoodAt ?? "never"}${i.unprotected ? `  UNPROTECTED: ${i.unprotected}` : ""}`)
+              .join("\n")
+          : "no protected items yet",
+      );
+    },
+  },
+
   unlock: {
     options: common,
     async run(values) {

@@ -127,7 +127,7 @@ export async function scheduleTick(options: ScheduleTickOptions): Promise<TickRe
         item,
         queueRegion,
         policy: policy.name,
-        input: { itemId: item.id, kind: item.kind, region: item.region, policy: policy.name, vault: policy.vault },
+        input: { itemId: item.id, kind: item.kind, region: item.region, policy: policy.name, vault: policy.vault, retention: policy.retention },
         exclusive: true,
       });
       if (!submitted.submitted) {

@@ -1,0 +1,102 @@
+/**
+ * The agents, as Container Apps runs them: `bulwark agent schedule` (a cron-triggered job: one
+ * tick) and `bulwark agent worker` (a queue-triggered job: work until the region's queue is empty),
+ * plus `bulwark jobs` and `bulwark status` to see what they did.
+ *
+ * Configuration comes from the environment (infra/README.md lists what the Pulumi program sets):
+ * the fleet's tables and queues (AZURE_STORAGE_CONNECTION_STRING, or BULWARK_FLEET_TABLE_ENDPOINT
+ * and BULWARK_FLEET_QUEUE_ENDPOINT with the managed identity), BULWARK_POLICIES,
+ * BULWARK_AGENT_REGIONS, BULWARK_REGION, BULWARK_TRANSIENT, and the vault key.
+ */
+import { UsageError } from "../errors.ts";
+import { azureContext } from "../azure/context.ts";
+import { FleetStorage, openFleet, runWorker, scheduleTick, systemClock, listRecentJobs, itemStatuses, jsonLog, defaultWorkerId } from "../jobs/index.ts";
+import type { StorageConnection } from "../jobs/storage.ts";
+import { loadPolicies } from "../policy/policy.ts";
+import { ArmItemResolver } from "../policy/resolve-arm.ts";
+import { backupMachine } from "../workloads/backup-machine.ts";
+import { restoreMachine } from "../workloads/restore-machine.ts";
+import { workloadEnvironment } from "../workloads/environment.ts";
+
+type Values = Record<string, unknown>;
+
+async function fleetConnection(): Promise<StorageConnection> {
+  if (process.env.AZURE_STORAGE_CONNECTION_STRING) return { connectionString: process.env.AZURE_STORAGE_CONNECTION_STRING };
+  const tableEndpoint = process.env.BULWARK_FLEET_TABLE_ENDPOINT;
+  const queueEndpoint = process.env.BULWARK_FLEET_QUEUE_ENDPOINT;
+  if (!tableEndpoint || !queueEndpoint) {
+    throw new UsageError("no fleet storage: set BULWARK_FLEET_TABLE_ENDPOINT and BULWARK_FLEET_QUEUE_ENDPOINT (or AZURE_STORAGE_CONNECTION_STRING)");
+  }
+  return { tableEndpoint, queueEndpoint, credential: (await azureContext()).credential };
+}
+
+async function fleet() {
+  return openFleet(new FleetStorage(await fleetConnection(), { prefix: process.env.BULWARK_FLEET_PREFIX || undefined }), systemClock);
+}
+
+function list(value: unknown, env: string | undefined): string[] {
+  const raw = (value as string | undefined) ?? env ?? "";
+  return raw.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+async function policies(values: Values) {
+  const paths = list(values.policies, process.env.BULWARK_POLICIES);
+  if (paths.length === 0) throw new UsageError("no policies: pass --policies FILE-OR-FOLDER (or set BULWARK_POLICIES)");
+  return loadPolicies(paths);
+}
+
+export async function agentSchedule(values: Values): Promise<Record<string, unknown>> {
+  const loaded = await policies(values);
+  const regions = list(values["agent-regions"], process.env.BULWARK_AGENT_REGIONS);
+  if (regions.length === 0) throw new UsageError("which regions have agents? pass --agent-regions a,b (or set BULWARK_AGENT_REGIONS)");
+  const ctx = await azureContext();
+  const result = await scheduleTick({
+    fleet: await fleet(),
+    policies: loaded,
+    resolveItems: new ArmItemResolver(ctx.credential, { endpoint: ctx.armEndpoint }),
+    regionsWithAgents: regions,
+    log: values.json ? () => {} : jsonLog,
+  });
+  return result as unknown as Record<string, unknown>;
+}
+
+export async function agentWorker(values: Values): Promise<Record<string, unknown>> {
+  const region = (values.region as string | undefined) ?? process.env.BULWARK_REGION;
+  if (!region) throw new UsageError("which region does this worker serve? pass --region R (or set BULWARK_REGION)");
+  const env = await workloadEnvironment();
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+  try {
+    const summary = await runWorker({
+      fleet: await fleet(),
+      region,
+      machines: [backupMachine(env), restoreMachine(env)],
+      limits: {
+        perWorker: Number(values["max-jobs"] ?? process.env.BULWARK_MAX_JOBS_PER_WORKER ?? 2),
+        perRegion: Number(process.env.BULWARK_MAX_JOBS_PER_REGION ?? 8),
+      },
+      signal: controller.signal,
+      workerId: defaultWorkerId(),
+      leaseMs: process.env.BULWARK_LEASE_MS ? Number(process.env.BULWARK_LEASE_MS) : undefined,
+      retryDelayMs: process.env.BULWARK_RETRY_DELAY_MS ? Number(process.env.BULWARK_RETRY_DELAY_MS) : undefined,
+      untilDrained: values["until-drained"] === true,
+      log: jsonLog,
+    });
+    return summary as unknown as Record<string, unknown>;
+  } finally {
+    process.off("SIGTERM", stop);
+    process.off("SIGINT", stop);
+  }
+}
+
+export async function jobsList(values: Values) {
+  const f = await fleet();
+  return listRecentJobs(f.jobs, { limit: Number(values.limit ?? 20) });
+}
+
+export async function statusList(values: Values) {
+  const f = await fleet();
+  return itemStatuses(f.items, await policies(values), Date.now());
+}
