@@ -76,6 +76,8 @@ export class Bulwark implements Tool {
     return {
       command: "node runtime/cli/main.ts (CLI defaults), from a copy of runtime/ frozen at the start of the run",
       source: "raw disk image (*.img, fixed-size block map)",
+      // Read from runtime/engine/vault.ts DEFAULT_CONFIG when this was written; the vault records its own.
+      defaults: "64 KiB blocks, zstd level 3, AES-256-GCM, 32 MiB packs, scrypt N=2^17 for the passphrase (as of writing)",
     };
   }
 
