@@ -9,6 +9,7 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { Azurite } from "../support/azurite.ts";
 import { ComputeProvider } from "./arm/compute.ts";
+import { ResourcesProvider } from "./arm/resources.ts";
 import { SqlProvider } from "./arm/sql.ts";
 import { World } from "./arm/world.ts";
 import { EntraEmulator } from "./auth.ts";
@@ -130,6 +131,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
   compute = new ComputeProvider(world, operations, blobs, faults);
   const sql = new SqlProvider(world, operations, faults);
   const control = new EmulatorControl(compute, sql, blobs, operations, faults);
+  const resources = new ResourcesProvider(world, compute, sql);
   const computeProvider = compute;
 
   const throttled = (request: EmulatorRequest): EmulatorReply | undefined => {
@@ -157,6 +159,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
       return armError(404, "SubscriptionNotFound", `The subscription '${segments[1]}' could not be found.`);
     }
     if (lower[2] === "providers" && lower[3] === "microsoft.compute") return computeProvider.handle(request, undefined, segments.slice(4));
+    if (lower[2] === "resources" && segments.length === 3) return resources.list(request, undefined);
     if (lower[2] === "resourcegroups" && segments[3]) {
       const group = segments[3];
       if (segments.length === 4) {
@@ -172,6 +175,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
         }
       }
       if (!world.resourceGroup(group)) return armError(404, "ResourceGroupNotFound", `Resource group '${group}' could not be found.`);
+      if (lower[4] === "resources" && segments.length === 5) return resources.list(request, group);
       if (lower[4] === "providers" && lower[5] === "microsoft.compute") return computeProvider.handle(request, group, segments.slice(6));
       if (lower[4] === "providers" && lower[5] === "microsoft.sql") return sql.handle(request, group, segments.slice(6));
     }
