@@ -141,6 +141,13 @@ function pageBlob(sasUrl: string): PageBlobClient {
   return new PageBlobClient(sasUrl, newPipeline(new AnonymousCredential(), { retryOptions: { maxTries: 6, retryDelayInMs: 500, maxRetryDelayInMs: 30_000 } }));
 }
 
+/** The snapshot's SAS stopped working (revoked with endGetAccess, or expired) while we read it. */
+export class ReadAccessLost extends ServiceError {
+  constructor(cause: unknown) {
+    super("read access to the snapshot expired or was revoked during the backup; run the backup again", { cause });
+  }
+}
+
 /** Step 3: ranges, windowed over the disk; continues after the last range when a response is truncated. */
 export async function pageRanges(sasUrl: string, size: number, previousSasUrl?: string): Promise<ByteRange[]> {
   const client = pageBlob(sasUrl);
@@ -149,9 +156,14 @@ export async function pageRanges(sasUrl: string, size: number, previousSasUrl?: 
     const windowEnd = Math.min(size, window + DIFF_WINDOW);
     let from = window;
     while (from < windowEnd) {
-      const response = previousSasUrl
-        ? await client.getPageRangesDiffForManagedDisks(from, windowEnd - from, previousSasUrl)
-        : await client.getPageRanges(from, windowEnd - from);
+      const response = await (previousSasUrl
+        ? client.getPageRangesDiffForManagedDisks(from, windowEnd - from, previousSasUrl)
+        : client.getPageRanges(from, windowEnd - from)
+      ).catch((error: unknown) => {
+        // 403 CannotVerifyCopySource is about the previous snapshot's URL (the caller falls back); any other 403 is ours.
+        if (statusOf(error) === 403 && (error as { code?: string }).code !== "CannotVerifyCopySource") throw new ReadAccessLost(error);
+        throw error;
+      });
       // Cleared (trimmed) pages read as zeros now: for a diff they changed as much as written ones.
       const found = [...(response.pageRange ?? []), ...(previousSasUrl ? (response.clearRange ?? []) : [])]
         .map((r): ByteRange => [r.offset, r.offset + (r.count ?? 0) + 1])
@@ -185,9 +197,7 @@ export function sasBlockSource(sasUrl: string, size: number): BlockSource & { by
         source.bytesFetched += buffer.length;
         return buffer;
       } catch (error) {
-        if (statusOf(error) === 403) {
-          throw new ServiceError("read access to the snapshot expired or was revoked during the backup; run the backup again", { cause: error });
-        }
+        if (statusOf(error) === 403) throw new ReadAccessLost(error);
         throw error;
       } finally {
         active--;
@@ -247,6 +257,7 @@ export async function withDiskRead<T>(
         mode = "incremental";
         base = previous;
       } catch (error) {
+        if (error instanceof ReadAccessLost) throw error;
         fallbackReason = `full read instead of incremental: ${describeError(error).split("\n")[0]}`;
         mode = "full-fallback";
         changed = await pageRanges(access.sasUrl, size);
@@ -330,7 +341,7 @@ export async function backupManagedDisk(
     outcome = await backupDiskSnapshot(ctx, vault, disk, info, snapshot, previous, options);
   } catch (error) {
     await deleteSnapshot(ctx, snapshot.id).catch(() => {});
-    throw error;
+    throw azureFailure(`backing up disk ${disk.id}`, error);
   }
   await retirePrevious(ctx, previous, snapshot.id);
   return outcome;
