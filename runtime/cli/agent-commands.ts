@@ -55,7 +55,7 @@ export async function agentSchedule(values: Values): Promise<Record<string, unkn
     policies: loaded,
     resolveItems: new ArmItemResolver(ctx.credential, { endpoint: ctx.armEndpoint }),
     regionsWithAgents: regions,
-    log: values.json ? () => {} : jsonLog,
+    log: values.json ? (line) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`) : jsonLog,
   });
   return result as unknown as Record<string, unknown>;
 }
@@ -82,7 +82,8 @@ export async function agentWorker(values: Values): Promise<Record<string, unknow
       leaseMs: process.env.BULWARK_LEASE_MS ? Number(process.env.BULWARK_LEASE_MS) : undefined,
       retryDelayMs: process.env.BULWARK_RETRY_DELAY_MS ? Number(process.env.BULWARK_RETRY_DELAY_MS) : undefined,
       untilDrained: values["until-drained"] === true,
-      log: jsonLog,
+      // With --json, stdout carries only the summary; the job log lines go to stderr.
+      log: values.json ? (line) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`) : jsonLog,
     });
     return summary as unknown as Record<string, unknown>;
   } finally {

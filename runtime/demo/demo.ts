@@ -1,12 +1,18 @@
 /**
- * `npm start`: Bulwark end to end on embedded defaults, with no cloud account. It starts Azurite
- * and the local Azure emulator (a subscription with a sample VM and an Azure SQL database), then
- * drives the real `bulwark` command: a vault in (emulated) Blob storage, a VM backup, the VM's
- * disks changing, an incremental backup that reads only what changed, a database backup, a
- * restore as an alternate VM and of the database, a full verify, and a summary.
+ * `npm start`: the whole system in miniature, on embedded defaults, with no cloud account. It
+ * starts Azurite and the local Azure emulator (a subscription with a sample VM and an Azure SQL
+ * database), writes a backup policy, and drives the real `bulwark` command: a vault in (emulated)
+ * isolated Blob storage, one scheduler tick that enqueues the due items on the region's queue, two
+ * queue-triggered workers that run the backups as persisted state machines (staging in transient
+ * storage, promotion into the vault), the VM's disk changing and an incremental backup that reads
+ * only what changed, restores as an alternate VM and as a new database, a full verify, the job
+ * list and item status, and a summary that checks the restored bytes and rows.
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { seedSampleWorld } from "../../test/emulator/seed.ts";
 import { startAzureEmulator } from "../../test/emulator/server.ts";
@@ -18,7 +24,7 @@ function say(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
-async function bulwark(args: string[], env: NodeJS.ProcessEnv): Promise<Record<string, unknown>> {
+async function bulwark<T = Record<string, unknown>>(args: string[], env: NodeJS.ProcessEnv): Promise<T> {
   say(`  $ bulwark ${args.map((a) => (a.length > 90 ? `${a.slice(0, 40)}…${a.slice(-40)}` : a)).join(" ")}`);
   const child = spawn(process.execPath, [CLI, ...args, "--json"], { env, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
@@ -27,7 +33,7 @@ async function bulwark(args: string[], env: NodeJS.ProcessEnv): Promise<Record<s
   child.stderr.on("data", (d) => (stderr += d));
   const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
   if (code !== 0) throw new Error(`bulwark ${args[0]} failed (exit ${code}): ${stderr.trim()}`);
-  return JSON.parse(stdout) as Record<string, unknown>;
+  return JSON.parse(stdout) as T;
 }
 
 const started = Date.now();
@@ -51,53 +57,85 @@ try {
   };
   say(`\nSubscription ${emulator.subscriptionId}: VM ${sample.vmName} (OS + data disk), SQL ${sample.sqlServerName}/${sample.databaseName}`);
 
+  const folder = await mkdtemp(path.join(os.tmpdir(), "bulwark-demo-"));
+  const policyFile = path.join(folder, "demo-policy.yaml");
+  await writeFile(
+    policyFile,
+    [
+      "name: demo",
+      `vault: ${vaultUrl}`,
+      "protect:",
+      "  resources:",
+      `    - ${sample.vmId}`,
+      `    - ${sample.databaseId}`,
+      "schedule:",
+      "  every: 4h",
+      "retention:",
+      "  last: 7",
+      "  daily: 14",
+      "",
+    ].join("\n"),
+  );
+
   say("\n1. A vault in the customer's isolated storage");
   await bulwark(["init", "--vault", vaultUrl], env);
 
-  say("\n2. First backup of the VM: both disks snapshotted together, allocated ranges read");
-  const first = await bulwark(["backup", sample.vmId, "--vault", vaultUrl, "--tag", "policy=demo"], env);
-  const osBefore = emulator.control.readImage(sample.osDiskId);
-  const dataBefore = emulator.control.readImage(sample.dataDiskId);
+  say(`\n2. The scheduler's tick: policy "demo" protects the VM and the database, both due`);
+  const tick = await bulwark<{ enqueued: unknown[] }>(["agent", "schedule", "--policies", policyFile, "--agent-regions", sample.location], env);
+  say(`     enqueued ${tick.enqueued.length} backup jobs on the ${sample.location} queue`);
 
-  say("\n3. The VM writes: 2 MiB of new data on its data disk");
+  say("\n3. Two workers take the jobs off the queue and run them as state machines");
+  say("   (snapshot/copy -> stage in transient storage -> verify -> promote into the vault -> commit -> release)");
+  const workers = await Promise.all([1, 2].map(() => bulwark<{ succeeded: number; failed: number }>(["agent", "worker", "--region", sample.location], env)));
+  say(`     ${workers.reduce((s, w) => s + w.succeeded, 0)} jobs succeeded, ${workers.reduce((s, w) => s + w.failed, 0)} failed`);
+  const scheduled = await bulwark<{ id: string; kind: string; time: string; source: string; bytesStored: number }[]>(["points", "--vault", vaultUrl], env);
+  const osBefore = emulator.control.readImage(sample.osDiskId);
+
+  say("\n4. The VM writes 2 MiB on its data disk; an on-demand backup reads only the changed ranges");
   emulator.control.writeDisk(sample.dataDiskId, 8 * MiB, randomBytes(2 * MiB));
   const dataAfter = emulator.control.readImage(sample.dataDiskId);
-
-  say("\n4. Incremental backup: only the changed page ranges are read");
   const second = await bulwark(["backup", sample.vmId, "--vault", vaultUrl, "--tag", "policy=demo"], env);
 
-  say("\n5. Azure SQL: a consistent copy, exported as BACPAC through transient storage, deduplicated");
-  const database = await bulwark(["backup", sample.databaseId, "--vault", vaultUrl], env);
-
-  say("\n6. Restore the latest VM point as an alternate VM, and the database as a new one");
+  say("\n5. Restore the latest VM point as an alternate VM, and the database point as a new database");
   const restoredVm = `/subscriptions/${emulator.subscriptionId}/resourceGroups/${sample.resourceGroup}/providers/Microsoft.Compute/virtualMachines/${sample.vmName}-restored`;
   const nic = `/subscriptions/${emulator.subscriptionId}/resourceGroups/${sample.resourceGroup}/providers/Microsoft.Network/networkInterfaces/${sample.vmName}-restored-nic`;
   const vmRestore = await bulwark(["restore", String(second.id), "--vault", vaultUrl, "--to", restoredVm, "--nic", nic], env);
+  const databasePoint = scheduled.find((p) => p.kind === "sql");
   const restoredDb = sample.databaseId.replace(/databases\/[^/]+$/, `databases/${sample.databaseName}-restored`);
-  await bulwark(["restore", String(database.id), "--vault", vaultUrl, "--to", restoredDb], env);
+  if (databasePoint) await bulwark(["restore", databasePoint.id, "--vault", vaultUrl, "--to", restoredDb], env);
 
   const restoredDisks = (vmRestore.disks as string[]).map((id) => emulator.control.readImage(id));
   const osSame = restoredDisks.some((d) => d.equals(osBefore));
   const dataSame = restoredDisks.some((d) => d.equals(dataAfter));
   const rowsSame =
+    databasePoint !== undefined &&
     JSON.stringify(emulator.control.databaseContent(restoredDb)) === JSON.stringify(emulator.control.databaseContent(sample.databaseId));
 
-  say("\n7. Verify every object in the vault");
+  say("\n6. Verify every object in the vault; the jobs and the protected items");
   const verify = await bulwark(["verify", "--vault", vaultUrl, "--read-data"], env);
+  const jobs = await bulwark<{ machine: string; status: string; item: string }[]>(["jobs"], env);
+  for (const job of jobs) say(`     job ${job.machine} ${job.status.padEnd(9)} ${job.item.split("/").slice(-3).join("/")}`);
+  const status = await bulwark<{ item: string; meetsRpo: boolean; lastGoodAt: string | null }[]>(["status", "--policies", policyFile], env);
+  for (const item of status) say(`     ${item.meetsRpo ? "meets RPO" : "MISSES RPO"}  ${item.item.split("/").slice(-1)[0]}  last good point ${item.lastGoodAt}`);
+  await rm(folder, { recursive: true, force: true });
 
   const inventory = emulator.control.inventory();
   const disks = second.disks as { disk: string; mode: string; bytesFetched: number; changedBytes: number }[];
-  const firstDisks = first.disks as { disk: string; bytesFetched: number }[];
   say("\nSummary");
-  say(`  VM backup 1 (first):        read ${(firstDisks.reduce((s, d) => s + d.bytesFetched, 0) / MiB).toFixed(1)} MiB of ${((osBefore.length + dataBefore.length) / MiB).toFixed(0)} MiB of disks, stored ${(Number(first.bytesStored) / MiB).toFixed(1)} MiB`);
-  say(`  VM backup 2 (${disks.map((d) => d.mode).join("/")}): read ${(disks.reduce((s, d) => s + d.bytesFetched, 0) / MiB).toFixed(1)} MiB for ${(disks.reduce((s, d) => s + d.changedBytes, 0) / MiB).toFixed(1)} MiB changed, stored ${(Number(second.bytesStored) / MiB).toFixed(1)} MiB`);
-  say(`  SQL backup:                 BACPAC of ${(Number(database.size) / 1024).toFixed(1)} KiB, stored ${(Number(database.bytesStored) / 1024).toFixed(1)} KiB`);
+  say(`  scheduled tick + 2 workers: ${scheduled.filter((p) => p.kind === "vm" || p.kind === "sql").length} points (VM and database), ${workers.reduce((s, w) => s + w.failed, 0)} failed jobs`);
+  say(`  on-demand VM backup (${disks.map((d) => d.mode).join("/")}): read ${(disks.reduce((s, d) => s + d.bytesFetched, 0) / MiB).toFixed(1)} MiB for ${(disks.reduce((s, d) => s + d.changedBytes, 0) / MiB).toFixed(1)} MiB changed, stored ${(Number(second.bytesStored) / MiB).toFixed(1)} MiB`);
   say(`  alternate VM restored:      OS disk identical: ${osSame}, data disk identical: ${dataSame}`);
   say(`  database restored:          rows identical: ${rowsSame}`);
   say(`  verify --read-data:         ${verify.ok ? "no problems" : `${(verify.problems as string[]).length} problems`}`);
   say(`  left in the subscription:   ${inventory.snapshots.length} snapshots (one golden per disk), ${inventory.activeSasGrants.length} open SAS grants`);
+  const transientLeft = await (async () => {
+    let n = 0;
+    for await (const _ of service.getContainerClient("transient").listBlobsFlat()) n++;
+    return n;
+  })();
+  say(`  transient storage left:     ${transientLeft} objects (staging is cleaned up)`);
   say(`  done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  if (!osSame || !dataSame || !rowsSame || !verify.ok) process.exitCode = 1;
+  if (!osSame || !dataSame || !rowsSame || !verify.ok || workers.some((w) => w.failed > 0)) process.exitCode = 1;
 } finally {
   await emulator.stop();
 }
