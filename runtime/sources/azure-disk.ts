@@ -28,7 +28,11 @@ const SNAPSHOT_READ = requiresAction("Microsoft.Compute/snapshots/read", "disk b
 const SNAPSHOT_DELETE = requiresAction("Microsoft.Compute/snapshots/delete", "disk backup: retire the previous snapshot");
 const SNAPSHOT_ACCESS = requiresAction("Microsoft.Compute/snapshots/beginGetAccess/action", "disk backup: SAS read access");
 const SNAPSHOT_END_ACCESS = requiresAction("Microsoft.Compute/snapshots/endGetAccess/action", "disk backup: revoke SAS");
-void [DISK_READ, SNAPSHOT_WRITE, SNAPSHOT_READ, SNAPSHOT_DELETE, SNAPSHOT_ACCESS, SNAPSHOT_END_ACCESS];
+// The SDK polls every long-running Compute operation (snapshot, grant/revoke, disk, VM) at a
+// subscription-scoped monitor URL (/subscriptions/S/providers/Microsoft.Compute/locations/L/operations/ID),
+// which Resource Manager authorises with this action.
+const OPERATION_STATUS = requiresAction("Microsoft.Compute/locations/operations/read", "disks, snapshots, VMs: poll long-running operations");
+void [DISK_READ, SNAPSHOT_WRITE, SNAPSHOT_READ, SNAPSHOT_DELETE, SNAPSHOT_ACCESS, SNAPSHOT_END_ACCESS, OPERATION_STATUS];
 
 /** How long a SAS lives: long enough for one disk's read, short enough to be worthless soon after. */
 const SAS_SECONDS = 4 * 60 * 60;

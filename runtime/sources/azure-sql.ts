@@ -24,6 +24,11 @@ requiresAction("Microsoft.Sql/servers/databases/write", "sql backup: create the 
 requiresAction("Microsoft.Sql/servers/databases/delete", "sql backup: delete the copy");
 requiresAction("Microsoft.Sql/servers/databases/export/action", "sql backup: export the copy as BACPAC");
 requiresAction("Microsoft.Sql/servers/import/action", "sql restore: import a BACPAC as a new database");
+// The SDK polls the copy, delete, export and import operations at subscription-scoped monitor URLs
+// (/subscriptions/S/providers/Microsoft.Sql/locations/L/KIND/ID), which Resource Manager authorises too.
+requiresAction("Microsoft.Sql/locations/databaseAzureAsyncOperation/read", "sql backup: poll the copy and its deletion");
+requiresAction("Microsoft.Sql/locations/importExportAzureAsyncOperation/read", "sql backup and restore: poll export and import");
+requiresAction("Microsoft.Sql/locations/importExportOperationResults/read", "sql backup and restore: read the export or import result");
 
 export interface SqlCredentials {
   administratorLogin: string;
