@@ -4,7 +4,7 @@
  * diff, or a disk's allocated ranges for a first backup), only those blocks are read and the rest
  * of the map is carried over, so the result is again a synthetic full.
  */
-import { keyedId, ID_BYTES, ZERO_ID } from "./crypto.ts";
+import { keyedId, secretKey, ID_BYTES, ZERO_ID } from "./crypto.ts";
 import { CHUNK_DATA, CHUNK_TREE } from "./chunk-codec.ts";
 import { ENTRIES_PER_NODE, type BlockLayout } from "./point.ts";
 import type { Vault } from "./vault.ts";
@@ -44,6 +44,7 @@ export async function backupBlocks(
   const totalBlocks = Math.ceil(size / blockSize);
   const nodes = Math.ceil(totalBlocks / ENTRIES_PER_NODE);
   const zeroBlock = Buffer.alloc(blockSize);
+  const idKey = secretKey(vault.master.idKey);
   const tree: string[] = [];
   let bytesRead = 0;
 
@@ -54,7 +55,9 @@ export async function backupBlocks(
     return changed.runsWithin(first, end);
   };
 
+  /** Hashes the blocks of one read, records their ids, and hands the read to the writer (it is consumed). */
   const hashAndStore = async (data: Buffer, firstBlock: number, ids: Buffer, nodeFirst: number) => {
+    const candidates: { id: Buffer; offset: number; length: number }[] = [];
     for (let at = 0, block = firstBlock; at < data.length; at += blockSize, block++) {
       const piece = data.subarray(at, Math.min(at + blockSize, data.length));
       const slot = (block - nodeFirst) * ID_BYTES;
@@ -62,10 +65,11 @@ export async function backupBlocks(
         ZERO_ID.copy(ids, slot);
         continue;
       }
-      const id = keyedId(vault.master.idKey, piece);
+      const id = keyedId(idKey, piece);
       id.copy(ids, slot);
-      await writer.put(CHUNK_DATA, id, piece);
+      candidates.push({ id, offset: at, length: piece.length });
     }
+    await writer.putBatch(CHUNK_DATA, data, candidates);
   };
 
   for (let node = 0; node < nodes; node++) {
@@ -105,7 +109,7 @@ export async function backupBlocks(
       await hashAndStore(data, reads[i][0], ids, nodeFirst);
       options.onProgress?.(Math.min(reads[i][1] * blockSize, size));
     }
-    const nodeId = keyedId(vault.master.idKey, ids);
+    const nodeId = keyedId(idKey, ids);
     await writer.put(CHUNK_TREE, nodeId, ids);
     tree.push(nodeId.toString("hex"));
   }

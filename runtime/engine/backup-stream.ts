@@ -2,7 +2,7 @@
 import type { Readable } from "node:stream";
 import { CHUNK_DATA, CHUNK_TREE } from "./chunk-codec.ts";
 import { Chunker } from "./chunker.ts";
-import { keyedId, ID_BYTES } from "./crypto.ts";
+import { keyedId, secretKey, ID_BYTES } from "./crypto.ts";
 import { ENTRIES_PER_NODE, STREAM_TREE_ENTRY, type StreamLayout } from "./point.ts";
 import type { Vault } from "./vault.ts";
 import type { VaultWriter } from "./vault-writer.ts";
@@ -14,6 +14,7 @@ export async function backupStream(
   options: { onProgress?: (bytesDone: number) => void } = {},
 ): Promise<{ content: StreamLayout; bytesRead: number }> {
   const chunker = new Chunker(vault.master.idKey, vault.config.chunker);
+  const idKey = secretKey(vault.master.idKey);
   const tree: string[] = [];
   let node = Buffer.alloc(ENTRIES_PER_NODE * STREAM_TREE_ENTRY);
   let entries = 0;
@@ -23,13 +24,13 @@ export async function backupStream(
   const flushNode = async () => {
     if (entries === 0) return;
     const bytes = node.subarray(0, entries * STREAM_TREE_ENTRY);
-    const id = keyedId(vault.master.idKey, bytes);
+    const id = keyedId(idKey, bytes);
     await writer.put(CHUNK_TREE, id, Buffer.from(bytes));
     tree.push(id.toString("hex"));
     entries = 0;
   };
   const emit = async (chunk: Buffer) => {
-    const id = keyedId(vault.master.idKey, chunk);
+    const id = keyedId(idKey, chunk);
     await writer.put(CHUNK_DATA, id, chunk);
     id.copy(node, entries * STREAM_TREE_ENTRY);
     node.writeUInt32LE(chunk.length, entries * STREAM_TREE_ENTRY + ID_BYTES);

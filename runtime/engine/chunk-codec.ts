@@ -6,7 +6,7 @@
  */
 import { constants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import { IntegrityError } from "../errors.ts";
-import { chunkAssociatedData, keyedId, open, seal } from "./crypto.ts";
+import { chunkAssociatedData, keyedId, open, seal, type SecretKey } from "./crypto.ts";
 
 export const CHUNK_DATA = 0;
 export const CHUNK_TREE = 1;
@@ -18,8 +18,8 @@ const CODEC_ZSTD = 1;
 const MIN_SAVING = 0.03;
 
 export interface ChunkKeys {
-  dataKey: Uint8Array;
-  idKey: Uint8Array;
+  dataKey: SecretKey;
+  idKey: SecretKey;
 }
 
 export interface EncodedChunk {
@@ -59,7 +59,7 @@ export function decodeChunk(
   rawLength: number,
   where: string,
 ): Buffer {
-  const plaintext = open(keys.dataKey, sealed, chunkAssociatedData(type, id), `chunk ${hexId(id)} in ${where}`);
+  const plaintext = open(keys.dataKey, sealed, chunkAssociatedData(type, id), () => `chunk ${hexId(id)} in ${where}`);
   let raw: Buffer;
   if (plaintext[0] === CODEC_RAW) raw = plaintext.subarray(1);
   else if (plaintext[0] === CODEC_ZSTD) raw = zstdDecompressSync(plaintext.subarray(1));

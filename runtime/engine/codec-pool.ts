@@ -1,22 +1,39 @@
 /**
  * Compression and encryption are where a backup spends its CPU, so they run on worker threads,
- * one per core; the main thread reads, hashes, deduplicates and packs. Callers bound how much
- * work is in flight (each pending request holds its chunk's bytes).
+ * one per core; the main thread reads, hashes, deduplicates and packs. Work goes in batches over
+ * one buffer that is transferred, not copied (a read slab of many blocks; a range of a pack).
+ * Callers bound how much work is in flight.
  */
 import os from "node:os";
 import { Worker } from "node:worker_threads";
 import { IntegrityError } from "../errors.ts";
 import { decodeChunk, encodeChunk, type ChunkKeys, type EncodedChunk } from "./chunk-codec.ts";
-import type { CodecRequest, CodecResponse } from "./codec-worker.ts";
+import type { CodecRequest, CodecResponse, DecodeItem, EncodeItem } from "./codec-worker.ts";
+
+export type { DecodeItem, EncodeItem };
 
 interface Pending {
-  resolve: (value: CodecResponse & { ok: true }) => void;
+  resolve: (value: CodecResponse) => void;
   reject: (error: Error) => void;
 }
 
-type CodecRequestBody =
-  | { op: "encode"; type: number; id: Uint8Array; raw: Uint8Array }
-  | { op: "decode"; type: number; id: Uint8Array; sealed: Uint8Array; rawLength: number; where: string };
+type RequestBody =
+  | { op: "encode"; type: number; buffer: Uint8Array; items: EncodeItem[] }
+  | { op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string };
+
+export interface DecodedBatch {
+  raws: (Buffer | null)[];
+  errors: (Error | null)[];
+}
+
+/** The buffer itself if it owns its whole ArrayBuffer (so it can be transferred), else a copy that does. */
+function owned(view: Uint8Array): Uint8Array {
+  return view.byteOffset === 0 && view.byteLength === view.buffer.byteLength ? view : new Uint8Array(view);
+}
+
+function asBuffer(view: Uint8Array): Buffer {
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+}
 
 export class CodecPool {
   private readonly workers: Worker[] = [];
@@ -46,16 +63,55 @@ export class CodecPool {
     return this.workers.length;
   }
 
+  /**
+   * Compresses and seals chunks that lie in one buffer. The buffer is handed to a worker (the
+   * caller must not use it afterwards unless it was a view, which is copied).
+   */
+  async encodeBatch(type: number, buffer: Uint8Array, items: EncodeItem[]): Promise<EncodedChunk[]> {
+    if (items.length === 0) return [];
+    if (this.workers.length === 0) {
+      return items.map((item) => encodeChunk(this.keys, type, item.id, buffer.subarray(item.offset, item.offset + item.length), this.zstdLevel));
+    }
+    const response = await this.submit({ op: "encode", type, buffer: owned(buffer), items });
+    if (!response.ok || response.op !== "encode") throw new Error("codec worker answered an encode with something else");
+    return response.sealed.map((sealed, i) => ({ sealed: asBuffer(sealed), compressed: response.compressed[i] }));
+  }
+
+  /** Opens and checks chunks that lie in one buffer (a range of a pack); failures are per chunk. */
+  async decodeBatch(buffer: Uint8Array, items: DecodeItem[], where: string): Promise<DecodedBatch> {
+    if (items.length === 0) return { raws: [], errors: [] };
+    if (this.workers.length === 0) {
+      const raws: (Buffer | null)[] = [];
+      const errors: (Error | null)[] = [];
+      for (const item of items) {
+        try {
+          raws.push(decodeChunk(this.keys, item.type, item.id, buffer.subarray(item.offset, item.offset + item.length), item.rawLength, where));
+          errors.push(null);
+        } catch (error) {
+          raws.push(null);
+          errors.push(error as Error);
+        }
+      }
+      return { raws, errors };
+    }
+    const response = await this.submit({ op: "decode", buffer: owned(buffer), items, where });
+    if (!response.ok || response.op !== "decode") throw new Error("codec worker answered a decode with something else");
+    return {
+      raws: response.raws.map((r) => (r ? asBuffer(r) : null)),
+      errors: response.errors.map((e, i) => (e === null ? null : response.integrity[i] ? new IntegrityError(e) : new Error(e))),
+    };
+  }
+
   async encode(type: number, id: Uint8Array, raw: Uint8Array): Promise<EncodedChunk> {
-    if (this.workers.length === 0) return encodeChunk(this.keys, type, id, raw, this.zstdLevel);
-    const response = await this.submit({ op: "encode", type, id, raw });
-    return { sealed: Buffer.from(response.sealed!.buffer, response.sealed!.byteOffset, response.sealed!.byteLength), compressed: response.compressed! };
+    // A copy: the caller keeps its buffer (batches hand theirs over).
+    const [encoded] = await this.encodeBatch(type, new Uint8Array(raw), [{ id: new Uint8Array(id), offset: 0, length: raw.length }]);
+    return encoded;
   }
 
   async decode(type: number, id: Uint8Array, sealed: Uint8Array, rawLength: number, where: string): Promise<Buffer> {
-    if (this.workers.length === 0) return decodeChunk(this.keys, type, id, sealed, rawLength, where);
-    const response = await this.submit({ op: "decode", type, id, sealed, rawLength, where });
-    return Buffer.from(response.raw!.buffer, response.raw!.byteOffset, response.raw!.byteLength);
+    const { raws, errors } = await this.decodeBatch(new Uint8Array(sealed), [{ type, id: new Uint8Array(id), offset: 0, length: sealed.length, rawLength }], where);
+    if (errors[0]) throw errors[0];
+    return raws[0]!;
   }
 
   async close(): Promise<void> {
@@ -63,26 +119,17 @@ export class CodecPool {
     this.workers.length = 0;
   }
 
-  private submit(body: CodecRequestBody): Promise<CodecResponse & { ok: true }> {
+  private submit(body: RequestBody): Promise<CodecResponse> {
     let target = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[target]) target = i;
     const seq = this.seq++;
     this.load[target]++;
-    // Structured cloning a view copies its whole underlying buffer, so give each message its own
-    // exactly-sized buffers and transfer them instead.
-    const transfer: ArrayBuffer[] = [];
-    const own = (view: Uint8Array) => {
-      const copy = new Uint8Array(view);
-      transfer.push(copy.buffer);
-      return copy;
-    };
-    const message =
-      body.op === "encode"
-        ? { seq, ...body, id: own(body.id), raw: own(body.raw) }
-        : { seq, ...body, id: own(body.id), sealed: own(body.sealed) };
-    return new Promise((resolve, reject) => {
+    return new Promise<CodecResponse>((resolve, reject) => {
       this.pending.set(seq, { resolve, reject });
-      this.workers[target].postMessage(message as CodecRequest, transfer);
+      this.workers[target].postMessage({ seq, ...body } as CodecRequest, [body.buffer.buffer as ArrayBuffer]);
+    }).then((response) => {
+      if (!response.ok) throw response.integrity ? new IntegrityError(response.error) : new Error(response.error);
+      return response;
     });
   }
 
@@ -91,8 +138,7 @@ export class CodecPool {
     const pending = this.pending.get(response.seq);
     if (!pending) return;
     this.pending.delete(response.seq);
-    if (response.ok) pending.resolve(response);
-    else pending.reject(response.integrity ? new IntegrityError(response.error) : new Error(response.error));
+    pending.resolve(response);
   }
 
   private failAll(error: Error): void {

@@ -1,31 +1,77 @@
-/** A worker thread that compresses and seals (or opens and decompresses) chunks for the pool. */
+/**
+ * A worker thread that compresses and seals (or opens and decompresses) chunks for the pool. Work
+ * comes in batches over one transferred buffer (a read slab, or a range of a pack), so a batch of
+ * dozens of chunks costs one message each way and no copy of its input.
+ */
 import { parentPort, workerData } from "node:worker_threads";
-import { decodeChunk, encodeChunk, type ChunkKeys } from "./chunk-codec.ts";
+import { decodeChunk, encodeChunk } from "./chunk-codec.ts";
+import { secretKey } from "./crypto.ts";
 
-const keys = workerData as ChunkKeys & { zstdLevel: number };
+const given = workerData as { dataKey: Uint8Array; idKey: Uint8Array; zstdLevel: number };
+// Imported once: passing raw key bytes to every cipher and HMAC costs a key import each time.
+const keys = { dataKey: secretKey(given.dataKey), idKey: secretKey(given.idKey), zstdLevel: given.zstdLevel };
+
+export interface EncodeItem {
+  id: Uint8Array;
+  offset: number;
+  length: number;
+}
+
+export interface DecodeItem {
+  type: number;
+  id: Uint8Array;
+  offset: number;
+  length: number;
+  rawLength: number;
+}
 
 export type CodecRequest =
-  | { seq: number; op: "encode"; type: number; id: Uint8Array; raw: Uint8Array }
-  | { seq: number; op: "decode"; type: number; id: Uint8Array; sealed: Uint8Array; rawLength: number; where: string };
+  | { seq: number; op: "encode"; type: number; buffer: Uint8Array; items: EncodeItem[] }
+  | { seq: number; op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string };
 
 export type CodecResponse =
-  | { seq: number; ok: true; sealed?: Uint8Array; compressed?: boolean; raw?: Uint8Array }
+  | { seq: number; ok: true; op: "encode"; sealed: Uint8Array[]; compressed: boolean[] }
+  | { seq: number; ok: true; op: "decode"; raws: (Uint8Array | null)[]; errors: (string | null)[]; integrity: boolean[] }
   | { seq: number; ok: false; error: string; integrity: boolean };
 
-/** Transfers the result's buffer when the result owns it whole; otherwise it is copied. */
-function reply(response: CodecResponse, result: Uint8Array | undefined): void {
-  const whole = result && result.byteOffset === 0 && result.byteLength === result.buffer.byteLength;
-  parentPort!.postMessage(response, whole ? [result.buffer as ArrayBuffer] : []);
+/** Buffers a result owns whole can be transferred; pooled slices must be copied by the clone. */
+function transferable(results: (Uint8Array | null)[]): ArrayBuffer[] {
+  const list = new Set<ArrayBuffer>();
+  for (const r of results) if (r && r.byteOffset === 0 && r.byteLength === r.buffer.byteLength) list.add(r.buffer as ArrayBuffer);
+  return [...list];
 }
 
 parentPort!.on("message", (request: CodecRequest) => {
   try {
     if (request.op === "encode") {
-      const { sealed, compressed } = encodeChunk(keys, request.type, request.id, request.raw, keys.zstdLevel);
-      reply({ seq: request.seq, ok: true, sealed, compressed }, sealed);
+      const sealed: Uint8Array[] = [];
+      const compressed: boolean[] = [];
+      for (const item of request.items) {
+        const raw = request.buffer.subarray(item.offset, item.offset + item.length);
+        const encoded = encodeChunk(keys, request.type, item.id, raw, keys.zstdLevel);
+        sealed.push(encoded.sealed);
+        compressed.push(encoded.compressed);
+      }
+      parentPort!.postMessage({ seq: request.seq, ok: true, op: "encode", sealed, compressed } satisfies CodecResponse, transferable(sealed));
     } else {
-      const raw = decodeChunk(keys, request.type, request.id, request.sealed, request.rawLength, request.where);
-      reply({ seq: request.seq, ok: true, raw }, raw);
+      const raws: (Uint8Array | null)[] = [];
+      const errors: (string | null)[] = [];
+      const integrity: boolean[] = [];
+      for (const item of request.items) {
+        try {
+          const sealed = request.buffer.subarray(item.offset, item.offset + item.length);
+          // A decoded raw chunk may be a view into zstd's output: copy it out so it can be transferred.
+          const raw = decodeChunk(keys, item.type, item.id, sealed, item.rawLength, request.where);
+          raws.push(raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength ? raw : new Uint8Array(raw));
+          errors.push(null);
+          integrity.push(false);
+        } catch (error) {
+          raws.push(null);
+          errors.push(error instanceof Error ? error.message : String(error));
+          integrity.push(error instanceof Error && error.name === "IntegrityError");
+        }
+      }
+      parentPort!.postMessage({ seq: request.seq, ok: true, op: "decode", raws, errors, integrity } satisfies CodecResponse, transferable(raws));
     }
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);

@@ -5,7 +5,7 @@
  * rejected. Chunk ids are HMAC-SHA256 under a secret id key, so a reader of the storage learns
  * nothing about content from ids.
  */
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomBytes, type KeyObject } from "node:crypto";
 import { IntegrityError } from "../errors.ts";
 
 export const NONCE_BYTES = 12;
@@ -13,7 +13,14 @@ export const TAG_BYTES = 16;
 export const SEAL_OVERHEAD = NONCE_BYTES + TAG_BYTES;
 export const ID_BYTES = 32;
 
-export function seal(key: Uint8Array, plaintext: Uint8Array, associatedData: Uint8Array): Buffer {
+/** Raw key bytes, or a KeyObject made once (createCipheriv/createHmac re-import raw bytes on every call). */
+export type SecretKey = Uint8Array | KeyObject;
+
+export function secretKey(key: Uint8Array): KeyObject {
+  return createSecretKey(key);
+}
+
+export function seal(key: SecretKey, plaintext: Uint8Array, associatedData: Uint8Array): Buffer {
   const nonce = randomBytes(NONCE_BYTES);
   const cipher = createCipheriv("aes-256-gcm", key, nonce);
   cipher.setAAD(associatedData);
@@ -22,9 +29,11 @@ export function seal(key: Uint8Array, plaintext: Uint8Array, associatedData: Uin
   return Buffer.concat([nonce, body, tail, cipher.getAuthTag()]);
 }
 
-export function open(key: Uint8Array, sealed: Uint8Array, associatedData: Uint8Array, what: string): Buffer {
+/** `what` names the blob in errors; a function is called only on failure (naming costs on the hot path). */
+export function open(key: SecretKey, sealed: Uint8Array, associatedData: Uint8Array, what: string | (() => string)): Buffer {
+  const name = () => (typeof what === "string" ? what : what());
   if (sealed.length < SEAL_OVERHEAD) {
-    throw new IntegrityError(`${what} is truncated (${sealed.length} bytes); run \`bulwark verify --read-data\``);
+    throw new IntegrityError(`${name()} is truncated (${sealed.length} bytes); run \`bulwark verify --read-data\``);
   }
   const nonce = sealed.subarray(0, NONCE_BYTES);
   const tag = sealed.subarray(sealed.length - TAG_BYTES);
@@ -36,14 +45,14 @@ export function open(key: Uint8Array, sealed: Uint8Array, associatedData: Uint8A
     return Buffer.concat([body, decipher.final()]);
   } catch (cause) {
     throw new IntegrityError(
-      `${what} failed authentication: it was modified or damaged in storage. ` +
+      `${name()} failed authentication: it was modified or damaged in storage. ` +
         "Run `bulwark verify --read-data` to find every damaged object.",
       { cause },
     );
   }
 }
 
-export function keyedId(idKey: Uint8Array, data: Uint8Array): Buffer {
+export function keyedId(idKey: SecretKey, data: Uint8Array): Buffer {
   return createHmac("sha256", idKey).update(data).digest();
 }
 

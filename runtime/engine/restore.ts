@@ -79,18 +79,49 @@ export async function restoreContent(
         const start = range[0].offset;
         const end = range.at(-1)!.offset + range.at(-1)!.length;
         const bytes = await vault.store.getRange(packKey(pack), start, end - start);
-        await Promise.all(
-          range.map(async (need) => {
-            const sealed = bytes.subarray(need.offset - start, need.offset - start + need.length);
-            const raw = await pool.decode(CHUNK_DATA, need.id, sealed, need.rawLength, `pack ${pack}`);
-            for (const offset of need.targets) await target.write(offset, raw);
-            done += raw.length * need.targets.length;
-          }),
+        // One batch per range: the range's buffer goes to a worker whole, the chunks come back.
+        const { raws, errors } = await pool.decodeBatch(
+          bytes,
+          range.map((need) => ({ type: CHUNK_DATA, id: need.id, offset: need.offset - start, length: need.length, rawLength: need.rawLength })),
+          `pack ${pack}`,
         );
+        const failed = errors.find((e) => e !== null);
+        if (failed) throw failed;
+        const writes: { offset: number; data: Buffer }[] = [];
+        range.forEach((need, i) => {
+          for (const offset of need.targets) writes.push({ offset, data: raws[i]! });
+          done += raws[i]!.length * need.targets.length;
+        });
+        await writeCoalesced(target, writes);
         options.onProgress?.(done);
       }
     });
   }
+}
+
+/** Writes adjacent pieces as one write (pack order is usually disk order, so most are adjacent). */
+async function writeCoalesced(target: RestoreTarget, writes: { offset: number; data: Buffer }[]): Promise<void> {
+  writes.sort((a, b) => a.offset - b.offset);
+  let run: Buffer[] = [];
+  let runStart = 0;
+  let runEnd = 0;
+  const flush = async () => {
+    if (run.length === 0) return;
+    await target.write(runStart, run.length === 1 ? run[0] : Buffer.concat(run, runEnd - runStart));
+    run = [];
+  };
+  for (const { offset, data } of writes) {
+    if (run.length > 0 && offset === runEnd && runEnd - runStart < MAX_RANGE) {
+      run.push(data);
+      runEnd += data.length;
+      continue;
+    }
+    await flush();
+    run = [data];
+    runStart = offset;
+    runEnd = offset + data.length;
+  }
+  await flush();
 }
 
 function coalesce(sorted: Need[]): Need[][] {

@@ -1,11 +1,12 @@
 /**
  * Adds chunks to a vault: deduplicates against the index, has the codec pool compress and seal
- * new chunks, appends them to packs, commits packs, and then writes index objects naming them.
- * Nothing it writes is referenced until the caller writes a point manifest after finish(), so an
- * interrupted writer leaves only unreferenced packs that prune removes.
+ * new chunks (in batches), appends them to packs, commits packs, and then writes index objects
+ * naming them. Nothing it writes is referenced until the caller writes a point manifest after
+ * finish(), so an interrupted writer leaves only unreferenced packs that prune removes.
  */
 import type { ObjectStore, ObjectWriter } from "../store/store.ts";
-import type { CodecPool } from "./codec-pool.ts";
+import type { CodecPool, EncodeItem } from "./codec-pool.ts";
+import type { EncodedChunk } from "./chunk-codec.ts";
 import { randomHex } from "./crypto.ts";
 import { encodeIndex, type IndexedPack } from "./index-file.ts";
 import { encodePackTrailer, packKey, type PackEntry } from "./pack.ts";
@@ -13,12 +14,16 @@ import type { Vault } from "./vault.ts";
 
 /** Index objects are written every this many packs, so a long backup that dies keeps most of its work findable. */
 const PACKS_PER_INDEX = 64;
+/** Sealed chunks are gathered and written to the pack in pieces of this size. */
+const WRITE_BYTES = 4 * 1024 * 1024;
 
 interface OpenPack {
   id: string;
   writer: ObjectWriter;
   entries: PackEntry[];
   size: number;
+  pending: Buffer[];
+  pendingBytes: number;
 }
 
 export interface WriterStats {
@@ -29,9 +34,15 @@ export interface WriterStats {
 
 export class VaultWriter {
   readonly stats: WriterStats = { chunksNew: 0, bytesNew: 0, bytesStored: 0 };
+  readonly indexObjectsWritten: string[] = [];
+  readonly packsWritten: string[] = [];
+  /** Packs committed so far, with their entries (what an index object would name). */
+  readonly committedPacks: IndexedPack[] = [];
   private readonly vault: Vault;
   private readonly pool: CodecPool;
   private readonly store: ObjectStore;
+  private readonly writesIndex: boolean;
+  /** Batches (of encoding work or appends) in flight at once. */
   private readonly maxInFlight: number;
   private inFlight = 0;
   private waiters: (() => void)[] = [];
@@ -43,12 +54,6 @@ export class VaultWriter {
   private readonly committing = new Set<Promise<void>>();
   private committedSinceIndex: IndexedPack[] = [];
   private readonly indexWrites: Promise<void>[] = [];
-  readonly indexObjectsWritten: string[] = [];
-  readonly packsWritten: string[] = [];
-
-  /** Packs committed so far, with their entries (what an index object would name). */
-  readonly committedPacks: IndexedPack[] = [];
-  private readonly writesIndex: boolean;
 
   /**
    * packStore: where packs go (default: the vault's store; a job stages them in the region's
@@ -60,7 +65,7 @@ export class VaultWriter {
     this.pool = pool;
     this.store = options.packStore ?? vault.store;
     this.writesIndex = options.writeIndex ?? true;
-    this.maxInFlight = options.maxInFlight ?? Math.max(8, pool.threads * 6);
+    this.maxInFlight = options.maxInFlight ?? Math.max(4, pool.threads * 3);
   }
 
   /** True if the chunk is already stored (or on its way); such a chunk costs nothing. */
@@ -69,27 +74,38 @@ export class VaultWriter {
   }
 
   /**
-   * Stores the chunk unless the vault has it. Returns once the chunk is accepted; the work goes on
-   * in the background with bounded memory, and errors surface on a later call or in finish().
+   * Stores the chunks of one buffer that the vault does not have yet (the others cost nothing).
+   * The buffer is handed over: the caller must not use it afterwards. Returns once the work is
+   * accepted; it goes on in the background with bounded memory, and errors surface on a later
+   * call or in finish().
    */
-  async put(type: number, id: Uint8Array, raw: Uint8Array): Promise<boolean> {
+  async putBatch(type: number, buffer: Uint8Array, candidates: EncodeItem[]): Promise<number> {
     this.throwIfFailed();
-    if (this.vault.index.has(id)) return false;
-    this.vault.index.markPending(id);
+    const fresh: EncodeItem[] = [];
+    for (const item of candidates) {
+      if (this.vault.index.has(item.id)) continue;
+      this.vault.index.markPending(item.id);
+      // Ids travel by structured clone, which copies a view's whole underlying buffer: give each its own.
+      const id = item.id.byteLength === item.id.buffer.byteLength ? item.id : new Uint8Array(item.id);
+      fresh.push({ id, offset: item.offset, length: item.length });
+    }
+    if (fresh.length === 0) return 0;
     await this.acquire();
     this.throwIfFailed();
-    this.pool.encode(type, id, raw).then(
-      (encoded) => {
-        this.stats.chunksNew++;
-        this.stats.bytesNew += raw.length;
-        this.enqueueAppend(type, Buffer.from(id), encoded.sealed, raw.length);
-      },
+    const rawLengths = fresh.map((item) => item.length);
+    this.pool.encodeBatch(type, buffer, fresh).then(
+      (encoded) => this.enqueueAppend(type, fresh, rawLengths, encoded),
       (error) => {
         this.fail(error);
         this.release();
       },
     );
-    return true;
+    return fresh.length;
+  }
+
+  /** Stores one chunk unless the vault has it (the caller keeps its buffer). */
+  async put(type: number, id: Uint8Array, raw: Uint8Array): Promise<boolean> {
+    return (await this.putBatch(type, new Uint8Array(raw), [{ id: Buffer.from(id), offset: 0, length: raw.length }])) > 0;
   }
 
   /** Stores an already sealed chunk as it is (prune copies live chunks out of old packs this way). */
@@ -98,7 +114,7 @@ export class VaultWriter {
     if (!options.replace && this.vault.index.has(id)) return false;
     this.vault.index.markPending(id);
     await this.acquire();
-    this.enqueueAppend(type, Buffer.from(id), sealed, rawLength);
+    this.enqueueAppend(type, [{ id: Buffer.from(id), offset: 0, length: rawLength }], [rawLength], [{ sealed, compressed: false }], false);
     return true;
   }
 
@@ -123,9 +139,17 @@ export class VaultWriter {
     await Promise.allSettled(this.committing);
   }
 
-  private enqueueAppend(type: number, id: Buffer, sealed: Buffer, rawLength: number): void {
+  private enqueueAppend(type: number, items: EncodeItem[], rawLengths: number[], encoded: EncodedChunk[], counts = true): void {
     this.appendChain = this.appendChain
-      .then(() => this.append(type, id, sealed, rawLength))
+      .then(async () => {
+        for (let i = 0; i < items.length; i++) {
+          if (counts) {
+            this.stats.chunksNew++;
+            this.stats.bytesNew += rawLengths[i];
+          }
+          await this.append(type, Buffer.from(items[i].id), encoded[i].sealed, rawLengths[i]);
+        }
+      })
       .catch((error) => this.fail(error))
       .finally(() => this.release());
   }
@@ -135,14 +159,24 @@ export class VaultWriter {
     let pack = this.current;
     if (!pack) {
       const packId = randomHex(16);
-      pack = { id: packId, writer: this.store.createWriter(packKey(packId)), entries: [], size: 0 };
+      pack = { id: packId, writer: this.store.createWriter(packKey(packId)), entries: [], size: 0, pending: [], pendingBytes: 0 };
       this.current = pack;
     }
-    await pack.writer.write(sealed);
+    pack.pending.push(sealed);
+    pack.pendingBytes += sealed.length;
     pack.entries.push({ type, id, offset: pack.size, length: sealed.length, rawLength });
     pack.size += sealed.length;
     this.stats.bytesStored += sealed.length;
+    if (pack.pendingBytes >= WRITE_BYTES) await this.flushPending(pack);
     if (pack.size >= this.vault.config.packSize) await this.closeCurrent();
+  }
+
+  private async flushPending(pack: OpenPack): Promise<void> {
+    if (pack.pendingBytes === 0) return;
+    const joined = pack.pending.length === 1 ? pack.pending[0] : Buffer.concat(pack.pending, pack.pendingBytes);
+    pack.pending = [];
+    pack.pendingBytes = 0;
+    await pack.writer.write(joined);
   }
 
   private async closeCurrent(): Promise<void> {
@@ -154,7 +188,9 @@ export class VaultWriter {
       return;
     }
     const trailer = encodePackTrailer(this.vault.master.dataKey, pack.id, pack.entries);
-    await pack.writer.write(trailer);
+    pack.pending.push(trailer);
+    pack.pendingBytes += trailer.length;
+    await this.flushPending(pack);
     this.stats.bytesStored += trailer.length;
     // Commit in the background; bound the packs being committed at once.
     const commit = pack.writer.commit().then(

@@ -42,7 +42,7 @@ export const DEFAULT_CONFIG = {
   blockSize: 64 * 1024,
   chunker: { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 },
   packSize: 32 * 1024 * 1024,
-  zstdLevel: 3,
+  zstdLevel: 1,
 };
 
 export class Vault {
