@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   BLOCK, KiB, MiB, type AzureWorld, bulwarkSnapshots, diskIdIn, expectNothingLeaked, pattern, restoreToFile, startWorld,
+  expectCallsAllowedByRole,
 } from "./harness.ts";
 
 let world: AzureWorld;
@@ -142,5 +143,9 @@ describe("managed disk backups through the CLI", () => {
     const again = await world.cli(["restore", points[2]!, "--vault", vault, "--to", url]);
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/already exists/);
+  });
+
+  it("made only Azure calls that the backup role allows", () => {
+    expectCallsAllowedByRole(world);
   });
 });

@@ -9,6 +9,7 @@ import { ComputeManagementClient } from "@azure/arm-compute";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import {
   KiB, MiB, type AzureWorld, bulwarkSnapshots, expectNothingLeaked, pattern, restoreToFile, startWorld,
+  expectCallsAllowedByRole,
 } from "./harness.ts";
 
 let world: AzureWorld;
@@ -147,5 +148,9 @@ describe("disk backups when Azure misbehaves", () => {
     expect((await restoreToFile(world, vault, backup.id, "fallback.img")).equals(image)).toBe(true);
     await expectNothingLeaked(world, [diskId]);
     expect((await world.json(["verify", "--vault", vault, "--read-data"])).ok).toBe(true);
+  });
+
+  it("made only Azure calls that the backup role allows", () => {
+    expectCallsAllowedByRole(world);
   });
 });

@@ -10,7 +10,9 @@ import path from "node:path";
 import { expect } from "vitest";
 import { runCli, runJson, type CliResult } from "../support/cli.ts";
 import { type SampleWorld, seedSampleWorld } from "../emulator/seed.ts";
-import { type AzureEmulatorOptions, type RunningAzureEmulator, startAzureEmulator } from "../emulator/server.ts";
+import { type AzureEmulatorOptions, type LoggedRequest, type RunningAzureEmulator, startAzureEmulator } from "../emulator/server.ts";
+import { backupRoleActions } from "../../runtime/azure/role.ts";
+import { usedActions } from "./role-map.ts";
 
 export const KiB = 1024;
 export const MiB = 1024 * 1024;
@@ -30,6 +32,8 @@ export interface AzureWorld {
   dir: string;
   transient: ContainerClient;
   blobs: BlobServiceClient;
+  /** The requests the emulator served while a `bulwark` command ran: the runtime's own calls. */
+  cliRequests: LoggedRequest[];
   /** Runs the CLI; extra env on top of the world's. */
   cli(args: string[], env?: Record<string, string>): Promise<CliResult>;
   json<T = Record<string, any>>(args: string[], env?: Record<string, string>): Promise<T>;
@@ -54,8 +58,17 @@ export async function startWorld(options: AzureEmulatorOptions & { seed?: boolea
     env.BULWARK_SQL_ADMIN_LOGIN = seeded.sqlAdministratorLogin;
     env.BULWARK_SQL_ADMIN_PASSWORD = seeded.sqlAdministratorPassword;
   }
-  const cli = (args: string[], extra: Record<string, string> = {}) => runCli(args, { ...env, ...extra });
-  const json = <T = Record<string, any>>(args: string[], extra: Record<string, string> = {}) => runJson<T>(args, { ...env, ...extra });
+  const cliRequests: LoggedRequest[] = [];
+  const recorded = async <T>(run: () => Promise<T>): Promise<T> => {
+    const from = emulator.requestLog.length;
+    try {
+      return await run();
+    } finally {
+      cliRequests.push(...emulator.requestLog.slice(from));
+    }
+  };
+  const cli = (args: string[], extra: Record<string, string> = {}) => recorded(() => runCli(args, { ...env, ...extra }));
+  const json = <T = Record<string, any>>(args: string[], extra: Record<string, string> = {}) => recorded(() => runJson<T>(args, { ...env, ...extra }));
   return {
     emulator,
     get sample(): SampleWorld {
@@ -65,6 +78,7 @@ export async function startWorld(options: AzureEmulatorOptions & { seed?: boolea
     group,
     location,
     env,
+    cliRequests,
     dir,
     transient,
     blobs,
@@ -146,4 +160,15 @@ export async function expectNothingLeaked(world: AzureWorld, goldenFor: string[]
   expect(inventory.activeSasGrants).toEqual([]);
   expect(inventory.databases.filter((d) => /-bulwark-/i.test(d.id))).toEqual([]);
   expect(await transientBlobs(world)).toEqual([]);
+}
+
+/** Every Azure call the CLI made in this world needs only actions the backup role declares. */
+export function expectCallsAllowedByRole(world: AzureWorld): void {
+  expect(world.cliRequests.length).toBeGreaterThan(0);
+  const { actions, dataActions } = usedActions(world.cliRequests);
+  const role = backupRoleActions();
+  const declared = new Set(role.actions.map((a) => a.toLowerCase()));
+  const declaredData = new Set(role.dataActions.map((a) => a.toLowerCase()));
+  expect([...actions].filter((a) => !declared.has(a)).sort()).toEqual([]);
+  expect([...dataActions].filter((a) => !declaredData.has(a)).sort()).toEqual([]);
 }

@@ -6,7 +6,7 @@
  */
 import { KeyClient } from "@azure/keyvault-keys";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { KiB, MiB, type AzureWorld, expectNothingLeaked, pattern, restoreToFile, startWorld } from "./harness.ts";
+import { KiB, MiB, type AzureWorld, expectNothingLeaked, pattern, restoreToFile, startWorld, expectCallsAllowedByRole } from "./harness.ts";
 
 let world: AzureWorld;
 let keyUrl: string;
@@ -107,5 +107,9 @@ describe("a vault under the customer's Key Vault key", () => {
     const restored = await restoreToFile(world, vault, point, "handover.img", withKey);
     expect(restored.equals(image)).toBe(true);
     expect((await world.json<unknown[]>(["key", "list", "--vault", vault], withKey)).length).toBe(1);
+  });
+
+  it("made only Azure calls that the backup role allows", () => {
+    expectCallsAllowedByRole(world);
   });
 });

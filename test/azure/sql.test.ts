@@ -7,7 +7,7 @@
 import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type AzureWorld, databaseIdIn, startWorld, transientBlobs } from "./harness.ts";
+import { type AzureWorld, databaseIdIn, startWorld, transientBlobs, expectCallsAllowedByRole } from "./harness.ts";
 
 let world: AzureWorld;
 let vault: string;
@@ -101,5 +101,9 @@ describe("Azure SQL backups and restores", () => {
     expect(noTransient.code).toBe(2);
     expect(noTransient.stderr).toMatch(/BULWARK_TRANSIENT/);
     await expectNoLeftovers(["orders", "orders-restored"]);
+  });
+
+  it("made only Azure calls that the backup role allows", () => {
+    expectCallsAllowedByRole(world);
   });
 });

@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   KiB, MiB, type AzureWorld, bulwarkSnapshots, diskIdIn, expectNothingLeaked, nicIdIn, pattern, startWorld, vmIdIn,
+  expectCallsAllowedByRole,
 } from "./harness.ts";
 
 let world: AzureWorld;
@@ -138,5 +139,21 @@ describe("VM backups and alternate-VM restores", () => {
     expect(vmRecord(target)).toBeUndefined();
     expect(world.emulator.control.inventory().disks.map((d) => d.id).sort()).toEqual(disksBefore);
     await expectNothingLeaked(world, diskIds);
+  });
+
+  it("a snapshot of one disk failing midway fails the VM backup and releases the other disks' new snapshots", async () => {
+    const golden = bulwarkSnapshots(world).map((s) => s.id).sort();
+    const points = await world.json<unknown[]>(["points", "--vault", vault]);
+    world.emulator.control.failOperation({ method: "PUT", path: "/snapshots/app-vm-db-bulwark-", times: 1, message: "Snapshot creation failed midway (injected)." });
+    const failed = await world.cli(["backup", vmId, "--vault", vault]);
+    expect(failed.code).toBe(8);
+    expect(failed.stderr).toMatch(/creating an incremental snapshot of .*app-vm-db failed: .*failed midway/);
+    expect(bulwarkSnapshots(world).map((s) => s.id).sort()).toEqual(golden);
+    expect(await world.json<unknown[]>(["points", "--vault", vault])).toEqual(points);
+    await expectNothingLeaked(world, diskIds);
+  });
+
+  it("made only Azure calls that the backup role allows", () => {
+    expectCallsAllowedByRole(world);
   });
 });
