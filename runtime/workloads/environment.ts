@@ -31,9 +31,11 @@ export async function workloadEnvironment(env: NodeJS.ProcessEnv = process.env):
   const azure = await azureContext(env);
   const transientUrl = env.BULWARK_TRANSIENT;
   const transient = transientStorage(transientUrl, env, () => azure.credential);
+  let keys: KeyEncryptionKeyProvider | undefined;
   const provider = (): KeyEncryptionKeyProvider => {
-    if (env.BULWARK_PASSPHRASE) return new PassphraseProvider(env.BULWARK_PASSPHRASE);
-    if (env.BULWARK_KEY_VAULT_KEY) return new AzureKeyVaultProvider(env.BULWARK_KEY_VAULT_KEY, azure.credential, azure.keyVaultOptions);
+    if (keys) return keys;
+    if (env.BULWARK_PASSPHRASE) return (keys = rememberingProvider(new PassphraseProvider(env.BULWARK_PASSPHRASE)));
+    if (env.BULWARK_KEY_VAULT_KEY) return (keys = rememberingProvider(new AzureKeyVaultProvider(env.BULWARK_KEY_VAULT_KEY, azure.credential, azure.keyVaultOptions)));
     throw new UsageError("the worker has no vault key: set BULWARK_KEY_VAULT_KEY (the customer's key) or BULWARK_PASSPHRASE");
   };
   const location = parseBlobUrl(transientUrl!);
@@ -51,5 +53,30 @@ export async function workloadEnvironment(env: NodeJS.ProcessEnv = process.env):
       return new RetryingStore(new AzureBlobStore(container, prefix, `${location.containerUrl}/${prefix}`));
     },
     sqlLogin: () => sqlCredentialsFromEnv(env),
+  };
+}
+
+/**
+ * Recovers each key-encryption key once per worker process. Every step of a job opens its vault
+ * again (so it sees what other writers added); without this each of them ran the passphrase KDF
+ * (scrypt, 128 MiB, about a second of CPU) or a Key Vault unwrap. Only successes are remembered,
+ * and callers get a copy, so a KEK zeroed after use does not wipe the remembered one.
+ */
+function rememberingProvider(inner: KeyEncryptionKeyProvider): KeyEncryptionKeyProvider {
+  const recovered = new Map<string, Promise<Buffer>>();
+  return {
+    kind: inner.kind,
+    create: () => inner.create(),
+    describe: (params) => inner.describe(params),
+    async recover(params) {
+      const key = JSON.stringify(params);
+      let kek = recovered.get(key);
+      if (!kek) {
+        kek = inner.recover(params);
+        recovered.set(key, kek);
+        kek.catch(() => recovered.delete(key));
+      }
+      return Buffer.from(await kek);
+    },
   };
 }
