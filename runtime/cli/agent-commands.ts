@@ -12,7 +12,7 @@ import { UsageError } from "../errors.ts";
 import { azureContext } from "../azure/context.ts";
 import { FleetStorage, openFleet, runWorker, scheduleTick, systemClock, listRecentJobs, itemStatuses, jsonLog, defaultWorkerId } from "../jobs/index.ts";
 import type { StorageConnection } from "../jobs/storage.ts";
-import { loadPolicies } from "../policy/policy.ts";
+import { loadPolicies, validatePolicy, type Policy } from "../policy/policy.ts";
 import { ArmItemResolver } from "../policy/resolve-arm.ts";
 import { backupMachine } from "../workloads/backup-machine.ts";
 import { restoreMachine } from "../workloads/restore-machine.ts";
@@ -39,10 +39,32 @@ function list(value: unknown, env: string | undefined): string[] {
   return raw.split(",").map((s) => s.trim()).filter(Boolean);
 }
 
-async function policies(values: Values) {
+/**
+ * The policies: files or folders (--policies, BULWARK_POLICIES), or, where there are no files (a
+ * Container Apps job), a JSON array of policy documents in BULWARK_POLICY_JSON (the Pulumi program
+ * renders it from the stack's config).
+ */
+async function policies(values: Values): Promise<Policy[]> {
   const paths = list(values.policies, process.env.BULWARK_POLICIES);
-  if (paths.length === 0) throw new UsageError("no policies: pass --policies FILE-OR-FOLDER (or set BULWARK_POLICIES)");
-  return loadPolicies(paths);
+  if (paths.length > 0) return loadPolicies(paths);
+  const inline = process.env.BULWARK_POLICY_JSON;
+  if (inline) {
+    let documents: unknown;
+    try {
+      documents = JSON.parse(inline);
+    } catch (error) {
+      throw new UsageError(`BULWARK_POLICY_JSON is not valid JSON: ${(error as Error).message}`);
+    }
+    if (!Array.isArray(documents)) throw new UsageError("BULWARK_POLICY_JSON must be a JSON array of policy documents");
+    const parsed = documents.map((document, i) => validatePolicy(document, `BULWARK_POLICY_JSON[${i}]`));
+    const names = new Set<string>();
+    for (const policy of parsed) {
+      if (names.has(policy.name)) throw new UsageError(`BULWARK_POLICY_JSON: two policies are named ${policy.name}`);
+      names.add(policy.name);
+    }
+    return parsed;
+  }
+  throw new UsageError("no policies: pass --policies FILE-OR-FOLDER (or set BULWARK_POLICIES or BULWARK_POLICY_JSON)");
 }
 
 export async function agentSchedule(values: Values): Promise<Record<string, unknown>> {

@@ -36,7 +36,7 @@ export class VaultWriter {
   readonly stats: WriterStats = { chunksNew: 0, bytesNew: 0, bytesStored: 0 };
   readonly indexObjectsWritten: string[] = [];
   readonly packsWritten: string[] = [];
-  /** Packs committed so far, with their entries (what an index object would name). */
+  /** Packs committed so far, with their entries (what an index object would name), when writeIndex is off. */
   readonly committedPacks: IndexedPack[] = [];
   private readonly vault: Vault;
   private readonly pool: CodecPool;
@@ -211,7 +211,8 @@ export class VaultWriter {
       this.vault.index.add(entry.id, { pack: pack.id, offset: entry.offset, length: entry.length, rawLength: entry.rawLength, type: entry.type });
     }
     this.committedSinceIndex.push({ packId: pack.id, entries: pack.entries });
-    this.committedPacks.push({ packId: pack.id, entries: pack.entries });
+    // Kept only when the caller names the packs itself (staging): otherwise it would grow with the backup.
+    if (!this.writesIndex) this.committedPacks.push({ packId: pack.id, entries: pack.entries });
     if (this.committedSinceIndex.length >= PACKS_PER_INDEX) this.writeIndexObject();
   }
 
