@@ -120,8 +120,13 @@ export async function backupVirtualMachine(
       );
     }
   } catch (error) {
-    // Disk points already committed stay valid; the new snapshots go, the old golden ones stay.
-    await Promise.all(snapshots.map((s) => deleteSnapshot(ctx, s!.id).catch(() => {})));
+    // Disk points already committed stay valid and name their new snapshot: for those disks it is the
+    // golden one now (the previous goes); for the others the new snapshot goes and the old golden one stays.
+    await Promise.all(
+      disks.map((disk, i) =>
+        i < outcomes.length ? retirePrevious(ctx, disk.previous, snapshots[i]!.id) : deleteSnapshot(ctx, snapshots[i]!.id).catch(() => {}),
+      ),
+    );
     throw error;
   }
   const point: PointManifest = {
