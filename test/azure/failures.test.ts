@@ -68,9 +68,10 @@ describe("disk backups when Azure misbehaves", () => {
     const before = await points();
     // Slow the first reads of the data plane down (503 ServerBusy), so the revocation lands midway.
     world.emulator.control.throttle({ method: "GET", path: /^\/md-/, times: 2, status: 503, retryAfterSeconds: 1 });
-    const child = world.cli(["backup", diskId, "--vault", vault]);
+    let finished = false;
+    const child = world.cli(["backup", diskId, "--vault", vault]).finally(() => (finished = true));
     let revoked = "";
-    for (let i = 0; i < 1000 && !revoked; i++) {
+    while (!revoked && !finished) {
       const grant = world.emulator.control.inventory().activeSasGrants.find((g) => g.resourceId !== previous && /-bulwark-/.test(g.resourceId));
       if (grant) {
         const name = grant.resourceId.split("/").at(-1)!;

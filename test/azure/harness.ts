@@ -148,7 +148,8 @@ export async function transientBlobs(world: AzureWorld): Promise<string[]> {
 
 /**
  * Nothing left behind: exactly one golden snapshot for each disk in `goldenFor` (and none for other
- * disks), no active SAS grant, no running operation, no Bulwark copy database, an empty transient container.
+ * disks), no active SAS grant, no long-running operation still going, no Bulwark copy database, an
+ * empty transient container.
  */
 export async function expectNothingLeaked(world: AzureWorld, goldenFor: string[]): Promise<void> {
   const inventory = world.emulator.control.inventory();
@@ -158,6 +159,7 @@ export async function expectNothingLeaked(world: AzureWorld, goldenFor: string[]
   expect(Object.fromEntries(bySource)).toEqual(Object.fromEntries(goldenFor.map((d) => [d.toLowerCase(), 1])));
   expect(snapshots.every((s) => s.provisioningState === "Succeeded")).toBe(true);
   expect(inventory.activeSasGrants).toEqual([]);
+  expect(inventory.runningOperations).toBe(0);
   expect(inventory.databases.filter((d) => /-bulwark-/i.test(d.id))).toEqual([]);
   expect(await transientBlobs(world)).toEqual([]);
 }

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  KiB, MiB, type AzureWorld, bulwarkSnapshots, diskIdIn, expectNothingLeaked, nicIdIn, pattern, startWorld, vmIdIn,
+  KiB, MiB, type AzureWorld, bulwarkSnapshots, diskIdIn, expectNothingLeaked, nicIdIn, pattern, restoreToFile, startWorld, vmIdIn,
   expectCallsAllowedByRole,
 } from "./harness.ts";
 
@@ -151,6 +151,25 @@ describe("VM backups and alternate-VM restores", () => {
     expect(bulwarkSnapshots(world).map((s) => s.id).sort()).toEqual(golden);
     expect(await world.json<unknown[]>(["points", "--vault", vault])).toEqual(points);
     await expectNothingLeaked(world, diskIds);
+  });
+
+  it("a disk failing after another disk's point was committed: still one golden snapshot per disk, and the next backup is incremental", async () => {
+    world.emulator.control.writeDisk(diskIds[0]!, 3 * MiB, pattern(902, 4 * KiB));
+    world.emulator.control.writeDisk(diskIds[2]!, 3 * MiB, pattern(903, 4 * KiB));
+    // The OS disk's point is committed, then read access to the log disk's snapshot fails.
+    world.emulator.control.failOperation({ method: "POST", path: /\/snapshots\/app-vm-logs-bulwark-[^/]+\/beginGetAccess$/i, times: 1, message: "Granting access failed midway (injected)." });
+    const failed = await world.cli(["backup", vmId, "--vault", vault]);
+    expect(failed.code).toBe(8);
+    expect(failed.stderr).toMatch(/getting read access to snapshot .*app-vm-logs.* failed midway/);
+    await expectNothingLeaked(world, diskIds);
+
+    const images = diskIds.map((id) => world.emulator.control.readImage(id));
+    const next = await world.json(["backup", vmId, "--vault", vault]);
+    expect(next.disks.map((d: { mode: string }) => d.mode)).toEqual(["incremental", "incremental", "incremental"]);
+    await expectNothingLeaked(world, diskIds);
+    for (const [i, disk] of (next.disks as Array<{ id: string }>).entries()) {
+      expect((await restoreToFile(world, vault, disk.id, `vm-next-${i}.img`)).equals(images[i]!), `disk ${i}`).toBe(true);
+    }
   });
 
   it("made only Azure calls that the backup role allows", () => {
