@@ -127,7 +127,7 @@ export async function backupVirtualMachine(
         i < outcomes.length ? retirePrevious(ctx, disk.previous, snapshots[i]!.id) : deleteSnapshot(ctx, snapshots[i]!.id).catch(() => {}),
       ),
     );
-    throw error;
+    throw azureFailure(`backing up VM ${vmResourceId}`, error);
   }
   const point: PointManifest = {
     version: 1,
