@@ -9,7 +9,7 @@
  *   <prefix>reports  one report per finished job
  *   <prefix>-work-<region>, <prefix>-poison-<region>   the region's work and poison queues
  */
-import type { TokenCredential } from "@azure/core-auth";
+import type { TokenCredential } from "@azure/identity";
 import { TableClient, TableServiceClient } from "@azure/data-tables";
 import { QueueClient, QueueServiceClient } from "@azure/storage-queue";
 import { UsageError } from "../errors.ts";

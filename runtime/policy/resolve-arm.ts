@@ -5,7 +5,7 @@
  *   and keep those of the selected type. ARM does not accept a tag filter combined with a
  *   resourceType filter, so the type is checked here.
  */
-import type { TokenCredential } from "@azure/core-auth";
+import type { TokenCredential } from "@azure/identity";
 import { ResourceManagementClient } from "@azure/arm-resources";
 import { NotFoundError, ServiceError } from "../errors.ts";
 import { requiresAction } from "../azure/permissions.ts";
