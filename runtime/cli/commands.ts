@@ -1,5 +1,5 @@
 /** The commands: each parses its options, opens what it needs, and prints its result. */
-import { UsageError, NotFoundError } from "../errors.ts";
+import { UsageError, NotFoundError, describeError } from "../errors.ts";
 import { backupDisk, backupFileStream } from "../engine/backup.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
 import { listKeyObjects, writeKeyObject, configDigest } from "../engine/keyring.ts";
@@ -281,7 +281,13 @@ export const commands: Record<string, Command> = {
         }
         for (const p of points) if (keep.has(p.id)) for (const m of p.members ?? []) keep.add(m.point);
         const remove = points.filter((p) => !keep.has(p.id));
-        if (!dryRun) for (const p of remove) await vault.store.delete(`points/${p.id}`);
+        // A point still under its immutability policy cannot be deleted yet: keep it and say so.
+        const held: string[] = [];
+        if (!dryRun) {
+          for (const p of remove) {
+            await vault.store.delete(`points/${p.id}`).catch((error) => held.push(`${p.id.slice(0, 12)}: ${describeError(error).split("\n")[0]}`));
+          }
+        }
         let pruned: PruneReport | undefined;
         if (values.prune) {
           const pool = new CodecPool(vault.master);
@@ -295,8 +301,9 @@ export const commands: Record<string, Command> = {
           `${dryRun ? "would keep" : "kept"} ${keep.size} points, ${dryRun ? "would remove" : "removed"} ${remove.length}`,
           ...remove.map((p) => `  ${dryRun ? "would remove" : "removed"} ${p.id.slice(0, 12)} ${p.time} ${p.source.path}`),
           ...(pruned ? [`prune: ${pruned.packsDeleted} packs deleted, ${pruned.packsRepacked} repacked, ${formatBytes(pruned.bytesFreed)} freed`] : []),
+          ...(held.length ? [`kept for now (immutable or not deletable):`, ...held.map((h) => `  ${h}`)] : []),
         ].join("\n");
-        print(values, { keep: [...keep], remove: remove.map((p) => p.id), dryRun, prune: pruned }, text);
+        print(values, { keep: [...keep], remove: remove.map((p) => p.id), held, dryRun, prune: pruned }, text);
       } finally {
         await lock?.release().catch(() => {});
       }

@@ -108,3 +108,32 @@ export async function clearStaging(staging: ObjectStore): Promise<number> {
   });
   return removed;
 }
+
+/**
+ * Puts the vault's new objects under a time-based immutability policy until `until`. Stops at the
+ * first "unsupported" (an emulator, or an account without version-level immutability) and says so.
+ */
+export async function protectObjects(store: ObjectStore, keys: string[], until: Date): Promise<{ protected: number; unsupported?: string }> {
+  if (!store.protectUntil) return { protected: 0, unsupported: `${store.location} has no immutability policies` };
+  let done = 0;
+  for (const key of keys) {
+    const result = await store.protectUntil(key, until);
+    if (result.outcome === "unsupported") return { protected: done, unsupported: result.reason };
+    done++;
+  }
+  return { protected: done };
+}
+
+/** How long a point may be kept under a retention rule: the longest of its horizons. */
+export function retentionHorizonMs(rule: { last?: number; hourly?: number; daily?: number; weekly?: number; monthly?: number; yearly?: number }): number {
+  const hour = 3_600_000;
+  const day = 24 * hour;
+  return Math.max(
+    (rule.last ?? 0) * day,
+    (rule.hourly ?? 0) * hour,
+    (rule.daily ?? 0) * day,
+    (rule.weekly ?? 0) * 7 * day,
+    (rule.monthly ?? 0) * 31 * day,
+    (rule.yearly ?? 0) * 366 * day,
+  );
+}

@@ -204,6 +204,26 @@ export class AzureBlobStore implements ObjectStore {
     }
   }
 
+  /**
+   * A time-based immutability policy on the object's current version (the container needs
+   * version-level immutability support, as the isolated account has). Unlocked, so an operator can
+   * still shorten it; the account's own policy decides what can never be changed.
+   */
+  async protectUntil(key: string, until: Date): Promise<{ outcome: "protected" } | { outcome: "unsupported"; reason: string }> {
+    try {
+      await this.blob(key).setImmutabilityPolicy({ expiriesOn: until, policyMode: "Unlocked" });
+      return { outcome: "protected" };
+    } catch (error) {
+      const status = statusOf(error);
+      const code = (error as { code?: string }).code ?? "";
+      // Azurite, and accounts without version-level immutability, refuse the call: report it.
+      if (status === 400 || status === 403 || status === 405 || status === 409 || status === 501 || /Immutab|NotSupported|Unsupported/i.test(code)) {
+        return { outcome: "unsupported", reason: `${code || status}: ${(error as Error).message?.split("\n")[0]}` };
+      }
+      throw this.translate(error, key);
+    }
+  }
+
   /** A URL with a short-lived read SAS for one object (the source of a server-side copy). */
   async readUrl(key: string, minutes = 60): Promise<string> {
     const blob = this.blob(key);

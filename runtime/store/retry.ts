@@ -100,4 +100,9 @@ export class RetryingStore implements ObjectStore {
   delete(key: string): Promise<void> {
     return withRetry(`deleting ${key}`, this.policy, () => this.inner.delete(key));
   }
+
+  async protectUntil(key: string, until: Date): Promise<{ outcome: "protected" } | { outcome: "unsupported"; reason: string }> {
+    if (!this.inner.protectUntil) return { outcome: "unsupported", reason: `${this.location} has no immutability policies` };
+    return withRetry(`protecting ${key}`, this.policy, () => this.inner.protectUntil!(key, until));
+  }
 }

@@ -33,4 +33,9 @@ export interface ObjectStore {
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /** Deleting a missing object is not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * Puts a time-based immutability policy on an object (WORM until `until`), where the service
+   * supports it; "unsupported" (with why) where it does not, which is reported, not fatal.
+   */
+  protectUntil?(key: string, until: Date): Promise<{ outcome: "protected" } | { outcome: "unsupported"; reason: string }>;
 }

@@ -22,7 +22,8 @@ import { backupStream } from "../engine/backup-stream.ts";
 import { manifestOf, withWriter } from "../engine/backup.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
 import type { BlockLayout, PointManifest } from "../engine/point.ts";
-import { clearStaging, commitPoint, promoteStaged, readStaged, recordStaged, verifyStaged } from "../engine/stage.ts";
+import { clearStaging, commitPoint, promoteStaged, protectObjects, readStaged, recordStaged, retentionHorizonMs, verifyStaged } from "../engine/stage.ts";
+import { packKey } from "../engine/pack.ts";
 import type { Vault } from "../engine/vault.ts";
 import type { JobData, MachineDefinition, StepContext } from "../jobs/machine.ts";
 import { PermanentJobError } from "../jobs/machine.ts";
@@ -61,6 +62,8 @@ export interface BackupJobData extends JobData {
   staged?: { bytesRead: number; bytesNew: number; bytesStored: number; modes: string[] };
   committed?: boolean;
   retained?: { removed: number; kept: number };
+  /** What became immutable, or why nothing could. */
+  immutability?: string;
 }
 
 /** Deterministic, job-derived ids and names: a re-run step finds what an earlier run made. */
@@ -332,7 +335,23 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
               const outcome = await commitPoint(vault, draft);
               ctx.log("point", { point: draft.id, kind: draft.kind, outcome });
             }
-            return { next: "release", data: { ...data, committed: true } };
+            // WORM: the new packs, their index object and the points stay immutable for as long as
+            // the policy may keep them (where the account supports it; reported where it does not).
+            const { packs } = await readStaged(vault, staging);
+            const horizon = data.retention ? retentionHorizonMs(data.retention) : 0;
+            let immutability = "none (the policy sets no retention)";
+            if (horizon > 0) {
+              const keys = [
+                ...packs.map((p) => packKey(p.packId)),
+                ...(packs.length ? [`index/job-${derivedId(ctx.jobId, "index")}`] : []),
+                ...drafts.map((d) => `points/${d.id}`),
+              ];
+              const until = new Date(Date.now() + horizon);
+              const result = await protectObjects(vault.store, keys, until);
+              immutability = result.unsupported ? `not supported by this storage (${result.unsupported})` : `${result.protected} objects until ${until.toISOString()}`;
+              ctx.log(result.unsupported ? "immutability-unsupported" : "immutability", { detail: immutability });
+            }
+            return { next: "release", data: { ...data, committed: true, immutability } };
           });
         },
       },
