@@ -42,9 +42,10 @@ export interface CaseOptions {
   log: (line: string) => void;
 }
 
-class StepFailed extends Error {}
+export class StepFailed extends Error {}
 
-async function runStep(step: StepName, spec: CommandSpec, options: CaseOptions): Promise<Measurement> {
+/** Runs one measured step; a non-zero exit throws StepFailed with the command and its output's tail. */
+export async function runStep(step: string, spec: CommandSpec, options: CaseOptions): Promise<Measurement> {
   const measured = await measure(spec, options.useGnuTime);
   if (measured.exitCode !== 0) {
     const tail = measured.stderr.trim().split("\n").slice(-8).join("\n") || measured.stdout.trim().split("\n").slice(-8).join("\n");
@@ -53,7 +54,7 @@ async function runStep(step: StepName, spec: CommandSpec, options: CaseOptions):
   return measured;
 }
 
-function stepResult(measured: Measurement, imageBytes: number | undefined, report?: Record<string, unknown>): StepResult {
+export function stepResult(measured: Measurement, imageBytes: number | undefined, report?: Record<string, unknown>): StepResult {
   return {
     seconds: measured.seconds,
     throughputBytesPerSecond: imageBytes === undefined ? undefined : imageBytes / measured.seconds,

@@ -66,7 +66,7 @@ export interface ImageDescription {
 // Pseudo-random sources
 
 /** A keyed AES-128-CTR keystream: fast (AES-NI), deterministic, addressable by stream and offset. */
-class Keystream {
+export class Keystream {
   readonly #key: Buffer;
   #zeros = Buffer.alloc(0);
 
@@ -89,7 +89,7 @@ class Keystream {
 }
 
 /** sfc32: a small, good 32-bit PRNG for layout decisions (few calls, so speed does not matter). */
-class SmallRng {
+export class SmallRng {
   #a: number;
   #b: number;
   #c: number;
@@ -182,7 +182,7 @@ const NEWLINE = 0x0a;
  * breaks. `randomness` supplies the choices (two bytes per word; it must be at least as long as
  * `out`, which is always enough since every word takes at least three bytes).
  */
-function fillText(out: Buffer, randomness: Buffer): void {
+export function fillText(out: Buffer, randomness: Buffer): void {
   const { bytes, offsets, lengths, zipf } = vocabulary;
   let pos = 0;
   let r = 0;
