@@ -16,7 +16,15 @@ import { loadPolicies, validatePolicy, type Policy } from "../policy/policy.ts";
 import { ArmItemResolver } from "../policy/resolve-arm.ts";
 import { backupMachine } from "../workloads/backup-machine.ts";
 import { restoreMachine } from "../workloads/restore-machine.ts";
-import { workloadEnvironment } from "../workloads/environment.ts";
+import { agentKeyProvider, workloadEnvironment } from "../workloads/environment.ts";
+import { describeError } from "../errors.ts";
+import { CodecPool } from "../engine/codec-pool.ts";
+import { VaultLock } from "../engine/locks.ts";
+import type { PointManifest } from "../engine/point.ts";
+import { pruneVault } from "../engine/prune.ts";
+import { Vault } from "../engine/vault.ts";
+import { selectRetained } from "../retention/gfs.ts";
+import { openStore } from "../store/open.ts";
 
 type Values = Record<string, unknown>;
 
@@ -112,6 +120,60 @@ export async function agentWorker(values: Values): Promise<Record<string, unknow
     process.off("SIGTERM", stop);
     process.off("SIGINT", stop);
   }
+}
+
+/**
+ * Retention and prune on their own schedule (`bulwark agent prune`, a daily Container Apps job):
+ * for every vault the policies name, each policy's retention applied to its points (per protected
+ * item; a kept VM point keeps its disk points), then prune under the vault's exclusive lock.
+ * Objects still under immutability stay for a later run.
+ */
+export async function agentPrune(values: Values): Promise<Record<string, unknown>> {
+  const loaded = await policies(values);
+  const azure = await azureContext();
+  const provider = agentKeyProvider(process.env, azure);
+  const byVault = new Map<string, Policy[]>();
+  for (const policy of loaded) byVault.set(policy.vault, [...(byVault.get(policy.vault) ?? []), policy]);
+  const results: Record<string, unknown>[] = [];
+  for (const [location, vaultPolicies] of byVault) {
+    const store = (await openStore(location)).store;
+    const lock = await VaultLock.acquire(store, "exclusive", "agent prune");
+    try {
+      const vault = await Vault.open(store, provider);
+      const points = await vault.listPoints();
+      const removed = new Set<string>();
+      for (const policy of vaultPolicies) {
+        // The policy's own points; a VM's disk points follow their VM point, not retention of their own.
+        const governed = points.filter((p) => p.tags.policy === policy.name && !p.details?.vm);
+        const bySource = new Map<string, PointManifest[]>();
+        for (const p of governed) bySource.set(p.source.path.toLowerCase(), [...(bySource.get(p.source.path.toLowerCase()) ?? []), p]);
+        for (const group of bySource.values()) {
+          const kept = new Set(selectRetained(group.map((g) => ({ id: g.id, time: new Date(g.time) })), policy.retention).keep.map((k) => k.id));
+          for (const p of group) {
+            if (kept.has(p.id)) continue;
+            removed.add(p.id);
+            for (const member of p.members ?? []) removed.add(member.point);
+          }
+        }
+      }
+      const held: string[] = [];
+      for (const id of removed) {
+        await store.delete(`points/${id}`).catch((error) => held.push(`${id}: ${describeError(error).split("\n")[0]}`));
+      }
+      const doomed = [...removed];
+      const fresh = await Vault.open(store, provider);
+      const pool = new CodecPool(fresh.master);
+      try {
+        const report = await pruneVault(fresh, pool);
+        results.push({ vault: location, removedPoints: doomed.length - held.length, held, prune: report });
+      } finally {
+        await pool.close();
+      }
+    } finally {
+      await lock.release().catch(() => {});
+    }
+  }
+  return { vaults: results };
 }
 
 export async function jobsList(values: Values) {

@@ -403,7 +403,7 @@ export const commands: Record<string, Command> = {
       "until-drained": { type: "boolean" },
     },
     async run(values, positionals) {
-      const { agentSchedule, agentWorker } = await import("./agent-commands.ts");
+      const { agentSchedule, agentWorker, agentPrune } = await import("./agent-commands.ts");
       const [role] = positionals;
       if (role === "schedule") {
         const result = await agentSchedule(values);
@@ -416,7 +416,13 @@ export const commands: Record<string, Command> = {
         print(values, summary, `worker ${summary.workerId}: ${summary.succeeded} succeeded, ${summary.failed} failed, ${summary.poisoned} poisoned`);
         return 0;
       }
-      throw new UsageError("give the agent's role: bulwark agent schedule|worker");
+      if (role === "prune") {
+        const result = await agentPrune(values);
+        const vaults = result.vaults as { vault: string; removedPoints: number; held: string[]; prune: { packsDeleted: number; bytesFreed: number } }[];
+        print(values, result, vaults.map((v) => `${v.vault}: ${v.removedPoints} points removed, ${v.prune.packsDeleted} packs deleted, ${formatBytes(v.prune.bytesFreed)} freed${v.held.length ? `, ${v.held.length} kept (immutable)` : ""}`).join("\n"));
+        return 0;
+      }
+      throw new UsageError("give the agent's role: bulwark agent schedule|worker|prune");
     },
   },
 

@@ -26,6 +26,13 @@ Vault:
   key      list|add|remove|passwd --vault V [KEY-ID]
   unlock   --vault V                          remove lock objects left by killed processes
 
+Agents (Container Apps jobs; configuration from the environment, see infra/README.md):
+  agent schedule [--policies P] [--agent-regions a,b]   one scheduler tick: enqueue due items per region
+  agent worker   [--region R] [--until-drained]         run queued jobs until the region's queue is empty
+  agent prune    [--policies P]                         each policy's retention, then prune, per vault
+  jobs           [--limit N] [--json]                   recent jobs and their state
+  status         [--policies P] [--json]                each protected item's last good point and RPO
+
 The vault key: a recovery passphrase of at least 16 characters, from BULWARK_PASSPHRASE or
 --passphrase-file F (never stored). For key add/passwd the new one comes from
 BULWARK_NEW_PASSPHRASE or --new-passphrase-file F.

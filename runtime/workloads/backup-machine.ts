@@ -91,7 +91,8 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
         vault: String(input.vault),
         itemId,
         kind,
-        tags: (input.tags as Record<string, string>) ?? {},
+        // The policy's name travels with its points, so retention on its own schedule finds them.
+        tags: { ...((input.tags as Record<string, string>) ?? {}), ...(input.policy ? { policy: String(input.policy) } : {}) },
         retention: input.retention as RetentionRule | undefined,
         pointId: "",
         disks: [],

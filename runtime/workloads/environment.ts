@@ -27,6 +27,13 @@ export interface WorkloadEnvironment {
   sqlLogin(): SqlCredentials;
 }
 
+/** The key an agent opens vaults with: the customer's Key Vault key, or a passphrase (tests, on-premises). */
+export function agentKeyProvider(env: NodeJS.ProcessEnv, azure: AzureContext): KeyEncryptionKeyProvider {
+  if (env.BULWARK_PASSPHRASE) return new PassphraseProvider(env.BULWARK_PASSPHRASE);
+  if (env.BULWARK_KEY_VAULT_KEY) return new AzureKeyVaultProvider(env.BULWARK_KEY_VAULT_KEY, azure.credential, azure.keyVaultOptions);
+  throw new UsageError("the agent has no vault key: set BULWARK_KEY_VAULT_KEY (the customer's key) or BULWARK_PASSPHRASE");
+}
+
 export async function workloadEnvironment(env: NodeJS.ProcessEnv = process.env): Promise<WorkloadEnvironment> {
   const azure = await azureContext(env);
   const transientUrl = env.BULWARK_TRANSIENT;
