@@ -55,7 +55,7 @@ export interface FleetWorld {
 
 export interface WorkerProcess {
   child: ChildProcess;
-  /** The JSON lines it logged (on stderr). */
+  /** The JSON lines it printed (stdout and stderr). */
   lines: Record<string, any>[];
   /** Resolves with the exit code (null when killed) once it exited. */
   exited: Promise<{ code: number | null; stderr: string }>;
@@ -116,7 +116,7 @@ export async function startFleetWorld(options: AzureEmulatorOptions = {}): Promi
 
 /** A process that logs JSON lines (a worker): its lines, its exit, and waiting for a line. */
 export function watchProcess(child: ChildProcess): WorkerProcess {
-  // With --json the agent prints its summary on stdout and its JSON log lines on stderr.
+  // With --json the agent prints its summary on stdout and its JSON log lines on stderr; `lines` has both.
   const lines: Record<string, any>[] = [];
   const output: Record<string, any>[] = [];
   const listeners = new Set<() => void>();
@@ -129,7 +129,10 @@ export function watchProcess(child: ChildProcess): WorkerProcess {
     }
   };
   createInterface({ input: child.stdout! }).on("line", (line) => {
-    output.push(parse(line));
+    const parsed = parse(line);
+    output.push(parsed);
+    lines.push(parsed);
+    for (const listener of listeners) listener();
   });
   createInterface({ input: child.stderr! }).on("line", (line) => {
     const parsed = parse(line);
