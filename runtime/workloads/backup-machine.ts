@@ -196,8 +196,13 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
             await dropSqlCopy(env, data);
             return;
           }
+          // A disk whose point got committed (a commit step that failed partway) keeps its new
+          // snapshot: that point names it as the next backup's diff base.
+          const vault = await env.openVault(data.vault).catch(() => undefined);
           for (const disk of data.disks) {
-            if (disk.snapshotId) await deleteSnapshot(env.azure, disk.snapshotId).catch((error) => ctx.log("compensation-failed", { snapshot: disk.snapshotId, error: describeError(error) }));
+            if (!disk.snapshotId) continue;
+            if (vault && (await vault.store.stat(`points/${disk.pointId}`))) continue;
+            await deleteSnapshot(env.azure, disk.snapshotId).catch((error) => ctx.log("compensation-failed", { snapshot: disk.snapshotId, error: describeError(error) }));
           }
         },
       },
