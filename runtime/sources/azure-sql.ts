@@ -15,7 +15,8 @@ import { streamContent } from "../engine/restore.ts";
 import type { Vault } from "../engine/vault.ts";
 import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
-import { parseResourceId, sameType } from "../azure/resource-id.ts";
+import { parseResourceId, sameType, type ResourceId } from "../azure/resource-id.ts";
+import type { Database, SqlManagementClient } from "@azure/arm-sql";
 import type { TransientStorage } from "../azure/transient.ts";
 import { armFailure, azureFailure, statusOf } from "./azure-disk.ts";
 
@@ -49,6 +50,40 @@ function stamp(now: Date): string {
   return now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
 }
 
+/** Where Azure SQL's import/export service reads or writes a BACPAC (a short-lived SAS), and as whom. */
+async function bacpacAccess(transient: TransientStorage, bacpac: string, login: SqlCredentials) {
+  return {
+    storageKeyType: "SharedAccessKey" as const,
+    storageKey: await transient.sasFor(bacpac),
+    storageUri: transient.urlOf(bacpac),
+    administratorLogin: login.administratorLogin,
+    administratorLoginPassword: login.administratorLoginPassword,
+    authenticationType: "Sql",
+  };
+}
+
+/** A transactionally consistent copy of the database on its own server. */
+export async function copyDatabase(sql: SqlManagementClient, db: ResourceId, source: Database, copyName: string, tags: Record<string, string>): Promise<void> {
+  await sql.databases.beginCreateOrUpdateAndWait(db.resourceGroup, db.names[0], copyName, {
+    location: source.location,
+    createMode: "Copy",
+    sourceDatabaseId: source.id,
+    tags,
+  });
+}
+
+/** The copy exported as a BACPAC into transient storage. */
+export async function exportBacpac(
+  sql: SqlManagementClient,
+  db: ResourceId,
+  copyName: string,
+  transient: TransientStorage,
+  bacpac: string,
+  login: SqlCredentials,
+): Promise<void> {
+  await sql.databases.beginExportAndWait(db.resourceGroup, db.names[0], copyName, await bacpacAccess(transient, bacpac, login));
+}
+
 export async function backupSqlDatabase(
   ctx: AzureContext,
   vault: Vault,
@@ -72,20 +107,8 @@ export async function backupSqlDatabase(
   const copyName = `${databaseName}-bulwark-${stamp(now)}`.slice(0, 128);
   const bacpac = `sql/${serverName}/${copyName}.bacpac`;
   try {
-    await sql.databases.beginCreateOrUpdateAndWait(db.resourceGroup, serverName, copyName, {
-      location: source.location,
-      createMode: "Copy",
-      sourceDatabaseId: source.id,
-      tags: { "bulwark-copy-of": databaseResourceId.slice(0, 256) },
-    });
-    await sql.databases.beginExportAndWait(db.resourceGroup, serverName, copyName, {
-      storageKeyType: "SharedAccessKey",
-      storageKey: await transient.sasFor(bacpac),
-      storageUri: transient.urlOf(bacpac),
-      administratorLogin: login.administratorLogin,
-      administratorLoginPassword: login.administratorLoginPassword,
-      authenticationType: "Sql",
-    });
+    await copyDatabase(sql, db, source, copyName, { "bulwark-copy-of": databaseResourceId.slice(0, 256) });
+    await exportBacpac(sql, db, copyName, transient, bacpac, login);
     const download = await transient.blob(bacpac).download(0);
     if (!download.readableStreamBody) throw new ServiceError(`the exported BACPAC ${bacpac} could not be read back from transient storage`);
     return await backupFileStream(
@@ -144,15 +167,7 @@ export async function restoreSqlDatabase(
     await transient.blob(bacpac).uploadStream(streamContent(vault, pool, point) as unknown as Readable, 8 * 1024 * 1024, 4, {
       conditions: { ifNoneMatch: "*" },
     });
-    await sql.servers.beginImportDatabaseAndWait(target.resourceGroup, serverName, {
-      databaseName,
-      storageKeyType: "SharedAccessKey",
-      storageKey: await transient.sasFor(bacpac),
-      storageUri: transient.urlOf(bacpac),
-      administratorLogin: login.administratorLogin,
-      administratorLoginPassword: login.administratorLoginPassword,
-      authenticationType: "Sql",
-    });
+    await sql.servers.beginImportDatabaseAndWait(target.resourceGroup, serverName, { databaseName, ...(await bacpacAccess(transient, bacpac, login)) });
     return targetDatabaseId;
   } catch (error) {
     throw azureFailure(`importing point ${point.id} as ${targetDatabaseId}`, error);

@@ -31,6 +31,7 @@ import { parseResourceId } from "../azure/resource-id.ts";
 import { selectRetained, ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
 import { deleteSnapshot, ensureSnapshot, getDisk, latestPointOf, withDiskRead } from "../sources/azure-disk.ts";
 import { recordConfiguration, type VmConfiguration } from "../sources/azure-vm.ts";
+import { copyDatabase, exportBacpac } from "../sources/azure-sql.ts";
 import { armFailure, statusOf } from "../sources/azure-disk.ts";
 import type { WorkloadEnvironment } from "./environment.ts";
 
@@ -156,26 +157,9 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
             const sql = await env.azure.sql(db.subscriptionId);
             const source = await sql.databases.get(db.resourceGroup, server, db.names[1]);
             const existing = await sql.databases.get(db.resourceGroup, server, data.sqlCopyName!).catch(() => undefined);
-            if (!existing) {
-              await sql.databases.beginCreateOrUpdateAndWait(db.resourceGroup, server, data.sqlCopyName!, {
-                location: source.location,
-                createMode: "Copy",
-                sourceDatabaseId: source.id,
-                tags: { "bulwark-job": ctx.jobId },
-              });
-            }
-            const blob = env.transient.blob(data.bacpacName!);
-            if (!(await blob.exists())) {
-              await blob.deleteIfExists();
-              const login = env.sqlLogin();
-              await sql.databases.beginExportAndWait(db.resourceGroup, server, data.sqlCopyName!, {
-                storageKeyType: "SharedAccessKey",
-                storageKey: await env.transient.sasFor(data.bacpacName!),
-                storageUri: env.transient.urlOf(data.bacpacName!),
-                administratorLogin: login.administratorLogin,
-                administratorLoginPassword: login.administratorLoginPassword,
-                authenticationType: "Sql",
-              });
+            if (!existing) await copyDatabase(sql, db, source, data.sqlCopyName!, { "bulwark-job": ctx.jobId });
+            if (!(await env.transient.blob(data.bacpacName!).exists())) {
+              await exportBacpac(sql, db, data.sqlCopyName!, env.transient, data.bacpacName!, env.sqlLogin());
             }
             return { next: "stage", data: { ...data, location: source.location } };
           }
