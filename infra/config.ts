@@ -4,6 +4,9 @@
  * thin wrapper that feeds it from the running Pulumi stack.
  */
 import { UsageError } from "../runtime/errors.ts";
+import { kindOfResourceId } from "../runtime/policy/items.ts";
+import { parseDuration } from "../runtime/policy/schedule.ts";
+import type { RetentionRule } from "../runtime/retention/gfs.ts";
 
 export const CONFIG_NAMESPACE = "bulwark";
 
@@ -53,7 +56,7 @@ export type Redundancy =
   | "Standard_RAGZRS";
 
 export interface RetentionConfig {
-  /** How long a recovery point is kept before prune may delete it. */
+  /** How many days of points are kept: the policy's `daily` (the newest point of each day). */
   pointsDays: number;
   /** Version-level immutability: no version can be changed or deleted before this many days. */
   immutabilityDays: number;
@@ -61,6 +64,22 @@ export interface RetentionConfig {
   immutabilityLocked: boolean;
   /** Soft delete for blobs and containers. */
   softDeleteDays: number;
+  /**
+   * The backup policy's retention (restic `forget` semantics, runtime/policy/README.md): `daily`
+   * is `pointsDays`; `last` defaults to one day of points at `backupEvery`; `hourly`, `weekly`,
+   * `monthly` and `yearly` only when configured.
+   */
+  rule: RetentionRule;
+}
+
+/** The backup policy the region's scheduler runs (rendered into BULWARK_POLICY_JSON). */
+export interface BackupPolicyConfig {
+  /** How often each protected item is backed up: a runtime duration such as 4h (not the scheduler's tick). */
+  every: string;
+  /** The tag (key=value) that marks a VM, managed disk or Azure SQL database for backup. */
+  tag: string;
+  /** Explicit ARM ids protected whether tagged or not; each lies in one of the region's protected scopes. */
+  resources: string[];
 }
 
 export interface WorkerConfig {
@@ -69,6 +88,16 @@ export interface WorkerConfig {
   maxExecutions: number;
   cpu: number;
   memory: string;
+  /** Jobs one worker execution runs at once (BULWARK_MAX_JOBS_PER_WORKER). */
+  maxJobsPerWorker: number;
+  /** Jobs all of the region's workers run at once (BULWARK_MAX_JOBS_PER_REGION). */
+  maxJobsPerRegion: number;
+}
+
+/** The Azure SQL server login the import/export service uses; both halves are secret config. */
+export interface SqlAdminConfig {
+  login: SecretValue;
+  password: SecretValue;
 }
 
 export interface RegionConfig {
@@ -82,7 +111,8 @@ export interface RegionConfig {
   retention: RetentionConfig;
   redundancy: Redundancy;
   worker: WorkerConfig;
-  notificationWebhook?: SecretValue;
+  policy: BackupPolicyConfig;
+  sqlAdmin?: SqlAdminConfig;
 }
 
 export type StackConfig = CustomerConfig | RegionConfig;
@@ -296,10 +326,76 @@ function secretValue(raw: Raw, key: string, secretKeys: ReadonlySet<string>): Se
   return { secret: true, value };
 }
 
+const DAY_MS = 86_400_000;
+
+function backupEvery(raw: Raw): { text: string; ms: number } {
+  const value = raw.backupEvery ?? "4h";
+  const fix = 'Write a duration in minutes, hours, days or weeks, e.g. "4h", "30m" or "1d" (how often each item is backed up; the scheduler\'s tick is bulwark:schedule).';
+  if (typeof value !== "string") fail("backupEvery", `must be a string, got ${JSON.stringify(value)}`, fix);
+  const ms = parseDuration(value);
+  if (ms === undefined) fail("backupEvery", `"${value}" is not a duration`, fix);
+  return { text: value.trim(), ms };
+}
+
+function protectTag(raw: Raw): string {
+  const value = raw.protectTag ?? "bulwark-protect=true";
+  const fix = 'Write the tag as key=value, e.g. "bulwark-protect=true"; Azure tag names cannot contain < > % & \\ ? /.';
+  if (typeof value !== "string") fail("protectTag", `must be a string, got ${JSON.stringify(value)}`, fix);
+  const text = value.trim();
+  const eq = text.indexOf("=");
+  const name = text.slice(0, eq).trim();
+  const tagValue = text.slice(eq + 1).trim();
+  if (eq <= 0 || name === "" || tagValue === "" || /[<>%&\\?\/]/.test(name) || name.length > 512 || tagValue.length > 256) {
+    fail("protectTag", `"${text}" is not a tag`, fix);
+  }
+  return `${name}=${tagValue}`;
+}
+
+function protectResources(raw: Raw): string[] {
+  const list = raw.protectResources;
+  if (list === undefined || list === null) return [];
+  const fix = "List ARM ids of VMs, managed disks or Azure SQL databases, e.g. /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>.";
+  if (!Array.isArray(list)) fail("protectResources", "must be a list of resource ids", fix);
+  return list.map((id: unknown, i: number) => {
+    if (typeof id !== "string" || !kindOfResourceId(id.trim())) {
+      fail(`protectResources[${i}]`, `${JSON.stringify(id)} is not the ARM id of a VM, managed disk or Azure SQL database`, fix);
+    }
+    return id.trim();
+  });
+}
+
+function retentionRule(retention: Raw, pointsDays: number, everyMs: number): RetentionRule {
+  const rule: RetentionRule = {
+    // Every point of the last day survives prune, whatever its bucket.
+    last: integer(retention.last, "retention.last", 0, 10000, Math.ceil(DAY_MS / everyMs)),
+    daily: pointsDays,
+  };
+  for (const kind of ["hourly", "weekly", "monthly", "yearly"] as const) {
+    const n = integer(retention[kind], `retention.${kind}`, 0, 10000, 0);
+    if (n > 0) rule[kind] = n;
+  }
+  if (rule.last === 0) delete rule.last;
+  return rule; // never empty: pointsDays is at least 1
+}
+
+function sqlAdmin(raw: Raw, secretKeys: ReadonlySet<string>): SqlAdminConfig | undefined {
+  const login = secretValue(raw, "sqlAdminLogin", secretKeys);
+  const password = secretValue(raw, "sqlAdminPassword", secretKeys);
+  if (login === undefined && password === undefined) return undefined;
+  if (login === undefined || password === undefined) {
+    const missing = login === undefined ? "sqlAdminLogin" : "sqlAdminPassword";
+    fail(missing, "is not set, but its other half is", `Azure SQL export and import need both: \`pulumi config set --secret ${CONFIG_NAMESPACE}:${missing} <value>\`.`);
+  }
+  return { login, password };
+}
+
 export function parseRegionConfig(raw: Raw, secretKeys: ReadonlySet<string> = new Set()): RegionConfig {
   const customerStack = requireString(raw, "customerStack", "Set it to the customer stack's name, e.g. `pulumi config set bulwark:customerStack myorg/bulwark/contoso`.");
   if (!/^[\w.-]+\/[\w.-]+\/[\w.-]+$/.test(customerStack)) {
     fail("customerStack", `"${customerStack}" is not a fully qualified stack name`, "Write organization/project/stack, e.g. myorg/bulwark/contoso.");
+  }
+  if (raw.notificationWebhook !== undefined && raw.notificationWebhook !== null && raw.notificationWebhook !== "") {
+    fail("notificationWebhook", "is not used: the agents send no notifications (job reports are in the fleet's reports table and the job logs)", `Remove it with \`pulumi config rm ${CONFIG_NAMESPACE}:notificationWebhook\`.`);
   }
   const retention = optionalObject(raw, "retention");
   const pointsDays = integer(retention.pointsDays, "retention.pointsDays", 1, 36500, 30);
@@ -316,18 +412,25 @@ export function parseRegionConfig(raw: Raw, secretKeys: ReadonlySet<string> = ne
   if (typeof memory !== "string" || !/^\d+(\.\d+)?Gi$/.test(memory)) fail("worker.memory", `must look like 4Gi, got ${JSON.stringify(memory)}`, "Use a Container Apps memory size such as 2Gi or 4Gi.");
   const cpu = worker.cpu === undefined ? 2 : Number(worker.cpu);
   if (!Number.isFinite(cpu) || cpu <= 0 || cpu > 4) fail("worker.cpu", `must be a number of cores from 0.25 to 4, got ${JSON.stringify(worker.cpu)}`, "Use a Container Apps CPU size such as 1 or 2.");
+  const maxJobsPerWorker = integer(worker.maxJobsPerWorker, "worker.maxJobsPerWorker", 1, 64, 2);
+  const maxJobsPerRegion = integer(worker.maxJobsPerRegion, "worker.maxJobsPerRegion", 1, 1000, Math.max(8, maxJobsPerWorker));
+  if (maxJobsPerWorker > maxJobsPerRegion) {
+    fail("worker.maxJobsPerWorker", `(${maxJobsPerWorker}) is more than worker.maxJobsPerRegion (${maxJobsPerRegion})`, "A worker never runs more than the region allows: raise maxJobsPerRegion or lower maxJobsPerWorker.");
+  }
+  const every = backupEvery(raw);
   return {
     kind: "region",
     customer: customerName(raw),
     customerStack,
     region: region(raw.region, "region"),
     image: image(raw),
-    schedule: cron(raw, "schedule", "0 2 * * *"),
+    schedule: cron(raw, "schedule", "*/15 * * * *"),
     retention: {
       pointsDays,
       immutabilityDays,
       immutabilityLocked: boolean(retention.immutabilityLocked, "retention.immutabilityLocked", false),
       softDeleteDays: integer(retention.softDeleteDays, "retention.softDeleteDays", 1, 365, 14),
+      rule: retentionRule(retention, pointsDays, every.ms),
     },
     redundancy: redundancy as Redundancy,
     worker: {
@@ -336,8 +439,11 @@ export function parseRegionConfig(raw: Raw, secretKeys: ReadonlySet<string> = ne
       maxExecutions: integer(worker.maxExecutions, "worker.maxExecutions", 1, 100, 10),
       cpu,
       memory,
+      maxJobsPerWorker,
+      maxJobsPerRegion,
     },
-    notificationWebhook: secretValue(raw, "notificationWebhook", secretKeys),
+    policy: { every: every.text, tag: protectTag(raw), resources: protectResources(raw) },
+    sqlAdmin: sqlAdmin(raw, secretKeys),
   };
 }
 

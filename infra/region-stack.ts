@@ -12,13 +12,19 @@ import { TransientStorage } from "./components/transient-storage.ts";
 import { IsolatedStorage } from "./components/isolated-storage.ts";
 import { RegionAgent } from "./components/region-agent.ts";
 import { subscriptionOf } from "./components/roles.ts";
+import { policyJson, regionPolicyDocument, requireResourcesInScopes } from "./backup-policy.ts";
 
 export interface RegionStackOutputs {
   region: string;
   protectedScopes: string[];
   resourceGroupName: pulumi.Output<string>;
   transientAccountName: pulumi.Output<string>;
-  queueUrl: pulumi.Output<string>;
+  transientUrl: pulumi.Output<string>;
+  fleetTableEndpoint: pulumi.Output<string>;
+  fleetQueueEndpoint: pulumi.Output<string>;
+  workQueueName: pulumi.Output<string>;
+  /** The scheduler's BULWARK_POLICY_JSON (also what `bulwark status` needs as a policy file). */
+  policyJson: pulumi.Output<string>;
   vaultAccountName: pulumi.Output<string>;
   vaultUrl: pulumi.Output<string>;
   schedulerJobName: pulumi.Output<string>;
@@ -47,6 +53,7 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     const regions = [...new Set(allScopes.map((s) => s.region))].join(", ");
     throw new UsageError(`bulwark:region ${config.region} has no protected scope: customer ${customer} protects only ${regions}. Add a scope in ${config.region} to the customer stack's bulwark:protect (and update it), or deploy this stack for one of ${regions}.`);
   }
+  requireResourcesInScopes(config.policy.resources, scopes, config.region);
   const subscriptionId = subscriptionOf(scopes[0]);
   const output = (name: string) => ref.requireOutput(name) as pulumi.Output<string>;
   const tags = { ...customerTags(config.customer), "bulwark-region": config.region };
@@ -75,6 +82,18 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     keyResourceId: output("keyResourceId"),
     tags,
   });
+  const policy = isolated.containerUrl.apply((vaultUrl) =>
+    policyJson([
+      regionPolicyDocument({
+        customer: config.customer,
+        region: config.region,
+        vaultUrl,
+        protectedScopes: scopes,
+        policy: config.policy,
+        retention: config.retention.rule,
+      }),
+    ]),
+  );
   const agent = new RegionAgent(`${config.customer}-${config.region}-agent`, {
     customer: config.customer,
     region: config.region,
@@ -83,16 +102,24 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     image: config.image,
     schedule: config.schedule,
     worker: config.worker,
-    retentionDays: config.retention.pointsDays,
     protectedScopes: scopes,
+    policyJson: policy,
     backupRoleDefinitionId: output("backupRoleDefinitionId"),
     keyUserRoleDefinitionId: output("keyUserRoleDefinitionId"),
     keyResourceId: output("keyResourceId"),
     keyUri: output("keyUri"),
-    queue: { accountName: transient.accountName, name: transient.queueName, url: transient.queueUrl, scope: transient.queueScope },
+    fleet: {
+      accountName: transient.accountName,
+      accountId: transient.accountId,
+      tableEndpoint: transient.tableEndpoint,
+      queueEndpoint: transient.queueEndpoint,
+      prefix: transient.fleetPrefix,
+      workQueueName: transient.workQueueName,
+      resources: transient.fleetResources,
+    },
     transient: { containerUrl: transient.containerUrl, containerScope: transient.containerScope },
-    vault: { containerUrl: isolated.containerUrl, containerScope: isolated.containerScope },
-    notificationWebhook: config.notificationWebhook === undefined ? undefined : pulumi.secret(config.notificationWebhook.value),
+    vault: { containerScope: isolated.containerScope },
+    sqlAdmin: config.sqlAdmin === undefined ? undefined : { login: pulumi.secret(config.sqlAdmin.login.value), password: pulumi.secret(config.sqlAdmin.password.value) },
     tags,
   });
   return {
@@ -100,7 +127,11 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     protectedScopes: scopes,
     resourceGroupName: group.name,
     transientAccountName: transient.accountName,
-    queueUrl: transient.queueUrl,
+    transientUrl: transient.containerUrl,
+    fleetTableEndpoint: transient.tableEndpoint,
+    fleetQueueEndpoint: transient.queueEndpoint,
+    workQueueName: transient.workQueueName,
+    policyJson: policy,
     vaultAccountName: isolated.accountName,
     vaultUrl: isolated.containerUrl,
     schedulerJobName: agent.schedulerJobName,

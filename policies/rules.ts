@@ -241,8 +241,10 @@ export const keyRotation = resourceRule({
 });
 
 /** Environment names that hold credentials, and values that look like one. */
-const SECRET_NAME = /(SECRET|PASSWORD|PASSWD|TOKEN|CONNECTION_?STRING|WEBHOOK|_KEY|^KEY|SAS)$/i;
+const SECRET_NAME = /(SECRET|PASSWORD|PASSWD|TOKEN|CONNECTION_?STRING|WEBHOOK|_KEY|^KEY|SAS|LOGIN)$/i;
 const SECRET_VALUE = /(AccountKey=|SharedAccessSignature=|SharedAccessKey=|[?&]sig=|password=)/i;
+/** A Key Vault key's identifier (e.g. BULWARK_KEY_VAULT_KEY) names a key; it is not key material. */
+const KEY_REFERENCE = /^https:\/\/[a-z0-9-]+\.(vault|managedhsm)\.[a-z0-9.-]+\/keys\/[A-Za-z0-9-]+(\/[0-9a-f]{32})?\/?$/i;
 
 export const containerAppsJobHardening = resourceRule({
   name: "container-apps-job-hardening",
@@ -259,7 +261,9 @@ export const containerAppsJobHardening = resourceRule({
     for (const container of props.template?.containers ?? []) {
       for (const env of container.env ?? []) {
         if (env.value === undefined) continue;
-        if (SECRET_NAME.test(env.name ?? "") || SECRET_VALUE.test(String(env.value))) {
+        const value = String(env.value);
+        const namedSecret = SECRET_NAME.test(env.name ?? "") && !KEY_REFERENCE.test(value);
+        if (namedSecret || SECRET_VALUE.test(value)) {
           report(`Environment variable ${env.name} of container ${container.name} holds a plain-text secret. Store it as a job secret (configuration.secrets) and reference it with secretRef.`);
         }
       }
@@ -303,6 +307,25 @@ function locationOf(r: StackResource): string | undefined {
   return typeof r.props.location === "string" ? r.props.location.toLowerCase().replace(/\s+/g, "") : undefined;
 }
 
+/** The vault URLs of the policies a scheduler runs (BULWARK_POLICY_JSON); none if it is not JSON. */
+function policyVaults(env: Map<string, string>): string[] {
+  try {
+    const documents: unknown = JSON.parse(env.get("BULWARK_POLICY_JSON") ?? "[]");
+    if (!Array.isArray(documents)) return [];
+    return documents.map((d) => (d as { vault?: unknown })?.vault).filter((v): v is string => typeof v === "string");
+  } catch {
+    return [];
+  }
+}
+
+function accountOfUrl(url: string): string | undefined {
+  try {
+    return new URL(url).hostname.split(".")[0];
+  } catch {
+    return undefined;
+  }
+}
+
 function envOf(job: StackResource): Map<string, string> {
   const env = new Map<string, string>();
   for (const container of job.props.template?.containers ?? []) {
@@ -328,16 +351,21 @@ export const sameRegion = stackRule({
     const principals = new Map(resources.filter((r) => r.type === TYPES.userAssignedIdentity).map((r) => [r.props.id ?? r.urn, r.props.principalId]));
     for (const job of resources.filter((r) => r.type === TYPES.job)) {
       const env = envOf(job);
-      const region = env.get("BULWARK_REGION");
+      // A worker names its region; a scheduler is tagged with it like everything of a region stack.
+      const region = env.get("BULWARK_REGION") ?? job.props.tags?.[REGION_TAG];
       if (!region) continue; // the bridge serves every region; it moves no data
       if (locationOf(job) !== region) report(`Agent ${job.name} runs in ${locationOf(job)} but serves ${region}. Deploy it in ${region}.`, job.urn);
-      // Transient storage (and the queue, which lives there) must be in the agent's region.
-      for (const variable of ["BULWARK_TRANSIENT", "BULWARK_QUEUE_URL", "BULWARK_VAULT"]) {
-        const url = env.get(variable);
-        if (!url) continue;
-        const account = accounts.get(new URL(url).hostname.split(".")[0]);
+      // Transient storage, the fleet's tables and queues (which live there) and the vaults its
+      // policies write to must be in the agent's region.
+      const urls: [string, string][] = ["BULWARK_TRANSIENT", "BULWARK_FLEET_TABLE_ENDPOINT", "BULWARK_FLEET_QUEUE_ENDPOINT"]
+        .filter((variable) => env.has(variable))
+        .map((variable) => [variable, env.get(variable)!]);
+      for (const vault of policyVaults(env)) urls.push(["The vault of BULWARK_POLICY_JSON", vault]);
+      for (const [what, url] of urls) {
+        const name = accountOfUrl(url);
+        const account = name === undefined ? undefined : accounts.get(name);
         if (account && locationOf(account) !== region) {
-          report(`${variable} of ${job.name} points at ${accountName(account)} in ${locationOf(account)}, not ${region}. Use storage in the agent's own region.`, job.urn);
+          report(`${what} of ${job.name} points at ${accountName(account)} in ${locationOf(account)}, not ${region}. Use storage in the agent's own region.`, job.urn);
         }
       }
       // Its identity is granted access only at the protected scopes it was given for its region.

@@ -1,10 +1,15 @@
 /**
  * The region's processing agent: a Container Apps environment with a scheduler job (cron) that
- * queues due work, and a worker job that KEDA starts per queued message. Each job has its own
- * user-assigned identity with only the roles its part needs:
- * - scheduler: Reader on the region's protected scopes (to find tagged resources), send on the queue;
- * - worker: the backup role on the region's protected scopes, key user on the customer's key,
- *   read/process on the queue, blob data on the staging container and the vault container.
+ * runs `bulwark agent schedule` (one tick: the policy's due items onto the region's work queue)
+ * and a worker job that KEDA starts while that queue holds messages, running `bulwark agent
+ * worker`. Both keep the fleet's state in the transient account's tables and queues. Each job has
+ * its own user-assigned identity with only the roles its part needs:
+ * - scheduler: the backup role at the region's protected scopes (it lists tagged resources, and
+ *   the role holds Microsoft.Resources/subscriptions/resources/read); table and queue data on the
+ *   transient account;
+ * - worker: the backup role at the protected scopes, key user on the customer's key, table and
+ *   queue data on the transient account, blob data on the staging and vault containers, and Blob
+ *   Delegator on the transient account (user-delegation SAS for Azure SQL export and import).
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as managedidentity from "@pulumi/azure-native/managedidentity/index.js";
@@ -20,19 +25,33 @@ export interface RegionAgentArgs {
   subscriptionId: string;
   resourceGroupName: pulumi.Input<string>;
   image: string;
+  /** The scheduler's tick (cron, UTC). */
   schedule: string;
   worker: WorkerConfig;
-  retentionDays: number;
   /** ARM ids of the protected scopes in this region. */
   protectedScopes: string[];
+  /** BULWARK_POLICY_JSON: the region's policy documents. */
+  policyJson: pulumi.Input<string>;
   backupRoleDefinitionId: pulumi.Input<string>;
   keyUserRoleDefinitionId: pulumi.Input<string>;
   keyResourceId: pulumi.Input<string>;
+  /** The customer's key without version (the worker follows rotation). */
   keyUri: pulumi.Input<string>;
-  queue: { accountName: pulumi.Input<string>; name: pulumi.Input<string>; url: pulumi.Input<string>; scope: pulumi.Input<string> };
+  /** Where the fleet's state lives: the transient account's tables and queues. */
+  fleet: {
+    accountName: pulumi.Input<string>;
+    accountId: pulumi.Input<string>;
+    tableEndpoint: pulumi.Input<string>;
+    queueEndpoint: pulumi.Input<string>;
+    prefix: string;
+    workQueueName: pulumi.Input<string>;
+    /** The tables and queues, which must exist before an agent runs. */
+    resources: pulumi.Resource[];
+  };
   transient: { containerUrl: pulumi.Input<string>; containerScope: pulumi.Input<string> };
-  vault: { containerUrl: pulumi.Input<string>; containerScope: pulumi.Input<string> };
-  notificationWebhook?: pulumi.Input<string>;
+  vault: { containerScope: pulumi.Input<string> };
+  /** Azure SQL's server login for export and import, as job secrets; absent when nothing is SQL. */
+  sqlAdmin?: { login: pulumi.Input<string>; password: pulumi.Input<string> };
   tags: Record<string, string>;
 }
 
@@ -59,20 +78,31 @@ export class RegionAgent extends pulumi.ComponentResource {
     const worker = identity("worker");
     const builtIn = (guid: string) => builtInRoleId(args.subscriptionId, guid);
 
-    args.protectedScopes.forEach((scope, i) => {
-      grantRole(`${name}-scheduler-read-${i}`, { principalId: scheduler.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.reader), scope, description: `Bulwark scheduler: find protected resources in ${args.region}` }, this);
-      grantRole(`${name}-worker-backup-${i}`, { principalId: worker.principalId, roleDefinitionId: args.backupRoleDefinitionId, scope, description: `Bulwark worker: back up and restore in ${args.region}` }, this);
-    });
-    grantRole(`${name}-scheduler-queue`, { principalId: scheduler.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageQueueDataMessageSender), scope: args.queue.scope, description: "Bulwark scheduler: queue due work" }, this);
+    // Both agents read and write the fleet's tables and queues. Queue Data Contributor, not Message
+    // Sender, for the scheduler too: FleetStorage opens a queue with create-if-missing, and Create
+    // Queue (queueServices/queues/write) is only in the contributor role; both data roles stop at
+    // tables and queues, and the account holds no others.
+    const fleetGrants = (role: string, principalId: pulumi.Output<string>) => [
+      grantRole(`${name}-${role}-fleet-tables`, { principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageTableDataContributor), scope: args.fleet.accountId, description: `Bulwark ${role}: the fleet's job, item, lock and report tables` }, this),
+      grantRole(`${name}-${role}-fleet-queues`, { principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageQueueDataContributor), scope: args.fleet.accountId, description: `Bulwark ${role}: the region's work and poison queues` }, this),
+    ];
+    const protectedScopeGrants = (role: string, principalId: pulumi.Output<string>, description: string) =>
+      args.protectedScopes.map((scope, i) =>
+        grantRole(`${name}-${role}-backup-${i}`, { principalId, roleDefinitionId: args.backupRoleDefinitionId, scope, description }, this),
+      );
+    const schedulerGrants = [
+      ...protectedScopeGrants("scheduler", scheduler.principalId, `Bulwark scheduler: find tagged resources in ${args.region}`),
+      ...fleetGrants("scheduler", scheduler.principalId),
+    ];
     const workerGrants = [
-      grantRole(`${name}-worker-queue-read`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageQueueDataReader), scope: args.queue.scope, description: "Bulwark worker: KEDA reads the queue length" }, this),
-      grantRole(`${name}-worker-queue-process`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageQueueDataMessageProcessor), scope: args.queue.scope, description: "Bulwark worker: take and complete queued work" }, this),
+      ...protectedScopeGrants("worker", worker.principalId, `Bulwark worker: back up and restore in ${args.region}`),
+      ...fleetGrants("worker", worker.principalId),
       grantRole(`${name}-worker-staging`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.transient.containerScope, description: "Bulwark worker: stage backups and SQL exports" }, this),
+      grantRole(`${name}-worker-delegator`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDelegator), scope: args.fleet.accountId, description: "Bulwark worker: sign user-delegation SAS for Azure SQL export and import" }, this),
       grantRole(`${name}-worker-vault`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.vault.containerScope, description: "Bulwark worker: write and read the vault" }, this),
       grantRole(`${name}-worker-key`, { principalId: worker.principalId, roleDefinitionId: args.keyUserRoleDefinitionId, scope: args.keyResourceId, description: "Bulwark worker: wrap and unwrap data keys" }, this),
     ];
 
-    const secrets: JobSecret[] = args.notificationWebhook === undefined ? [] : [{ env: "BULWARK_NOTIFICATION_WEBHOOK", value: args.notificationWebhook }];
     const common = {
       resourceGroupName: args.resourceGroupName,
       location: args.region,
@@ -80,7 +110,14 @@ export class RegionAgent extends pulumi.ComponentResource {
       image: args.image,
       tags: args.tags,
     };
-    const protectedScopes = args.protectedScopes.join(",");
+    const fleetEnv = {
+      BULWARK_FLEET_TABLE_ENDPOINT: args.fleet.tableEndpoint,
+      BULWARK_FLEET_QUEUE_ENDPOINT: args.fleet.queueEndpoint,
+      BULWARK_FLEET_PREFIX: args.fleet.prefix,
+      // Informational (the runtime does not read it): where this identity holds the backup role.
+      // The policy pack checks the job's role assignments against it.
+      BULWARK_PROTECTED_SCOPES: args.protectedScopes.join(","),
+    };
     const schedulerJob = agentJob(
       `${name}-scheduler`,
       {
@@ -89,21 +126,28 @@ export class RegionAgent extends pulumi.ComponentResource {
         identityId: scheduler.id,
         identityClientId: scheduler.clientId,
         env: {
-          BULWARK_CUSTOMER: args.customer,
-          BULWARK_REGION: args.region,
-          BULWARK_PROTECTED_SCOPES: protectedScopes,
-          BULWARK_QUEUE_URL: args.queue.url,
-          BULWARK_RETENTION_DAYS: String(args.retentionDays),
+          ...fleetEnv,
+          BULWARK_POLICY_JSON: args.policyJson,
+          // Only this region: its fleet (tables, queues) is this stack's own, and no other region's
+          // worker reads this account's queues.
+          BULWARK_AGENT_REGIONS: args.region,
         },
-        secrets,
         trigger: { kind: "schedule", cron: args.schedule },
         replicaTimeoutSeconds: 900,
         replicaRetryLimit: 1,
         cpu: 0.5,
         memory: "1Gi",
+        dependsOn: [...schedulerGrants, ...args.fleet.resources],
       },
       this,
     );
+    const secrets: JobSecret[] =
+      args.sqlAdmin === undefined
+        ? []
+        : [
+            { env: "BULWARK_SQL_ADMIN_LOGIN", value: args.sqlAdmin.login },
+            { env: "BULWARK_SQL_ADMIN_PASSWORD", value: args.sqlAdmin.password },
+          ];
     const workerJob = agentJob(
       `${name}-worker`,
       {
@@ -112,23 +156,21 @@ export class RegionAgent extends pulumi.ComponentResource {
         identityId: worker.id,
         identityClientId: worker.clientId,
         env: {
-          BULWARK_CUSTOMER: args.customer,
+          ...fleetEnv,
           BULWARK_REGION: args.region,
-          BULWARK_PROTECTED_SCOPES: protectedScopes,
-          BULWARK_QUEUE_URL: args.queue.url,
           BULWARK_TRANSIENT: args.transient.containerUrl,
-          BULWARK_VAULT: args.vault.containerUrl,
-          BULWARK_KEY_ID: args.keyUri,
-          BULWARK_RETENTION_DAYS: String(args.retentionDays),
+          BULWARK_KEY_VAULT_KEY: args.keyUri,
+          BULWARK_MAX_JOBS_PER_WORKER: String(args.worker.maxJobsPerWorker),
+          BULWARK_MAX_JOBS_PER_REGION: String(args.worker.maxJobsPerRegion),
         },
         secrets,
-        trigger: { kind: "queue", accountName: args.queue.accountName, queueName: args.queue.name, maxExecutions: args.worker.maxExecutions, queueLength: 1 },
+        trigger: { kind: "queue", accountName: args.fleet.accountName, queueName: args.fleet.workQueueName, maxExecutions: args.worker.maxExecutions, queueLength: 1 },
         replicaTimeoutSeconds: args.worker.replicaTimeoutSeconds,
         replicaRetryLimit: args.worker.replicaRetryLimit,
         cpu: args.worker.cpu,
         memory: args.worker.memory,
-        // A worker started before its roles exist would fail its first executions.
-        dependsOn: workerGrants,
+        // A worker started before its roles and the fleet's tables exist would fail its first executions.
+        dependsOn: [...workerGrants, ...args.fleet.resources],
       },
       this,
     );

@@ -9,11 +9,11 @@ import { deterministicGuid } from "../naming.ts";
 
 /** Built-in role definition GUIDs (the same in every tenant). */
 export const BUILT_IN_ROLES = {
-  reader: "acdd72a7-3385-48ef-bd42-f606fba81ae7",
   storageBlobDataContributor: "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
-  storageQueueDataReader: "19e7f393-937e-4f77-808e-94535e297925",
-  storageQueueDataMessageSender: "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
-  storageQueueDataMessageProcessor: "8a0f0c08-91a1-4084-bc3d-661d67233fed",
+  /** generateUserDelegationKey only: lets an identity sign user-delegation SAS (for Azure SQL's import/export). */
+  storageBlobDelegator: "db58b8e5-c6ad-4a2a-8342-4190687cbf4a",
+  storageTableDataContributor: "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+  storageQueueDataContributor: "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
   /** get, wrapKey, unwrapKey on a key: exactly what a storage account's customer-managed key needs. */
   keyVaultCryptoServiceEncryptionUser: "e147488a-f6f5-4113-8e2d-b22465e65bf6",
 } as const;

@@ -28,7 +28,22 @@ describe("stack config", () => {
     const r = parseStackConfig(region());
     expect(r).toMatchObject({ kind: "region", region: "westeurope", redundancy: "Standard_ZRS", retention: { pointsDays: 35, immutabilityDays: 30, immutabilityLocked: false } });
     const north = parseStackConfig(exampleConfig("Pulumi.dev-northeurope.yaml").raw);
-    expect(north).toMatchObject({ worker: { replicaTimeoutSeconds: 14400, replicaRetryLimit: 2, maxExecutions: 10 } });
+    expect(north).toMatchObject({
+      worker: { replicaTimeoutSeconds: 14400, replicaRetryLimit: 2, maxExecutions: 10, maxJobsPerWorker: 2, maxJobsPerRegion: 8 },
+      policy: { every: "4h", tag: "bulwark-protect=true", resources: [] },
+      retention: { rule: { last: 6, daily: 35 } },
+    });
+    expect(north).not.toHaveProperty("sqlAdmin", expect.anything());
+  });
+
+  it("maps retention to the policy's rule: daily from pointsDays, last a day of points, the others when set", () => {
+    const raw = region();
+    raw.backupEvery = "30m";
+    raw.retention = { pointsDays: 10, immutabilityDays: 5, hourly: 24, yearly: 3, last: 0 };
+    expect(parseStackConfig(raw)).toMatchObject({ retention: { rule: { daily: 10, hourly: 24, yearly: 3 } } });
+    expect((parseStackConfig(raw) as any).retention.rule).not.toHaveProperty("last");
+    raw.retention = { pointsDays: 10 };
+    expect((parseStackConfig(raw) as any).retention.rule).toEqual({ last: 48, daily: 10 });
   });
 
   it("keeps the key vault off the public network unless told otherwise", () => {
@@ -65,7 +80,13 @@ describe("stack config", () => {
     ["immutability beyond retention", (r) => (r.retention = { pointsDays: 7, immutabilityDays: 30 }), /^bulwark:retention\.immutabilityDays \(30\) is longer than retention\.pointsDays \(7\)/, "region"],
     ["retry limit not a number", (r) => (r.worker = { replicaRetryLimit: "many" }), /^bulwark:worker\.replicaRetryLimit must be a whole number from 0 to 10, got "many"/, "region"],
     ["customer stack not qualified", (r) => (r.customerStack = "dev"), /^bulwark:customerStack "dev" is not a fully qualified stack name\. Write organization\/project\/stack/, "region"],
-    ["plain-text webhook", (r) => (r.notificationWebhook = "https://hook"), /^bulwark:notificationWebhook is stored in plain text\. .*pulumi config set --secret bulwark:notificationWebhook/, "region"],
+    ["a webhook nothing reads", (r) => (r.notificationWebhook = "https://hook"), /^bulwark:notificationWebhook is not used: the agents send no notifications .*pulumi config rm bulwark:notificationWebhook/, "region"],
+    ["plain-text SQL password", (r) => ((r.sqlAdminLogin = "admin"), (r.sqlAdminPassword = "hunter2")), /^bulwark:sqlAdminLogin is stored in plain text\. .*pulumi config set --secret bulwark:sqlAdminLogin/, "region"],
+    ["backup interval not a duration", (r) => (r.backupEvery = "4 hours"), /^bulwark:backupEvery "4 hours" is not a duration\. Write a duration .* e\.g\. "4h"/, "region"],
+    ["protect tag without a value", (r) => (r.protectTag = "bulwark-protect"), /^bulwark:protectTag "bulwark-protect" is not a tag\. Write the tag as key=value/, "region"],
+    ["protect tag with a slash in its name", (r) => (r.protectTag = "a/b=c"), /^bulwark:protectTag "a\/b=c" is not a tag/, "region"],
+    ["explicit resource not a VM, disk or database", (r) => (r.protectResources = ["/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/x/providers/Microsoft.Web/sites/app"]), /^bulwark:protectResources\[0\] ".*Microsoft\.Web\/sites\/app" is not the ARM id of a VM, managed disk or Azure SQL database\. List ARM ids/, "region"],
+    ["more jobs per worker than per region", (r) => (r.worker = { maxJobsPerWorker: 10, maxJobsPerRegion: 4 }), /^bulwark:worker\.maxJobsPerWorker \(10\) is more than worker\.maxJobsPerRegion \(4\)/, "region"],
   ];
 
   for (const [what, spoil, message, kind] of cases) {
@@ -76,10 +97,15 @@ describe("stack config", () => {
     });
   }
 
-  it("accepts the webhook when it is a secret", () => {
+  it("accepts the SQL login when both halves are secrets, and refuses one half alone", () => {
     const raw = region();
-    raw.notificationWebhook = "https://hook";
-    expect(parseStackConfig(raw, new Set(["notificationWebhook"]))).toMatchObject({ notificationWebhook: { secret: true, value: "https://hook" } });
+    raw.sqlAdminLogin = "admin";
+    raw.sqlAdminPassword = "hunter2";
+    expect(parseStackConfig(raw, new Set(["sqlAdminLogin", "sqlAdminPassword"]))).toMatchObject({
+      sqlAdmin: { login: { secret: true, value: "admin" }, password: { secret: true, value: "hunter2" } },
+    });
+    delete raw.sqlAdminPassword;
+    expect(failure(raw, ["sqlAdminLogin"]).message).toMatch(/^bulwark:sqlAdminPassword is not set, but its other half is\. .*pulumi config set --secret bulwark:sqlAdminPassword/);
   });
 });
 

@@ -85,6 +85,7 @@ function azureName(type: string, name: string, inputs: Record<string, any>): str
     "azure-native:storage:StorageAccount": "accountName",
     "azure-native:storage:BlobContainer": "containerName",
     "azure-native:storage:Queue": "queueName",
+    "azure-native:storage:Table": "tableName",
     "azure-native:keyvault:Vault": "vaultName",
     "azure-native:keyvault:Key": "keyName",
     "azure-native:authorization:RoleAssignment": "roleAssignmentName",

@@ -14,6 +14,7 @@ const REGION_TYPES = new Set([
   "azure-native:storage:BlobContainer",
   "azure-native:storage:BlobServiceProperties",
   "azure-native:storage:Queue",
+  "azure-native:storage:Table",
   "azure-native:managedidentity:UserAssignedIdentity",
   "azure-native:authorization:RoleAssignment",
   "azure-native:operationalinsights:Workspace",

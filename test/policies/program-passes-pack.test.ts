@@ -12,7 +12,7 @@ const stacks: Record<string, RecordedResource[]> = {};
 
 beforeAll(async () => {
   stacks.customer = (await deployExampleCustomer()).resources;
-  stacks.westeurope = (await deployRegion(exampleRegionConfig("Pulumi.dev-westeurope.yaml", { notificationWebhook: "https://hook.example/x?token=t" }, ["notificationWebhook"]))).resources;
+  stacks.westeurope = (await deployRegion(exampleRegionConfig("Pulumi.dev-westeurope.yaml", { sqlAdminLogin: "admin", sqlAdminPassword: "p" }, ["sqlAdminLogin", "sqlAdminPassword"]))).resources;
   stacks.northeurope = (await deployRegion(exampleRegionConfig("Pulumi.dev-northeurope.yaml"))).resources;
 });
 
@@ -59,5 +59,21 @@ describe("the program against its own policy pack", () => {
     expect(violations.some((v) => v.startsWith("isolated-storage-versioning"))).toBe(true);
     expect(violations.some((v) => v.startsWith("agents-storage-and-scopes-in-one-region"))).toBe(true);
     expect(violations.some((v) => v.startsWith("no-broad-role-assignments"))).toBe(true);
+  });
+
+  it("catches the scheduler's policy pointing at a vault outside its region, and a SQL password set as a plain value", () => {
+    const weakened = structuredClone(stacks.westeurope);
+    const vault = weakened.find((r) => r.inputs.tags?.["bulwark-storage"] === "isolated")!;
+    vault.state.location = "eastus";
+    const worker = weakened.find((r) => r.type === "azure-native:app:Job" && r.inputs.template.containers[0].args[1] === "worker")!;
+    const env = worker.inputs.template.containers[0].env.find((e: any) => e.name === "BULWARK_SQL_ADMIN_PASSWORD");
+    env.value = "hunter2";
+    delete env.secretRef;
+    const violations = runPack(weakened);
+    expect(violations.filter((v) => v.startsWith("agents-storage-and-scopes-in-one-region"))).toEqual([
+      expect.stringMatching(/isolated-account is in eastus but belongs to region westeurope/),
+      expect.stringMatching(/The vault of BULWARK_POLICY_JSON of .*-scheduler points at bwvcontoso[0-9a-f]{6} in eastus, not westeurope/),
+    ]);
+    expect(violations).toEqual(expect.arrayContaining([expect.stringMatching(/^container-apps-job-hardening on .*-worker: Environment variable BULWARK_SQL_ADMIN_PASSWORD .* plain-text secret/)]));
   });
 });

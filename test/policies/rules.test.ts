@@ -65,7 +65,7 @@ describe("resource policies", () => {
     location: "westeurope",
     identity: { type: "UserAssigned", userAssignedIdentities: ["/id/worker"] },
     configuration: { triggerType: "Event", replicaTimeout: 3600, eventTriggerConfig: { scale: { rules: [{ name: "queue", type: "azure-queue", identity: "/id/worker", metadata: {} }] } } },
-    template: { containers: [{ name: "worker", env: [{ name: "BULWARK_KEY_ID", value: "https://v.vault.azure.net/keys/k" }, { name: "BULWARK_NOTIFICATION_WEBHOOK", secretRef: "hook" }] }] },
+    template: { containers: [{ name: "worker", env: [{ name: "BULWARK_KEY_VAULT_KEY", value: "https://v.vault.azure.net/keys/k" }, { name: "BULWARK_SQL_ADMIN_PASSWORD", secretRef: "sql-password" }] }] },
   };
   const jobWith = (change: (job: any) => void) => {
     const job = structuredClone(goodJob);
@@ -77,6 +77,9 @@ describe("resource policies", () => {
     ["no replica timeout", (j) => delete j.configuration.replicaTimeout, /Set configuration\.replicaTimeout/],
     ["a plain-text secret by name", (j) => j.template.containers[0].env.push({ name: "STORAGE_CONNECTION_STRING", value: "x" }), /STORAGE_CONNECTION_STRING of container worker holds a plain-text secret\. Store it as a job secret/],
     ["a plain-text secret by value", (j) => j.template.containers[0].env.push({ name: "BULWARK_TARGET", value: "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc" }), /BULWARK_TARGET .* plain-text secret/],
+    ["a SQL login as a plain value", (j) => j.template.containers[0].env.push({ name: "BULWARK_SQL_ADMIN_LOGIN", value: "admin" }), /BULWARK_SQL_ADMIN_LOGIN of container worker holds a plain-text secret/],
+    ["a key-named variable that is not a key identifier", (j) => (j.template.containers[0].env[0].value = "c2VjcmV0LWtleS1tYXRlcmlhbA=="), /BULWARK_KEY_VAULT_KEY of container worker holds a plain-text secret/],
+    ["a key identifier carrying a query", (j) => (j.template.containers[0].env[0].value = "https://v.vault.azure.net/keys/k?sv=1&sig=abc"), /BULWARK_KEY_VAULT_KEY .* plain-text secret/],
     ["a scale rule with a connection string", (j) => (j.configuration.eventTriggerConfig.scale.rules[0] = { name: "queue", type: "azure-queue", auth: [{ secretRef: "conn", triggerParameter: "connection" }] }), /Scale rule queue authenticates with a secret/],
   ];
   it("container-apps-job-hardening: passes a job with identity, timeout and secrets by reference", () => {
@@ -160,6 +163,35 @@ describe("stack policies", () => {
     expect(checkStack(rules.sameRegion, [transient, identity, job("westeurope", env), grant("/subscriptions/s2")])).toEqual([
       "worker (region westeurope) is granted access at /subscriptions/s2, which is not one of its region's protected scopes. Protect it from the stack of the scope's own region.",
     ]);
+  });
+
+  const scheduler = (location: string, env: Record<string, string>) => ({ ...job(location, env), name: "scheduler", props: { ...job(location, env).props, tags: { "bulwark-region": "westeurope" } } });
+  const schedulerEnv = {
+    BULWARK_FLEET_TABLE_ENDPOINT: "https://accttransient.table.core.windows.net",
+    BULWARK_FLEET_QUEUE_ENDPOINT: "https://accttransient.queue.core.windows.net",
+    BULWARK_POLICY_JSON: JSON.stringify([{ name: "p", vault: "https://acctisolated.blob.core.windows.net/vault" }]),
+    BULWARK_PROTECTED_SCOPES: "/subscriptions/s1/resourceGroups/vms",
+  };
+
+  it("agents-storage-and-scopes-in-one-region: passes a scheduler (region from its tag) whose fleet and policy vault are in its region", () => {
+    expect(checkStack(rules.sameRegion, [transient, isolated, identity, scheduler("westeurope", schedulerEnv), grant("/subscriptions/s1/resourceGroups/vms")])).toEqual([]);
+  });
+
+  it("agents-storage-and-scopes-in-one-region: rejects a scheduler outside its region, its fleet or its policy's vault elsewhere, and access outside its scopes", () => {
+    expect(checkStack(rules.sameRegion, [transient, isolated, identity, scheduler("northeurope", schedulerEnv)])).toEqual([
+      "scheduler is in northeurope but belongs to region westeurope. Create it in westeurope.",
+      "Agent scheduler runs in northeurope but serves westeurope. Deploy it in westeurope.",
+    ]);
+    const fleetElsewhere = res(T.storageAccount, "staging", { ...goodAccount("transient"), location: "eastus", tags: { "bulwark-storage": "transient" } });
+    expect(checkStack(rules.sameRegion, [fleetElsewhere, isolated, identity, scheduler("westeurope", schedulerEnv)])).toEqual([
+      "BULWARK_FLEET_TABLE_ENDPOINT of scheduler points at accttransient in eastus, not westeurope. Use storage in the agent's own region.",
+      "BULWARK_FLEET_QUEUE_ENDPOINT of scheduler points at accttransient in eastus, not westeurope. Use storage in the agent's own region.",
+    ]);
+    const vaultElsewhere = res(T.storageAccount, "vault", { ...goodAccount("isolated"), location: "eastus", tags: { "bulwark-storage": "isolated" } });
+    expect(checkStack(rules.sameRegion, [transient, vaultElsewhere, identity, scheduler("westeurope", schedulerEnv)])).toEqual([
+      "The vault of BULWARK_POLICY_JSON of scheduler points at acctisolated in eastus, not westeurope. Use storage in the agent's own region.",
+    ]);
+    expect(checkStack(rules.sameRegion, [transient, isolated, identity, scheduler("westeurope", schedulerEnv), grant("/subscriptions/s2")])).toHaveLength(1);
   });
 
   it("agents-storage-and-scopes-in-one-region: reads a deployed job's identity map as well as its inputs", () => {
