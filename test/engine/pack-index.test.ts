@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, test } from "vitest";
 import { IntegrityError } from "../../runtime/errors.ts";
-import { decodeChunk, encodeChunk, CHUNK_DATA } from "../../runtime/engine/chunk-codec.ts";
+import { decodeChunk, encodeChunk, looksIncompressible, CHUNK_DATA } from "../../runtime/engine/chunk-codec.ts";
 import { keyedId } from "../../runtime/engine/crypto.ts";
 import { decodeIndex, encodeIndex, type IndexedPack } from "../../runtime/engine/index-file.ts";
 import { encodePackTrailer, packIdOfKey, packKey, readPackHeader, type PackEntry } from "../../runtime/engine/pack.ts";
@@ -96,5 +96,25 @@ describe("index object", () => {
     expect(() => decodeIndex(keys.dataKey, name, sealed.subarray(0, sealed.length - 1))).toThrow(IntegrityError);
     expect(() => decodeIndex(keys.dataKey, name, sealed.subarray(0, 10))).toThrow(/truncated/);
     expect(() => decodeIndex(keys.dataKey, `index/${randomBytes(16).toString("hex")}`, sealed)).toThrow(/failed authentication/);
+  });
+});
+
+describe("compression is skipped only where it cannot pay", () => {
+  test("random bytes are recognised as incompressible; text, code-like and zero-heavy data are not", () => {
+    const random = randomBytes(64 * 1024);
+    const text = Buffer.from("the quick brown fox jumps over the lazy dog, again and again; ".repeat(1100).slice(0, 64 * 1024));
+    const sparse = Buffer.alloc(64 * 1024);
+    for (let i = 0; i < sparse.length; i += 97) sparse[i] = i & 0xff;
+    // Half random, half zeros: high entropy nowhere near 8 bits, and zstd halves it.
+    const mixed = Buffer.concat([randomBytes(32 * 1024), Buffer.alloc(32 * 1024)]);
+    expect(looksIncompressible(random)).toBe(true);
+    expect(looksIncompressible(text)).toBe(false);
+    expect(looksIncompressible(sparse)).toBe(false);
+    expect(looksIncompressible(mixed)).toBe(false);
+    const keys = { dataKey: randomBytes(32), idKey: randomBytes(32) };
+    const id = randomBytes(32);
+    expect(encodeChunk(keys, 0, id, random, 1).compressed).toBe(false);
+    expect(encodeChunk(keys, 0, id, mixed, 1).compressed).toBe(true);
+    expect(encodeChunk(keys, 0, id, text, 1).compressed).toBe(true);
   });
 });
