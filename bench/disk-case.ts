@@ -128,7 +128,61 @@ async function fillDisk(emulator: RunningAzureEmulator, diskId: string, imagePat
 }
 
 function diskSha256(emulator: RunningAzureEmulator, diskId: string): string {
-  return createHash("sha256").update(emulator.control.readImage(diskId)).digest("hex");
+  const image = emulator.control.readImage(diskId);
+  const hash = createHash("sha256");
+  // Hash.update takes at most 2 GiB - 1 at once.
+  for (let at = 0; at < image.length; at += 256 * MiB) hash.update(image.subarray(at, at + 256 * MiB));
+  return hash.digest("hex");
+}
+
+/** The emulator's requests during one step, with times: where a CLI run's wall time went. */
+export interface RequestTimeline {
+  requests: number;
+  /** Control-plane calls (ARM, token), of which long-running-operation polls. */
+  controlPlane: number;
+  operationPolls: number;
+  /** Managed-disk SAS data-plane calls (page ranges, reads). */
+  dataPlane: number;
+  /** Seconds from the process start to its first request (node start, vault open, key derivation). */
+  firstRequestSeconds?: number;
+  /** Seconds from the first to the last request. */
+  requestSpanSeconds?: number;
+  /** Seconds between consecutive requests summed over gaps longer than 0.5 s (mostly waiting before an LRO poll). */
+  idleGapSeconds: number;
+  log: Array<{ t: number; method: string; path: string; status: number }>;
+}
+
+/** Records when each request the emulator logs was served. */
+function stampRequests(emulator: RunningAzureEmulator): number[] {
+  const stamps: number[] = [];
+  const log = emulator.requestLog;
+  const push = log.push.bind(log);
+  log.push = (...items) => {
+    for (let i = 0; i < items.length; i++) stamps.push(performance.now());
+    return push(...items);
+  };
+  return stamps;
+}
+
+function timeline(emulator: RunningAzureEmulator, stamps: number[], from: number, startedAt: number): RequestTimeline {
+  const entries = emulator.requestLog.slice(from).map((entry, i) => ({ ...entry, at: stamps[from + i] }));
+  const shorten = (path: string) => path.replace(/^\/subscriptions\/[^/]+/, "").replace(/\/resourceGroups\/[^/]+\/providers\//, "/");
+  let idle = 0;
+  for (let i = 1; i < entries.length; i++) {
+    const gap = (entries[i].at - entries[i - 1].at) / 1000;
+    if (gap > 0.5) idle += gap;
+  }
+  const isData = (path: string) => !path.startsWith("/subscriptions") && !/oauth2|openid|discovery/i.test(path);
+  return {
+    requests: entries.length,
+    controlPlane: entries.filter((e) => !isData(e.path)).length,
+    operationPolls: entries.filter((e) => /\/operations\//i.test(e.path)).length,
+    dataPlane: entries.filter((e) => isData(e.path)).length,
+    firstRequestSeconds: entries.length > 0 ? (entries[0].at - startedAt) / 1000 : undefined,
+    requestSpanSeconds: entries.length > 0 ? (entries[entries.length - 1].at - entries[0].at) / 1000 : undefined,
+    idleGapSeconds: idle,
+    log: entries.map((e) => ({ t: Number(((e.at - startedAt) / 1000).toFixed(3)), method: e.method, path: shorten(e.path), status: e.status })),
+  };
 }
 
 export interface BulwarkIncremental {
@@ -142,6 +196,7 @@ export interface BulwarkIncremental {
   bytesStored?: number;
   /** The engine's own duration (point stats), without process start, key derivation and ARM calls. */
   engineSeconds?: number;
+  requests?: RequestTimeline;
 }
 
 export interface VariantResult {
@@ -250,6 +305,7 @@ export async function runDiskCase(
 
   log("azure-disk: starting the local Azure emulator (with Azurite)");
   const emulator = await startAzureEmulator({ azurite: true });
+  const stamps = stampRequests(emulator);
   const result: DiskCaseResult = { sizeBytes: size, allocatedBytes: 0, diskId: "", firstBackup: {}, variants: [] };
   try {
     emulator.world.addResourceGroup("bench", "westeurope");
@@ -277,8 +333,11 @@ export async function runDiskCase(
 
     await runStep("bulwark init", bulwark.init(bws), options);
     log("azure-disk: bulwark first backup of the disk");
+    let from = emulator.requestLog.length;
+    let startedAt = performance.now();
     let measured = await runStep("bulwark first backup", withEnv(bulwark.backup(bws, "v1"), env), options);
     result.firstBackup.bulwark = bulwarkFigures(stepResult(measured, size, bulwark.parseBackupReport(measured.stdout)));
+    result.firstBackup.bulwark.requests = timeline(emulator, stamps, from, startedAt);
     log(`azure-disk:   ${measured.seconds.toFixed(1)} s, mode ${result.firstBackup.bulwark.mode}, ${mib(result.firstBackup.bulwark.bytesFetched ?? 0)} MiB read`);
 
     await copyFile(images.version1Path, rws.sourcePath);
@@ -315,12 +374,17 @@ export async function runDiskCase(
       await applyRewrites(emulator, disk.id, rws.sourcePath, layout, rewrites, spec.name);
 
       log(`azure-disk: ${spec.name}: bulwark incremental backup of the disk`);
+      from = emulator.requestLog.length;
+      startedAt = performance.now();
       measured = await runStep(`bulwark incremental (${spec.name})`, withEnv(bulwark.backup(bws, spec.name), env), options);
       variant.bulwark = bulwarkFigures(stepResult(measured, size, bulwark.parseBackupReport(measured.stdout)));
+      const requests = timeline(emulator, stamps, from, startedAt);
+      variant.bulwark.requests = requests;
       log(
         `azure-disk:   ${measured.seconds.toFixed(2)} s (engine ${variant.bulwark.engineSeconds?.toFixed(2) ?? "?"} s), mode ${variant.bulwark.mode}, ` +
           `diff ${mib(variant.bulwark.changedBytes ?? 0)} MiB, read ${mib(variant.bulwark.bytesFetched ?? 0)} MiB`,
       );
+      log(`azure-disk:   ${describeTimeline(requests)}`);
 
       if (restic !== undefined) {
         await readThrough(rws.sourcePath);
@@ -362,6 +426,14 @@ export async function runDiskCase(
     if (!options.keep) await rm(workDir, { recursive: true, force: true });
   }
   return result;
+}
+
+export function describeTimeline(t: RequestTimeline): string {
+  return (
+    `${t.requests} requests to the emulator (${t.controlPlane} control plane, of which ${t.operationPolls} operation polls; ${t.dataPlane} disk data plane); ` +
+    `first request ${fixed(t.firstRequestSeconds, 2)} s after the process started, requests spanned ${fixed(t.requestSpanSeconds, 2)} s, ` +
+    `${t.idleGapSeconds.toFixed(2)} s of it in gaps over 0.5 s between requests`
+  );
 }
 
 function pad(text: string, width: number, right: boolean): string {
