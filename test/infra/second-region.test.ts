@@ -5,6 +5,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import type { RecordedResource } from "./harness.ts";
 import { deployExampleCustomer, deployRegion, exampleRegionConfig } from "./region-fixture.ts";
+import { validatePolicy } from "../../runtime/policy/policy.ts";
 
 const REGION_TYPES = new Set([
   "pulumi:pulumi:StackReference",
@@ -59,5 +60,20 @@ describe("a second region", () => {
     const protectedScopes = scopes.filter((s) => /^\/subscriptions\/[^/]+(\/resourceGroups\/[^/]+)?$/.test(s));
     expect(new Set(protectedScopes)).toEqual(new Set(["/subscriptions/66666666-7777-8888-9999-000000000000"]));
     expect(north.some((r) => r.type === "azure-native:authorization:RoleDefinition")).toBe(false);
+  });
+
+  it("runs its own fleet and policy: its own queue, its own vault, the whole protected subscription", () => {
+    const jobs = north.filter((r) => r.type === "azure-native:app:Job");
+    const env = (command: string) => Object.fromEntries(jobs.find((j) => j.inputs.template.containers[0].args[1] === command)!.inputs.template.containers[0].env.map((e: any) => [e.name, e.value]));
+    const worker = jobs.find((j) => j.inputs.template.containers[0].args[1] === "worker")!;
+    expect(worker.inputs.configuration.eventTriggerConfig.scale.rules[0].metadata.queueName).toBe("bulwark-work-northeurope");
+    expect(env("schedule").BULWARK_AGENT_REGIONS).toBe("northeurope");
+    const [policy] = (JSON.parse(env("schedule").BULWARK_POLICY_JSON) as unknown[]).map((d, i) => validatePolicy(d, `BULWARK_POLICY_JSON[${i}]`));
+    const vault = north.find((r) => r.type === "azure-native:storage:StorageAccount" && r.inputs.tags["bulwark-storage"] === "isolated")!;
+    expect(policy.name).toBe("contoso-northeurope");
+    expect(policy.vault).toBe(`https://${vault.inputs.accountName}.blob.core.windows.net/vault`);
+    expect(new Set(policy.protect.tagged.flatMap((t) => t.subscriptions))).toEqual(new Set(["66666666-7777-8888-9999-000000000000"]));
+    const westTransient = west.find((r) => r.type === "azure-native:storage:StorageAccount" && r.inputs.tags["bulwark-storage"] === "transient")!;
+    expect(env("worker").BULWARK_FLEET_TABLE_ENDPOINT).not.toContain(westTransient.inputs.accountName);
   });
 });
