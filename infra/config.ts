@@ -107,6 +107,7 @@ export interface RegionConfig {
   customerStack: string;
   region: string;
   image: string;
+  /** The scheduler job's tick (cron, UTC): how often it looks for due items, not how often they are backed up. */
   schedule: string;
   retention: RetentionConfig;
   redundancy: Redundancy;
