@@ -29,7 +29,7 @@ export interface AgentJobArgs {
   environmentId: pulumi.Input<string>;
   image: string;
   /** `bulwark agent <role>` */
-  agentCommand: "bridge" | "schedule" | "worker";
+  agentCommand: "bridge" | "schedule" | "worker" | "prune";
   identityId: pulumi.Input<string>;
   identityClientId: pulumi.Input<string>;
   env: Record<string, pulumi.Input<string>>;

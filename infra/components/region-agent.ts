@@ -27,6 +27,8 @@ export interface RegionAgentArgs {
   image: string;
   /** The scheduler's tick (cron, UTC). */
   schedule: string;
+  /** When retention and prune run (cron, UTC); daily at 02:30 by default. */
+  pruneSchedule?: string;
   worker: WorkerConfig;
   /** ARM ids of the protected scopes in this region. */
   protectedScopes: string[];
@@ -58,6 +60,7 @@ export interface RegionAgentArgs {
 export class RegionAgent extends pulumi.ComponentResource {
   readonly schedulerJobName: pulumi.Output<string>;
   readonly workerJobName: pulumi.Output<string>;
+  readonly pruneJobName: pulumi.Output<string>;
   readonly workerPrincipalId: pulumi.Output<string>;
   readonly schedulerPrincipalId: pulumi.Output<string>;
 
@@ -174,6 +177,31 @@ export class RegionAgent extends pulumi.ComponentResource {
       },
       this,
     );
+    // Retention and prune on their own schedule, once a day, as the worker's identity: it already
+    // holds exactly what this needs (the vault container and the key), and nothing else is granted.
+    const pruneJob = agentJob(
+      `${name}-prune`,
+      {
+        ...common,
+        agentCommand: "prune",
+        identityId: worker.id,
+        identityClientId: worker.clientId,
+        env: {
+          BULWARK_POLICY_JSON: args.policyJson,
+          BULWARK_KEY_VAULT_KEY: args.keyUri,
+          // Informational, as on the other jobs: the identity's backup-role scopes, for the policy pack.
+          BULWARK_PROTECTED_SCOPES: args.protectedScopes.join(","),
+        },
+        trigger: { kind: "schedule", cron: args.pruneSchedule ?? "30 2 * * *" },
+        replicaTimeoutSeconds: 4 * 3600,
+        replicaRetryLimit: 1,
+        cpu: args.worker.cpu,
+        memory: args.worker.memory,
+        dependsOn: workerGrants,
+      },
+      this,
+    );
+    this.pruneJobName = pruneJob.name;
     this.schedulerJobName = schedulerJob.name;
     this.workerJobName = workerJob.name;
     this.workerPrincipalId = worker.principalId;

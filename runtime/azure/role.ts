@@ -8,6 +8,7 @@ import "../sources/azure-vm.ts";
 import "../sources/azure-sql.ts";
 import "../keys/azure-key-vault.ts";
 import "../policy/resolve-arm.ts";
+import "../workloads/bridge.ts";
 import { declaredActions } from "./permissions.ts";
 
 export function backupRoleActions(): { actions: string[]; dataActions: string[] } {

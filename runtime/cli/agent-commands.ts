@@ -176,6 +176,15 @@ export async function agentPrune(values: Values): Promise<Record<string, unknown
   return { vaults: results };
 }
 
+/** `bulwark agent bridge`: inventory and snapshot hygiene in the customer's tenant (see workloads/bridge.ts). */
+export async function agentBridge(): Promise<Record<string, unknown>> {
+  const { runBridge, parseScopes } = await import("../workloads/bridge.ts");
+  const graceDays = Number(process.env.BULWARK_SNAPSHOT_GRACE_DAYS ?? 7);
+  if (!(graceDays >= 0)) throw new UsageError("BULWARK_SNAPSHOT_GRACE_DAYS must be a number of days, 0 or more");
+  const report = await runBridge(await azureContext(), parseScopes(process.env.BULWARK_PROTECTED_SCOPES), { graceMs: graceDays * 86_400_000 });
+  return report as unknown as Record<string, unknown>;
+}
+
 export async function jobsList(values: Values) {
   const f = await fleet();
   return listRecentJobs(f.jobs, { limit: Number(values.limit ?? 20) });

@@ -403,7 +403,7 @@ export const commands: Record<string, Command> = {
       "until-drained": { type: "boolean" },
     },
     async run(values, positionals) {
-      const { agentSchedule, agentWorker, agentPrune } = await import("./agent-commands.ts");
+      const { agentSchedule, agentWorker, agentPrune, agentBridge } = await import("./agent-commands.ts");
       const [role] = positionals;
       if (role === "schedule") {
         const result = await agentSchedule(values);
@@ -422,7 +422,20 @@ export const commands: Record<string, Command> = {
         print(values, result, vaults.map((v) => `${v.vault}: ${v.removedPoints} points removed, ${v.prune.packsDeleted} packs deleted, ${formatBytes(v.prune.bytesFreed)} freed${v.held.length ? `, ${v.held.length} kept (immutable)` : ""}`).join("\n"));
         return 0;
       }
-      throw new UsageError("give the agent's role: bulwark agent schedule|worker|prune");
+      if (role === "bridge") {
+        const report = (await agentBridge()) as { scopes: { scope: string; items: number; outOfRegion: unknown[] }[]; snapshots: { retired: string[] }[]; errors: string[] };
+        print(
+          values,
+          report,
+          [
+            ...report.scopes.map((s) => `${s.scope}: ${s.items} protectable resources${s.outOfRegion.length ? `, ${s.outOfRegion.length} outside the scope's region` : ""}`),
+            `snapshots retired: ${report.snapshots.reduce((n, s) => n + s.retired.length, 0)}`,
+            ...report.errors.map((e) => `ERROR: ${e}`),
+          ].join("\n"),
+        );
+        return report.errors.length > 0 ? 8 : 0;
+      }
+      throw new UsageError("give the agent's role: bulwark agent schedule|worker|prune|bridge");
     },
   },
 

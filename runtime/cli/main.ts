@@ -30,6 +30,7 @@ Agents (Container Apps jobs; configuration from the environment, see infra/READM
   agent schedule [--policies P] [--agent-regions a,b]   one scheduler tick: enqueue due items per region
   agent worker   [--region R] [--until-drained]         run queued jobs until the region's queue is empty
   agent prune    [--policies P]                         each policy's retention, then prune, per vault
+  agent bridge                                          in-tenant inventory; retire snapshots nothing needs
   jobs           [--limit N] [--json]                   recent jobs and their state
   status         [--policies P] [--json]                each protected item's last good point and RPO
 

@@ -27,6 +27,12 @@ export function actionsFor(request: LoggedRequest): { actions: string[]; dataAct
   if (lower[2] === "providers" && lower[4] === "locations") {
     return { actions: [`${segments[3]}/locations/${segments[6]}/read`], dataActions: [] };
   }
+  // Listings across a subscription: its resources (Resources_List), or one provider's type (e.g. all snapshots).
+  if (segments.length === 3 && lower[2] === "resources") return { actions: ["Microsoft.Resources/subscriptions/resources/read"], dataActions: [] };
+  if (segments.length === 5 && lower[2] === "providers") return { actions: [`${segments[3]}/${segments[4]}/${verb(request.method)}`], dataActions: [] };
+  if (segments.length === 5 && lower[2] === "resourcegroups" && lower[4] === "resources") {
+    return { actions: ["Microsoft.Resources/subscriptions/resourceGroups/resources/read"], dataActions: [] };
+  }
   if (lower[2] !== "resourcegroups") throw new Error(`unexpected ARM request ${request.method} ${request.path}`);
   if (segments.length === 4) return { actions: [`Microsoft.Resources/subscriptions/resourceGroups/${verb(request.method)}`], dataActions: [] };
   if (lower[4] !== "providers") throw new Error(`unexpected ARM request ${request.method} ${request.path}`);

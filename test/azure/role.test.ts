@@ -15,8 +15,8 @@ let world: AzureWorld;
 let withKey: Record<string, string>;
 let osDiskId: string;
 
-/** Declared but only called by the scheduler (ARM resource listing by tag), which no CLI command runs. */
-const NOT_CALLED_BY_THE_CLI = ["Microsoft.Resources/subscriptions/resources/read"];
+/** Declared but called by no command this run makes. */
+const NOT_CALLED_BY_THE_CLI: string[] = [];
 
 beforeAll(async () => {
   world = await startWorld();
@@ -62,6 +62,14 @@ describe("the backup role", () => {
     expect(failed.code).toBe(8);
     const sqlPoint = (await world.json(["backup", world.sample.databaseId, "--vault", vault], withKey)).id as string;
     await world.json(["restore", sqlPoint, "--vault", vault, "--to", databaseIdIn(world, "orders-role")], withKey);
+    // The bridge's inventory (a resource group scope and a subscription scope) and snapshot hygiene.
+    const subscription = `/subscriptions/${world.emulator.subscriptionId}`;
+    const scopes = JSON.stringify([
+      { scope: `${subscription}/resourceGroups/${world.group}`, region: world.location },
+      { scope: subscription, region: world.location },
+    ]);
+    const bridge = await world.json(["agent", "bridge"], { BULWARK_PROTECTED_SCOPES: scopes, BULWARK_SNAPSHOT_GRACE_DAYS: "0" });
+    expect(bridge.errors).toEqual([]);
 
     const log = [...world.emulator.requestLog];
     // Nothing the runtime asked for was refused for lack of a route: the map below covers real calls.

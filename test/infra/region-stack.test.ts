@@ -176,6 +176,18 @@ describe("region stack (example config, westeurope)", () => {
     expect(scheduler.inputs.configuration.secrets).toEqual([]);
   });
 
+  it("runs retention and prune daily as the worker's identity, with the scheduler's policy and the customer's key", () => {
+    const prune = job("prune");
+    const env = envOf(prune);
+    expect(Object.keys(env).sort()).toEqual(["AZURE_CLIENT_ID", "BULWARK_KEY_VAULT_KEY", "BULWARK_POLICY_JSON", "BULWARK_PROTECTED_SCOPES"].sort());
+    expect(env.AZURE_CLIENT_ID).toBe(identity("worker").state.clientId);
+    expect(env.BULWARK_POLICY_JSON).toBe(envOf(job("schedule")).BULWARK_POLICY_JSON);
+    expect(env.BULWARK_KEY_VAULT_KEY).toBe(envOf(job("worker")).BULWARK_KEY_VAULT_KEY);
+    expect(prune.inputs.configuration.scheduleTriggerConfig.cronExpression).toBe("30 2 * * *");
+    expect(prune.inputs.configuration.replicaTimeout).toBeGreaterThan(0);
+    expect(prune.inputs.configuration.secrets).toEqual([]);
+  });
+
   it("renders BULWARK_POLICY_JSON that the runtime's validator accepts: the region's tagged VMs, disks and databases into its vault", () => {
     const [policy, ...others] = policiesOf(envOf(job("schedule")));
     expect(others).toEqual([]);
