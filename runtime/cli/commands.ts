@@ -161,12 +161,19 @@ export const commands: Record<string, Command> = {
     options: common,
     async run(values) {
       const vault = await openVault(values, { loadIndex: false });
-      const points = await vault.listPoints();
+      const damaged: string[] = [];
+      const points = await vault.listPoints({
+        skipDamaged: true,
+        onDamaged: (id, error) => damaged.push(`${id}: ${describeError(error)}`),
+      });
+      for (const line of damaged) process.stderr.write(`bulwark points: point ${line}\n`);
       const rows = points.map(pointSummary);
       const text = rows
         .map((p) => `${p.id.slice(0, 12)}  ${p.time}  ${p.kind.padEnd(4)}  ${formatBytes(p.size).padStart(10)}  ${p.source}${Object.keys(p.tags).length ? `  ${Object.entries(p.tags).map(([k, v]) => `${k}=${v}`).join(",")}` : ""}`)
         .join("\n");
       print(values, rows, rows.length ? text : "no recovery points yet");
+      // The intact points are listed; the damaged ones are named on stderr, and the exit code says so.
+      return damaged.length > 0 ? 5 : 0;
     },
   },
 

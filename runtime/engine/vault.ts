@@ -197,15 +197,38 @@ export class Vault {
   }
 
   /** Every point, oldest first. */
-  async listPoints(): Promise<PointManifest[]> {
-    const points = await mapLimit(await this.listPointIds(), 8, (id) => this.readPoint(id));
+  /**
+   * Every point, oldest first. Strict by default: a damaged manifest throws, because whoever acts on
+   * the whole list (prune, retention) must not act without it. With skipDamaged, damaged manifests
+   * are left out and named through onDamaged, so one damaged point does not hide all the others.
+   */
+  async listPoints(options: { skipDamaged?: boolean; onDamaged?: (id: string, error: unknown) => void } = {}): Promise<PointManifest[]> {
+    const read = await mapLimit(await this.listPointIds(), 8, async (id) => {
+      if (!options.skipDamaged) return this.readPoint(id);
+      try {
+        return await this.readPoint(id);
+      } catch (error) {
+        if (!(error instanceof IntegrityError)) throw error;
+        options.onDamaged?.(id, error);
+        return undefined;
+      }
+    });
+    const points = read.filter((p): p is PointManifest => p !== undefined);
     return points.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
   }
 
   /** An id, a unique prefix of one, or "latest" (optionally among points matching a filter). */
   async resolvePoint(reference: string, filter?: (p: PointManifest) => boolean): Promise<PointManifest> {
     if (reference === "latest") {
-      const points = (await this.listPoints()).filter(filter ?? (() => true));
+      const damaged: string[] = [];
+      const points = (await this.listPoints({ skipDamaged: true, onDamaged: (id) => damaged.push(id) })).filter(filter ?? (() => true));
+      if (damaged.length > 0) {
+        // A damaged manifest has no readable time: it might be the newest. Say so rather than guess.
+        throw new IntegrityError(
+          `"latest" is ambiguous: the manifests of ${damaged.length} points are damaged (${damaged.map((d) => d.slice(0, 12)).join(", ")}); ` +
+            "run `bulwark verify`, and restore a point by its id",
+        );
+      }
       const latest = points.at(-1);
       if (!latest) throw new NotFoundError(`the vault at ${this.store.location} holds no recovery point yet`);
       return latest;

@@ -125,6 +125,11 @@ describe.each(["local", "azurite"] as const)("damage, %s vault", (kindName) => {
       const report = await verifyFails();
       expect(report.problems.join("\n")).toMatch(new RegExp(`point ${point.id}: .*failed authentication`));
       await restoreFails(new RegExp(`point ${point.id} failed authentication`));
+      // Listing still shows every intact point, names the damaged one, and exits non-zero.
+      const listing = await cli(kind, vault, ["points", "--json"]);
+      expect(listing.code).toBe(5);
+      expect(listing.stderr).toMatch(new RegExp(`point ${point.id}: .*failed authentication`));
+      expect((JSON.parse(listing.stdout) as { id: string }[]).map((p) => p.id)).not.toContain(point.id);
     });
   });
 
