@@ -385,13 +385,12 @@ export const commands: Record<string, Command> = {
           return;
         }
         case "remove": {
-          if (!keyId) throw new UsageError("give the KEY-ID to remove (see `bulwark key list`)");
-          const keys = await listKeyObjects(vault.store);
-          const target = keys.find((k) => k.id === keyId);
-          if (!target) throw new NotFoundError(`no key ${keyId} in the vault; see \`bulwark key list\``);
-          if (target.id === vault.keyObject.id) throw new UsageError("that is the key you opened the vault with; open it with another key to remove this one");
-          await vault.store.delete(`keys/${target.id}`);
-          print(values, { removed: target.id }, `removed key ${target.id}`);
+          if (!keyId || !/^[0-9a-f]{16}$/.test(keyId)) throw new UsageError("give the KEY-ID to remove (see `bulwark key list`)");
+          // By name, without reading the others: a damaged key object must be removable too.
+          if (!(await vault.store.stat(`keys/${keyId}`))) throw new NotFoundError(`no key ${keyId} in the vault; see \`bulwark key list\``);
+          if (keyId === vault.keyObject.id) throw new UsageError("that is the key you opened the vault with; open it with another key to remove this one");
+          await vault.store.delete(`keys/${keyId}`);
+          print(values, { removed: keyId }, `removed key ${keyId}`);
           return;
         }
         default:
