@@ -149,6 +149,8 @@ export interface RequestTimeline {
   requestSpanSeconds?: number;
   /** Seconds between consecutive requests summed over gaps longer than 0.5 s (mostly waiting before an LRO poll). */
   idleGapSeconds: number;
+  /** The longest waits for a response (time since the previous one), longest first: which calls the time went to. */
+  slowest: Array<{ seconds: number; method: string; path: string }>;
   log: Array<{ t: number; method: string; path: string; status: number }>;
 }
 
@@ -168,10 +170,13 @@ function timeline(emulator: RunningAzureEmulator, stamps: number[], from: number
   const entries = emulator.requestLog.slice(from).map((entry, i) => ({ ...entry, at: stamps[from + i] }));
   const shorten = (path: string) => path.replace(/^\/subscriptions\/[^/]+/, "").replace(/\/resourceGroups\/[^/]+\/providers\//, "/");
   let idle = 0;
-  for (let i = 1; i < entries.length; i++) {
-    const gap = (entries[i].at - entries[i - 1].at) / 1000;
-    if (gap > 0.5) idle += gap;
+  const gaps: RequestTimeline["slowest"] = [];
+  for (let i = 0; i < entries.length; i++) {
+    const gap = (entries[i].at - (i === 0 ? startedAt : entries[i - 1].at)) / 1000;
+    if (i > 0 && gap > 0.5) idle += gap;
+    gaps.push({ seconds: Number(gap.toFixed(3)), method: entries[i].method, path: shorten(entries[i].path) });
   }
+  const slowest = gaps.sort((a, b) => b.seconds - a.seconds).slice(0, 4);
   const isData = (path: string) => !path.startsWith("/subscriptions") && !/oauth2|openid|discovery/i.test(path);
   return {
     requests: entries.length,
@@ -181,6 +186,7 @@ function timeline(emulator: RunningAzureEmulator, stamps: number[], from: number
     firstRequestSeconds: entries.length > 0 ? (entries[0].at - startedAt) / 1000 : undefined,
     requestSpanSeconds: entries.length > 0 ? (entries[entries.length - 1].at - entries[0].at) / 1000 : undefined,
     idleGapSeconds: idle,
+    slowest,
     log: entries.map((e) => ({ t: Number(((e.at - startedAt) / 1000).toFixed(3)), method: e.method, path: shorten(e.path), status: e.status })),
   };
 }
@@ -339,6 +345,7 @@ export async function runDiskCase(
     result.firstBackup.bulwark = bulwarkFigures(stepResult(measured, size, bulwark.parseBackupReport(measured.stdout)));
     result.firstBackup.bulwark.requests = timeline(emulator, stamps, from, startedAt);
     log(`azure-disk:   ${measured.seconds.toFixed(1)} s, mode ${result.firstBackup.bulwark.mode}, ${mib(result.firstBackup.bulwark.bytesFetched ?? 0)} MiB read`);
+    log(`azure-disk:   ${describeTimeline(result.firstBackup.bulwark.requests)}`);
 
     await copyFile(images.version1Path, rws.sourcePath);
     if (restic !== undefined) {
@@ -432,7 +439,8 @@ export function describeTimeline(t: RequestTimeline): string {
   return (
     `${t.requests} requests to the emulator (${t.controlPlane} control plane, of which ${t.operationPolls} operation polls; ${t.dataPlane} disk data plane); ` +
     `first request ${fixed(t.firstRequestSeconds, 2)} s after the process started, requests spanned ${fixed(t.requestSpanSeconds, 2)} s, ` +
-    `${t.idleGapSeconds.toFixed(2)} s of it in gaps over 0.5 s between requests`
+    `${t.idleGapSeconds.toFixed(2)} s of it in gaps over 0.5 s between requests; longest waits: ` +
+    t.slowest.map((g) => `${g.seconds.toFixed(2)} s until ${g.method} ${g.path.length > 60 ? `${g.path.slice(0, 57)}...` : g.path}`).join(", ")
   );
 }
 
