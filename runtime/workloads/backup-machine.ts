@@ -16,7 +16,7 @@
 import { createHash } from "node:crypto";
 import os from "node:os";
 import type { Readable } from "node:stream";
-import { describeError, UsageError } from "../errors.ts";
+import { describeError, ObjectNotFoundError, UsageError } from "../errors.ts";
 import { backupBlocks } from "../engine/backup-blocks.ts";
 import { backupStream } from "../engine/backup-stream.ts";
 import { manifestOf, withWriter } from "../engine/backup.ts";
@@ -24,12 +24,12 @@ import { CodecPool } from "../engine/codec-pool.ts";
 import type { BlockLayout, PointManifest } from "../engine/point.ts";
 import { clearStaging, commitPoint, promoteStaged, protectObjects, readStaged, recordStaged, retentionHorizonMs, verifyStaged } from "../engine/stage.ts";
 import { packKey } from "../engine/pack.ts";
-import type { Vault } from "../engine/vault.ts";
+import { mapLimit, type Vault } from "../engine/vault.ts";
 import type { JobData, MachineDefinition, StepContext } from "../jobs/machine.ts";
 import { PermanentJobError } from "../jobs/machine.ts";
 import { parseResourceId } from "../azure/resource-id.ts";
 import { selectRetained, ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
-import { deleteSnapshot, ensureSnapshot, getDisk, latestPointOf, withDiskRead } from "../sources/azure-disk.ts";
+import { deleteSnapshot, ensureSnapshot, getDisk, withDiskRead } from "../sources/azure-disk.ts";
 import { recordConfiguration, type VmConfiguration } from "../sources/azure-vm.ts";
 import { copyDatabase, exportBacpac } from "../sources/azure-sql.ts";
 import { armFailure, statusOf } from "../sources/azure-disk.ts";
@@ -137,7 +137,10 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
           } else {
             disks.push({ diskId: data.itemId, role: "disk", snapshotName: "", pointId: "" });
           }
-          const previous = await withVault(data, async (vault) => Promise.all(disks.map((d) => latestPointOf(vault, d.diskId, "disk"))));
+          const previous = await withVault(data, async (vault) => {
+            const points = await currentPoints(vault);
+            return disks.map((d) => points.filter((p) => p.kind === "disk" && p.source.path.toLowerCase() === d.diskId.toLowerCase()).at(-1));
+          });
           for (const [i, disk] of disks.entries()) {
             const ref = parseResourceId(disk.diskId);
             disk.snapshotName = `${ref.name}-bulwark-${suffix(ctx.jobId)}`.slice(0, 80);
@@ -369,7 +372,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
         async step(ctx, data) {
           if (!data.retention || ruleIsEmpty(data.retention)) return { next: "cleanup", data };
           return withVault(data, async (vault) => {
-            const points = (await vault.listPoints()).filter((p) => p.source.path.toLowerCase() === data.itemId.toLowerCase() && p.kind === (data.kind === "vm" ? "vm" : data.kind));
+            const points = (await currentPoints(vault)).filter((p) => p.source.path.toLowerCase() === data.itemId.toLowerCase() && p.kind === (data.kind === "vm" ? "vm" : data.kind));
             const selected = selectRetained(points.map((p) => ({ id: p.id, time: new Date(p.time) })), data.retention!);
             const keep = new Set(selected.keep.map((p) => p.id));
             let removed = 0;
@@ -398,6 +401,24 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       },
     },
   };
+}
+
+/**
+ * The vault's points, oldest first, leaving out any that vanished between listing and reading:
+ * the retain steps of other items' jobs delete points in the same vault at any moment, and
+ * Vault.listPoints fails on those (ObjectNotFoundError), which failed this job's step.
+ */
+async function currentPoints(vault: Vault): Promise<PointManifest[]> {
+  const read = await mapLimit(await vault.listPointIds(), 8, async (id) => {
+    try {
+      return await vault.readPoint(id);
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError) return undefined;
+      throw error;
+    }
+  });
+  const points = read.filter((p): p is PointManifest => p !== undefined);
+  return points.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
 }
 
 async function dropSqlCopy(env: WorkloadEnvironment, data: BackupJobData): Promise<void> {
