@@ -5,7 +5,7 @@
  *
  * Measured three ways:
  *   - Bulwark's CLI on the zip files (`bulwark backup export-N.bacpac`): bytesNew and bytesStored
- *     of the second backup;
+ *     of the second backup, averaged over three vaults (each key chunks differently);
  *   - Bulwark's CLI on the inflated entries concatenated in zip order (`export-N.entries`): the
  *     same figures if a BACPAC were ingested entry by entry, uncompressed (stored with zstd);
  *   - in process with the engine's Chunker: each inflated entry chunked on its own (chunk
@@ -35,6 +35,8 @@ const MiB = 2 ** 20;
 const SEED = "bulwark-1";
 /** Chunker keys per in-process method. */
 const KEYS = 8;
+/** Vaults (keys) per CLI method. */
+const CLI_VAULTS = 3;
 
 export interface MethodResult {
   method: string;
@@ -52,7 +54,8 @@ export interface MethodResult {
   storedOverZip?: number;
   firstBackupStoredBytes?: number;
   vaultBytes?: number;
-  steps?: Record<string, StepResult>;
+  /** Each vault's steps (CLI methods). */
+  cliRuns?: Array<{ steps: Record<string, StepResult>; vaultBytes: number }>;
 }
 
 interface ChunkCount {
@@ -144,45 +147,57 @@ export async function runBacpacBench(bulwark: Bulwark, outPath: string, keep: bo
   let error: string | undefined;
   try {
     for (const form of ["zip", "entries"] as const) {
-      const ws: ToolWorkspace = {
-        workDir: join(workDir, form),
-        repoDir: join(workDir, form, "vault"),
-        cacheDir: join(workDir, form, "cache"),
-        sourcePath: "",
-        passphrase: randomBytes(24).toString("base64url"),
-      };
-      await mkdir(ws.cacheDir, { recursive: true });
-      const steps: Record<string, StepResult> = {};
-      steps.init = stepResult(await runStep(`${form}: init`, bulwark.init(ws), options), undefined);
-      const reports: Array<Record<string, unknown>> = [];
-      for (const exported of exports) {
-        // Not .bin: the CLI takes .img/.raw/.vhd/.iso/.bin/.dd for disk images.
-        ws.sourcePath = join(ws.workDir, form === "zip" ? `export-${exported.version}.bacpac` : `export-${exported.version}.entries`);
-        await writeFile(ws.sourcePath, form === "zip" ? exported.zip : Buffer.concat(exported.entries.map((e) => e.data)));
-        log(`bacpac: bulwark backup of ${ws.sourcePath.slice(workDir.length + 1)}`);
-        const measured = await runStep(`${form}: backup ${exported.version}`, bulwark.backup(ws), options);
-        const report = bulwark.parseBackupReport(measured.stdout);
-        steps[`backup${exported.version}`] = stepResult(measured, undefined, report);
-        reports.push(report);
+      // Each vault has its own secret key, so its own chunk boundaries: several vaults, as in process.
+      const runs: Array<{ reports: Array<Record<string, unknown>>; steps: Record<string, StepResult>; vaultBytes: number }> = [];
+      for (let v = 0; v < CLI_VAULTS; v++) {
+        const ws: ToolWorkspace = {
+          workDir: join(workDir, `${form}-${v + 1}`),
+          repoDir: join(workDir, `${form}-${v + 1}`, "vault"),
+          cacheDir: join(workDir, `${form}-${v + 1}`, "cache"),
+          sourcePath: "",
+          passphrase: randomBytes(24).toString("base64url"),
+        };
+        await mkdir(ws.cacheDir, { recursive: true });
+        const steps: Record<string, StepResult> = {};
+        steps.init = stepResult(await runStep(`${form}: init`, bulwark.init(ws), options), undefined);
+        const reports: Array<Record<string, unknown>> = [];
+        for (const exported of exports) {
+          // Not .bin: the CLI takes .img/.raw/.vhd/.iso/.bin/.dd for disk images.
+          ws.sourcePath = join(ws.workDir, form === "zip" ? `export-${exported.version}.bacpac` : `export-${exported.version}.entries`);
+          await writeFile(ws.sourcePath, form === "zip" ? exported.zip : Buffer.concat(exported.entries.map((e) => e.data)));
+          log(`bacpac: bulwark backup of ${ws.sourcePath.slice(workDir.length + 1)} (vault ${v + 1} of ${CLI_VAULTS})`);
+          const measured = await runStep(`${form}: backup ${exported.version}`, bulwark.backup(ws), options);
+          const report = bulwark.parseBackupReport(measured.stdout);
+          steps[`backup${exported.version}`] = stepResult(measured, undefined, report);
+          reports.push(report);
+        }
+        runs.push({ reports, steps, vaultBytes: await treeBytes(ws.repoDir) });
+        await rm(ws.workDir, { recursive: true, force: true });
       }
-      const second = reports[1];
       const export2Bytes = form === "zip" ? exports[1].zip.length : rawBytes[1];
-      const newBytes = num(second.bytesNew) ?? NaN;
-      const storedBytes = num(second.bytesAdded);
+      const average = (pick: (run: (typeof runs)[number]) => number | undefined) => {
+        const values = runs.map(pick).filter((value) => value !== undefined);
+        return values.length === 0 ? undefined : values.reduce((a, b) => a + b, 0) / values.length;
+      };
+      const fractions = runs.map((run) => (num(run.reports[1].bytesNew) ?? NaN) / export2Bytes);
+      const newBytes = average((run) => num(run.reports[1].bytesNew)) ?? NaN;
+      const storedBytes = average((run) => num(run.reports[1].bytesAdded));
       methods.push({
         method: form === "zip" ? "zip as is (Bulwark today)" : "entries inflated, concatenated",
         how:
-          form === "zip"
+          (form === "zip"
             ? "bulwark backup of the .bacpac file: content-defined chunking of the zip, avg 1 MiB"
-            : "bulwark backup of the inflated entries concatenated in zip order: content-defined chunking, avg 1 MiB, zstd",
+            : "bulwark backup of the inflated entries concatenated in zip order: content-defined chunking, avg 1 MiB, zstd") +
+          `; mean over ${CLI_VAULTS} vaults (keys)`,
         export2Bytes,
         newBytes,
         newFraction: newBytes / export2Bytes,
+        newFractionRange: [Math.min(...fractions), Math.max(...fractions)],
         storedBytes,
         storedOverZip: storedBytes === undefined ? undefined : storedBytes / exports[1].zip.length,
-        firstBackupStoredBytes: num(reports[0].bytesAdded),
-        vaultBytes: await treeBytes(ws.repoDir),
-        steps,
+        firstBackupStoredBytes: average((run) => num(run.reports[0].bytesAdded)),
+        vaultBytes: average((run) => run.vaultBytes),
+        cliRuns: runs.map((run) => ({ steps: run.steps, vaultBytes: run.vaultBytes })),
       });
     }
   } catch (failure) {
@@ -193,7 +208,7 @@ export async function runBacpacBench(bulwark: Bulwark, outPath: string, keep: bo
     if (!keep) await rm(workDir, { recursive: true, force: true });
   }
 
-  log("bacpac: chunking in process (engine Chunker, a random id key)");
+  log(`bacpac: chunking in process (engine Chunker, ${KEYS} random id keys)`);
   const bulwarkParams = DEFAULT_CONFIG.chunker;
   const smallParams = { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
   const level = DEFAULT_CONFIG.zstdLevel;
