@@ -60,6 +60,12 @@ export interface BackupJobData extends JobData {
   sqlCopyName?: string;
   bacpacName?: string;
   location?: string;
+  /**
+   * When acquire took the snapshots (or the database copy), from the job's clock: the time of the
+   * points, which retention buckets by. The job's clock is the system clock in production and an
+   * injected one in simulations.
+   */
+  takenAt?: number;
   staged?: { bytesRead: number; bytesNew: number; bytesStored: number; modes: string[] };
   committed?: boolean;
   retained?: { removed: number; kept: number };
@@ -164,7 +170,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
             if (!(await env.transient.blob(data.bacpacName!).exists())) {
               await exportBacpac(sql, db, data.sqlCopyName!, env.transient, data.bacpacName!, env.sqlLogin());
             }
-            return { next: "stage", data: { ...data, location: source.location } };
+            return { next: "stage", data: { ...data, location: source.location, takenAt: ctx.clock.now() } };
           }
           // All disks' snapshots together (crash-consistent for a VM); existing ones are reused.
           const disks = await Promise.all(
@@ -175,7 +181,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
               return { ...disk, snapshotId: snapshot.id };
             }),
           );
-          return { next: "stage", data: { ...data, disks } };
+          return { next: "stage", data: { ...data, disks, takenAt: ctx.clock.now() } };
         },
         async compensate(ctx, data) {
           if (data.committed) return;
@@ -200,6 +206,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
           await clearStaging(staging); // an earlier, interrupted run of this step
           return withVault(data, async (vault) => {
             const drafts: PointManifest[] = [];
+            const pointTime = new Date(data.takenAt ?? ctx.clock.now()).toISOString();
             const modes: string[] = [];
             let bytesRead = 0;
             const started = Date.now();
@@ -265,7 +272,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
                 drafts.push({
                   version: 1,
                   id: data.pointId,
-                  time: new Date().toISOString(),
+                  time: pointTime,
                   kind: "vm",
                   source: { type: "azure-vm", path: data.itemId, host: os.hostname(), location: data.location },
                   size: drafts.reduce((s, d) => s + d.size, 0),
@@ -276,6 +283,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
                 });
               }
             });
+            for (const draft of drafts) draft.time = pointTime;
             await recordStaged(vault, staging, writer.committedPacks, drafts);
             ctx.log("staged", { packs: writer.committedPacks.length, bytesRead, bytesNew: writer.stats.bytesNew, modes });
             return {
