@@ -1,0 +1,99 @@
+/**
+ * Retention with the real backup machine over simulated days: scheduler ticks and a worker run in
+ * this process on an injected clock (no sleeps), backing up a disk in the emulator into a vault in
+ * Azurite. Each job's retain step applies the policy; at the end the item's points are exactly the
+ * GFS selection (retention/gfs.ts) of every point the jobs made, each still restoring the disk as
+ * it was when it was taken, and the vault verifies.
+ */
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { ManualClock } from "../../runtime/jobs/clock.ts";
+import { scheduleTick } from "../../runtime/jobs/scheduler.ts";
+import { runWorker } from "../../runtime/jobs/worker.ts";
+import { parsePolicy } from "../../runtime/policy/policy.ts";
+import { ArmItemResolver } from "../../runtime/policy/resolve-arm.ts";
+import { selectRetained } from "../../runtime/retention/gfs.ts";
+import { backupMachine } from "../../runtime/workloads/backup-machine.ts";
+import { workloadEnvironment } from "../../runtime/workloads/environment.ts";
+import { PASSPHRASE } from "../support/cli.ts";
+import { KiB, MiB, expectNothingLeaked, expectVaultVerifies, makeDisk, pattern, restoreBytes, startFleetWorld, vaultManifests, type FleetWorld } from "./harness.ts";
+
+const HOUR = 3_600_000;
+let world: FleetWorld;
+const saved: Record<string, string | undefined> = {};
+
+beforeAll(async () => {
+  world = await startFleetWorld();
+  // The in-process worker's Azure credential reads this process's environment, as the agent's does.
+  for (const name of ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST"]) {
+    saved[name] = process.env[name];
+    process.env[name] = world.env[name];
+  }
+}, 60_000);
+
+afterAll(async () => {
+  for (const [name, value] of Object.entries(saved)) {
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  }
+  await world?.stop();
+});
+
+test("six simulated days of ticks every 6 hours keep exactly the points the policy's GFS rule selects", async () => {
+  world.emulator.world.addResourceGroup("keep", "westeurope");
+  const diskId = makeDisk(world, "keep", "k-disk", 1 * MiB, { seed: 77 }).id;
+  const policy = parsePolicy(
+    `name: keep
+vault: ${world.vault}
+protect:
+  resources: [${diskId}]
+schedule: { every: 12h }
+retention: { last: 2, daily: 3 }
+`,
+    "keep.yaml",
+  );
+  const clock = new ManualClock(Date.UTC(2026, 2, 2, 1)); // Monday 2 March 2026, 01:00 UTC
+  const fleet = await world.fleet(clock);
+  const env = await workloadEnvironment({ ...world.workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
+  const resolver = new ArmItemResolver(world.emulator.credential(), { endpoint: world.emulator.armEndpoint });
+  const machines = [backupMachine(env)];
+
+  const made: { id: string; time: Date; image: Buffer }[] = [];
+  let ticks = 0;
+  while (clock.now() < Date.UTC(2026, 2, 8, 1)) {
+    // The disk changes between backups: one 64 KiB block per tick.
+    world.emulator.control.writeDisk(diskId, (ticks % 16) * 64 * KiB, pattern(1000 + ticks, 64 * KiB));
+    const image = world.emulator.control.readImage(diskId);
+    const tick = await scheduleTick({ fleet, policies: [policy], resolveItems: resolver, regionsWithAgents: ["westeurope", "northeurope"] });
+    expect(tick.errors).toEqual([]);
+    ticks++;
+    if (tick.enqueued.length > 0) {
+      const takenAt = clock.now();
+      const summary = await runWorker({ fleet, region: "westeurope", machines, limits: { perWorker: 1, perRegion: 1 }, leaseMs: 30_000, pollMs: 100, log: () => {} });
+      expect(summary).toMatchObject({ succeeded: 1, failed: 0 });
+      const job = (await fleet.jobs.get(tick.enqueued[0]!.jobId))!.value;
+      expect(job.status).toBe("succeeded");
+      made.push({ id: String(job.data.pointId), time: new Date(takenAt), image });
+    } else {
+      expect(tick.notDue).toEqual([diskId]);
+    }
+    clock.advance(6 * HOUR);
+  }
+  expect(ticks).toBe(24);
+  expect(made).toHaveLength(12);
+
+  const points = (await vaultManifests(world)).filter((p) => p.source.path.toLowerCase() === diskId.toLowerCase());
+  // Each point carries the (simulated) time its snapshot was taken.
+  for (const point of points) expect(new Date(point.time).getTime()).toBe(made.find((m) => m.id === point.id)!.time.getTime());
+  const expected = selectRetained(made, policy.retention).keep;
+  expect(points.map((p) => p.id).sort()).toEqual(expected.map((p) => p.id).sort());
+  // Spelled out: the two newest, and the newest of each of the three newest days.
+  expect(points.map((p) => p.time).sort()).toEqual([
+    "2026-03-05T13:00:00.000Z",
+    "2026-03-06T13:00:00.000Z",
+    "2026-03-07T01:00:00.000Z",
+    "2026-03-07T13:00:00.000Z",
+  ]);
+  for (const point of points) expect((await restoreBytes(world, point.id)).equals(made.find((m) => m.id === point.id)!.image)).toBe(true);
+  await expectVaultVerifies(world);
+  await expectNothingLeaked(world, [diskId]);
+}, 120_000);
