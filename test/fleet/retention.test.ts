@@ -1,5 +1,5 @@
 /**
- * Retention with the real backup machine over simulated days: scheduler ticks and a worker run in
+ * Retention with the real backup machine over a simulated month: scheduler ticks and a worker run in
  * this process on an injected clock (no sleeps), backing up a disk in the emulator into a vault in
  * Azurite. Each job's retain step applies the policy; at the end the item's points are exactly the
  * GFS selection (retention/gfs.ts) of every point the jobs made, each still restoring the disk as
@@ -38,7 +38,7 @@ afterAll(async () => {
   await world?.stop();
 });
 
-test("six simulated days of ticks every 6 hours keep exactly the points the policy's GFS rule selects", async () => {
+test("a simulated month of ticks every 12 hours keeps exactly the points the policy's GFS rule selects", async () => {
   world.emulator.world.addResourceGroup("keep", "westeurope");
   const diskId = makeDisk(world, "keep", "k-disk", 1 * MiB, { seed: 77 }).id;
   const policy = parsePolicy(
@@ -46,8 +46,8 @@ test("six simulated days of ticks every 6 hours keep exactly the points the poli
 vault: ${world.vault}
 protect:
   resources: [${diskId}]
-schedule: { every: 12h }
-retention: { last: 2, daily: 3 }
+schedule: { every: 1d }
+retention: { last: 2, daily: 3, weekly: 4 }
 `,
     "keep.yaml",
   );
@@ -59,7 +59,7 @@ retention: { last: 2, daily: 3 }
 
   const made: { id: string; time: Date; image: Buffer }[] = [];
   let ticks = 0;
-  while (clock.now() < Date.UTC(2026, 2, 8, 1)) {
+  while (clock.now() < Date.UTC(2026, 3, 1, 1)) {
     // The disk changes between backups: one 64 KiB block per tick.
     world.emulator.control.writeDisk(diskId, (ticks % 16) * 64 * KiB, pattern(1000 + ticks, 64 * KiB));
     const image = world.emulator.control.readImage(diskId);
@@ -76,22 +76,24 @@ retention: { last: 2, daily: 3 }
     } else {
       expect(tick.notDue).toEqual([diskId]);
     }
-    clock.advance(6 * HOUR);
+    clock.advance(12 * HOUR);
   }
-  expect(ticks).toBe(24);
-  expect(made).toHaveLength(12);
+  expect(ticks).toBe(60);
+  expect(made).toHaveLength(30);
 
   const points = (await vaultManifests(world)).filter((p) => p.source.path.toLowerCase() === diskId.toLowerCase());
   // Each point carries the (simulated) time its snapshot was taken.
   for (const point of points) expect(new Date(point.time).getTime()).toBe(made.find((m) => m.id === point.id)!.time.getTime());
   const expected = selectRetained(made, policy.retention).keep;
   expect(points.map((p) => p.id).sort()).toEqual(expected.map((p) => p.id).sort());
-  // Spelled out: the two newest, and the newest of each of the three newest days.
+  // Spelled out: the two newest and the newest of each of the three newest days (29-31 March),
+  // and the newest of each of the four newest ISO weeks (Tuesday 31 March, then Sundays 29, 22, 15).
   expect(points.map((p) => p.time).sort()).toEqual([
-    "2026-03-05T13:00:00.000Z",
-    "2026-03-06T13:00:00.000Z",
-    "2026-03-07T01:00:00.000Z",
-    "2026-03-07T13:00:00.000Z",
+    "2026-03-15T01:00:00.000Z",
+    "2026-03-22T01:00:00.000Z",
+    "2026-03-29T01:00:00.000Z",
+    "2026-03-30T01:00:00.000Z",
+    "2026-03-31T01:00:00.000Z",
   ]);
   for (const point of points) expect((await restoreBytes(world, point.id)).equals(made.find((m) => m.id === point.id)!.image)).toBe(true);
   await expectVaultVerifies(world);
