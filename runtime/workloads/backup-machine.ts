@@ -16,7 +16,7 @@
 import { createHash } from "node:crypto";
 import os from "node:os";
 import type { Readable } from "node:stream";
-import { describeError, ObjectNotFoundError, UsageError } from "../errors.ts";
+import { describeError, ObjectNotFoundError, SourceError, UsageError } from "../errors.ts";
 import { backupBlocks } from "../engine/backup-blocks.ts";
 import { backupStream } from "../engine/backup-stream.ts";
 import { manifestOf, withWriter } from "../engine/backup.ts";
@@ -111,7 +111,9 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       return [job.itemId, ...(data.disks ?? []).map((d) => d.diskId.toLowerCase())];
     },
     retryable(error) {
-      return !(error instanceof UsageError || error instanceof PermanentJobError);
+      // A SourceError says the item is gone or not backup-able (no such disk, VM or database; an
+      // unmanaged disk): running the job again an attempt or two later cannot change that.
+      return !(error instanceof UsageError || error instanceof PermanentJobError || error instanceof SourceError);
     },
     metrics(data) {
       return { bytesRead: data.staged?.bytesRead, bytesNew: data.staged?.bytesNew, bytesStored: data.staged?.bytesStored, pointId: data.committed ? data.pointId : undefined };
