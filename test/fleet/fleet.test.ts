@@ -273,4 +273,28 @@ describe("a fleet in two regions, with the real agents", () => {
     expect(inventory.disks.find((d) => key(d.id) === key(target))).toMatchObject({ diskState: "Unattached", provisioningState: "Succeeded" });
     expect(await blobNames(world.transient("westeurope"))).toEqual([]);
   });
+
+  it("a job whose disk was deleted after the tick fails, leaves nothing behind, and its message goes to the poison queue", async () => {
+    const doomed = makeDisk(world, "fleet-we", "we-doomed", 1 * MiB, { tags: { backup: "gold" }, seed: 9 }).id;
+    const result = await tick();
+    // Only the new disk is due; the others were backed up less than a day ago.
+    expect(result.enqueued.map((e) => key(e.item))).toEqual([key(doomed)]);
+    const jobId = result.enqueued[0]!.jobId;
+    world.emulator.compute.disks.delete(key(doomed));
+
+    const worker = world.worker("westeurope");
+    expect(await worker.summary()).toMatchObject({ succeeded: 0, failed: 1, poisoned: 1 });
+    const fleet = await world.fleet();
+    const job = (await fleet.jobs.get(jobId))!.value;
+    // One run: a disk that does not exist is not retried.
+    expect(job).toMatchObject({ status: "failed", pendingCompensations: [], runs: 1, failures: 1 });
+    expect(job.error).toMatch(/acquire: the managed disk .*we-doomed does not exist/);
+    const poison = await fleet.storage.poisonQueue("westeurope");
+    const poisoned = (await poison.peekMessages({ numberOfMessages: 32 })).peekedMessageItems.map((m) => JSON.parse(m.messageText));
+    expect(poisoned.filter((m) => String(m.message).includes(jobId))).toEqual([expect.objectContaining({ error: expect.stringContaining(`job ${jobId} failed`) })]);
+    const status = await world.json<any[]>(["status", "--policies", policies]);
+    expect(status.find((s) => key(s.item) === key(doomed))).toMatchObject({ state: "idle", lastOutcome: "failed", lastGoodPoint: null, meetsRpo: false, lastError: expect.stringMatching(/we-doomed/) });
+    expect((await vaultManifests(world)).filter((p) => key(p.source.path) === key(doomed))).toEqual([]);
+    await expectNothingLeaked(world, [ids.osDisk, ids.dataDisk, ids.weData, ids.neLogs]);
+  });
 });
