@@ -136,7 +136,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (!(CASES as readonly string[]).includes(values.case)) {
-    throw new UsageFailure(`--case ${values.case}: only ${CASES.join(", ")} exists so far`);
+    throw new UsageFailure(`--case ${values.case}: choose from ${CASES.join(", ")}`);
   }
   const sizes = values.size.split(",").map(parseSize);
   if (values.out !== undefined && sizes.length > 1) throw new UsageFailure("--out takes one --size; with several, results go to .bench/results-<size>.json");
