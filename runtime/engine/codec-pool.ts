@@ -19,7 +19,7 @@ interface Pending {
 
 type RequestBody =
   | { op: "encode"; type: number; buffer: Uint8Array; items: EncodeItem[] }
-  | { op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string };
+  | { op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string; checkId: boolean };
 
 export interface DecodedBatch {
   raws: (Buffer | null)[];
@@ -78,14 +78,15 @@ export class CodecPool {
   }
 
   /** Opens and checks chunks that lie in one buffer (a range of a pack); failures are per chunk. */
-  async decodeBatch(buffer: Uint8Array, items: DecodeItem[], where: string): Promise<DecodedBatch> {
+  async decodeBatch(buffer: Uint8Array, items: DecodeItem[], where: string, options: { checkId?: boolean } = {}): Promise<DecodedBatch> {
+    const checkId = options.checkId !== false;
     if (items.length === 0) return { raws: [], errors: [] };
     if (this.workers.length === 0) {
       const raws: (Buffer | null)[] = [];
       const errors: (Error | null)[] = [];
       for (const item of items) {
         try {
-          raws.push(decodeChunk(this.keys, item.type, item.id, buffer.subarray(item.offset, item.offset + item.length), item.rawLength, where));
+          raws.push(decodeChunk(this.keys, item.type, item.id, buffer.subarray(item.offset, item.offset + item.length), item.rawLength, where, { checkId }));
           errors.push(null);
         } catch (error) {
           raws.push(null);
@@ -94,7 +95,7 @@ export class CodecPool {
       }
       return { raws, errors };
     }
-    const response = await this.submit({ op: "decode", buffer: owned(buffer), items, where });
+    const response = await this.submit({ op: "decode", buffer: owned(buffer), items, where, checkId });
     if (!response.ok || response.op !== "decode") throw new Error("codec worker answered a decode with something else");
     return {
       raws: response.raws.map((r) => (r ? asBuffer(r) : null)),

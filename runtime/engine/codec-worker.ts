@@ -27,17 +27,21 @@ export interface DecodeItem {
 
 export type CodecRequest =
   | { seq: number; op: "encode"; type: number; buffer: Uint8Array; items: EncodeItem[] }
-  | { seq: number; op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string };
+  | { seq: number; op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string; checkId: boolean };
 
 export type CodecResponse =
   | { seq: number; ok: true; op: "encode"; sealed: Uint8Array[]; compressed: boolean[] }
   | { seq: number; ok: true; op: "decode"; raws: (Uint8Array | null)[]; errors: (string | null)[]; integrity: boolean[] }
   | { seq: number; ok: false; error: string; integrity: boolean };
 
-/** Buffers a result owns whole can be transferred; pooled slices must be copied by the clone. */
+/**
+ * A result's buffer can be transferred (a view keeps its offset) unless it may be Node's shared
+ * pool slab (Buffer.poolSize bytes, holding allocations under half that): those results are small
+ * and copied by the clone instead. Every other result owns its buffer alone.
+ */
 function transferable(results: (Uint8Array | null)[]): ArrayBuffer[] {
   const list = new Set<ArrayBuffer>();
-  for (const r of results) if (r && r.byteOffset === 0 && r.byteLength === r.buffer.byteLength) list.add(r.buffer as ArrayBuffer);
+  for (const r of results) if (r && r.buffer.byteLength > Buffer.poolSize) list.add(r.buffer as ArrayBuffer);
   return [...list];
 }
 
@@ -60,9 +64,7 @@ parentPort!.on("message", (request: CodecRequest) => {
       for (const item of request.items) {
         try {
           const sealed = request.buffer.subarray(item.offset, item.offset + item.length);
-          // A decoded raw chunk may be a view into zstd's output: copy it out so it can be transferred.
-          const raw = decodeChunk(keys, item.type, item.id, sealed, item.rawLength, request.where);
-          raws.push(raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength ? raw : new Uint8Array(raw));
+          raws.push(decodeChunk(keys, item.type, item.id, sealed, item.rawLength, request.where, { checkId: request.checkId }));
           errors.push(null);
           integrity.push(false);
         } catch (error) {

@@ -42,7 +42,8 @@ export function open(key: SecretKey, sealed: Uint8Array, associatedData: Uint8Ar
   decipher.setAuthTag(tag);
   try {
     const body = decipher.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES));
-    return Buffer.concat([body, decipher.final()]);
+    const tail = decipher.final();
+    return tail.length === 0 ? body : Buffer.concat([body, tail]);
   } catch (cause) {
     throw new IntegrityError(
       `${name()} failed authentication: it was modified or damaged in storage. ` +

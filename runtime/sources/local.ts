@@ -143,6 +143,7 @@ export async function openFileTarget(
   return {
     needsZeros: false,
     write: (offset, data) => writeAll(handle, data, offset),
+    writev: (offset, data) => writevAll(handle, data, offset),
     commit: async () => {
       await handle.sync();
       await handle.close();
@@ -153,6 +154,25 @@ export async function openFileTarget(
       await unlink(partial).catch(() => {});
     },
   };
+}
+
+async function writevAll(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
+  const total = buffers.reduce((sum, b) => sum + b.length, 0);
+  const { bytesWritten } = await handle.writev(buffers, position);
+  if (bytesWritten === total) return;
+  // A short write: finish piece by piece from where it stopped.
+  let skip = bytesWritten;
+  let at = position;
+  for (const buffer of buffers) {
+    if (skip >= buffer.length) {
+      skip -= buffer.length;
+      at += buffer.length;
+      continue;
+    }
+    await writeAll(handle, buffer.subarray(skip), at + skip);
+    at += buffer.length;
+    skip = 0;
+  }
 }
 
 async function writeAll(handle: FileHandle, data: Buffer, position: number): Promise<void> {
