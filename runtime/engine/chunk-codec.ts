@@ -13,6 +13,7 @@ export const CHUNK_TREE = 1;
 
 const CODEC_RAW = 0;
 const CODEC_ZSTD = 1;
+const CODEC_BYTE = [Buffer.from([CODEC_RAW]), Buffer.from([CODEC_ZSTD])];
 
 /** Store compressed only when it saves at least this fraction. */
 const MIN_SAVING = 0.03;
@@ -45,10 +46,8 @@ export function encodeChunk(
       payload = packed;
     }
   }
-  const plaintext = Buffer.allocUnsafe(1 + payload.length);
-  plaintext[0] = codec;
-  plaintext.set(payload, 1);
-  return { sealed: seal(keys.dataKey, plaintext, chunkAssociatedData(type, id)), compressed: codec === CODEC_ZSTD };
+  const sealed = seal(keys.dataKey, [CODEC_BYTE[codec], payload], chunkAssociatedData(type, id));
+  return { sealed, compressed: codec === CODEC_ZSTD };
 }
 
 /**

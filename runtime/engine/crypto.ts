@@ -20,13 +20,14 @@ export function secretKey(key: Uint8Array): KeyObject {
   return createSecretKey(key);
 }
 
-export function seal(key: SecretKey, plaintext: Uint8Array, associatedData: Uint8Array): Buffer {
+export function seal(key: SecretKey, plaintext: Uint8Array | Uint8Array[], associatedData: Uint8Array): Buffer {
   const nonce = randomBytes(NONCE_BYTES);
   const cipher = createCipheriv("aes-256-gcm", key, nonce);
   cipher.setAAD(associatedData);
-  const body = cipher.update(plaintext);
+  // Parts are encrypted in turn, so a caller need not join them first.
+  const bodies = Array.isArray(plaintext) ? plaintext.map((part) => cipher.update(part)) : [cipher.update(plaintext)];
   const tail = cipher.final();
-  return Buffer.concat([nonce, body, tail, cipher.getAuthTag()]);
+  return Buffer.concat([nonce, ...bodies, tail, cipher.getAuthTag()]);
 }
 
 /** `what` names the blob in errors; a function is called only on failure (naming costs on the hot path). */
