@@ -127,9 +127,13 @@ async function runWorkers(): Promise<Record<string, { workers: WorkerProcess[]; 
   const started = Object.fromEntries(REGIONS.map((r) => [r, [world.worker(r), world.worker(r)]]));
   const out: Record<string, { workers: WorkerProcess[]; summaries: Record<string, any>[] }> = {};
   for (const region of REGIONS) out[region] = { workers: started[region]!, summaries: await Promise.all(started[region]!.map((w) => w.summary())) };
+  // FLEET_DEBUG=1 prints each worker's step timeline.
   if (process.env.FLEET_DEBUG) {
-    const { appendFileSync } = await import("node:fs");
-    for (const region of REGIONS) for (const w of out[region]!.workers) appendFileSync(process.env.FLEET_DEBUG, w.lines.map((l) => JSON.stringify(l)).join("\n") + "\n----\n");
+    for (const region of REGIONS) {
+      for (const w of out[region]!.workers) {
+        console.log(w.lines.filter((l) => l.event === "step.start").map((l) => `${String(l.time).slice(11, 23)} ${String(l.item).split("/").at(-1)} ${l.state}`).join("\n"));
+      }
+    }
   }
   return out;
 }
