@@ -50,6 +50,9 @@ export class CodecPool {
     for (let i = 0; i < threads; i++) {
       const worker = new Worker(new URL("./codec-worker.ts", import.meta.url), {
         workerData: { dataKey: keys.dataKey, idKey: keys.idKey, zstdLevel: this.zstdLevel },
+        // The workers hold little on their heaps (their buffers are external and handed back):
+        // small heaps keep a long run's memory flat instead of growing with GC slack.
+        resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 },
       });
       worker.unref();
       worker.on("message", (response: CodecResponse) => this.settle(i, response));
