@@ -2,7 +2,8 @@
  * kill -9 of a worker in every state of the real backup machine. Eleven small disks, each with a
  * job that stops in a different state (pausing-worker.ts: after the state's work, before its
  * commit; and twice inside stage), and four databases stopped where the SQL path differs (copy and
- * BACPAC made, staged, copy dropped, staging cleared); one SIGKILL catches all of them. Then the real
+ * BACPAC made, staged, copy dropped, staging cleared), and a restore job stopped with its new
+ * disk half made (write SAS open); one SIGKILL catches all of them. Then the real
  * `bulwark agent worker` takes every job over: each ends succeeded, with exactly one point (the
  * job's), the previous point removed by retention (last: 1), the vault verifies, every point
  * restores to the disk as it was at backup time, and nothing is left: one golden snapshot per disk,
@@ -12,6 +13,7 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, test } from "vitest";
+import { submitJob } from "../../runtime/jobs/submit.ts";
 import { readBacpac } from "../emulator/arm/bacpac.ts";
 import {
   KiB, MiB, ageItems, blobNames, expectNothingLeaked, expectVaultVerifies, makeDisk, pattern, restoreBytes, startFleetWorld, vaultManifests,
@@ -38,6 +40,7 @@ beforeAll(async () => {
   for (const [i, c] of CASES.entries()) {
     if (c.kind === "sql") items[c.name] = world.emulator.sql.createDatabase(server, c.name, { rows: [{ id: 1, value: `first ${i}` }] }).id;
   }
+  items["r-source"] = makeDisk(world, "crash", "r-source", 1 * MiB, { seed: 99 }).id;
   world.env.BULWARK_SQL_ADMIN_LOGIN = server.administratorLogin;
   world.env.BULWARK_SQL_ADMIN_PASSWORD = server.administratorLoginPassword;
   policy = await world.policy(
@@ -68,7 +71,7 @@ const started = Date.now();
 /** FLEET_DEBUG=1 prints how long each phase took. */
 const lap = (what: string) => process.env.FLEET_DEBUG && console.log(`${what}: ${Date.now() - started} ms`);
 
-test("a worker killed in each state of a backup is replaced, and every job commits its point exactly once", async () => {
+test("a worker killed in each state of a backup (and mid-restore) is replaced, and every job finishes exactly once", async () => {
   // A first point for every item, so the killed jobs have a golden snapshot to retire and a point to forget.
   expect(Object.keys(await tick())).toHaveLength(CASES.length);
   const first = world.worker(REGION, { BULWARK_MAX_JOBS_PER_REGION: "32", BULWARK_MAX_JOBS_PER_WORKER: "6" });
@@ -92,6 +95,20 @@ test("a worker killed in each state of a backup is replaced, and every job commi
   const jobs = await tick();
   expect(Object.keys(jobs)).toHaveLength(CASES.length);
 
+  // And a restore job, of a disk backed up outside the policy (retention must not take its point).
+  const sourceImage = world.emulator.control.readImage(items["r-source"]!);
+  const sourcePoint = (await world.json(["backup", items["r-source"]!, "--vault", world.vault])).id as string;
+  const target = items["r-source"]!.replace(/r-source$/, "r-restored");
+  const fleet = await world.fleet();
+  const restoreJob = await submitJob(fleet, {
+    machine: "restore",
+    item: { id: items["r-source"]!, kind: "disk", region: REGION },
+    queueRegion: REGION,
+    input: { vault: world.vault, pointId: sourcePoint, target },
+  });
+  if (!restoreJob.submitted) throw new Error(restoreJob.reason);
+  const PAUSED = CASES.length + 1;
+
   lap("second tick");
   const victim = watchProcess(
     spawn(process.execPath, [path.join(here, "pausing-worker.ts")], {
@@ -101,14 +118,17 @@ test("a worker killed in each state of a backup is replaced, and every job commi
         BULWARK_REGION: REGION,
         BULWARK_TEST_WORKER: "victim",
         BULWARK_MAX_JOBS_PER_REGION: "32",
-        BULWARK_TEST_PAUSE: JSON.stringify(Object.fromEntries(CASES.map((c) => [items[c.name]!.toLowerCase(), c.pause]))),
+        BULWARK_TEST_PAUSE: JSON.stringify({
+          ...Object.fromEntries(CASES.map((c) => [items[c.name]!.toLowerCase(), c.pause])),
+          [items["r-source"]!.toLowerCase()]: "restore-write",
+        }),
       },
       stdio: ["ignore", "pipe", "pipe"],
     }),
   );
   children.push(victim);
   const pausedIn = (lines: Record<string, any>[]) => new Map(lines.filter((l) => l.event === "test.paused").map((l) => [String(l.item).toLowerCase(), l.state]));
-  await victim.waitFor((lines) => pausedIn(lines).size === CASES.length, 60_000).catch((error) => {
+  await victim.waitFor((lines) => pausedIn(lines).size === PAUSED, 60_000).catch((error) => {
     const notPaused = CASES.filter((c) => !pausedIn(victim.lines).has(items[c.name]!.toLowerCase()));
     const about = victim.lines.filter((l) => notPaused.some((c) => String(l.item).toLowerCase() === items[c.name]!.toLowerCase()) || !l.jobId);
     throw new Error(`not paused: ${notPaused.map((c) => c.name).join(", ")}: ${JSON.stringify(about.slice(-12))}`, { cause: error });
@@ -116,14 +136,17 @@ test("a worker killed in each state of a backup is replaced, and every job commi
   lap("all paused");
   // The moment of the kill holds what a crash leaves: a read SAS open (stage-sas), staged packs.
   const during = world.emulator.control.inventory();
-  expect(during.activeSasGrants.map((g) => g.resourceId.toLowerCase())).toEqual([expect.stringContaining("/snapshots/c-stage-sas-bulwark-")]);
+  expect(during.activeSasGrants.map((g) => g.resourceId.toLowerCase()).sort()).toEqual([
+    expect.stringContaining("/disks/r-restored"),
+    expect.stringContaining("/snapshots/c-stage-sas-bulwark-"),
+  ]);
+  expect(during.disks.find((d) => d.id.toLowerCase() === target.toLowerCase())).toMatchObject({ diskState: "ActiveUpload" });
   expect((await blobNames(world.transient(REGION))).length).toBeGreaterThan(0);
   // ... and database copies (every SQL job paused before release dropped its copy).
   expect(during.databases.filter((d) => /-bulwark-/.test(d.id)).length).toBe(SQL_PAUSES.filter((p) => p !== "release" && p !== "cleanup").length);
   victim.child.kill("SIGKILL");
   expect((await victim.exited).code).toBeNull();
 
-  const fleet = await world.fleet();
   for (const c of CASES) {
     expect(pausedIn(victim.lines).get(items[c.name]!.toLowerCase())).toBe(c.pause);
     const record = (await fleet.jobs.get(jobs[items[c.name]!.toLowerCase()]!))!.value;
@@ -134,7 +157,7 @@ test("a worker killed in each state of a backup is replaced, and every job commi
   const rescuer = world.worker(REGION, { BULWARK_MAX_JOBS_PER_REGION: "32", BULWARK_MAX_JOBS_PER_WORKER: "6" });
   children.push(rescuer);
   const summary = await rescuer.summary();
-  expect(summary).toMatchObject({ succeeded: CASES.length, failed: 0, poisoned: 0 });
+  expect(summary).toMatchObject({ succeeded: PAUSED, failed: 0, poisoned: 0 });
 
   lap("rescued");
   const manifests = await vaultManifests(world);
@@ -159,8 +182,13 @@ test("a worker killed in each state of a backup is replaced, and every job commi
     const item = (await fleet.items.get(items[c.name]!))!.value;
     expect(item).toMatchObject({ state: "idle", lastGoodJobId: jobId, lastGoodPointId: points[0]!.id });
   }
+  // The restore ran again from scratch: the half-made disk of the killed run was removed first.
+  const restored = (await fleet.jobs.get(restoreJob.job.jobId))!.value;
+  expect(restored).toMatchObject({ status: "succeeded", runs: 2, failures: 0 });
+  expect(world.emulator.control.readImage(target).equals(sourceImage)).toBe(true);
+  expect(world.emulator.control.inventory().disks.find((d) => d.id.toLowerCase() === target.toLowerCase())).toMatchObject({ diskState: "Unattached", provisioningState: "Succeeded" });
   lap("checked");
-  expect(manifests).toHaveLength(CASES.length);
+  expect(manifests).toHaveLength(CASES.length + 1);
   await expectVaultVerifies(world);
-  await expectNothingLeaked(world, CASES.filter((c) => c.kind === "disk").map((c) => items[c.name]!));
+  await expectNothingLeaked(world, [...CASES.filter((c) => c.kind === "disk").map((c) => items[c.name]!), items["r-source"]!]);
 }, 150_000);

@@ -11,7 +11,10 @@
  * - "stage-mid": inside stage, once the first pack is in the staging area (staged index and draft
  *   points not yet written).
  *
- * BULWARK_TEST_PAUSE is JSON: { "<item id, lower case>": "<state>" | "stage-sas" | "stage-mid" }. Everything else
+ * - "restore-write" (a restore job's item): once Azure granted write access to the new disk
+ *   (the disk exists, in ActiveUpload, nothing written yet).
+ *
+ * BULWARK_TEST_PAUSE is JSON: { "<item id, lower case>": "<state>" | "stage-sas" | "stage-mid" | "restore-write" }. Everything else
  * comes from the agent's own environment (AZURE_STORAGE_CONNECTION_STRING, BULWARK_FLEET_PREFIX,
  * BULWARK_TRANSIENT, BULWARK_PASSPHRASE, BULWARK_LEASE_MS, BULWARK_MAX_JOBS_PER_REGION, Azure).
  * Test code only: production workers have no such hook.
@@ -63,6 +66,8 @@ function pausingStore(inner: ObjectStore, ctx: StepContext): ObjectStore {
 
 /** Disks (by name, lower case) whose stage step should stop once their snapshot's SAS is granted. */
 const sasStage = new Map<string, StepContext>();
+/** Restore targets (disk names, lower case) whose restore should stop once write access is granted. */
+const restoreWrite = new Map<string, StepContext>();
 
 const env = await workloadEnvironment();
 const realCompute = env.azure.compute.bind(env.azure);
@@ -77,6 +82,14 @@ env.azure.compute = async (subscriptionId) => {
     const result = await grant(group, name, access, options);
     const ctx = sasStage.get(name.replace(/-bulwark-[^-]+$/, "").toLowerCase());
     if (ctx) await paused(ctx, "stage-sas");
+    return result;
+  };
+  const disks = client.disks;
+  const grantDisk = disks.beginGrantAccessAndWait.bind(disks);
+  disks.beginGrantAccessAndWait = async (group, name, access, options) => {
+    const result = await grantDisk(group, name, access, options);
+    const ctx = restoreWrite.get(name.toLowerCase());
+    if (ctx && access.access === "Write") await paused(ctx, "restore-write");
     return result;
   };
   return client;
@@ -100,6 +113,13 @@ for (const [state, definition] of Object.entries(backup.states)) {
   };
 }
 
+const restore = restoreMachine(env);
+const restoreStep = restore.states.restore!.step.bind(restore.states.restore);
+restore.states.restore!.step = async (ctx, data) => {
+  if (pauses[ctx.job.itemId.toLowerCase()] === "restore-write") restoreWrite.set(data.target.split("/").at(-1)!.toLowerCase(), ctx);
+  return restoreStep(ctx, data);
+};
+
 const fleet = await openFleet(
   new FleetStorage({ connectionString: process.env.AZURE_STORAGE_CONNECTION_STRING! }, { prefix: process.env.BULWARK_FLEET_PREFIX }),
   systemClock,
@@ -107,7 +127,7 @@ const fleet = await openFleet(
 await runWorker({
   fleet,
   region,
-  machines: [backup, restoreMachine(env)],
+  machines: [backup, restore],
   limits: { perWorker: 32, perRegion: Number(process.env.BULWARK_MAX_JOBS_PER_REGION ?? 8) },
   workerId: process.env.BULWARK_TEST_WORKER,
   leaseMs: Number(process.env.BULWARK_LEASE_MS ?? 3000),
