@@ -204,11 +204,12 @@ export class Vault {
    */
   async listPoints(options: { skipDamaged?: boolean; onDamaged?: (id: string, error: unknown) => void } = {}): Promise<PointManifest[]> {
     const read = await mapLimit(await this.listPointIds(), 8, async (id) => {
-      if (!options.skipDamaged) return this.readPoint(id);
       try {
         return await this.readPoint(id);
       } catch (error) {
-        if (!(error instanceof IntegrityError)) throw error;
+        // A point deleted between listing and reading (retention, forget) is simply gone.
+        if (error instanceof ObjectNotFoundError) return undefined;
+        if (!options.skipDamaged || !(error instanceof IntegrityError)) throw error;
         options.onDamaged?.(id, error);
         return undefined;
       }

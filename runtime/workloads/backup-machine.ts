@@ -127,7 +127,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
             const name = db.names[1];
             return {
               next: "acquire",
-              data: { ...data, pointId, disks: [], sqlCopyName: `${name}-bulwark-${suffix(ctx.jobId)}`.slice(0, 128), bacpacName: `jobs/${ctx.jobId}/export.bacpac` },
+              data: { ...data, pointId, disks: [], sqlCopyName: `${name}-bulwark-${suffix(ctx.jobId)}`.slice(0, 128) },
             };
           }
           const disks: DiskTask[] = [];
@@ -169,10 +169,12 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
             const source = await sql.databases.get(db.resourceGroup, server, db.names[1]);
             const existing = await sql.databases.get(db.resourceGroup, server, data.sqlCopyName!).catch(() => undefined);
             if (!existing) await copyDatabase(sql, db, source, data.sqlCopyName!, { "bulwark-job": ctx.jobId });
-            if (!(await env.transient.blob(data.bacpacName!).exists())) {
-              await exportBacpac(sql, db, data.sqlCopyName!, env.transient, data.bacpacName!, env.sqlLogin());
-            }
-            return { next: "stage", data: { ...data, location: source.location, takenAt: ctx.clock.now() } };
+            // A BACPAC name of this run's own: an export started by a worker that died may still be
+            // running in Azure and writing its blob, so a retry never reads or reuses that one.
+            const bacpacName = `jobs/${ctx.jobId}/export-${ctx.job.runs}.bacpac`;
+            await env.transient.blob(bacpacName).deleteIfExists();
+            await exportBacpac(sql, db, data.sqlCopyName!, env.transient, bacpacName, env.sqlLogin());
+            return { next: "stage", data: { ...data, bacpacName, location: source.location, takenAt: ctx.clock.now() } };
           }
           // All disks' snapshots together (crash-consistent for a VM); existing ones are reused.
           const disks = await Promise.all(
@@ -189,6 +191,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
           if (data.committed) return;
           if (data.kind === "sql") {
             await dropSqlCopy(env, data);
+            await removeJobBlobs(env, ctx.jobId);
             return;
           }
           // A disk whose point got committed (a commit step that failed partway) keeps its new
@@ -405,7 +408,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       cleanup: {
         async step(ctx, data) {
           await clearStaging(env.staging(ctx.jobId));
-          if (data.bacpacName) await env.transient.blob(data.bacpacName).deleteIfExists();
+          await removeJobBlobs(env, ctx.jobId);
           return { done: true, data };
         },
       },
@@ -436,6 +439,14 @@ async function dropSqlCopy(env: WorkloadEnvironment, data: BackupJobData): Promi
   const sql = await env.azure.sql(db.subscriptionId);
   if (data.sqlCopyName) await sql.databases.beginDeleteAndWait(db.resourceGroup, db.names[0], data.sqlCopyName).catch(() => {});
   if (data.bacpacName) await env.transient.blob(data.bacpacName).deleteIfExists().catch(() => {});
+}
+
+/** Every transient blob of the job: BACPACs of every run (a dead worker's included), staging. */
+async function removeJobBlobs(env: WorkloadEnvironment, jobId: string): Promise<void> {
+  const prefix = `${env.transient.prefix}jobs/${jobId}/`;
+  for await (const blob of env.transient.container.listBlobsFlat({ prefix })) {
+    await env.transient.container.deleteBlob(blob.name, { deleteSnapshots: "include" }).catch(() => {});
+  }
 }
 
 export type { StepContext };
