@@ -364,6 +364,21 @@ export function statusOf(error: unknown): number | undefined {
   return (error as { statusCode?: number })?.statusCode;
 }
 
+/**
+ * Refuses a restore target that exists: restores never overwrite. `get` is the resource's GET;
+ * a 404 means it is free.
+ */
+export async function refuseExisting(get: () => Promise<unknown>, what: string, id: string): Promise<void> {
+  const exists = await get().then(
+    () => true,
+    (error) => {
+      if (statusOf(error) === 404) return false;
+      throw armFailure(`checking ${id}`, error);
+    },
+  );
+  if (exists) throw new UsageError(`the ${what} ${id} already exists; restores never overwrite: choose a new ${what} name`);
+}
+
 export function armFailure(what: string, error: unknown): Error {
   const status = statusOf(error);
   const code = (error as { code?: string })?.code;

@@ -12,7 +12,7 @@ import type { Vault } from "../engine/vault.ts";
 import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
 import { parseResourceId, sameType } from "../azure/resource-id.ts";
-import { armFailure, azureFailure, statusOf } from "./azure-disk.ts";
+import { armFailure, azureFailure, statusOf, refuseExisting } from "./azure-disk.ts";
 import { fixedVhdFooter, VHD_FOOTER_BYTES } from "./vhd.ts";
 
 requiresAction("Microsoft.Compute/disks/read", "disk restore: refuse an existing disk");
@@ -65,14 +65,7 @@ export async function restoreToManagedDisk(
   const target = parseResourceId(targetDiskId);
   if (!sameType(target, "Microsoft.Compute/disks")) throw new UsageError(`${targetDiskId} is not a managed disk id`);
   const compute = await ctx.compute(target.subscriptionId);
-  const exists = await compute.disks.get(target.resourceGroup, target.name).then(
-    () => true,
-    (error) => {
-      if (statusOf(error) === 404) return false;
-      throw armFailure(`checking ${targetDiskId}`, error);
-    },
-  );
-  if (exists) throw new UsageError(`the disk ${targetDiskId} already exists; restores never overwrite: choose a new disk name`);
+  await refuseExisting(() => compute.disks.get(target.resourceGroup, target.name), "disk", targetDiskId);
   const details = point.details ?? {};
   const location = options.location ?? (details.location as string | undefined) ?? (point.source.location as string | undefined);
   if (!location) throw new UsageError("give the new disk's region: --location REGION");

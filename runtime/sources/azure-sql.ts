@@ -18,7 +18,7 @@ import { requiresAction } from "../azure/permissions.ts";
 import { parseResourceId, sameType, type ResourceId } from "../azure/resource-id.ts";
 import type { Database, SqlManagementClient } from "@azure/arm-sql";
 import type { TransientStorage } from "../azure/transient.ts";
-import { armFailure, azureFailure, statusOf } from "./azure-disk.ts";
+import { armFailure, azureFailure, statusOf, refuseExisting } from "./azure-disk.ts";
 
 requiresAction("Microsoft.Sql/servers/databases/read", "sql backup: read the database");
 requiresAction("Microsoft.Sql/servers/databases/write", "sql backup: create the transactionally consistent copy");
@@ -154,14 +154,7 @@ export async function restoreSqlDatabase(
   if (!sameType(target, "Microsoft.Sql/servers/databases")) throw new UsageError(`${targetDatabaseId} is not an Azure SQL database id`);
   const [serverName, databaseName] = target.names;
   const sql = await ctx.sql(target.subscriptionId);
-  const exists = await sql.databases.get(target.resourceGroup, serverName, databaseName).then(
-    () => true,
-    (error) => {
-      if (statusOf(error) === 404) return false;
-      throw armFailure(`checking ${targetDatabaseId}`, error);
-    },
-  );
-  if (exists) throw new UsageError(`the database ${targetDatabaseId} already exists; restores never overwrite: choose a new database name`);
+  await refuseExisting(() => sql.databases.get(target.resourceGroup, serverName, databaseName), "database", targetDatabaseId);
   const bacpac = `sql/${serverName}/${databaseName}-restore-${stamp(new Date())}.bacpac`;
   try {
     await transient.blob(bacpac).uploadStream(streamContent(vault, pool, point) as unknown as Readable, 8 * 1024 * 1024, 4, {

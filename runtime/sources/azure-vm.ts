@@ -23,6 +23,7 @@ import {
   retirePrevious,
   statusOf,
   type DiskBackupOutcome,
+  refuseExisting,
 } from "./azure-disk.ts";
 import { restoreToManagedDisk } from "./azure-restore.ts";
 import os from "node:os";
@@ -175,14 +176,7 @@ export async function restoreVirtualMachine(
     throw new UsageError("that network interface belongs to the original VM; give the alternate VM a new one");
   }
   const compute = await ctx.compute(target.subscriptionId);
-  const exists = await compute.virtualMachines.get(target.resourceGroup, target.name).then(
-    () => true,
-    (error) => {
-      if (statusOf(error) === 404) return false;
-      throw armFailure(`checking ${targetVmId}`, error);
-    },
-  );
-  if (exists) throw new UsageError(`the VM ${targetVmId} already exists; restores never overwrite: choose a new VM name`);
+  await refuseExisting(() => compute.virtualMachines.get(target.resourceGroup, target.name), "VM", targetVmId);
   const location = options.location ?? configuration.location;
   const created: string[] = [];
   try {
