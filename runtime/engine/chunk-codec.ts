@@ -40,6 +40,8 @@ export function encodeChunk(
   if (raw.length >= 64 && zstdLevel > 0 && !looksIncompressible(raw)) {
     const packed = zstdCompressSync(raw, {
       params: { [constants.ZSTD_c_compressionLevel]: zstdLevel, [constants.ZSTD_c_checksumFlag]: 0 },
+      // One output buffer for the whole chunk, not 16 KiB pieces joined afterwards.
+      chunkSize: raw.length + 1024,
     });
     if (packed.length <= raw.length * (1 - MIN_SAVING)) {
       codec = CODEC_ZSTD;
