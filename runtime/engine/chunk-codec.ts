@@ -87,7 +87,14 @@ export function decodeChunk(
   const plaintext = open(keys.dataKey, sealed, chunkAssociatedData(type, id), () => `chunk ${hexId(id)} in ${where}`);
   let raw: Buffer;
   if (plaintext[0] === CODEC_RAW) raw = plaintext.subarray(1);
-  else if (plaintext[0] === CODEC_ZSTD) raw = zstdDecompressSync(plaintext.subarray(1));
+  else if (plaintext[0] === CODEC_ZSTD) {
+    // One output buffer of the known size; anything longer than the chunk is refused outright.
+    try {
+      raw = zstdDecompressSync(plaintext.subarray(1), { chunkSize: rawLength + 64, maxOutputLength: Math.max(rawLength, 1) });
+    } catch (cause) {
+      throw new IntegrityError(`chunk ${hexId(id)} in ${where} does not decompress to its recorded size: the vault is damaged`, { cause });
+    }
+  }
   else throw new IntegrityError(`chunk ${hexId(id)} in ${where} has an unknown codec ${plaintext[0]}`);
   // The authentication tag already binds these bytes to this id under the vault's key; re-hashing
   // (on by default, and always in verify) also catches a writer that sealed the wrong bytes.
