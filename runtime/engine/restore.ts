@@ -27,8 +27,19 @@ interface Need {
   targets: number[];
 }
 
-const MAX_RANGE = 8 * 1024 * 1024;
+const MAX_RANGE = 4 * 1024 * 1024;
 const MAX_GAP = 256 * 1024;
+
+/** One read of a pack range and the chunks in it. */
+interface RangeTask {
+  pack: string;
+  needs: Need[];
+}
+
+/** Ranges read, decoded and written at once: enough to keep every worker busy across tree nodes. */
+const RANGES_IN_FLIGHT = 6;
+/** A range's chunks are decoded in batches of about this size, spread over the workers. */
+const DECODE_BATCH = 1024 * 1024;
 
 export async function restoreContent(
   vault: Vault,
@@ -40,67 +51,113 @@ export async function restoreContent(
   const content = point.content;
   if (!content) throw new Error(`point ${point.id} has no content of its own (a ${point.kind} point groups others)`);
   let done = 0;
-  let streamOffset = 0;
-  for (let n = 0; n < content.tree.length; n++) {
-    const nodeHex = content.tree[n];
-    const node = await vault.readChunk(CHUNK_TREE, Buffer.from(nodeHex, "hex"));
-    const byPack = new Map<string, Map<string, Need>>();
-    const zeros: [number, number][] = [];
-    const want = (id: Buffer, targetOffset: number, length: number) => {
-      if (isZeroId(id)) {
-        zeros.push([targetOffset, length]);
-        return;
+
+  // Tree chunk by tree chunk, the ranges to read, grouped by pack; the next tree chunk is planned
+  // while ranges of the previous one are still in flight, so the workers never wait between them.
+  async function* ranges(): AsyncGenerator<RangeTask> {
+    let streamOffset = 0;
+    for (let n = 0; n < content!.tree.length; n++) {
+      const node = await vault.readChunk(CHUNK_TREE, Buffer.from(content!.tree[n], "hex"));
+      const byPack = new Map<string, Map<string, Need>>();
+      const zeros: [number, number][] = [];
+      const want = (id: Buffer, targetOffset: number, length: number) => {
+        if (isZeroId(id)) {
+          zeros.push([targetOffset, length]);
+          return;
+        }
+        const location = vault.locate(id);
+        let pack = byPack.get(location.pack);
+        if (!pack) byPack.set(location.pack, (pack = new Map()));
+        const key = id.toString("hex");
+        const need = pack.get(key);
+        if (need) need.targets.push(targetOffset);
+        else pack.set(key, { id, offset: location.offset, length: location.length, rawLength: location.rawLength, targets: [targetOffset] });
+      };
+      if (content!.layout === "blocks") {
+        const first = n * content!.blocksPerNode;
+        for (let i = 0; i * ID_BYTES < node.length; i++) {
+          const offset = (first + i) * content!.blockSize;
+          want(node.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), offset, Math.min(content!.blockSize, point.size - offset));
+        }
+      } else {
+        for (let at = 0; at < node.length; at += STREAM_TREE_ENTRY) {
+          const length = node.readUInt32LE(at + ID_BYTES);
+          want(node.subarray(at, at + ID_BYTES), streamOffset, length);
+          streamOffset += length;
+        }
       }
-      const location = vault.locate(id);
-      let pack = byPack.get(location.pack);
-      if (!pack) byPack.set(location.pack, (pack = new Map()));
-      const key = id.toString("hex");
-      const need = pack.get(key);
-      if (need) need.targets.push(targetOffset);
-      else pack.set(key, { id, offset: location.offset, length: location.length, rawLength: location.rawLength, targets: [targetOffset] });
-    };
-    if (content.layout === "blocks") {
-      const first = n * content.blocksPerNode;
-      for (let i = 0; i * ID_BYTES < node.length; i++) {
-        const offset = (first + i) * content.blockSize;
-        want(node.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), offset, Math.min(content.blockSize, point.size - offset));
+      if (target.needsZeros) {
+        for (const [offset, length] of zeros) await target.write(offset, Buffer.alloc(length));
       }
-    } else {
-      for (let at = 0; at < node.length; at += STREAM_TREE_ENTRY) {
-        const length = node.readUInt32LE(at + ID_BYTES);
-        want(node.subarray(at, at + ID_BYTES), streamOffset, length);
-        streamOffset += length;
+      for (const [pack, needs] of byPack) {
+        for (const range of coalesce([...needs.values()].sort((a, b) => a.offset - b.offset))) yield { pack, needs: range };
       }
     }
-    if (target.needsZeros) {
-      for (const [offset, length] of zeros) await target.write(offset, Buffer.alloc(length));
+  }
+
+  const restoreRange = async ({ pack, needs }: RangeTask) => {
+    const start = needs[0].offset;
+    const end = needs.at(-1)!.offset + needs.at(-1)!.length;
+    const bytes = await vault.store.getRange(packKey(pack), start, end - start);
+    // Batches of about DECODE_BATCH, each its own copy of its part of the read, spread over the workers.
+    const batches: Need[][] = [];
+    let batch: Need[] = [];
+    let batchBytes = 0;
+    for (const need of needs) {
+      batch.push(need);
+      batchBytes += need.length;
+      if (batchBytes >= DECODE_BATCH) {
+        batches.push(batch);
+        batch = [];
+        batchBytes = 0;
+      }
     }
-    await mapLimit([...byPack.entries()], 4, async ([pack, needs]) => {
-      const sorted = [...needs.values()].sort((a, b) => a.offset - b.offset);
-      for (const range of coalesce(sorted)) {
-        const start = range[0].offset;
-        const end = range.at(-1)!.offset + range.at(-1)!.length;
-        const bytes = await vault.store.getRange(packKey(pack), start, end - start);
-        // One batch per range: the range's buffer goes to a worker whole, the chunks come back.
-        const { raws, errors } = await pool.decodeBatch(
-          bytes,
-          range.map((need) => ({ type: CHUNK_DATA, id: need.id, offset: need.offset - start, length: need.length, rawLength: need.rawLength })),
+    if (batch.length) batches.push(batch);
+    const decoded = await Promise.all(
+      batches.map((group) => {
+        const from = group[0].offset;
+        const to = group.at(-1)!.offset + group.at(-1)!.length;
+        return pool.decodeBatch(
+          batches.length === 1 ? bytes : bytes.subarray(from - start, to - start),
+          group.map((need) => ({ type: CHUNK_DATA, id: need.id, offset: need.offset - from, length: need.length, rawLength: need.rawLength })),
           `pack ${pack}`,
           // GCM with the id as associated data authenticates every byte; verify --read-data re-hashes.
           { checkId: false },
         );
-        const failed = errors.find((e) => e !== null);
-        if (failed) throw failed;
-        const writes: { offset: number; data: Buffer }[] = [];
-        range.forEach((need, i) => {
-          for (const offset of need.targets) writes.push({ offset, data: raws[i]! });
-          done += raws[i]!.length * need.targets.length;
-        });
-        await writeCoalesced(target, writes);
-        options.onProgress?.(done);
-      }
+      }),
+    );
+    const writes: { offset: number; data: Buffer }[] = [];
+    batches.forEach((group, b) => {
+      const { raws, errors } = decoded[b];
+      const failed = errors.find((e) => e !== null);
+      if (failed) throw failed;
+      group.forEach((need, i) => {
+        for (const offset of need.targets) writes.push({ offset, data: raws[i]! });
+        done += raws[i]!.length * need.targets.length;
+      });
     });
-  }
+    await writeCoalesced(target, writes);
+    options.onProgress?.(done);
+  };
+
+  // A bounded set of range tasks drawing from the plan; the first failure stops the rest.
+  const plan = ranges();
+  let failure: unknown;
+  await Promise.all(
+    Array.from({ length: RANGES_IN_FLIGHT }, async () => {
+      while (!failure) {
+        const next = await plan.next().catch((error) => {
+          failure ??= error;
+          return { done: true as const, value: undefined };
+        });
+        if (next.done) return;
+        await restoreRange(next.value).catch((error) => {
+          failure ??= error;
+        });
+      }
+    }),
+  );
+  if (failure) throw failure;
 }
 
 /** Writes adjacent pieces as one write (pack order is usually disk order, so most are adjacent). */
