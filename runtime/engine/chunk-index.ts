@@ -65,6 +65,11 @@ export class ChunkIndex {
     this.put(id, this.numberOf(location.pack), location.offset, location.length, location.rawLength, location.type);
   }
 
+  /** add() without a location object (loading a whole index makes millions of them). */
+  addEntry(id: Uint8Array, pack: string, offset: number, length: number, rawLength: number, type: number): void {
+    this.put(id, this.numberOf(pack), offset, length, rawLength, type);
+  }
+
   /** Forgets a pending id whose pack was never committed, so a later write stores it again. */
   dropPending(id: Uint8Array): void {
     const slot = this.slotOf(id);

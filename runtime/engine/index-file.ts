@@ -7,7 +7,7 @@
  *              count x (u8 type, 32-byte id, u32 offset, u32 length, u32 raw length)
  */
 import { IntegrityError } from "../errors.ts";
-import { ID_BYTES, labelAssociatedData, open, seal } from "./crypto.ts";
+import { ID_BYTES, labelAssociatedData, open, seal, type SecretKey } from "./crypto.ts";
 import type { PackEntry } from "./pack.ts";
 
 const MAGIC = Buffer.from("BWIX\x01", "latin1");
@@ -18,7 +18,7 @@ export interface IndexedPack {
   entries: PackEntry[];
 }
 
-export function encodeIndex(dataKey: Uint8Array, name: string, packs: IndexedPack[]): Buffer {
+export function encodeIndex(dataKey: SecretKey, name: string, packs: IndexedPack[]): Buffer {
   let size = MAGIC.length;
   for (const pack of packs) size += 20 + pack.entries.length * ENTRY_BYTES;
   const plain = Buffer.allocUnsafe(size);
@@ -40,7 +40,40 @@ export function encodeIndex(dataKey: Uint8Array, name: string, packs: IndexedPac
   return seal(dataKey, plain, labelAssociatedData("index", name));
 }
 
-export function decodeIndex(dataKey: Uint8Array, name: string, sealed: Uint8Array): IndexedPack[] {
+/**
+ * Walks an index object's entries without building an object per entry (a vault's whole index is
+ * loaded at open: millions of short-lived objects would swell the heap). `id` is a view, valid
+ * only during the call.
+ */
+export function forEachIndexEntry(
+  dataKey: SecretKey,
+  name: string,
+  sealed: Uint8Array,
+  visit: (packId: string, type: number, id: Uint8Array, offset: number, length: number, rawLength: number) => void,
+): void {
+  const plain = open(dataKey, sealed, labelAssociatedData("index", name), `index object ${name}`);
+  if (!plain.subarray(0, MAGIC.length).equals(MAGIC)) throw new IntegrityError(`index object ${name} has an unknown format`);
+  let at = MAGIC.length;
+  while (at < plain.length) {
+    if (at + 20 > plain.length) throw new IntegrityError(`index object ${name} is malformed`);
+    const packId = plain.toString("hex", at, at + 16);
+    const count = plain.readUInt32LE(at + 16);
+    at += 20;
+    if (at + count * ENTRY_BYTES > plain.length) throw new IntegrityError(`index object ${name} is malformed`);
+    for (let i = 0; i < count; i++, at += ENTRY_BYTES) {
+      visit(
+        packId,
+        plain[at],
+        plain.subarray(at + 1, at + 1 + ID_BYTES),
+        plain.readUInt32LE(at + 1 + ID_BYTES),
+        plain.readUInt32LE(at + 5 + ID_BYTES),
+        plain.readUInt32LE(at + 9 + ID_BYTES),
+      );
+    }
+  }
+}
+
+export function decodeIndex(dataKey: SecretKey, name: string, sealed: Uint8Array): IndexedPack[] {
   const plain = open(dataKey, sealed, labelAssociatedData("index", name), `index object ${name}`);
   if (!plain.subarray(0, MAGIC.length).equals(MAGIC)) throw new IntegrityError(`index object ${name} has an unknown format`);
   const packs: IndexedPack[] = [];

@@ -19,7 +19,7 @@ import type { ObjectStore } from "../store/store.ts";
 import { decodeChunk, hexId } from "./chunk-codec.ts";
 import { ChunkIndex, type ChunkLocation } from "./chunk-index.ts";
 import { labelAssociatedData, open, seal } from "./crypto.ts";
-import { decodeIndex } from "./index-file.ts";
+import { forEachIndexEntry } from "./index-file.ts";
 import { configDigest, newMasterKeys, unlockMasterKeys, writeKeyObject, type KeyObject, type MasterKeys } from "./keyring.ts";
 import { packKey } from "./pack.ts";
 import type { PointManifest } from "./point.ts";
@@ -144,15 +144,13 @@ export class Vault {
     const known = new Set(this.indexObjects);
     const names: string[] = [];
     for await (const info of this.store.list("index/")) if (!known.has(info.key)) names.push(info.key);
-    const loaded = await mapLimit(names, 8, async (name) => ({ name, packs: decodeIndex(this.master.dataKey, name, await this.store.get(name)) }));
-    for (const { name, packs } of loaded) {
-      for (const pack of packs) {
-        for (const entry of pack.entries) {
-          this.index.add(entry.id, { pack: pack.packId, offset: entry.offset, length: entry.length, rawLength: entry.rawLength, type: entry.type });
-        }
-      }
+    await mapLimit(names, 8, async (name) => {
+      const sealed = await this.store.get(name);
+      forEachIndexEntry(this.master.dataKey, name, sealed, (pack, type, id, offset, length, rawLength) =>
+        this.index.addEntry(id, pack, offset, length, rawLength, type),
+      );
       this.indexObjects.push(name);
-    }
+    });
   }
 
   locate(id: Uint8Array): ChunkLocation {
