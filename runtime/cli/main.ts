@@ -7,6 +7,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BulwarkError, UsageError, describeError } from "../errors.ts";
 import { commands } from "./commands.ts";
+import { isRetryable } from "../store/retry.ts";
 
 const HELP = `bulwark: encrypted, deduplicated backups of disks, files, Azure VMs and Azure SQL
 
@@ -67,8 +68,15 @@ export async function main(argv: string[]): Promise<number> {
     }
     return (await command.run(parsed.values as Record<string, unknown>, parsed.positionals)) ?? 0;
   } catch (error) {
-    const code = error instanceof BulwarkError ? error.exitCode : 1;
-    const message = error instanceof BulwarkError ? error.message : `unexpected failure: ${describeError(error)}`;
+    // A dropped connection or an outage that outlasted every retry: a service failure, not a bug.
+    const unreachable = !(error instanceof BulwarkError) && isRetryable(error);
+    const code = error instanceof BulwarkError ? error.exitCode : unreachable ? 8 : 1;
+    const message =
+      error instanceof BulwarkError
+        ? error.message
+        : unreachable
+          ? `a storage or Azure service did not answer (${describeError(error).split("\n")[0]}); check that it is reachable and retry: nothing half-written was committed`
+          : `unexpected failure: ${describeError(error)}`;
     process.stderr.write(`bulwark ${name}: ${message}\n`);
     if (!(error instanceof BulwarkError) && process.env.BULWARK_DEBUG) console.error(error);
     return code;

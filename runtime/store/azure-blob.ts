@@ -15,7 +15,8 @@ import {
   type StoragePipelineOptions,
 } from "@azure/storage-blob";
 import type { TokenCredential } from "@azure/identity";
-import { NotFoundError, ObjectExistsError, ObjectNotFoundError, UsageError } from "../errors.ts";
+import { BulwarkError, NotFoundError, ObjectExistsError, ObjectNotFoundError, ServiceError, UsageError } from "../errors.ts";
+import { DEFAULT_RETRY, isRetryable, withRetry } from "./retry.ts";
 import type { ObjectInfo, ObjectStore, ObjectWriter } from "./store.ts";
 
 const BLOCK_BYTES = 8 * 1024 * 1024;
@@ -135,7 +136,8 @@ export class AzureBlobStore implements ObjectStore {
     const stage = async (data: Buffer) => {
       const blockId = Buffer.from(String(blockIds.length).padStart(8, "0")).toString("base64");
       blockIds.push(blockId);
-      const upload = blob.stageBlock(blockId, data, data.length).then(
+      // Staging a block is idempotent (same id, same bytes): retried through outages and throttling.
+      const upload = withRetry(`uploading ${key}`, DEFAULT_RETRY, () => blob.stageBlock(blockId, data, data.length)).then(
         () => {},
         (error) => {
           failure ??= this.translate(error, key);
@@ -169,7 +171,10 @@ export class AzureBlobStore implements ObjectStore {
         if (failure) throw failure;
         const digest = md5.digest();
         try {
-          await blob.commitBlockList(blockIds, { conditions: { ifNoneMatch: "*" }, blobHTTPHeaders: { blobContentMD5: digest } });
+          // A commit retried after it landed finds the object with our MD5: resolveConflict accepts it.
+          await withRetry(`committing ${key}`, DEFAULT_RETRY, () =>
+            blob.commitBlockList(blockIds, { conditions: { ifNoneMatch: "*" }, blobHTTPHeaders: { blobContentMD5: digest } }),
+          );
         } catch (error) {
           await this.resolveConflict(error, key, digest);
         }
@@ -269,7 +274,15 @@ export class AzureBlobStore implements ObjectStore {
   }
 
   private translate(error: unknown, key: string): Error {
+    if (error instanceof BulwarkError) return error;
     const status = statusOf(error);
+    if (isRetryable(error)) {
+      return new ServiceError(
+        `the storage service at ${this.location} did not answer for ${key} (${(error as Error).message?.split("\n")[0]}); ` +
+          "check that it is reachable and retry: nothing was committed for this operation",
+        { cause: error },
+      );
+    }
     if (status === 404) {
       const code = (error as { code?: string }).code;
       if (code === "ContainerNotFound") return new NotFoundError(`no vault at ${this.location}: the container does not exist; create it with \`bulwark init\``);

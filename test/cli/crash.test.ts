@@ -26,9 +26,9 @@ import {
   type VaultKind,
 } from "./vaults.ts";
 
-/** 36 MiB, mostly random: more than one 32 MiB pack, so a pack is committed mid-backup. */
+/** 72 MiB, mostly random: three 32 MiB packs, so packs are committed well before the backup ends. */
 function bigImage(seed: string): Buffer {
-  const image = Buffer.concat([pseudoRandom(seed, 34 * MIB), Buffer.alloc(2 * MIB)]);
+  const image = Buffer.concat([pseudoRandom(seed, 70 * MIB), Buffer.alloc(2 * MIB)]);
   return image;
 }
 
@@ -72,7 +72,7 @@ describe.each(["local", "azurite"] as const)("interrupted backups, %s vault", (k
 
     const moments: KillMoment[] =
       kindName === "local"
-        ? [{ after: 400 }, { after: 1200 }, { when: "data/" }, { when: "index/" }, { after: 2500 }]
+        ? [{ after: 400 }, { after: 900 }, { when: "data/" }, { when: "index/" }, { after: 1500 }]
         : [{ after: 1200 }, { when: "data/" }, { when: "index/" }];
     const outcomes: string[] = [];
     for (const moment of moments) {
@@ -92,8 +92,10 @@ describe.each(["local", "azurite"] as const)("interrupted backups, %s vault", (k
       const result = await exited;
       outcomes.push(result.signal === "SIGKILL" ? `killed (${JSON.stringify(moment)})` : `finished first (${JSON.stringify(moment)})`);
     }
-    // At least the waits on storage must have caught the backup alive.
-    expect(outcomes.filter((o) => o.startsWith("killed")).length, outcomes.join("; ")).toBeGreaterThanOrEqual(moments.length - 1);
+    // Most moments must have caught the backup alive (a fast machine may finish before the latest
+    // timed one, and the last index object is written just before the manifest).
+    expect(outcomes.filter((o) => o.startsWith("killed")).length, outcomes.join("; ")).toBeGreaterThanOrEqual(moments.length - 2);
+    expect(outcomes.some((o) => o.startsWith('killed ({"when":"data/"})')), outcomes.join("; ")).toBe(true);
 
     const report = await verifyClean(kind, vault);
     expect(report.packsRead).toBeGreaterThan(0);
