@@ -74,27 +74,11 @@ export function forEachIndexEntry(
 }
 
 export function decodeIndex(dataKey: SecretKey, name: string, sealed: Uint8Array): IndexedPack[] {
-  const plain = open(dataKey, sealed, labelAssociatedData("index", name), `index object ${name}`);
-  if (!plain.subarray(0, MAGIC.length).equals(MAGIC)) throw new IntegrityError(`index object ${name} has an unknown format`);
   const packs: IndexedPack[] = [];
-  let at = MAGIC.length;
-  while (at < plain.length) {
-    if (at + 20 > plain.length) throw new IntegrityError(`index object ${name} is malformed`);
-    const packId = plain.toString("hex", at, at + 16);
-    const count = plain.readUInt32LE(at + 16);
-    at += 20;
-    if (at + count * ENTRY_BYTES > plain.length) throw new IntegrityError(`index object ${name} is malformed`);
-    const entries: PackEntry[] = [];
-    for (let i = 0; i < count; i++, at += ENTRY_BYTES) {
-      entries.push({
-        type: plain[at],
-        id: Buffer.from(plain.subarray(at + 1, at + 1 + ID_BYTES)),
-        offset: plain.readUInt32LE(at + 1 + ID_BYTES),
-        length: plain.readUInt32LE(at + 5 + ID_BYTES),
-        rawLength: plain.readUInt32LE(at + 9 + ID_BYTES),
-      });
-    }
-    packs.push({ packId, entries });
-  }
+  forEachIndexEntry(dataKey, name, sealed, (packId, type, id, offset, length, rawLength) => {
+    let pack = packs.at(-1);
+    if (!pack || pack.packId !== packId) packs.push((pack = { packId, entries: [] }));
+    pack.entries.push({ type, id: Buffer.from(id), offset, length, rawLength });
+  });
   return packs;
 }
