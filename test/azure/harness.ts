@@ -122,18 +122,7 @@ export async function restoreToFile(world: AzureWorld, vault: string, point: str
   return bytes;
 }
 
-/** Deterministic, incompressible bytes. */
-export function pattern(seed: number, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  let state = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i + 4 <= length; i += 4) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    out.writeUInt32LE(state >>> 0, i);
-  }
-  return out;
-}
+export { pattern } from "../support/bytes.ts";
 
 /** The bulwark snapshots (name contains -bulwark-) that exist now, per source disk. */
 export function bulwarkSnapshots(world: AzureWorld): { id: string; sourceResourceId: string; provisioningState: string }[] {

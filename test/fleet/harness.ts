@@ -23,6 +23,7 @@ import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { openStore } from "../../runtime/store/open.ts";
 import type { DiskRecord } from "../emulator/arm/compute.ts";
 import { type AzureEmulatorOptions, type RunningAzureEmulator, startAzureEmulator } from "../emulator/server.ts";
+import { pattern } from "../support/bytes.ts";
 import { PASSPHRASE, runCli, runJson, startCli, type CliResult } from "../support/cli.ts";
 
 export const KiB = 1024;
@@ -194,18 +195,7 @@ export function makeDisk(world: FleetWorld, group: string, name: string, sizeByt
   return disk;
 }
 
-/** Deterministic, incompressible bytes. */
-export function pattern(seed: number, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  let state = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i + 4 <= length; i += 4) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    out.writeUInt32LE(state >>> 0, i);
-  }
-  return out;
-}
+export { pattern } from "../support/bytes.ts";
 
 /** Restores a point to a local file through the CLI and returns its bytes. */
 export async function restoreToFile(world: FleetWorld, point: string): Promise<Buffer> {
