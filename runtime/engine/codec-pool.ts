@@ -106,12 +106,6 @@ export class CodecPool {
     };
   }
 
-  async encode(type: number, id: Uint8Array, raw: Uint8Array): Promise<EncodedChunk> {
-    // A copy: the caller keeps its buffer (batches hand theirs over).
-    const [encoded] = await this.encodeBatch(type, new Uint8Array(raw), [{ id: new Uint8Array(id), offset: 0, length: raw.length }]);
-    return encoded;
-  }
-
   async decode(type: number, id: Uint8Array, sealed: Uint8Array, rawLength: number, where: string): Promise<Buffer> {
     const { raws, errors } = await this.decodeBatch(new Uint8Array(sealed), [{ type, id: new Uint8Array(id), offset: 0, length: sealed.length, rawLength }], where);
     if (errors[0]) throw errors[0];

@@ -50,7 +50,9 @@ export async function verifyStaged(vault: Vault, pool: CodecPool, staging: Objec
         throw new IntegrityError(`staged pack ${pack.packId} does not match what was written; the job will stage it again`);
       }
     }
-    await Promise.all(header.map((e) => pool.decode(e.type, e.id, bytes.subarray(e.offset, e.offset + e.length), e.rawLength, `staged pack ${pack.packId}`)));
+    const { errors } = await pool.decodeBatch(bytes, header, `staged pack ${pack.packId}`);
+    const failed = errors.find((e) => e !== null);
+    if (failed) throw failed;
     chunks += header.length;
   });
   return chunks;
