@@ -20,10 +20,9 @@ import { agentKeyProvider, workloadEnvironment } from "../workloads/environment.
 import { describeError } from "../errors.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
 import { VaultLock } from "../engine/locks.ts";
-import type { PointManifest } from "../engine/point.ts";
 import { pruneVault } from "../engine/prune.ts";
 import { Vault } from "../engine/vault.ts";
-import { selectRetained } from "../retention/gfs.ts";
+import { pointsBeyondRetention } from "../engine/retention-points.ts";
 import { openStore } from "../store/open.ts";
 
 type Values = Record<string, unknown>;
@@ -143,18 +142,8 @@ export async function agentPrune(values: Values): Promise<Record<string, unknown
       const points = await vault.listPoints();
       const removed = new Set<string>();
       for (const policy of vaultPolicies) {
-        // The policy's own points; a VM's disk points follow their VM point, not retention of their own.
-        const governed = points.filter((p) => p.tags.policy === policy.name && !p.details?.vm);
-        const bySource = new Map<string, PointManifest[]>();
-        for (const p of governed) bySource.set(p.source.path.toLowerCase(), [...(bySource.get(p.source.path.toLowerCase()) ?? []), p]);
-        for (const group of bySource.values()) {
-          const kept = new Set(selectRetained(group.map((g) => ({ id: g.id, time: new Date(g.time) })), policy.retention).keep.map((k) => k.id));
-          for (const p of group) {
-            if (kept.has(p.id)) continue;
-            removed.add(p.id);
-            for (const member of p.members ?? []) removed.add(member.point);
-          }
-        }
+        const own = points.filter((p) => p.tags.policy === policy.name);
+        for (const id of pointsBeyondRetention(own, policy.retention).remove) removed.add(id);
       }
       const held: string[] = [];
       for (const id of removed) {

@@ -15,7 +15,8 @@ import { azureContext } from "../azure/context.ts";
 import { isResourceId, parseResourceId } from "../azure/resource-id.ts";
 import { backupAzureResource, restoreToAzure, isAzureTarget } from "./azure-commands.ts";
 import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
-import { selectRetained, ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
+import { ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
+import { pointsBeyondRetention } from "../engine/retention-points.ts";
 import { inspectLocalSource, openBlockSource, openFileTarget, openStreamSource, type LocalKind } from "../sources/local.ts";
 import { openStore } from "../store/open.ts";
 import { createProgress, formatBytes } from "./progress.ts";
@@ -278,16 +279,10 @@ export const commands: Record<string, Command> = {
       try {
         const vault = await Vault.open(store, provider);
         const points = await vault.listPoints();
-        // Retention applies per protected source; a kept group (a VM) keeps its members.
-        const bySource = new Map<string, PointManifest[]>();
-        for (const p of points) bySource.set(`${p.kind}:${p.source.path}`, [...(bySource.get(`${p.kind}:${p.source.path}`) ?? []), p]);
-        const keep = new Set<string>();
-        for (const group of bySource.values()) {
-          const selected = selectRetained(group.map((p) => ({ id: p.id, time: new Date(p.time) })), rule);
-          for (const p of selected.keep) keep.add(p.id);
-        }
-        for (const p of points) if (keep.has(p.id)) for (const m of p.members ?? []) keep.add(m.point);
-        const remove = points.filter((p) => !keep.has(p.id));
+        const { remove: removeIds } = pointsBeyondRetention(points, rule);
+        const removing = new Set(removeIds);
+        const remove = points.filter((p) => removing.has(p.id));
+        const keep = new Set(points.filter((p) => !removing.has(p.id)).map((p) => p.id));
         // A point still under its immutability policy cannot be deleted yet: keep it and say so.
         const held: string[] = [];
         if (!dryRun) {

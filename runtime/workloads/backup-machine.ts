@@ -28,7 +28,8 @@ import { mapLimit, type Vault } from "../engine/vault.ts";
 import type { JobData, MachineDefinition, StepContext } from "../jobs/machine.ts";
 import { PermanentJobError } from "../jobs/machine.ts";
 import { parseResourceId } from "../azure/resource-id.ts";
-import { selectRetained, ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
+import { ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
+import { pointsBeyondRetention } from "../engine/retention-points.ts";
 import { deleteSnapshot, ensureSnapshot, getDisk, withDiskRead } from "../sources/azure-disk.ts";
 import { recordConfiguration, type VmConfiguration } from "../sources/azure-vm.ts";
 import { copyDatabase, exportBacpac } from "../sources/azure-sql.ts";
@@ -386,21 +387,17 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
           if (!data.retention || ruleIsEmpty(data.retention)) return { next: "cleanup", data };
           return withVault(data, async (vault) => {
             const points = (await currentPoints(vault)).filter((p) => p.source.path.toLowerCase() === data.itemId.toLowerCase() && p.kind === (data.kind === "vm" ? "vm" : data.kind));
-            const selected = selectRetained(points.map((p) => ({ id: p.id, time: new Date(p.time) })), data.retention!);
-            const keep = new Set(selected.keep.map((p) => p.id));
+            const { remove, kept } = pointsBeyondRetention(points, data.retention!);
             let removed = 0;
-            for (const point of points) {
-              if (keep.has(point.id)) continue;
+            for (const id of remove) {
               try {
-                await vault.store.delete(`points/${point.id}`);
-                // A VM point's disk points go with it.
-                for (const member of point.members ?? []) await vault.store.delete(`points/${member.point}`);
+                await vault.store.delete(`points/${id}`);
                 removed++;
               } catch (error) {
-                ctx.log("retention-kept", { point: point.id, reason: describeError(error) });
+                ctx.log("retention-kept", { point: id, reason: describeError(error) });
               }
             }
-            return { next: "cleanup", data: { ...data, retained: { removed, kept: keep.size } } };
+            return { next: "cleanup", data: { ...data, retained: { removed, kept } } };
           });
         },
       },
