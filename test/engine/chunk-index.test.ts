@@ -85,4 +85,57 @@ describe("ChunkIndex", () => {
     for (const id of pending) index.add(id, locationOf(9));
     for (const id of pending) expect(index.lookup(id)).toEqual(locationOf(9));
   });
+
+  test("entries moved by deletions and by growth keep their own pack, offset, lengths and type", () => {
+    // Every committed id gets a location no other id has, so a slot moved without one of its
+    // fields (offset, length, raw length, type, pack) is caught, not just a slot that vanished.
+    const index = new ChunkIndex(1 << 10);
+    const clustered = (home: number) => {
+      const id = randomBytes(32);
+      id.writeUInt32BE(home, 0);
+      return id;
+    };
+    const unique = (i: number): ChunkLocation => ({ pack: `pack-${i}`, offset: 2 ** 34 + i * 4099, length: 1 + i, rawLength: 3 + i * 2, type: i % 251 });
+    const homes = [0xfffffffe, 0xffffffff, 0, 2, 7];
+    const committed: [Buffer, ChunkLocation][] = [];
+    const pending: Buffer[] = [];
+    for (let i = 0; i < 500; i++) {
+      const id = clustered((homes[i % homes.length] + (i % 4)) >>> 0);
+      if (i % 2 === 0) {
+        index.markPending(id);
+        pending.push(id);
+      } else {
+        const where = unique(i);
+        index.add(id, where);
+        committed.push([id, where]);
+      }
+    }
+    const wrong = () => committed.filter(([id, where]) => JSON.stringify(index.lookup(id)) !== JSON.stringify(where)).length;
+    expect(wrong()).toBe(0);
+    // Deletions shift the entries behind them back along their probe chains.
+    pending.forEach((id, n) => {
+      index.dropPending(id);
+      if (n % 50 === 0) expect(wrong(), `after ${n + 1} deletions`).toBe(0);
+    });
+    expect(wrong()).toBe(0);
+    // Growth (several doublings) rehashes every moved entry into a new table.
+    for (let i = 0; i < 5000; i++) {
+      const where = unique(10_000 + i);
+      const id = randomBytes(32);
+      index.add(id, where);
+      committed.push([id, where]);
+    }
+    expect(wrong()).toBe(0);
+    // And deletions in the grown table still move entries whole.
+    for (let i = 0; i < 300; i++) {
+      const id = clustered((homes[i % homes.length] + (i % 3)) >>> 0);
+      index.markPending(id);
+      pending.push(id);
+    }
+    for (const id of pending.slice(-300).reverse()) index.dropPending(id);
+    expect(wrong()).toBe(0);
+    const listed = new Map([...index.entries()].map(([id, where]) => [id.toString("hex"), JSON.stringify(where)]));
+    expect(listed.size).toBe(committed.length);
+    for (const [id, where] of committed) expect(listed.get(id.toString("hex"))).toBe(JSON.stringify(where));
+  });
 });
