@@ -10,6 +10,9 @@ import type { JobMetrics } from "./machine.ts";
 import type { ItemStore, JobRecord, JobStore } from "./records.ts";
 import { isNotFound } from "./storage.ts";
 
+/** Written by the scheduler into an item's `unprotected` when its resource no longer exists. */
+export const MISSING_PREFIX = "missing: ";
+
 export interface JobReport {
   jobId: string;
   machine: string;
@@ -170,6 +173,8 @@ export interface ItemStatus {
   /** False when the item has no good point recent enough, or cannot be protected at all. */
   meetsRpo: boolean;
   unprotected: string;
+  /** True when the last scheduler tick found the resource gone (a policy names a deleted disk). */
+  missing: boolean;
 }
 
 /** Each known item with its last good point and whether it meets its policy's RPO (for `bulwark status`). */
@@ -191,6 +196,7 @@ export async function itemStatuses(items: ItemStore, policies: Policy[], now: nu
       lastError: item.lastError,
       meetsRpo: !item.unprotected && policy !== undefined && meetsRpo(policy.schedule, lastGood, new Date(now)),
       unprotected: item.unprotected,
+      missing: item.unprotected.startsWith(MISSING_PREFIX),
     });
   }
   return out.sort((a, b) => a.item.localeCompare(b.item));

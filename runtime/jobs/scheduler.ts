@@ -5,12 +5,18 @@
  * `bulwark status` shows it) unless its policy allows crossRegion. An item already queued or
  * running is never enqueued again: the item record moves idle -> queued with an ETag-conditional
  * write, and only a finished job moves it back to idle.
+ *
+ * A resource a policy names that no longer exists (a deleted disk) does not stop the policy: the
+ * items that exist are scheduled, the missing one is reported in the tick's result (`missing`), in
+ * one JSON log line an alert rule can match (`event: schedule.missing`, `level: error`,
+ * `alert: item-missing`), and in its item record, so `bulwark status` lists it as missing.
  */
 import { describeError } from "../errors.ts";
-import { normalizeRegion, type ItemResolver, type ProtectedItem } from "../policy/items.ts";
+import { normalizeRegion, type ItemResolver, type MissingItem, type ProtectedItem } from "../policy/items.ts";
 import type { Policy } from "../policy/policy.ts";
 import { isDue } from "../policy/schedule.ts";
 import { emptyItem, isTerminal } from "./records.ts";
+import { MISSING_PREFIX } from "./reports.ts";
 import type { LogSink } from "./runner.ts";
 import { sendWork, submitJob, type Fleet } from "./submit.ts";
 
@@ -37,6 +43,8 @@ export interface TickResult {
   busy: { item: string; jobId: string }[];
   resent: { item: string; jobId: string }[];
   unprotected: { item: string; region: string; policy: string; reason: string }[];
+  /** Resources a policy names that do not exist: reported and alerted on, never blocking the rest. */
+  missing: { item: string; policy: string; reason: string }[];
   /** Items claimed by more than one policy: the first policy (in the order given) schedules them. */
   conflicts: { item: string; policies: string[] }[];
   errors: { policy: string; item?: string; error: string }[];
@@ -48,14 +56,15 @@ export async function scheduleTick(options: ScheduleTickOptions): Promise<TickRe
   const agents = options.regionsWithAgents.map(normalizeRegion);
   const resendAfterMs = options.resendAfterMs ?? 6 * 3_600_000;
   const now = fleet.clock.now();
-  const result: TickResult = { enqueued: [], notDue: [], busy: [], resent: [], unprotected: [], conflicts: [], errors: [] };
+  const result: TickResult = { enqueued: [], notDue: [], busy: [], resent: [], unprotected: [], missing: [], conflicts: [], errors: [] };
 
   const owners = new Map<string, { policy: Policy; item: ProtectedItem }>();
   const seenBy = new Map<string, string[]>();
+  const missing: { policy: Policy; item: MissingItem }[] = [];
   for (const policy of policies) {
     let items: ProtectedItem[];
     try {
-      items = await resolveItems.resolve(policy);
+      items = await resolveItems.resolve(policy, { onMissing: (item) => missing.push({ policy, item }) });
     } catch (error) {
       result.errors.push({ policy: policy.name, error: describeError(error) });
       log({ event: "schedule.policy-failed", policy: policy.name, error: describeError(error) });
@@ -69,6 +78,22 @@ export async function scheduleTick(options: ScheduleTickOptions): Promise<TickRe
   }
   for (const [key, names] of seenBy) {
     if (names.length > 1) result.conflicts.push({ item: owners.get(key)!.item.id, policies: names });
+  }
+
+  for (const { policy, item } of missing) {
+    // Named by another policy that did find it: not missing (ARM answered both; one was stale).
+    if (owners.has(item.id.toLowerCase())) continue;
+    result.missing.push({ item: item.id, policy: policy.name, reason: item.reason });
+    log({ event: "schedule.missing", level: "error", alert: "item-missing", item: item.id, kind: item.kind, policy: policy.name, reason: item.reason });
+    try {
+      await fleet.items.update(
+        item.id,
+        () => emptyItem(item.id, item.kind, "", policy.name),
+        (current) => ({ ...current, kind: item.kind, policy: policy.name, unprotected: `${MISSING_PREFIX}${item.reason}`, lastSeenAt: now }),
+      );
+    } catch (error) {
+      result.errors.push({ policy: policy.name, item: item.id, error: describeError(error) });
+    }
   }
 
   for (const { policy, item } of owners.values()) {
@@ -147,6 +172,7 @@ export async function scheduleTick(options: ScheduleTickOptions): Promise<TickRe
     notDue: result.notDue.length,
     busy: result.busy.length,
     unprotected: result.unprotected.length,
+    missing: result.missing.length,
     errors: result.errors.length,
   });
   return result;

@@ -15,9 +15,25 @@ export interface ProtectedItem {
   region: string;
 }
 
+/** An explicit resource of a policy that does not exist (deleted, or invisible to the identity). */
+export interface MissingItem {
+  id: string;
+  kind: ItemKind;
+  /** Why it counts as missing, for the log, the alert and `bulwark status`. */
+  reason: string;
+}
+
+export interface ResolveOptions {
+  /**
+   * Called for each explicit resource that does not exist; the others are still resolved. Without
+   * it a missing resource fails the whole resolution (a NotFoundError).
+   */
+  onMissing?: (missing: MissingItem) => void;
+}
+
 /** Turns a policy's protect section into the items it protects (ARM-backed in production). */
 export interface ItemResolver {
-  resolve(policy: Policy): Promise<ProtectedItem[]>;
+  resolve(policy: Policy, options?: ResolveOptions): Promise<ProtectedItem[]>;
 }
 
 export const RESOURCE_TYPES = {

@@ -18,6 +18,7 @@ import {
   type ItemKind,
   type ItemResolver,
   type ProtectedItem,
+  type ResolveOptions,
 } from "./items.ts";
 import type { Policy } from "./policy.ts";
 
@@ -66,7 +67,7 @@ export class ArmItemResolver implements ItemResolver {
     return client;
   }
 
-  async resolve(policy: Policy): Promise<ProtectedItem[]> {
+  async resolve(policy: Policy, options: ResolveOptions = {}): Promise<ProtectedItem[]> {
     const items = new Map<string, ProtectedItem>();
     for (const id of policy.protect.resources) {
       const kind = kindOfResourceId(id);
@@ -79,9 +80,13 @@ export class ArmItemResolver implements ItemResolver {
         resource = await this.client(subscription).resources.getById(id.replace(/^\/+/, ""), apiVersion);
       } catch (error) {
         if (statusOf(error) === 404) {
-          throw new NotFoundError(
-            `policy ${policy.name} (${policy.source}) protects ${id}, which does not exist; remove it from protect.resources`,
-          );
+          const reason = `policy ${policy.name} (${policy.source}) protects ${id}, which does not exist; remove it from protect.resources`;
+          // One deleted resource must not stop the policy: the caller reports it and protects the rest.
+          if (options.onMissing) {
+            options.onMissing({ id, kind, reason });
+            continue;
+          }
+          throw new NotFoundError(reason);
         }
         throw new ServiceError(`Azure Resource Manager could not read ${id}: ${(error as Error).message}`, {
           cause: error,
@@ -124,12 +129,19 @@ export class StaticItemResolver implements ItemResolver {
     this.inventory = inventory;
   }
 
-  async resolve(policy: Policy): Promise<ProtectedItem[]> {
+  async resolve(policy: Policy, options: ResolveOptions = {}): Promise<ProtectedItem[]> {
     const items = new Map<string, ProtectedItem>();
     const strip = ({ id, kind, region }: ProtectedItem): ProtectedItem => ({ id, kind, region: normalizeRegion(region) });
     for (const id of policy.protect.resources) {
       const found = this.inventory.find((r) => r.id.toLowerCase() === id.toLowerCase());
-      if (!found) throw new NotFoundError(`policy ${policy.name} (${policy.source}) protects ${id}, which does not exist`);
+      if (!found) {
+        const reason = `policy ${policy.name} (${policy.source}) protects ${id}, which does not exist`;
+        if (options.onMissing) {
+          options.onMissing({ id, kind: kindOfResourceId(id)!, reason });
+          continue;
+        }
+        throw new NotFoundError(reason);
+      }
       items.set(id.toLowerCase(), strip(found));
     }
     for (const selector of policy.protect.tagged) {

@@ -105,3 +105,15 @@ test("an explicit id that does not exist is a NotFoundError naming the policy", 
   await expect(new ArmItemResolver(credential, { endpoint }).resolve(policy)).rejects.toThrow(NotFoundError);
   await expect(new ArmItemResolver(credential, { endpoint }).resolve(policy)).rejects.toThrow(/policy gone \(gone\.json\) protects .*gone, which does not exist/);
 });
+
+test("an explicit id that does not exist is reported to onMissing and the policy's other resources still resolve", async () => {
+  const missing = `${rg}/providers/Microsoft.Compute/disks/deleted-disk`;
+  const policy = parsePolicy(
+    JSON.stringify({ name: "partly-gone", vault: "/v", protect: { resources: [missing, VM] }, schedule: { every: "1d" }, retention: { daily: 7 } }),
+    "partly-gone.json",
+  );
+  const reported: { id: string; kind: string; reason: string }[] = [];
+  const items = await new ArmItemResolver(credential, { endpoint }).resolve(policy, { onMissing: (m) => reported.push(m) });
+  expect(items).toEqual([{ id: VM, kind: "vm", region: "westeurope" }]);
+  expect(reported).toEqual([{ id: missing, kind: "disk", reason: expect.stringMatching(/policy partly-gone \(partly-gone\.json\) protects .*deleted-disk, which does not exist/) }]);
+});
