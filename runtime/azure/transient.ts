@@ -14,7 +14,7 @@ import {
 } from "@azure/storage-blob";
 import type { TokenCredential } from "@azure/identity";
 import { UsageError } from "../errors.ts";
-import { parseBlobUrl, STORAGE_PIPELINE } from "../store/azure-blob.ts";
+import { blobContainerAt } from "../store/azure-blob.ts";
 
 const SAS_MINUTES = 120;
 
@@ -31,19 +31,12 @@ export function transientStorage(location: string | undefined, env: NodeJS.Proce
   if (!location) {
     throw new UsageError("no transient storage: set BULWARK_TRANSIENT to the region's transient container URL (or pass --transient URL)");
   }
-  const parsed = parseBlobUrl(location);
-  let container: ContainerClient;
-  let sharedKey: StorageSharedKeyCredential | undefined;
-  let service: BlobServiceClient;
-  if (env.AZURE_STORAGE_CONNECTION_STRING) {
-    service = BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING, STORAGE_PIPELINE);
-    container = service.getContainerClient(parsed.container);
-    sharedKey = service.credential instanceof StorageSharedKeyCredential ? service.credential : undefined;
-  } else {
-    const serviceUrl = parsed.containerUrl.slice(0, parsed.containerUrl.lastIndexOf("/"));
-    service = new BlobServiceClient(serviceUrl, credential(), STORAGE_PIPELINE);
-    container = service.getContainerClient(parsed.container);
-  }
+  // Exactly where the URL says, and Azure credentials only to Azure Storage hosts (blobContainerAt).
+  const { location: parsed, service, container } = blobContainerAt(location, "the transient storage URL (BULWARK_TRANSIENT)", {
+    connectionString: env.AZURE_STORAGE_CONNECTION_STRING,
+    credential,
+  });
+  const sharedKey = service.credential instanceof StorageSharedKeyCredential ? service.credential : undefined;
   const blob = (name: string) => container.getBlockBlobClient(parsed.prefix + name);
   return {
     container,

@@ -65,15 +65,15 @@ export async function restoreToAzure(vault: Vault, point: PointManifest, destina
   try {
     if (!isResourceId(destination)) {
       // A page blob URL (e.g. a .vhd in a storage account).
-      const { PageBlobClient, BlobServiceClient } = await import("@azure/storage-blob");
-      const { parseBlobUrl } = await import("../store/azure-blob.ts");
-      const location = parseBlobUrl(destination);
+      const { blobContainerAt } = await import("../store/azure-blob.ts");
+      const credential = (await azureContext()).credential;
+      const { location, container } = blobContainerAt(destination, "the restore target", {
+        connectionString: process.env.AZURE_STORAGE_CONNECTION_STRING,
+        credential: () => credential,
+      });
       const blobName = location.prefix.replace(/\/$/, "");
       if (!blobName) throw new UsageError(`${destination} names a container, not a blob: add /NAME.vhd`);
-      const connection = process.env.AZURE_STORAGE_CONNECTION_STRING;
-      const client = connection
-        ? BlobServiceClient.fromConnectionString(connection).getContainerClient(location.container).getPageBlobClient(blobName)
-        : new PageBlobClient(`${location.containerUrl}/${blobName}`, (await azureContext()).credential);
+      const client = container.getPageBlobClient(blobName);
       await restoreToPageBlob(vault, pool, point, destination, client);
       return { kind: "page-blob" };
     }

@@ -53,6 +53,84 @@ export function parseBlobUrl(raw: string): BlobLocation {
   return { containerUrl: `${base}/${container}`, container, prefix: prefixParts.length ? `${prefixParts.join("/")}/` : "" };
 }
 
+/**
+ * The hosts Bulwark sends its Azure credentials to: Azure Storage's blob endpoints in the public
+ * cloud and the sovereign clouds, nothing else (the storage SDK would send a bearer token to any
+ * https host it is given). From Microsoft's docs (MicrosoftDocs/azure-docs):
+ * - public: `*.blob.core.windows.net`, and Azure DNS zone endpoints `*.z[00-99].blob.storage.azure.net`
+ *   (articles/storage/common/storage-account-overview.md, "Standard endpoints" / "Azure DNS zone endpoints");
+ * - Azure Government: `*.blob.core.usgovcloudapi.net`
+ *   (articles/azure-government/compare-azure-government-global-azure.md, "Storage | Blob");
+ * - Azure operated by 21Vianet (China): `*.blob.core.chinacloudapi.cn`
+ *   (articles/china/china-get-started-developer-guide.md, "Check endpoints in Azure").
+ * A local emulator (Azurite) is reached only through AZURE_STORAGE_CONNECTION_STRING, whose endpoint
+ * the URL must then name exactly (see blobContainerAt).
+ */
+export const AZURE_BLOB_HOST_SUFFIXES = [".blob.core.windows.net", ".blob.storage.azure.net", ".blob.core.usgovcloudapi.net", ".blob.core.chinacloudapi.cn"];
+
+export function isAzureBlobHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  return AZURE_BLOB_HOST_SUFFIXES.some((suffix) => host.endsWith(suffix) && host.length > suffix.length);
+}
+
+export interface BlobCredentials {
+  /** AZURE_STORAGE_CONNECTION_STRING: when set, the only endpoint a blob URL may name. */
+  connectionString?: string;
+  /** The Azure credential chain, used only for Azure Storage hosts over https. */
+  credential?: () => TokenCredential;
+}
+
+/** The service endpoint a URL names, without the container: `https://host` or `http://host:port/account`. */
+function serviceBaseOf(location: BlobLocation): string {
+  return location.containerUrl.slice(0, location.containerUrl.lastIndexOf("/"));
+}
+
+function normalizedBase(url: string): string {
+  const parsed = new URL(url);
+  return `${parsed.protocol}//${parsed.host}${parsed.pathname.replace(/\/+$/, "")}`.toLowerCase();
+}
+
+/**
+ * Every blob URL (vault, transient storage, restore target) becomes a client here, so that it is
+ * exactly where the URL says and credentials go nowhere else. With a connection string the URL must
+ * name the connection string's own blob endpoint (its host and, path-style, its account), or the data
+ * would silently go to another account; without one, only https Azure Storage hosts get the token.
+ * `what` names the URL in the message ("the vault", "BULWARK_TRANSIENT", ...).
+ */
+export function blobContainerAt(raw: string, what: string, options: BlobCredentials): { location: BlobLocation; service: BlobServiceClient; container: ContainerClient } {
+  const location = parseBlobUrl(raw);
+  const base = serviceBaseOf(location);
+  if (options.connectionString) {
+    let service: BlobServiceClient;
+    try {
+      service = BlobServiceClient.fromConnectionString(options.connectionString, STORAGE_PIPELINE);
+    } catch (cause) {
+      throw new UsageError(`AZURE_STORAGE_CONNECTION_STRING is not a storage connection string (${(cause as Error).message}); fix it, or unset it to use the Azure credential chain`, { cause });
+    }
+    const endpoint = service.url.replace(/\/+$/, "");
+    if (normalizedBase(base) !== normalizedBase(endpoint)) {
+      throw new UsageError(
+        `${what} ${raw} is at ${base}, but AZURE_STORAGE_CONNECTION_STRING is for account ${service.accountName} at ${endpoint}: ` +
+          `give a URL under ${endpoint}/ (Azurite's are http://127.0.0.1:PORT/devstoreaccount1/CONTAINER), or unset AZURE_STORAGE_CONNECTION_STRING to reach ${base} with your Azure credentials`,
+      );
+    }
+    return { location, service, container: service.getContainerClient(location.container) };
+  }
+  const url = new URL(raw);
+  if (!isAzureBlobHost(url.hostname)) {
+    throw new UsageError(
+      `${what} ${raw}: ${url.host} is not an Azure Storage blob endpoint (*${AZURE_BLOB_HOST_SUFFIXES.join(", *")}), and Bulwark sends its Azure credentials to no other host; ` +
+        "give the account's blob URL, or for a local emulator set AZURE_STORAGE_CONNECTION_STRING to its connection string",
+    );
+  }
+  if (url.protocol !== "https:") {
+    throw new UsageError(`${what} ${raw} is not https: Azure credentials are sent over https only; write https://${url.host}${url.pathname}`);
+  }
+  if (!options.credential) throw new UsageError(`${what} ${raw} needs Azure credentials: sign in (the Azure credential chain) or set AZURE_STORAGE_CONNECTION_STRING`);
+  const service = new BlobServiceClient(base, options.credential(), STORAGE_PIPELINE);
+  return { location, service, container: service.getContainerClient(location.container) };
+}
+
 export class AzureBlobStore implements ObjectStore {
   readonly location: string;
   readonly container: ContainerClient;
@@ -64,11 +142,8 @@ export class AzureBlobStore implements ObjectStore {
     this.location = shownAs;
   }
 
-  static fromUrl(raw: string, options: { connectionString?: string; credential?: () => TokenCredential }): AzureBlobStore {
-    const location = parseBlobUrl(raw);
-    const container = options.connectionString
-      ? BlobServiceClient.fromConnectionString(options.connectionString, STORAGE_PIPELINE).getContainerClient(location.container)
-      : new ContainerClient(location.containerUrl, options.credential!(), STORAGE_PIPELINE);
+  static fromUrl(raw: string, options: BlobCredentials): AzureBlobStore {
+    const { location, container } = blobContainerAt(raw, "the vault", options);
     return new AzureBlobStore(container, location.prefix, `${location.containerUrl}/${location.prefix}`);
   }
 

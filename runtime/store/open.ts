@@ -20,7 +20,7 @@ export async function openStore(location: string, env: NodeJS.ProcessEnv = proce
     const { DefaultAzureCredential } = await import("@azure/identity");
     const blob = AzureBlobStore.fromUrl(location, {
       connectionString: env.AZURE_STORAGE_CONNECTION_STRING,
-      credential: () => new DefaultAzureCredential(),
+      credential: () => new DefaultAzureCredential({ disableInstanceDiscovery: env.BULWARK_DISABLE_INSTANCE_DISCOVERY === "true" }),
     });
     return { store: new RetryingStore(blob), prepare: () => blob.ensureContainer() };
   }

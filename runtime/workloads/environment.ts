@@ -10,13 +10,13 @@ import { Vault } from "../engine/vault.ts";
 import { AzureKeyVaultProvider } from "../keys/azure-key-vault.ts";
 import { PassphraseProvider } from "../keys/passphrase.ts";
 import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
+import type { JobAuthority } from "../policy/authority.ts";
 import { UsageError } from "../errors.ts";
-import { AzureBlobStore, parseBlobUrl, STORAGE_PIPELINE } from "../store/azure-blob.ts";
+import { AzureBlobStore, blobContainerAt } from "../store/azure-blob.ts";
 import { openStore } from "../store/open.ts";
 import { RetryingStore } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { sqlCredentialsFromEnv, type SqlCredentials } from "../sources/azure-sql.ts";
-import { BlobServiceClient, ContainerClient } from "@azure/storage-blob";
 
 export interface WorkloadEnvironment {
   azure: AzureContext;
@@ -25,6 +25,8 @@ export interface WorkloadEnvironment {
   staging(jobId: string): ObjectStore;
   transient: TransientStorage;
   sqlLogin(): SqlCredentials;
+  /** The worker's policies: what a job may touch (set by `agent worker`, see policy/authority.ts). */
+  authority?: JobAuthority;
 }
 
 /** The key an agent opens vaults with: the customer's Key Vault key, or a passphrase (tests, on-premises). */
@@ -45,10 +47,10 @@ export async function workloadEnvironment(env: NodeJS.ProcessEnv = process.env):
     if (env.BULWARK_KEY_VAULT_KEY) return (keys = rememberingProvider(new AzureKeyVaultProvider(env.BULWARK_KEY_VAULT_KEY, azure.credential, azure.keyVaultOptions)));
     throw new UsageError("the worker has no vault key: set BULWARK_KEY_VAULT_KEY (the customer's key) or BULWARK_PASSPHRASE");
   };
-  const location = parseBlobUrl(transientUrl!);
-  const container: ContainerClient = env.AZURE_STORAGE_CONNECTION_STRING
-    ? BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING, STORAGE_PIPELINE).getContainerClient(location.container)
-    : new ContainerClient(location.containerUrl, azure.credential as TokenCredential, STORAGE_PIPELINE);
+  const { location, container } = blobContainerAt(transientUrl!, "BULWARK_TRANSIENT", {
+    connectionString: env.AZURE_STORAGE_CONNECTION_STRING,
+    credential: () => azure.credential as TokenCredential,
+  });
   return {
     azure,
     transient,
