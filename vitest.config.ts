@@ -8,5 +8,9 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 120_000,
     hookTimeout: 120_000,
+    // One temporary folder for the whole run; the run fails if anything is left in it.
+    globalSetup: ["test/support/tmp-guard.ts"],
+    // Kills a test's leftover child processes after it, and removes scratch folders after each file.
+    setupFiles: ["test/support/cleanup-hooks.ts"],
   },
 });

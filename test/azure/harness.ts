@@ -8,6 +8,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { expect } from "vitest";
+import { trackFolder } from "../support/cleanup.ts";
 import { runCli, runJson, type CliResult } from "../support/cli.ts";
 import { type SampleWorld, seedSampleWorld } from "../emulator/seed.ts";
 import { type AzureEmulatorOptions, type LoggedRequest, type RunningAzureEmulator, startAzureEmulator } from "../emulator/server.ts";
@@ -48,7 +49,7 @@ export async function startWorld(options: AzureEmulatorOptions & { seed?: boolea
   const group = seeded?.resourceGroup ?? "bulwark-test";
   const location = seeded?.location ?? "westeurope";
   if (!seeded) emulator.world.addResourceGroup(group, location);
-  const dir = await mkdtemp(path.join(os.tmpdir(), "bulwark-azure-"));
+  const dir = trackFolder(await mkdtemp(path.join(os.tmpdir(), "bulwark-azure-")));
   const blobs = BlobServiceClient.fromConnectionString(emulator.env.AZURE_STORAGE_CONNECTION_STRING!);
   const transient = blobs.getContainerClient("transient");
   await transient.createIfNotExists();

@@ -10,6 +10,7 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promise
 import os from "node:os";
 import path from "node:path";
 import { Azurite } from "../support/azurite.ts";
+import { trackFolder } from "../support/cleanup.ts";
 import { runCli, runJson, type CliResult } from "../support/cli.ts";
 
 export const MIB = 1024 * 1024;
@@ -55,8 +56,9 @@ export async function sha256File(file: string): Promise<string> {
   return sha256(await readFile(file));
 }
 
+/** A scratch folder, removed after the test file (test/support/cleanup-hooks.ts) even when a test fails. */
 export async function tempFolder(label: string): Promise<string> {
-  return mkdtemp(path.join(os.tmpdir(), `bulwark-${label}-`));
+  return trackFolder(await mkdtemp(path.join(os.tmpdir(), `bulwark-${label}-`)));
 }
 
 /** One place vaults live: a local folder or an Azurite container. */
@@ -71,6 +73,11 @@ export interface VaultKind {
   read(location: string, key: string): Promise<Buffer>;
   /** Replaces an object's bytes (as damage would: download, change, delete, upload). */
   replace(location: string, key: string, bytes: Buffer): Promise<void>;
+  /**
+   * Objects being written and not committed yet, with the bytes they hold so far (local: files in
+   * the store's .tmp/ scratch folder; Azure: blobs that have staged blocks and no committed block list).
+   */
+  inFlight?(location: string): Promise<number[]>;
   close(): Promise<void>;
 }
 
@@ -119,6 +126,25 @@ export class LocalVaults implements VaultKind {
 
   async replace(location: string, key: string, bytes: Buffer): Promise<void> {
     await writeFile(path.join(location, key), bytes);
+  }
+
+  async inFlight(location: string): Promise<number[]> {
+    const scratch = path.join(location, ".tmp");
+    let names: string[];
+    try {
+      names = await readdir(scratch);
+    } catch {
+      return [];
+    }
+    const sizes: number[] = [];
+    for (const name of names) {
+      try {
+        sizes.push((await stat(path.join(scratch, name))).size);
+      } catch {
+        // committed (renamed) or removed while listing
+      }
+    }
+    return sizes;
   }
 
   async close(): Promise<void> {
@@ -173,6 +199,20 @@ export class AzuriteVaults implements VaultKind {
     const blob = container.getBlockBlobClient(prefix + key);
     await blob.delete();
     await blob.upload(bytes, bytes.length);
+  }
+
+  async inFlight(location: string): Promise<number[]> {
+    const { container, prefix } = this.where(location);
+    if (!(await container.exists())) return [];
+    // List Blobs with include=uncommittedblobs also lists blobs that have only staged blocks
+    // (https://learn.microsoft.com/rest/api/storageservices/list-blobs, "include" parameter); the
+    // committed ones are known from objects(), so a name listed here and not there is in flight.
+    const committed = await this.objects(location);
+    const sizes: number[] = [];
+    for await (const blob of container.listBlobsFlat({ prefix, includeUncommitedBlobs: true })) {
+      if (!committed.has(blob.name.slice(prefix.length))) sizes.push(blob.properties.contentLength ?? 0);
+    }
+    return sizes;
   }
 
   async close(): Promise<void> {
@@ -242,10 +282,4 @@ export function contentObjects(objects: Map<string, number>): [string, number][]
   return [...objects.entries()].filter(([k]) => !k.startsWith("locks/")).sort(([a], [b]) => a.localeCompare(b));
 }
 
-export async function waitFor(what: string, condition: () => Promise<boolean>, timeoutMs = 60_000, everyMs = 10): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
+export { waitFor } from "../support/wait.ts";

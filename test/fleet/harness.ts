@@ -24,6 +24,7 @@ import { openStore } from "../../runtime/store/open.ts";
 import type { DiskRecord } from "../emulator/arm/compute.ts";
 import { type AzureEmulatorOptions, type RunningAzureEmulator, startAzureEmulator } from "../emulator/server.ts";
 import { pattern } from "../support/bytes.ts";
+import { trackFolder } from "../support/cleanup.ts";
 import { PASSPHRASE, runCli, runJson, startCli, type CliResult } from "../support/cli.ts";
 
 export const KiB = 1024;
@@ -69,7 +70,7 @@ export const REGIONS = ["westeurope", "northeurope"] as const;
 
 export async function startFleetWorld(options: AzureEmulatorOptions = {}): Promise<FleetWorld> {
   const emulator = await startAzureEmulator({ azurite: true, ...options });
-  const dir = await mkdtemp(path.join(os.tmpdir(), "bulwark-fleet-"));
+  const dir = trackFolder(await mkdtemp(path.join(os.tmpdir(), "bulwark-fleet-")));
   const connectionString = emulator.env.AZURE_STORAGE_CONNECTION_STRING!;
   const blobs = BlobServiceClient.fromConnectionString(connectionString);
   const transients = new Map<string, ContainerClient>();

@@ -9,6 +9,7 @@ import { createRequire } from "node:module";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { trackChild, trackFolder } from "./cleanup.ts";
 
 export const AZURITE_ACCOUNT = "devstoreaccount1";
 // Azurite's well-known development key (public, documented by Microsoft; not a secret).
@@ -58,7 +59,7 @@ export class Azurite {
   }
 
   static async start(options: { folder?: string } = {}): Promise<Azurite> {
-    const folder = options.folder ?? (await mkdtemp(path.join(os.tmpdir(), "bulwark-azurite-")));
+    const folder = options.folder ?? trackFolder(await mkdtemp(path.join(os.tmpdir(), "bulwark-azurite-")));
     const ports: [number, number, number] = [await freePort(), await freePort(), await freePort()];
     const azurite = new Azurite(folder, ports, options.folder === undefined);
     await azurite.resume();
@@ -114,6 +115,7 @@ export class Azurite {
       { stdio: ["ignore", "ignore", "inherit"] },
     );
     this.child = child;
+    trackChild(child, "file"); // killed after the file even if its afterAll never stops it
     child.once("exit", () => {
       if (this.child === child) this.child = undefined;
     });

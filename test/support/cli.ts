@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { trackChild } from "./cleanup.ts";
 
 export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../runtime/cli/main.ts");
 export const PASSPHRASE = "test passphrase: correct horse battery staple";
@@ -14,10 +15,13 @@ export interface CliResult {
 }
 
 export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  return spawn(process.execPath, [CLI, ...args], {
-    env: { ...process.env, BULWARK_PASSPHRASE: PASSPHRASE, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  // Tracked: killed after the test (or file) that started it if it is still running then.
+  return trackChild(
+    spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, BULWARK_PASSPHRASE: PASSPHRASE, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    }),
+  );
 }
 
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
