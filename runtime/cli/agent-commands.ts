@@ -110,6 +110,7 @@ export async function agentWorker(values: Values): Promise<Record<string, unknow
       workerId: defaultWorkerId(),
       leaseMs: process.env.BULWARK_LEASE_MS ? Number(process.env.BULWARK_LEASE_MS) : undefined,
       retryDelayMs: process.env.BULWARK_RETRY_DELAY_MS ? Number(process.env.BULWARK_RETRY_DELAY_MS) : undefined,
+      lockRetryMs: process.env.BULWARK_LOCK_RETRY_MS ? Number(process.env.BULWARK_LOCK_RETRY_MS) : undefined,
       untilDrained: values["until-drained"] === true,
       // With --json, stdout carries only the summary; the job log lines go to stderr.
       log: values.json ? (line) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`) : jsonLog,

@@ -4,12 +4,23 @@
  * it is held until its job is finished (succeeded or failed), so a backup paused between workers
  * (crash, SIGTERM) still excludes a restore of the same item. A lock whose job record is finished
  * or gone is free; a job always gets back its own locks after a takeover.
+ *
+ * Resources are ARM ids. Resource and resource group names are case-insensitive, APIs may return
+ * a name in another case than it was created with, and Microsoft says to "always perform a
+ * case-insensitive comparison of names" (https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules,
+ * the note at its top). A VM's storage profile and a disk listing can spell one disk differently,
+ * so a lock's key is the id in lower case.
  */
 import type { TableClient } from "@azure/data-tables";
 import { isTerminal, type JobStore } from "./records.ts";
 import { encodeKey, isConflict, isNotFound } from "./storage.ts";
 
 const PARTITION = "itemlock";
+
+/** The one spelling of a resource that locks compare: ARM ids (case-insensitive) in lower case. */
+export function lockKey(resource: string): string {
+  return /^\/subscriptions\//i.test(resource) ? resource.toLowerCase() : resource;
+}
 
 interface LockEntity {
   partitionKey: string;
@@ -34,7 +45,7 @@ export class ItemLocks {
   }
 
   private async take(resource: string, jobId: string): Promise<"taken" | "held" | "busy"> {
-    const rowKey = encodeKey(resource);
+    const rowKey = encodeKey(resource); // already lockKey()ed by acquireAll
     for (let attempt = 0; attempt < 5; attempt++) {
       let current: (LockEntity & { etag: string }) | undefined;
       try {
@@ -62,7 +73,7 @@ export class ItemLocks {
    */
   async acquireAll(resources: string[], jobId: string): Promise<string | undefined> {
     const taken: string[] = [];
-    for (const resource of [...new Set(resources)].sort()) {
+    for (const resource of [...new Set(resources.map(lockKey))].sort()) {
       const result = await this.take(resource, jobId);
       if (result === "busy") {
         for (const r of taken) await this.release(r, jobId);
@@ -75,7 +86,7 @@ export class ItemLocks {
 
   /** Frees a lock if the job holds it. */
   async release(resource: string, jobId: string): Promise<void> {
-    const rowKey = encodeKey(resource);
+    const rowKey = encodeKey(lockKey(resource));
     try {
       const current = await this.table.getEntity<LockEntity>(PARTITION, rowKey);
       if (current.jobId !== jobId) return;
@@ -86,13 +97,13 @@ export class ItemLocks {
   }
 
   async releaseAll(resources: string[], jobId: string): Promise<void> {
-    for (const resource of new Set(resources)) await this.release(resource, jobId);
+    for (const resource of new Set(resources.map(lockKey))) await this.release(resource, jobId);
   }
 
   /** The job holding a resource, if any (for tests and status). */
   async holder(resource: string): Promise<string | undefined> {
     try {
-      return (await this.table.getEntity<LockEntity>(PARTITION, encodeKey(resource))).jobId || undefined;
+      return (await this.table.getEntity<LockEntity>(PARTITION, encodeKey(lockKey(resource)))).jobId || undefined;
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;

@@ -11,7 +11,16 @@
  */
 import type { TableClient } from "@azure/data-tables";
 import type { Clock } from "./clock.ts";
-import { isConflict, isNotFound } from "./storage.ts";
+import { lockKey } from "./item-locks.ts";
+import { encodeKey, isConflict, isNotFound } from "./storage.ts";
+
+/**
+ * The row key of a lease: an ARM id (case-insensitive, see item-locks.ts) in lower case and
+ * base64url-encoded (table keys cannot hold "/"); other keys (slot numbers) as they are.
+ */
+export function leaseKey(key: string): string {
+  return /^\/subscriptions\//i.test(key) ? encodeKey(lockKey(key)) : key;
+}
 
 interface LeaseEntity {
   partitionKey: string;
@@ -38,7 +47,8 @@ export class LeaseTable {
   }
 
   /** Takes the lease if it is free, expired or already ours; undefined if someone else holds it. */
-  async acquire(scope: string, key: string, owner: string, durationMs: number): Promise<HeldLease | undefined> {
+  async acquire(scope: string, resource: string, owner: string, durationMs: number): Promise<HeldLease | undefined> {
+    const key = leaseKey(resource);
     for (let attempt = 0; attempt < 3; attempt++) {
       let current: (LeaseEntity & { etag: string }) | undefined;
       try {
@@ -99,7 +109,7 @@ export class LeaseTable {
    */
   async acquireAll(scope: string, keys: string[], owner: string, durationMs: number): Promise<HeldLease[] | undefined> {
     const held: HeldLease[] = [];
-    for (const key of [...new Set(keys)].sort()) {
+    for (const key of [...new Set(keys.map(leaseKey))].sort()) {
       const lease = await this.acquire(scope, key, owner, durationMs);
       if (!lease) {
         for (const h of held) await this.release(h);

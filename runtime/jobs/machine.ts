@@ -15,7 +15,12 @@ export type JobData = Record<string, unknown>;
 export interface StepContext {
   readonly jobId: string;
   readonly job: Readonly<JobRecord>;
-  /** Aborted when the worker is shutting down (SIGTERM) or lost the job's lease: stop soon. */
+  /**
+   * Aborted when the worker is shutting down (SIGTERM), when the job's lease is lost or cannot be
+   * renewed before it expires, or when the step runs past its time limit: stop soon, and pass it to
+   * every read, upload and SDK call (the Azure SDK clients take it as `abortSignal`). A step that
+   * returns after its signal aborted is not committed; the next owner runs it again.
+   */
   readonly signal: AbortSignal;
   readonly clock: Clock;
   /** Logs one JSON line tagged with the job. */
@@ -26,6 +31,8 @@ export type Transition<D extends JobData> = { next: string; data: D } | { done: 
 
 export interface StateDefinition<D extends JobData> {
   step(ctx: StepContext, data: D): Promise<Transition<D>>;
+  /** How long the step (and the compensation) may run before it is aborted and its attempt fails as retryable. */
+  timeoutMs?: number;
   /**
    * Undoes what this state's step holds (revoke access, delete a half-made snapshot, remove a
    * transient blob) when the job fails later. Runs in reverse order of the states that completed,
@@ -53,9 +60,14 @@ export interface MachineDefinition<D extends JobData = JobData> {
   /**
    * The resources the job must hold exclusively while it runs (defaults to the item itself). A VM
    * backup can name each disk, so one disk never has two jobs at once; a backup and a restore of
-   * one item name the same key, so they never overlap.
+   * one item name the same key, so they never overlap. Asked again after every step: resources a
+   * step added to the job's data (a VM's disks, learnt in its first step) are locked before the
+   * next step runs, and the job waits (is deferred) while one is held by another job. ARM ids are
+   * compared case-insensitively.
    */
   locks?(job: Readonly<JobRecord>): string[];
+  /** The time limit of the machine's steps that set none (default: the runner's, 6 hours). */
+  stepTimeoutMs?: number;
   /** False for errors that no retry will fix (the runner compensates and fails at once). */
   retryable?(error: unknown): boolean;
   metrics?(data: D): JobMetrics;

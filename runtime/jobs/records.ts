@@ -141,10 +141,10 @@ export class JobStore {
   }
 
   /** Replaces the record if nobody changed it since `etag`; undefined if someone did. */
-  async replace(job: JobRecord, etag: string): Promise<string | undefined> {
+  async replace(job: JobRecord, etag: string, options: { abortSignal?: AbortSignal } = {}): Promise<string | undefined> {
     try {
       // Replace drops data chunks the new data no longer needs.
-      const updated = await this.table.updateEntity(toEntity(job), "Replace", { etag });
+      const updated = await this.table.updateEntity(toEntity(job), "Replace", { etag, abortSignal: options.abortSignal });
       return updated.etag ?? "";
     } catch (error) {
       if (isConflict(error)) return undefined;

@@ -51,7 +51,15 @@ export interface RunnerOptions {
   lockRetryMs: number;
   /** Claims (including takeovers after crashes) after which the job is given up: compensated and failed. */
   maxRuns: number;
+  /**
+   * How long one step (or compensation) may run before it is aborted and its attempt fails as
+   * retryable, unless its state or machine says otherwise. Default 6 hours.
+   */
+  stepTimeoutMs?: number;
 }
+
+/** A step that runs longer than this is aborted unless its state or machine sets its own limit. */
+export const DEFAULT_STEP_TIMEOUT_MS = 6 * 60 * 60_000;
 
 export interface RunRequest {
   jobId: string;
@@ -76,6 +84,14 @@ export type RunOutcome =
 
 class LeaseLost extends Error {}
 
+/** The reason a step's signal aborts when the step ran past its time limit. */
+export class StepTimeoutError extends Error {
+  constructor(state: string, timeoutMs: number) {
+    super(`the step ${state} did not finish within ${timeoutMs} ms and was stopped`);
+    this.name = "StepTimeoutError";
+  }
+}
+
 export class JobRunner {
   private readonly deps: RunnerDeps;
   private readonly machines: Map<string, AnyMachine>;
@@ -91,6 +107,10 @@ export class JobRunner {
 
   private lockedResources(machine: AnyMachine, job: JobRecord): string[] {
     return machine.locks?.(job) ?? [job.itemId];
+  }
+
+  private timeoutOf(machine: AnyMachine, state: string): number {
+    return machine.states[state]?.timeoutMs ?? machine.stepTimeoutMs ?? this.options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
   }
 
   async run(request: RunRequest): Promise<RunOutcome> {
@@ -144,6 +164,7 @@ export class JobRunner {
       state: firstRun ? machine.initial : rec.state,
       data: firstRun ? machine.start(rec.input) : rec.data,
     };
+    const claimSentAt = performance.now();
     const claimedEtag = await jobs.replace(claimed, etag);
     if (claimedEtag === undefined) return { kind: "busy", retryAfterMs: 1000, reason: "another worker claimed the job first" };
     rec = claimed;
@@ -176,16 +197,33 @@ export class JobRunner {
       );
       return result;
     };
-    const loseLease = () => {
+    const loseLease = (reason = "the job's lease was taken over by another worker") => {
       if (lost) return;
       lost = true;
-      jobLog("job.lease-lost");
-      stop.abort(new LeaseLost("the job's lease was taken over by another worker"));
+      jobLog("job.lease-lost", { reason });
+      stop.abort(new LeaseLost(reason));
     };
+    // The lease watchdog. The lease runs `leaseMs` from the moment its last renewal was sent
+    // (measured on this host's monotonic clock, not on the job clock, which tests may move). If no
+    // renewal got through by a quarter of a lease before that, the step is aborted: it must have
+    // stopped before another worker may take the job over, never run beside the new owner.
+    const margin = Math.max(50, Math.floor(leaseMs / 4));
+    let watchdog: ReturnType<typeof setTimeout> | undefined;
+    const armWatchdog = (sentAt: number) => {
+      if (watchdog) clearTimeout(watchdog);
+      if (lost) return;
+      watchdog = setTimeout(
+        () => loseLease(`the job's lease could not be renewed before it expired (last renewed ${Math.round(performance.now() - sentAt)} ms ago)`),
+        Math.max(0, sentAt + leaseMs - margin - performance.now()),
+      );
+      watchdog.unref?.();
+    };
+    armWatchdog(claimSentAt);
     const write = (change: (current: JobRecord) => JobRecord): Promise<boolean> =>
       exclusive(async () => {
         if (lost) return false;
         const next = change(rec);
+        const sentAt = performance.now();
         const nextEtag = await jobs.replace(next, etag);
         if (nextEtag === undefined) {
           loseLease();
@@ -193,6 +231,7 @@ export class JobRunner {
         }
         rec = next;
         etag = nextEtag;
+        if (next.leaseUntil > 0) armWatchdog(sentAt);
         return true;
       });
     const heartbeat = setInterval(() => {
@@ -200,29 +239,70 @@ export class JobRunner {
         if (lost) return;
         try {
           const next = { ...rec, leaseUntil: clock.now() + leaseMs };
-          const nextEtag = await jobs.replace(next, etag);
+          const sentAt = performance.now();
+          // A write that does not answer must not outlive the lease it is renewing.
+          const nextEtag = await jobs.replace(next, etag, { abortSignal: AbortSignal.timeout(Math.max(1, leaseMs - margin)) });
           if (nextEtag === undefined) return loseLease();
           rec = next;
           etag = nextEtag;
+          armWatchdog(sentAt);
           for (const lease of request.heldLeases ?? []) {
             if (!(await this.deps.slots.renew(lease, leaseMs))) jobLog("slot.lost", { slot: lease.rowKey });
           }
           await request.onHeartbeat?.();
         } catch (error) {
           jobLog("heartbeat.failed", { error: describeError(error) });
-          if (clock.now() > rec.leaseUntil) loseLease();
+          if (clock.now() > rec.leaseUntil) loseLease("the job's lease expired while its renewals failed");
         }
       });
     }, Math.max(100, Math.floor(leaseMs / 3)));
 
+    // Each step and compensation gets its own signal: aborted on shutdown, on a lost lease, and
+    // when it runs past its time limit.
+    let stepController = new AbortController();
+    const stopStep = () => stepController.abort(stop.signal.reason);
+    stop.signal.addEventListener("abort", stopStep);
     const ctx: StepContext = {
       jobId: rec.jobId,
       get job() {
         return rec;
       },
-      signal: stop.signal,
+      get signal() {
+        return stepController.signal;
+      },
       clock,
       log: (event, fields) => jobLog(event, fields),
+    };
+    /** Runs one step or compensation under its own signal and time limit; `timedOut` tells which ended it. */
+    const limited = async <T>(state: string, body: () => Promise<T>): Promise<{ value?: T; error?: unknown; timedOut: boolean }> => {
+      stepController = new AbortController();
+      if (stop.signal.aborted) stepController.abort(stop.signal.reason);
+      const timeoutMs = this.timeoutOf(machine, state);
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        jobLog("step.timeout", { state, timeoutMs });
+        stepController.abort(new StepTimeoutError(state, timeoutMs));
+      }, timeoutMs);
+      try {
+        return { value: await body(), timedOut };
+      } catch (error) {
+        return { error: timedOut && !stop.signal.aborted ? new StepTimeoutError(state, timeoutMs) : error, timedOut };
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    /**
+     * Takes the locks the job's data names now and did not name before (a VM backup learns its
+     * disks in its first step). False when one is held by another job: the job is released to wait.
+     */
+    const lockNewResources = async (): Promise<boolean> => {
+      const wanted = this.lockedResources(machine, rec);
+      const busy = await this.deps.itemLocks.acquireAll(wanted, rec.jobId);
+      if (!busy) return true;
+      await write((cur) => ({ ...cur, owner: "", leaseUntil: 0, runs: cur.runs - 1 }));
+      jobLog("job.waiting", { reason: `${busy} is locked by another job`, state: rec.state });
+      return false;
     };
 
     const enterCompensation = (error: string, failures: number) =>
@@ -255,20 +335,22 @@ export class JobRunner {
             continue;
           }
           jobLog("step.start", { state });
-          let transition;
-          try {
-            transition = await definition.step(ctx, rec.data);
-          } catch (error) {
-            if (stop.signal.aborted) break; // interrupted: the next owner redoes this step
+          const ran = await limited(state, () => definition.step(ctx, rec.data));
+          // Lost: never commit. Shut down: a step that returned is committed, one that threw is
+          // redone by the next owner.
+          if (lost || (stop.signal.aborted && ran.error !== undefined)) break;
+          if (ran.error !== undefined || ran.value === undefined) {
+            const error = ran.error ?? new Error(`the step ${state} returned no transition`);
             const message = `${state}: ${describeError(error)}`;
             const failures = rec.failures + 1;
-            const retryable = !(error instanceof PermanentJobError) && (machine.retryable?.(error) ?? true);
+            // A step stopped at its time limit may well succeed on a later attempt.
+            const retryable = ran.timedOut || (!(error instanceof PermanentJobError) && (machine.retryable?.(error) ?? true));
             jobLog("step.failed", { state, error: message, failures, retryable });
             if (retryable && failures < this.options.maxAttempts) return await releaseForRetry(message, failures);
             await enterCompensation(message, failures);
             continue;
           }
-          if (lost) break;
+          const transition = ran.value;
           if ("done" in transition) {
             const endedAt = clock.now();
             await write((cur) => ({
@@ -290,6 +372,12 @@ export class JobRunner {
               state: transition.next,
               compensable: definition.compensate ? [...cur.compensable, state] : cur.compensable,
             }));
+            if (!lost) jobLog("step.done", { state, next: transition.next });
+            // The step may have named more resources to hold (a VM's disks): held before the next step.
+            if (!lost && !stop.signal.aborted && !(await lockNewResources())) {
+              return lost ? { kind: "lost" } : { kind: "busy", retryAfterMs: this.options.lockRetryMs, reason: `waiting for an item lock before ${rec.state}` };
+            }
+            continue;
           }
           if (!lost) jobLog("step.done", { state, next: "done" in transition ? "done" : transition.next });
           continue;
@@ -302,11 +390,10 @@ export class JobRunner {
           continue;
         }
         jobLog("compensate.start", { state: name });
-        try {
-          await machine.states[name]?.compensate?.(ctx, rec.data);
-        } catch (error) {
-          if (stop.signal.aborted) break;
-          const message = `compensating ${name}: ${describeError(error)}`;
+        const undone = await limited(name, async () => machine.states[name]?.compensate?.(ctx, rec.data));
+        if (lost || (stop.signal.aborted && undone.error !== undefined)) break;
+        if (undone.error !== undefined) {
+          const message = `compensating ${name}: ${describeError(undone.error)}`;
           jobLog("compensate.failed", { state: name, error: message });
           if (!giveUp) return await releaseForRetry(rec.error, rec.failures + 1);
           // Giving up: record what could not be undone and end the job anyway.
@@ -317,6 +404,8 @@ export class JobRunner {
       }
     } finally {
       clearInterval(heartbeat);
+      if (watchdog) clearTimeout(watchdog);
+      stop.signal.removeEventListener("abort", stopStep);
       request.signal?.removeEventListener("abort", onShutdown);
       await queue;
     }

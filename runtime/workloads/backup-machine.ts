@@ -107,9 +107,11 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       };
     },
     locks(job) {
-      // One job per item; a VM's disks too, so a disk job and a VM job never read one disk at once.
+      // One job per item; a VM's disks too, so a disk job and a VM job never snapshot one disk at
+      // once (the item locks compare ARM ids case-insensitively). A VM's disks are known after its
+      // first prepare; the runner locks them before prepare runs again (see prepare).
       const data = job.data as Partial<BackupJobData>;
-      return [job.itemId, ...(data.disks ?? []).map((d) => d.diskId.toLowerCase())];
+      return [job.itemId, ...(data.disks ?? []).map((d) => d.diskId)];
     },
     retryable(error) {
       // A SourceError says the item is gone or not backup-able (no such disk, VM or database; an
@@ -137,12 +139,21 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
           if (data.kind === "vm") {
             const vmId = parseResourceId(data.itemId);
             const compute = await env.azure.compute(vmId.subscriptionId);
-            const vm = await compute.virtualMachines.get(vmId.resourceGroup, vmId.name).catch((error) => {
+            const vm = await compute.virtualMachines.get(vmId.resourceGroup, vmId.name, { abortSignal: ctx.signal }).catch((error) => {
               throw statusOf(error) === 404 ? new PermanentJobError(`the VM ${data.itemId} no longer exists`) : armFailure(`reading VM ${data.itemId}`, error);
             });
             vmConfiguration = recordConfiguration(vm);
             location = vm.location;
             for (const d of vmConfiguration.disks) disks.push({ diskId: d.diskId, role: d.role, lun: d.lun, caching: d.caching, snapshotName: "", pointId: "" });
+            // The disks must be locked before anything is decided about them (their previous
+            // points and golden snapshots): a disk job of one of them may be running. Name them
+            // and come back; the runner takes their locks (or defers the job) before this step runs
+            // again. ARM ids compare case-insensitively (see jobs/item-locks.ts).
+            const locked = new Set((data.disks ?? []).map((d) => d.diskId.toLowerCase()));
+            if (!disks.every((d) => locked.has(d.diskId.toLowerCase()))) {
+              ctx.log("vm-disks-to-lock", { disks: disks.map((d) => d.diskId) });
+              return { next: "prepare", data: { ...data, disks } };
+            }
           } else {
             disks.push({ diskId: data.itemId, role: "disk", snapshotName: "", pointId: "" });
           }
