@@ -6,6 +6,8 @@ import type { ContainerClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { submitJob } from "../../runtime/jobs/submit.ts";
 import { Azurite } from "../support/azurite.ts";
+import { trackChild } from "../support/cleanup.ts";
+import { waitFor } from "../support/wait.ts";
 import { executionLog, fakeContainer, listKeys, pointKey } from "./fake-machine.ts";
 import { disk, queueLength, testFleet } from "./harness.ts";
 
@@ -44,6 +46,7 @@ function startWorker(prefix: string, region: string, workerId: string): WorkerPr
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
+  trackChild(child); // killed after this test even when an assertion fails first
   children.push(child);
   const lines: Record<string, unknown>[] = [];
   const listeners = new Set<() => void>();
@@ -86,6 +89,8 @@ test("a worker killed with SIGKILL in each state of a job is replaced, and every
   const fleet = await testFleet(azurite.connectionString, undefined, prefix);
   // Four jobs, each slow in a different state, so one kill catches a job in every state. In
   // "commit" the kill comes after the point blob was written but before the step was committed.
+  // Slow means "does not end before the kill": far longer than the test, so a busy machine that
+  // takes long to start all four cannot see one of them finish its slow state first.
   const cases = [
     { state: "snapshot", slowAfter: false },
     { state: "copy", slowAfter: false },
@@ -99,7 +104,7 @@ test("a worker killed with SIGKILL in each state of a job is replaced, and every
       machine: "backup",
       item,
       queueRegion: region,
-      input: { itemId: item.id, slowState: c.state, slowMs: 20_000, slowAfter: c.slowAfter },
+      input: { itemId: item.id, slowState: c.state, slowMs: 600_000, slowAfter: c.slowAfter },
       exclusive: true,
     });
     if (!submitted.submitted) throw new Error("not submitted");
@@ -111,8 +116,8 @@ test("a worker killed with SIGKILL in each state of a job is replaced, and every
     (lines) => jobs.every((j) => lines.some((l) => l.event === "step.start" && l.jobId === j.jobId && l.state === j.state)),
     30_000,
   );
-  // Let the "commit" job write its point before the kill.
-  await new Promise((r) => setTimeout(r, 300));
+  // The "commit" job's point is written (its blob exists) before the kill: wait for that blob, not for a time.
+  await waitFor("the commit job's point blob", async () => (await listKeys(container, pointKey(jobs[2].itemId, ""))).length > 0);
   victim.child.kill("SIGKILL");
   expect(await victim.exited).toBeNull();
 

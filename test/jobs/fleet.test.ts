@@ -3,10 +3,12 @@ import { afterAll, beforeAll, expect, test } from "vitest";
 import { itemStatuses, listRecentJobs } from "../../runtime/jobs/reports.ts";
 import { scheduleTick } from "../../runtime/jobs/scheduler.ts";
 import type { Fleet } from "../../runtime/jobs/submit.ts";
+import type { MachineDefinition } from "../../runtime/jobs/machine.ts";
 import { runWorker } from "../../runtime/jobs/worker.ts";
 import { parsePolicy } from "../../runtime/policy/policy.ts";
 import { StaticItemResolver } from "../../runtime/policy/resolve-arm.ts";
 import { Azurite } from "../support/azurite.ts";
+import { waitFor } from "../support/wait.ts";
 import { fakeContainer, fakeMachine, listKeys, pointKey } from "./fake-machine.ts";
 import { collectLog, disk, queueLength, ShiftedClock, sqlDb, testFleet, vm } from "./harness.ts";
 
@@ -62,8 +64,32 @@ const policies = [fleetPolicy, farPolicy];
 const resolver = new StaticItemResolver(inventory);
 const REGIONS = ["westeurope", "northeurope"];
 
-async function runFleetWorkers(fleet: Fleet, logs: Map<string, Record<string, unknown>[]>) {
-  const machines = [fakeMachine(container, { defaults: { slowState: "copy", slowMs: 300 } })];
+/**
+ * The fake machine, whose copy step waits for `gate` (when given) after telling `entered`: a test
+ * holds jobs in flight for as long as it needs them there, instead of guessing how long they run.
+ */
+function fleetMachine(gate?: { open: Promise<void>; entered: Set<string> }): MachineDefinition<any> {
+  const machine = fakeMachine(container, { defaults: { slowState: "copy", slowMs: 300 } });
+  if (!gate) return machine;
+  const copy = machine.states.copy;
+  return {
+    ...machine,
+    states: {
+      ...machine.states,
+      copy: {
+        ...copy,
+        step: async (ctx, data) => {
+          gate.entered.add(ctx.jobId);
+          await gate.open;
+          return copy.step(ctx, data);
+        },
+      },
+    },
+  };
+}
+
+async function runFleetWorkers(fleet: Fleet, logs: Map<string, Record<string, unknown>[]>, gate?: { open: Promise<void>; entered: Set<string> }) {
+  const machines = [fleetMachine(gate)];
   const runs = REGIONS.flatMap((region) =>
     [1, 2].map((n) => {
       const workerId = `${region}-w${n}`;
@@ -112,12 +138,22 @@ test("a fleet across two regions with two workers per region runs several schedu
   expect(again.busy).toHaveLength(7);
   expect(await queueLength(fleet, "westeurope")).toBe(4);
 
-  // Workers run; a tick while they run still enqueues nothing.
+  // Workers run; a tick while they run still enqueues nothing. The jobs are held in their copy
+  // step until the tick is done: with three jobs at once per region (perRegion: 3), six are in
+  // flight and one waits in the west queue, whatever the machine's speed.
   const logs = new Map<string, Record<string, unknown>[]>();
-  const working = runFleetWorkers(fleet, logs);
-  await new Promise((r) => setTimeout(r, 400));
-  const during = await tick();
-  expect(during.enqueued).toEqual([]);
+  let release!: () => void;
+  const gate = { open: new Promise<void>((r) => (release = r)), entered: new Set<string>() };
+  const working = runFleetWorkers(fleet, logs, gate);
+  try {
+    await waitFor("six jobs in their copy step", () => gate.entered.size >= 6, 60_000, 20);
+    const during = await tick();
+    expect(during.enqueued).toEqual([]);
+    expect(during.busy.map((b) => b.item).sort()).toEqual([...byItem.keys()].sort());
+    expect(gate.entered.size).toBe(6); // the region limits held while the tick ran
+  } finally {
+    release();
+  }
   const summaries = await working;
   expect(summaries.reduce((n, s) => n + s.succeeded, 0)).toBe(7);
 
