@@ -17,7 +17,8 @@ import { backupAzureResource, restoreToAzure, isAzureTarget } from "./azure-comm
 import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
 import { ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
 import { pointsBeyondRetention } from "../engine/retention-points.ts";
-import { inspectLocalSource, openBlockSource, openFileTarget, openStreamSource, type LocalKind } from "../sources/local.ts";
+import { inspectLocalSource, localTargetKind, openBlockSource, openFileTarget, openStreamSource, type LocalKind } from "../sources/local.ts";
+import { chooseLatestSource, sameSource } from "./restore-source.ts";
 import { openStore } from "../store/open.ts";
 import { createProgress, formatBytes } from "./progress.ts";
 
@@ -99,6 +100,33 @@ function count(values: Values, name: string): number | undefined {
   if (raw === undefined) return undefined;
   if (!/^\d+$/.test(raw)) throw new UsageError(`--${name} ${raw}: give a whole number`);
   return Number(raw);
+}
+
+/** A managed disk or page blob takes disk points, a VM id VM points, a database id SQL points. */
+function azureTargetKind(destination: string): PointManifest["kind"] {
+  if (/\/providers\/Microsoft\.Compute\/virtualMachines\//i.test(destination)) return "vm";
+  if (/\/providers\/Microsoft\.Sql\//i.test(destination)) return "sql";
+  return "disk";
+}
+
+/**
+ * The point a restore means: an id or prefix as given; `latest` the newest point of the source the
+ * target takes (chooseLatestSource: --source, or the only one, or the only one of the target's kind).
+ * `from` is the line that says which source `latest` took.
+ */
+async function restorePoint(
+  vault: Vault,
+  reference: string,
+  accepts: (p: PointManifest) => boolean,
+  targetKind: PointManifest["kind"],
+  source: string | undefined,
+  destination: string,
+): Promise<{ point: PointManifest; from: string }> {
+  if (reference !== "latest") return { point: await vault.resolvePoint(reference, accepts), from: "" };
+  const candidates = (await vault.listPoints({ skipDamaged: true, onDamaged: () => {} })).filter(accepts);
+  const chosen = chooseLatestSource(candidates, targetKind, source, destination);
+  const point = await vault.resolvePoint("latest", (p) => accepts(p) && sameSource(p, chosen));
+  return { point, from: `\n  the newest point of ${chosen.path}${chosen.why ? ` (${chosen.why})` : ""}` };
 }
 
 export const commands: Record<string, Command> = {
@@ -186,20 +214,23 @@ export const commands: Record<string, Command> = {
       nic: { type: "string", multiple: true },
       location: { type: "string" },
       transient: { type: "string" },
+      source: { type: "string" },
     },
     async run(values, positionals) {
       const [reference, extra] = positionals;
       if (!reference || extra) throw new UsageError("give one POINT: an id, a unique prefix, or latest");
       const destination = values.to as string | undefined;
       if (!destination) throw new UsageError("give where to restore: --to PATH");
+      if (values.source !== undefined && reference !== "latest") throw new UsageError("--source chooses the source of `latest`; a point id names its source already");
       const vault = await openVault(values);
       if (isAzureTarget(destination)) {
-        const point = await vault.resolvePoint(reference);
+        const kind = azureTargetKind(destination);
+        const { point, from } = await restorePoint(vault, reference, (p) => p.kind === kind, kind, values.source as string | undefined, destination);
         const result = await restoreToAzure(vault, point, destination, values);
-        print(values, { id: point.id, to: destination, ...result }, `restored ${point.id} to ${destination}`);
+        print(values, { id: point.id, to: destination, source: point.source.path, ...result }, `restored ${point.id} to ${destination}${from}`);
         return;
       }
-      const point = await vault.resolvePoint(reference, (p) => p.content !== undefined);
+      const { point, from } = await restorePoint(vault, reference, (p) => p.content !== undefined, await localTargetKind(destination), values.source as string | undefined, destination);
       if (!point.content) throw new UsageError(`point ${point.id} is a ${point.kind} point; restore its members, or use the Azure restore targets`);
       const target = await openFileTarget(destination, point.size, { overwrite: values.overwrite === true });
       const pool = new CodecPool(vault.master, { zstdLevel: vault.config.zstdLevel });
@@ -214,7 +245,7 @@ export const commands: Record<string, Command> = {
         await pool.close();
       }
       progress.done();
-      print(values, { id: point.id, to: destination, size: point.size }, `restored ${point.id} (${formatBytes(point.size)}) to ${destination}`);
+      print(values, { id: point.id, to: destination, size: point.size, source: point.source.path }, `restored ${point.id} (${formatBytes(point.size)}) to ${destination}${from}`);
     },
   },
 

@@ -18,7 +18,7 @@ Vault:
   backup   SOURCE --vault V [--tag k=v]... [--as disk|file] [--json]
                                               back up a file, raw disk image or block device
   points   --vault V [--json]                 list recovery points
-  restore  POINT --vault V --to PATH [--overwrite] [--json]
+  restore  POINT --vault V --to PATH [--overwrite] [--source SOURCE] [--json]
                                               restore a point (id, unique id prefix, or "latest")
   verify   --vault V [--read-data | --read-data-subset PCT] [--json]
   forget   --vault V --keep-last N --keep-hourly N --keep-daily N --keep-weekly N

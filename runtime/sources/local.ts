@@ -53,6 +53,12 @@ export async function inspectLocalSource(sourcePath: string, forced?: LocalKind)
   return { path: absolute, kind, size, blockDevice };
 }
 
+/** The kind of point a local restore target naturally takes: a device or an image-named file a disk, else a file. */
+export async function localTargetKind(destination: string): Promise<LocalKind> {
+  const existing = await stat(path.resolve(destination)).catch(() => undefined);
+  return existing?.isBlockDevice() || DISK_IMAGE.test(destination) ? "disk" : "file";
+}
+
 async function blockDeviceSize(rdev: number, shown: string): Promise<number> {
   const major = Math.floor(rdev / 256) & 0xfff;
   const minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
@@ -117,6 +123,16 @@ export async function openFileTarget(
   const existing = await stat(absolute).catch(() => undefined);
   if (existing?.isDirectory()) throw new UsageError(`cannot restore to ${destination}: it is a folder; give a file path`);
   if (existing?.isBlockDevice()) {
+    // A device is overwritten from its first byte: only when asked to, and only if the point fits.
+    if (!options.overwrite) {
+      throw new UsageError(`${destination} is a block device: a restore overwrites it from its first byte; pass --overwrite if that is what you want`);
+    }
+    const capacity = await blockDeviceSize(existing.rdev, destination);
+    if (capacity < size) {
+      throw new UsageError(
+        `${destination} holds ${formatSize(capacity)} but the point is ${formatSize(size)}: restore to a device at least that large (nothing was written)`,
+      );
+    }
     const handle = await open(absolute, "r+");
     return {
       needsZeros: true,
@@ -154,6 +170,10 @@ export async function openFileTarget(
       await unlink(partial).catch(() => {});
     },
   };
+}
+
+function formatSize(bytes: number): string {
+  return bytes >= 1024 * 1024 ? `${(bytes / (1024 * 1024)).toFixed(1)} MiB (${bytes} bytes)` : `${bytes} bytes`;
 }
 
 async function writevAll(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
