@@ -6,6 +6,7 @@
  * Import this module before any module that creates resources: it installs the mocks.
  */
 import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { parse } from "yaml";
@@ -168,19 +169,25 @@ export async function resolveAll(outputs: object): Promise<Record<string, unknow
   return Object.fromEntries(entries);
 }
 
-/** Waits until no more resources are being registered. */
+/**
+ * The Pulumi SDK's record of outstanding resource registrations and invokes: each one chains
+ * itself onto `settings.rpcDone` (runtime/settings rpcKeepAlive), which `disconnect` waits on
+ * before closing. Internal to the SDK (not in its typings), so reached through its module.
+ */
+const pulumiState = createRequire(import.meta.url)("@pulumi/pulumi/runtime/state") as { getStore(): { settings: { rpcDone: Promise<unknown> } } };
+
+/**
+ * Waits until no more resources are being registered: every registration the SDK started has
+ * finished, and a full turn of the event loop later none has started (a resource made in an
+ * apply of another's outputs starts as soon as that registration finished).
+ */
 export async function settled(): Promise<RecordedResource[]> {
-  let count = -1;
-  let stable = 0;
-  while (stable < 5) {
-    await new Promise((r) => setTimeout(r, 10));
-    if (recorded.length === count) stable++;
-    else {
-      stable = 0;
-      count = recorded.length;
-    }
+  for (;;) {
+    const done = pulumiState.getStore().settings.rpcDone;
+    await done;
+    await new Promise((r) => setImmediate(r));
+    if (pulumiState.getStore().settings.rpcDone === done) return recordedResources();
   }
-  return recordedResources();
 }
 
 /** The `bulwark:*` config of an example stack file, passed the way Pulumi passes config to a program. */
