@@ -3,6 +3,11 @@
  * one per core; the main thread reads, hashes, deduplicates and packs. Work goes in batches over
  * one buffer that is transferred, not copied (a read slab of many blocks; a range of a pack).
  * Callers bound how much work is in flight.
+ *
+ * A worker thread that dies (out of its small heap, a crash, terminated) is replaced at once: the
+ * batches it held fail with an error that says so (their callers fail or retry that piece of
+ * work), and the pool goes on with a fresh thread, so a long-lived process never routes work to a
+ * dead thread and waits forever.
  */
 import os from "node:os";
 import { Worker } from "node:worker_threads";
@@ -38,8 +43,13 @@ function asBuffer(view: Uint8Array): Buffer {
 export class CodecPool {
   private readonly workers: Worker[] = [];
   private readonly pending = new Map<number, Pending>();
+  /** The requests each worker holds, by worker slot. */
+  private readonly held: Set<number>[] = [];
   private readonly load: number[] = [];
   private seq = 0;
+  private closed = false;
+  /** Worker threads that died and were replaced (for logs and tests). */
+  replaced = 0;
   private readonly keys: ChunkKeys;
   private readonly zstdLevel: number;
 
@@ -48,18 +58,39 @@ export class CodecPool {
     this.zstdLevel = options.zstdLevel ?? 3;
     const threads = options.threads ?? Math.min(os.availableParallelism(), 8);
     for (let i = 0; i < threads; i++) {
-      const worker = new Worker(new URL("./codec-worker.ts", import.meta.url), {
-        workerData: { dataKey: keys.dataKey, idKey: keys.idKey, zstdLevel: this.zstdLevel },
-        // The workers hold little on their heaps (their buffers are external and handed back):
-        // small heaps keep a long run's memory flat instead of growing with GC slack.
-        resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 },
-      });
-      worker.unref();
-      worker.on("message", (response: CodecResponse) => this.settle(i, response));
-      worker.on("error", (error) => this.failAll(error));
-      this.workers.push(worker);
+      this.workers.push(this.spawn(i));
+      this.held.push(new Set());
       this.load.push(0);
     }
+  }
+
+  /** Starts the worker thread of slot `slot`; when it dies, its batches fail and a new one takes the slot. */
+  private spawn(slot: number): Worker {
+    const worker = new Worker(new URL("./codec-worker.ts", import.meta.url), {
+      workerData: { dataKey: this.keys.dataKey, idKey: this.keys.idKey, zstdLevel: this.zstdLevel },
+      // The workers hold little on their heaps (their buffers are external and handed back):
+      // small heaps keep a long run's memory flat instead of growing with GC slack.
+      resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 },
+    });
+    worker.unref();
+    let failure: Error | undefined;
+    worker.on("message", (response: CodecResponse) => this.settle(slot, response));
+    // An uncaught error (or running out of heap) ends the thread: "exit" follows and says it.
+    worker.on("error", (error) => (failure = error));
+    worker.on("exit", (code) => {
+      if (this.closed || this.workers[slot] !== worker) return;
+      const cause = failure ? failure.message : `it exited with code ${code}`;
+      const error = new Error(`a compression/encryption worker thread died (${cause}); the batch it held was not processed, and the thread was replaced`, { cause: failure });
+      for (const seq of this.held[slot]!) {
+        this.pending.get(seq)?.reject(error);
+        this.pending.delete(seq);
+      }
+      this.held[slot]!.clear();
+      this.load[slot] = 0;
+      this.workers[slot] = this.spawn(slot);
+      this.replaced++;
+    });
+    return worker;
   }
 
   get threads(): number {
@@ -113,34 +144,36 @@ export class CodecPool {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
+    const error = new Error("the codec pool was closed with work in flight");
+    for (const pending of this.pending.values()) pending.reject(error);
+    this.pending.clear();
   }
 
   private submit(body: RequestBody): Promise<CodecResponse> {
+    if (this.closed) return Promise.reject(new Error("the codec pool is closed"));
     let target = 0;
-    for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[target]) target = i;
+    for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[target]!) target = i;
     const seq = this.seq++;
-    this.load[target]++;
+    this.load[target]!++;
+    this.held[target]!.add(seq);
     return new Promise<CodecResponse>((resolve, reject) => {
       this.pending.set(seq, { resolve, reject });
-      this.workers[target].postMessage({ seq, ...body } as CodecRequest, [body.buffer.buffer as ArrayBuffer]);
+      this.workers[target]!.postMessage({ seq, ...body } as CodecRequest, [body.buffer.buffer as ArrayBuffer]);
     }).then((response) => {
       if (!response.ok) throw response.integrity ? new IntegrityError(response.error) : new Error(response.error);
       return response;
     });
   }
 
-  private settle(worker: number, response: CodecResponse): void {
-    this.load[worker]--;
+  private settle(slot: number, response: CodecResponse): void {
+    if (!this.held[slot]!.delete(response.seq)) return;
+    this.load[slot]!--;
     const pending = this.pending.get(response.seq);
     if (!pending) return;
     this.pending.delete(response.seq);
     pending.resolve(response);
-  }
-
-  private failAll(error: Error): void {
-    for (const pending of this.pending.values()) pending.reject(error);
-    this.pending.clear();
   }
 }
