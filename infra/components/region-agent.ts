@@ -161,6 +161,8 @@ export class RegionAgent extends pulumi.ComponentResource {
         env: {
           ...fleetEnv,
           BULWARK_REGION: args.region,
+          // What a job may touch (its vault, item, retention) comes from the scheduler's policies, never from its record.
+          BULWARK_POLICY_JSON: args.policyJson,
           BULWARK_TRANSIENT: args.transient.containerUrl,
           BULWARK_KEY_VAULT_KEY: args.keyUri,
           BULWARK_MAX_JOBS_PER_WORKER: String(args.worker.maxJobsPerWorker),

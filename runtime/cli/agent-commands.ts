@@ -14,6 +14,7 @@ import { FleetStorage, openFleet, runWorker, scheduleTick, systemClock, listRece
 import type { StorageConnection } from "../jobs/storage.ts";
 import { loadPolicies, validatePolicy, type Policy } from "../policy/policy.ts";
 import { ArmItemResolver } from "../policy/resolve-arm.ts";
+import { JobAuthority, policyBoundEnvironment } from "../policy/authority.ts";
 import { backupMachine } from "../workloads/backup-machine.ts";
 import { restoreMachine } from "../workloads/restore-machine.ts";
 import { agentKeyProvider, workloadEnvironment } from "../workloads/environment.ts";
@@ -71,7 +72,7 @@ async function policies(values: Values): Promise<Policy[]> {
     }
     return parsed;
   }
-  throw new UsageError("no policies: pass --policies FILE-OR-FOLDER (or set BULWARK_POLICIES or BULWARK_POLICY_JSON)");
+  throw new UsageError("no policies: pass --policies FILE-OR-FOLDER (or set BULWARK_POLICIES or BULWARK_POLICY_JSON); the worker takes what a job may touch from the scheduler's policies");
 }
 
 export async function agentSchedule(values: Values): Promise<Record<string, unknown>> {
@@ -92,7 +93,11 @@ export async function agentSchedule(values: Values): Promise<Record<string, unkn
 export async function agentWorker(values: Values): Promise<Record<string, unknown>> {
   const region = (values.region as string | undefined) ?? process.env.BULWARK_REGION;
   if (!region) throw new UsageError("which region does this worker serve? pass --region R (or set BULWARK_REGION)");
-  const env = await workloadEnvironment();
+  // What a job may touch comes from the policies (the scheduler's own), never from its record.
+  const loaded = await policies(values);
+  const azure = await azureContext();
+  const authority = new JobAuthority(loaded, region, new ArmItemResolver(azure.credential, { endpoint: azure.armEndpoint }));
+  const env = policyBoundEnvironment(await workloadEnvironment(), authority);
   const controller = new AbortController();
   const stop = () => controller.abort();
   process.once("SIGTERM", stop);
@@ -107,6 +112,7 @@ export async function agentWorker(values: Values): Promise<Record<string, unknow
         perRegion: Number(process.env.BULWARK_MAX_JOBS_PER_REGION ?? 8),
       },
       signal: controller.signal,
+      authority,
       workerId: defaultWorkerId(),
       leaseMs: process.env.BULWARK_LEASE_MS ? Number(process.env.BULWARK_LEASE_MS) : undefined,
       retryDelayMs: process.env.BULWARK_RETRY_DELAY_MS ? Number(process.env.BULWARK_RETRY_DELAY_MS) : undefined,

@@ -86,7 +86,7 @@ try {
 
   say("\n3. Two workers take the jobs off the queue and run them as state machines");
   say("   (snapshot/copy -> stage in transient storage -> verify -> promote into the vault -> commit -> release)");
-  const workers = await Promise.all([1, 2].map(() => bulwark<{ succeeded: number; failed: number }>(["agent", "worker", "--region", sample.location], env)));
+  const workers = await Promise.all([1, 2].map(() => bulwark<{ succeeded: number; failed: number }>(["agent", "worker", "--region", sample.location, "--policies", policyFile], env)));
   say(`     ${workers.reduce((s, w) => s + w.succeeded, 0)} jobs succeeded, ${workers.reduce((s, w) => s + w.failed, 0)} failed`);
   const scheduled = await bulwark<{ id: string; kind: string; time: string; source: string; bytesStored: number }[]>(["points", "--vault", vaultUrl], env);
   const osBefore = emulator.control.readImage(sample.osDiskId);

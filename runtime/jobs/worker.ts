@@ -21,14 +21,22 @@
  *
  * SIGTERM: abort `signal`; running steps see it, the runner commits the step in flight, releases
  * the job's lease and the worker makes the message visible at once for the next worker.
+ *
+ * Policies (`authority`, policy/authority.ts): a job record is not trusted input. Before a job runs,
+ * on every delivery, the worker checks its record against the policies it loaded (the vault one of
+ * theirs, the item one its policy protects, in this region); a record that does not match is failed
+ * at once with the reason, nothing of it runs (no compensation runs on forged state either), its
+ * report is written and its message poisoned: it is never retried.
  */
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import type { QueueClient, DequeuedMessageItem } from "@azure/storage-queue";
 import { describeError } from "../errors.ts";
+import type { JobAuthority } from "../policy/authority.ts";
 import { normalizeRegion } from "../policy/items.ts";
 import type { HeldLease } from "./leases.ts";
 import type { AnyMachine } from "./machine.ts";
+import { isTerminal } from "./records.ts";
 import { JobRunner, jsonLog, type LogSink, type RunOutcome } from "./runner.ts";
 import { parseWorkMessage, type Fleet } from "./submit.ts";
 
@@ -67,6 +75,11 @@ export interface WorkerOptions {
    * Apps job execution does; the queue scaler starts another execution for what comes back.
    */
   untilDrained?: boolean;
+  /**
+   * What jobs may touch, from the worker's policies. `bulwark agent worker` always has one; without
+   * it (tests of the queue mechanics with fake machines) records are run as they are.
+   */
+  authority?: JobAuthority;
   log?: LogSink;
 }
 
@@ -79,6 +92,8 @@ export interface WorkerSummary {
   deferred: number;
   retried: number;
   interrupted: number;
+  /** Jobs whose records did not match the worker's policies: failed without running. */
+  refused: number;
 }
 
 export function defaultWorkerId(): string {
@@ -109,7 +124,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerSummary> 
   });
   const queue = await fleet.storage.queue(region);
   const poison = await fleet.storage.poisonQueue(region);
-  const summary: WorkerSummary = { workerId, succeeded: 0, failed: 0, poisoned: 0, duplicates: 0, deferred: 0, retried: 0, interrupted: 0 };
+  const summary: WorkerSummary = { workerId, succeeded: 0, failed: 0, poisoned: 0, duplicates: 0, deferred: 0, retried: 0, interrupted: 0, refused: 0 };
   const slotScope = `slots-${region}`;
   let slotSequence = 0;
 
@@ -129,6 +144,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerSummary> 
       await deleteMessage(queue, message.messageId, popReceipt);
       return;
     }
+    if (options.authority && (await refuseForged(work.jobId, message, popReceipt))) return;
     const outcome: RunOutcome = await runner.run({
       jobId: work.jobId,
       signal,
@@ -175,6 +191,33 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerSummary> 
         await deleteMessage(queue, message.messageId, popReceipt);
         return;
     }
+  };
+
+  /**
+   * Checks the job's record against the policies; a record that does not match is failed (an
+   * ETag-conditional write: a live owner loses its lease and stops), finished by the runner (report,
+   * item back to idle, locks released) and its message poisoned. True when the job was refused.
+   */
+  const refuseForged = async (jobId: string, message: DequeuedMessageItem, popReceipt: string): Promise<boolean> => {
+    const found = await fleet.jobs.get(jobId);
+    if (!found || isTerminal(found.value.status)) return false; // the runner handles missing and finished jobs
+    const job = found.value;
+    const reason = await options.authority!.refusal(job);
+    if (reason === undefined) return false;
+    const error = `refused: ${reason}`;
+    log({ event: "job.refused", level: "error", alert: "job-refused", worker: workerId, jobId, machine: job.machine, item: job.itemId, error });
+    const failed = { ...job, status: "failed" as const, error, endedAt: clock.now(), owner: "", leaseUntil: 0, pendingCompensations: [] };
+    if ((await fleet.jobs.replace(failed, found.etag)) === undefined) {
+      // Changed meanwhile: look again at the next delivery.
+      await setVisibility(queue, message, popReceipt, 1);
+      return true;
+    }
+    await runner.run({ jobId, signal }); // finishes the failed job: report, item state, locks
+    summary.refused++;
+    summary.failed++;
+    await toPoison(message, `job ${jobId} failed: ${error}`);
+    await deleteMessage(queue, message.messageId, popReceipt);
+    return true;
   };
 
   const queueIsEmpty = async (): Promise<boolean> => {

@@ -94,6 +94,13 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       const itemId = String(input.itemId ?? "");
       const kind = input.kind as BackupJobData["kind"];
       if (!itemId || !["disk", "vm", "sql"].includes(kind)) throw new PermanentJobError(`a backup job needs itemId and kind (disk, vm or sql)`);
+      if (env.authority) {
+        // A worker with policies (every `agent worker`): the vault, retention and tags are the
+        // policy's, never the job record's (a record in the fleet table is not trusted input; the
+        // worker refused the job already if it names a policy it does not have or another vault).
+        const terms = env.authority.backupTerms(String(input.policy ?? ""));
+        return { vault: terms?.vault ?? "", itemId, kind, tags: terms?.tags ?? {}, retention: terms?.retention, pointId: "", disks: [] };
+      }
       if (!input.vault) throw new PermanentJobError(`the backup job of ${itemId} names no vault`);
       return {
         vault: String(input.vault),

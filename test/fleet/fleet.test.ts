@@ -290,9 +290,9 @@ describe("a fleet in two regions, with the real agents", () => {
     expect(await worker.summary()).toMatchObject({ succeeded: 0, failed: 1, poisoned: 1 });
     const fleet = await world.fleet();
     const job = (await fleet.jobs.get(jobId))!.value;
-    // One run: a disk that does not exist is not retried.
-    expect(job).toMatchObject({ status: "failed", pendingCompensations: [], runs: 1, failures: 1 });
-    expect(job.error).toMatch(/acquire: the managed disk .*we-doomed does not exist/);
+    // Refused before it runs (the policy no longer selects a disk that does not exist): not retried.
+    expect(job).toMatchObject({ status: "failed", pendingCompensations: [], runs: 0, failures: 0 });
+    expect(job.error).toMatch(/^refused: job .*we-doomed.* is not among the resources policy gold-disks protects now: it does not exist/);
     const poison = await fleet.storage.poisonQueue("westeurope");
     const poisoned = (await poison.peekMessages({ numberOfMessages: 32 })).peekedMessageItems.map((m) => JSON.parse(m.messageText));
     expect(poisoned.filter((m) => String(m.message).includes(jobId))).toEqual([expect.objectContaining({ error: expect.stringContaining(`job ${jobId} failed`) })]);

@@ -81,6 +81,7 @@ export async function startFleetWorld(options: AzureEmulatorOptions = {}): Promi
   }
   const vaultContainer = blobs.getContainerClient("vault");
   const prefix = `f${randomBytes(4).toString("hex")}`;
+  const policyFiles: string[] = [];
   const env: Record<string, string> = {
     ...emulator.env,
     BULWARK_PASSPHRASE: PASSPHRASE,
@@ -101,10 +102,13 @@ export async function startFleetWorld(options: AzureEmulatorOptions = {}): Promi
     cli: (args, extra = {}) => runCli(args, { ...env, ...extra }),
     json: (args, extra = {}) => runJson(args, { ...env, ...extra }),
     fleet: (clock = systemClock) => openFleet(new FleetStorage({ connectionString }, { prefix }), clock),
-    worker: (region, extra = {}) => spawnWorker(["agent", "worker", "--region", region, "--until-drained", "--json"], { ...world.workerEnv(region), ...extra }),
+    // A worker takes what its jobs may touch from the scheduler's policies: every policy file written so far.
+    worker: (region, extra = {}) =>
+      spawnWorker(["agent", "worker", "--region", region, "--until-drained", "--json"], { ...world.workerEnv(region), BULWARK_POLICIES: policyFiles.join(","), ...extra }),
     async policy(name, yaml) {
       const file = path.join(dir, `${name}.yaml`);
       await writeFile(file, yaml);
+      if (!policyFiles.includes(file)) policyFiles.push(file);
       return file;
     },
     async stop() {

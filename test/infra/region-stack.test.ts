@@ -138,6 +138,7 @@ describe("region stack (example config, westeurope)", () => {
       BULWARK_FLEET_QUEUE_ENDPOINT: `https://${transient}.queue.core.windows.net`,
       BULWARK_FLEET_PREFIX: "bulwark",
       BULWARK_REGION: "westeurope",
+      BULWARK_POLICY_JSON: envOf(job("schedule")).BULWARK_POLICY_JSON,
       BULWARK_TRANSIENT: `https://${transient}.blob.core.windows.net/staging`,
       BULWARK_KEY_VAULT_KEY: customer.keyUri,
       BULWARK_MAX_JOBS_PER_WORKER: "2",

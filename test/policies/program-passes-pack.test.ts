@@ -71,12 +71,13 @@ describe("the program against its own policy pack", () => {
     delete env.secretRef;
     const violations = runPack(weakened);
     const regional = violations.filter((v) => v.startsWith("agents-storage-and-scopes-in-one-region"));
-    expect(regional).toHaveLength(3);
+    expect(regional).toHaveLength(4);
     expect(regional).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/isolated-account is in eastus but belongs to region westeurope/),
         expect.stringMatching(/The vault of BULWARK_POLICY_JSON of .*-scheduler points at bwvcontoso[0-9a-f]{6} in eastus, not westeurope/),
         expect.stringMatching(/The vault of BULWARK_POLICY_JSON of .*-prune points at bwvcontoso[0-9a-f]{6} in eastus, not westeurope/),
+        expect.stringMatching(/The vault of BULWARK_POLICY_JSON of .*-worker points at bwvcontoso[0-9a-f]{6} in eastus, not westeurope/),
       ]),
     );
     expect(violations).toEqual(expect.arrayContaining([expect.stringMatching(/^container-apps-job-hardening on .*-worker: Environment variable BULWARK_SQL_ADMIN_PASSWORD .* plain-text secret/)]));
