@@ -19,6 +19,7 @@ import { ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
 import { pointsBeyondRetention } from "../engine/retention-points.ts";
 import { inspectLocalSource, localTargetKind, openBlockSource, openFileTarget, openStreamSource, type LocalKind } from "../sources/local.ts";
 import { chooseLatestSource, sameSource } from "./restore-source.ts";
+import { removeDeadLocksOfThisHost } from "./leftovers.ts";
 import { openStore } from "../store/open.ts";
 import { createProgress, formatBytes } from "./progress.ts";
 
@@ -58,7 +59,10 @@ async function keyVaultProvider(keyId: string): Promise<AzureKeyVaultProvider> {
 
 async function openVault(values: Values, options: { loadIndex?: boolean } = {}): Promise<Vault> {
   const provider = await keyProvider(values);
-  return Vault.open((await openStore(vaultOf(values))).store, provider, options);
+  const vault = await Vault.open((await openStore(vaultOf(values))).store, provider, options);
+  // A run of ours on this host that was killed left its lock: its process is gone, so the lock goes.
+  await removeDeadLocksOfThisHost(vault.store);
+  return vault;
 }
 
 function showProgress(values: Values): boolean {

@@ -8,6 +8,10 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BulwarkError, UsageError, describeError } from "../errors.ts";
 import { commands } from "./commands.ts";
 import { isRetryable } from "../store/retry.ts";
+import { INTERRUPTED_EXIT_CODES, InterruptedError, interrupt, interruptedBy, removeLeftoversSync } from "../interruption.ts";
+
+/** How long an interrupted command may take to release what it holds before the exit is forced. */
+const INTERRUPT_GRACE_MS = 60_000;
 
 const HELP = `bulwark: encrypted, deduplicated backups of disks, files, Azure VMs and Azure SQL
 
@@ -41,8 +45,41 @@ BULWARK_NEW_PASSPHRASE or --new-passphrase-file F.
 Azure Blob vaults use AZURE_STORAGE_CONNECTION_STRING if set, else the Azure default credential chain.
 
 Exit codes: 0 ok, 1 failure, 2 bad usage, 3 wrong key, 4 not found, 5 damaged data,
-6 unreadable source, 7 vault busy, 8 storage or Azure service failure.
+6 unreadable source, 7 vault busy, 8 storage or Azure service failure,
+130 interrupted (Ctrl-C, SIGINT), 143 stopped by SIGTERM: what the command held is released.
 `;
+
+const RELEASED = "stopped and released what it held (vault lock, temporary and partial files, snapshots and read access it made); nothing half-done was committed";
+
+/**
+ * SIGINT/SIGTERM: the command is marked interrupted and unwinds through its own cleanup (see
+ * runtime/interruption.ts); a second signal, or a cleanup that outlasts the grace period, exits at
+ * once after removing the tracked temporary files.
+ */
+function handleSignals(name: string): void {
+  const forceExit = (signal: NodeJS.Signals, why: string) => {
+    removeLeftoversSync();
+    process.stderr.write(`bulwark ${name}: interrupted by ${signal}; ${why}\n`);
+    process.exit(INTERRUPTED_EXIT_CODES[signal] ?? 130);
+  };
+  // Reads started ahead of their use reject with InterruptedError after the signal while nothing
+  // awaits them any more: expected, not a crash. Any other unhandled rejection stays fatal.
+  process.on("unhandledRejection", (reason) => {
+    if (reason instanceof InterruptedError) return;
+    throw reason;
+  });
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.on(signal, () => {
+      const first = interruptedBy();
+      if (first) forceExit(first, `${signal} again: stopped at once; temporary files removed, a lock left behind expires or is removed by the next run`);
+      interrupt(signal);
+      setTimeout(
+        () => forceExit(signal, `cleanup did not finish within ${INTERRUPT_GRACE_MS / 1000}s: temporary files removed; the next run or \`bulwark agent bridge\` removes the rest`),
+        INTERRUPT_GRACE_MS,
+      ).unref();
+    });
+  }
+}
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -59,6 +96,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bulwark: unknown command "${name}"; run \`bulwark --help\` for the list\n`);
     return 2;
   }
+  handleSignals(name);
   try {
     let parsed;
     try {
@@ -68,6 +106,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     return (await command.run(parsed.values as Record<string, unknown>, parsed.positionals)) ?? 0;
   } catch (error) {
+    const signal = interruptedBy();
+    if (signal) {
+      process.stderr.write(`bulwark ${name}: interrupted by ${signal}; ${RELEASED}\n`);
+      return INTERRUPTED_EXIT_CODES[signal] ?? 130;
+    }
     // A dropped connection or an outage that outlasted every retry: a service failure, not a bug.
     const unreachable = !(error instanceof BulwarkError) && isRetryable(error);
     const code = error instanceof BulwarkError ? error.exitCode : unreachable ? 8 : 1;

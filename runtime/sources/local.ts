@@ -4,9 +4,11 @@
  * block devices are backed up as block maps, everything else as a stream of content-defined chunks.
  */
 import { createReadStream, constants } from "node:fs";
-import { mkdir, open, readFile, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
-import { SourceError, UsageError } from "../errors.ts";
+import { BulwarkError, SourceError, UsageError } from "../errors.ts";
+import { processAlive, throwIfInterrupted, trackLeftover } from "../interruption.ts";
 import type { BlockSource } from "../engine/backup-blocks.ts";
 import type { RestoreTarget } from "../engine/restore.ts";
 
@@ -80,6 +82,7 @@ export async function openBlockSource(source: LocalSource): Promise<BlockSource 
   return {
     size: source.size,
     async read(offset, length) {
+      throwIfInterrupted();
       const buffer = Buffer.allocUnsafe(length);
       let done = 0;
       try {
@@ -102,8 +105,12 @@ export function openStreamSource(source: LocalSource): AsyncIterable<Uint8Array>
   const stream = createReadStream(source.path, { highWaterMark: 1024 * 1024 });
   return (async function* () {
     try {
-      for await (const piece of stream) yield piece as Buffer;
+      for await (const piece of stream) {
+        throwIfInterrupted();
+        yield piece as Buffer;
+      }
     } catch (cause) {
+      if (cause instanceof BulwarkError) throw cause;
       throw new SourceError(`reading ${source.path} failed: ${(cause as Error).message}`, { cause });
     }
   })();
@@ -136,7 +143,10 @@ export async function openFileTarget(
     const handle = await open(absolute, "r+");
     return {
       needsZeros: true,
-      write: (offset, data) => writeAll(handle, data, offset),
+      write: (offset, data) => {
+        throwIfInterrupted();
+        return writeAll(handle, data, offset);
+      },
       commit: async () => {
         await handle.sync();
         await handle.close();
@@ -147,29 +157,59 @@ export async function openFileTarget(
   if (existing && !options.overwrite) {
     throw new UsageError(`${destination} already exists; choose another path, or pass --overwrite to replace it`);
   }
-  const partial = `${absolute}.bulwark-partial-${process.pid}`;
+  const partial = `${absolute}${PARTIAL_MARK}${os.hostname()}~${process.pid}`;
   let handle: FileHandle;
+  let untrack = () => {};
   try {
     await mkdir(path.dirname(absolute), { recursive: true });
+    await removeAbandonedPartials(absolute);
+    untrack = trackLeftover(partial);
     handle = await open(partial, "wx", 0o600);
   } catch (cause) {
+    untrack();
     throw new UsageError(`cannot write ${destination}: ${(cause as Error).message}`, { cause });
   }
   await handle.truncate(size);
   return {
     needsZeros: false,
-    write: (offset, data) => writeAll(handle, data, offset),
-    writev: (offset, data) => writevAll(handle, data, offset),
+    write: (offset, data) => {
+      throwIfInterrupted();
+      return writeAll(handle, data, offset);
+    },
+    writev: (offset, data) => {
+      throwIfInterrupted();
+      return writevAll(handle, data, offset);
+    },
     commit: async () => {
       await handle.sync();
       await handle.close();
       await rename(partial, absolute);
+      untrack();
     },
     abort: async () => {
       await handle.close().catch(() => {});
       await unlink(partial).catch(() => {});
+      untrack();
     },
   };
+}
+
+const PARTIAL_MARK = ".bulwark-partial-";
+
+/**
+ * The partial files a killed restore to this destination left: `DEST.bulwark-partial-HOST~PID`
+ * (or the older `DEST.bulwark-partial-PID`) whose process is gone from this host. Another host's,
+ * or a live process's, stay.
+ */
+async function removeAbandonedPartials(destination: string): Promise<void> {
+  const folder = path.dirname(destination);
+  const prefix = `${path.basename(destination)}${PARTIAL_MARK}`;
+  for (const name of await readdir(folder).catch(() => [] as string[])) {
+    if (!name.startsWith(prefix)) continue;
+    const match = /^(?:(.+)~)?(\d+)$/.exec(name.slice(prefix.length));
+    if (!match || (match[1] !== undefined && match[1] !== os.hostname())) continue;
+    if (!processAlive(Number(match[2]))) await unlink(path.join(folder, name)).catch(() => {});
+  }
 }
 
 function formatSize(bytes: number): string {

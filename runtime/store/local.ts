@@ -6,15 +6,22 @@
 import { randomBytes } from "node:crypto";
 import { constants, type Stats } from "node:fs";
 import { link, mkdir, open, readdir, readFile, stat, unlink, type FileHandle } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { ObjectExistsError, ObjectNotFoundError, ServiceError } from "../errors.ts";
+import { processAlive, throwIfInterrupted, trackLeftover } from "../interruption.ts";
 import type { ObjectInfo, ObjectStore, ObjectWriter } from "./store.ts";
 
 const TEMP_FOLDER = ".tmp";
+/** Temporary files are named HOST~PID~RANDOM, so a later run can tell a dead writer's leftovers. */
+const TEMP_NAME = /^(.+)~(\d+)~[0-9a-f]+$/;
+/** Temporary files of another host (or of the old unnamed form) go once this old: no write lasts a day. */
+const FOREIGN_TEMP_AFTER_MS = 24 * 60 * 60 * 1000;
 
 export class LocalFolderStore implements ObjectStore {
   readonly location: string;
   private readonly root: string;
+  private swept: Promise<void> | undefined;
 
   constructor(root: string) {
     this.root = path.resolve(root);
@@ -71,18 +78,24 @@ export class LocalFolderStore implements ObjectStore {
 
   createWriter(key: string): ObjectWriter {
     const finalPath = this.pathOf(key);
-    const tempPath = path.join(this.root, TEMP_FOLDER, `${randomBytes(12).toString("hex")}`);
+    const tempPath = path.join(this.root, TEMP_FOLDER, `${os.hostname()}~${process.pid}~${randomBytes(12).toString("hex")}`);
     let handle: Promise<FileHandle> | undefined;
     let position = 0;
+    // Removed at exit if the process is interrupted before this writer commits or aborts.
+    let untrack = () => {};
     const opened = () => {
-      handle ??= mkdir(path.dirname(tempPath), { recursive: true }).then(() =>
-        open(tempPath, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600),
-      );
+      handle ??= this.sweepTemporaryFiles()
+        .then(() => mkdir(path.dirname(tempPath), { recursive: true }))
+        .then(() => {
+          untrack = trackLeftover(tempPath);
+          return open(tempPath, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+        });
       return handle;
     };
     const store = this;
     return {
       async write(data: Uint8Array) {
+        throwIfInterrupted();
         try {
           const file = await opened();
           let done = 0;
@@ -104,10 +117,12 @@ export class LocalFolderStore implements ObjectStore {
           await mkdir(path.dirname(finalPath), { recursive: true });
           await link(tempPath, finalPath);
           await unlink(tempPath);
+          untrack();
           await syncFolder(path.dirname(finalPath));
         } catch (error) {
           if ((error as NodeJS.ErrnoException).code === "EEXIST") {
             await unlink(tempPath).catch(() => {});
+            untrack();
             throw new ObjectExistsError(key, store.location);
           }
           throw store.translate(error, key);
@@ -118,6 +133,7 @@ export class LocalFolderStore implements ObjectStore {
         handle = undefined;
         if (file) await (await file.catch(() => undefined))?.close().catch(() => {});
         await unlink(tempPath).catch(() => {});
+        untrack();
       },
     };
   }
@@ -134,6 +150,27 @@ export class LocalFolderStore implements ObjectStore {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw this.translate(error, key);
     }
+  }
+
+  /**
+   * Once per store: removes temporary files that no running writer owns, i.e. those of a process of
+   * this host that is gone (killed mid-write), and any older than a day (another host's, or unnamed).
+   */
+  private sweepTemporaryFiles(): Promise<void> {
+    this.swept ??= (async () => {
+      const folder = path.join(this.root, TEMP_FOLDER);
+      const names = await readdir(folder).catch(() => [] as string[]);
+      const host = os.hostname();
+      for (const name of names) {
+        const match = TEMP_NAME.exec(name);
+        const file = path.join(folder, name);
+        let abandoned: boolean;
+        if (match && match[1] === host) abandoned = Number(match[2]) !== process.pid && !processAlive(Number(match[2]));
+        else abandoned = Date.now() - ((await stat(file).catch(() => undefined))?.mtimeMs ?? Date.now()) > FOREIGN_TEMP_AFTER_MS;
+        if (abandoned) await unlink(file).catch(() => {});
+      }
+    })();
+    return this.swept;
   }
 
   private async *walk(folder: string, prefix: string): AsyncIterable<ObjectInfo> {
