@@ -96,7 +96,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bulwark: unknown command "${name}"; run \`bulwark --help\` for the list\n`);
     return 2;
   }
-  handleSignals(name);
+  // The agents stop on SIGTERM in their own way (the step in flight is committed, see runtime/jobs).
+  if (name !== "agent") handleSignals(name);
   try {
     let parsed;
     try {
