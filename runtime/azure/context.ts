@@ -6,6 +6,7 @@
 import type { TokenCredential } from "@azure/identity";
 import type { ComputeManagementClient } from "@azure/arm-compute";
 import type { SqlManagementClient } from "@azure/arm-sql";
+import { abortScopePolicy } from "./abort-scope.ts";
 
 export interface AzureContext {
   credential: TokenCredential;
@@ -16,7 +17,11 @@ export interface AzureContext {
   keyVaultOptions: { disableChallengeResourceVerification?: boolean };
 }
 
-const ARM_RETRY = { retryOptions: { maxRetries: 6, retryDelayInMs: 500, maxRetryDelayInMs: 30_000 } };
+const ARM_RETRY = {
+  retryOptions: { maxRetries: 6, retryDelayInMs: 500, maxRetryDelayInMs: 30_000 },
+  // Requests abort with the job step that makes them (see abort-scope.ts).
+  additionalPolicies: [{ policy: abortScopePolicy, position: "perCall" as const }],
+};
 
 export async function azureContext(env: NodeJS.ProcessEnv = process.env): Promise<AzureContext> {
   const { DefaultAzureCredential } = await import("@azure/identity");

@@ -14,6 +14,7 @@
  * first, each committed, and the job ends failed. Finishing (report, item state, lock release) is
  * idempotent and repeated by whoever sees a finished job's message again.
  */
+import { withAbortScope } from "../azure/abort-scope.ts";
 import { describeError } from "../errors.ts";
 import type { Clock } from "./clock.ts";
 import type { ItemLocks } from "./item-locks.ts";
@@ -285,7 +286,8 @@ export class JobRunner {
         stepController.abort(new StepTimeoutError(state, timeoutMs));
       }, timeoutMs);
       try {
-        return { value: await body(), timedOut };
+        // Azure requests made anywhere inside the step abort with its signal (azure/abort-scope.ts).
+        return { value: await withAbortScope(stepController.signal, body), timedOut };
       } catch (error) {
         return { error: timedOut && !stop.signal.aborted ? new StepTimeoutError(state, timeoutMs) : error, timedOut };
       } finally {

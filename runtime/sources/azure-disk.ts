@@ -13,6 +13,7 @@
  */
 import type { Disk, Snapshot } from "@azure/arm-compute";
 import { PageBlobClient, AnonymousCredential, newPipeline } from "@azure/storage-blob";
+import { abortScopeFactory, outsideAbortScope } from "../azure/abort-scope.ts";
 import { BulwarkError, SourceError, ServiceError, UsageError, describeError } from "../errors.ts";
 import type { ByteRange, BlockSource } from "../engine/backup-blocks.ts";
 import { backupDisk } from "../engine/backup.ts";
@@ -131,18 +132,22 @@ export async function grantRead(ctx: AzureContext, snapshotId: string): Promise<
   try {
     access = await compute.snapshots.beginGrantAccessAndWait(ref.resourceGroup, ref.name, { access: "Read", durationInSeconds: SAS_SECONDS });
   } catch (error) {
-    await compute.snapshots.beginRevokeAccessAndWait(ref.resourceGroup, ref.name).catch(() => {});
+    // Revoked even when the step was stopped (its requests abort): no SAS is left open.
+    await outsideAbortScope(() => compute.snapshots.beginRevokeAccessAndWait(ref.resourceGroup, ref.name)).catch(() => {});
     throw armFailure(`getting read access to snapshot ${snapshotId}`, error);
   }
   if (!access.accessSAS) throw new ServiceError(`Azure granted access to ${snapshotId} but returned no SAS URL`);
   return {
     sasUrl: access.accessSAS,
-    release: () => compute.snapshots.beginRevokeAccessAndWait(ref.resourceGroup, ref.name).then(() => {}),
+    release: () => outsideAbortScope(() => compute.snapshots.beginRevokeAccessAndWait(ref.resourceGroup, ref.name)).then(() => {}),
   };
 }
 
 function pageBlob(sasUrl: string): PageBlobClient {
-  return new PageBlobClient(sasUrl, newPipeline(new AnonymousCredential(), { retryOptions: { maxTries: 6, retryDelayInMs: 500, maxRetryDelayInMs: 30_000 } }));
+  const pipeline = newPipeline(new AnonymousCredential(), { retryOptions: { maxTries: 6, retryDelayInMs: 500, maxRetryDelayInMs: 30_000 } });
+  // Reads abort with the job step that makes them (see azure/abort-scope.ts).
+  pipeline.factories.unshift(abortScopeFactory);
+  return new PageBlobClient(sasUrl, pipeline);
 }
 
 /** The snapshot's SAS stopped working (revoked with endGetAccess, or expired) while we read it. */
