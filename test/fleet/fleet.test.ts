@@ -103,7 +103,7 @@ retention:
 `,
   );
   policies = `${explicit},${tagged}`;
-}, 60_000);
+}, 180_000);
 
 afterAll(async () => {
   await world?.stop();
@@ -145,7 +145,9 @@ function pointsOfJob(manifests: PointManifest[], jobId: string): PointManifest[]
   return manifests.filter((p) => p.details?.job === jobId);
 }
 
-describe("a fleet in two regions, with the real agents", () => {
+// Each step waits on the workers' own events (their summaries, log lines); the limit only bounds a
+// hang. Quiet, a tick takes 30-60 s; with the machine's cores busy elsewhere it took over 120 s.
+describe("a fleet in two regions, with the real agents", { timeout: 360_000 }, () => {
   it("first tick: every protected item gets exactly one point, in its own region, restorable, with nothing left behind", async () => {
     capture();
     const result = await tick();

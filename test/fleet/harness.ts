@@ -24,7 +24,7 @@ import { openStore } from "../../runtime/store/open.ts";
 import type { DiskRecord } from "../emulator/arm/compute.ts";
 import { type AzureEmulatorOptions, type RunningAzureEmulator, startAzureEmulator } from "../emulator/server.ts";
 import { pattern } from "../support/bytes.ts";
-import { trackFolder } from "../support/cleanup.ts";
+import { trackChild, trackFolder } from "../support/cleanup.ts";
 import { PASSPHRASE, runCli, runJson, startCli, type CliResult } from "../support/cli.ts";
 
 export const KiB = 1024;
@@ -120,8 +120,16 @@ export async function startFleetWorld(options: AzureEmulatorOptions = {}): Promi
   return world;
 }
 
+/** Worker processes started through watchProcess that have not exited yet. */
+const liveWorkers = new Set<ChildProcess>();
+
 /** A process that logs JSON lines (a worker): its lines, its exit, and waiting for a line. */
 export function watchProcess(child: ChildProcess): WorkerProcess {
+  trackChild(child); // killed after the test even when it fails before stopping it
+  if (child.exitCode === null && child.signalCode === null) {
+    liveWorkers.add(child);
+    child.once("exit", () => liveWorkers.delete(child));
+  }
   // With --json the agent prints its summary on stdout and its JSON log lines on stderr; `lines` has both.
   const lines: Record<string, any>[] = [];
   const output: Record<string, any>[] = [];
@@ -272,7 +280,11 @@ export async function expectVaultVerifies(world: FleetWorld): Promise<Record<str
  * disks), no active SAS grant, no running operation, no Bulwark copy database, empty transient containers.
  */
 export async function expectNothingLeaked(world: FleetWorld, goldenFor: string[]): Promise<void> {
+  // No worker process of this test still running (it would still be working on the emulator).
+  expect([...liveWorkers].map((c) => `${c.pid} ${c.spawnargs.slice(1).join(" ")}`)).toEqual([]);
   const inventory = world.emulator.control.inventory();
+  // No long-running operation (snapshot, grant, revoke, copy, export, delete) still in progress.
+  expect(inventory.runningOperations).toBe(0);
   const snapshots = inventory.snapshots.filter((s) => /-bulwark-/i.test(s.id));
   const bySource = new Map<string, number>();
   for (const s of snapshots) bySource.set(s.sourceResourceId.toLowerCase(), (bySource.get(s.sourceResourceId.toLowerCase()) ?? 0) + 1);
