@@ -7,6 +7,7 @@
  */
 import { ComputeManagementClient } from "@azure/arm-compute";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { waitFor } from "../support/wait.ts";
 import {
   KiB, MiB, type AzureWorld, bulwarkSnapshots, expectNothingLeaked, pattern, restoreToFile, startWorld,
   expectCallsAllowedByRole,
@@ -66,22 +67,27 @@ describe("disk backups when Azure misbehaves", () => {
   it("read access revoked midway: the backup fails clearly and releases the new snapshot", async () => {
     const previous = golden();
     const before = await points();
-    // Slow the first reads of the data plane down (503 ServerBusy), so the revocation lands midway.
-    world.emulator.control.throttle({ method: "GET", path: /^\/md-/, times: 2, status: 503, retryAfterSeconds: 1 });
+    // Every read of the data plane answers 503 ServerBusy until the revocation has landed, so the
+    // revocation comes after the backup started reading (its first read was refused) and before it
+    // could read anything, whatever the machine's speed. 503 is retried with exponential delays
+    // (Azure/azure-sdk-for-js, sdk/storage/storage-common StorageRetryPolicy.shouldRetry: 500 and
+    // 503 are retried), which leaves seconds for the revocation below, issued as soon as the first
+    // read is seen.
+    const faults = world.emulator.control.faults;
+    const throttledBefore = faults.throttled;
+    world.emulator.control.throttle({ method: "GET", path: /^\/md-/, times: 1_000, status: 503, retryAfterSeconds: 1 });
     let finished = false;
     const child = world.cli(["backup", diskId, "--vault", vault]).finally(() => (finished = true));
-    let revoked = "";
-    while (!revoked && !finished) {
-      const grant = world.emulator.control.inventory().activeSasGrants.find((g) => g.resourceId !== previous && /-bulwark-/.test(g.resourceId));
-      if (grant) {
-        const name = grant.resourceId.split("/").at(-1)!;
-        await compute.snapshots.beginRevokeAccessAndWait(world.group, name);
-        revoked = grant.resourceId;
-      } else {
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    }
-    expect(revoked).not.toBe("");
+    await waitFor("the backup's first read of the new snapshot", () => finished || faults.throttled > throttledBefore, 60_000, 5);
+    expect(finished, "the backup ended before reading").toBe(false);
+    const grant = world.emulator.control.inventory().activeSasGrants.find((g) => g.resourceId !== previous && /-bulwark-/.test(g.resourceId));
+    expect(grant, "the new snapshot's read grant").toBeDefined();
+    // Snapshots_RevokeAccess (POST .../endGetAccess) is a long-running operation; once it has
+    // completed, access has ended (https://learn.microsoft.com/dotnet/api/azure.resourcemanager.compute.snapshotresource.revokeaccess).
+    // Only then do reads stop being refused, so the next one meets the revocation.
+    await compute.snapshots.beginRevokeAccessAndWait(world.group, grant!.resourceId.split("/").at(-1)!);
+    world.emulator.control.clearFaults();
+    const revoked = grant!.resourceId;
     const result = await child;
     expect(result.stderr).toMatch(/read access to the snapshot expired or was revoked/);
     expect(result.code).toBe(8);
