@@ -2,8 +2,21 @@
  * Restores into Azure: a disk point to a new managed disk (an upload disk written through a
  * short-lived write SAS, then access revoked) or to a new page blob; never over an existing
  * resource. A failure deletes what the restore created, so nothing half-written is left behind.
+ *
+ * Every disk a restore creates carries the restore's id in the tag `bulwark-restore-job` (a worker's
+ * restore uses its job id, so a retried or resumed job finds what its earlier runs made). A disk is
+ * removed only after reading it back and finding that tag; a disk without it is someone else's and
+ * is never written, reused or deleted. A resumed restore reuses a disk of its own whose upload was
+ * finished (its access revoked: state Unattached) and removes and redoes one left half-written
+ * (ReadyToUpload or ActiveUpload). Disk states as Azure defines them (KnownDiskState in
+ * Azure/azure-sdk-for-js sdk/compute/arm-compute, and Microsoft.Compute's DiskState in
+ * Azure/azure-rest-api-specs): ReadyToUpload "ready to be created by upload by requesting a write
+ * token", ActiveUpload "created for upload and a write token has been issued", Unattached "not being
+ * used and can be attached to a VM".
  */
+import { randomUUID } from "node:crypto";
 import { PageBlobClient, AnonymousCredential, newPipeline } from "@azure/storage-blob";
+import type { ComputeManagementClient, Disk } from "@azure/arm-compute";
 import { UsageError, ServiceError } from "../errors.ts";
 import type { CodecPool } from "../engine/codec-pool.ts";
 import type { PointManifest } from "../engine/point.ts";
@@ -12,7 +25,7 @@ import type { Vault } from "../engine/vault.ts";
 import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
 import { parseResourceId, sameType } from "../azure/resource-id.ts";
-import { armFailure, azureFailure, statusOf, refuseExisting } from "./azure-disk.ts";
+import { armFailure, azureFailure, statusOf } from "./azure-disk.ts";
 import { fixedVhdFooter, VHD_FOOTER_BYTES } from "./vhd.ts";
 
 requiresAction("Microsoft.Compute/disks/read", "disk restore: refuse an existing disk");
@@ -49,7 +62,38 @@ export interface DiskRestoreOptions {
   sku?: string;
   zones?: string[];
   tags?: Record<string, string>;
+  /**
+   * The restore's id, tagged on what it creates (`bulwark-restore-job`): only a disk with it is
+   * reused or removed. A worker passes its job id; without one a restore gets a fresh id.
+   */
+  restoreId?: string;
   onProgress?: (n: number) => void;
+}
+
+/** The tag that names the restore (a worker's: its job id) that created a disk or a VM. */
+export const RESTORE_TAG = "bulwark-restore-job";
+
+/** The disk, or undefined when there is none. */
+export async function findDisk(compute: ComputeManagementClient, resourceGroup: string, name: string, id: string): Promise<Disk | undefined> {
+  try {
+    return await compute.disks.get(resourceGroup, name);
+  } catch (error) {
+    if (statusOf(error) === 404) return undefined;
+    throw armFailure(`checking ${id}`, error);
+  }
+}
+
+/**
+ * Removes the disk if, read back now, it carries this restore's tag; leaves anything else alone.
+ * True when it removed one.
+ */
+export async function removeOwnDisk(compute: ComputeManagementClient, diskId: string, restoreId: string): Promise<boolean> {
+  const ref = parseResourceId(diskId);
+  const disk = await findDisk(compute, ref.resourceGroup, ref.name, diskId);
+  if (!disk || disk.tags?.[RESTORE_TAG] !== restoreId) return false;
+  if (disk.diskState === "ActiveUpload" || disk.diskState === "ActiveSAS") await compute.disks.beginRevokeAccessAndWait(ref.resourceGroup, ref.name).catch(() => {});
+  await compute.disks.beginDeleteAndWait(ref.resourceGroup, ref.name);
+  return true;
 }
 
 /** A disk point into a new managed disk; returns the new disk's id. */
@@ -65,11 +109,20 @@ export async function restoreToManagedDisk(
   const target = parseResourceId(targetDiskId);
   if (!sameType(target, "Microsoft.Compute/disks")) throw new UsageError(`${targetDiskId} is not a managed disk id`);
   const compute = await ctx.compute(target.subscriptionId);
-  await refuseExisting(() => compute.disks.get(target.resourceGroup, target.name), "disk", targetDiskId);
+  const restoreId = options.restoreId ?? options.tags?.[RESTORE_TAG] ?? randomUUID();
+  const existing = await findDisk(compute, target.resourceGroup, target.name, targetDiskId);
+  if (existing) {
+    if (existing.tags?.[RESTORE_TAG] !== restoreId) {
+      throw new UsageError(`the disk ${targetDiskId} already exists; restores never overwrite: choose a new disk name`);
+    }
+    // This restore's own disk, from an earlier run: finished (uploaded and revoked) is reused,
+    // half-written is removed and written again.
+    if (existing.diskState === "Unattached" && existing.tags?.["bulwark-restored-from"] === point.id) return targetDiskId;
+    await removeOwnDisk(compute, targetDiskId, restoreId);
+  }
   const details = point.details ?? {};
   const location = options.location ?? (details.location as string | undefined) ?? (point.source.location as string | undefined);
   if (!location) throw new UsageError("give the new disk's region: --location REGION");
-  let created = false;
   let writing = false;
   try {
     await compute.disks.beginCreateOrUpdateAndWait(target.resourceGroup, target.name, {
@@ -79,9 +132,8 @@ export async function restoreToManagedDisk(
       osType: details.osType as never,
       hyperVGeneration: details.hyperVGeneration as never,
       creationData: { createOption: "Upload", uploadSizeBytes: point.size + VHD_FOOTER_BYTES },
-      tags: { "bulwark-restored-from": point.id, ...options.tags },
+      tags: { ...options.tags, "bulwark-restored-from": point.id, [RESTORE_TAG]: restoreId },
     });
-    created = true;
     const access = await compute.disks.beginGrantAccessAndWait(target.resourceGroup, target.name, { access: "Write", durationInSeconds: SAS_SECONDS });
     if (!access.accessSAS) throw new ServiceError(`Azure granted write access to ${targetDiskId} but returned no SAS URL`);
     writing = true;
@@ -93,7 +145,8 @@ export async function restoreToManagedDisk(
     return targetDiskId;
   } catch (error) {
     if (writing) await compute.disks.beginRevokeAccessAndWait(target.resourceGroup, target.name).catch(() => {});
-    if (created) await compute.disks.beginDeleteAndWait(target.resourceGroup, target.name).catch(() => {});
+    // Only a disk that carries this restore's tag (read back, not assumed) is removed.
+    await removeOwnDisk(compute, targetDiskId, restoreId).catch(() => {});
     throw azureFailure(`restoring point ${point.id} to ${targetDiskId}`, error);
   }
 }

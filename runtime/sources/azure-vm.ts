@@ -25,7 +25,9 @@ import {
   type DiskBackupOutcome,
   refuseExisting,
 } from "./azure-disk.ts";
-import { restoreToManagedDisk } from "./azure-restore.ts";
+import { randomUUID } from "node:crypto";
+import type { ComputeManagementClient } from "@azure/arm-compute";
+import { removeOwnDisk, restoreToManagedDisk, RESTORE_TAG } from "./azure-restore.ts";
 import os from "node:os";
 
 requiresAction("Microsoft.Compute/virtualMachines/read", "vm backup: read the VM's configuration");
@@ -156,6 +158,17 @@ export async function backupVirtualMachine(
 /**
  * A VM point as a new VM named by targetVmId (its resource group is where everything is created).
  * The original's network interfaces are in use, so the alternate VM needs its own: `nicIds`.
+ *
+ * What the restore creates (the disks `<vm>-osdisk`, `<vm>-datadisk-lun<N>`, then the VM) carries
+ * its id in the tag `bulwark-restore-job` (a worker's restore: its job id, so names and tags derive
+ * from the job). Nothing without that tag is ever written, reused or deleted: a VM or disk of that
+ * name that is someone else's fails the restore (UsageError) and stays as it was. A restore run
+ * again with the same id resumes: its finished disks are reused, half-written ones redone, and its
+ * VM, if already provisioned, is the result. The VM is created create-only (If-None-Match: *, see
+ * VirtualMachinesCreateOrUpdateOptionalParams.ifNoneMatch in Azure/azure-sdk-for-js
+ * sdk/compute/arm-compute: "Set to '*' to allow a new record set to be created, but to prevent
+ * updating an existing record set"), and checked just before, so a VM that appeared meanwhile under
+ * that name is never updated. A failure removes exactly what carries this restore's tag.
  */
 export async function restoreVirtualMachine(
   ctx: AzureContext,
@@ -163,7 +176,7 @@ export async function restoreVirtualMachine(
   pool: CodecPool,
   point: PointManifest,
   targetVmId: string,
-  options: { nicIds: string[]; location?: string; onProgress?: (n: number) => void },
+  options: { nicIds: string[]; location?: string; restoreId?: string; onProgress?: (n: number) => void },
 ): Promise<{ vmId: string; diskIds: string[] }> {
   if (point.kind !== "vm") throw new UsageError(`point ${point.id} is a ${point.kind} point, not a VM point`);
   const target = parseResourceId(targetVmId);
@@ -176,44 +189,76 @@ export async function restoreVirtualMachine(
     throw new UsageError("that network interface belongs to the original VM; give the alternate VM a new one");
   }
   const compute = await ctx.compute(target.subscriptionId);
-  await refuseExisting(() => compute.virtualMachines.get(target.resourceGroup, target.name), "VM", targetVmId);
+  const restoreId = options.restoreId ?? randomUUID();
   const location = options.location ?? configuration.location;
-  const created: string[] = [];
+  const plan = (point.members ?? []).map((member) => {
+    const record = configuration.disks.find((d) => d.diskId.toLowerCase() === String(member.diskId).toLowerCase());
+    if (!record) throw new ServiceError(`VM point ${point.id} names disk ${member.diskId} that its configuration does not`);
+    const name = record.role === "os" ? `${target.name}-osdisk` : `${target.name}-datadisk-lun${record.lun}`;
+    return { member, record, id: diskId(target.subscriptionId, target.resourceGroup, name) };
+  });
+
+  const existing = await findVm(compute, target.resourceGroup, target.name, targetVmId);
+  if (existing) {
+    if (existing.tags?.[RESTORE_TAG] !== restoreId) throw new UsageError(`the VM ${targetVmId} already exists; restores never overwrite: choose a new VM name`);
+    // This restore's own VM from an earlier run: done if provisioned, otherwise removed and made again.
+    if (existing.provisioningState === "Succeeded") return { vmId: targetVmId, diskIds: plan.map((p) => p.id) };
+    await removeOwnVm(compute, targetVmId, restoreId);
+  }
   try {
-    const attached: { record: VmDiskRecord; id: string }[] = [];
-    for (const member of point.members ?? []) {
-      const record = configuration.disks.find((d) => d.diskId.toLowerCase() === String(member.diskId).toLowerCase());
-      if (!record) throw new ServiceError(`VM point ${point.id} names disk ${member.diskId} that its configuration does not`);
+    for (const { member, id } of plan) {
       const diskPoint = await vault.readPoint(member.point);
-      const name = record.role === "os" ? `${target.name}-osdisk` : `${target.name}-datadisk-lun${record.lun}`;
-      const newDisk = diskId(target.subscriptionId, target.resourceGroup, name);
-      await restoreToManagedDisk(ctx, vault, pool, diskPoint, newDisk, { location, zones: configuration.zones, onProgress: options.onProgress });
-      created.push(newDisk);
-      attached.push({ record, id: newDisk });
+      await restoreToManagedDisk(ctx, vault, pool, diskPoint, id, { location, zones: configuration.zones, restoreId, onProgress: options.onProgress });
     }
-    const os = attached.find((a) => a.record.role === "os");
+    const os = plan.find((p) => p.record.role === "os");
     if (!os) throw new ServiceError(`VM point ${point.id} has no OS disk`);
-    await compute.virtualMachines.beginCreateOrUpdateAndWait(target.resourceGroup, target.name, {
-      location,
-      zones: configuration.zones,
-      tags: { ...configuration.tags, "bulwark-restored-from": point.id },
-      hardwareProfile: { vmSize: configuration.vmSize as never },
-      storageProfile: {
-        osDisk: { createOption: "Attach", osType: configuration.osType as never, caching: os.record.caching as never, managedDisk: { id: os.id } },
-        dataDisks: attached
-          .filter((a) => a.record.role === "data")
-          .map((a) => ({ lun: a.record.lun!, createOption: "Attach", caching: a.record.caching as never, managedDisk: { id: a.id } })),
-      },
-      networkProfile: { networkInterfaces: options.nicIds.map((id, i) => ({ id, primary: i === 0 })) },
-    });
-    return { vmId: targetVmId, diskIds: created };
-  } catch (error) {
-    // Nothing half-made stays: a failed VM is removed with the disks made for it.
-    await compute.virtualMachines.beginDeleteAndWait(target.resourceGroup, target.name).catch(() => {});
-    for (const id of created) {
-      const ref = parseResourceId(id);
-      await compute.disks.beginDeleteAndWait(ref.resourceGroup, ref.name).catch(() => {});
+    // A VM may have appeared under the name while the disks were written: never update it.
+    const appeared = await findVm(compute, target.resourceGroup, target.name, targetVmId);
+    if (appeared && appeared.tags?.[RESTORE_TAG] !== restoreId) {
+      throw new UsageError(`the VM ${targetVmId} was created by someone else while its disks were restored; restores never overwrite: choose a new VM name`);
     }
+    await compute.virtualMachines.beginCreateOrUpdateAndWait(
+      target.resourceGroup,
+      target.name,
+      {
+        location,
+        zones: configuration.zones,
+        tags: { ...configuration.tags, "bulwark-restored-from": point.id, [RESTORE_TAG]: restoreId },
+        hardwareProfile: { vmSize: configuration.vmSize as never },
+        storageProfile: {
+          osDisk: { createOption: "Attach", osType: configuration.osType as never, caching: os.record.caching as never, managedDisk: { id: os.id } },
+          dataDisks: plan
+            .filter((p) => p.record.role === "data")
+            .map((p) => ({ lun: p.record.lun!, createOption: "Attach", caching: p.record.caching as never, managedDisk: { id: p.id } })),
+        },
+        networkProfile: { networkInterfaces: options.nicIds.map((id, i) => ({ id, primary: i === 0 })) },
+      },
+      { ifNoneMatch: "*" },
+    );
+    return { vmId: targetVmId, diskIds: plan.map((p) => p.id) };
+  } catch (error) {
+    // Nothing half-made stays, and nothing that is not this restore's goes: the VM and each disk are
+    // read back and removed only if they carry this restore's tag.
+    await removeOwnVm(compute, targetVmId, restoreId).catch(() => {});
+    for (const { id } of plan) await removeOwnDisk(compute, id, restoreId).catch(() => {});
     throw azureFailure(`restoring VM point ${point.id} as ${targetVmId}`, error);
   }
+}
+
+async function findVm(compute: ComputeManagementClient, resourceGroup: string, name: string, id: string): Promise<VirtualMachine | undefined> {
+  try {
+    return await compute.virtualMachines.get(resourceGroup, name);
+  } catch (error) {
+    if (statusOf(error) === 404) return undefined;
+    throw armFailure(`checking ${id}`, error);
+  }
+}
+
+/** Removes the VM if, read back now, it carries this restore's tag. True when it removed one. */
+export async function removeOwnVm(compute: ComputeManagementClient, vmId: string, restoreId: string): Promise<boolean> {
+  const ref = parseResourceId(vmId);
+  const vm = await findVm(compute, ref.resourceGroup, ref.name, vmId);
+  if (!vm || vm.tags?.[RESTORE_TAG] !== restoreId) return false;
+  await compute.virtualMachines.beginDeleteAndWait(ref.resourceGroup, ref.name);
+  return true;
 }

@@ -1,15 +1,16 @@
 /**
  * The restore machine: an on-demand job (submitted with `bulwark restore ... --queue`, or by the
  * service) that restores a point to a new Azure resource in the item's region. Restores never
- * overwrite: the target must not exist, except for what an interrupted run of this same job left
- * behind (tagged with its job id), which is removed before the restore runs again.
+ * overwrite: the target must not exist, except for what an earlier run of this same job made
+ * (tagged `bulwark-restore-job` with its job id): a finished disk or VM of its own is reused (the
+ * restore resumes), a half-written one is removed and made again. Anything without the job's tag
+ * (a disk or VM someone else made under that name) fails the job and is left untouched.
  */
 import { UsageError } from "../errors.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
 import type { JobData, MachineDefinition } from "../jobs/machine.ts";
 import { PermanentJobError } from "../jobs/machine.ts";
 import { parseResourceId, sameType } from "../azure/resource-id.ts";
-import { statusOf } from "../sources/azure-disk.ts";
 import { restoreToManagedDisk } from "../sources/azure-restore.ts";
 import { restoreSqlDatabase } from "../sources/azure-sql.ts";
 import { restoreVirtualMachine } from "../sources/azure-vm.ts";
@@ -47,15 +48,14 @@ export function restoreMachine(env: WorkloadEnvironment): MachineDefinition<Rest
           const vault = await env.openVault(data.vault);
           const point = await vault.resolvePoint(data.pointId);
           const target = parseResourceId(data.target);
-          await removeOwnLeftover(env, data.target, ctx.jobId);
           const pool = new CodecPool(vault.master);
           try {
             if (sameType(target, "Microsoft.Compute/disks")) {
-              await restoreToManagedDisk(env.azure, vault, pool, point, data.target, { location: data.location, tags: { "bulwark-restore-job": ctx.jobId } });
+              await restoreToManagedDisk(env.azure, vault, pool, point, data.target, { location: data.location, restoreId: ctx.jobId });
               return { done: true, data: { ...data, restored: [data.target] } };
             }
             if (sameType(target, "Microsoft.Compute/virtualMachines")) {
-              const result = await restoreVirtualMachine(env.azure, vault, pool, point, data.target, { nicIds: data.nicIds, location: data.location });
+              const result = await restoreVirtualMachine(env.azure, vault, pool, point, data.target, { nicIds: data.nicIds, location: data.location, restoreId: ctx.jobId });
               return { done: true, data: { ...data, restored: [result.vmId, ...result.diskIds] } };
             }
             if (sameType(target, "Microsoft.Sql/servers/databases")) {
@@ -70,18 +70,4 @@ export function restoreMachine(env: WorkloadEnvironment): MachineDefinition<Rest
       },
     },
   };
-}
-
-/** A managed disk this job created in a run that died is deleted, so the step can run again. */
-async function removeOwnLeftover(env: WorkloadEnvironment, targetId: string, jobId: string): Promise<void> {
-  const target = parseResourceId(targetId);
-  if (!sameType(target, "Microsoft.Compute/disks")) return;
-  const compute = await env.azure.compute(target.subscriptionId);
-  const disk = await compute.disks.get(target.resourceGroup, target.name).catch((error) => {
-    if (statusOf(error) === 404) return undefined;
-    throw error;
-  });
-  if (disk?.tags?.["bulwark-restore-job"] !== jobId) return;
-  await compute.disks.beginRevokeAccessAndWait(target.resourceGroup, target.name).catch(() => {});
-  await compute.disks.beginDeleteAndWait(target.resourceGroup, target.name);
 }

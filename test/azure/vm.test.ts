@@ -4,7 +4,22 @@
  * (OS disk, data disks at their LUNs with their caching) and each disk's bytes as at backup time.
  * Restores never overwrite, and a VM that fails midway leaves nothing behind.
  */
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { azureContext } from "../../runtime/azure/context.ts";
+import { CodecPool } from "../../runtime/engine/codec-pool.ts";
+import { Vault } from "../../runtime/engine/vault.ts";
+import type { StepContext } from "../../runtime/jobs/machine.ts";
+import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
+import { restoreVirtualMachine } from "../../runtime/sources/azure-vm.ts";
+import { LocalFolderStore } from "../../runtime/store/local.ts";
+import { workloadEnvironment } from "../../runtime/workloads/environment.ts";
+import { restoreMachine } from "../../runtime/workloads/restore-machine.ts";
+import { PASSPHRASE } from "../support/cli.ts";
+import { trackChild } from "../support/cleanup.ts";
 import {
   KiB, MiB, type AzureWorld, bulwarkSnapshots, diskIdIn, expectNothingLeaked, nicIdIn, pattern, restoreToFile, startWorld, vmIdIn,
   expectCallsAllowedByRole,
@@ -139,6 +154,157 @@ describe("VM backups and alternate-VM restores", () => {
     expect(vmRecord(target)).toBeUndefined();
     expect(world.emulator.control.inventory().disks.map((d) => d.id).sort()).toEqual(disksBefore);
     await expectNothingLeaked(world, diskIds);
+  });
+
+  describe("restores delete only what they made, and resume (issue 8, item 11)", () => {
+    const saved: Record<string, string | undefined> = {};
+    const here = path.dirname(fileURLToPath(import.meta.url));
+    beforeAll(() => {
+      // In-process Azure calls take the emulator's identity from this process's environment, as the agents do.
+      for (const name of ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST"]) {
+        saved[name] = process.env[name];
+        process.env[name] = world.env[name];
+      }
+    });
+    afterAll(() => {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    });
+    const openVault = () => Vault.open(new LocalFolderStore(vault), new PassphraseProvider(PASSPHRASE));
+    const diskRecord = (id: string) => world.emulator.compute.disks.get(id.toLowerCase()) ?? [...world.emulator.compute.disks.values()].find((d) => d.id.toLowerCase() === id.toLowerCase());
+    const diskIdsNow = () => world.emulator.control.inventory().disks.map((d) => d.id).sort();
+    /** A VM that someone else made (not a restore): its own OS disk, NIC and tags. */
+    const someonesVm = (name: string) => {
+      const os = world.emulator.compute.createDisk(RESTORE_GROUP, `${name}-own-os`, 1 * MiB, { osType: "Linux" });
+      const { vm } = world.emulator.compute.createVirtualMachine(RESTORE_GROUP, name, {
+        location: world.location,
+        tags: { owner: "someone else" },
+        properties: {
+          hardwareProfile: { vmSize: "Standard_B1s" },
+          storageProfile: { osDisk: { osType: "Linux", createOption: "Attach", managedDisk: { id: os.id } } },
+          networkProfile: { networkInterfaces: [{ id: nicIdIn(world, RESTORE_GROUP, `${name}-own-nic`), properties: { primary: true } }] },
+        },
+      });
+      vm.provisioningState = "Succeeded";
+      return vm;
+    };
+
+    it("a VM restore that fails after creating its disks removes exactly those and leaves a same-named pre-existing VM alone", async () => {
+      const target = vmIdIn(world, RESTORE_GROUP, "app-vm-raced");
+      const before = diskIdsNow();
+      const opened = await openVault();
+      const point = await opened.readPoint(firstPoint);
+      const pool = new CodecPool(opened.master, { threads: 1 });
+      let theirs: ReturnType<typeof someonesVm> | undefined;
+      let theirsBefore = "";
+      try {
+        const attempt = restoreVirtualMachine(await azureContext(world.env), opened, pool, point, target, {
+          nicIds: [nicIdIn(world, RESTORE_GROUP, "app-vm-raced-nic")],
+          onProgress() {
+            // While the restore writes its disks, someone creates a VM of the target's name.
+            if (theirs) return;
+            theirs = someonesVm("app-vm-raced");
+            theirsBefore = JSON.stringify(world.emulator.compute.vmJson(theirs));
+          },
+        });
+        await expect(attempt).rejects.toThrow(/the VM .*app-vm-raced was created by someone else while its disks were restored; restores never overwrite/);
+      } finally {
+        await pool.close();
+      }
+      // Their VM is as they made it; every disk this restore made is gone, theirs stays.
+      expect(theirs).toBeDefined();
+      expect(JSON.stringify(world.emulator.compute.vmJson(vmRecord(target)!))).toBe(theirsBefore);
+      expect(diskIdsNow()).toEqual([...before, diskIdIn(world, RESTORE_GROUP, "app-vm-raced-own-os")].sort());
+      await expectNothingLeaked(world, diskIds);
+    });
+
+    it("a worker's restore onto an existing disk it did not create is refused and leaves that disk untouched", async () => {
+      const opened = await openVault();
+      const vmPoint = await opened.readPoint(firstPoint);
+      const logsPoint = vmPoint.members!.find((m) => m.lun === 2)!.point;
+      // Someone's disk at the disk target, and someone's disk where a VM restore puts its OS disk.
+      const occupied = world.emulator.compute.createDisk(RESTORE_GROUP, "occupied-disk", 4 * MiB);
+      world.emulator.control.writeDisk(occupied.id, 0, pattern(777, 64 * KiB));
+      occupied.tags = { owner: "someone else" };
+      const occupiedOs = world.emulator.compute.createDisk(RESTORE_GROUP, "vm-occupied-osdisk", 8 * MiB, { osType: "Linux" });
+      world.emulator.control.writeDisk(occupiedOs.id, 0, pattern(778, 64 * KiB));
+      const snapshot = (id: string) => ({ image: world.emulator.control.readImage(id), json: JSON.stringify(diskRecord(id)!.tags), state: diskRecord(id)!.diskState });
+      const beforeDisk = snapshot(occupied.id);
+      const beforeOs = snapshot(occupiedOs.id);
+      const before = diskIdsNow();
+
+      const env = await workloadEnvironment({ ...world.env, BULWARK_PASSPHRASE: PASSPHRASE });
+      const machine = restoreMachine(env);
+      const ctx = (jobId: string) => ({ jobId, job: { jobId, runs: 1 }, signal: new AbortController().signal, clock: { now: () => Date.now() }, log: () => {} }) as unknown as StepContext;
+      const onto = (target: string, pointId: string, nic: string[] = []) => machine.states.restore!.step(ctx(`9999999999999-${Math.random().toString(16).slice(2, 10)}`), machine.start({ vault, pointId, target, nicIds: nic }));
+
+      const disk = onto(occupied.id, logsPoint);
+      await expect(disk).rejects.toThrow(/the disk .*occupied-disk already exists; restores never overwrite/);
+      expect(machine.retryable!(await disk.catch((e) => e))).toBe(false); // the job fails at once, no retries
+      const vm = onto(vmIdIn(world, RESTORE_GROUP, "vm-occupied"), firstPoint, [nicIdIn(world, RESTORE_GROUP, "vm-occupied-nic")]);
+      await expect(vm).rejects.toThrow(/the disk .*vm-occupied-osdisk already exists; restores never overwrite/);
+
+      expect(snapshot(occupied.id)).toEqual(beforeDisk);
+      expect(snapshot(occupiedOs.id)).toEqual(beforeOs);
+      expect(diskIdsNow()).toEqual(before);
+      expect(vmRecord(vmIdIn(world, RESTORE_GROUP, "vm-occupied"))).toBeUndefined();
+      await expectNothingLeaked(world, diskIds);
+    });
+
+    it("a VM restore killed midway resumes with the same restore id and produces the right bytes", async () => {
+      const target = vmIdIn(world, RESTORE_GROUP, "app-vm-resumed");
+      const restoreId = `9999999999999-${Math.random().toString(16).slice(2, 14)}`;
+      const childEnv = {
+        ...process.env, ...world.env, BULWARK_PASSPHRASE: PASSPHRASE, BULWARK_TEST_VAULT: vault, BULWARK_TEST_POINT: firstPoint,
+        BULWARK_TEST_TARGET: target, BULWARK_TEST_NIC: nicIdIn(world, RESTORE_GROUP, "app-vm-resumed-nic"), BULWARK_TEST_RESTORE_ID: restoreId,
+      };
+      const run = (extra: Record<string, string>) => {
+        const child = spawn(process.execPath, [path.join(here, "vm-restore-child.ts")], { env: { ...childEnv, ...extra }, stdio: ["ignore", "pipe", "pipe"] });
+        trackChild(child);
+        let stderr = "";
+        child.stderr!.on("data", (d) => (stderr += d));
+        const events: Record<string, any>[] = [];
+        const waitFor = (event: string) =>
+          new Promise<Record<string, any>>((resolve, reject) => {
+            createInterface({ input: child.stdout! }).on("line", (line) => {
+              const parsed = JSON.parse(line);
+              events.push(parsed);
+              if (parsed.event === event) resolve(parsed);
+            });
+            child.once("exit", (code) => reject(new Error(`the restore exited (${code}) before ${event}: ${stderr}`)));
+          });
+        return { child, waitFor, exited: new Promise((resolve) => child.once("exit", resolve)) };
+      };
+
+      // The first run stops inside the second disk (LUN 2), as a killed worker would, and is killed.
+      const first = run({ BULWARK_TEST_PAUSE_AT_DISK: "1" });
+      await first.waitFor("test.paused");
+      first.child.kill("SIGKILL");
+      await first.exited;
+      const osId = diskIdIn(world, RESTORE_GROUP, "app-vm-resumed-osdisk");
+      const logsId = diskIdIn(world, RESTORE_GROUP, "app-vm-resumed-datadisk-lun2");
+      expect(diskRecord(osId)).toMatchObject({ diskState: "Unattached", tags: expect.objectContaining({ "bulwark-restore-job": restoreId }) });
+      expect(diskRecord(logsId)).toMatchObject({ diskState: "ActiveUpload", tags: expect.objectContaining({ "bulwark-restore-job": restoreId }) });
+      expect(vmRecord(target)).toBeUndefined();
+      const osUniqueId = diskRecord(osId)!.uniqueId;
+      const logsUniqueId = diskRecord(logsId)!.uniqueId;
+
+      // The same restore again: the finished OS disk is reused, the half-written one made again.
+      const second = run({});
+      const done = await second.waitFor("test.done");
+      await second.exited;
+      expect(done.vmId).toBe(target);
+      const copy = vmRecord(target)!;
+      expect(copy).toMatchObject({ provisioningState: "Succeeded", tags: expect.objectContaining({ "bulwark-restore-job": restoreId }) });
+      expect(diskRecord(osId)!.uniqueId).toBe(osUniqueId);
+      expect(diskRecord(logsId)!.uniqueId).not.toBe(logsUniqueId);
+      const newDisks = [copy.properties.storageProfile.osDisk.managedDisk.id, ...copy.properties.storageProfile.dataDisks.map((d: { managedDisk: { id: string } }) => d.managedDisk.id)];
+      expect(newDisks.map((id: string) => id.toLowerCase())).toEqual([osId, logsId, diskIdIn(world, RESTORE_GROUP, "app-vm-resumed-datadisk-lun5")].map((id) => id.toLowerCase()));
+      for (const [i, id] of newDisks.entries()) expect(world.emulator.control.readImage(id).equals(firstImages[i]!), `disk ${i}`).toBe(true);
+      await expectNothingLeaked(world, diskIds);
+    });
   });
 
   it("a snapshot of one disk failing midway fails the VM backup and releases the other disks' new snapshots", async () => {
