@@ -22,6 +22,7 @@ import type { Vault } from "../engine/vault.ts";
 import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
 import { parseResourceId, sameType, type ResourceId } from "../azure/resource-id.ts";
+import { throwIfInterrupted } from "../interruption.ts";
 
 const DISK_READ = requiresAction("Microsoft.Compute/disks/read", "disk backup: read the disk");
 const SNAPSHOT_WRITE = requiresAction("Microsoft.Compute/snapshots/write", "disk backup: create the incremental snapshot");
@@ -126,6 +127,8 @@ async function snapshotExists(ctx: AzureContext, snapshotId: string): Promise<Sn
 
 /** Step 2: read access; the returned release() revokes it (always call it). */
 export async function grantRead(ctx: AzureContext, snapshotId: string): Promise<{ sasUrl: string; release(): Promise<void> }> {
+  // Ctrl-C: no new grant (the caller's cleanup deletes the snapshot and revokes what was granted).
+  throwIfInterrupted();
   const ref = parseResourceId(snapshotId);
   const compute = await ctx.compute(ref.subscriptionId);
   let access;
@@ -165,6 +168,7 @@ export async function pageRanges(sasUrl: string, size: number, previousSasUrl?: 
     const windowEnd = Math.min(size, window + DIFF_WINDOW);
     let from = window;
     while (from < windowEnd) {
+      throwIfInterrupted();
       const response = await (previousSasUrl
         ? client.getPageRangesDiffForManagedDisks(from, windowEnd - from, previousSasUrl)
         : client.getPageRanges(from, windowEnd - from)
@@ -199,10 +203,14 @@ export function sasBlockSource(sasUrl: string, size: number): BlockSource & { by
     size,
     bytesFetched: 0,
     async read(offset: number, length: number): Promise<Buffer> {
+      throwIfInterrupted();
       if (active >= PARALLEL_READS) await new Promise<void>((resolve) => queue.push(resolve));
       active++;
       try {
+        throwIfInterrupted();
         const buffer = await client.downloadToBuffer(offset, length, { blockSize: READ_BYTES, concurrency: 4 });
+        // A read that outlived the signal is not used: the backup stops before committing anything more.
+        throwIfInterrupted();
         source.bytesFetched += buffer.length;
         return buffer;
       } catch (error) {

@@ -1,0 +1,61 @@
+/**
+ * Ctrl-C during an Azure VM backup (issue 8, item 15), with the real CLI against the emulator: the
+ * backup revokes every read grant it took and deletes the snapshots it made, so each disk keeps
+ * exactly its golden snapshot from the backup before, and the command exits 130 with one line. The
+ * moment is chosen from the emulator's request log: the managed-disk reads are throttled (503 with
+ * Retry-After, as storage throttles) and the signal is sent once the first throttled read is logged.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { finished, startCli } from "../support/cli.ts";
+import { waitFor } from "../cli/vaults.ts";
+import { bulwarkSnapshots, expectNothingLeaked, startWorld, type AzureWorld } from "./harness.ts";
+
+describe("interrupted Azure VM backup", () => {
+  let world: AzureWorld;
+  let vault: string;
+
+  beforeAll(async () => {
+    world = await startWorld();
+    vault = await world.newVault("interrupt");
+  });
+
+  afterAll(async () => {
+    await world?.stop();
+  });
+
+  test("SIGINT during a VM backup leaves no new snapshot and no open SAS, and exits 130 with one line", async () => {
+    const disks = [world.sample.osDiskId, world.sample.dataDiskId];
+    const first = await world.cli(["backup", world.sample.vmId, "--vault", vault, "--json"]);
+    expect(first.code, first.stderr).toBe(0);
+    const golden = bulwarkSnapshots(world).map((s) => s.id).sort();
+    expect(golden).toHaveLength(2);
+
+    const from = world.emulator.requestLog.length;
+    const diskRead = /^\/md-[^/]+\/[^/]+\/[^/]+$/;
+    world.emulator.control.throttle({ method: "GET", path: diskRead, times: 4, status: 503, retryAfterSeconds: 2 });
+    const child = startCli(["backup", world.sample.vmId, "--vault", vault], world.env);
+    const done = finished(child);
+    try {
+      await waitFor(
+        "a throttled read of a snapshot",
+        async () => world.emulator.requestLog.slice(from).some((r) => r.status === 503 && diskRead.test(r.path)),
+        60_000,
+        5,
+      );
+      child.kill("SIGINT");
+      const result = await done;
+      expect(result.code, result.stderr).toBe(130);
+      const lines = result.stderr.trimEnd().split("\n");
+      expect(lines, result.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(/^bulwark backup: interrupted by SIGINT/);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      world.emulator.control.clearFaults();
+    }
+    // Only the golden snapshots of the first backup remain, and no grant is open.
+    expect(bulwarkSnapshots(world).map((s) => s.id).sort()).toEqual(golden);
+    await expectNothingLeaked(world, disks);
+    const points = await world.json<unknown[]>(["points", "--vault", vault]);
+    expect(points).toHaveLength(3); // the first backup's VM point and its two disk points
+  });
+});
