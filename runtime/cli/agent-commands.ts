@@ -24,6 +24,7 @@ import { VaultLock } from "../engine/locks.ts";
 import { pruneVault } from "../engine/prune.ts";
 import { Vault } from "../engine/vault.ts";
 import { pointsBeyondRetention } from "../engine/retention-points.ts";
+import { forgetPoint } from "../engine/chain.ts";
 import { openStore } from "../store/open.ts";
 
 type Values = Record<string, unknown>;
@@ -149,18 +150,18 @@ export async function agentPrune(values: Values): Promise<Record<string, unknown
       const points = await vault.listPoints();
       const removed = new Set<string>();
       for (const policy of vaultPolicies) {
-        const own = points.filter((p) => p.tags.policy === policy.name);
-        for (const id of pointsBeyondRetention(own, policy.retention).remove) removed.add(id);
+        // Membership is judged over every point: a VM point of one policy keeps its disk points from another's rule.
+        for (const id of pointsBeyondRetention(points, policy.retention, (p) => p.tags.policy === policy.name).remove) removed.add(id);
       }
       const held: string[] = [];
       for (const id of removed) {
-        await store.delete(`points/${id}`).catch((error) => held.push(`${id}: ${describeError(error).split("\n")[0]}`));
+        await forgetPoint(vault, id, "agent prune: policy retention").catch((error) => held.push(`${id}: ${describeError(error).split("\n")[0]}`));
       }
       const doomed = [...removed];
       const fresh = await Vault.open(store, provider);
       const pool = new CodecPool(fresh.master);
       try {
-        const report = await pruneVault(fresh, pool);
+        const report = await pruneVault(fresh, pool, { lock });
         results.push({ vault: location, removedPoints: doomed.length - held.length, held, prune: report });
       } finally {
         await pool.close();

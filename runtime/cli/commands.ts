@@ -17,6 +17,7 @@ import { backupAzureResource, restoreToAzure, isAzureTarget } from "./azure-comm
 import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
 import { ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
 import { pointsBeyondRetention } from "../engine/retention-points.ts";
+import { describeMissing, forgetPoint, missingPoints } from "../engine/chain.ts";
 import { inspectLocalSource, localTargetKind, openBlockSource, openFileTarget, openStreamSource, type LocalKind } from "../sources/local.ts";
 import { chooseLatestSource, sameSource } from "./restore-source.ts";
 import { removeDeadLocksOfThisHost } from "./leftovers.ts";
@@ -200,13 +201,16 @@ export const commands: Record<string, Command> = {
         onDamaged: (id, error) => damaged.push(`${id}: ${describeError(error)}`),
       });
       for (const line of damaged) process.stderr.write(`bulwark points: point ${line}\n`);
+      // A point deleted outside retention (its chain marker or a later point still names it).
+      const missing = await missingPoints(vault, points, (problem) => damaged.push(problem));
+      for (const m of missing) process.stderr.write(`bulwark points: ${describeMissing(m)}\n`);
       const rows = points.map(pointSummary);
       const text = rows
         .map((p) => `${p.id.slice(0, 12)}  ${p.time}  ${p.kind.padEnd(4)}  ${formatBytes(p.size).padStart(10)}  ${p.source}${Object.keys(p.tags).length ? `  ${Object.entries(p.tags).map(([k, v]) => `${k}=${v}`).join(",")}` : ""}`)
         .join("\n");
       print(values, rows, rows.length ? text : "no recovery points yet");
-      // The intact points are listed; the damaged ones are named on stderr, and the exit code says so.
-      return damaged.length > 0 ? 5 : 0;
+      // The intact points are listed; the damaged and missing ones are named on stderr, and the exit code says so.
+      return damaged.length > 0 || missing.length > 0 ? 5 : 0;
     },
   },
 
@@ -310,7 +314,7 @@ export const commands: Record<string, Command> = {
       const dryRun = values["dry-run"] === true;
       const provider = await keyProvider(values);
       const store = (await openStore(vaultOf(values))).store;
-      const lock = values.prune && !dryRun ? await VaultLock.acquire(store, "exclusive", "forget --prune") : undefined;
+      const lock = values.prune ? await VaultLock.acquire(store, dryRun ? "shared" : "exclusive", "forget --prune") : undefined;
       try {
         const vault = await Vault.open(store, provider);
         const points = await vault.listPoints();
@@ -322,14 +326,14 @@ export const commands: Record<string, Command> = {
         const held: string[] = [];
         if (!dryRun) {
           for (const p of remove) {
-            await vault.store.delete(`points/${p.id}`).catch((error) => held.push(`${p.id.slice(0, 12)}: ${describeError(error).split("\n")[0]}`));
+            await forgetPoint(vault, p.id, "bulwark forget").catch((error) => held.push(`${p.id.slice(0, 12)}: ${describeError(error).split("\n")[0]}`));
           }
         }
         let pruned: PruneReport | undefined;
-        if (values.prune) {
+        if (lock) {
           const pool = new CodecPool(vault.master);
           try {
-            pruned = await pruneVault(vault, pool, { dryRun });
+            pruned = await pruneVault(vault, pool, { dryRun, lock });
           } finally {
             await pool.close();
           }
@@ -358,7 +362,7 @@ export const commands: Record<string, Command> = {
         const vault = await Vault.open(store, provider);
         const pool = new CodecPool(vault.master);
         try {
-          const report = await pruneVault(vault, pool, { dryRun });
+          const report = await pruneVault(vault, pool, { dryRun, lock });
           print(values, report, `${dryRun ? "would delete" : "deleted"} ${report.packsDeleted + report.unindexedPacksDeleted} packs, repacked ${report.packsRepacked}, ${formatBytes(report.bytesFreed)} ${dryRun ? "to free" : "freed"}${report.kept.length ? `\nkept for now:\n  ${report.kept.join("\n  ")}` : ""}`);
         } finally {
           await pool.close();

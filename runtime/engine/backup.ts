@@ -1,6 +1,6 @@
 /**
  * One backup, end to end: lock the vault (shared), write chunks and packs, commit index objects,
- * and only then write the point manifest. Whatever fails before the manifest leaves the vault as
+ * and only then, still under the lock, commit the point manifest (commit.ts proves its data first). Whatever fails before the manifest leaves the vault as
  * it was, plus unreferenced packs that prune removes.
  */
 import os from "node:os";
@@ -9,6 +9,7 @@ import type { Readable } from "node:stream";
 import { backupBlocks, type BlockSource, type ByteRange } from "./backup-blocks.ts";
 import { backupStream } from "./backup-stream.ts";
 import { CodecPool } from "./codec-pool.ts";
+import { commitPoint } from "./commit.ts";
 import { VaultLock } from "./locks.ts";
 import type { BlockLayout, PointManifest } from "./point.ts";
 import { newPointId, type Vault } from "./vault.ts";
@@ -29,36 +30,45 @@ export interface BackupOptions {
 }
 
 /**
- * Runs body with a writer under a shared vault lock and commits what it wrote. With a packStore,
- * packs go there instead (staging) and no index object is written: see stage.ts.
+ * Runs body with a writer under a shared vault lock, finishes what it wrote, then runs `then`
+ * (which commits the point) while the lock is still held. With a packStore, packs go there instead
+ * (staging) and no index object is written: see stage.ts. With `lock`, the caller's lock is used
+ * (a job holds one from staging to commit) and left held.
  */
 export async function withWriter<T>(
   vault: Vault,
-  options: BackupOptions & { packStore?: ObjectStore },
+  options: BackupOptions & { packStore?: ObjectStore; lock?: VaultLock },
   body: (writer: VaultWriter) => Promise<T>,
+  then?: (result: T, writer: VaultWriter, lock: VaultLock) => Promise<void>,
 ): Promise<{ result: T; writer: VaultWriter }> {
-  const lock = await VaultLock.acquire(vault.store, "shared", "backup");
+  const ownLock = options.lock === undefined;
+  const lock = options.lock ?? (await VaultLock.acquire(vault.store, "shared", "backup"));
   // The index was loaded before the lock: a prune that ran in between deleted index objects (and
   // packs) it names, and deduplicating against it would make a point reference deleted chunks.
   const present = new Set<string>();
   for await (const info of vault.store.list("index/")) present.add(info.key);
   const vanished = vault.indexObjects.filter((name) => !present.has(name));
   if (vanished.length > 0) {
-    await lock.release().catch(() => {});
+    if (ownLock) await lock.release().catch(() => {});
     throw new VaultBusyError(`the vault at ${vault.store.location} was pruned while this backup was starting; run the backup again`);
   }
   const pool = new CodecPool(vault.master, { threads: options.threads, zstdLevel: vault.config.zstdLevel });
   const writer = new VaultWriter(vault, pool, options.packStore ? { packStore: options.packStore, writeIndex: false } : {});
   try {
-    const result = await body(writer);
-    await writer.finish();
-    return { result, writer };
-  } catch (error) {
-    await writer.abort();
-    throw error;
+    let finished = false;
+    try {
+      const result = await body(writer);
+      await writer.finish();
+      finished = true;
+      await then?.(result, writer, lock);
+      return { result, writer };
+    } catch (error) {
+      if (!finished) await writer.abort();
+      throw error;
+    }
   } finally {
     await pool.close();
-    await lock.release().catch(() => {});
+    if (ownLock) await lock.release().catch(() => {});
   }
 }
 
@@ -102,19 +112,17 @@ export async function backupDisk(
   const started = Date.now();
   const base =
     options.base?.content?.layout === "blocks" ? { content: options.base.content as BlockLayout, size: options.base.size } : undefined;
-  const { result, writer } = await withWriter(vault, options, (writer) =>
-    backupBlocks(vault, writer, source, { base, changed: options.changed, onProgress: options.onProgress, readAhead: options.readAhead }),
+  let manifest: PointManifest | undefined;
+  await withWriter(
+    vault,
+    options,
+    (writer) => backupBlocks(vault, writer, source, { base, changed: options.changed, onProgress: options.onProgress, readAhead: options.readAhead }),
+    async (result, writer, lock) => {
+      manifest = manifestOf({ ...description, parent: description.parent ?? options.base?.id }, source.size, result.content, result.bytesRead, writer, started);
+      await commitPoint(vault, manifest, lock);
+    },
   );
-  const manifest = manifestOf(
-    { ...description, parent: description.parent ?? options.base?.id },
-    source.size,
-    result.content,
-    result.bytesRead,
-    writer,
-    started,
-  );
-  await vault.writePoint(manifest);
-  return manifest;
+  return manifest!;
 }
 
 /** A file or any byte stream, through content-defined chunking. */
@@ -125,10 +133,15 @@ export async function backupFileStream(
   options: BackupOptions = {},
 ): Promise<PointManifest> {
   const started = Date.now();
-  const { result, writer } = await withWriter(vault, options, (writer) =>
-    backupStream(vault, writer, input, { onProgress: options.onProgress }),
+  let manifest: PointManifest | undefined;
+  await withWriter(
+    vault,
+    options,
+    (writer) => backupStream(vault, writer, input, { onProgress: options.onProgress }),
+    async (result, writer, lock) => {
+      manifest = manifestOf(description, result.bytesRead, result.content, result.bytesRead, writer, started);
+      await commitPoint(vault, manifest, lock);
+    },
   );
-  const manifest = manifestOf(description, result.bytesRead, result.content, result.bytesRead, writer, started);
-  await vault.writePoint(manifest);
-  return manifest;
+  return manifest!;
 }

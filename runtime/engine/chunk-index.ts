@@ -76,6 +76,18 @@ export class ChunkIndex {
     if (slot >= 0 && this.packNo[slot] === PENDING) this.removeSlot(slot);
   }
 
+  /** Forgets every chunk located in these packs (packs found missing: their chunks must be stored again). */
+  dropPacks(packIds: ReadonlySet<string>): number {
+    const numbers = new Set([...packIds].map((p) => this.packNumbers.get(p)).filter((n): n is number => n !== undefined));
+    if (numbers.size === 0) return 0;
+    const doomed: Uint8Array[] = [];
+    for (let slot = 0; slot < this.capacity; slot++) {
+      if (numbers.has(this.packNo[slot])) doomed.push(this.ids.slice(slot * ID_BYTES, (slot + 1) * ID_BYTES));
+    }
+    for (const id of doomed) this.removeSlot(this.slotOf(id));
+    return doomed.length;
+  }
+
   *entries(): Iterable<[Buffer, ChunkLocation]> {
     for (let slot = 0; slot < this.capacity; slot++) {
       const pack = this.packNo[slot];

@@ -94,12 +94,18 @@ export async function readKeyObjects(store: ObjectStore): Promise<{ keys: KeyObj
   return { keys: keys.sort((a, b) => a.created.localeCompare(b.created)), damaged: damaged.sort() };
 }
 
-/** Tries every key object of the provider's kind; the first that opens wins. */
+/**
+ * Tries every key object of the provider's kind. One that opens must also hold master keys that
+ * `belong` to the vault (the config's master key check): a key object planted by someone without
+ * the vault's keys (wrapping needs only a Key Vault key's public half) opens with the customer's
+ * key but holds keys of its own, and is refused, never used, whatever order the store lists it in.
+ */
 export async function unlockMasterKeys(
   store: ObjectStore,
   provider: KeyEncryptionKeyProvider,
   digest: string,
-): Promise<{ master: MasterKeys; keyObject: KeyObject }> {
+  belongs: (master: MasterKeys) => boolean,
+): Promise<{ master: MasterKeys; keyObject: KeyObject; foreign: string[] }> {
   const { keys, damaged } = await readKeyObjects(store);
   // A damaged key object must not pass for a wrong key: say so when no intact key opens.
   const damagedError = () =>
@@ -114,6 +120,7 @@ export async function unlockMasterKeys(
       `the vault at ${store.location} has no ${provider.kind} key; open it with one of its keys (see \`bulwark key list\`)`,
     );
   }
+  const foreign: string[] = [];
   for (const keyObject of candidates) {
     let kek: Buffer;
     try {
@@ -128,16 +135,31 @@ export async function unlockMasterKeys(
     } catch {
       continue;
     }
-    const parsed = JSON.parse(plaintext.toString("utf8")) as { dataKey: string; idKey: string; configDigest: string };
+    let parsed: { dataKey: string; idKey: string; configDigest: string };
+    try {
+      parsed = JSON.parse(plaintext.toString("utf8"));
+    } catch {
+      foreign.push(`keys/${keyObject.id}`);
+      continue;
+    }
+    const master = { dataKey: Buffer.from(String(parsed.dataKey), "base64"), idKey: Buffer.from(String(parsed.idKey), "base64") };
+    if (master.dataKey.length !== 32 || master.idKey.length !== 32 || !belongs(master)) {
+      foreign.push(`keys/${keyObject.id}`);
+      continue;
+    }
     if (parsed.configDigest !== digest) {
       throw new IntegrityError(
         `the vault's config object at ${store.location} was modified after the vault was created; do not trust this vault until it is checked`,
       );
     }
-    return {
-      master: { dataKey: Buffer.from(parsed.dataKey, "base64"), idKey: Buffer.from(parsed.idKey, "base64") },
-      keyObject,
-    };
+    return { master, keyObject, foreign };
+  }
+  if (foreign.length > 0) {
+    throw new IntegrityError(
+      `key object ${foreign.join(", ")} of the vault at ${store.location} opens with the given key but holds master keys that are not this vault's ` +
+        "(they fail the config's master key check): it was written by someone who does not have the vault's keys. It is refused; " +
+        "open the vault with another of its keys, and investigate who wrote it before removing it",
+    );
   }
   if (damaged.length > 0) throw damagedError();
   throw new WrongKeyError(

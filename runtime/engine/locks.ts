@@ -4,16 +4,27 @@
  * looks at the others, so two racing sides both see each other and neither proceeds wrongly. Lock
  * objects are refreshed while held (a new object, then the old one deleted) and count as stale
  * once not refreshed for STALE_AFTER, so a killed process does not block the vault forever.
+ *
+ * Locks fail closed:
+ * - a lock object whose body cannot be read or parsed counts as held, and as exclusive;
+ * - staleness is judged on the store's clock (the lastModified of the lock object just written),
+ *   never on this host's clock, so a host whose clock is ahead cannot declare live locks stale;
+ * - a holder that has not confirmed its lock for longer than TRUST_FOR (a refresh failed, the
+ *   process was paused) may have been judged stale by others; before acting on what the lock
+ *   protects it calls assertHeld(), which takes the lock afresh (or fails) and says it lapsed, so a
+ *   writer re-proves its data and a prune gives up.
  */
 import os from "node:os";
-import { VaultBusyError } from "../errors.ts";
+import { describeError, ObjectNotFoundError, VaultBusyError } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { randomHex } from "./crypto.ts";
 
 export const STALE_AFTER_MS = 30 * 60 * 1000;
 const REFRESH_EVERY_MS = 5 * 60 * 1000;
+/** Well inside STALE_AFTER: a holder unconfirmed for longer re-validates before it acts. */
+export const TRUST_FOR_MS = STALE_AFTER_MS - 3 * REFRESH_EVERY_MS;
 
-interface LockBody {
+export interface LockBody {
   kind: "shared" | "exclusive";
   host: string;
   pid: number;
@@ -21,69 +32,181 @@ interface LockBody {
   operation: string;
 }
 
+/** Time as a lock sees it: a monotonic clock for how long since it was confirmed (tests move it). */
+export interface LockClock {
+  monotonic(): number;
+}
+
+const realClock: LockClock = { monotonic: () => performance.now() };
+
+/** Locks this process holds, so a signal handler can release them before the process exits. */
+const held = new Set<VaultLock>();
+export function heldLocks(): VaultLock[] {
+  return [...held];
+}
+
 export class VaultLock {
   private key: string;
   private readonly store: ObjectStore;
   private readonly body: LockBody;
+  private readonly clock: LockClock;
   private timer: NodeJS.Timeout | undefined;
+  /** Monotonic time at which the newest lock object was about to be written. */
+  private confirmedAt: number;
+  /** The store's time when the newest lock object was written (its lastModified). */
+  private confirmedStoreTime: number;
+  private refreshFailure: unknown;
+  private released = false;
 
-  private constructor(store: ObjectStore, key: string, body: LockBody) {
+  private constructor(store: ObjectStore, key: string, body: LockBody, clock: LockClock, confirmedAt: number, storeTime: number) {
     this.store = store;
     this.key = key;
     this.body = body;
+    this.clock = clock;
+    this.confirmedAt = confirmedAt;
+    this.confirmedStoreTime = storeTime;
   }
 
-  static async acquire(store: ObjectStore, kind: "shared" | "exclusive", operation: string): Promise<VaultLock> {
+  get kind(): LockBody["kind"] {
+    return this.body.kind;
+  }
+
+  static async acquire(
+    store: ObjectStore,
+    kind: "shared" | "exclusive",
+    operation: string,
+    options: { clock?: LockClock } = {},
+  ): Promise<VaultLock> {
+    const clock = options.clock ?? realClock;
     const body: LockBody = { kind, host: os.hostname(), pid: process.pid, created: new Date().toISOString(), operation };
-    const key = await writeLock(store, body);
-    const lock = new VaultLock(store, key, body);
-    const conflicts = (await liveLocks(store)).filter(
-      (other) => other.key !== key && (kind === "exclusive" || other.body.kind === "exclusive"),
-    );
-    if (conflicts.length > 0) {
-      await store.delete(key);
-      const other = conflicts[0].body;
-      throw new VaultBusyError(
-        `the vault at ${store.location} is in use by \`${other.operation}\` on ${other.host} (pid ${other.pid}, since ${other.created}); ` +
-          `try again when it has finished. A lock left by a killed process expires ${STALE_AFTER_MS / 60000} minutes after its last refresh.`,
-      );
-    }
-    lock.timer = setInterval(() => void lock.refresh().catch(() => {}), REFRESH_EVERY_MS);
+    const { key, confirmedAt, storeTime } = await takeLock(store, body, clock);
+    const lock = new VaultLock(store, key, body, clock, confirmedAt, storeTime);
+    lock.timer = setInterval(() => void lock.refresh().catch((error) => (lock.refreshFailure ??= error)), REFRESH_EVERY_MS);
     lock.timer.unref();
+    held.add(lock);
     return lock;
   }
 
+  /** The store's clock now, as well as this holder knows it (for ages of objects in the store). */
+  storeNow(): number {
+    return this.confirmedStoreTime + (this.clock.monotonic() - this.confirmedAt);
+  }
+
   async refresh(): Promise<void> {
+    if (this.released) return;
+    const confirmedAt = this.clock.monotonic();
     const fresh = await writeLock(this.store, { ...this.body, created: new Date().toISOString() });
     const old = this.key;
-    this.key = fresh;
+    this.key = fresh.key;
+    this.confirmedAt = confirmedAt;
+    this.confirmedStoreTime = fresh.storeTime;
+    this.refreshFailure = undefined;
     await this.store.delete(old);
+  }
+
+  /**
+   * Proves the lock is still held before the holder acts on what it protects (writes a point,
+   * deletes packs). If it may have lapsed (not confirmed for TRUST_FOR, a refresh failed, or its
+   * object is gone), it is taken afresh, as at acquire (VaultBusyError if another side holds the
+   * vault now), and the answer is lapsed: true, meaning others may have acted meanwhile.
+   */
+  async assertHeld(): Promise<{ lapsed: boolean }> {
+    if (this.released) throw new Error("the vault lock was already released");
+    const unconfirmedFor = this.clock.monotonic() - this.confirmedAt;
+    const present = unconfirmedFor <= TRUST_FOR_MS && this.refreshFailure === undefined && (await this.store.stat(this.key)) !== undefined;
+    if (present) return { lapsed: false };
+    const old = this.key;
+    const { key, confirmedAt, storeTime } = await takeLock(this.store, { ...this.body, created: new Date().toISOString() }, this.clock).catch(
+      (error: unknown) => {
+        throw error instanceof VaultBusyError
+          ? new VaultBusyError(
+              `this ${this.body.operation}'s lock on the vault at ${this.store.location} lapsed (not confirmed for ${Math.round(unconfirmedFor / 60000)} minutes` +
+                `${this.refreshFailure ? `; refreshing it failed: ${describeError(this.refreshFailure)}` : ""}) and another operation holds the vault now; run it again`,
+            )
+          : error;
+      },
+    );
+    this.key = key;
+    this.confirmedAt = confirmedAt;
+    this.confirmedStoreTime = storeTime;
+    this.refreshFailure = undefined;
+    await this.store.delete(old).catch(() => {});
+    return { lapsed: true };
   }
 
   async release(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.released = true;
+    held.delete(this);
     await this.store.delete(this.key);
   }
 }
 
-async function writeLock(store: ObjectStore, body: LockBody): Promise<string> {
-  const key = `locks/${randomHex(16)}`;
-  await store.create(key, Buffer.from(JSON.stringify(body)));
-  return key;
+/** Writes a lock object and looks at the others; gives up (deleting its own) if one conflicts. */
+async function takeLock(store: ObjectStore, body: LockBody, clock: LockClock): Promise<{ key: string; confirmedAt: number; storeTime: number }> {
+  const confirmedAt = clock.monotonic();
+  const { key, storeTime } = await writeLock(store, body);
+  let conflicts: { key: string; body: LockBody | undefined }[];
+  try {
+    conflicts = (await liveLocks(store, storeTime)).filter(
+      (other) => other.key !== key && (body.kind === "exclusive" || other.body?.kind !== "shared"),
+    );
+  } catch (error) {
+    await store.delete(key).catch(() => {});
+    throw error;
+  }
+  if (conflicts.length > 0) {
+    await store.delete(key).catch(() => {});
+    const other = conflicts[0];
+    const who = other.body
+      ? `\`${other.body.operation}\` on ${other.body.host} (pid ${other.body.pid}, since ${other.body.created})`
+      : `an operation whose lock object ${other.key} cannot be read (counted as held)`;
+    throw new VaultBusyError(
+      `the vault at ${store.location} is in use by ${who}; try again when it has finished. ` +
+        `A lock left by a killed process expires ${STALE_AFTER_MS / 60000} minutes after its last refresh; ` +
+        "if you are sure nothing uses the vault, `bulwark unlock --vault ...` removes every lock.",
+    );
+  }
+  return { key, confirmedAt, storeTime };
 }
 
-export async function liveLocks(store: ObjectStore, now = Date.now()): Promise<{ key: string; body: LockBody }[]> {
-  const locks: { key: string; body: LockBody }[] = [];
+async function writeLock(store: ObjectStore, body: LockBody): Promise<{ key: string; storeTime: number }> {
+  const key = `locks/${randomHex(16)}`;
+  await store.create(key, Buffer.from(JSON.stringify(body)));
+  const info = await store.stat(key);
+  if (!info) throw new VaultBusyError(`the lock object ${key} just written to ${store.location} is not there; try again`);
+  return { key, storeTime: info.lastModified.getTime() };
+}
+
+/**
+ * The locks that are not stale at `storeNow` (a time on the store's clock). A body that cannot be
+ * read or parsed is returned without one: the caller counts it as held by an exclusive holder.
+ */
+export async function liveLocks(store: ObjectStore, storeNow: number): Promise<{ key: string; body: LockBody | undefined }[]> {
+  const locks: { key: string; body: LockBody | undefined }[] = [];
   for await (const info of store.list("locks/")) {
-    if (now - info.lastModified.getTime() > STALE_AFTER_MS) continue;
+    if (storeNow - info.lastModified.getTime() > STALE_AFTER_MS) continue;
+    let body: LockBody | undefined;
     try {
-      locks.push({ key: info.key, body: JSON.parse((await store.get(info.key)).toString("utf8")) as LockBody });
-    } catch {
-      // released while we looked
+      body = parseLockBody((await store.get(info.key)).toString("utf8"));
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError) continue; // released while we looked
+      body = undefined;
     }
+    locks.push({ key: info.key, body });
   }
   return locks;
+}
+
+function parseLockBody(text: string): LockBody | undefined {
+  try {
+    const body = JSON.parse(text) as Partial<LockBody>;
+    if ((body?.kind !== "shared" && body?.kind !== "exclusive") || typeof body.operation !== "string") return undefined;
+    return { kind: body.kind, host: String(body.host), pid: Number(body.pid), created: String(body.created), operation: body.operation };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Removes every lock object (for `bulwark unlock`, after making sure nothing runs). */

@@ -47,6 +47,23 @@ export interface PointManifest {
   /** Workload-specific facts (a VM's configuration, a database's settings...). */
   details?: Record<string, unknown>;
   stats: PointStats;
+  /**
+   * The point's place among the points of its source (see sourceIdentity): its sequence number and
+   * the source's point before it. Set by the vault at commit (Vault.commitPoint), so a point deleted
+   * outside retention shows as a gap (see chain.ts).
+   */
+  chain?: { sequence: number; previous?: string };
+}
+
+/**
+ * What makes two points points of one source: ARM resource ids compare case-insensitively (Azure
+ * treats them so), local paths exactly as they are and only on the same host (`Case.img` and
+ * `case.img` are two files on Linux; /data on two machines are two sources).
+ */
+export function sourceIdentity(point: { kind: string; source: { path: string; host?: string } }): string {
+  const path = point.source.path;
+  if (/^\/subscriptions\//i.test(path)) return `${point.kind}:arm:${path.toLowerCase()}`;
+  return `${point.kind}:local:${point.source.host ?? ""}:${path}`;
 }
 
 export const BLOCK_TREE_ENTRY = 32;

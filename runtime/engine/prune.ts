@@ -5,13 +5,13 @@
  * then the packs nothing names any more. Objects still under immutability are left for a later
  * prune, and so are the packs an undeletable index object still names.
  */
-import { describeError } from "../errors.ts";
+import { describeError, VaultBusyError } from "../errors.ts";
 import { CHUNK_TREE } from "./chunk-codec.ts";
 import { ChunkIndex } from "./chunk-index.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId, randomHex } from "./crypto.ts";
 import { decodeIndex, encodeIndex, type IndexedPack } from "./index-file.ts";
-import { STALE_AFTER_MS } from "./locks.ts";
+import { STALE_AFTER_MS, type VaultLock } from "./locks.ts";
 import { packIdOfKey, packKey, type PackEntry } from "./pack.ts";
 import { STREAM_TREE_ENTRY } from "./point.ts";
 import { mapLimit, type Vault } from "./vault.ts";
@@ -28,9 +28,16 @@ export interface PruneReport {
   kept: string[];
 }
 
-export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRun?: boolean; now?: number } = {}): Promise<PruneReport> {
+/**
+ * `lock` is the vault lock the caller holds (exclusive, or shared for a dry run): ages of objects
+ * are judged on the store's clock it knows (never this host's), and before anything is deleted the
+ * lock must still be held; if it lapsed (a backup may have started and committed meanwhile, its
+ * points unseen here), the prune gives up.
+ */
+export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRun?: boolean; lock: VaultLock }): Promise<PruneReport> {
   const report: PruneReport = { packsDeleted: 0, packsRepacked: 0, bytesFreed: 0, unindexedPacksDeleted: 0, kept: [] };
-  const now = options.now ?? Date.now();
+  const now = options.lock.storeNow();
+  if (!options.dryRun && options.lock.kind !== "exclusive") throw new Error("prune needs the vault's exclusive lock");
 
   // What the remaining points reference.
   const referenced = new ChunkIndex();
@@ -84,6 +91,7 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
     return report;
   }
 
+  await stillHeld(options.lock);
   // 1. Copy live chunks out of packs being repacked.
   const writer = new VaultWriter(vault, pool);
   try {
@@ -113,6 +121,7 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
   const name = `index/${randomHex(16)}`;
   await vault.store.create(name, encodeIndex(vault.master.dataKey, name, consolidated));
 
+  await stillHeld(options.lock);
   // 3. Old index objects; a pack that an undeletable one still names must stay.
   const stillNamed = new Set<string>();
   for (const old of [...oldIndexObjects, ...writer.indexObjectsWritten]) {
@@ -124,6 +133,7 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
     }
   }
 
+  await stillHeld(options.lock);
   // 4. Packs nothing names any more.
   await mapLimit([...drop, ...repack, ...unindexed], 8, async (packId) => {
     if (stillNamed.has(packId)) return;
@@ -138,6 +148,14 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
     }
   });
   return report;
+}
+
+async function stillHeld(lock: VaultLock): Promise<void> {
+  if ((await lock.assertHeld()).lapsed) {
+    throw new VaultBusyError(
+      "prune stopped before deleting anything more: its exclusive lock on the vault lapsed (not refreshed in time), so a backup may have run meanwhile; run prune again",
+    );
+  }
 }
 
 function isLive(vault: Vault, referenced: ChunkIndex, packId: string, entry: PackEntry): boolean {

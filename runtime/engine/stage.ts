@@ -10,30 +10,49 @@
 import { IntegrityError } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { copyObject } from "../store/copy.ts";
-import { CHUNK_TREE } from "./chunk-codec.ts";
 import type { CodecPool } from "./codec-pool.ts";
-import { ID_BYTES, isZeroId, labelAssociatedData, open, seal } from "./crypto.ts";
+import { labelAssociatedData, open, seal } from "./crypto.ts";
 import { decodeIndex, encodeIndex, type IndexedPack } from "./index-file.ts";
 import { packKey, readPackHeader } from "./pack.ts";
-import { STREAM_TREE_ENTRY, type PointManifest } from "./point.ts";
+import type { PointManifest } from "./point.ts";
 import { mapLimit, type Vault } from "./vault.ts";
 
 const STAGED_INDEX = "staged/index";
 const STAGED_DRAFTS = "staged/points";
 
-/** Records what a staging step produced: the packs (as an index) and the draft manifests. */
-export async function recordStaged(vault: Vault, staging: ObjectStore, packs: IndexedPack[], drafts: PointManifest[]): Promise<void> {
+/**
+ * Records what a staging step produced: the packs (as an index) and the draft manifests, sealed
+ * with the job's id in their associated data, so objects another job staged (copied here by
+ * someone with write access to transient storage) do not open as this job's.
+ */
+export async function recordStaged(vault: Vault, staging: ObjectStore, jobId: string, packs: IndexedPack[], drafts: PointManifest[]): Promise<void> {
   await staging.delete(STAGED_INDEX);
   await staging.delete(STAGED_DRAFTS);
-  await staging.create(STAGED_INDEX, encodeIndex(vault.master.dataKey, STAGED_INDEX, packs));
+  await staging.create(STAGED_INDEX, encodeIndex(vault.master.dataKey, `${jobId}/${STAGED_INDEX}`, packs));
   const plain = Buffer.from(JSON.stringify(drafts));
-  await staging.create(STAGED_DRAFTS, seal(vault.master.dataKey, plain, labelAssociatedData("drafts", STAGED_DRAFTS)));
+  await staging.create(STAGED_DRAFTS, seal(vault.master.dataKey, plain, labelAssociatedData("drafts", `${jobId}/${STAGED_DRAFTS}`)));
 }
 
-export async function readStaged(vault: Vault, staging: ObjectStore): Promise<{ packs: IndexedPack[]; drafts: PointManifest[] }> {
-  const packs = decodeIndex(vault.master.dataKey, STAGED_INDEX, await staging.get(STAGED_INDEX));
+/**
+ * What the job staged; `expectedPoints` are the point ids the job derives for itself: drafts
+ * naming any other point, or another job, are refused.
+ */
+export async function readStaged(
+  vault: Vault,
+  staging: ObjectStore,
+  jobId: string,
+  expectedPoints?: ReadonlySet<string>,
+): Promise<{ packs: IndexedPack[]; drafts: PointManifest[] }> {
+  const packs = decodeIndex(vault.master.dataKey, `${jobId}/${STAGED_INDEX}`, await staging.get(STAGED_INDEX));
   const sealed = await staging.get(STAGED_DRAFTS);
-  const drafts = JSON.parse(open(vault.master.dataKey, sealed, labelAssociatedData("drafts", STAGED_DRAFTS), "staged drafts").toString("utf8")) as PointManifest[];
+  const drafts = JSON.parse(
+    open(vault.master.dataKey, sealed, labelAssociatedData("drafts", `${jobId}/${STAGED_DRAFTS}`), `the drafts job ${jobId} staged`).toString("utf8"),
+  ) as PointManifest[];
+  for (const draft of drafts) {
+    if ((expectedPoints && !expectedPoints.has(draft.id)) || draft.details?.job !== jobId) {
+      throw new IntegrityError(`the staged drafts of job ${jobId} name point ${draft.id}, which is not this job's; the job will stage again`);
+    }
+  }
   return { packs, drafts };
 }
 
@@ -71,32 +90,6 @@ export async function promoteStaged(vault: Vault, staging: ObjectStore, packs: I
     });
   }
   return { copied };
-}
-
-/**
- * Writes the point manifest once everything it references is in the vault's index (reloaded
- * first). Idempotent: a point already committed under this id is left as it is.
- */
-export async function commitPoint(vault: Vault, manifest: PointManifest): Promise<"committed" | "already"> {
-  if (await vault.store.stat(`points/${manifest.id}`)) return "already";
-  await vault.reloadIndex();
-  const content = manifest.content;
-  if (content) {
-    const entryBytes = content.layout === "blocks" ? ID_BYTES : STREAM_TREE_ENTRY;
-    let missing = 0;
-    for (const nodeHex of new Set(content.tree)) {
-      const node = await vault.readChunk(CHUNK_TREE, Buffer.from(nodeHex, "hex"));
-      for (let at = 0; at < node.length; at += entryBytes) {
-        const id = node.subarray(at, at + ID_BYTES);
-        if (!isZeroId(id) && !vault.index.has(id)) missing++;
-      }
-    }
-    if (missing > 0) {
-      throw new IntegrityError(`point ${manifest.id} would reference ${missing} chunks the vault does not hold (pruned meanwhile?); the backup must run again`);
-    }
-  }
-  await vault.writePoint(manifest);
-  return "committed";
 }
 
 /** Removes everything the job staged. */

@@ -11,7 +11,7 @@
  *   points/<id>         sealed recovery-point manifests, written last
  *   locks/<name>        who is using the vault (see locks.ts)
  */
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { constants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import { BulwarkError, IntegrityError, NotFoundError, ObjectExistsError, ObjectNotFoundError, UsageError } from "../errors.ts";
 import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
@@ -22,11 +22,18 @@ import { labelAssociatedData, open, seal } from "./crypto.ts";
 import { forEachIndexEntry } from "./index-file.ts";
 import { configDigest, newMasterKeys, unlockMasterKeys, writeKeyObject, type KeyObject, type MasterKeys } from "./keyring.ts";
 import { packKey } from "./pack.ts";
-import type { PointManifest } from "./point.ts";
+import { sourceIdentity, type PointManifest } from "./point.ts";
+import { describeMissing, missingPoints } from "./chain.ts";
+
+/**
+ * Version 2 (this one) binds the master keys to the config (masterKeyCheck) and chains each
+ * source's points (chain.ts). Version 1 vaults are refused with a clear message: nothing migrates.
+ */
+export const VAULT_VERSION = 2;
 
 export interface VaultConfig {
   format: "bulwark-vault";
-  version: 1;
+  version: typeof VAULT_VERSION;
   id: string;
   created: string;
   /** Block size of disk images' block maps. */
@@ -36,6 +43,12 @@ export interface VaultConfig {
   /** Packs are closed once they reach this size. */
   packSize: number;
   zstdLevel: number;
+  /**
+   * A keyed fingerprint of the master keys, written once at init. A key object whose keys do not
+   * match it is refused: wrapping needs only the public half of a Key Vault key, so anyone who can
+   * write keys/ could otherwise plant master keys of their own and read every later backup.
+   */
+  masterKeyCheck: string;
 }
 
 export const DEFAULT_CONFIG = {
@@ -50,9 +63,11 @@ export class Vault {
   readonly config: VaultConfig;
   readonly master: MasterKeys;
   readonly keyObject: KeyObject;
-  readonly index = new ChunkIndex();
+  index = new ChunkIndex();
   /** Names of the index objects loaded into `index`. */
   readonly indexObjects: string[] = [];
+  /** Key objects that opened with the given key but hold master keys not this vault's (planted): verify reports them. */
+  foreignKeyObjects: string[] = [];
   private readonly configBytes: Buffer;
 
   private constructor(store: ObjectStore, configBytes: Buffer, config: VaultConfig, master: MasterKeys, keyObject: KeyObject) {
@@ -71,16 +86,18 @@ export class Vault {
     if (await store.stat("config")) {
       throw new UsageError(`a vault already exists at ${store.location}; use it, or choose another location`);
     }
+    const master = newMasterKeys();
+    const id = randomBytes(16).toString("hex");
     const config: VaultConfig = {
       format: "bulwark-vault",
-      version: 1,
-      id: randomBytes(16).toString("hex"),
+      version: VAULT_VERSION,
+      id,
       created: new Date().toISOString(),
       ...DEFAULT_CONFIG,
       ...overrides,
+      masterKeyCheck: masterKeyCheck(master, id),
     };
     const configBytes = Buffer.from(JSON.stringify(config, null, 1));
-    const master = newMasterKeys();
     // The key first, then the config: a vault exists once its config does, and then it can be opened.
     const keyObject = await writeKeyObject(store, provider, master, configDigest(configBytes));
     try {
@@ -118,15 +135,30 @@ export class Vault {
       }
       throw new NotFoundError(`${store.location} does not hold a Bulwark vault`);
     }
-    if (config.version !== 1) {
+    if (config.version !== VAULT_VERSION) {
       // A config this version wrote, then damaged, fails the digest its key objects hold.
-      await unlockMasterKeys(store, provider, configDigest(configBytes)).catch((error: unknown) => {
+      await unlockMasterKeys(store, provider, configDigest(configBytes), () => true).catch((error: unknown) => {
         if (error instanceof IntegrityError) throw error;
       });
+      if (typeof config.version === "number" && config.version < VAULT_VERSION) {
+        throw new UsageError(
+          `the vault at ${store.location} has format version ${config.version}, written by an earlier Bulwark; this Bulwark reads version ${VAULT_VERSION} ` +
+            "(master keys bound to the config, chained points) and does not migrate: restore from it with the Bulwark that wrote it, and make a new vault with `bulwark init`",
+        );
+      }
       throw new UsageError(`the vault at ${store.location} has format version ${config.version}; upgrade Bulwark to open it`);
     }
-    const { master, keyObject } = await unlockMasterKeys(store, provider, configDigest(configBytes));
+    if (typeof config.masterKeyCheck !== "string") {
+      throw new IntegrityError(`the config object of the vault at ${store.location} is damaged (it has no master key check)`);
+    }
+    const { master, keyObject, foreign } = await unlockMasterKeys(
+      store,
+      provider,
+      configDigest(configBytes),
+      (keys) => masterKeyCheck(keys, config.id) === config.masterKeyCheck,
+    );
     const vault = new Vault(store, configBytes, config, master, keyObject);
+    vault.foreignKeyObjects = foreign;
     if (options.loadIndex !== false) await vault.loadIndex();
     return vault;
   }
@@ -139,11 +171,21 @@ export class Vault {
     await this.reloadIndex();
   }
 
-  /** Loads the index objects written since this vault was opened (by other writers, or by promotion). */
+  /**
+   * Loads the index objects written since this vault was opened (by other writers, or by
+   * promotion). If one it loaded is gone (a prune consolidated them), the whole index is loaded
+   * anew, so no chunk stays findable that prune removed.
+   */
   async reloadIndex(): Promise<void> {
+    const present: string[] = [];
+    for await (const info of this.store.list("index/")) present.push(info.key);
+    const presentSet = new Set(present);
+    if (this.indexObjects.some((name) => !presentSet.has(name))) {
+      this.index = new ChunkIndex();
+      this.indexObjects.length = 0;
+    }
     const known = new Set(this.indexObjects);
-    const names: string[] = [];
-    for await (const info of this.store.list("index/")) if (!known.has(info.key)) names.push(info.key);
+    const names = present.filter((name) => !known.has(name));
     await mapLimit(names, 8, async (name) => {
       const sealed = await this.store.get(name);
       forEachIndexEntry(this.master.dataKey, name, sealed, (pack, type, id, offset, length, rawLength) =>
@@ -230,6 +272,17 @@ export class Vault {
       }
       const latest = points.at(-1);
       if (!latest) throw new NotFoundError(`the vault at ${this.store.location} holds no recovery point yet`);
+      // A newer point of the same source that was deleted outside retention: "latest" would silently be an older one.
+      const source = sourceIdentity(latest);
+      const newer = (await missingPoints(this, points)).filter(
+        (m) => m.source && sourceIdentity({ kind: m.source.kind, source: m.source }) === source && (!m.time || m.time > latest.time),
+      );
+      if (newer.length > 0) {
+        throw new IntegrityError(
+          `"latest" of ${latest.source.path} would be point ${latest.id.slice(0, 12)}, but a newer point of it is missing: ${describeMissing(newer.at(-1)!)}. ` +
+            "Run `bulwark verify`; restore a point by its id if you accept an older one",
+        );
+      }
       return latest;
     }
     if (!/^[0-9a-f]{4,64}$/.test(reference)) {
@@ -240,6 +293,11 @@ export class Vault {
     if (matches.length > 1) throw new UsageError(`"${reference}" matches ${matches.length} points; give more characters`);
     return this.readPoint(matches[0]);
   }
+}
+
+/** A keyed fingerprint of the master keys (HMAC under the id key), bound to the vault's id. */
+export function masterKeyCheck(master: MasterKeys, vaultId: string): string {
+  return createHmac("sha256", master.idKey).update("bulwark/master-key-check/").update(vaultId).update(master.dataKey).digest("hex");
 }
 
 export function newPointId(): string {

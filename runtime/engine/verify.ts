@@ -11,7 +11,8 @@ import { ID_BYTES, isZeroId } from "./crypto.ts";
 import { decodeIndex, type IndexedPack } from "./index-file.ts";
 import { readKeyObjects } from "./keyring.ts";
 import { packIdOfKey, packKey, readPackHeader } from "./pack.ts";
-import { STREAM_TREE_ENTRY } from "./point.ts";
+import { STREAM_TREE_ENTRY, type PointManifest } from "./point.ts";
+import { describeMissing, missingPoints } from "./chain.ts";
 import { mapLimit, type Vault } from "./vault.ts";
 
 export interface VerifyReport {
@@ -22,6 +23,8 @@ export interface VerifyReport {
   chunksChecked: number;
   /** Packs no index names: left by an interrupted backup, removed by prune. Not an error. */
   unindexedPacks: number;
+  /** Points gone without retention removing them (see chain.ts). */
+  missingPoints: number;
   problems: string[];
 }
 
@@ -31,10 +34,13 @@ export async function verifyVault(
   options: { readDataPercent: number; onProgress?: (bytesDone: number) => void },
 ): Promise<VerifyReport> {
   const problems: string[] = [];
-  const report: VerifyReport = { points: 0, indexObjects: 0, packs: 0, packsRead: 0, chunksChecked: 0, unindexedPacks: 0, problems };
+  const report: VerifyReport = { points: 0, indexObjects: 0, packs: 0, packsRead: 0, chunksChecked: 0, unindexedPacks: 0, missingPoints: 0, problems };
 
   // Key objects: the vault opened with one of them; a damaged other one is still a problem.
   for (const key of (await readKeyObjects(vault.store)).damaged) problems.push(`key object ${key} is damaged and no longer opens the vault: put back a copy of it, or delete it and add that key again`);
+  for (const key of vault.foreignKeyObjects) {
+    problems.push(`key object ${key} opens with the given key but holds master keys that are not this vault's: someone without the vault's keys wrote it. Investigate, then remove it`);
+  }
 
   // Index objects: opened here (not at vault open) so that one damaged object is reported, not fatal.
   const indexed = new Map<string, IndexedPack["entries"]>();
@@ -76,9 +82,11 @@ export async function verifyVault(
   // Points and the chunks they reference.
   const ids = await vault.listPointIds();
   report.points = ids.length;
+  const manifests: PointManifest[] = [];
   for (const id of ids) {
     try {
       const point = await vault.readPoint(id);
+      manifests.push(point);
       for (const member of point.members ?? []) {
         if (!ids.includes(member.point)) problems.push(`point ${id}: member point ${member.point} (${member.role}) is missing`);
       }
@@ -98,6 +106,11 @@ export async function verifyVault(
       problems.push(`point ${id}: ${describeError(error)}`);
     }
   }
+
+  // Points deleted outside retention: their chain markers, or later points, still name them.
+  const missing = await missingPoints(vault, manifests, (problem) => problems.push(problem));
+  for (const m of missing) problems.push(describeMissing(m));
+  report.missingPoints = missing.length;
 
   // Data.
   const packIds = [...indexed.keys()].filter((p) => packSizes.has(p));

@@ -4,6 +4,8 @@
  * then one VM point that groups them. A VM point restores as an alternate VM (new disks, then a VM
  * from the recorded configuration) in a chosen resource group, never over the original.
  */
+import { commitPoint } from "../engine/commit.ts";
+import { VaultLock } from "../engine/locks.ts";
 import type { VirtualMachine } from "@azure/arm-compute";
 import { ServiceError, SourceError, UsageError } from "../errors.ts";
 import type { CodecPool } from "../engine/codec-pool.ts";
@@ -150,7 +152,13 @@ export async function backupVirtualMachine(
       durationMs: Date.now() - now.getTime(),
     },
   };
-  await vault.writePoint(point);
+  // The group point, under a lock of its own, after proving its members are there (commit.ts).
+  const lock = await VaultLock.acquire(vault.store, "shared", "backup");
+  try {
+    await commitPoint(vault, point, lock);
+  } finally {
+    await lock.release().catch(() => {});
+  }
   for (const [i, disk] of disks.entries()) await retirePrevious(ctx, disk.previous, snapshots[i]!.id);
   return { point, disks: outcomes };
 }

@@ -22,7 +22,10 @@ import { backupStream } from "../engine/backup-stream.ts";
 import { manifestOf, withWriter } from "../engine/backup.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
 import type { BlockLayout, PointManifest } from "../engine/point.ts";
-import { clearStaging, commitPoint, promoteStaged, protectObjects, readStaged, recordStaged, retentionHorizonMs, verifyStaged } from "../engine/stage.ts";
+import { clearStaging, promoteStaged, protectObjects, readStaged, recordStaged, retentionHorizonMs, verifyStaged } from "../engine/stage.ts";
+import { commitPoint, MissingDataError } from "../engine/commit.ts";
+import { forgetPoint } from "../engine/chain.ts";
+import { jobVaultLock, releaseJobVaultLock } from "./job-vault-lock.ts";
 import { packKey } from "../engine/pack.ts";
 import { mapLimit, type Vault } from "../engine/vault.ts";
 import type { JobData, MachineDefinition, StepContext } from "../jobs/machine.ts";
@@ -72,6 +75,19 @@ export interface BackupJobData extends JobData {
   retained?: { removed: number; kept: number };
   /** What became immutable, or why nothing could. */
   immutability?: string;
+  /** How often commit found data gone and sent the job back to staging, and the packs it found missing. */
+  restaged?: number;
+  missingPacks?: string[];
+}
+
+/** The index object naming what this job promoted (a new one each time the job had to stage again). */
+function stagedIndexName(jobId: string, data: BackupJobData): string {
+  return `job-${derivedId(jobId, data.restaged ? `index/${data.restaged}` : "index")}`;
+}
+
+/** The point ids this job makes (its own, and its disks'): staged drafts naming others are refused. */
+function ownPoints(data: BackupJobData): Set<string> {
+  return new Set([data.pointId, ...data.disks.map((d) => d.pointId)]);
 }
 
 /** Deterministic, job-derived ids and names: a re-run step finds what an earlier run made. */
@@ -229,12 +245,16 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
           const staging = env.staging(ctx.jobId);
           await clearStaging(staging); // an earlier, interrupted run of this step
           return withVault(data, async (vault) => {
+            // Held until the points are committed: no prune runs while this job is in flight.
+            const lock = await jobVaultLock(ctx, vault);
+            // Packs an earlier commit found missing: their chunks are stored again, not deduplicated against.
+            if (data.missingPacks?.length) vault.index.dropPacks(new Set(data.missingPacks));
             const drafts: PointManifest[] = [];
             const pointTime = new Date(data.takenAt ?? ctx.clock.now()).toISOString();
             const modes: string[] = [];
             let bytesRead = 0;
             const started = Date.now();
-            const { writer } = await withWriter(vault, { packStore: staging }, async (writer) => {
+            const { writer } = await withWriter(vault, { packStore: staging, lock }, async (writer) => {
               if (data.kind === "sql") {
                 const download = await env.transient.blob(data.bacpacName!).download(0);
                 const result = await backupStream(vault, writer, download.readableStreamBody as Readable);
@@ -308,7 +328,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
               }
             });
             for (const draft of drafts) draft.time = pointTime;
-            await recordStaged(vault, staging, writer.committedPacks, drafts);
+            await recordStaged(vault, staging, ctx.jobId, writer.committedPacks, drafts);
             ctx.log("staged", { packs: writer.committedPacks.length, bytesRead, bytesNew: writer.stats.bytesNew, modes });
             return {
               next: "verify",
@@ -317,6 +337,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
           });
         },
         async compensate(_ctx, data) {
+          await releaseJobVaultLock(_ctx.jobId);
           if (!data.committed) await clearStaging(env.staging(_ctx.jobId));
         },
       },
@@ -325,7 +346,8 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
         async step(ctx, data) {
           const staging = env.staging(ctx.jobId);
           return withVault(data, async (vault) => {
-            const { packs } = await readStaged(vault, staging);
+            await jobVaultLock(ctx, vault);
+            const { packs } = await readStaged(vault, staging, ctx.jobId, ownPoints(data));
             const pool = new CodecPool(vault.master);
             try {
               const chunks = await verifyStaged(vault, pool, staging, packs);
@@ -342,8 +364,9 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
         async step(ctx, data) {
           const staging = env.staging(ctx.jobId);
           return withVault(data, async (vault) => {
-            const { packs } = await readStaged(vault, staging);
-            const { copied } = await promoteStaged(vault, staging, packs, `job-${derivedId(ctx.jobId, "index")}`);
+            await jobVaultLock(ctx, vault);
+            const { packs } = await readStaged(vault, staging, ctx.jobId, ownPoints(data));
+            const { copied } = await promoteStaged(vault, staging, packs, stagedIndexName(ctx.jobId, data));
             ctx.log("promoted", { packs: packs.length, copied });
             return { next: "commit", data };
           });
@@ -354,21 +377,30 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
         async step(ctx, data) {
           const staging = env.staging(ctx.jobId);
           return withVault(data, async (vault) => {
-            const { drafts } = await readStaged(vault, staging);
+            const lock = await jobVaultLock(ctx, vault);
+            const { drafts, packs } = await readStaged(vault, staging, ctx.jobId, ownPoints(data));
             // Members first, the group last: a VM point never names a disk point that is not there.
-            for (const draft of drafts) {
-              const outcome = await commitPoint(vault, draft);
-              ctx.log("point", { point: draft.id, kind: draft.kind, outcome });
+            try {
+              for (const draft of drafts) {
+                const outcome = await commitPoint(vault, draft, lock);
+                ctx.log("point", { point: draft.id, kind: draft.kind, outcome });
+              }
+            } catch (error) {
+              // Data the drafts need went away (a prune while this job's lock had lapsed, a pack deleted
+              // by hand): nothing was written for the missing part; stage again from the snapshots.
+              if (!(error instanceof MissingDataError) || (data.restaged ?? 0) >= 2) throw error;
+              ctx.log("restage", { reason: describeError(error) });
+              return { next: "stage", data: { ...data, restaged: (data.restaged ?? 0) + 1, missingPacks: [...(data.missingPacks ?? []), ...error.packs] } };
             }
+            await releaseJobVaultLock(ctx.jobId);
             // WORM: the new packs, their index object and the points stay immutable for as long as
             // the policy may keep them (where the account supports it; reported where it does not).
-            const { packs } = await readStaged(vault, staging);
             const horizon = data.retention ? retentionHorizonMs(data.retention) : 0;
             let immutability = "none (the policy sets no retention)";
             if (horizon > 0) {
               const keys = [
                 ...packs.map((p) => packKey(p.packId)),
-                ...(packs.length ? [`index/job-${derivedId(ctx.jobId, "index")}`] : []),
+                ...(packs.length ? [`index/${stagedIndexName(ctx.jobId, data)}`] : []),
                 ...drafts.map((d) => `points/${d.id}`),
               ];
               const until = new Date(Date.now() + horizon);
@@ -404,12 +436,19 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
         async step(ctx, data) {
           if (!data.retention || ruleIsEmpty(data.retention)) return { next: "cleanup", data };
           return withVault(data, async (vault) => {
-            const points = (await currentPoints(vault)).filter((p) => p.source.path.toLowerCase() === data.itemId.toLowerCase() && p.kind === (data.kind === "vm" ? "vm" : data.kind));
-            const { remove, kept } = pointsBeyondRetention(points, data.retention!);
+            // Judged over every point of the vault: a disk point that a VM point (of another policy)
+            // is made of is never this item's to remove.
+            const kind = data.kind === "vm" ? "vm" : data.kind;
+            const item = data.itemId.toLowerCase();
+            const { remove, kept } = pointsBeyondRetention(
+              await currentPoints(vault),
+              data.retention!,
+              (p) => p.kind === kind && p.source.path.toLowerCase() === item,
+            );
             let removed = 0;
             for (const id of remove) {
               try {
-                await vault.store.delete(`points/${id}`);
+                await forgetPoint(vault, id, `retention of ${data.tags.policy ? `policy ${data.tags.policy}` : "the job"} for ${data.itemId}`);
                 removed++;
               } catch (error) {
                 ctx.log("retention-kept", { point: id, reason: describeError(error) });

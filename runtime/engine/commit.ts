@@ -1,0 +1,100 @@
+/**
+ * Committing a point: the one way a manifest enters a vault (CLI backups, agent jobs, VM groups).
+ * Under the writer's vault lock, proven held right now (locks.ts: a lapsed lock is taken afresh or
+ * the commit fails), the commit proves that everything the point needs is in the vault: every
+ * chunk its tree references is in the index as it stands in storage now (reloaded whole if a
+ * prune replaced index objects), every pack holding one exists, and every member point exists.
+ * Only then is the manifest written, and after it the point's chain marker (chain.ts).
+ */
+import { IntegrityError } from "../errors.ts";
+import { nextInChain, writeMarker } from "./chain.ts";
+import { CHUNK_TREE } from "./chunk-codec.ts";
+import { ID_BYTES, isZeroId } from "./crypto.ts";
+import type { VaultLock } from "./locks.ts";
+import { packIdOfKey, packKey } from "./pack.ts";
+import { STREAM_TREE_ENTRY, type PointManifest } from "./point.ts";
+import { mapLimit, type Vault } from "./vault.ts";
+
+/** Thrown when a point would reference data the vault no longer holds: the backup must stage again. */
+export class MissingDataError extends IntegrityError {
+  /** Packs the index names that are not in storage: a new attempt must not deduplicate against them. */
+  readonly packs: string[];
+  constructor(message: string, packs: string[] = []) {
+    super(message);
+    this.packs = packs;
+  }
+}
+
+/** Above this many packs, one listing of data/ is cheaper than a request per pack. */
+const STAT_PACKS_UP_TO = 256;
+
+export async function commitPoint(vault: Vault, manifest: PointManifest, lock: VaultLock): Promise<"committed" | "already"> {
+  if (await vault.store.stat(`points/${manifest.id}`)) {
+    // A resumed commit: the manifest made it; make sure its marker did too.
+    await writeMarker(vault, await vault.readPoint(manifest.id));
+    return "already";
+  }
+  await lock.assertHeld();
+  await vault.reloadIndex();
+  await proveContent(vault, manifest);
+  for (const member of manifest.members ?? []) {
+    if (!(await vault.store.stat(`points/${member.point}`))) {
+      throw new MissingDataError(`point ${manifest.id} would name member point ${member.point} (${member.role}), which is not in the vault; the backup must run again`);
+    }
+  }
+  const committed: PointManifest = { ...manifest, chain: await nextInChain(vault, manifest) };
+  await vault.writePoint(committed);
+  await writeMarker(vault, committed);
+  return "committed";
+}
+
+/** Every chunk the point references is indexed, and every pack it lies in exists. */
+export async function proveContent(vault: Vault, manifest: PointManifest): Promise<void> {
+  const content = manifest.content;
+  if (!content) return;
+  const entryBytes = content.layout === "blocks" ? ID_BYTES : STREAM_TREE_ENTRY;
+  const packs = new Set<string>();
+  let missing = 0;
+  for (const nodeHex of new Set(content.tree)) {
+    const nodeId = Buffer.from(nodeHex, "hex");
+    const nodeLocation = vault.index.lookup(nodeId);
+    if (!nodeLocation || nodeLocation === "pending") {
+      missing++;
+      continue;
+    }
+    packs.add(nodeLocation.pack);
+    const node = await vault.readChunk(CHUNK_TREE, nodeId).catch((error) => {
+      throw new MissingDataError(`point ${manifest.id}: its tree chunk ${nodeHex.slice(0, 16)} cannot be read (${(error as Error).message}); the backup must run again`);
+    });
+    for (let at = 0; at < node.length; at += entryBytes) {
+      const id = node.subarray(at, at + ID_BYTES);
+      if (isZeroId(id)) continue;
+      const location = vault.index.lookup(id);
+      if (!location || location === "pending") missing++;
+      else packs.add(location.pack);
+    }
+  }
+  if (missing > 0) {
+    throw new MissingDataError(`point ${manifest.id} would reference ${missing} chunks the vault does not hold (pruned meanwhile?); the backup must run again`);
+  }
+  const absent = await absentPacks(vault, [...packs]);
+  if (absent.length > 0) {
+    throw new MissingDataError(
+      `point ${manifest.id} would reference ${absent.length} packs that are not in the vault (${absent.slice(0, 3).join(", ")}${absent.length > 3 ? ", ..." : ""}); the backup must run again`,
+      absent,
+    );
+  }
+}
+
+async function absentPacks(vault: Vault, packIds: string[]): Promise<string[]> {
+  if (packIds.length <= STAT_PACKS_UP_TO) {
+    const found = await mapLimit(packIds, 8, async (packId) => (await vault.store.stat(packKey(packId))) !== undefined);
+    return packIds.filter((_, i) => !found[i]);
+  }
+  const present = new Set<string>();
+  for await (const info of vault.store.list("data/")) {
+    const packId = packIdOfKey(info.key);
+    if (packId) present.add(packId);
+  }
+  return packIds.filter((packId) => !present.has(packId));
+}

@@ -1,0 +1,300 @@
+/**
+ * Issue 8, where the engine's parts meet: locks that fail closed (a garbled lock, a writer paused
+ * past the stale period, a prune host whose clock is ahead), a deleted newest point that does not go
+ * unnoticed, and sources told apart exactly. Real local vaults, the real CLI where a person would
+ * use it, and clocks moved only where the scenario is about time.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { backupFileStream, withWriter } from "../../runtime/engine/backup.ts";
+import { backupStream } from "../../runtime/engine/backup-stream.ts";
+import { commitPoint, MissingDataError } from "../../runtime/engine/commit.ts";
+import { forgetPoint } from "../../runtime/engine/chain.ts";
+import { STALE_AFTER_MS, VaultLock, type LockClock } from "../../runtime/engine/locks.ts";
+import { manifestOf } from "../../runtime/engine/backup.ts";
+import { pruneVault } from "../../runtime/engine/prune.ts";
+import { CodecPool } from "../../runtime/engine/codec-pool.ts";
+import { Vault } from "../../runtime/engine/vault.ts";
+import { VaultBusyError } from "../../runtime/errors.ts";
+import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
+import { LocalFolderStore } from "../../runtime/store/local.ts";
+import type { ObjectInfo, ObjectStore, ObjectWriter } from "../../runtime/store/store.ts";
+import { CLI, PASSPHRASE, runCli, runJson } from "../support/cli.ts";
+
+let folder: string;
+beforeAll(async () => {
+  folder = await mkdtemp(path.join(os.tmpdir(), "bulwark-parts-meet-"));
+});
+afterAll(async () => {
+  await rm(folder, { recursive: true, force: true });
+});
+
+/** A view of a store in which the objects under `prefix` look `ageMs` older (time passed at the store). */
+class AgedStore implements ObjectStore {
+  readonly location: string;
+  private readonly inner: ObjectStore;
+  private readonly ageMs: number;
+  private readonly aged: (key: string) => boolean;
+  constructor(inner: ObjectStore, ageMs: number, aged: (key: string) => boolean) {
+    this.inner = inner;
+    this.location = inner.location;
+    this.ageMs = ageMs;
+    this.aged = aged;
+  }
+  private age(info: ObjectInfo): ObjectInfo {
+    return this.aged(info.key) ? { ...info, lastModified: new Date(info.lastModified.getTime() - this.ageMs) } : info;
+  }
+  get(key: string) {
+    return this.inner.get(key);
+  }
+  getRange(key: string, offset: number, length: number) {
+    return this.inner.getRange(key, offset, length);
+  }
+  async stat(key: string) {
+    const info = await this.inner.stat(key);
+    return info && this.age(info);
+  }
+  create(key: string, data: Uint8Array) {
+    return this.inner.create(key, data);
+  }
+  createWriter(key: string): ObjectWriter {
+    return this.inner.createWriter(key);
+  }
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    for await (const info of this.inner.list(prefix)) yield this.age(info);
+  }
+  delete(key: string) {
+    return this.inner.delete(key);
+  }
+}
+
+class ManualLockClock implements LockClock {
+  at = 0;
+  monotonic(): number {
+    return this.at;
+  }
+}
+
+async function newVault(name: string): Promise<{ dir: string; store: LocalFolderStore; vault: Vault }> {
+  const dir = path.join(folder, name);
+  await runJson(["init", "--vault", dir]);
+  const store = new LocalFolderStore(dir);
+  return { dir, store, vault: await Vault.open(store, new PassphraseProvider(PASSPHRASE)) };
+}
+
+/** The keys under `prefix` now: the objects that a test then makes look older. */
+async function keysNow(store: ObjectStore, ...prefixes: string[]): Promise<Set<string>> {
+  const keys = new Set<string>();
+  for (const prefix of prefixes) for await (const info of store.list(prefix)) keys.add(info.key);
+  return keys;
+}
+
+function once(bytes: Buffer): AsyncIterable<Uint8Array> {
+  return (async function* () {
+    yield bytes;
+  })();
+}
+
+test("a garbled lock object blocks prune and backups: an unreadable lock counts as held", async () => {
+  const { dir, store } = await newVault("garbled");
+  await store.create("locks/0123456789abcdef0123456789abcdef", Buffer.from("\u0000\u0001 not a lock {"));
+  await expect(VaultLock.acquire(store, "exclusive", "prune")).rejects.toBeInstanceOf(VaultBusyError);
+  await expect(VaultLock.acquire(store, "shared", "backup")).rejects.toBeInstanceOf(VaultBusyError);
+  const prune = await runCli(["prune", "--vault", dir]);
+  expect(prune.code).toBe(7);
+  expect(prune.stderr).toMatch(/cannot be read \(counted as held\)/);
+  expect(prune.stderr).toMatch(/bulwark unlock/);
+  // Nothing was left behind by the refused attempts: only the garbled lock.
+  expect((await readdir(path.join(dir, "locks"))).length).toBe(1);
+});
+
+test("a writer paused past the stale period while a prune runs does not commit a point with missing data", async () => {
+  const { dir, store, vault } = await newVault("paused");
+  const source = path.join(folder, "paused.bin");
+  const bytes = randomBytes(3 * 1024 * 1024);
+  await writeFile(source, bytes);
+  // A point whose chunks the paused writer will deduplicate against, then forgotten: its packs are prune's to delete.
+  const first = await backupFileStream(vault, once(bytes), { kind: "file", source: { type: "file", path: source } }, { threads: 1 });
+  const clock = new ManualLockClock();
+  const lock = await VaultLock.acquire(store, "shared", "backup", { clock });
+  await vault.reloadIndex();
+  let refused: unknown;
+  await withWriter(
+    vault,
+    { lock, threads: 1 },
+    (writer) => backupStream(vault, writer, once(bytes)),
+    async (result, writer) => {
+      expect(writer.stats.chunksNew).toBe(0); // everything deduplicated against the first point
+      // The writer pauses 35 minutes: no refresh; at the store its lock ages past the stale period.
+      clock.at += 35 * 60_000;
+      await forgetPoint(vault, first.id, "retention"); // the first point goes, as retention would
+      const old = await keysNow(store, "locks/", "data/");
+      const aged = new AgedStore(store, 35 * 60_000, (key) => old.has(key));
+      const pruneLock = await VaultLock.acquire(aged, "exclusive", "prune");
+      const pruning = await Vault.open(aged, new PassphraseProvider(PASSPHRASE));
+      const pool = new CodecPool(pruning.master, { threads: 1 });
+      try {
+        const report = await pruneVault(pruning, pool, { lock: pruneLock });
+        expect(report.packsDeleted).toBeGreaterThan(0);
+      } finally {
+        await pool.close();
+        await pruneLock.release();
+      }
+      // The writer wakes up and commits: its lock lapsed, so it is retaken and the data re-proven.
+      const manifest = manifestOf({ kind: "file", source: { type: "file", path: source } }, bytes.length, result.content, bytes.length, writer, Date.now());
+      refused = await commitPoint(vault, manifest, lock).catch((error: unknown) => error);
+    },
+  );
+  await lock.release();
+  expect(refused).toBeInstanceOf(MissingDataError);
+  expect(String((refused as Error).message)).toMatch(/does not hold|not in the vault/);
+  // No point was written; the vault is consistent.
+  expect(await readdir(path.join(dir, "points"))).toEqual([]);
+  expect((await runCli(["verify", "--vault", dir, "--read-data"])).code).toBe(0);
+});
+
+const faketime = (() => {
+  try {
+    execFileSync("faketime", ["-f", "+0", "true"]);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+test("a prune host whose clock is 40 minutes ahead deletes nothing a running backup uses", async () => {
+  expect(faketime, "faketime (Debian package faketime) is installed by .ci/run").toBe(true);
+  const { dir, store, vault } = await newVault("skewed");
+  const bytes = randomBytes(72 * 1024 * 1024);
+  const lock = await VaultLock.acquire(store, "shared", "backup");
+  let prune: { code: number | null; stderr: string } | undefined;
+  let point: string | undefined;
+  try {
+    await withWriter(
+      vault,
+      { lock, threads: 1 },
+      async (writer) => {
+        const result = await backupStream(vault, writer, once(bytes));
+        // Mid-backup: packs in storage that no index object names yet, and a fresh lock.
+        for (let i = 0; i < 500 && writer.packsWritten.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+        expect(writer.packsWritten.length).toBeGreaterThan(0);
+        prune = await new Promise((resolve, reject) => {
+          const child = spawn("faketime", ["-f", "+40m", process.execPath, CLI, "prune", "--vault", dir], {
+            env: { ...process.env, BULWARK_PASSPHRASE: PASSPHRASE },
+            stdio: ["ignore", "ignore", "pipe"],
+          });
+          let stderr = "";
+          child.stderr.on("data", (d) => (stderr += d));
+          child.once("error", reject);
+          child.once("close", (code) => resolve({ code, stderr }));
+        });
+        return result;
+      },
+      async (result, writer) => {
+        const manifest = manifestOf({ kind: "file", source: { type: "file", path: "skewed.bin" } }, bytes.length, result.content, bytes.length, writer, Date.now());
+        await commitPoint(vault, manifest, lock);
+        point = manifest.id;
+      },
+    );
+  } finally {
+    await lock.release();
+  }
+  // The backup's lock is live on the store's clock, whatever the prune host's clock says.
+  expect(prune?.stderr).toMatch(/in use by `backup`/);
+  expect(prune?.code).toBe(7);
+  const out = path.join(folder, "skewed-restored");
+  expect((await runCli(["restore", point!, "--vault", dir, "--to", out])).code).toBe(0);
+  expect((await readFile(out)).equals(bytes)).toBe(true);
+}, 120_000);
+
+test("deleting the newest point is reported by verify and points, and restore latest refuses to use an older one", async () => {
+  const { dir } = await newVault("newest");
+  const source = path.join(folder, "newest.bin");
+  await writeFile(source, randomBytes(1024 * 1024));
+  const older = await runJson<{ id: string }>(["backup", source, "--vault", dir]);
+  await writeFile(source, randomBytes(1024 * 1024));
+  const newest = await runJson<{ id: string }>(["backup", source, "--vault", dir]);
+  expect((await runCli(["verify", "--vault", dir])).code).toBe(0);
+
+  await rm(path.join(dir, "points", newest.id)); // someone with write access to the storage
+
+  const verify = await runCli(["verify", "--vault", dir]);
+  expect(verify.code).toBe(5);
+  expect(verify.stdout).toContain(`point ${newest.id}`);
+  expect(verify.stdout).toMatch(/deleted outside retention/);
+  const points = await runCli(["points", "--vault", dir]);
+  expect(points.code).toBe(5);
+  expect(points.stdout).toContain(older.id.slice(0, 12));
+  expect(points.stderr).toContain(`point ${newest.id}`);
+  const restore = await runCli(["restore", "latest", "--vault", dir, "--to", path.join(folder, "newest-restored")]);
+  expect(restore.code).toBe(5);
+  expect(restore.stderr).toContain(newest.id);
+  await expect(readFile(path.join(folder, "newest-restored"))).rejects.toThrow();
+  // The older point is still restorable by its id.
+  expect((await runCli(["restore", older.id, "--vault", dir, "--to", path.join(folder, "older-restored")])).code).toBe(0);
+});
+
+test("points removed by forget are not reported missing, and a deleted middle point is", async () => {
+  const { dir } = await newVault("chain");
+  const source = path.join(folder, "chain.bin");
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    await writeFile(source, randomBytes(256 * 1024));
+    ids.push((await runJson<{ id: string }>(["backup", source, "--vault", dir])).id);
+  }
+  await runJson(["forget", "--vault", dir, "--keep-last", "3", "--prune"]);
+  expect((await runCli(["verify", "--vault", dir])).code).toBe(0);
+  await rm(path.join(dir, "points", ids[2]));
+  const verify = await runCli(["verify", "--vault", dir, "--json"]);
+  expect(verify.code).toBe(5);
+  const report = JSON.parse(verify.stdout);
+  expect(report.missingPoints).toBe(1);
+  expect(report.problems.join("\n")).toContain(ids[2]);
+  expect(report.problems.join("\n")).not.toContain(ids[0]);
+});
+
+test("forget groups sources exactly: Case.img and case.img are two sources, each keeps its newest point", async () => {
+  const { dir } = await newVault("case");
+  const upper = path.join(folder, "Case.bin");
+  const lower = path.join(folder, "case.bin");
+  await writeFile(upper, randomBytes(128 * 1024));
+  await writeFile(lower, randomBytes(128 * 1024));
+  const a = await runJson<{ id: string }>(["backup", upper, "--vault", dir]);
+  const b = await runJson<{ id: string }>(["backup", lower, "--vault", dir]);
+  const forget = await runJson<{ keep: string[]; remove: string[] }>(["forget", "--vault", dir, "--keep-last", "1"]);
+  expect(forget.remove).toEqual([]);
+  expect(forget.keep.sort()).toEqual([a.id, b.id].sort());
+});
+
+test("a vault of format version 1 gets a clear error, not a wrong answer", async () => {
+  const { dir } = await newVault("old-format");
+  const config = JSON.parse(await readFile(path.join(dir, "config"), "utf8"));
+  config.version = 1;
+  delete config.masterKeyCheck;
+  await rm(path.join(dir, "config"));
+  await writeFile(path.join(dir, "config"), JSON.stringify(config));
+  const result = await runCli(["points", "--vault", dir]);
+  // The key objects bind the config's digest: a rewritten config is reported as modified, never opened.
+  expect(result.code).not.toBe(0);
+  expect(result.stderr).toMatch(/format version 1|modified after the vault was created/);
+});
+
+test("the lock a holder cannot confirm is taken afresh before it acts, and refused if another holds the vault", async () => {
+  const { store } = await newVault("lapse");
+  const clock = new ManualLockClock();
+  const lock = await VaultLock.acquire(store, "shared", "backup", { clock });
+  expect(await lock.assertHeld()).toEqual({ lapsed: false });
+  clock.at += STALE_AFTER_MS;
+  // Meanwhile a prune took the vault (the holder's lock looked stale to it).
+  const old = await keysNow(store, "locks/");
+  const aged = new AgedStore(store, STALE_AFTER_MS + 60_000, (key) => old.has(key));
+  const prune = await VaultLock.acquire(aged, "exclusive", "prune");
+  await expect(lock.assertHeld()).rejects.toThrow(/lapsed/);
+  await prune.release();
+  expect(await lock.assertHeld()).toEqual({ lapsed: true });
+  await lock.release();
+});

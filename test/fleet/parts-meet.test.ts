@@ -1,0 +1,246 @@
+/**
+ * Issue 8, where the agents' parts meet the vault: a prune during a job's promote, a pack deleted
+ * between promote and commit, and retention of a disk protected both on its own and as part of a
+ * VM. The real backup machine runs in this process (scheduler ticks and a worker on an injected
+ * clock), against the local Azure emulator and a vault in Azurite; the prune is the real one.
+ */
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { CodecPool } from "../../runtime/engine/codec-pool.ts";
+import { VaultLock } from "../../runtime/engine/locks.ts";
+import { decodeIndex } from "../../runtime/engine/index-file.ts";
+import { packKey } from "../../runtime/engine/pack.ts";
+import { pruneVault } from "../../runtime/engine/prune.ts";
+import { Vault } from "../../runtime/engine/vault.ts";
+import { VaultBusyError } from "../../runtime/errors.ts";
+import { ManualClock } from "../../runtime/jobs/clock.ts";
+import { scheduleTick } from "../../runtime/jobs/scheduler.ts";
+import { runWorker } from "../../runtime/jobs/worker.ts";
+import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
+import { parsePolicy, type Policy } from "../../runtime/policy/policy.ts";
+import { ArmItemResolver } from "../../runtime/policy/resolve-arm.ts";
+import { openStore } from "../../runtime/store/open.ts";
+import type { ObjectInfo, ObjectStore, ObjectWriter } from "../../runtime/store/store.ts";
+import { backupMachine } from "../../runtime/workloads/backup-machine.ts";
+import { workloadEnvironment, type WorkloadEnvironment } from "../../runtime/workloads/environment.ts";
+import { PASSPHRASE } from "../support/cli.ts";
+import { KiB, MiB, expectNothingLeaked, expectVaultVerifies, makeDisk, pattern, restoreBytes, startFleetWorld, vaultManifests, type FleetWorld } from "./harness.ts";
+
+const HOUR = 3_600_000;
+let world: FleetWorld;
+const saved: Record<string, string | undefined> = {};
+
+beforeAll(async () => {
+  world = await startFleetWorld();
+  // The in-process worker's Azure credential reads this process's environment, as the agent's does.
+  for (const name of ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST"]) {
+    saved[name] = process.env[name];
+    process.env[name] = world.env[name];
+  }
+}, 60_000);
+
+afterAll(async () => {
+  for (const [name, value] of Object.entries(saved)) {
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  }
+  await world?.stop();
+});
+
+/** The vault's store with a hook before index objects are created, and packs that look `ageMs` old to whoever lists them. */
+class HookedStore implements ObjectStore {
+  readonly location: string;
+  private readonly inner: ObjectStore;
+  private readonly beforeCreate: (key: string) => Promise<void>;
+  private readonly afterCreate: (key: string) => Promise<void>;
+  private readonly ageMs: number;
+  constructor(inner: ObjectStore, beforeCreate: (key: string) => Promise<void>, afterCreate: (key: string) => Promise<void> = async () => {}, ageMs = 0) {
+    this.inner = inner;
+    this.location = inner.location;
+    this.beforeCreate = beforeCreate;
+    this.afterCreate = afterCreate;
+    this.ageMs = ageMs;
+  }
+  private age(info: ObjectInfo): ObjectInfo {
+    return this.ageMs && info.key.startsWith("data/") ? { ...info, lastModified: new Date(info.lastModified.getTime() - this.ageMs) } : info;
+  }
+  get(key: string) {
+    return this.inner.get(key);
+  }
+  getRange(key: string, offset: number, length: number) {
+    return this.inner.getRange(key, offset, length);
+  }
+  async stat(key: string) {
+    const info = await this.inner.stat(key);
+    return info && this.age(info);
+  }
+  async create(key: string, data: Uint8Array) {
+    await this.beforeCreate(key);
+    await this.inner.create(key, data);
+    await this.afterCreate(key);
+  }
+  createWriter(key: string): ObjectWriter {
+    return this.inner.createWriter(key);
+  }
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    for await (const info of this.inner.list(prefix)) yield this.age(info);
+  }
+  delete(key: string) {
+    return this.inner.delete(key);
+  }
+}
+
+async function vaultStore(): Promise<ObjectStore> {
+  return (await openStore(world.vault, { AZURE_STORAGE_CONNECTION_STRING: world.env.AZURE_STORAGE_CONNECTION_STRING })).store;
+}
+
+/** A worker environment whose vaults are opened on `wrap(store)`. */
+function withVaultStore(env: WorkloadEnvironment, wrap: (store: ObjectStore) => ObjectStore): WorkloadEnvironment {
+  const provider = new PassphraseProvider(PASSPHRASE);
+  return { ...env, openVault: async () => Vault.open(wrap(await vaultStore()), provider) };
+}
+
+function diskPolicy(name: string, diskId: string, retention = "{ last: 5 }"): Policy {
+  return parsePolicy(`name: ${name}\nvault: ${world.vault}\nprotect:\n  resources: [${diskId}]\nschedule: { every: 1d }\nretention: ${retention}\n`, `${name}.yaml`);
+}
+
+async function runRound(clock: ManualClock, policies: Policy[], env: WorkloadEnvironment): Promise<string[]> {
+  const fleet = await world.fleet(clock);
+  const resolver = new ArmItemResolver(world.emulator.credential(), { endpoint: world.emulator.armEndpoint });
+  const tick = await scheduleTick({ fleet, policies, resolveItems: resolver, regionsWithAgents: ["westeurope", "northeurope"] });
+  expect(tick.errors).toEqual([]);
+  const summary = await runWorker({ fleet, region: "westeurope", machines: [backupMachine(env)], limits: { perWorker: 1, perRegion: 1 }, leaseMs: 30_000, pollMs: 100, lockRetryMs: 100, log: () => {} });
+  expect(summary).toMatchObject({ failed: 0 });
+  const jobs: string[] = [];
+  for (const queued of tick.enqueued) {
+    const job = (await fleet.jobs.get(queued.jobId))!.value;
+    expect({ item: job.itemId, status: job.status, error: job.error }).toMatchObject({ status: "succeeded" });
+    jobs.push(String(job.data.pointId));
+  }
+  return jobs;
+}
+
+test("a prune that runs between promote's copies and its index write, with the pack ages made old, deletes nothing the job needs", async () => {
+  world.emulator.world.addResourceGroup("meet", "westeurope");
+  const disk = makeDisk(world, "meet", "promote-disk", 8 * MiB, { seed: 81 });
+  const image = world.emulator.control.readImage(disk.id);
+  const env = await workloadEnvironment({ ...world.workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
+  let pruneOutcome: unknown;
+  let packsBefore = 0;
+  const hooked = withVaultStore(env, (store) =>
+    new HookedStore(store, async (key) => {
+      if (!key.startsWith("index/job-") || pruneOutcome !== undefined) return;
+      // Promote has copied every pack and is about to name them: a prune runs now, on a store where
+      // those packs look two hours old (a long promote).
+      const aged = new HookedStore(store, async () => {}, async () => {}, 2 * HOUR);
+      for await (const _ of store.list("data/")) packsBefore++;
+      try {
+        const lock = await VaultLock.acquire(aged, "exclusive", "agent prune");
+        try {
+          const vault = await Vault.open(aged, new PassphraseProvider(PASSPHRASE));
+          const pool = new CodecPool(vault.master, { threads: 1 });
+          try {
+            pruneOutcome = await pruneVault(vault, pool, { lock });
+          } finally {
+            await pool.close();
+          }
+        } finally {
+          await lock.release();
+        }
+      } catch (error) {
+        pruneOutcome = error;
+      }
+    }),
+  );
+  const clock = new ManualClock(Date.UTC(2026, 5, 1, 1));
+  const [pointId] = await runRound(clock, [diskPolicy("promote", disk.id)], hooked);
+  // The job held the vault while in flight: the prune was refused, and deleted nothing.
+  expect(pruneOutcome).toBeInstanceOf(VaultBusyError);
+  expect(packsBefore).toBeGreaterThan(0);
+  expect((await restoreBytes(world, pointId!)).equals(image)).toBe(true);
+  await expectVaultVerifies(world);
+  await expectNothingLeaked(world, [disk.id]);
+}, 180_000);
+
+test("a pack deleted between promote and commit: the commit writes no point with missing data, the job stages again, and its point restores", async () => {
+  const disk = makeDisk(world, "meet", "commit-disk", 8 * MiB, { seed: 82 });
+  const image = world.emulator.control.readImage(disk.id);
+  const env = await workloadEnvironment({ ...world.workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
+  const deleted: string[] = [];
+  const hooked = withVaultStore(env, (store) =>
+    new HookedStore(
+      store,
+      async () => {},
+      async (key) => {
+        if (!key.startsWith("index/job-") || deleted.length > 0) return;
+        // Someone with write access to the vault deletes one of the packs the job just promoted.
+        const vault = await Vault.open(store, new PassphraseProvider(PASSPHRASE), { loadIndex: false });
+        const [pack] = decodeIndex(vault.master.dataKey, key, await store.get(key));
+        await store.delete(packKey(pack!.packId));
+        deleted.push(pack!.packId);
+      },
+    ),
+  );
+  const clock = new ManualClock(Date.UTC(2026, 5, 2, 1));
+  const [pointId] = await runRound(clock, [diskPolicy("commit", disk.id)], hooked);
+  expect(deleted).toHaveLength(1);
+  expect((await restoreBytes(world, pointId!)).equals(image)).toBe(true);
+  // The job's point is whole; the only problem verify finds is the deleted pack, still named by the
+  // index object of the first attempt.
+  const verify = await world.cli(["verify", "--vault", world.vault, "--read-data", "--json"]);
+  const report = JSON.parse(verify.stdout);
+  expect(report.problems.length).toBeGreaterThan(0);
+  for (const problem of report.problems) expect(problem).toContain(deleted[0]);
+  const manifests = await vaultManifests(world);
+  expect(manifests.filter((p) => p.source.path === disk.id)).toHaveLength(1);
+}, 180_000);
+
+test("a VM and its data disk under two policies with last: 1, three rounds of backups: every VM point restores", async () => {
+  world.emulator.world.addResourceGroup("both", "westeurope");
+  const osDisk = makeDisk(world, "both", "both-os", 2 * MiB, { seed: 91 });
+  osDisk.osType = "Linux";
+  osDisk.hyperVGeneration = "V2";
+  const dataDisk = makeDisk(world, "both", "both-data", 2 * MiB, { seed: 92 });
+  const { vm } = world.emulator.compute.createVirtualMachine("both", "both-vm", {
+    location: "westeurope",
+    properties: {
+      hardwareProfile: { vmSize: "Standard_B2s" },
+      storageProfile: {
+        osDisk: { osType: "Linux", createOption: "Attach", managedDisk: { id: osDisk.id } },
+        dataDisks: [{ lun: 0, createOption: "Attach", managedDisk: { id: dataDisk.id } }],
+      },
+      networkProfile: { networkInterfaces: [{ id: `/subscriptions/${world.emulator.subscriptionId}/resourceGroups/both/providers/Microsoft.Network/networkInterfaces/both-nic`, properties: { primary: true } }] },
+    },
+  });
+  vm.provisioningState = "Succeeded";
+  const vmPolicy = parsePolicy(`name: vms\nvault: ${world.vault}\nprotect:\n  resources: [${vm.id}]\nschedule: { every: 1d }\nretention: { last: 1 }\n`, "vms.yaml");
+  const env = await workloadEnvironment({ ...world.workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
+  const clock = new ManualClock(Date.UTC(2026, 6, 1, 1));
+  const images = new Map<string, Buffer>();
+  for (let round = 0; round < 3; round++) {
+    world.emulator.control.writeDisk(osDisk.id, round * 64 * KiB, pattern(9100 + round, 64 * KiB));
+    world.emulator.control.writeDisk(dataDisk.id, round * 64 * KiB, pattern(9200 + round, 64 * KiB));
+    const osImage = world.emulator.control.readImage(osDisk.id);
+    const dataImage = world.emulator.control.readImage(dataDisk.id);
+    await runRound(clock, [vmPolicy, diskPolicy("disks", dataDisk.id, "{ last: 1 }")], env);
+    for (const p of await vaultManifests(world)) {
+      if (images.has(p.id)) continue;
+      if (p.kind === "disk") images.set(p.id, p.source.path.toLowerCase() === osDisk.id.toLowerCase() ? osImage : dataImage);
+    }
+    clock.advance(24 * HOUR);
+  }
+  const points = await vaultManifests(world);
+  const vmPoints = points.filter((p) => p.kind === "vm" && p.source.path === vm.id);
+  const ownDiskPoints = points.filter((p) => p.kind === "disk" && p.tags.policy === "disks");
+  expect(vmPoints).toHaveLength(1);
+  expect(ownDiskPoints).toHaveLength(1);
+  const ids = new Set(points.map((p) => p.id));
+  for (const vmPoint of vmPoints) {
+    expect(vmPoint.members).toHaveLength(2);
+    for (const member of vmPoint.members!) {
+      expect(ids.has(member.point)).toBe(true);
+      expect((await restoreBytes(world, member.point)).equals(images.get(member.point)!)).toBe(true);
+    }
+  }
+  expect((await restoreBytes(world, ownDiskPoints[0]!.id)).equals(images.get(ownDiskPoints[0]!.id)!)).toBe(true);
+  await expectVaultVerifies(world);
+}, 300_000);
