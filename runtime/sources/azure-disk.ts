@@ -22,7 +22,8 @@ import type { Vault } from "../engine/vault.ts";
 import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
 import { parseResourceId, sameType, type ResourceId } from "../azure/resource-id.ts";
-import { throwIfInterrupted } from "../interruption.ts";
+import os from "node:os";
+import { processAlive, throwIfInterrupted } from "../interruption.ts";
 
 const DISK_READ = requiresAction("Microsoft.Compute/disks/read", "disk backup: read the disk");
 const SNAPSHOT_WRITE = requiresAction("Microsoft.Compute/snapshots/write", "disk backup: create the incremental snapshot");
@@ -71,6 +72,18 @@ export async function getDisk(ctx: AzureContext, disk: ResourceId): Promise<Disk
   }
 }
 
+/**
+ * The tag naming the `bulwark` command run (HOST~PID) that made a snapshot. Only the CLI's own runs
+ * set it (the agents' snapshots are named for their job and cleaned by the job's compensation): a
+ * later run on the same host removes the snapshots of a run whose process is gone (see
+ * removeAbandonedSnapshots), so a killed backup leaves no orphan beside the golden snapshot.
+ */
+const RUN_TAG = "bulwark-run";
+
+function thisRun(): string {
+  return `${os.hostname()}~${process.pid}`;
+}
+
 /** Step 1: an incremental snapshot in the disk's resource group and region. */
 export async function createSnapshot(ctx: AzureContext, disk: ResourceId, info: Disk, now = new Date(), named?: string): Promise<SnapshotRef> {
   const compute = await ctx.compute(disk.subscriptionId);
@@ -81,7 +94,7 @@ export async function createSnapshot(ctx: AzureContext, disk: ResourceId, info: 
       location: info.location,
       incremental: true,
       creationData: { createOption: "Copy", sourceResourceId: info.id ?? disk.id },
-      tags: { "bulwark-disk": disk.id.slice(0, 256), "bulwark-managed": "true" },
+      tags: { "bulwark-disk": disk.id.slice(0, 256), "bulwark-managed": "true", ...(named ? {} : { [RUN_TAG]: thisRun() }) },
     });
     return { id: snapshot.id!, name, resourceGroup: disk.resourceGroup, subscriptionId: disk.subscriptionId, diskId: disk.id };
   } catch (error) {
@@ -106,6 +119,34 @@ export async function ensureSnapshot(ctx: AzureContext, disk: ResourceId, info: 
   }
   if (existing) await compute.snapshots.beginDeleteAndWait(disk.resourceGroup, name);
   return createSnapshot(ctx, disk, info, new Date(), name);
+}
+
+/**
+ * The snapshots of this disk that a killed `bulwark` run on this host made and left: tagged with a
+ * run whose process is gone, and not one of `keep` (the golden snapshot the disk's latest point
+ * names, and the snapshot of this run). Each loses its read access (a killed run leaves its SAS
+ * open) and is deleted. Failures are reported as warnings: the backup itself goes on.
+ */
+export async function removeAbandonedSnapshots(ctx: AzureContext, disk: ResourceId, keep: (string | undefined)[]): Promise<string[]> {
+  const compute = await ctx.compute(disk.subscriptionId);
+  const kept = new Set(keep.filter((k): k is string => Boolean(k)).map((k) => k.toLowerCase()));
+  const host = os.hostname();
+  const removed: string[] = [];
+  try {
+    for await (const snapshot of compute.snapshots.listByResourceGroup(disk.resourceGroup)) {
+      const run = snapshot.tags?.[RUN_TAG];
+      if (!snapshot.id || !snapshot.name || !run || snapshot.tags?.["bulwark-managed"] !== "true") continue;
+      if ((snapshot.tags["bulwark-disk"] ?? "").toLowerCase() !== disk.id.toLowerCase() || kept.has(snapshot.id.toLowerCase())) continue;
+      const separator = run.lastIndexOf("~");
+      if (run.slice(0, separator) !== host || processAlive(Number(run.slice(separator + 1)))) continue;
+      await compute.snapshots.beginRevokeAccessAndWait(disk.resourceGroup, snapshot.name).catch(() => {});
+      await compute.snapshots.beginDeleteAndWait(disk.resourceGroup, snapshot.name);
+      removed.push(snapshot.id);
+    }
+  } catch (error) {
+    process.emitWarning(`could not remove the snapshots a killed backup of ${disk.id} left: ${describeError(error).split("\n")[0]}; \`bulwark agent bridge\` retires them later`);
+  }
+  return removed;
 }
 
 export async function deleteSnapshot(ctx: AzureContext, snapshotId: string): Promise<void> {
@@ -320,6 +361,8 @@ export async function backupDiskSnapshot(
   previous: PointManifest | undefined,
   options: { tags?: Record<string, string>; onProgress?: (n: number) => void; extraDetails?: Record<string, unknown> } = {},
 ): Promise<DiskBackupOutcome> {
+  // What a killed run of ours left on this disk goes first (its grant would count against Azure's limit).
+  await removeAbandonedSnapshots(ctx, disk, [previous?.details?.snapshotId as string | undefined, snapshot.id]);
   return withDiskRead(ctx, disk, info, snapshot, previous, async (read) => {
     const point = await backupDisk(
       vault,

@@ -58,4 +58,32 @@ describe("interrupted Azure VM backup", () => {
     const points = await world.json<unknown[]>(["points", "--vault", vault]);
     expect(points).toHaveLength(3); // the first backup's VM point and its two disk points
   });
+
+  test("after a SIGKILLed VM backup, the next backup removes the snapshots and read grants it left", async () => {
+    const disks = [world.sample.osDiskId, world.sample.dataDiskId];
+    const golden = bulwarkSnapshots(world).map((s) => s.id).sort();
+    expect(golden).toHaveLength(2);
+    const from = world.emulator.requestLog.length;
+    const diskRead = /^\/md-[^/]+\/[^/]+\/[^/]+$/;
+    world.emulator.control.throttle({ method: "GET", path: diskRead, times: 4, status: 503, retryAfterSeconds: 2 });
+    const child = startCli(["backup", world.sample.vmId, "--vault", vault], world.env);
+    const done = finished(child);
+    try {
+      await waitFor("a throttled read of a snapshot", async () => world.emulator.requestLog.slice(from).some((r) => r.status === 503 && diskRead.test(r.path)), 60_000, 5);
+      child.kill("SIGKILL");
+      expect((await done).signal).toBe("SIGKILL");
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      world.emulator.control.clearFaults();
+    }
+    // The killed run left its new snapshots (and their open grants) beside the golden ones.
+    expect(bulwarkSnapshots(world).length).toBeGreaterThan(2);
+    expect(world.emulator.control.inventory().activeSasGrants.length).toBeGreaterThan(0);
+
+    const next = await world.cli(["backup", world.sample.vmId, "--vault", vault, "--json"]);
+    expect(next.code, next.stderr).toBe(0);
+    await expectNothingLeaked(world, disks);
+    // The new backup's snapshots are the golden ones now; the old golden ones were retired.
+    expect(bulwarkSnapshots(world).filter((s) => golden.includes(s.id))).toEqual([]);
+  });
 });
