@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
 import { promisify } from "node:util";
+import { trackFolder } from "../support/cleanup.ts";
 
 const run = promisify(execFile);
 
@@ -24,7 +25,8 @@ export interface EmulatorCertificates {
 }
 
 export async function makeCertificates(): Promise<EmulatorCertificates> {
-  const folder = await mkdtemp(path.join(os.tmpdir(), "bulwark-emulator-tls-"));
+  // Tracked: removed after the test file even when the emulator fails to start after this.
+  const folder = trackFolder(await mkdtemp(path.join(os.tmpdir(), "bulwark-emulator-tls-")));
   const file = (name: string) => path.join(folder, name);
   try {
     await run("openssl", [

@@ -28,8 +28,10 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function waitForPort(port: number, deadline: number): Promise<void> {
+/** Waits until the port accepts connections; fails at once if Azurite exited, and after `deadline` (a hang). */
+async function waitForPort(port: number, deadline: number, child?: ChildProcess): Promise<void> {
   while (Date.now() < deadline) {
+    if (child && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`Azurite exited (${child.exitCode ?? child.signalCode}) before opening port ${port}`);
     const open = await new Promise<boolean>((resolve) => {
       const socket = net.connect(port, "127.0.0.1");
       socket.once("connect", () => {
@@ -119,10 +121,12 @@ export class Azurite {
     child.once("exit", () => {
       if (this.child === child) this.child = undefined;
     });
-    const deadline = Date.now() + 30_000;
-    await waitForPort(this.blobPort, deadline);
-    await waitForPort(this.queuePort, deadline);
-    await waitForPort(this.tablePort, deadline);
+    // Azurite opens its ports in a few seconds, but it took over 30 s with the machine's cores busy
+    // elsewhere: the deadline only bounds a hang.
+    const deadline = Date.now() + 120_000;
+    await waitForPort(this.blobPort, deadline, child);
+    await waitForPort(this.queuePort, deadline, child);
+    await waitForPort(this.tablePort, deadline, child);
   }
 
   /** Stops the server (it saves its metadata on SIGTERM); the folder and ports stay for resume(). */
