@@ -6,8 +6,10 @@ export default defineConfig({
     pool: "forks",
     // Two cores here: suites that start Azurite or spawn the CLI are heavy, so run two at once.
     maxWorkers: 2,
-    testTimeout: 120_000,
-    hookTimeout: 120_000,
+    // Limits that only bound a hang: tests wait on events, never on time. Heavy suites took over
+    // 120 s with the machine's cores busy elsewhere.
+    testTimeout: 300_000,
+    hookTimeout: 300_000,
     // One temporary folder for the whole run; the run fails if anything is left in it.
     globalSetup: ["test/support/tmp-guard.ts"],
     // Kills a test's leftover child processes after it, and removes scratch folders after each file.

@@ -114,7 +114,7 @@ test("a worker killed with SIGKILL in each state of a job is replaced, and every
   const victim = startWorker(prefix, region, "victim");
   await victim.waitFor(
     (lines) => jobs.every((j) => lines.some((l) => l.event === "step.start" && l.jobId === j.jobId && l.state === j.state)),
-    30_000,
+    120_000, // a hang bound: every step waits on the worker's own log lines
   );
   // The "commit" job's point is written (its blob exists) before the kill: wait for that blob, not for a time.
   await waitFor("the commit job's point blob", async () => (await listKeys(container, pointKey(jobs[2].itemId, ""))).length > 0);
@@ -131,7 +131,7 @@ test("a worker killed with SIGKILL in each state of a job is replaced, and every
 
   // The slow step is fast on the second run: runs count from the job record.
   const rescuer = startWorker(prefix, region, "rescuer");
-  await rescuer.waitFor((lines) => lines.some((l) => l.event === "summary"), 45_000);
+  await rescuer.waitFor((lines) => lines.some((l) => l.event === "summary"), 120_000);
   expect(await rescuer.exited).toBe(0);
   const summary = rescuer.lines.find((l) => l.event === "summary")!;
   expect(summary.succeeded).toBe(4);
@@ -149,4 +149,4 @@ test("a worker killed with SIGKILL in each state of a job is replaced, and every
     expect(rescuer.lines.some((l) => l.event === "job.claimed" && l.jobId === j.jobId && l.takeover === true)).toBe(true);
   }
   expect(await queueLength(fleet, region)).toBe(0);
-}, 90_000);
+}, 300_000);

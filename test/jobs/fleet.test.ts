@@ -208,7 +208,7 @@ test("a fleet across two regions with two workers per region runs several schedu
   clock.advance(9 * HOUR);
   status = await itemStatuses(fleet.items, policies, clock.now());
   expect(status.filter((s) => s.meetsRpo)).toEqual([]);
-}, 120_000);
+}, 300_000);
 
 test("a job whose message was lost is sent again; a finished job's hold on its item is repaired", async () => {
   const clock = new ShiftedClock();
