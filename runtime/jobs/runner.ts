@@ -224,15 +224,15 @@ export class JobRunner {
       exclusive(async () => {
         if (lost) return false;
         const next = change(rec);
-        const sentAt = performance.now();
-        const nextEtag = await jobs.replace(next, etag);
+        // Not renewing: leaseUntil stays as the last heartbeat set it (the watchdog's deadline).
+        // A write that does not answer within a lease is given up (the watchdog stopped the step).
+        const nextEtag = await jobs.replace(next, etag, { abortSignal: AbortSignal.timeout(leaseMs) });
         if (nextEtag === undefined) {
           loseLease();
           return false;
         }
         rec = next;
         etag = nextEtag;
-        if (next.leaseUntil > 0) armWatchdog(sentAt);
         return true;
       });
     const heartbeat = setInterval(() => {

@@ -30,7 +30,7 @@ beforeAll(async () => {
     onRequest();
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-});
+}, 60_000);
 afterAll(async () => {
   server?.closeAllConnections();
   await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));

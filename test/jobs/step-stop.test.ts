@@ -19,7 +19,7 @@ let azurite: Azurite;
 
 beforeAll(async () => {
   azurite = await Azurite.start();
-});
+}, 60_000);
 afterAll(async () => {
   await azurite?.stop();
 });
