@@ -146,6 +146,8 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
     },
     states: {
       prepare: {
+        // Reads the item and lists the vault's points: minutes at most, even for a large vault.
+        timeoutMs: 30 * 60_000,
         async step(ctx, data) {
           const pointId = derivedId(ctx.jobId, "point");
           if (data.kind === "sql") {
