@@ -17,6 +17,7 @@ import {
 import type { TokenCredential } from "@azure/identity";
 import { BulwarkError, NotFoundError, ObjectExistsError, ObjectNotFoundError, ServiceError, UsageError } from "../errors.ts";
 import { DEFAULT_RETRY, isRetryable, withRetry } from "./retry.ts";
+import { throwIfInterrupted } from "../interruption.ts";
 import type { ObjectInfo, ObjectStore, ObjectWriter } from "./store.ts";
 
 const BLOCK_BYTES = 8 * 1024 * 1024;
@@ -156,6 +157,7 @@ export class AzureBlobStore implements ObjectStore {
   }
 
   async get(key: string): Promise<Buffer> {
+    throwIfInterrupted();
     try {
       return await this.blob(key).downloadToBuffer(0, undefined, { concurrency: 4 });
     } catch (error) {
@@ -165,6 +167,7 @@ export class AzureBlobStore implements ObjectStore {
 
   async getRange(key: string, offset: number, length: number): Promise<Buffer> {
     if (length === 0) return Buffer.alloc(0);
+    throwIfInterrupted();
     try {
       return await this.blob(key).downloadToBuffer(offset, length, { concurrency: 4, blockSize: 4 * 1024 * 1024 });
     } catch (error) {
@@ -234,6 +237,7 @@ export class AzureBlobStore implements ObjectStore {
     };
     return {
       write: async (data: Uint8Array) => {
+        throwIfInterrupted();
         if (failure) throw failure;
         md5.update(data);
         pending.push(Buffer.from(data));

@@ -29,6 +29,7 @@ export class LocalFolderStore implements ObjectStore {
   }
 
   async get(key: string): Promise<Buffer> {
+    throwIfInterrupted();
     try {
       return await readFile(this.pathOf(key));
     } catch (error) {
@@ -38,6 +39,7 @@ export class LocalFolderStore implements ObjectStore {
 
   async getRange(key: string, offset: number, length: number): Promise<Buffer> {
     let handle: FileHandle | undefined;
+    throwIfInterrupted();
     try {
       handle = await open(this.pathOf(key), "r");
       const buffer = Buffer.allocUnsafe(length);

@@ -42,7 +42,10 @@ export function actionsFor(request: LoggedRequest): { actions: string[]; dataAct
   for (let i = 0; i + 1 < rest.length; i += 2) types.push(rest[i]!);
   const trailing = rest.length % 2 === 1 ? rest.at(-1) : undefined;
   let action: string;
-  if (trailing !== undefined) {
+  if (rest.length === 1 && request.method === "GET") {
+    // A listing of one type in a resource group (e.g. Snapshots_ListByResourceGroup): that type's read.
+    action = `${namespace}/${rest[0]}/read`;
+  } else if (trailing !== undefined) {
     if (request.method !== "POST") throw new Error(`unexpected ${request.method} on ${request.path}`);
     action = `${namespace}/${types.join("/")}/${trailing}/action`;
   } else {
