@@ -16,6 +16,7 @@ requiresAction("Microsoft.Resources/subscriptions/resourceGroups/resources/read"
 requiresAction("Microsoft.Resources/subscriptions/resources/read", "bridge: inventory of a protected subscription");
 requiresAction("Microsoft.Compute/snapshots/read", "bridge: find Bulwark snapshots nothing needs any more");
 requiresAction("Microsoft.Compute/snapshots/delete", "bridge: retire them");
+requiresAction("Microsoft.Compute/snapshots/endGetAccess/action", "bridge: end the read access a killed backup left on a snapshot it retires");
 
 export interface ProtectedScope {
   scope: string;
@@ -95,6 +96,10 @@ export async function runBridge(ctx: AzureContext, scopes: ProtectedScope[], opt
           }
           const ref = parseResourceId(old.id);
           try {
+            // A killed backup leaves its read grant open (the snapshot's diskState stays ActiveSAS, see
+            // Snapshot.properties.diskState in Azure/azure-rest-api-specs, Microsoft.Compute DiskRP):
+            // end it first (Snapshots_RevokeAccess, POST .../snapshots/{name}/endGetAccess), then delete.
+            await compute.snapshots.beginRevokeAccessAndWait(ref.resourceGroup, ref.name);
             await compute.snapshots.beginDeleteAndWait(ref.resourceGroup, ref.name);
             entry.retired.push(old.id);
           } catch (error) {
