@@ -108,7 +108,9 @@ export function blobContainerAt(raw: string, what: string, options: BlobCredenti
     } catch (cause) {
       throw new UsageError(`AZURE_STORAGE_CONNECTION_STRING is not a storage connection string (${(cause as Error).message}); fix it, or unset it to use the Azure credential chain`, { cause });
     }
-    const endpoint = service.url.replace(/\/+$/, "");
+    // Never the query: a SAS connection string's endpoint URL carries its signature.
+    const endpointUrl = new URL(service.url);
+    const endpoint = `${endpointUrl.protocol}//${endpointUrl.host}${endpointUrl.pathname}`.replace(/\/+$/, "");
     if (normalizedBase(base) !== normalizedBase(endpoint)) {
       throw new UsageError(
         `${what} ${raw} is at ${base}, but AZURE_STORAGE_CONNECTION_STRING is for account ${service.accountName} at ${endpoint}: ` +

@@ -51,6 +51,14 @@ describe("the vault is where its URL says", () => {
     expect(await containerNames(azurite)).not.toContain("backups");
   });
 
+  test("a refusal under a SAS connection string names its endpoint but never prints the signature", async () => {
+    const sasEnv = { AZURE_STORAGE_CONNECTION_STRING: "BlobEndpoint=https://sasaccount.blob.core.windows.net/;SharedAccessSignature=sv=2022-11-02&ss=b&sig=SECRETSIGNATURE" };
+    const result = await runCli(["init", "--vault", "https://prodaccount.blob.core.windows.net/backups"], sasEnv);
+    expect(result.code, result.stderr).toBe(2);
+    expectOneLine(result.stderr, /sasaccount\.blob\.core\.windows\.net/);
+    expect(result.stderr).not.toContain("SECRETSIGNATURE");
+  });
+
   test("init of a URL under the connection string's endpoint creates the vault there", async () => {
     const url = `${azurite.blobEndpoint}/located/some/prefix`;
     const result = await runCli(["init", "--vault", url], env);
