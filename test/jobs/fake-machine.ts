@@ -150,3 +150,37 @@ export function fakeMachine(
     metrics: (data) => ({ bytesRead: data.bytes, bytesNew: Math.floor(data.bytes / 4), bytesStored: Math.floor(data.bytes / 8), pointId: `point-of-${data.itemId.split("/").pop()}` }),
   };
 }
+
+/**
+ * The machine with one state's step held until `until(arrived)` holds (checked every 10 ms;
+ * `arrived` names the jobs that reached the hold so far): a test keeps jobs in flight until what it
+ * wants to see has happened (a second job started, another worker deferred), instead of hoping a
+ * slow step lasts long enough on a busy machine.
+ */
+export function holdStep<D extends FakeData>(
+  machine: MachineDefinition<D>,
+  state: string,
+  until: (arrived: ReadonlySet<string>) => boolean,
+  timeoutMs = 120_000,
+): MachineDefinition<D> {
+  const held = machine.states[state]!;
+  const arrived = new Set<string>();
+  return {
+    ...machine,
+    states: {
+      ...machine.states,
+      [state]: {
+        ...held,
+        step: async (ctx, data) => {
+          arrived.add(ctx.jobId);
+          const deadline = Date.now() + timeoutMs;
+          while (!until(arrived)) {
+            if (Date.now() > deadline) throw new Error(`holdStep: ${state} of ${ctx.jobId} waited ${timeoutMs} ms in vain`);
+            await new Promise((r) => setTimeout(r, 10));
+          }
+          return held.step(ctx, data);
+        },
+      },
+    },
+  };
+}

@@ -4,7 +4,7 @@ import { encodeWorkMessage, submitJob, type Fleet } from "../../runtime/jobs/sub
 import { runWorker, type WorkerOptions } from "../../runtime/jobs/worker.ts";
 import { Azurite } from "../support/azurite.ts";
 import { waitFor } from "../support/wait.ts";
-import { executionLog, fakeContainer, fakeMachine, listKeys, pointKey, StepProbe } from "./fake-machine.ts";
+import { executionLog, fakeContainer, fakeMachine, holdStep, listKeys, pointKey, StepProbe } from "./fake-machine.ts";
 import { collectLog, disk, poisonMessages, queueLength, testFleet } from "./harness.ts";
 
 let azurite: Azurite;
@@ -173,7 +173,8 @@ describe("worker", () => {
       const item = disk("s1", `d-cap-${i}`, REGION);
       await submitJob(fleetA, { machine: "backup", item, queueRegion: REGION, input: { itemId: item.id, slowState: "copy", slowMs: 400 } });
     }
-    await worker(fleetA, { machines: [fakeMachine(container, { probe: probeA })], limits: { perWorker: 2, perRegion: 10 } }).done;
+    // The first two copies wait for each other, so two run at once however slowly the worker claims.
+    await worker(fleetA, { machines: [holdStep(fakeMachine(container, { probe: probeA }), "copy", (arrived) => arrived.size >= 2)], limits: { perWorker: 2, perRegion: 10 } }).done;
     expect(probeA.maxActive).toBe(2);
 
     // Per region: two workers of perWorker 2, region cap 1: never two at once.
@@ -197,11 +198,16 @@ describe("worker", () => {
     const shared = disk("s1", "d-shared", REGION);
     await submitJob(fleetC, { machine: "backup", item: shared, queueRegion: REGION, input: { itemId: shared.id, slowState: "copy", slowMs: 600 } });
     await submitJob(fleetC, { machine: "restore", item: shared, queueRegion: REGION, input: { itemId: shared.id, slowState: "copy", slowMs: 600 } });
-    const machinesC = [fakeMachine(container, { probe: probeC }), fakeMachine(container, { name: "restore", probe: probeC })];
-    const summariesC = await Promise.all([
-      worker(fleetC, { machines: machinesC }).done,
-      worker(fleetC, { machines: machinesC }).done,
-    ]);
+    // Whichever job runs first holds its copy step until the other has been deferred (its item is
+    // locked), so the two meet however the workers' polls fall.
+    const workersC: ReturnType<typeof worker>[] = [];
+    const deferred = () => workersC.some((w) => w.log.lines.some((l) => l.event === "message.deferred"));
+    const machinesC = [
+      holdStep(fakeMachine(container, { probe: probeC }), "copy", deferred),
+      holdStep(fakeMachine(container, { name: "restore", probe: probeC }), "copy", deferred),
+    ];
+    workersC.push(worker(fleetC, { machines: machinesC }), worker(fleetC, { machines: machinesC }));
+    const summariesC = await Promise.all(workersC.map((w) => w.done));
     expect(summariesC.reduce((n, s) => n + s.succeeded, 0)).toBe(2);
     const byMachine = (name: string) => probeC.spans.filter((s) => s.machine === name);
     const backup = { start: Math.min(...byMachine("backup").map((s) => s.start)), end: Math.max(...byMachine("backup").map((s) => s.end)) };

@@ -159,14 +159,33 @@ export async function compareWithLayout(file: string, layout: ImageLayout): Prom
   const data = layout.all.filter((r) => r.data.some((b) => b !== 0));
   const extents = await allocatedRanges(file);
   if (extents) {
-    for (const [start, end] of extents) {
-      // Merge touching regions as the file system merges their extents.
-      let at = start;
-      while (at <= end) {
-        const region = data.find((r) => r.offset <= at && at < r.offset + r.data.length);
-        if (!region) return `bytes ${at}..${end} are allocated outside every data region`;
-        at = region.offset + region.data.length;
+    // A restore writes whole 64 KiB blocks: the rest of a block that holds data may be allocated
+    // (and must read as zeros); nothing else may be.
+    const BLOCK = 64 * 1024;
+    const blockHasData = (at: number) => {
+      const block = Math.floor(at / BLOCK) * BLOCK;
+      return data.some((r) => r.offset < block + BLOCK && block < r.offset + r.data.length);
+    };
+    const handle = await open(file, "r");
+    try {
+      for (const [start, end] of extents) {
+        let at = start;
+        while (at <= end) {
+          const region = data.find((r) => r.offset <= at && at < r.offset + r.data.length);
+          if (region) {
+            at = region.offset + region.data.length;
+            continue;
+          }
+          if (!blockHasData(at)) return `bytes ${at}..${end} are allocated outside every data region and its blocks`;
+          const next = Math.min(end + 1, Math.floor(at / BLOCK) * BLOCK + BLOCK, ...data.filter((r) => r.offset > at).map((r) => r.offset));
+          const bytes = Buffer.alloc(next - at);
+          await handle.read(bytes, 0, bytes.length, at);
+          if (bytes.some((b) => b !== 0)) return `bytes ${at}..${next - 1}, in a block with data but outside it, are not zero`;
+          at = next;
+        }
       }
+    } finally {
+      await handle.close();
     }
     return undefined;
   }
