@@ -208,15 +208,25 @@ export class JobRunner {
     // (measured on this host's monotonic clock, not on the job clock, which tests may move). If no
     // renewal got through by a quarter of a lease before that, the step is aborted: it must have
     // stopped before another worker may take the job over, never run beside the new owner.
+    // A renewal already sent and not yet answered (a slow table, or this process was starved of
+    // CPU) gets until a tenth of a lease before the expiry, the least the step needs to stop.
     const margin = Math.max(50, Math.floor(leaseMs / 4));
+    const lastMargin = Math.max(50, Math.floor(leaseMs / 10));
     let watchdog: ReturnType<typeof setTimeout> | undefined;
+    let renewalSentAt: number | undefined;
     const armWatchdog = (sentAt: number) => {
       if (watchdog) clearTimeout(watchdog);
       if (lost) return;
-      watchdog = setTimeout(
-        () => loseLease(`the job's lease could not be renewed before it expired (last renewed ${Math.round(performance.now() - sentAt)} ms ago)`),
-        Math.max(0, sentAt + leaseMs - margin - performance.now()),
-      );
+      const expire = () => loseLease(`the job's lease could not be renewed before it expired (last renewed ${Math.round(performance.now() - sentAt)} ms ago)`);
+      const check = () => {
+        if (renewalSentAt !== undefined && renewalSentAt > sentAt && performance.now() < sentAt + leaseMs - lastMargin) {
+          watchdog = setTimeout(expire, Math.max(0, sentAt + leaseMs - lastMargin - performance.now()));
+          watchdog.unref?.();
+          return;
+        }
+        expire();
+      };
+      watchdog = setTimeout(check, Math.max(0, sentAt + leaseMs - margin - performance.now()));
       watchdog.unref?.();
     };
     armWatchdog(claimSentAt);
@@ -241,8 +251,10 @@ export class JobRunner {
         try {
           const next = { ...rec, leaseUntil: clock.now() + leaseMs };
           const sentAt = performance.now();
+          renewalSentAt = sentAt;
           // A write that does not answer must not outlive the lease it is renewing.
-          const nextEtag = await jobs.replace(next, etag, { abortSignal: AbortSignal.timeout(Math.max(1, leaseMs - margin)) });
+          const nextEtag = await jobs.replace(next, etag, { abortSignal: AbortSignal.timeout(Math.max(1, leaseMs - lastMargin)) });
+          renewalSentAt = undefined;
           if (nextEtag === undefined) return loseLease();
           rec = next;
           etag = nextEtag;
@@ -252,6 +264,7 @@ export class JobRunner {
           }
           await request.onHeartbeat?.();
         } catch (error) {
+          renewalSentAt = undefined;
           jobLog("heartbeat.failed", { error: describeError(error) });
           if (clock.now() > rec.leaseUntil) loseLease("the job's lease expired while its renewals failed");
         }
