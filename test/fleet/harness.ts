@@ -281,10 +281,10 @@ export async function expectVaultVerifies(world: FleetWorld): Promise<Record<str
  */
 export async function expectNothingLeaked(world: FleetWorld, goldenFor: string[]): Promise<void> {
   // No worker process of this test still running (it would still be working on the emulator).
-  expect([...liveWorkers].map((c) => `${c.pid} ${c.spawnargs.slice(1).join(" ")}`)).toEqual([]);
+  expect([...liveWorkers].map((c) => `${c.pid} ${c.spawnargs.slice(1).join(" ")}`), "worker processes still running").toEqual([]);
   const inventory = world.emulator.control.inventory();
   // No long-running operation (snapshot, grant, revoke, copy, export, delete) still in progress.
-  expect(inventory.runningOperations).toBe(0);
+  expect(inventory.runningOperations, "long-running operations in progress").toBe(0);
   const snapshots = inventory.snapshots.filter((s) => /-bulwark-/i.test(s.id));
   const bySource = new Map<string, number>();
   for (const s of snapshots) bySource.set(s.sourceResourceId.toLowerCase(), (bySource.get(s.sourceResourceId.toLowerCase()) ?? 0) + 1);
