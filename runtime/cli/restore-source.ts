@@ -7,7 +7,7 @@
  */
 import path from "node:path";
 import { NotFoundError, UsageError } from "../errors.ts";
-import type { PointManifest } from "../engine/point.ts";
+import { sourceIdentity, type PointManifest } from "../engine/point.ts";
 
 export interface LatestSource {
   kind: PointManifest["kind"];
@@ -17,18 +17,13 @@ export interface LatestSource {
   why?: string;
 }
 
-/** ARM ids are compared case-insensitively (Azure treats them so); local paths exactly. */
+/** ARM ids are compared case-insensitively (Azure treats them so); local paths exactly (see sourceIdentity). */
 function isArmId(source: string): boolean {
   return /^\/subscriptions\//i.test(source);
 }
 
-function sourceKey(point: Pick<PointManifest, "kind" | "source">): string {
-  const p = point.source.path;
-  return isArmId(p) ? `${point.kind}\0arm\0${p.toLowerCase()}` : `${point.kind}\0${point.source.host ?? ""}\0${p}`;
-}
-
 export function sameSource(point: Pick<PointManifest, "kind" | "source">, source: Pick<LatestSource, "kind" | "path" | "host">): boolean {
-  return sourceKey(point) === sourceKey({ kind: source.kind, source: { type: "", path: source.path, host: source.host } });
+  return sourceIdentity(point) === sourceIdentity({ kind: source.kind, source: { path: source.path, host: source.host } });
 }
 
 function describeSource(s: LatestSource): string {
@@ -41,7 +36,7 @@ function describeSource(s: LatestSource): string {
  */
 export function chooseLatestSource(points: readonly PointManifest[], targetKind: PointManifest["kind"], chosen: string | undefined, target: string): LatestSource {
   const sources = new Map<string, LatestSource>();
-  for (const p of points) sources.set(sourceKey(p), { kind: p.kind, path: p.source.path, host: p.source.host });
+  for (const p of points) sources.set(sourceIdentity(p), { kind: p.kind, path: p.source.path, host: p.source.host });
   const all = [...sources.values()];
   const listing = all.map(describeSource).join(", ");
   if (all.length === 0) throw new NotFoundError(`the vault holds no recovery point that can be restored to ${target}`);
