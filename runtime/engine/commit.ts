@@ -64,7 +64,10 @@ export async function proveContent(vault: Vault, manifest: PointManifest): Promi
     }
     packs.add(nodeLocation.pack);
     const node = await vault.readChunk(CHUNK_TREE, nodeId).catch((error) => {
-      throw new MissingDataError(`point ${manifest.id}: its tree chunk ${nodeHex.slice(0, 16)} cannot be read (${(error as Error).message}); the backup must run again`);
+      throw new MissingDataError(
+        `point ${manifest.id}: its tree chunk ${nodeHex.slice(0, 16)} cannot be read (${(error as Error).message}); the backup must run again`,
+        [nodeLocation.pack],
+      );
     });
     for (let at = 0; at < node.length; at += entryBytes) {
       const id = node.subarray(at, at + ID_BYTES);

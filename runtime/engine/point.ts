@@ -60,7 +60,7 @@ export interface PointManifest {
  * treats them so), local paths exactly as they are and only on the same host (`Case.img` and
  * `case.img` are two files on Linux; /data on two machines are two sources).
  */
-export function sourceIdentity(point: { kind: string; source: { path: string; host?: string } }): string {
+export function sourceIdentity(point: { kind: string; source: { path: string; host?: string; [key: string]: unknown } }): string {
   const path = point.source.path;
   if (/^\/subscriptions\//i.test(path)) return `${point.kind}:arm:${path.toLowerCase()}`;
   return `${point.kind}:local:${point.source.host ?? ""}:${path}`;

@@ -13,7 +13,7 @@ import { copyObject } from "../store/copy.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { labelAssociatedData, open, seal } from "./crypto.ts";
 import { decodeIndex, encodeIndex, type IndexedPack } from "./index-file.ts";
-import { packKey, readPackHeader } from "./pack.ts";
+import { packIdOfKey, packKey, readPackHeader } from "./pack.ts";
 import type { PointManifest } from "./point.ts";
 import { mapLimit, type Vault } from "./vault.ts";
 
@@ -90,6 +90,39 @@ export async function promoteStaged(vault: Vault, staging: ObjectStore, packs: I
     });
   }
   return { copied };
+}
+
+/**
+ * What an earlier, interrupted run of a staging step left: every staged pack whose trailer opens
+ * under the vault's key is kept, its chunks made known to the vault's index (so the new run does
+ * not read, encode or upload them again), and returned to be promoted with the new ones. The
+ * staged index and drafts, and packs that do not open (a write cut short), are removed. A retried
+ * stage thus resumes from what is staged instead of from zero.
+ */
+export async function resumeStaging(vault: Vault, staging: ObjectStore): Promise<IndexedPack[]> {
+  await staging.delete(STAGED_INDEX);
+  await staging.delete(STAGED_DRAFTS);
+  const resumed: IndexedPack[] = [];
+  const stale: string[] = [];
+  const packs: { key: string; packId: string; size: number }[] = [];
+  for await (const info of staging.list("")) {
+    const packId = packIdOfKey(info.key);
+    if (packId) packs.push({ key: info.key, packId, size: info.size });
+    else stale.push(info.key);
+  }
+  await mapLimit(packs, 4, async ({ key, packId, size }) => {
+    try {
+      const entries = await readPackHeader(vault.master.dataKey, packId, size, (offset, length) => staging.getRange(key, offset, length));
+      resumed.push({ packId, entries });
+    } catch {
+      stale.push(key);
+    }
+  });
+  await mapLimit(stale, 8, (key) => staging.delete(key));
+  for (const pack of resumed) {
+    for (const e of pack.entries) vault.index.addEntry(e.id, pack.packId, e.offset, e.length, e.rawLength, e.type);
+  }
+  return resumed;
 }
 
 /** Removes everything the job staged. */

@@ -22,10 +22,11 @@ import { backupStream } from "../engine/backup-stream.ts";
 import { manifestOf, withWriter } from "../engine/backup.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
 import type { BlockLayout, PointManifest } from "../engine/point.ts";
-import { clearStaging, promoteStaged, protectObjects, readStaged, recordStaged, retentionHorizonMs, verifyStaged } from "../engine/stage.ts";
+import { clearStaging, promoteStaged, protectObjects, readStaged, recordStaged, resumeStaging, retentionHorizonMs, verifyStaged } from "../engine/stage.ts";
 import { commitPoint, MissingDataError } from "../engine/commit.ts";
 import { forgetPoint } from "../engine/chain.ts";
 import { jobVaultLock, releaseJobVaultLock } from "./job-vault-lock.ts";
+import type { VaultLock } from "../engine/locks.ts";
 import { packKey } from "../engine/pack.ts";
 import { mapLimit, type Vault } from "../engine/vault.ts";
 import type { JobData, MachineDefinition, StepContext } from "../jobs/machine.ts";
@@ -101,6 +102,21 @@ function suffix(jobId: string): string {
 
 export function backupMachine(env: WorkloadEnvironment): MachineDefinition<BackupJobData> {
   const withVault = async <T>(data: BackupJobData, body: (vault: Vault) => Promise<T>): Promise<T> => body(await env.openVault(data.vault));
+  /**
+   * A step from staging to commit: under the job's shared vault lock (job-vault-lock.ts), held across
+   * these steps so no prune runs while the job is in flight; a step that fails lets go of it (the
+   * retry may run on another worker, and commit proves the data is still there).
+   */
+  const withJobLock = async <T>(ctx: StepContext, data: BackupJobData, body: (vault: Vault, lock: VaultLock) => Promise<T>): Promise<T> =>
+    withVault(data, async (vault) => {
+      const lock = await jobVaultLock(ctx, vault);
+      try {
+        return await body(vault, lock);
+      } catch (error) {
+        await releaseJobVaultLock(ctx.jobId);
+        throw error;
+      }
+    });
 
   return {
     name: "backup",
@@ -245,12 +261,14 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       stage: {
         async step(ctx, data) {
           const staging = env.staging(ctx.jobId);
-          await clearStaging(staging); // an earlier, interrupted run of this step
-          return withVault(data, async (vault) => {
-            // Held until the points are committed: no prune runs while this job is in flight.
-            const lock = await jobVaultLock(ctx, vault);
+          return withJobLock(ctx, data, async (vault, lock) => {
             // Packs an earlier commit found missing: their chunks are stored again, not deduplicated against.
             if (data.missingPacks?.length) vault.index.dropPacks(new Set(data.missingPacks));
+            // An earlier, interrupted run of this step (a worker that died, credentials that ran out):
+            // the packs it staged are kept and not written again.
+            // (Staged packs the vault lost are promoted again from here.)
+            const resumed = await resumeStaging(vault, staging);
+            if (resumed.length > 0) ctx.log("stage-resumed", { packs: resumed.length });
             const drafts: PointManifest[] = [];
             const pointTime = new Date(data.takenAt ?? ctx.clock.now()).toISOString();
             const modes: string[] = [];
@@ -330,7 +348,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
               }
             });
             for (const draft of drafts) draft.time = pointTime;
-            await recordStaged(vault, staging, ctx.jobId, writer.committedPacks, drafts);
+            await recordStaged(vault, staging, ctx.jobId, [...resumed, ...writer.committedPacks], drafts);
             ctx.log("staged", { packs: writer.committedPacks.length, bytesRead, bytesNew: writer.stats.bytesNew, modes });
             return {
               next: "verify",
@@ -347,8 +365,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       verify: {
         async step(ctx, data) {
           const staging = env.staging(ctx.jobId);
-          return withVault(data, async (vault) => {
-            await jobVaultLock(ctx, vault);
+          return withJobLock(ctx, data, async (vault, lock) => {
             const { packs } = await readStaged(vault, staging, ctx.jobId, ownPoints(data));
             const pool = new CodecPool(vault.master);
             try {
@@ -365,8 +382,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       promote: {
         async step(ctx, data) {
           const staging = env.staging(ctx.jobId);
-          return withVault(data, async (vault) => {
-            await jobVaultLock(ctx, vault);
+          return withJobLock(ctx, data, async (vault, lock) => {
             const { packs } = await readStaged(vault, staging, ctx.jobId, ownPoints(data));
             const { copied } = await promoteStaged(vault, staging, packs, stagedIndexName(ctx.jobId, data));
             ctx.log("promoted", { packs: packs.length, copied });
@@ -378,8 +394,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       commit: {
         async step(ctx, data) {
           const staging = env.staging(ctx.jobId);
-          return withVault(data, async (vault) => {
-            const lock = await jobVaultLock(ctx, vault);
+          return withJobLock(ctx, data, async (vault, lock) => {
             const { drafts, packs } = await readStaged(vault, staging, ctx.jobId, ownPoints(data));
             // Members first, the group last: a VM point never names a disk point that is not there.
             try {
