@@ -122,9 +122,13 @@ describe("managed disks and incremental snapshots", () => {
     await client.snapshots.beginRevokeAccessAndWait(group, "snap-sas");
     await expect(revocable.downloadToBuffer(0, 512)).rejects.toMatchObject({ statusCode: 403, code: "AuthenticationFailed" });
 
-    const shortLived = new PageBlobClient(await readSas("snap-sas", 2), new AnonymousCredential());
+    // A grant of 60 s serves reads; once its time has passed (the emulator's clock moved past it,
+    // rather than a sleep that a busy machine stretches or shrinks) it is refused.
+    const shortLived = new PageBlobClient(await readSas("snap-sas", 60), new AnonymousCredential());
     expect((await shortLived.downloadToBuffer(0, 512)).length).toBe(512);
-    await new Promise((r) => setTimeout(r, 2100));
+    emulator.control.advanceSasClock(30_000);
+    expect((await shortLived.downloadToBuffer(0, 512)).length).toBe(512);
+    emulator.control.advanceSasClock(30_000);
     await expect(shortLived.downloadToBuffer(0, 512)).rejects.toMatchObject({ statusCode: 403, code: "AuthenticationFailed" });
     expect(emulator.control.inventory().activeSasGrants.filter((g) => g.resourceId.includes("snap-sas"))).toEqual([]);
 

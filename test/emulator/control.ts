@@ -71,6 +71,11 @@ export class EmulatorControl {
     this.faults.clear();
   }
 
+  /** Moves the clock that SAS expiry is judged by forward, so a test expires a grant without waiting. */
+  advanceSasClock(ms: number): void {
+    this.blobs.clockShiftMs += ms;
+  }
+
   inventory(): Inventory {
     return {
       disks: [...this.compute.disks.values()].map((d) => ({

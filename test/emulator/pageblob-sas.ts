@@ -67,10 +67,17 @@ export class PageBlobService {
   private readonly signingKey = randomBytes(32);
   private readonly lookup: (resourceId: string) => SasTarget | undefined;
   readonly options: PageBlobOptions;
+  /** Moves the data plane's clock forward (test control: a SAS expires without waiting for it). */
+  clockShiftMs = 0;
 
   constructor(lookup: (resourceId: string) => SasTarget | undefined, options: PageBlobOptions) {
     this.lookup = lookup;
     this.options = options;
+  }
+
+  /** The data plane's current time: the real clock plus the test's shift. */
+  now(): number {
+    return Date.now() + this.clockShiftMs;
   }
 
   grant(origin: string, resourceId: string, access: AccessLevel, durationInSeconds: number): SasGrant {
@@ -82,7 +89,7 @@ export class PageBlobService {
       `${origin}/${account}/${container}/${BLOB_NAME}` +
       `?sv=2018-03-28&sr=b&si=${id}&sig=${encodeURIComponent(signature)}`;
     const record: GrantRecord = {
-      id, resourceId, access, expiresOn: new Date(Date.now() + durationInSeconds * 1000), revoked: false, url, account, container, signature,
+      id, resourceId, access, expiresOn: new Date(this.now() + durationInSeconds * 1000), revoked: false, url, account, container, signature,
     };
     this.grants.set(id, record);
     return publicGrant(record);
@@ -102,7 +109,7 @@ export class PageBlobService {
 
   /** Grants that would still open the data: neither revoked nor expired. */
   active(resourceId?: string): SasGrant[] {
-    const now = Date.now();
+    const now = this.now();
     return [...this.grants.values()]
       .filter((g) => !g.revoked && g.expiresOn.getTime() > now)
       .filter((g) => resourceId === undefined || g.resourceId.toLowerCase() === resourceId.toLowerCase())
@@ -143,10 +150,10 @@ export class PageBlobService {
         "Server failed to authenticate the request. The access to this managed disk or snapshot was revoked (endGetAccess).",
         "<AuthenticationErrorDetail>Signed identifier is no longer valid: access was revoked.</AuthenticationErrorDetail>");
     }
-    if (grant.expiresOn.getTime() <= Date.now()) {
+    if (grant.expiresOn.getTime() <= this.now()) {
       return storageError(403, "AuthenticationFailed",
         "Server failed to authenticate the request. The SAS has expired.",
-        `<AuthenticationErrorDetail>Signed expiry time [${grant.expiresOn.toUTCString()}] must be after current time [${new Date().toUTCString()}]</AuthenticationErrorDetail>`);
+        `<AuthenticationErrorDetail>Signed expiry time [${grant.expiresOn.toUTCString()}] must be after current time [${new Date(this.now()).toUTCString()}]</AuthenticationErrorDetail>`);
     }
     const target = this.lookup(grant.resourceId);
     if (!target) return storageError(404, "BlobNotFound", "The specified blob does not exist.");
