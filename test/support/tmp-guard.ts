@@ -7,7 +7,7 @@
  * Folders named /tmp/bulwark-* that appeared beside it during the run (a path that ignores
  * TMPDIR) are reported too.
  */
-import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
@@ -35,6 +35,8 @@ function usage(file: string): number {
 export default function setup(): () => void {
   const before = bulwarkFolders();
   const run = mkdtempSync(path.join(root, "bulwark-run-"));
+  // Traversable like /tmp itself: a test runs the CLI as another user (nobody) on files in it.
+  chmodSync(run, 0o755);
   const previous = process.env.TMPDIR;
   process.env.TMPDIR = run;
   return function teardown() {
