@@ -9,9 +9,12 @@ import { BulwarkError, UsageError, describeError } from "../errors.ts";
 import { commands } from "./commands.ts";
 import { isRetryable } from "../store/retry.ts";
 import { INTERRUPTED_EXIT_CODES, InterruptedError, interrupt, interruptedBy, removeLeftoversSync } from "../interruption.ts";
+import { heldLocks } from "../engine/locks.ts";
 
 /** How long an interrupted command may take to release what it holds before the exit is forced. */
 const INTERRUPT_GRACE_MS = 60_000;
+/** How long a forced exit waits for the vault locks it still holds to be deleted. */
+const LOCK_RELEASE_MS = 3_000;
 
 const HELP = `bulwark: encrypted, deduplicated backups of disks, files, Azure VMs and Azure SQL
 
@@ -54,10 +57,20 @@ const RELEASED = "stopped and released what it held (vault lock, temporary and p
 /**
  * SIGINT/SIGTERM: the command is marked interrupted and unwinds through its own cleanup (see
  * runtime/interruption.ts); a second signal, or a cleanup that outlasts the grace period, exits at
- * once after removing the tracked temporary files.
+ * once after removing the tracked temporary files and (for a few seconds at most) the vault locks
+ * still held.
  */
-function handleSignals(name: string): void {
-  const forceExit = (signal: NodeJS.Signals, why: string) => {
+/** Set once a forced exit is under way: it prints the one line, not the command's own catch. */
+let forcingExit = false;
+
+function handleSignals(name: string, unwound: Promise<unknown>): void {
+  const forceExit = async (signal: NodeJS.Signals, why: string) => {
+    if (forcingExit) return;
+    forcingExit = true;
+    removeLeftoversSync();
+    // The locks not yet released, and the command's own unwinding (which may be deleting one now).
+    const released = Promise.allSettled([unwound, ...heldLocks().map((lock) => lock.release())]);
+    await Promise.race([released, new Promise((resolve) => setTimeout(resolve, LOCK_RELEASE_MS).unref())]);
     removeLeftoversSync();
     process.stderr.write(`bulwark ${name}: interrupted by ${signal}; ${why}\n`);
     process.exit(INTERRUPTED_EXIT_CODES[signal] ?? 130);
@@ -71,10 +84,13 @@ function handleSignals(name: string): void {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.on(signal, () => {
       const first = interruptedBy();
-      if (first) forceExit(first, `${signal} again: stopped at once; temporary files removed, a lock left behind expires or is removed by the next run`);
+      if (first) {
+        void forceExit(first, `${signal} again: stopped at once; temporary files and the vault lock removed, anything else is removed by the next run or \`bulwark agent bridge\``);
+        return;
+      }
       interrupt(signal);
       setTimeout(
-        () => forceExit(signal, `cleanup did not finish within ${INTERRUPT_GRACE_MS / 1000}s: temporary files removed; the next run or \`bulwark agent bridge\` removes the rest`),
+        () => void forceExit(signal, `cleanup did not finish within ${INTERRUPT_GRACE_MS / 1000}s: temporary files and the vault lock removed; the next run or \`bulwark agent bridge\` removes the rest`),
         INTERRUPT_GRACE_MS,
       ).unref();
     });
@@ -97,7 +113,8 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   // The agents stop on SIGTERM in their own way (the step in flight is committed, see runtime/jobs).
-  if (name !== "agent") handleSignals(name);
+  let unwound!: () => void;
+  if (name !== "agent") handleSignals(name, new Promise<void>((resolve) => (unwound = resolve)));
   try {
     let parsed;
     try {
@@ -109,7 +126,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     const signal = interruptedBy();
     if (signal) {
-      process.stderr.write(`bulwark ${name}: interrupted by ${signal}; ${RELEASED}\n`);
+      if (!forcingExit) process.stderr.write(`bulwark ${name}: interrupted by ${signal}; ${RELEASED}\n`);
       return INTERRUPTED_EXIT_CODES[signal] ?? 130;
     }
     // A dropped connection or an outage that outlasted every retry: a service failure, not a bug.
@@ -124,6 +141,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bulwark ${name}: ${message}\n`);
     if (!(error instanceof BulwarkError) && process.env.BULWARK_DEBUG) console.error(error);
     return code;
+  } finally {
+    unwound?.();
   }
 }
 

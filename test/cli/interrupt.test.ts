@@ -74,6 +74,21 @@ describe("interrupted commands", () => {
     expect(await entries(path.join(vault, "points"))).toEqual([]);
   });
 
+  test("Ctrl-C twice during a local backup still leaves no lock and no temporary files", async () => {
+    const vault = await newVault("backup-twice");
+    const child = start(["backup", imagePath, "--vault", vault]);
+    const done = finished(child);
+    await waitFor("the backup's first temporary pack file", async () => (await entries(path.join(vault, ".tmp"))).length > 0 && (await entries(path.join(vault, "locks"))).length > 0, 60_000, 5);
+    child.kill("SIGINT");
+    child.kill("SIGINT");
+    const result = await done;
+    expect(result.code, result.stderr).toBe(130);
+    expectOneLine(result.stderr, "backup", /interrupted by SIGINT/);
+    expect(await entries(path.join(vault, "locks"))).toEqual([]);
+    expect(await entries(path.join(vault, ".tmp"))).toEqual([]);
+    expect(await entries(path.join(vault, "points"))).toEqual([]);
+  });
+
   test("SIGINT during a restore leaves no partial file and no destination", async () => {
     const vault = await newVault("restore-int");
     expect((await runCli(["backup", imagePath, "--vault", vault])).code).toBe(0);
