@@ -27,6 +27,7 @@ import { requiresAction } from "../azure/permissions.ts";
 import { parseResourceId, sameType } from "../azure/resource-id.ts";
 import { armFailure, azureFailure, statusOf } from "./azure-disk.ts";
 import { fixedVhdFooter, VHD_FOOTER_BYTES } from "./vhd.ts";
+import { throwIfInterrupted } from "../interruption.ts";
 
 requiresAction("Microsoft.Compute/disks/read", "disk restore: refuse an existing disk");
 requiresAction("Microsoft.Compute/disks/write", "disk restore: create the upload disk");
@@ -51,6 +52,8 @@ export function pageBlobTarget(client: PageBlobClient): RestoreTarget {
         const piece = data.subarray(at, Math.min(at + MAX_PAGE_WRITE, data.length));
         // Pages are 512-byte units; a disk's size is a multiple of 512, so only padding a short tail is needed.
         const padded = piece.length % 512 === 0 ? piece : Buffer.concat([piece, Buffer.alloc(512 - (piece.length % 512))]);
+        // Ctrl-C: stop writing; the restore's failure cleanup revokes access and removes the disk.
+        throwIfInterrupted();
         await client.uploadPages(padded, offset + at, padded.length);
       }
     },

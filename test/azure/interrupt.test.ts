@@ -1,5 +1,5 @@
 /**
- * Ctrl-C during an Azure VM backup (issue 8, item 15), with the real CLI against the emulator: the
+ * Ctrl-C during an Azure VM backup or disk restore (issue 8, item 15), with the real CLI against the emulator: the
  * backup revokes every read grant it took and deletes the snapshots it made, so each disk keeps
  * exactly its golden snapshot from the backup before, and the command exits 130 with one line. The
  * moment is chosen from the emulator's request log: the managed-disk reads are throttled (503 with
@@ -10,7 +10,7 @@ import { finished, startCli } from "../support/cli.ts";
 import { waitFor } from "../cli/vaults.ts";
 import { bulwarkSnapshots, expectNothingLeaked, startWorld, type AzureWorld } from "./harness.ts";
 
-describe("interrupted Azure VM backup", () => {
+describe("interrupted Azure commands", () => {
   let world: AzureWorld;
   let vault: string;
 
@@ -85,5 +85,31 @@ describe("interrupted Azure VM backup", () => {
     await expectNothingLeaked(world, disks);
     // The new backup's snapshots are the golden ones now; the old golden ones were retired.
     expect(bulwarkSnapshots(world).filter((s) => golden.includes(s.id))).toEqual([]);
+  });
+
+  test("SIGINT during a restore to a new managed disk leaves no disk and no write grant, and exits 130", async () => {
+    const points = await world.json<{ id: string; kind: string; source: string }[]>(["points", "--vault", vault]);
+    const osPoint = points.filter((p) => p.kind === "disk" && p.source.toLowerCase() === world.sample.osDiskId.toLowerCase()).at(-1)!;
+    const target = world.sample.osDiskId.replace(/\/disks\/[^/]+$/, "/disks/interrupted-restore");
+    const from = world.emulator.requestLog.length;
+    const diskWrite = /^\/md-[^/]+\/[^/]+\/[^/]+$/;
+    world.emulator.control.throttle({ method: "PUT", path: diskWrite, times: 4, status: 503, retryAfterSeconds: 2 });
+    const child = startCli(["restore", osPoint.id, "--vault", vault, "--to", target], world.env);
+    const done = finished(child);
+    try {
+      await waitFor("a throttled write to the new disk", async () => world.emulator.requestLog.slice(from).some((r) => r.status === 503 && r.method === "PUT" && diskWrite.test(r.path)), 60_000, 5);
+      child.kill("SIGINT");
+      const result = await done;
+      expect(result.code, result.stderr).toBe(130);
+      const lines = result.stderr.trimEnd().split("\n");
+      expect(lines, result.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(/^bulwark restore: interrupted by SIGINT/);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      world.emulator.control.clearFaults();
+    }
+    const inventory = world.emulator.control.inventory();
+    expect(inventory.disks.filter((d) => /interrupted-restore/i.test(d.id))).toEqual([]);
+    expect(inventory.activeSasGrants).toEqual([]);
   });
 });
