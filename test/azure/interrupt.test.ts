@@ -1,9 +1,11 @@
 /**
- * Ctrl-C during an Azure VM backup or disk restore (issue 8, item 15), with the real CLI against the emulator: the
- * backup revokes every read grant it took and deletes the snapshots it made, so each disk keeps
- * exactly its golden snapshot from the backup before, and the command exits 130 with one line. The
- * moment is chosen from the emulator's request log: the managed-disk reads are throttled (503 with
- * Retry-After, as storage throttles) and the signal is sent once the first throttled read is logged.
+ * Ctrl-C during Azure work (issue 8, item 15), with the real CLI against the emulator. A VM backup
+ * revokes every read grant it took and deletes the snapshots it made, so each disk keeps exactly
+ * its golden snapshot; a SIGKILLed one leaves them, and the next backup on this host removes them; a
+ * restore to a new managed disk revokes its write grant and removes the half-written disk. Each
+ * interrupted command exits 130 with one line. The moment comes from the emulator's request log:
+ * the managed-disk reads or writes are throttled (503 with Retry-After, as storage throttles) and
+ * the signal is sent once the first throttled request is logged.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { finished, startCli } from "../support/cli.ts";
