@@ -5,6 +5,7 @@
  * what it does not (429, and an outage longer than its own budget).
  */
 import { ServiceError } from "../errors.ts";
+import { throwIfInterrupted } from "../interruption.ts";
 import type { ObjectInfo, ObjectStore, ObjectWriter } from "./store.ts";
 
 const RETRYABLE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EAI_AGAIN", "REQUEST_SEND_ERROR", "UND_ERR_SOCKET"]);
@@ -40,6 +41,8 @@ export async function withRetry<T>(what: string, policy: RetryPolicy, fn: () => 
       return await fn();
     } catch (error) {
       if (!isRetryable(error)) throw error;
+      // Interrupted (Ctrl-C): no more waiting out an outage.
+      throwIfInterrupted();
       if (attempt >= policy.attempts) {
         throw new ServiceError(
           `${what} still failing after ${attempt} attempts (${(error as Error).message?.split("\n")[0] ?? error}); ` +
