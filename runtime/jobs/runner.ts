@@ -245,9 +245,17 @@ export class JobRunner {
         etag = nextEtag;
         return true;
       });
+    // The job record's renewal is the only part of a heartbeat that shares the record's write
+    // queue; the slot and message renewals follow on their own, so a slow one never delays the
+    // next renewal of the lease. A heartbeat still queued or running is not queued twice.
+    let renewalQueued = false;
+    let othersRenewing = false;
+    let others: Promise<void> = Promise.resolve();
     const heartbeat = setInterval(() => {
-      void exclusive(async () => {
-        if (lost) return;
+      if (renewalQueued || lost) return;
+      renewalQueued = true;
+      void exclusive(async (): Promise<boolean> => {
+        if (lost) return false;
         try {
           const next = { ...rec, leaseUntil: clock.now() + leaseMs };
           const sentAt = performance.now();
@@ -255,21 +263,39 @@ export class JobRunner {
           // A write that does not answer must not outlive the lease it is renewing.
           const nextEtag = await jobs.replace(next, etag, { abortSignal: AbortSignal.timeout(Math.max(1, leaseMs - lastMargin)) });
           renewalSentAt = undefined;
-          if (nextEtag === undefined) return loseLease();
+          if (nextEtag === undefined) {
+            loseLease();
+            return false;
+          }
           rec = next;
           etag = nextEtag;
           armWatchdog(sentAt);
-          for (const lease of request.heldLeases ?? []) {
-            if (!(await this.deps.slots.renew(lease, leaseMs))) jobLog("slot.lost", { slot: lease.rowKey });
-          }
-          await request.onHeartbeat?.();
+          return true;
         } catch (error) {
           renewalSentAt = undefined;
           jobLog("heartbeat.failed", { error: describeError(error) });
           if (clock.now() > rec.leaseUntil) loseLease("the job's lease expired while its renewals failed");
+          return false;
         }
+      }).then((renewed) => {
+        renewalQueued = false;
+        if (!renewed || othersRenewing || lost) return;
+        others = renewOthers();
       });
     }, Math.max(100, Math.floor(leaseMs / 3)));
+    const renewOthers = async (): Promise<void> => {
+      othersRenewing = true;
+      try {
+        for (const lease of request.heldLeases ?? []) {
+          if (!(await this.deps.slots.renew(lease, leaseMs))) jobLog("slot.lost", { slot: lease.rowKey });
+        }
+        await request.onHeartbeat?.();
+      } catch (error) {
+        jobLog("heartbeat.failed", { error: describeError(error) });
+      } finally {
+        othersRenewing = false;
+      }
+    };
 
     // Each step and compensation gets its own signal: aborted on shutdown, on a lost lease, and
     // when it runs past its time limit.
@@ -423,6 +449,7 @@ export class JobRunner {
       stop.signal.removeEventListener("abort", stopStep);
       request.signal?.removeEventListener("abort", onShutdown);
       await queue;
+      await others; // the message's invisibility, before the worker deletes or releases it
     }
 
     if (lost) return { kind: "lost" };
