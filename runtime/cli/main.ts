@@ -60,6 +60,11 @@ const RELEASED = "stopped and released what it held (vault lock, temporary and p
  * once after removing the tracked temporary files and (for a few seconds at most) the vault locks
  * still held.
  */
+/** On a terminal a progress line may be drawn (without a newline): the message replaces it. */
+function clearProgressLine(): string {
+  return process.stderr.isTTY ? "\r\x1b[2K" : "";
+}
+
 /** Set once a forced exit is under way: it prints the one line, not the command's own catch. */
 let forcingExit = false;
 
@@ -72,7 +77,7 @@ function handleSignals(name: string, unwound: Promise<unknown>): void {
     const released = Promise.allSettled([unwound, ...heldLocks().map((lock) => lock.release())]);
     await Promise.race([released, new Promise((resolve) => setTimeout(resolve, LOCK_RELEASE_MS).unref())]);
     removeLeftoversSync();
-    process.stderr.write(`bulwark ${name}: interrupted by ${signal}; ${why}\n`);
+    process.stderr.write(`${clearProgressLine()}bulwark ${name}: interrupted by ${signal}; ${why}\n`);
     process.exit(INTERRUPTED_EXIT_CODES[signal] ?? 130);
   };
   // Reads started ahead of their use reject with InterruptedError after the signal while nothing
@@ -112,9 +117,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bulwark: unknown command "${name}"; run \`bulwark --help\` for the list\n`);
     return 2;
   }
-  // The agents stop on SIGTERM in their own way (the step in flight is committed, see runtime/jobs).
+  // The agents stop on SIGTERM in their own way (the step in flight is committed, see runtime/jobs);
+  // `jobs` and `status` only read tables and hold nothing: a signal ends them as usual.
   let unwound!: () => void;
-  if (name !== "agent") handleSignals(name, new Promise<void>((resolve) => (unwound = resolve)));
+  if (!["agent", "jobs", "status"].includes(name)) handleSignals(name, new Promise<void>((resolve) => (unwound = resolve)));
   try {
     let parsed;
     try {
@@ -126,7 +132,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     const signal = interruptedBy();
     if (signal) {
-      if (!forcingExit) process.stderr.write(`bulwark ${name}: interrupted by ${signal}; ${RELEASED}\n`);
+      if (!forcingExit) process.stderr.write(`${clearProgressLine()}bulwark ${name}: interrupted by ${signal}; ${RELEASED}\n`);
       return INTERRUPTED_EXIT_CODES[signal] ?? 130;
     }
     // A dropped connection or an outage that outlasted every retry: a service failure, not a bug.
@@ -138,7 +144,7 @@ export async function main(argv: string[]): Promise<number> {
         : unreachable
           ? `a storage or Azure service did not answer (${describeError(error).split("\n")[0]}); check that it is reachable and retry: nothing half-written was committed`
           : `unexpected failure: ${describeError(error)}`;
-    process.stderr.write(`bulwark ${name}: ${message}\n`);
+    process.stderr.write(`${clearProgressLine()}bulwark ${name}: ${message}\n`);
     if (!(error instanceof BulwarkError) && process.env.BULWARK_DEBUG) console.error(error);
     return code;
   } finally {
