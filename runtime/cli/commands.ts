@@ -314,6 +314,7 @@ export const commands: Record<string, Command> = {
       const dryRun = values["dry-run"] === true;
       const provider = await keyProvider(values);
       const store = (await openStore(vaultOf(values))).store;
+      await removeDeadLocksOfThisHost(store); // a killed run of ours on this host must not block it
       const lock = values.prune ? await VaultLock.acquire(store, dryRun ? "shared" : "exclusive", "forget --prune") : undefined;
       try {
         const vault = await Vault.open(store, provider);
@@ -356,6 +357,7 @@ export const commands: Record<string, Command> = {
     async run(values) {
       const provider = await keyProvider(values);
       const store = (await openStore(vaultOf(values))).store;
+      await removeDeadLocksOfThisHost(store); // a killed run of ours on this host must not block it
       const dryRun = values["dry-run"] === true;
       const lock = await VaultLock.acquire(store, dryRun ? "shared" : "exclusive", "prune");
       try {

@@ -120,6 +120,19 @@ describe("interrupted commands", () => {
     expect(sha256(await readFile(out))).toBe(sha256(image));
   });
 
+  test("after a SIGKILLed backup, prune on this host is not blocked by the lock it left", async () => {
+    const vault = await newVault("prune-after-kill");
+    const child = start(["backup", imagePath, "--vault", vault]);
+    const done = finished(child);
+    await waitFor("the backup's lock and first temporary pack file", async () => (await entries(path.join(vault, ".tmp"))).length > 0 && (await entries(path.join(vault, "locks"))).length > 0, 60_000, 5);
+    child.kill("SIGKILL");
+    expect((await done).signal).toBe("SIGKILL");
+    expect(await entries(path.join(vault, "locks"))).toHaveLength(1);
+    const prune = await runCli(["prune", "--vault", vault]);
+    expect(prune.code, prune.stderr).toBe(0);
+    expect(await entries(path.join(vault, "locks"))).toEqual([]);
+  });
+
   test("after a SIGKILLed backup, the next backup removes its temporary files and its lock", async () => {
     const vault = await newVault("backup-kill");
     const child = start(["backup", imagePath, "--vault", vault]);
