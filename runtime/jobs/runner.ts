@@ -206,12 +206,14 @@ export class JobRunner {
     };
     // The lease watchdog. The lease runs `leaseMs` from the moment its last renewal was sent
     // (measured on this host's monotonic clock, not on the job clock, which tests may move). If no
-    // renewal got through by a quarter of a lease before that, the step is aborted: it must have
-    // stopped before another worker may take the job over, never run beside the new owner.
-    // A renewal already sent and not yet answered (a slow table, or this process was starved of
-    // CPU) gets until a tenth of a lease before the expiry, the least the step needs to stop.
-    const margin = Math.max(50, Math.floor(leaseMs / 4));
-    const lastMargin = Math.max(50, Math.floor(leaseMs / 10));
+    // renewal got through by a tenth of a lease before that, the step is aborted: it must have
+    // stopped before another worker may take the job over, never run beside the new owner (an
+    // aborted step stops at its next request; a new owner also waits for the message to reappear,
+    // a second after the lease). A renewal already sent and not yet answered (a slow table) gets
+    // until a twentieth of a lease before the expiry. Heartbeats come every third of a lease, so
+    // only a process starved of CPU for more than half a lease loses a lease it still held.
+    const margin = Math.max(50, Math.floor(leaseMs / 10));
+    const lastMargin = Math.max(25, Math.floor(leaseMs / 20));
     let watchdog: ReturnType<typeof setTimeout> | undefined;
     let renewalSentAt: number | undefined;
     const armWatchdog = (sentAt: number) => {
