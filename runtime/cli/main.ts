@@ -54,12 +54,6 @@ Exit codes: 0 ok, 1 failure, 2 bad usage, 3 wrong key, 4 not found, 5 damaged da
 
 const RELEASED = "stopped and released what it held (vault lock, temporary and partial files, snapshots and read access it made); nothing half-done was committed";
 
-/**
- * SIGINT/SIGTERM: the command is marked interrupted and unwinds through its own cleanup (see
- * runtime/interruption.ts); a second signal, or a cleanup that outlasts the grace period, exits at
- * once after removing the tracked temporary files and (for a few seconds at most) the vault locks
- * still held.
- */
 /** On a terminal a progress line may be drawn (without a newline): the message replaces it. */
 function clearProgressLine(): string {
   return process.stderr.isTTY ? "\r\x1b[2K" : "";
@@ -68,6 +62,12 @@ function clearProgressLine(): string {
 /** Set once a forced exit is under way: it prints the one line, not the command's own catch. */
 let forcingExit = false;
 
+/**
+ * SIGINT/SIGTERM: the command is marked interrupted and unwinds through its own cleanup (see
+ * runtime/interruption.ts); a second signal, or a cleanup that outlasts the grace period, exits at
+ * once after removing the tracked temporary files and (for a few seconds at most) the vault locks
+ * still held.
+ */
 function handleSignals(name: string, unwound: Promise<unknown>): void {
   const forceExit = async (signal: NodeJS.Signals, why: string) => {
     if (forcingExit) return;
