@@ -59,4 +59,19 @@ describe("blob URLs outside Azure Storage", () => {
     expect(lines[0]).toMatch(/blob\.core\.windows\.net/);
     expect(result.code).toBe(2);
   });
+
+  test("a restore to a page blob URL on a local https server is refused, and the server receives no Authorization header", async () => {
+    const vault = path.join(scratch, "vault");
+    const image = path.join(scratch, "small.img");
+    await writeFile(image, Buffer.alloc(1024 * 1024, 7));
+    expect((await runCli(["init", "--vault", vault], env)).code).toBe(0);
+    const point = JSON.parse((await runCli(["backup", image, "--vault", vault, "--json"], env)).stdout).id as string;
+    const from = seen.length;
+    const result = await runCli(["restore", point, "--vault", vault, "--to", `${foreignVault}/disk.vhd`], env);
+    expect(seen.slice(from).filter((r) => r.authorization !== undefined)).toEqual([]);
+    const lines = result.stderr.trimEnd().split("\n");
+    expect(lines, result.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(/^bulwark restore: the restore target .* is not an Azure Storage blob endpoint/);
+    expect(result.code).toBe(2);
+  });
 });
