@@ -26,6 +26,12 @@ const DISK_PAUSES = ["prepare", "acquire", "stage-sas", "stage-mid", "stage", "v
 const SQL_PAUSES = ["acquire", "stage", "release", "cleanup"];
 const CASES = [...DISK_PAUSES.map((pause) => ({ name: `c-${pause}`, pause, kind: "disk" })), ...SQL_PAUSES.map((pause) => ({ name: `db-${pause}`, pause, kind: "sql" }))];
 const REGION = "westeurope";
+/**
+ * The workers' lease. The harness's 3 s lease lapsed on a busy machine (a renewal came late, the
+ * rescuer's own job was taken over again: a third run); 10 s leaves room for that, and only adds
+ * the wait for the killed worker's leases to end.
+ */
+const LEASE = { BULWARK_LEASE_MS: "10000" };
 let world: FleetWorld;
 let policy: string;
 /** Item ids by case name. */
@@ -74,7 +80,7 @@ const lap = (what: string) => process.env.FLEET_DEBUG && console.log(`${what}: $
 test("a worker killed in each state of a backup (and mid-restore) is replaced, and every job finishes exactly once", async () => {
   // A first point for every item, so the killed jobs have a golden snapshot to retire and a point to forget.
   expect(Object.keys(await tick())).toHaveLength(CASES.length);
-  const first = world.worker(REGION, { BULWARK_MAX_JOBS_PER_REGION: "32", BULWARK_MAX_JOBS_PER_WORKER: "6" });
+  const first = world.worker(REGION, { BULWARK_MAX_JOBS_PER_REGION: "32", BULWARK_MAX_JOBS_PER_WORKER: "6", ...LEASE });
   children.push(first);
   expect(await first.summary()).toMatchObject({ succeeded: CASES.length, failed: 0 });
   lap("first points");
@@ -118,6 +124,7 @@ test("a worker killed in each state of a backup (and mid-restore) is replaced, a
         BULWARK_REGION: REGION,
         BULWARK_TEST_WORKER: "victim",
         BULWARK_MAX_JOBS_PER_REGION: "32",
+        ...LEASE,
         BULWARK_TEST_PAUSE: JSON.stringify({
           ...Object.fromEntries(CASES.map((c) => [items[c.name]!.toLowerCase(), c.pause])),
           [items["r-source"]!.toLowerCase()]: "restore-write",
@@ -154,7 +161,7 @@ test("a worker killed in each state of a backup (and mid-restore) is replaced, a
     expect({ c: c.name, owner: record.owner, status: record.status, at: record.state }).toEqual({ c: c.name, owner: "victim", status: "running", at: c.pause.startsWith("stage") ? "stage" : c.pause });
   }
 
-  const rescuer = world.worker(REGION, { BULWARK_MAX_JOBS_PER_REGION: "32", BULWARK_MAX_JOBS_PER_WORKER: "6" });
+  const rescuer = world.worker(REGION, { BULWARK_MAX_JOBS_PER_REGION: "32", BULWARK_MAX_JOBS_PER_WORKER: "6", ...LEASE });
   children.push(rescuer);
   const summary = await rescuer.summary();
   expect(summary).toMatchObject({ succeeded: PAUSED, failed: 0, poisoned: 0 });
