@@ -8,9 +8,10 @@ import { enterScope, killChildren, removeFolders } from "./cleanup.ts";
 
 beforeEach(() => enterScope("test"));
 
-afterEach(async () => {
+afterEach(async (context) => {
   enterScope("file");
-  await killChildren("test");
+  const killed = await killChildren("test");
+  if (killed.length > 0) console.warn(`[cleanup] killed ${killed.length} process(es) still running after "${context.task.name}": ${killed.join("; ")}`);
 });
 
 afterAll(async () => {
