@@ -3,7 +3,7 @@ import { UsageError, NotFoundError, describeError } from "../errors.ts";
 import { backupDisk, backupFileStream } from "../engine/backup.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
 import { listKeyObjects, writeKeyObject, configDigest } from "../engine/keyring.ts";
-import { VaultLock, removeAllLocks } from "../engine/locks.ts";
+import { STALE_AFTER_MS, VaultLock, removeAllLocks } from "../engine/locks.ts";
 import type { PointManifest } from "../engine/point.ts";
 import { pruneVault, type PruneReport } from "../engine/prune.ts";
 import { restoreContent } from "../engine/restore.ts";
@@ -272,7 +272,7 @@ export const commands: Record<string, Command> = {
       const pool = new CodecPool(vault.master);
       let report;
       try {
-        report = await verifyVault(vault, pool, { readDataPercent: percent });
+        report = await verifyVault(vault, pool, { readDataPercent: percent, storeNow: lock.storeNow() });
       } finally {
         await pool.close();
         await lock.release().catch(() => {});
@@ -280,7 +280,13 @@ export const commands: Record<string, Command> = {
       const ok = report.problems.length === 0;
       const lines = [
         `${report.points} points, ${report.indexObjects} index objects, ${report.packs} packs; read ${report.packsRead} packs, checked ${report.chunksChecked} chunks`,
-        ...(report.unindexedPacks ? [`${report.unindexedPacks} packs left by interrupted backups (not referenced; prune removes them)`] : []),
+        ...(report.unindexedPacks
+          ? [
+              `${report.unindexedPacks} ${report.unindexedPacks === 1 ? "pack" : "packs"} left by interrupted or running backups (not referenced): ` +
+                `prune removes ${report.unindexedRemovableNow} now` +
+                (report.unindexedRemovableAfter ? `, the others from ${report.unindexedRemovableAfter} (${STALE_AFTER_MS / 60000} minutes after they were written)` : ""),
+            ]
+          : []),
         ...report.problems.map((p) => `PROBLEM: ${p}`),
         ok ? "no problems found" : `${report.problems.length} problems found: the listed points cannot be trusted; back their sources up again`,
       ];

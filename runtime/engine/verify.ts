@@ -10,6 +10,7 @@ import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId } from "./crypto.ts";
 import { decodeIndex, type IndexedPack } from "./index-file.ts";
 import { readKeyObjects } from "./keyring.ts";
+import { STALE_AFTER_MS } from "./locks.ts";
 import { packIdOfKey, packKey, readPackHeader } from "./pack.ts";
 import { STREAM_TREE_ENTRY, type PointManifest } from "./point.ts";
 import { describeMissing, missingPoints } from "./chain.ts";
@@ -23,6 +24,9 @@ export interface VerifyReport {
   chunksChecked: number;
   /** Packs no index names: left by an interrupted backup, removed by prune. Not an error. */
   unindexedPacks: number;
+  /** Of those, how many the next prune removes, and when the last of the others becomes removable. */
+  unindexedRemovableNow: number;
+  unindexedRemovableAfter?: string;
   /** Points gone without retention removing them (see chain.ts). */
   missingPoints: number;
   problems: string[];
@@ -31,10 +35,10 @@ export interface VerifyReport {
 export async function verifyVault(
   vault: Vault,
   pool: CodecPool,
-  options: { readDataPercent: number; onProgress?: (bytesDone: number) => void },
+  options: { readDataPercent: number; onProgress?: (bytesDone: number) => void; storeNow?: number },
 ): Promise<VerifyReport> {
   const problems: string[] = [];
-  const report: VerifyReport = { points: 0, indexObjects: 0, packs: 0, packsRead: 0, chunksChecked: 0, unindexedPacks: 0, missingPoints: 0, problems };
+  const report: VerifyReport = { points: 0, indexObjects: 0, packs: 0, packsRead: 0, chunksChecked: 0, unindexedPacks: 0, unindexedRemovableNow: 0, missingPoints: 0, problems };
 
   // Key objects: the vault opened with one of them; a damaged other one is still a problem.
   for (const key of (await readKeyObjects(vault.store)).damaged) problems.push(`key object ${key} is damaged and no longer opens the vault: put back a copy of it, or delete it and add that key again`);
@@ -63,9 +67,13 @@ export async function verifyVault(
   });
 
   const packSizes = new Map<string, number>();
+  const packTimes = new Map<string, number>();
   for await (const info of vault.store.list("data/")) {
     const packId = packIdOfKey(info.key);
-    if (packId) packSizes.set(packId, info.size);
+    if (packId) {
+      packSizes.set(packId, info.size);
+      packTimes.set(packId, info.lastModified.getTime());
+    }
     else problems.push(`unexpected object ${info.key} among the packs`);
   }
   report.packs = packSizes.size;
@@ -77,7 +85,15 @@ export async function verifyVault(
     }
     if (entries.some((e) => e.offset + e.length > size)) problems.push(`pack ${packId} is shorter than the index says (${size} bytes)`);
   }
-  for (const packId of packSizes.keys()) if (!indexed.has(packId)) report.unindexedPacks++;
+  // Left over: what prune removes, and when (the same rule prune applies: unindexed and older than
+  // the stale period, on the store's clock).
+  for (const packId of packSizes.keys()) {
+    if (indexed.has(packId)) continue;
+    report.unindexedPacks++;
+    const removableAt = packTimes.get(packId)! + STALE_AFTER_MS;
+    if (options.storeNow !== undefined && removableAt <= options.storeNow) report.unindexedRemovableNow++;
+    else report.unindexedRemovableAfter = new Date(Math.max(removableAt, Date.parse(report.unindexedRemovableAfter ?? "1970-01-01T00:00:00Z"))).toISOString();
+  }
 
   // Points and the chunks they reference.
   const ids = await vault.listPointIds();

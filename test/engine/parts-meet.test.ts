@@ -17,6 +17,7 @@ import { forgetPoint } from "../../runtime/engine/chain.ts";
 import { STALE_AFTER_MS, VaultLock, type LockClock } from "../../runtime/engine/locks.ts";
 import { manifestOf } from "../../runtime/engine/backup.ts";
 import { pruneVault } from "../../runtime/engine/prune.ts";
+import { verifyVault } from "../../runtime/engine/verify.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
 import { VaultBusyError } from "../../runtime/errors.ts";
@@ -297,4 +298,40 @@ test("the lock a holder cannot confirm is taken afresh before it acts, and refus
   await prune.release();
   expect(await lock.assertHeld()).toEqual({ lapsed: true });
   await lock.release();
+});
+
+test("verify and prune agree on what an interrupted backup left and say when it goes", async () => {
+  const { dir, store, vault } = await newVault("leftovers");
+  // A backup that dies after committing packs, before any index object names them.
+  await expect(
+    withWriter(vault, { threads: 1 }, async (writer) => {
+      await backupStream(vault, writer, once(randomBytes(40 * 1024 * 1024)));
+      for (let i = 0; i < 500 && writer.packsWritten.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      throw new Error("killed");
+    }),
+  ).rejects.toThrow("killed");
+  const verify = JSON.parse((await runCli(["verify", "--vault", dir, "--json"])).stdout);
+  expect(verify.unindexedPacks).toBeGreaterThan(0);
+  expect(verify.unindexedRemovableNow).toBe(0);
+  const after = Date.parse(verify.unindexedRemovableAfter);
+  expect(after).toBeGreaterThan(Date.now() + 25 * 60_000);
+  const dryRun = await runJson<{ unindexedPacksDeleted: number }>(["prune", "--vault", dir, "--dry-run"]);
+  expect(dryRun.unindexedPacksDeleted).toBe(0);
+  const text = await runCli(["verify", "--vault", dir]);
+  expect(text.stdout).toMatch(/prune removes 0 now, the others from /);
+  // 35 minutes later (at the store): both say they go now.
+  const old = await keysNow(store, "data/");
+  const aged = new AgedStore(store, 35 * 60_000, (key) => old.has(key));
+  const agedVault = await Vault.open(aged, new PassphraseProvider(PASSPHRASE));
+  const lock = await VaultLock.acquire(aged, "exclusive", "prune");
+  const pool = new CodecPool(agedVault.master, { threads: 1 });
+  try {
+    const report = await verifyVault(agedVault, pool, { readDataPercent: 0, storeNow: lock.storeNow() });
+    expect(report.unindexedRemovableNow).toBe(verify.unindexedPacks);
+    const pruned = await pruneVault(agedVault, pool, { lock, dryRun: true });
+    expect(pruned.unindexedPacksDeleted).toBe(verify.unindexedPacks);
+  } finally {
+    await pool.close();
+    await lock.release();
+  }
 });
