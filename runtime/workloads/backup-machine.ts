@@ -276,7 +276,8 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
             const started = Date.now();
             const { writer } = await withWriter(vault, { packStore: staging, lock }, async (writer) => {
               if (data.kind === "sql") {
-                const download = await env.transient.blob(data.bacpacName!).download(0);
+                // The BACPAC stream ends with the step (shutdown, lost lease, time limit).
+                const download = await env.transient.blob(data.bacpacName!).download(0, undefined, { abortSignal: ctx.signal });
                 const result = await backupStream(vault, writer, download.readableStreamBody as Readable);
                 bytesRead += result.bytesRead;
                 modes.push("bacpac");
