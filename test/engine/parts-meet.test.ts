@@ -18,9 +18,11 @@ import { STALE_AFTER_MS, VaultLock, type LockClock } from "../../runtime/engine/
 import { manifestOf } from "../../runtime/engine/backup.ts";
 import { pruneVault } from "../../runtime/engine/prune.ts";
 import { verifyVault } from "../../runtime/engine/verify.ts";
+import { readStaged, recordStaged } from "../../runtime/engine/stage.ts";
+import type { PointManifest } from "../../runtime/engine/point.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
-import { VaultBusyError } from "../../runtime/errors.ts";
+import { IntegrityError, VaultBusyError } from "../../runtime/errors.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
 import type { ObjectInfo, ObjectStore, ObjectWriter } from "../../runtime/store/store.ts";
@@ -334,4 +336,20 @@ test("verify and prune agree on what an interrupted backup left and say when it 
     await pool.close();
     await lock.release();
   }
+});
+
+test("staged objects are bound to their job: another job's staged index and drafts do not open, and drafts naming foreign points are refused", async () => {
+  const { vault } = await newVault("staged-binding");
+  const staging = new LocalFolderStore(path.join(folder, "staged-binding-staging"));
+  const draft = (id: string, job: string) =>
+    ({ version: 1, id, time: new Date().toISOString(), kind: "disk", source: { type: "azure-managed-disk", path: "/subscriptions/s/d" }, size: 0, tags: {}, details: { job }, stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, chunksNew: 0, durationMs: 0 } }) as PointManifest;
+  await recordStaged(vault, staging, "job-a", [], [draft("a".repeat(32), "job-a")]);
+  // Job A's own read works; job B (objects copied into its staging by someone with write access) cannot open them.
+  expect((await readStaged(vault, staging, "job-a", new Set(["a".repeat(32)]))).drafts).toHaveLength(1);
+  await expect(readStaged(vault, staging, "job-b")).rejects.toBeInstanceOf(IntegrityError);
+  // Drafts sealed for the job but naming a point the job does not derive, or another job, are refused.
+  await recordStaged(vault, staging, "job-a", [], [draft("b".repeat(32), "job-a")]);
+  await expect(readStaged(vault, staging, "job-a", new Set(["a".repeat(32)]))).rejects.toThrow(/not this job's/);
+  await recordStaged(vault, staging, "job-a", [], [draft("a".repeat(32), "job-b")]);
+  await expect(readStaged(vault, staging, "job-a", new Set(["a".repeat(32)]))).rejects.toThrow(/not this job's/);
 });
