@@ -142,15 +142,16 @@ export async function unlockMasterKeys(
       foreign.push(`keys/${keyObject.id}`);
       continue;
     }
-    const master = { dataKey: Buffer.from(String(parsed.dataKey), "base64"), idKey: Buffer.from(String(parsed.idKey), "base64") };
-    if (master.dataKey.length !== 32 || master.idKey.length !== 32 || !belongs(master)) {
-      foreign.push(`keys/${keyObject.id}`);
-      continue;
-    }
+    // The config first: a changed config (its id, say) also fails the master key check, and must be named as what it is.
     if (parsed.configDigest !== digest) {
       throw new IntegrityError(
         `the vault's config object at ${store.location} was modified after the vault was created; do not trust this vault until it is checked`,
       );
+    }
+    const master = { dataKey: Buffer.from(String(parsed.dataKey), "base64"), idKey: Buffer.from(String(parsed.idKey), "base64") };
+    if (master.dataKey.length !== 32 || master.idKey.length !== 32 || !belongs(master)) {
+      foreign.push(`keys/${keyObject.id}`);
+      continue;
     }
     return { master, keyObject, foreign };
   }

@@ -137,7 +137,16 @@ describe("interrupted commands", () => {
     const vault = await newVault("backup-kill");
     const child = start(["backup", imagePath, "--vault", vault]);
     const done = finished(child);
-    await waitFor("the backup's first temporary pack file", async () => (await entries(path.join(vault, ".tmp"))).length > 0 && (await entries(path.join(vault, "locks"))).length > 0, 60_000, 5);
+    const holdsTempAndLock = async () => (await entries(path.join(vault, ".tmp"))).length > 0 && (await entries(path.join(vault, "locks"))).length > 0;
+    // Frozen (SIGSTOP) while it holds a temporary file and its lock, then killed: a pack committed
+    // between the check and the kill would otherwise leave no temporary file to clean.
+    for (let attempt = 0; ; attempt++) {
+      await waitFor("the backup's first temporary pack file", holdsTempAndLock, 60_000, 5);
+      child.kill("SIGSTOP");
+      if (await holdsTempAndLock()) break;
+      child.kill("SIGCONT");
+      if (attempt > 50) throw new Error("the backup never held a temporary file while stopped");
+    }
     child.kill("SIGKILL");
     expect((await done).signal).toBe("SIGKILL");
     const leftTemp = await entries(path.join(vault, ".tmp"));
