@@ -25,8 +25,8 @@ import { Vault } from "../../runtime/engine/vault.ts";
 import { IntegrityError, VaultBusyError } from "../../runtime/errors.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
-import type { ObjectInfo, ObjectStore, ObjectWriter } from "../../runtime/store/store.ts";
 import { CLI, PASSPHRASE, runCli, runJson } from "../support/cli.ts";
+import { agedView } from "../support/store-view.ts";
 
 let folder: string;
 beforeAll(async () => {
@@ -35,45 +35,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(folder, { recursive: true, force: true });
 });
-
-/** A view of a store in which the objects under `prefix` look `ageMs` older (time passed at the store). */
-class AgedStore implements ObjectStore {
-  readonly location: string;
-  private readonly inner: ObjectStore;
-  private readonly ageMs: number;
-  private readonly aged: (key: string) => boolean;
-  constructor(inner: ObjectStore, ageMs: number, aged: (key: string) => boolean) {
-    this.inner = inner;
-    this.location = inner.location;
-    this.ageMs = ageMs;
-    this.aged = aged;
-  }
-  private age(info: ObjectInfo): ObjectInfo {
-    return this.aged(info.key) ? { ...info, lastModified: new Date(info.lastModified.getTime() - this.ageMs) } : info;
-  }
-  get(key: string) {
-    return this.inner.get(key);
-  }
-  getRange(key: string, offset: number, length: number) {
-    return this.inner.getRange(key, offset, length);
-  }
-  async stat(key: string) {
-    const info = await this.inner.stat(key);
-    return info && this.age(info);
-  }
-  create(key: string, data: Uint8Array) {
-    return this.inner.create(key, data);
-  }
-  createWriter(key: string): ObjectWriter {
-    return this.inner.createWriter(key);
-  }
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    for await (const info of this.inner.list(prefix)) yield this.age(info);
-  }
-  delete(key: string) {
-    return this.inner.delete(key);
-  }
-}
 
 class ManualLockClock implements LockClock {
   at = 0;
@@ -87,13 +48,6 @@ async function newVault(name: string): Promise<{ dir: string; store: LocalFolder
   await runJson(["init", "--vault", dir]);
   const store = new LocalFolderStore(dir);
   return { dir, store, vault: await Vault.open(store, new PassphraseProvider(PASSPHRASE)) };
-}
-
-/** The keys under `prefix` now: the objects that a test then makes look older. */
-async function keysNow(store: ObjectStore, ...prefixes: string[]): Promise<Set<string>> {
-  const keys = new Set<string>();
-  for (const prefix of prefixes) for await (const info of store.list(prefix)) keys.add(info.key);
-  return keys;
 }
 
 function once(bytes: Buffer): AsyncIterable<Uint8Array> {
@@ -135,8 +89,7 @@ test("a writer paused past the stale period while a prune runs does not commit a
       // The writer pauses 35 minutes: no refresh; at the store its lock ages past the stale period.
       clock.at += 35 * 60_000;
       await forgetPoint(vault, first.id, "retention"); // the first point goes, as retention would
-      const old = await keysNow(store, "locks/", "data/");
-      const aged = new AgedStore(store, 35 * 60_000, (key) => old.has(key));
+      const aged = await agedView(store, 35 * 60_000, "locks/", "data/");
       const pruneLock = await VaultLock.acquire(aged, "exclusive", "prune");
       const pruning = await Vault.open(aged, new PassphraseProvider(PASSPHRASE));
       const pool = new CodecPool(pruning.master, { threads: 1 });
@@ -293,8 +246,7 @@ test("the lock a holder cannot confirm is taken afresh before it acts, and refus
   expect(await lock.assertHeld()).toEqual({ lapsed: false });
   clock.at += STALE_AFTER_MS;
   // Meanwhile a prune took the vault (the holder's lock looked stale to it).
-  const old = await keysNow(store, "locks/");
-  const aged = new AgedStore(store, STALE_AFTER_MS + 60_000, (key) => old.has(key));
+  const aged = await agedView(store, STALE_AFTER_MS + 60_000, "locks/");
   const prune = await VaultLock.acquire(aged, "exclusive", "prune");
   await expect(lock.assertHeld()).rejects.toThrow(/lapsed/);
   await prune.release();
@@ -322,8 +274,7 @@ test("verify and prune agree on what an interrupted backup left and say when it 
   const text = await runCli(["verify", "--vault", dir]);
   expect(text.stdout).toMatch(/prune removes 0 now, the others from /);
   // 35 minutes later (at the store): both say they go now.
-  const old = await keysNow(store, "data/");
-  const aged = new AgedStore(store, 35 * 60_000, (key) => old.has(key));
+  const aged = await agedView(store, 35 * 60_000, "data/");
   const agedVault = await Vault.open(aged, new PassphraseProvider(PASSPHRASE));
   const lock = await VaultLock.acquire(aged, "exclusive", "prune");
   const pool = new CodecPool(agedVault.master, { threads: 1 });

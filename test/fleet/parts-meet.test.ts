@@ -21,10 +21,11 @@ import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { parsePolicy, type Policy } from "../../runtime/policy/policy.ts";
 import { ArmItemResolver } from "../../runtime/policy/resolve-arm.ts";
 import { openStore } from "../../runtime/store/open.ts";
-import type { ObjectInfo, ObjectStore, ObjectWriter } from "../../runtime/store/store.ts";
+import type { ObjectStore, ObjectWriter } from "../../runtime/store/store.ts";
 import { backupMachine } from "../../runtime/workloads/backup-machine.ts";
 import { workloadEnvironment, type WorkloadEnvironment } from "../../runtime/workloads/environment.ts";
 import { PASSPHRASE } from "../support/cli.ts";
+import { StoreView } from "../support/store-view.ts";
 import { KiB, MiB, expectNothingLeaked, expectVaultVerifies, makeDisk, pattern, restoreBytes, startFleetWorld, vaultManifests, type FleetWorld } from "./harness.ts";
 
 const HOUR = 3_600_000;
@@ -47,49 +48,6 @@ afterAll(async () => {
   }
   await world?.stop();
 });
-
-/** The vault's store with a hook before index objects are created, and packs that look `ageMs` old to whoever lists them. */
-class HookedStore implements ObjectStore {
-  readonly location: string;
-  private readonly inner: ObjectStore;
-  private readonly beforeCreate: (key: string) => Promise<void>;
-  private readonly afterCreate: (key: string) => Promise<void>;
-  private readonly ageMs: number;
-  constructor(inner: ObjectStore, beforeCreate: (key: string) => Promise<void>, afterCreate: (key: string) => Promise<void> = async () => {}, ageMs = 0) {
-    this.inner = inner;
-    this.location = inner.location;
-    this.beforeCreate = beforeCreate;
-    this.afterCreate = afterCreate;
-    this.ageMs = ageMs;
-  }
-  private age(info: ObjectInfo): ObjectInfo {
-    return this.ageMs && info.key.startsWith("data/") ? { ...info, lastModified: new Date(info.lastModified.getTime() - this.ageMs) } : info;
-  }
-  get(key: string) {
-    return this.inner.get(key);
-  }
-  getRange(key: string, offset: number, length: number) {
-    return this.inner.getRange(key, offset, length);
-  }
-  async stat(key: string) {
-    const info = await this.inner.stat(key);
-    return info && this.age(info);
-  }
-  async create(key: string, data: Uint8Array) {
-    await this.beforeCreate(key);
-    await this.inner.create(key, data);
-    await this.afterCreate(key);
-  }
-  createWriter(key: string): ObjectWriter {
-    return this.inner.createWriter(key);
-  }
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    for await (const info of this.inner.list(prefix)) yield this.age(info);
-  }
-  delete(key: string) {
-    return this.inner.delete(key);
-  }
-}
 
 async function vaultStore(): Promise<ObjectStore> {
   return (await openStore(world.vault, { AZURE_STORAGE_CONNECTION_STRING: world.env.AZURE_STORAGE_CONNECTION_STRING })).store;
@@ -132,11 +90,11 @@ test("a prune that runs between promote's copies and its index write, with the p
   let pruneOutcome: unknown;
   let packsBefore = 0;
   const hooked = withVaultStore(env, (store) =>
-    new HookedStore(store, async (key) => {
+    new StoreView(store, { beforeCreate: async (key) => {
       if (!key.startsWith("index/job-") || pruneOutcome !== undefined) return;
       // Promote has copied every pack and is about to name them: a prune runs now, on a store where
       // those packs look two hours old (a long promote).
-      const aged = new HookedStore(store, async () => {}, async () => {}, 2 * HOUR);
+      const aged = new StoreView(store, { ageOf: (k) => (k.startsWith("data/") ? 2 * HOUR : 0) });
       for await (const _ of store.list("data/")) packsBefore++;
       try {
         const lock = await VaultLock.acquire(aged, "exclusive", "agent prune");
@@ -154,7 +112,7 @@ test("a prune that runs between promote's copies and its index write, with the p
       } catch (error) {
         pruneOutcome = error;
       }
-    }),
+    } }),
   );
   const clock = new ManualClock(Date.UTC(2026, 5, 1, 1));
   const [pointId] = await runRound(clock, [diskPolicy("promote", disk.id)], hooked);
@@ -172,10 +130,8 @@ test("a pack deleted between promote and commit: the commit writes no point with
   const env = await workloadEnvironment({ ...world.workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
   const deleted: string[] = [];
   const hooked = withVaultStore(env, (store) =>
-    new HookedStore(
-      store,
-      async () => {},
-      async (key) => {
+    new StoreView(store, {
+      afterCreate: async (key) => {
         if (!key.startsWith("index/job-") || deleted.length > 0) return;
         // Someone with write access to the vault deletes one of the packs the job just promoted.
         const vault = await Vault.open(store, new PassphraseProvider(PASSPHRASE), { loadIndex: false });
@@ -183,7 +139,7 @@ test("a pack deleted between promote and commit: the commit writes no point with
         await store.delete(packKey(pack!.packId));
         deleted.push(pack!.packId);
       },
-    ),
+    }),
   );
   const clock = new ManualClock(Date.UTC(2026, 5, 2, 1));
   const logs: Record<string, unknown>[] = [];
