@@ -83,17 +83,17 @@ describe.runIf(process.platform === "linux")("bounded memory, local vault", () =
     const report = JSON.stringify(Object.fromEntries(Object.entries(peaks).map(([k, v]) => [k, { backup: mib(v.backup), restore: mib(v.restore) }])));
     // In the CI log: the measurement README's memory claim rests on (peak RSS in MiB).
     console.log(`[memory] peak RSS in MiB: ${report}`);
-    // The margin: on a machine busy with other work the peaks measured 258-265 MiB (backup) and
-    // 246 MiB (restore) at 1 GiB, 274 and 245 MiB at 4 GiB: V8 heaps and the codec workers'
-    // buffers move by 10-20 MiB with GC timing. Allowed: 12% of the 1 GiB peak plus 16 MiB (about
-    // 47 MiB), twice the noise seen. Anything that grows with the image is caught: keeping even
-    // 1 KiB per 64 KiB block adds 48 MiB for the 3 GiB more, holding the image's bytes adds GiBs,
-    // and holding the data regions adds the 48 MiB more that the 4 GiB image has.
+    // The margin: on machines busy with other work (two CPU-bound processes beside the suite) the
+    // peaks measured 258-265 MiB (backup) and 241-246 MiB (restore) at 1 GiB, 272-274 and
+    // 245-269 MiB at 4 GiB: V8 heaps and the codec workers' buffers move by 10-30 MiB with GC
+    // timing. Allowed: 15% of the 1 GiB peak plus 16 MiB (about 52 MiB). Anything that grows with
+    // the image is caught: keeping 2 KiB per 64 KiB block adds 96 MiB for the 3 GiB more, holding
+    // the image's bytes adds GiBs, holding the data regions twice adds 96 MiB.
     for (const phase of ["backup", "restore"] as const) {
       const small = peaks["1 GiB"]![phase];
       const large = peaks["4 GiB"]![phase];
       expect(small, report).toBeGreaterThan(0);
-      expect(large, `${phase}: ${report}`).toBeLessThanOrEqual(small * 1.12 + 16 * MIB);
+      expect(large, `${phase}: ${report}`).toBeLessThanOrEqual(small * 1.15 + 16 * MIB);
     }
   }, 600_000);
 });
