@@ -27,6 +27,7 @@ import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
 import { CLI, PASSPHRASE, runCli, runJson } from "../support/cli.ts";
 import { agedView } from "../support/store-view.ts";
+import { waitFor } from "../support/wait.ts";
 
 let folder: string;
 beforeAll(async () => {
@@ -136,7 +137,7 @@ test("a prune host whose clock is 40 minutes ahead deletes nothing a running bac
       async (writer) => {
         const result = await backupStream(vault, writer, once(bytes));
         // Mid-backup: packs in storage that no index object names yet, and a fresh lock.
-        for (let i = 0; i < 500 && writer.packsWritten.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+        await waitFor("the backup's first committed pack", () => writer.packsWritten.length > 0, 120_000, 20);
         expect(writer.packsWritten.length).toBeGreaterThan(0);
         prune = await new Promise((resolve, reject) => {
           const child = spawn("faketime", ["-f", "+40m", process.execPath, CLI, "prune", "--vault", dir], {
@@ -260,7 +261,7 @@ test("verify and prune agree on what an interrupted backup left and say when it 
   await expect(
     withWriter(vault, { threads: 1 }, async (writer) => {
       await backupStream(vault, writer, once(randomBytes(40 * 1024 * 1024)));
-      for (let i = 0; i < 500 && writer.packsWritten.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      await waitFor("the backup's first committed pack", () => writer.packsWritten.length > 0, 120_000, 20);
       throw new Error("killed");
     }),
   ).rejects.toThrow("killed");
