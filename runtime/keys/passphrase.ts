@@ -10,6 +10,17 @@ import type { KeyEncryptionKeyProvider, KeyParams } from "./provider.ts";
 export const MIN_PASSPHRASE_LENGTH = 16;
 const SCRYPT = { N: 1 << 17, r: 8, p: 1 };
 
+/**
+ * The cost new key objects are made with. Test runs only (vitest sets VITEST in the processes it
+ * starts and their children) may lower N with BULWARK_TEST_SCRYPT_N, as restic's tests lower their
+ * KDF: hundreds of CLI runs each paying 128 MiB and half a second of scrypt is most of the suite's
+ * time. Opening always uses the cost recorded in the key object.
+ */
+function creationCost(): typeof SCRYPT {
+  const testN = Number(process.env.VITEST === "true" ? process.env.BULWARK_TEST_SCRYPT_N : undefined);
+  return Number.isInteger(testN) && testN >= 1024 && (testN & (testN - 1)) === 0 ? { ...SCRYPT, N: testN } : SCRYPT;
+}
+
 function derive(passphrase: string, salt: Buffer, cost: typeof SCRYPT): Promise<Buffer> {
   return new Promise((resolve, reject) =>
     scrypt(passphrase.normalize("NFC"), salt, 32, { ...cost, maxmem: 256 * cost.N * cost.r + 16 * 1024 * 1024 }, (e, key) =>
@@ -34,8 +45,9 @@ export class PassphraseProvider implements KeyEncryptionKeyProvider {
 
   async create(): Promise<{ kek: Buffer; params: KeyParams }> {
     const salt = randomBytes(32);
-    const kek = await derive(this.passphrase, salt, SCRYPT);
-    return { kek, params: { kdf: "scrypt", ...SCRYPT, salt: salt.toString("base64") } };
+    const cost = creationCost();
+    const kek = await derive(this.passphrase, salt, cost);
+    return { kek, params: { kdf: "scrypt", ...cost, salt: salt.toString("base64") } };
   }
 
   async recover(params: KeyParams): Promise<Buffer> {
