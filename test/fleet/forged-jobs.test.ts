@@ -24,7 +24,7 @@ import { restoreMachine } from "../../runtime/workloads/restore-machine.ts";
 import { workloadEnvironment, type WorkloadEnvironment } from "../../runtime/workloads/environment.ts";
 import { makeCertificates, trustEmulatorCA, type EmulatorCertificates } from "../emulator/tls.ts";
 import { PASSPHRASE } from "../support/cli.ts";
-import { MiB, expectNothingLeaked, makeDisk, restoreBytes, startFleetWorld, vaultManifests, type FleetWorld } from "./harness.ts";
+import { MiB, expectNothingLeaked, makeDisk, restoreBytes, startFleetWorld, vaultManifests, type FleetWorld, adoptWorldCredentials } from "./harness.ts";
 
 const REGION = "westeurope";
 let world: FleetWorld;
@@ -32,15 +32,11 @@ let certificates: EmulatorCertificates;
 let forger: https.Server;
 let forgedVault: string;
 const received: { method: string; url: string; authorization: string | undefined }[] = [];
-const saved: Record<string, string | undefined> = {};
+let restoreEnvironment: (() => void) | undefined;
 
 beforeAll(async () => {
   world = await startFleetWorld();
-  // The in-process worker's Azure credential reads this process's environment, as the agent's does.
-  for (const name of ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST"]) {
-    saved[name] = process.env[name];
-    process.env[name] = world.env[name];
-  }
+  restoreEnvironment = adoptWorldCredentials(world);
   certificates = await makeCertificates();
   trustEmulatorCA(certificates.caPem);
   forger = https.createServer({ key: certificates.keyPem, cert: certificates.certPem }, (req, res) => {
@@ -53,10 +49,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const [name, value] of Object.entries(saved)) {
-    if (value === undefined) delete process.env[name];
-    else process.env[name] = value;
-  }
+  restoreEnvironment?.();
   await new Promise((resolve) => (forger ? forger.close(resolve) : resolve(undefined)));
   await certificates?.remove();
   await world?.stop();

@@ -310,3 +310,21 @@ export async function ageItems(world: FleetWorld, ms: number): Promise<void> {
     );
   }
 }
+
+/**
+ * Points this process's Azure credential environment at the world, as an agent's is: an in-process
+ * worker's credential reads it. Returns what puts the environment back.
+ */
+export function adoptWorldCredentials(world: FleetWorld): () => void {
+  const saved: Record<string, string | undefined> = {};
+  for (const name of ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST"]) {
+    saved[name] = process.env[name];
+    process.env[name] = world.env[name];
+  }
+  return () => {
+    for (const [name, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  };
+}

@@ -15,26 +15,19 @@ import { selectRetained } from "../../runtime/retention/gfs.ts";
 import { backupMachine } from "../../runtime/workloads/backup-machine.ts";
 import { workloadEnvironment } from "../../runtime/workloads/environment.ts";
 import { PASSPHRASE } from "../support/cli.ts";
-import { KiB, MiB, expectNothingLeaked, expectVaultVerifies, makeDisk, pattern, restoreBytes, startFleetWorld, vaultManifests, type FleetWorld } from "./harness.ts";
+import { KiB, MiB, expectNothingLeaked, expectVaultVerifies, makeDisk, pattern, restoreBytes, startFleetWorld, vaultManifests, type FleetWorld, adoptWorldCredentials } from "./harness.ts";
 
 const HOUR = 3_600_000;
 let world: FleetWorld;
-const saved: Record<string, string | undefined> = {};
+let restoreEnvironment: (() => void) | undefined;
 
 beforeAll(async () => {
   world = await startFleetWorld();
-  // The in-process worker's Azure credential reads this process's environment, as the agent's does.
-  for (const name of ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST"]) {
-    saved[name] = process.env[name];
-    process.env[name] = world.env[name];
-  }
+  restoreEnvironment = adoptWorldCredentials(world);
 }, 60_000);
 
 afterAll(async () => {
-  for (const [name, value] of Object.entries(saved)) {
-    if (value === undefined) delete process.env[name];
-    else process.env[name] = value;
-  }
+  restoreEnvironment?.();
   await world?.stop();
 });
 
