@@ -16,7 +16,7 @@
 import { createHash } from "node:crypto";
 import os from "node:os";
 import type { Readable } from "node:stream";
-import { describeError, ObjectNotFoundError, SourceError, UsageError } from "../errors.ts";
+import { describeError, SourceError, UsageError } from "../errors.ts";
 import { backupBlocks } from "../engine/backup-blocks.ts";
 import { backupStream } from "../engine/backup-stream.ts";
 import { manifestOf, withWriter } from "../engine/backup.ts";
@@ -28,7 +28,7 @@ import { forgetPoint } from "../engine/chain.ts";
 import { jobVaultLock, releaseJobVaultLock } from "./job-vault-lock.ts";
 import type { VaultLock } from "../engine/locks.ts";
 import { packKey } from "../engine/pack.ts";
-import { mapLimit, type Vault } from "../engine/vault.ts";
+import type { Vault } from "../engine/vault.ts";
 import type { JobData, MachineDefinition, StepContext } from "../jobs/machine.ts";
 import { PermanentJobError } from "../jobs/machine.ts";
 import { parseResourceId } from "../azure/resource-id.ts";
@@ -199,7 +199,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
             disks.push({ diskId: data.itemId, role: "disk", snapshotName: "", pointId: "" });
           }
           const previous = await withVault(data, async (vault) => {
-            const points = await currentPoints(vault);
+            const points = await vault.listPoints();
             return disks.map((d) => points.filter((p) => p.kind === "disk" && p.source.path.toLowerCase() === d.diskId.toLowerCase()).at(-1));
           });
           for (const [i, disk] of disks.entries()) {
@@ -459,7 +459,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
             const kind = data.kind === "vm" ? "vm" : data.kind;
             const item = data.itemId.toLowerCase();
             const { remove, kept } = pointsBeyondRetention(
-              await currentPoints(vault),
+              await vault.listPoints(),
               data.retention!,
               (p) => p.kind === kind && p.source.path.toLowerCase() === item,
             );
@@ -486,24 +486,6 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       },
     },
   };
-}
-
-/**
- * The vault's points, oldest first, leaving out any that vanished between listing and reading:
- * the retain steps of other items' jobs delete points in the same vault at any moment, and
- * Vault.listPoints fails on those (ObjectNotFoundError), which failed this job's step.
- */
-async function currentPoints(vault: Vault): Promise<PointManifest[]> {
-  const read = await mapLimit(await vault.listPointIds(), 8, async (id) => {
-    try {
-      return await vault.readPoint(id);
-    } catch (error) {
-      if (error instanceof ObjectNotFoundError) return undefined;
-      throw error;
-    }
-  });
-  const points = read.filter((p): p is PointManifest => p !== undefined);
-  return points.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
 }
 
 async function dropSqlCopy(env: WorkloadEnvironment, data: BackupJobData): Promise<void> {
