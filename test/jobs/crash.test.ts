@@ -116,6 +116,11 @@ test("a worker killed with SIGKILL in each state of a job is replaced, and every
     (lines) => jobs.every((j) => lines.some((l) => l.event === "step.start" && l.jobId === j.jobId && l.state === j.state)),
     120_000, // a hang bound: every step waits on the worker's own log lines
   );
+  // Each slow step has recorded its run (the step's log line is appended after step.start is
+  // printed): wait for the record itself, or a kill in between loses the first run's line.
+  for (const j of jobs) {
+    await waitFor(`${j.state}'s execution record`, async () => (await executionLog(container, j.jobId)).at(-1) === j.state);
+  }
   // The "commit" job's point is written (its blob exists) before the kill: wait for that blob, not for a time.
   await waitFor("the commit job's point blob", async () => (await listKeys(container, pointKey(jobs[2].itemId, ""))).length > 0);
   victim.child.kill("SIGKILL");
