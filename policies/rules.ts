@@ -114,6 +114,17 @@ export const storageKindDeclared = resourceRule({
   },
 });
 
+/**
+ * The user-assigned identity ids of a resource, lower-cased: inputs list them, Azure's output maps
+ * each to its principal, and ARM ids compare case-insensitively (Azure returns the encryption
+ * identity with "resourcegroups" in lower case: Azure/azure-rest-api-specs, Microsoft.Storage
+ * stable/2023-05-01/examples/StorageAccountCreateUserAssignedEncryptionIdentityWithCMK.json).
+ */
+function assignedIdentities(props: Props): string[] {
+  const assigned = props.identity?.userAssignedIdentities ?? [];
+  return (Array.isArray(assigned) ? assigned : Object.keys(assigned)).map((id: string) => String(id).toLowerCase());
+}
+
 export const isolatedStorageCustomerKey = resourceRule({
   name: "isolated-storage-customer-managed-key",
   description: "Isolated storage is encrypted with the customer's key in Key Vault, through a user-assigned identity.",
@@ -129,10 +140,9 @@ export const isolatedStorageCustomerKey = resourceRule({
       report("Isolated storage names no key. Set encryption.keyVaultProperties.keyName and keyVaultUri to the customer's key.");
     }
     const identity = encryption.encryptionIdentity?.encryptionUserAssignedIdentity;
-    const assigned: string[] = props.identity?.userAssignedIdentities ?? [];
     if (!identity) {
       report("Isolated storage reaches the key without a user-assigned identity. Set encryption.encryptionIdentity.encryptionUserAssignedIdentity.");
-    } else if (!assigned.includes(identity) && !(identity in (props.identity?.userAssignedIdentities ?? {}))) {
+    } else if (!assignedIdentities(props).includes(String(identity).toLowerCase())) {
       report("The encryption identity is not assigned to the account. Add it to identity.userAssignedIdentities.");
     }
   },
@@ -154,16 +164,29 @@ export const isolatedStorageImmutability = resourceRule({
   },
 });
 
+/**
+ * The storage account a child resource (blob service, container, management policy) belongs to,
+ * lower-cased: its `accountName` input (what a preview sees), else the account segment of its
+ * Azure id (what Azure returns after create: the outputs have no accountName, but every child's
+ * id is `.../storageAccounts/<account>/...`, as in the REST specs' examples, e.g.
+ * Azure/azure-rest-api-specs .../Microsoft.Storage/stable/2023-05-01/examples/BlobServicesPut.json).
+ */
+function parentAccountOf(child: StackResource): string | undefined {
+  const name = child.props.accountName ?? /\/storageAccounts\/([^/]+)\//i.exec(String(child.props.id ?? ""))?.[1];
+  return typeof name === "string" ? name.toLowerCase() : undefined;
+}
+
 function byAccount(resources: StackResource[], type: string): Map<string, StackResource[]> {
   const map = new Map<string, StackResource[]>();
   for (const r of resources.filter((r) => r.type === type)) {
-    const list = map.get(r.props.accountName) ?? [];
-    list.push(r);
-    map.set(r.props.accountName, list);
+    const account = parentAccountOf(r);
+    if (account === undefined) continue;
+    map.set(account, [...(map.get(account) ?? []), r]);
   }
   return map;
 }
 
+/** An account's Azure name: its `accountName` input, or `name` in Azure's output. */
 function accountName(account: StackResource): string {
   return account.props.accountName ?? account.props.name ?? account.name;
 }
@@ -177,16 +200,16 @@ export const isolatedStorageVersioning = stackRule({
     const containers = byAccount(resources, TYPES.blobContainer);
     for (const account of resources.filter((r) => r.type === TYPES.storageAccount && storageKind(r.props) === "isolated")) {
       const name = accountName(account);
-      const service = services.get(name)?.[0]?.props;
+      const service = services.get(name.toLowerCase())?.[0]?.props;
       if (!service || service.isVersioningEnabled !== true) {
         report(`Isolated storage ${name} does not keep blob versions. Add BlobServiceProperties with isVersioningEnabled: true.`, account.urn);
       }
       if (!service || service.deleteRetentionPolicy?.enabled !== true || service.containerDeleteRetentionPolicy?.enabled !== true) {
         report(`Isolated storage ${name} lacks soft delete. Enable deleteRetentionPolicy and containerDeleteRetentionPolicy in its BlobServiceProperties.`, account.urn);
       }
-      for (const container of containers.get(name) ?? []) {
+      for (const container of containers.get(name.toLowerCase()) ?? []) {
         if (container.props.immutableStorageWithVersioning?.enabled !== true) {
-          report(`Container ${container.props.containerName ?? container.name} in isolated storage ${name} is not immutable per version. Set immutableStorageWithVersioning.enabled: true.`, container.urn);
+          report(`Container ${container.props.containerName ?? container.props.name ?? container.name} in isolated storage ${name} is not immutable per version. Set immutableStorageWithVersioning.enabled: true.`, container.urn);
         }
       }
     }
@@ -201,7 +224,7 @@ export const transientStorageLifecycle = stackRule({
     const policies = byAccount(resources, TYPES.managementPolicy);
     for (const account of resources.filter((r) => r.type === TYPES.storageAccount && storageKind(r.props) === "transient")) {
       const name = accountName(account);
-      const rules: Props[] = (policies.get(name) ?? []).flatMap((p) => p.props.policy?.rules ?? []);
+      const rules: Props[] = (policies.get(name.toLowerCase()) ?? []).flatMap((p) => p.props.policy?.rules ?? []);
       const deletes = rules.some((rule) => {
         const days = rule.definition?.actions?.baseBlob?.delete;
         const age = days?.daysAfterModificationGreaterThan ?? days?.daysAfterCreationGreaterThan;
@@ -234,7 +257,9 @@ export const keyRotation = resourceRule({
   enforcementLevel: "mandatory",
   validateResource: ({ type, props }, report) => {
     if (type !== TYPES.key) return;
-    const actions: Props[] = props.properties?.rotationPolicy?.lifetimeActions ?? [];
+    // Inputs nest the policy in `properties`; Azure's output (and the SDK's) has it at the top.
+    const policy = props.properties?.rotationPolicy ?? props.rotationPolicy;
+    const actions: Props[] = policy?.lifetimeActions ?? [];
     const rotates = actions.some((a) => String(a.action?.type).toLowerCase() === "rotate" && (a.trigger?.timeAfterCreate || a.trigger?.timeBeforeExpiry));
     if (!rotates) report('Key has no automatic rotation. Add properties.rotationPolicy.lifetimeActions with { action: { type: "rotate" }, trigger: { timeAfterCreate: "P90D" } }.');
   },

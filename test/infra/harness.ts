@@ -1,16 +1,16 @@
 /**
  * Runs Bulwark's Pulumi program under the Pulumi SDK's mocks and records every resource it
- * registers. The mock engine fills in what Azure would compute (ids, principal and client ids,
- * URIs) in Azure's formats; everything else is what the program sent.
+ * registers, both what the program sent (inputs) and what Azure would return after the create
+ * (state: outputs only, shaped as Azure shapes them, see azure-outputs.ts).
  *
  * Import this module before any module that creates resources: it installs the mocks.
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { parse } from "yaml";
 import { rawFromPulumiConfig } from "../../infra/config.ts";
+import { azureState } from "./azure-outputs.ts";
 
 export interface RecordedResource {
   type: string;
@@ -19,7 +19,7 @@ export interface RecordedResource {
   id: string;
   /** What the program sent. */
   inputs: Record<string, any>;
-  /** Inputs plus what the mock engine computed: the resource's state after `pulumi up`. */
+  /** What Azure returns after the create: the resource's state after `pulumi up` (no input-only properties). */
   state: Record<string, any>;
   /** Input paths (e.g. "configuration.secrets[0].value") that the program sent as Pulumi secrets. */
   secretPaths: string[];
@@ -43,56 +43,10 @@ function unwrapSecrets(value: any, path: string, secretPaths: string[]): any {
 const recorded: RecordedResource[] = [];
 let stackReferenceOutputs: Record<string, unknown> = {};
 
-function guid(...parts: string[]): string {
-  const hex = createHash("sha256").update(parts.join("/")).digest("hex");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
-}
-
-const SUBSCRIPTION = "11111111-2222-3333-4444-555555555555";
-
-/** Azure's id shape for the types the program uses. */
-function azureId(type: string, name: string, inputs: Record<string, any>): string {
-  const group = `/subscriptions/${SUBSCRIPTION}/resourceGroups/${inputs.resourceGroupName ?? "unknown"}`;
-  switch (type) {
-    case "azure-native:resources:ResourceGroup":
-      return `/subscriptions/${SUBSCRIPTION}/resourceGroups/${inputs.resourceGroupName ?? name}`;
-    case "azure-native:storage:StorageAccount":
-      return `${group}/providers/Microsoft.Storage/storageAccounts/${inputs.accountName ?? name}`;
-    case "azure-native:keyvault:Vault":
-      return `${group}/providers/Microsoft.KeyVault/vaults/${inputs.vaultName ?? name}`;
-    case "azure-native:keyvault:Key":
-      return `${group}/providers/Microsoft.KeyVault/vaults/${inputs.vaultName}/keys/${inputs.keyName ?? name}`;
-    case "azure-native:managedidentity:UserAssignedIdentity":
-      return `${group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${name}`;
-    case "azure-native:authorization:RoleDefinition":
-      return `${inputs.scope}/providers/Microsoft.Authorization/roleDefinitions/${inputs.roleDefinitionId}`;
-    case "azure-native:authorization:RoleAssignment":
-      return `${inputs.scope}/providers/Microsoft.Authorization/roleAssignments/${inputs.roleAssignmentName}`;
-    case "azure-native:app:Job":
-      return `${group}/providers/Microsoft.App/jobs/${name}`;
-    case "azure-native:app:ManagedEnvironment":
-      return `${group}/providers/Microsoft.App/managedEnvironments/${name}`;
-    case "azure-native:operationalinsights:Workspace":
-      return `${group}/providers/Microsoft.OperationalInsights/workspaces/${name}`;
-    default:
-      return type.startsWith("azuread:") ? guid(type, name) : `${group}/providers/${type}/${name}`;
-  }
-}
-
-/** The Azure name: the explicit name input where the program gives one, else Pulumi's logical name. */
-function azureName(type: string, name: string, inputs: Record<string, any>): string {
-  const explicit: Record<string, string> = {
-    "azure-native:resources:ResourceGroup": "resourceGroupName",
-    "azure-native:storage:StorageAccount": "accountName",
-    "azure-native:storage:BlobContainer": "containerName",
-    "azure-native:storage:Queue": "queueName",
-    "azure-native:storage:Table": "tableName",
-    "azure-native:keyvault:Vault": "vaultName",
-    "azure-native:keyvault:Key": "keyName",
-    "azure-native:authorization:RoleAssignment": "roleAssignmentName",
-    "azure-native:authorization:RoleDefinition": "roleDefinitionId",
-  };
-  return inputs[explicit[type] ?? ""] ?? name;
+/** The principal and client ids Azure gave an identity the program created, by its id. */
+function identityById(id: string): { principalId: string; clientId: string } | undefined {
+  const identity = recorded.find((r) => r.type === "azure-native:managedidentity:UserAssignedIdentity" && r.id.toLowerCase() === id.toLowerCase());
+  return identity && { principalId: identity.state.principalId, clientId: identity.state.clientId };
 }
 
 pulumi.runtime.setMocks(
@@ -103,32 +57,7 @@ pulumi.runtime.setMocks(
       }
       const secretPaths: string[] = [];
       const inputs = unwrapSecrets(args.inputs, "", secretPaths) as Record<string, any>;
-      const id = azureId(args.type, args.name, inputs);
-      const name = azureName(args.type, args.name, inputs);
-      const state: Record<string, any> = { ...inputs, name, id };
-      switch (args.type) {
-        case "azure-native:managedidentity:UserAssignedIdentity":
-          state.principalId = guid("principal", id);
-          state.clientId = guid("client", id);
-          break;
-        case "azure-native:keyvault:Vault":
-          state.properties = { ...inputs.properties, vaultUri: `https://${name}.vault.azure.net/` };
-          break;
-        case "azure-native:keyvault:Key":
-          state.keyUri = `https://${inputs.vaultName}.vault.azure.net/keys/${name}`;
-          state.keyUriWithVersion = `${state.keyUri}/0123456789abcdef0123456789abcdef`;
-          break;
-        case "azure-native:operationalinsights:Workspace":
-          state.customerId = guid("workspace", id);
-          break;
-        case "azuread:index/application:Application":
-          state.clientId = guid("client", id);
-          state.objectId = id;
-          break;
-        case "azuread:index/servicePrincipal:ServicePrincipal":
-          state.objectId = id;
-          break;
-      }
+      const { id, state } = azureState(args.type, args.name, inputs, identityById);
       const urn = `urn:pulumi:test::bulwark::${args.type}::${args.name}`;
       recorded.push({ type: args.type, name: args.name, urn, id, inputs, state, secretPaths });
       return { id, state };

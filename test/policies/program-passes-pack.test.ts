@@ -16,27 +16,59 @@ beforeAll(async () => {
   stacks.northeurope = (await deployRegion(exampleRegionConfig("Pulumi.dev-northeurope.yaml"))).resources;
 });
 
-/** Runs the pack as the engine would: resource policies on inputs, stack policies on the stack's state. */
-function runPack(resources: RecordedResource[]): string[] {
+/**
+ * How the engine runs the pack. Resource policies always see a resource's inputs. Stack policies
+ * see the stack's state: on `pulumi preview` a new resource's state is its inputs (Azure has not
+ * computed anything yet); after `pulumi up` it is what Azure returned (the mocks' Azure-shaped
+ * state: no accountName on a container, ids instead). The rules must hold in both.
+ */
+type Run = "preview" | "up";
+function runPack(resources: RecordedResource[], run: Run = "up"): string[] {
   const violations: string[] = [];
   for (const r of resources) {
     for (const policy of resourcePolicies) {
       policy.validateResource({ type: r.type, props: r.inputs, name: r.name, urn: r.urn }, (message) => violations.push(`${policy.name} on ${r.name}: ${message}`));
     }
   }
-  const stack = resources.map((r) => ({ type: r.type, name: r.name, urn: r.urn, props: r.state }));
+  const stack = resources.map((r) => ({ type: r.type, name: r.name, urn: r.urn, props: run === "up" ? r.state : r.inputs }));
   for (const policy of stackPolicies) policy.validateStack({ resources: stack }, (message) => violations.push(`${policy.name}: ${message}`));
+  return violations;
+}
+
+/** The resource policies over Azure's output shape (a stack's state, e.g. after `pulumi refresh`). */
+function runResourcePoliciesOnState(resources: RecordedResource[]): string[] {
+  const violations: string[] = [];
+  for (const r of resources.filter((r) => r.type.startsWith("azure-native:"))) {
+    for (const policy of resourcePolicies) {
+      policy.validateResource({ type: r.type, props: r.state, name: r.name, urn: r.urn }, (message) => violations.push(`${policy.name} on ${r.name}: ${message}`));
+    }
+  }
   return violations;
 }
 
 describe("the program against its own policy pack", () => {
   for (const name of ["customer", "westeurope", "northeurope"]) {
-    it(`${name} stack passes every policy`, () => {
-      const resources = stacks[name];
-      expect(resources.filter((r) => r.type.startsWith("azure-native:")).length).toBeGreaterThan(5);
-      expect(runPack(resources)).toEqual([]);
+    for (const run of ["preview", "up"] as const) {
+      it(`${name} stack passes every policy on ${run} (stack policies over ${run === "up" ? "Azure's outputs" : "the inputs"})`, () => {
+        const resources = stacks[name];
+        expect(resources.filter((r) => r.type.startsWith("azure-native:")).length).toBeGreaterThan(5);
+        expect(runPack(resources, run)).toEqual([]);
+      });
+    }
+    it(`${name} stack passes the resource policies read over Azure's outputs too`, () => {
+      expect(runResourcePoliciesOnState(stacks[name])).toEqual([]);
     });
   }
+
+  it("the per-container immutability check runs over Azure's outputs: a vault container without it fails on preview and after up", () => {
+    const weakened = structuredClone(stacks.westeurope);
+    const vault = weakened.find((r) => r.type === "azure-native:storage:StorageAccount" && r.inputs.tags?.["bulwark-storage"] === "isolated")!;
+    const container = weakened.find((r) => r.type === "azure-native:storage:BlobContainer" && r.inputs.accountName === vault.inputs.accountName)!;
+    delete container.inputs.immutableStorageWithVersioning;
+    delete container.state.immutableStorageWithVersioning;
+    const message = new RegExp(`^isolated-storage-versioning: Container ${container.inputs.containerName} in isolated storage ${vault.inputs.accountName} is not immutable per version`);
+    for (const run of ["preview", "up"] as const) expect(runPack(weakened, run), run).toEqual([expect.stringMatching(message)]);
+  });
 
   it("the pack sees the resources it guards (so passing means something)", () => {
     const types = new Set(Object.values(stacks).flat().map((r) => r.type));

@@ -61,6 +61,23 @@ describe("resource policies", () => {
     });
   }
 
+  it("isolated-storage-customer-managed-key: accepts Azure's output (identity map, \"resourcegroups\" lower-cased); rejects an unassigned identity", () => {
+    const id = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/enc";
+    const output = (assigned: string) => ({
+      ...goodAccount("isolated"),
+      identity: { type: "UserAssigned", userAssignedIdentities: { [assigned]: { principalId: "p", clientId: "c" } } },
+      encryption: { ...goodAccount("isolated").encryption, encryptionIdentity: { encryptionUserAssignedIdentity: id.replace("/resourceGroups/", "/resourcegroups/") } },
+    });
+    expect(checkResource(rules.isolatedStorageCustomerKey, T.storageAccount, output(id))).toEqual([]);
+    expect(checkResource(rules.isolatedStorageCustomerKey, T.storageAccount, output(id.replace(/enc$/, "other")))).toEqual(["The encryption identity is not assigned to the account. Add it to identity.userAssignedIdentities."]);
+  });
+
+  it("key-rotation-policy: reads a key's output, where the rotation policy is not nested in properties", () => {
+    const rotate = { lifetimeActions: [{ action: { type: "rotate" }, trigger: { timeAfterCreate: "P90D" } }] };
+    expect(checkResource(rules.keyRotation, T.key, { keyUri: "https://v.vault.azure.net/keys/k", rotationPolicy: rotate })).toEqual([]);
+    expect(checkResource(rules.keyRotation, T.key, { keyUri: "https://v.vault.azure.net/keys/k" })[0]).toMatch(/Key has no automatic rotation/);
+  });
+
   const goodJob = {
     location: "westeurope",
     identity: { type: "UserAssigned", userAssignedIdentities: ["/id/worker"] },
@@ -112,6 +129,26 @@ describe("stack policies", () => {
     expect(checkStack(rules.isolatedStorageVersioning, [isolated, service, res(T.blobContainer, "c", { accountName: "acctisolated", containerName: "vault" })])[0]).toMatch(/Container vault in isolated storage acctisolated is not immutable per version/);
   });
 
+  /** The same resources as Azure returns them after create: no accountName, ids that name the account. */
+  const accountId = (name: string) => `/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/${name}`;
+  const asOutput = (account: StackResource): StackResource => {
+    const { accountName, ...rest } = account.props;
+    return { ...account, props: { ...rest, name: accountName, id: accountId(accountName) } };
+  };
+  const serviceOutput = (props: Record<string, any>) => res(T.blobServiceProperties, "svc", { name: "default", id: `${accountId("acctisolated")}/blobServices/default`, ...props });
+  const containerOutput = (props: Record<string, any>) => res(T.blobContainer, "c", { name: "vault", id: `${accountId("acctisolated")}/blobServices/default/containers/vault`, ...props });
+  const { accountName: _a, ...serviceProps } = service.props;
+
+  it("isolated-storage-versioning: reads Azure's outputs, finding the service and containers by their ids", () => {
+    expect(checkStack(rules.isolatedStorageVersioning, [asOutput(isolated), serviceOutput(serviceProps), containerOutput({ immutableStorageWithVersioning: { enabled: true } })])).toEqual([]);
+    expect(checkStack(rules.isolatedStorageVersioning, [asOutput(isolated), serviceOutput({ ...serviceProps, isVersioningEnabled: false }), containerOutput({ immutableStorageWithVersioning: { enabled: true } })])).toEqual([
+      "Isolated storage acctisolated does not keep blob versions. Add BlobServiceProperties with isVersioningEnabled: true.",
+    ]);
+    expect(checkStack(rules.isolatedStorageVersioning, [asOutput(isolated), serviceOutput(serviceProps), containerOutput({})])).toEqual([
+      "Container vault in isolated storage acctisolated is not immutable per version. Set immutableStorageWithVersioning.enabled: true.",
+    ]);
+  });
+
   const transient = res(T.storageAccount, "staging", goodAccount("transient"));
   const lifecycle = (rule: Record<string, any>) => res(T.managementPolicy, "lc", { accountName: "accttransient", policy: { rules: [{ name: "r", enabled: true, type: "Lifecycle", ...rule }] } });
 
@@ -123,6 +160,14 @@ describe("stack policies", () => {
     expect(checkStack(rules.transientStorageLifecycle, [transient, lifecycle({ definition: { actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: 30 } } } } })])[0]).toMatch(expected);
     expect(checkStack(rules.transientStorageLifecycle, [transient, lifecycle({ definition: { ...oneDay.definition, filters: { blobTypes: ["blockBlob"], prefixMatch: ["staging/tmp"] } } })])[0]).toMatch(expected);
     expect(checkStack(rules.transientStorageLifecycle, [transient, lifecycle({ ...oneDay, enabled: false })])[0]).toMatch(expected);
+  });
+
+  it("transient-storage-lifecycle: reads Azure's outputs (the policy named DefaultManagementPolicy, its account in its id)", () => {
+    const policyOutput = (rule: Record<string, any>) =>
+      res(T.managementPolicy, "lc", { name: "DefaultManagementPolicy", id: `${accountId("accttransient")}/managementPolicies/default`, policy: { rules: [{ name: "r", enabled: true, type: "Lifecycle", ...rule }] } });
+    const oneDay = { definition: { actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: 1 } } } } };
+    expect(checkStack(rules.transientStorageLifecycle, [asOutput(transient), policyOutput(oneDay)])).toEqual([]);
+    expect(checkStack(rules.transientStorageLifecycle, [asOutput(transient), policyOutput({ ...oneDay, enabled: false })])[0]).toMatch(/Transient storage accttransient has no lifecycle rule/);
   });
 
   const identity = res(T.userAssignedIdentity, "worker-identity", { id: "/id/worker", principalId: "p-worker", location: "westeurope", tags: { "bulwark-region": "westeurope" } });
