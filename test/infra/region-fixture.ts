@@ -10,7 +10,13 @@ import { customerStack } from "../../infra/customer-stack.ts";
 import { regionStack } from "../../infra/region-stack.ts";
 
 export async function deployExampleCustomer(): Promise<{ outputs: Record<string, unknown>; resources: RecordedResource[] }> {
-  const outputs = await resolveAll(customerStack(parseCustomerConfig(exampleConfig("Pulumi.dev.yaml").raw)));
+  return deployCustomer();
+}
+
+/** Deploys a customer stack from the example config with some keys replaced (another customer, more scopes). */
+export async function deployCustomer(overrides: Record<string, unknown> = {}): Promise<{ outputs: Record<string, unknown>; resources: RecordedResource[] }> {
+  clearRecorded();
+  const outputs = await resolveAll(customerStack(parseCustomerConfig({ ...exampleConfig("Pulumi.dev.yaml").raw, ...overrides })));
   const resources = await settled();
   setCustomerStackOutputs(outputs);
   clearRecorded();

@@ -1,58 +1,104 @@
 /**
  * Adding a region: a second region stack (Pulumi.dev-northeurope.yaml) adds only region resources,
- * none of the customer's, and nothing that collides with the first region's.
+ * none of the customer's, and nothing that collides with the first region's. Azure's globally
+ * unique names are compared across every stack: two customers, three regions.
  */
 import { beforeAll, describe, expect, it } from "vitest";
+import { exampleConfig } from "./harness.ts";
 import type { RecordedResource } from "./harness.ts";
-import { deployExampleCustomer, deployRegion, exampleRegionConfig } from "./region-fixture.ts";
+import { deployCustomer, deployExampleCustomer, deployRegion, exampleRegionConfig } from "./region-fixture.ts";
 import { validatePolicy } from "../../runtime/policy/policy.ts";
 
-const REGION_TYPES = new Set([
-  "pulumi:pulumi:StackReference",
-  "azure-native:resources:ResourceGroup",
-  "azure-native:storage:StorageAccount",
-  "azure-native:storage:ManagementPolicy",
-  "azure-native:storage:BlobContainer",
-  "azure-native:storage:BlobServiceProperties",
-  "azure-native:storage:Queue",
-  "azure-native:storage:Table",
-  "azure-native:managedidentity:UserAssignedIdentity",
-  "azure-native:authorization:RoleAssignment",
-  "azure-native:operationalinsights:Workspace",
-  "azure-native:app:ManagedEnvironment",
-  "azure-native:app:Job",
-  "bulwark:region:TransientStorage",
-  "bulwark:region:IsolatedStorage",
-  "bulwark:region:RegionAgent",
-  "bulwark:agent:AgentEnvironment",
-]);
+/** What only a customer stack creates: the key vault and key, the roles, the enterprise app, the bridge. */
+const CUSTOMER_ONLY = /^(azure-native:keyvault:|azure-native:authorization:RoleDefinition$|azuread:|bulwark:customer:)/;
 
+/**
+ * The types whose names Azure makes globally unique among those the program registers: the
+ * "Scope" column says "global" for Microsoft.Storage storageAccounts (3-24) and Microsoft.KeyVault
+ * vaults (3-24) in MicrosoftDocs/azure-docs
+ * articles/azure-resource-manager/management/resource-name-rules.md; every other type the program
+ * registers is unique within a resource group, a parent resource or an assignment scope there.
+ */
+const GLOBALLY_UNIQUE = ["azure-native:storage:StorageAccount", "azure-native:keyvault:Vault"];
+
+/** Each globally unique Azure name (what Azure returned as `name`) held by more than one resource, with who holds it. */
+function globalNameCollisions(stacks: Record<string, RecordedResource[]>): string[] {
+  const holders = new Map<string, string[]>();
+  for (const [stack, resources] of Object.entries(stacks)) {
+    for (const r of resources.filter((r) => GLOBALLY_UNIQUE.includes(r.type))) {
+      // Azure's names are case-insensitive (resource-name-rules.md, opening paragraph).
+      const name = String(r.state.name).toLowerCase();
+      holders.set(name, [...(holders.get(name) ?? []), `${stack}: ${r.name}`]);
+    }
+  }
+  return [...holders].filter(([, who]) => who.length > 1).map(([name, who]) => `${name} held by ${who.join(" and ")}`);
+}
+
+const stacks: Record<string, RecordedResource[]> = {};
 let customer: RecordedResource[];
 let west: RecordedResource[];
 let north: RecordedResource[];
+
+/** A third region for contoso, and a second customer with its own subscription and tenant. */
+const SWEDEN_SUBSCRIPTION = "77777777-8888-9999-0000-111111111111";
+const FABRIKAM = { subscription: "22222222-3333-4444-5555-666666666666", tenant: "1b2c3d4e-5f60-7189-abcd-ef0123456780" };
 
 beforeAll(async () => {
   customer = (await deployExampleCustomer()).resources;
   west = (await deployRegion(exampleRegionConfig("Pulumi.dev-westeurope.yaml"))).resources;
   north = (await deployRegion(exampleRegionConfig("Pulumi.dev-northeurope.yaml"))).resources;
+  Object.assign(stacks, { "contoso": customer, "contoso-westeurope": west, "contoso-northeurope": north });
+  // contoso again, now also protecting a subscription in swedencentral, and that region's stack.
+  const protect = [...(exampleConfig("Pulumi.dev.yaml").raw.protect as object[]), { subscriptionId: SWEDEN_SUBSCRIPTION, region: "swedencentral" }];
+  await deployCustomer({ protect });
+  stacks["contoso-swedencentral"] = (await deployRegion(exampleRegionConfig("Pulumi.dev-northeurope.yaml", { region: "swedencentral" }))).resources;
+  // fabrikam, in westeurope and northeurope.
+  stacks.fabrikam = (
+    await deployCustomer({
+      customer: "fabrikam",
+      tenantId: FABRIKAM.tenant,
+      subscriptionId: FABRIKAM.subscription,
+      protect: [
+        { subscriptionId: FABRIKAM.subscription, region: "westeurope" },
+        { subscriptionId: FABRIKAM.subscription, resourceGroup: "fabrikam-dr", region: "northeurope" },
+      ],
+    })
+  ).resources;
+  stacks["fabrikam-westeurope"] = (await deployRegion(exampleRegionConfig("Pulumi.dev-westeurope.yaml", { customer: "fabrikam" }))).resources;
+  stacks["fabrikam-northeurope"] = (await deployRegion(exampleRegionConfig("Pulumi.dev-northeurope.yaml", { customer: "fabrikam" }))).resources;
 });
 
 describe("a second region", () => {
   it("adds only region resources, in its own region", () => {
     expect(north.length).toBeGreaterThan(10);
-    for (const r of north) expect(REGION_TYPES.has(r.type), `${r.type} ${r.name}`).toBe(true);
+    for (const r of north) expect(CUSTOMER_ONLY.test(r.type), `${r.type} ${r.name}`).toBe(false);
     for (const r of north.filter((r) => r.inputs.location !== undefined)) expect(r.inputs.location, r.name).toBe("northeurope");
   });
 
-  it("creates the same kinds of resources as the first region, under names that do not collide", () => {
+  it("creates the same kinds of resources as the first region, under Pulumi names that do not collide", () => {
     // Role assignments differ with the number of protected scopes in each region; nothing else does.
     const kinds = (rs: RecordedResource[]) => rs.map((r) => r.type).filter((t) => t !== "azure-native:authorization:RoleAssignment").sort();
     expect(kinds(north)).toEqual(kinds(west));
     const urns = new Set([...customer, ...west].map((r) => r.urn));
     for (const r of north) expect(urns.has(r.urn), r.urn).toBe(false);
-    const azureNames = (rs: RecordedResource[]) => new Set(rs.map((r) => r.id));
-    const earlier = azureNames([...customer, ...west]);
-    for (const r of north) expect(earlier.has(r.id), r.id).toBe(false);
+  });
+
+  it("gives every storage account and key vault a name no other stack uses: two customers, three regions", () => {
+    expect(Object.keys(stacks)).toHaveLength(7);
+    const counted = Object.values(stacks).flat().filter((r) => GLOBALLY_UNIQUE.includes(r.type));
+    // Two accounts per region stack (transient, isolated) and one key vault per customer stack.
+    expect(counted).toHaveLength(5 * 2 + 2);
+    expect(globalNameCollisions(stacks)).toEqual([]);
+  });
+
+  it("catches two vault accounts under one global name, though their ids differ by resource group", () => {
+    const mutated = structuredClone(stacks);
+    const vaultOf = (stack: string) => mutated[stack].find((r) => r.type === "azure-native:storage:StorageAccount" && r.inputs.tags?.["bulwark-storage"] === "isolated")!;
+    const [westVault, northVault] = [vaultOf("contoso-westeurope"), vaultOf("contoso-northeurope")];
+    northVault.state.name = westVault.state.name;
+    northVault.state.id = northVault.state.id.replace(/[^/]+$/, westVault.state.name);
+    expect(northVault.state.id).not.toBe(westVault.state.id);
+    expect(globalNameCollisions(mutated)).toEqual([`${westVault.state.name} held by contoso-westeurope: ${westVault.name} and contoso-northeurope: ${northVault.name}`]);
   });
 
   it("protects only the northeurope scope, with the customer's single backup role", () => {
