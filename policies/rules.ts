@@ -368,7 +368,9 @@ export const sameRegion = stackRule({
     for (const r of resources) {
       const region = r.props.tags?.[REGION_TAG];
       const location = locationOf(r);
-      if (region && location && location !== region) {
+      // Non-regional resources (action groups, DNS zones, activity log alerts) are in location
+      // "global" (e.g. Azure/azure-rest-api-specs, Microsoft.Network dnszones examples).
+      if (region && location && location !== "global" && location !== region) {
         report(`${r.name} is in ${location} but belongs to region ${region}. Create it in ${region}.`, r.urn);
       }
     }

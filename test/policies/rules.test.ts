@@ -204,6 +204,11 @@ describe("stack policies", () => {
     expect(checkStack(rules.sameRegion, [moved])).toEqual(["staging is in eastus but belongs to region westeurope. Create it in westeurope."]);
   });
 
+  it("agents-storage-and-scopes-in-one-region: accepts a region's non-regional resource in location global (an action group)", () => {
+    const actionGroup = res("azure-native:monitor:ActionGroup", "receivers", { location: "Global", tags: { "bulwark-region": "westeurope" } });
+    expect(checkStack(rules.sameRegion, [actionGroup])).toEqual([]);
+  });
+
   it("agents-storage-and-scopes-in-one-region: rejects access to a scope of another region", () => {
     expect(checkStack(rules.sameRegion, [transient, identity, job("westeurope", env), grant("/subscriptions/s2")])).toEqual([
       "worker (region westeurope) is granted access at /subscriptions/s2, which is not one of its region's protected scopes. Protect it from the stack of the scope's own region.",
