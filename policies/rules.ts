@@ -18,6 +18,10 @@ export const TYPES = {
   roleAssignment: "azure-native:authorization:RoleAssignment",
   roleDefinition: "azure-native:authorization:RoleDefinition",
   userAssignedIdentity: "azure-native:managedidentity:UserAssignedIdentity",
+  lockByScope: "azure-native:authorization:ManagementLockByScope",
+  lockAtResource: "azure-native:authorization:ManagementLockAtResourceLevel",
+  lockAtResourceGroup: "azure-native:authorization:ManagementLockAtResourceGroupLevel",
+  lockAtSubscription: "azure-native:authorization:ManagementLockAtSubscriptionLevel",
 } as const;
 
 /** The tag that says which kind of Bulwark storage an account is. */
@@ -415,6 +419,186 @@ export const sameRegion = stackRule({
   },
 });
 
+export const isolatedStorageImmutabilityLocked = resourceRule({
+  name: "isolated-storage-immutability-locked",
+  description: "Warns while the isolated storage's immutability policy is not locked: unlocked, anyone with account write can shorten or remove it.",
+  enforcementLevel: "advisory",
+  validateResource: ({ type, props }, report) => {
+    if (type !== TYPES.storageAccount || storageKind(props) !== "isolated") return;
+    // Azure/azure-rest-api-specs Microsoft.Storage storage.json, AccountImmutabilityPolicyProperties.state:
+    // a policy "can only be created in a Disabled or Unlocked state"; "Only a policy in an Unlocked
+    // state can transition to a Locked state which cannot be reverted".
+    const state = props.immutableStorageWithVersioning?.immutabilityPolicy?.state;
+    if (props.immutableStorageWithVersioning?.enabled === true && state !== "Locked") {
+      report(`Isolated storage's immutability policy is ${state ?? "Unlocked"}: anyone with account write can shorten it. Once the first backups are verified, lock it as infra/README.md's deploy checklist says (retention.immutabilityLocked: true, then pulumi up).`);
+    }
+  },
+});
+
+export const isolatedStorageVersionCleanup = stackRule({
+  name: "isolated-storage-previous-versions-expire",
+  description: "Isolated storage deletes previous blob versions with a lifecycle rule, so what prune removes stops costing once its immutability has passed.",
+  enforcementLevel: "mandatory",
+  validateStack: ({ resources }, report) => {
+    const policies = byAccount(resources, TYPES.managementPolicy);
+    for (const account of resources.filter((r) => r.type === TYPES.storageAccount && storageKind(r.props) === "isolated")) {
+      const name = accountName(account);
+      const rules: Props[] = (policies.get(name.toLowerCase()) ?? []).flatMap((p) => p.props.policy?.rules ?? []);
+      // A lifecycle rule's `version.delete.daysAfterCreationGreaterThan` deletes previous versions
+      // (MicrosoftDocs/azure-docs articles/storage/blobs/lifecycle-management-overview.md, "Rule actions").
+      const deletesVersions = rules.some((rule) => rule.enabled !== false && typeof rule.definition?.actions?.version?.delete?.daysAfterCreationGreaterThan === "number");
+      if (!deletesVersions) {
+        report(`Isolated storage ${name} keeps previous blob versions for ever: packs prune deletes still cost. Add a ManagementPolicy rule with actions.version.delete.daysAfterCreationGreaterThan at least the immutability period.`, account.urn);
+      }
+    }
+  },
+});
+
+/**
+ * The scope a management lock applies to, without its subscription, lower-cased: from its id where
+ * Azure returned one (`<scope>/providers/Microsoft.Authorization/locks/<name>`; the by-scope lock's
+ * outputs have no `scope`), else from its inputs. "" for a subscription-wide lock.
+ */
+function lockedScope(lock: StackResource): string | undefined {
+  const p = lock.props;
+  let scope: string | undefined;
+  if (typeof p.id === "string") scope = p.id.replace(/\/providers\/Microsoft\.Authorization\/locks\/[^/]+$/i, "");
+  else if (lock.type === TYPES.lockByScope) scope = p.scope;
+  else if (lock.type === TYPES.lockAtResourceGroup) scope = `/resourceGroups/${p.resourceGroupName}`;
+  else if (lock.type === TYPES.lockAtSubscription) scope = "";
+  else if (lock.type === TYPES.lockAtResource) {
+    const parent = p.parentResourcePath ? `${p.parentResourcePath}/` : "";
+    scope = `/resourceGroups/${p.resourceGroupName}/providers/${p.resourceProviderNamespace}/${parent}${p.resourceType}/${p.resourceName}`;
+  }
+  return typeof scope === "string" ? withoutSubscription(scope) : undefined;
+}
+
+function withoutSubscription(id: string): string {
+  return id.replace(/^\/subscriptions\/[^/]+/i, "").toLowerCase();
+}
+
+/** A resource's id without its subscription: Azure's id, else built from its name inputs. */
+function resourcePath(r: StackResource, provider: string, nameInput: string): string | undefined {
+  if (typeof r.props.id === "string") return withoutSubscription(r.props.id);
+  const name = r.props[nameInput];
+  return typeof name === "string" ? `/resourcegroups/${String(r.props.resourceGroupName).toLowerCase()}/providers/${provider.toLowerCase()}/${name.toLowerCase()}` : undefined;
+}
+
+const LOCK_TYPES = new Set<string>([TYPES.lockByScope, TYPES.lockAtResource, TYPES.lockAtResourceGroup, TYPES.lockAtSubscription]);
+
+export const deleteLocks = stackRule({
+  name: "isolated-storage-and-key-vault-delete-locks",
+  description: "The isolated storage account and the key vault carry a CanNotDelete (or ReadOnly) management lock, so a mistaken delete of them or their resource group fails.",
+  enforcementLevel: "mandatory",
+  validateStack: ({ resources }, report) => {
+    // Lock levels: Azure/azure-rest-api-specs specification/resources/resource-manager/
+    // Microsoft.Authorization/stable/2020-05-01/locks.json, ManagementLockProperties.level
+    // (CanNotDelete: "authorized users are able to read and modify the resources, but not delete";
+    // ReadOnly forbids deletes too). A lock applies to its scope and everything under it.
+    const locked = resources
+      .filter((r) => LOCK_TYPES.has(r.type) && (r.props.level === "CanNotDelete" || r.props.level === "ReadOnly"))
+      .map(lockedScope)
+      .filter((s): s is string => s !== undefined);
+    const covered = (path: string) => locked.some((scope) => path === scope || path.startsWith(`${scope}/`) || scope === "");
+    const guarded: [StackResource, string][] = [
+      ...resources.filter((r) => r.type === TYPES.storageAccount && storageKind(r.props) === "isolated").map((r) => [r, resourcePath(r, "Microsoft.Storage/storageAccounts", "accountName")] as [StackResource, string | undefined]),
+      ...resources.filter((r) => r.type === TYPES.vault).map((r) => [r, resourcePath(r, "Microsoft.KeyVault/vaults", "vaultName")] as [StackResource, string | undefined]),
+    ].filter((entry): entry is [StackResource, string] => entry[1] !== undefined);
+    for (const [resource, path] of guarded) {
+      if (!covered(path)) {
+        const what = resource.type === TYPES.vault ? "Key vault" : "Isolated storage";
+        report(`${what} ${resource.props.accountName ?? resource.props.vaultName ?? resource.props.name ?? resource.name} has no CanNotDelete lock. Add a ManagementLockByScope with level "CanNotDelete" and scope set to its id.`, resource.urn);
+      }
+    }
+  },
+});
+
+/**
+ * Write and delete on VMs, disks and Azure SQL databases: what only a restore needs (names from
+ * MicrosoftDocs/azure-docs articles/role-based-access-control/permissions/compute.md and
+ * databases.md, the Microsoft.Compute and Microsoft.Sql tables).
+ */
+const RESTORE_ACTIONS = /^microsoft\.(compute\/(virtualmachines|disks)|sql\/servers\/databases)\/(write|delete)$/;
+
+function restoreActionsOf(definition: Props): string[] {
+  const permissions: Props[] = definition.permissions ?? definition.properties?.permissions ?? [];
+  return permissions.flatMap((p) => (p.actions ?? []) as string[]).filter((a) => RESTORE_ACTIONS.test(String(a).toLowerCase()));
+}
+
+/** `/subscriptions/S/resourceGroups/G` exactly: a resource group, not a subscription or wider. */
+const RESOURCE_GROUP_SCOPE = /^\/subscriptions\/[^/]+\/resourceGroups\/[^/]+$/i;
+
+export const restoreRightsOnlyInRestoreGroups = resourceRule({
+  name: "restore-rights-only-in-restore-groups",
+  description: "A custom role that may write or delete VMs, disks or databases (the restore role) is assignable only at resource groups, never at a protected subscription.",
+  enforcementLevel: "mandatory",
+  validateResource: ({ type, props }, report) => {
+    if (type !== TYPES.roleDefinition) return;
+    const actions = restoreActionsOf(props);
+    if (actions.length === 0) return;
+    // Azure lets a role be assigned only within its assignableScopes (MicrosoftDocs/azure-docs
+    // articles/role-based-access-control/role-definitions.md, "AssignableScopes").
+    const wide = ((props.assignableScopes ?? []) as string[]).filter((scope) => !RESOURCE_GROUP_SCOPE.test(scope));
+    if (wide.length > 0) {
+      report(`Custom role ${props.roleName ?? ""} grants ${actions.join(", ")} and is assignable at ${wide.join(", ")}. Only the restore role may hold these, assignable only at the restore resource groups named in config; take them out of every other role.`);
+    }
+  },
+});
+
+export const restoreRightsNotOnAgents = stackRule({
+  name: "restore-rights-not-on-scheduled-agents",
+  description: "No scheduled or queue-triggered job's identity (scheduler, worker, bridge, prune) holds a role that may write or delete VMs, disks or databases.",
+  enforcementLevel: "mandatory",
+  validateStack: ({ resources }, report) => {
+    // Role definitions are named by their GUID (`roleDefinitionId` input, `name` output); an
+    // assignment names its role by an id that ends in that GUID.
+    const restoreRoles = new Map<string, StackResource>();
+    for (const d of resources.filter((r) => r.type === TYPES.roleDefinition && restoreActionsOf(r.props).length > 0)) {
+      restoreRoles.set(String(d.props.roleDefinitionId ?? d.props.name).toLowerCase(), d);
+    }
+    if (restoreRoles.size === 0) return;
+    const principals = new Map(resources.filter((r) => r.type === TYPES.userAssignedIdentity).map((r) => [String(r.props.id ?? "").toLowerCase(), r.props.principalId]));
+    for (const job of resources.filter((r) => r.type === TYPES.job)) {
+      // Container Apps job trigger types: Manual, Schedule, Event (Azure/azure-rest-api-specs
+      // specification/app/resource-manager/Microsoft.App, Jobs.json, JobConfiguration.triggerType).
+      if (String(job.props.configuration?.triggerType ?? "").toLowerCase() === "manual") continue;
+      const assigned = job.props.identity?.userAssignedIdentities ?? [];
+      const jobPrincipals = new Set(
+        Array.isArray(assigned) ? assigned.map((id: string) => principals.get(id.toLowerCase())) : Object.values(assigned as Record<string, { principalId?: string }>).map((v) => v.principalId),
+      );
+      for (const assignment of resources.filter((r) => r.type === TYPES.roleAssignment && jobPrincipals.has(r.props.principalId))) {
+        const role = restoreRoles.get(String(assignment.props.roleDefinitionId ?? "").split("/").pop()!.toLowerCase());
+        if (role) {
+          report(`${job.name} (triggered by ${job.props.configuration?.triggerType}) holds ${role.props.roleName ?? role.name}, which may ${restoreActionsOf(role.props).join(", ")}. Give these rights only to the restore identity, in the restore resource groups.`, assignment.urn);
+        }
+      }
+    }
+  },
+});
+
+/**
+ * No custom role names an action outside Azure's published operations: Azure refuses the whole
+ * role. `published` holds the list (lower-cased); policies/index.ts reads it from
+ * test/data/azure-operations (transcribed from MicrosoftDocs/azure-docs
+ * articles/role-based-access-control/permissions/*.md, see its README).
+ */
+export function publishedActionsOnly(published: ReadonlySet<string>): ResourceRule & ResourceValidationPolicy {
+  return resourceRule({
+    name: "custom-role-actions-published",
+    description: "Every action of a custom role is one Azure publishes for its provider; Azure refuses a role that names any other.",
+    enforcementLevel: "mandatory",
+    validateResource: ({ type, props }, report) => {
+      if (type !== TYPES.roleDefinition || published.size === 0) return;
+      const permissions: Props[] = props.permissions ?? [];
+      for (const action of permissions.flatMap((p) => [...(p.actions ?? []), ...(p.dataActions ?? [])] as string[])) {
+        if (!action.includes("*") && !published.has(action.toLowerCase())) {
+          report(`Custom role names "${action}", which is not in Azure's published operations (role-based-access-control/permissions). Azure refuses the whole role: use the published name, or drop the action.`);
+        }
+      }
+    },
+  });
+}
+
 export const resourcePolicies = [
   noPublicBlobAccess,
   noSharedKeyAccess,
@@ -427,6 +611,7 @@ export const resourcePolicies = [
   containerAppsJobHardening,
   noBroadRoles,
   noWildcardCustomRoles,
+  isolatedStorageImmutabilityLocked,
 ];
 
 export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion];

@@ -23,15 +23,22 @@ beforeAll(async () => {
  * state: no accountName on a container, ids instead). The rules must hold in both.
  */
 type Run = "preview" | "up";
+/** The mandatory violations (an advisory policy only warns; see `warnings`). */
 function runPack(resources: RecordedResource[], run: Run = "up"): string[] {
+  return runPolicies(resources, run, "mandatory");
+}
+function warnings(resources: RecordedResource[]): string[] {
+  return runPolicies(resources, "up", "advisory");
+}
+function runPolicies(resources: RecordedResource[], run: Run, level: "mandatory" | "advisory"): string[] {
   const violations: string[] = [];
   for (const r of resources) {
-    for (const policy of resourcePolicies) {
+    for (const policy of resourcePolicies.filter((p) => p.enforcementLevel === level)) {
       policy.validateResource({ type: r.type, props: r.inputs, name: r.name, urn: r.urn }, (message) => violations.push(`${policy.name} on ${r.name}: ${message}`));
     }
   }
   const stack = resources.map((r) => ({ type: r.type, name: r.name, urn: r.urn, props: run === "up" ? r.state : r.inputs }));
-  for (const policy of stackPolicies) policy.validateStack({ resources: stack }, (message) => violations.push(`${policy.name}: ${message}`));
+  for (const policy of stackPolicies.filter((p) => p.enforcementLevel === level)) policy.validateStack({ resources: stack }, (message) => violations.push(`${policy.name}: ${message}`));
   return violations;
 }
 
@@ -39,7 +46,7 @@ function runPack(resources: RecordedResource[], run: Run = "up"): string[] {
 function runResourcePoliciesOnState(resources: RecordedResource[]): string[] {
   const violations: string[] = [];
   for (const r of resources.filter((r) => r.type.startsWith("azure-native:"))) {
-    for (const policy of resourcePolicies) {
+    for (const policy of resourcePolicies.filter((p) => p.enforcementLevel === "mandatory")) {
       policy.validateResource({ type: r.type, props: r.state, name: r.name, urn: r.urn }, (message) => violations.push(`${policy.name} on ${r.name}: ${message}`));
     }
   }
@@ -59,6 +66,13 @@ describe("the program against its own policy pack", () => {
       expect(runResourcePoliciesOnState(stacks[name])).toEqual([]);
     });
   }
+
+  it("warns, and only warns, that each region's vault immutability is still unlocked (the example deploys it Unlocked)", () => {
+    expect(warnings(stacks.customer)).toEqual([]);
+    for (const region of ["westeurope", "northeurope"]) {
+      expect(warnings(stacks[region])).toEqual([expect.stringMatching(/^isolated-storage-immutability-locked on .*-isolated-account: Isolated storage's immutability policy is Unlocked/)]);
+    }
+  });
 
   it("the per-container immutability check runs over Azure's outputs: a vault container without it fails on preview and after up", () => {
     const weakened = structuredClone(stacks.westeurope);

@@ -251,12 +251,96 @@ describe("stack policies", () => {
   });
 });
 
+describe("rules for the isolated account, the key vault and the roles", () => {
+  const isolated = res(T.storageAccount, "vault", goodAccount("isolated"));
+  const accountId = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acctisolated";
+  const vaultId = "/subscriptions/s/resourceGroups/g/providers/Microsoft.KeyVault/vaults/kv1";
+  const keyVault = res(T.vault, "kv", { vaultName: "kv1", resourceGroupName: "g", properties: {} });
+  const lockOn = (scope: string, level = "CanNotDelete") => res(T.lockByScope, `lock-${scope}`, { scope, lockName: "bulwark-do-not-delete", level });
+  const withAccountIn = (account: StackResource) => ({ ...account, props: { ...account.props, resourceGroupName: "g" } });
+
+  it("isolated-storage-immutability-locked: warns (advisory) while the policy is Unlocked, not once Locked", () => {
+    expect(rules.isolatedStorageImmutabilityLocked.enforcementLevel).toBe("advisory");
+    expect(checkResource(rules.isolatedStorageImmutabilityLocked, T.storageAccount, goodAccount("isolated"))).toEqual([
+      expect.stringMatching(/^Isolated storage's immutability policy is Unlocked: anyone with account write can shorten it\. .*retention\.immutabilityLocked: true/),
+    ]);
+    const locked = goodAccount("isolated");
+    locked.immutableStorageWithVersioning.immutabilityPolicy.state = "Locked";
+    expect(checkResource(rules.isolatedStorageImmutabilityLocked, T.storageAccount, locked)).toEqual([]);
+    expect(checkResource(rules.isolatedStorageImmutabilityLocked, T.storageAccount, goodAccount("transient"))).toEqual([]);
+  });
+
+  it("isolated-storage-previous-versions-expire: passes a version delete rule, as input or output; rejects none or a disabled one", () => {
+    const versions = (enabled: boolean) => ({ policy: { rules: [{ name: "v", enabled, type: "Lifecycle", definition: { actions: { version: { delete: { daysAfterCreationGreaterThan: 31 } } }, filters: { blobTypes: ["blockBlob"] } } }] } });
+    const asInput = res(T.managementPolicy, "lc", { accountName: "acctisolated", ...versions(true) });
+    const asOutput = res(T.managementPolicy, "lc", { name: "DefaultManagementPolicy", id: `${accountId}/managementPolicies/default`, ...versions(true) });
+    expect(checkStack(rules.isolatedStorageVersionCleanup, [isolated, asInput])).toEqual([]);
+    expect(checkStack(rules.isolatedStorageVersionCleanup, [{ ...isolated, props: { ...isolated.props, accountName: undefined, name: "acctisolated", id: accountId } }, asOutput])).toEqual([]);
+    const expected = ["Isolated storage acctisolated keeps previous blob versions for ever: packs prune deletes still cost. Add a ManagementPolicy rule with actions.version.delete.daysAfterCreationGreaterThan at least the immutability period."];
+    expect(checkStack(rules.isolatedStorageVersionCleanup, [isolated])).toEqual(expected);
+    expect(checkStack(rules.isolatedStorageVersionCleanup, [isolated, res(T.managementPolicy, "lc", { accountName: "acctisolated", ...versions(false) })])).toEqual(expected);
+  });
+
+  it("isolated-storage-and-key-vault-delete-locks: passes locks by scope (inputs) or by id (Azure's output), or on the resource group", () => {
+    expect(checkStack(rules.deleteLocks, [withAccountIn(isolated), keyVault, lockOn(accountId), lockOn(vaultId)])).toEqual([]);
+    const output = (scope: string) => res(T.lockByScope, "l", { name: "bulwark-do-not-delete", level: "CanNotDelete", id: `${scope}/providers/Microsoft.Authorization/locks/bulwark-do-not-delete` });
+    const accountOut = res(T.storageAccount, "vault", { ...goodAccount("isolated"), accountName: undefined, name: "acctisolated", id: accountId });
+    const vaultOut = res(T.vault, "kv", { name: "kv1", id: vaultId, properties: {} });
+    expect(checkStack(rules.deleteLocks, [accountOut, vaultOut, output(accountId), output(vaultId)])).toEqual([]);
+    expect(checkStack(rules.deleteLocks, [withAccountIn(isolated), keyVault, res(T.lockAtResourceGroup, "rg", { resourceGroupName: "g", lockName: "l", level: "CanNotDelete" })])).toEqual([]);
+  });
+
+  it("isolated-storage-and-key-vault-delete-locks: rejects a missing lock, a lock on something else, a lock of no level", () => {
+    expect(checkStack(rules.deleteLocks, [withAccountIn(isolated), keyVault, lockOn(vaultId)])).toEqual([
+      'Isolated storage acctisolated has no CanNotDelete lock. Add a ManagementLockByScope with level "CanNotDelete" and scope set to its id.',
+    ]);
+    expect(checkStack(rules.deleteLocks, [withAccountIn(isolated), keyVault, lockOn(accountId), lockOn(`${vaultId}x`)])).toEqual([
+      'Key vault kv1 has no CanNotDelete lock. Add a ManagementLockByScope with level "CanNotDelete" and scope set to its id.',
+    ]);
+    expect(checkStack(rules.deleteLocks, [withAccountIn(isolated), keyVault, lockOn(accountId, "NotSpecified"), lockOn(vaultId)])).toHaveLength(1);
+  });
+
+  const role = (assignableScopes: string[], actions: string[]) => ({ roleName: "r", roleDefinitionId: "0000-restore", assignableScopes, permissions: [{ actions, notActions: [], dataActions: [], notDataActions: [] }] });
+
+  it("restore-rights-only-in-restore-groups: passes a restore role assignable only at resource groups and a backup role without restore rights", () => {
+    expect(checkResource(rules.restoreRightsOnlyInRestoreGroups, T.roleDefinition, role(["/subscriptions/s/resourceGroups/restores"], ["Microsoft.Compute/disks/write", "Microsoft.Compute/virtualMachines/write"]))).toEqual([]);
+    expect(checkResource(rules.restoreRightsOnlyInRestoreGroups, T.roleDefinition, role(["/subscriptions/s"], ["Microsoft.Compute/snapshots/write", "Microsoft.Compute/disks/read"]))).toEqual([]);
+  });
+
+  it("restore-rights-only-in-restore-groups: rejects VM, disk or database write/delete assignable at a subscription", () => {
+    for (const action of ["Microsoft.Compute/virtualMachines/delete", "Microsoft.Compute/disks/write", "Microsoft.Sql/servers/databases/write"]) {
+      expect(checkResource(rules.restoreRightsOnlyInRestoreGroups, T.roleDefinition, role(["/subscriptions/s/resourceGroups/restores", "/subscriptions/s"], [action]))).toEqual([
+        `Custom role r grants ${action} and is assignable at /subscriptions/s. Only the restore role may hold these, assignable only at the restore resource groups named in config; take them out of every other role.`,
+      ]);
+    }
+  });
+
+  it("restore-rights-not-on-scheduled-agents: rejects a scheduled job's identity holding a restore-capable role; a manual job may", () => {
+    const definition = res(T.roleDefinition, "restore-role", role(["/subscriptions/s/resourceGroups/restores"], ["Microsoft.Compute/disks/write"]));
+    const identity = res(T.userAssignedIdentity, "id", { id: "/id/agent", principalId: "p-agent" });
+    const job = (triggerType: string) => res(T.job, `${triggerType}-job`, { configuration: { triggerType }, identity: { type: "UserAssigned", userAssignedIdentities: ["/id/agent"] } });
+    const grant = res(T.roleAssignment, "grant", { principalId: "p-agent", scope: "/subscriptions/s/resourceGroups/restores", roleDefinitionId: "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/0000-restore" });
+    expect(checkStack(rules.restoreRightsNotOnAgents, [definition, identity, job("Schedule"), grant])).toEqual([
+      "Schedule-job (triggered by Schedule) holds r, which may Microsoft.Compute/disks/write. Give these rights only to the restore identity, in the restore resource groups.",
+    ]);
+    expect(checkStack(rules.restoreRightsNotOnAgents, [definition, identity, job("Manual"), grant])).toEqual([]);
+  });
+
+  it("custom-role-actions-published: rejects an action Azure does not publish, whatever its case", () => {
+    const rule = rules.publishedActionsOnly(new Set(["microsoft.compute/snapshots/write", "microsoft.sql/servers/databases/export/action"]));
+    expect(checkResource(rule, T.roleDefinition, role(["/subscriptions/s"], ["Microsoft.Compute/snapshots/write", "Microsoft.Sql/servers/databases/export/action"]))).toEqual([]);
+    expect(checkResource(rule, T.roleDefinition, role(["/subscriptions/s"], ["Microsoft.Sql/locations/importExportAzureAsyncOperation/read"]))).toEqual([
+      'Custom role names "Microsoft.Sql/locations/importExportAzureAsyncOperation/read", which is not in Azure\'s published operations (role-based-access-control/permissions). Azure refuses the whole role: use the published name, or drop the action.',
+    ]);
+  });
+});
+
 describe("the pack", () => {
-  it("gives every policy a name, an enforcement level and a description", () => {
+  it("gives every policy a name, an enforcement level and a description; only the lock reminder is advisory", () => {
     const names = rules.allPolicies.map((p) => p.name);
     expect(new Set(names).size).toBe(names.length);
     for (const policy of rules.allPolicies) {
-      expect(policy.enforcementLevel).toBe("mandatory");
+      expect(policy.enforcementLevel).toBe(policy === rules.isolatedStorageImmutabilityLocked ? "advisory" : "mandatory");
       expect(policy.description.length).toBeGreaterThan(20);
     }
   });
