@@ -78,6 +78,7 @@ const NAME_INPUT: Record<string, string> = {
   "azure-native:operationalinsights:Workspace": "workspaceName",
   "azure-native:monitor:DiagnosticSetting": "name",
   "azure-native:monitor:ScheduledQueryRule": "ruleName",
+  "azure-native:monitor:MetricAlert": "ruleName",
 };
 
 /**
@@ -89,14 +90,19 @@ export function azureName(type: string, logicalName: string, inputs: Record<stri
   // StorageAccountSetManagementPolicy.json: "DefaultManagementPolicy").
   if (type === "azure-native:storage:BlobServiceProperties") return "default";
   if (type === "azure-native:storage:ManagementPolicy") return "DefaultManagementPolicy";
+  // BlobContainersGetImmutabilityPolicy.json: "default".
+  if (type === "azure-native:storage:BlobContainerImmutabilityPolicy") return "default";
   const resource = type.split(":")[2] ?? "";
   const conventional = `${resource[0]?.toLowerCase()}${resource.slice(1)}Name`;
-  const explicit = inputs[NAME_INPUT[type] ?? conventional] ?? inputs.lockName;
+  const explicit = inputs[NAME_INPUT[type] ?? conventional] ?? inputs.lockName ?? inputs.name;
   if (typeof explicit === "string") return explicit;
   return `${logicalName}${createHash("sha256").update(logicalName).digest("hex").slice(0, 8)}`;
 }
 
-/** Azure's id for the types the program uses; other types get a plausible id under their group. */
+/**
+ * Azure's id for the types the program uses (the resource types' paths in their REST specs);
+ * other types get a plausible id under their group.
+ */
 export function azureId(type: string, name: string, inputs: Record<string, any>): string {
   const group = `/subscriptions/${SUBSCRIPTION}/resourceGroups/${inputs.resourceGroupName ?? "unknown"}`;
   const account = `${group}/providers/Microsoft.Storage/storageAccounts/${inputs.accountName}`;
@@ -109,6 +115,8 @@ export function azureId(type: string, name: string, inputs: Record<string, any>)
       return `${account}/blobServices/default`;
     case "azure-native:storage:BlobContainer":
       return `${account}/blobServices/default/containers/${name}`;
+    case "azure-native:storage:BlobContainerImmutabilityPolicy":
+      return `${account}/blobServices/default/containers/${inputs.containerName}/immutabilityPolicies/default`;
     case "azure-native:storage:ManagementPolicy":
       return `${account}/managementPolicies/default`;
     case "azure-native:storage:Queue":
@@ -131,6 +139,28 @@ export function azureId(type: string, name: string, inputs: Record<string, any>)
       const parent = inputs.parentResourcePath ? `${inputs.parentResourcePath}/` : "";
       return `${group}/providers/${inputs.resourceProviderNamespace}/${parent}${inputs.resourceType}/${inputs.resourceName}/providers/Microsoft.Authorization/locks/${name}`;
     }
+    case "azure-native:authorization:ManagementLockAtResourceGroupLevel":
+      return `${group}/providers/Microsoft.Authorization/locks/${name}`;
+    case "azure-native:authorization:ManagementLockAtSubscriptionLevel":
+      return `/subscriptions/${SUBSCRIPTION}/providers/Microsoft.Authorization/locks/${name}`;
+    case "azure-native:monitor:ActionGroup":
+      return `${group}/providers/Microsoft.Insights/actionGroups/${name}`;
+    case "azure-native:monitor:MetricAlert":
+      return `${group}/providers/Microsoft.Insights/metricAlerts/${name}`;
+    case "azure-native:monitor:ScheduledQueryRule":
+      return `${group}/providers/Microsoft.Insights/scheduledQueryRules/${name}`;
+    case "azure-native:network:VirtualNetwork":
+      return `${group}/providers/Microsoft.Network/virtualNetworks/${name}`;
+    case "azure-native:network:Subnet":
+      return `${group}/providers/Microsoft.Network/virtualNetworks/${inputs.virtualNetworkName}/subnets/${name}`;
+    case "azure-native:network:PrivateEndpoint":
+      return `${group}/providers/Microsoft.Network/privateEndpoints/${name}`;
+    case "azure-native:network:PrivateDnsZoneGroup":
+      return `${group}/providers/Microsoft.Network/privateEndpoints/${inputs.privateEndpointName}/privateDnsZoneGroups/${name}`;
+    case "azure-native:privatedns:PrivateZone":
+      return `${group}/providers/Microsoft.Network/privateDnsZones/${name}`;
+    case "azure-native:privatedns:VirtualNetworkLink":
+      return `${group}/providers/Microsoft.Network/privateDnsZones/${inputs.privateZoneName}/virtualNetworkLinks/${name}`;
     case "azure-native:monitor:DiagnosticSetting":
       return `${inputs.resourceUri}/providers/Microsoft.Insights/diagnosticSettings/${name}`;
     case "azure-native:app:Job":
