@@ -12,6 +12,7 @@ export const TYPES = {
   blobContainer: "azure-native:storage:BlobContainer",
   blobServiceProperties: "azure-native:storage:BlobServiceProperties",
   managementPolicy: "azure-native:storage:ManagementPolicy",
+  containerImmutabilityPolicy: "azure-native:storage:BlobContainerImmutabilityPolicy",
   vault: "azure-native:keyvault:Vault",
   key: "azure-native:keyvault:Key",
   job: "azure-native:app:Job",
@@ -161,9 +162,9 @@ export const isolatedStorageImmutability = resourceRule({
       const immutability = props.immutableStorageWithVersioning;
       if (immutability?.enabled !== true) {
         report("Isolated storage lacks version-level immutability. Set immutableStorageWithVersioning.enabled: true when the account is created (it cannot be added later).");
-      } else if (!(immutability.immutabilityPolicy?.immutabilityPeriodSinceCreationInDays >= 1)) {
-        report("Isolated storage has no default immutability period. Set immutableStorageWithVersioning.immutabilityPolicy.immutabilityPeriodSinceCreationInDays.");
       }
+      // The default period is the vault container's policy (BlobContainerImmutabilityPolicy), not the
+      // account's: an account default would also cover the lock objects (infra/components/isolated-storage.ts).
     }
   },
 });
@@ -197,11 +198,12 @@ function accountName(account: StackResource): string {
 
 export const isolatedStorageVersioning = stackRule({
   name: "isolated-storage-versioning",
-  description: "Isolated storage keeps blob versions and soft-deletes blobs and containers, and its containers are immutable per version.",
+  description: "Isolated storage keeps blob versions, soft-deletes blobs and containers, has a default immutability period, and its containers are immutable per version.",
   enforcementLevel: "mandatory",
   validateStack: ({ resources }, report) => {
     const services = byAccount(resources, TYPES.blobServiceProperties);
     const containers = byAccount(resources, TYPES.blobContainer);
+    const containerPolicies = byAccount(resources, TYPES.containerImmutabilityPolicy);
     for (const account of resources.filter((r) => r.type === TYPES.storageAccount && storageKind(r.props) === "isolated")) {
       const name = accountName(account);
       const service = services.get(name.toLowerCase())?.[0]?.props;
@@ -210,6 +212,9 @@ export const isolatedStorageVersioning = stackRule({
       }
       if (!service || service.deleteRetentionPolicy?.enabled !== true || service.containerDeleteRetentionPolicy?.enabled !== true) {
         report(`Isolated storage ${name} lacks soft delete. Enable deleteRetentionPolicy and containerDeleteRetentionPolicy in its BlobServiceProperties.`, account.urn);
+      }
+      if (!immutabilityPolicies(account, containerPolicies).some((p) => p.immutabilityPeriodSinceCreationInDays >= 1)) {
+        report(`Isolated storage ${name} has no default immutability period, so its blobs are written without WORM. Set immutabilityPeriodSinceCreationInDays on the vault container's BlobContainerImmutabilityPolicy (or the account's immutableStorageWithVersioning.immutabilityPolicy).`, account.urn);
       }
       for (const container of containers.get(name.toLowerCase()) ?? []) {
         if (container.props.immutableStorageWithVersioning?.enabled !== true) {
@@ -400,7 +405,7 @@ export const sameRegion = stackRule({
         }
       }
       // Its identity is granted access only at the protected scopes it was given for its region.
-      const declared = new Set((env.get("BULWARK_PROTECTED_SCOPES") ?? "").split(",").filter(Boolean).map((s) => s.toLowerCase()));
+      const declared = new Set([env.get("BULWARK_PROTECTED_SCOPES"), env.get("BULWARK_RESTORE_SCOPES")].join(",").split(",").filter(Boolean).map((s) => s.toLowerCase()));
       // Inputs list identity ids; a deployed job's outputs map each id to its principal.
       const assigned = job.props.identity?.userAssignedIdentities ?? [];
       const principalIds = new Set<string>(
@@ -419,18 +424,33 @@ export const sameRegion = stackRule({
   },
 });
 
-export const isolatedStorageImmutabilityLocked = resourceRule({
+/**
+ * The isolated account's default immutability policies: the account's own, and the container
+ * policies (BlobContainerImmutabilityPolicy) under it. Where the default sits is the program's
+ * choice; Azure applies blob > container > account (MicrosoftDocs/azure-docs
+ * articles/storage/blobs/immutable-version-level-worm-policies.md).
+ */
+function immutabilityPolicies(account: StackResource, containerPolicies: Map<string, StackResource[]>): Props[] {
+  const own = account.props.immutableStorageWithVersioning?.immutabilityPolicy;
+  return [...(own ? [own] : []), ...(containerPolicies.get(accountName(account).toLowerCase()) ?? []).map((p) => p.props)];
+}
+
+export const isolatedStorageImmutabilityLocked = stackRule({
   name: "isolated-storage-immutability-locked",
   description: "Warns while the isolated storage's immutability policy is not locked: unlocked, anyone with account write can shorten or remove it.",
   enforcementLevel: "advisory",
-  validateResource: ({ type, props }, report) => {
-    if (type !== TYPES.storageAccount || storageKind(props) !== "isolated") return;
-    // Azure/azure-rest-api-specs Microsoft.Storage storage.json, AccountImmutabilityPolicyProperties.state:
-    // a policy "can only be created in a Disabled or Unlocked state"; "Only a policy in an Unlocked
-    // state can transition to a Locked state which cannot be reverted".
-    const state = props.immutableStorageWithVersioning?.immutabilityPolicy?.state;
-    if (props.immutableStorageWithVersioning?.enabled === true && state !== "Locked") {
-      report(`Isolated storage's immutability policy is ${state ?? "Unlocked"}: anyone with account write can shorten it. Once the first backups are verified, lock it as infra/README.md's deploy checklist says (retention.immutabilityLocked: true, then pulumi up).`);
+  validateStack: ({ resources }, report) => {
+    const containerPolicies = byAccount(resources, TYPES.containerImmutabilityPolicy);
+    for (const account of resources.filter((r) => r.type === TYPES.storageAccount && storageKind(r.props) === "isolated")) {
+      // Azure/azure-rest-api-specs Microsoft.Storage storage.json, AccountImmutabilityPolicyProperties.state:
+      // a policy "can only be created in a Disabled or Unlocked state"; "Only a policy in an Unlocked
+      // state can transition to a Locked state which cannot be reverted". A container policy's
+      // `state` is output only (blob.json ImmutabilityPolicyProperty), so before Azure reports one
+      // (a preview, a new policy) it is Unlocked.
+      const states = immutabilityPolicies(account, containerPolicies).map((p) => p.state ?? "Unlocked");
+      if (!states.includes("Locked")) {
+        report(`Isolated storage ${accountName(account)}'s immutability policy is ${states[0] ?? "Unlocked"}: anyone with account write can shorten it. Once the first backups are verified, lock it as infra/README.md's deploy checklist says (then set retention.immutabilityLocked: true).`, account.urn);
+      }
     }
   },
 });
@@ -611,9 +631,8 @@ export const resourcePolicies = [
   containerAppsJobHardening,
   noBroadRoles,
   noWildcardCustomRoles,
-  isolatedStorageImmutabilityLocked,
 ];
 
-export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion];
+export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion, isolatedStorageImmutabilityLocked];
 
 export const allPolicies: (ResourceValidationPolicy | StackValidationPolicy)[] = [...resourcePolicies, ...stackPolicies];

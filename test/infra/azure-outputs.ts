@@ -217,6 +217,9 @@ function computed(type: string, name: string, id: string, inputs: Record<string,
       // A Key's `properties` input is flattened in the output (kty, keySize, keyOps, rotationPolicy...).
       return { ...inputs.properties, keyUri, keyUriWithVersion: `${keyUri}/0123456789abcdef0123456789abcdef` };
     }
+    case "azure-native:storage:BlobContainerImmutabilityPolicy":
+      // Created Unlocked (BlobContainersGetImmutabilityPolicy.json; locking is a separate call).
+      return { state: "Unlocked" };
     case "azure-native:operationalinsights:Workspace":
       return { customerId: guid("workspace", id) };
     case "azuread:index/application:Application":

@@ -259,15 +259,29 @@ describe("rules for the isolated account, the key vault and the roles", () => {
   const lockOn = (scope: string, level = "CanNotDelete") => res(T.lockByScope, `lock-${scope}`, { scope, lockName: "bulwark-do-not-delete", level });
   const withAccountIn = (account: StackResource) => ({ ...account, props: { ...account.props, resourceGroupName: "g" } });
 
-  it("isolated-storage-immutability-locked: warns (advisory) while the policy is Unlocked, not once Locked", () => {
+  it("isolated-storage-immutability-locked: warns (advisory) while the account's or the vault container's policy is Unlocked, not once Locked", () => {
     expect(rules.isolatedStorageImmutabilityLocked.enforcementLevel).toBe("advisory");
-    expect(checkResource(rules.isolatedStorageImmutabilityLocked, T.storageAccount, goodAccount("isolated"))).toEqual([
-      expect.stringMatching(/^Isolated storage's immutability policy is Unlocked: anyone with account write can shorten it\. .*retention\.immutabilityLocked: true/),
-    ]);
+    const warning = /^Isolated storage acctisolated's immutability policy is Unlocked: anyone with account write can shorten it\. .*retention\.immutabilityLocked: true/;
+    expect(checkStack(rules.isolatedStorageImmutabilityLocked, [isolated])).toEqual([expect.stringMatching(warning)]);
     const locked = goodAccount("isolated");
     locked.immutableStorageWithVersioning.immutabilityPolicy.state = "Locked";
-    expect(checkResource(rules.isolatedStorageImmutabilityLocked, T.storageAccount, locked)).toEqual([]);
-    expect(checkResource(rules.isolatedStorageImmutabilityLocked, T.storageAccount, goodAccount("transient"))).toEqual([]);
+    expect(checkStack(rules.isolatedStorageImmutabilityLocked, [res(T.storageAccount, "vault", locked)])).toEqual([]);
+    // The default on the vault container instead: its state is output only (absent on preview).
+    const supportOnly = res(T.storageAccount, "vault", { ...goodAccount("isolated"), immutableStorageWithVersioning: { enabled: true } });
+    const containerPolicy = (props: Record<string, any>) => res(T.containerImmutabilityPolicy, "p", { accountName: "acctisolated", containerName: "vault", immutabilityPeriodSinceCreationInDays: 30, ...props });
+    expect(checkStack(rules.isolatedStorageImmutabilityLocked, [supportOnly, containerPolicy({})])).toEqual([expect.stringMatching(warning)]);
+    expect(checkStack(rules.isolatedStorageImmutabilityLocked, [supportOnly, containerPolicy({ state: "Locked" })])).toEqual([]);
+    expect(checkStack(rules.isolatedStorageImmutabilityLocked, [res(T.storageAccount, "staging", goodAccount("transient"))])).toEqual([]);
+  });
+
+  it("isolated-storage-versioning: the default immutability period may sit on the account or on a container policy; none fails", () => {
+    const service = res(T.blobServiceProperties, "svc", { accountName: "acctisolated", isVersioningEnabled: true, deleteRetentionPolicy: { enabled: true }, containerDeleteRetentionPolicy: { enabled: true } });
+    const supportOnly = res(T.storageAccount, "vault", { ...goodAccount("isolated"), immutableStorageWithVersioning: { enabled: true } });
+    const containerPolicy = res(T.containerImmutabilityPolicy, "p", { name: "default", id: `${accountId}/blobServices/default/containers/vault/immutabilityPolicies/default`, immutabilityPeriodSinceCreationInDays: 30, state: "Unlocked" });
+    expect(checkStack(rules.isolatedStorageVersioning, [supportOnly, service, containerPolicy])).toEqual([]);
+    expect(checkStack(rules.isolatedStorageVersioning, [supportOnly, service])).toEqual([
+      "Isolated storage acctisolated has no default immutability period, so its blobs are written without WORM. Set immutabilityPeriodSinceCreationInDays on the vault container's BlobContainerImmutabilityPolicy (or the account's immutableStorageWithVersioning.immutabilityPolicy).",
+    ]);
   });
 
   it("isolated-storage-previous-versions-expire: passes a version delete rule, as input or output; rejects none or a disabled one", () => {
