@@ -567,7 +567,7 @@ export const restoreRightsOnlyInRestoreGroups = resourceRule({
 
 export const restoreRightsNotOnAgents = stackRule({
   name: "restore-rights-not-on-scheduled-agents",
-  description: "No scheduled or queue-triggered job's identity (scheduler, worker, bridge, prune) holds a role that may write or delete VMs, disks or databases.",
+  description: "No scheduled job's identity (scheduler, bridge, prune) holds a role that may write or delete VMs, disks or databases.",
   enforcementLevel: "mandatory",
   validateStack: ({ resources }, report) => {
     // Role definitions are named by their GUID (`roleDefinitionId` input, `name` output); an
@@ -581,7 +581,9 @@ export const restoreRightsNotOnAgents = stackRule({
     for (const job of resources.filter((r) => r.type === TYPES.job)) {
       // Container Apps job trigger types: Manual, Schedule, Event (Azure/azure-rest-api-specs
       // specification/app/resource-manager/Microsoft.App, Jobs.json, JobConfiguration.triggerType).
-      if (String(job.props.configuration?.triggerType ?? "").toLowerCase() === "manual") continue;
+      // Restores run on demand (a queue message or a manual start); a scheduled job (the scheduler,
+      // the bridge, prune) only lists, inventories or prunes, and never needs these rights.
+      if (String(job.props.configuration?.triggerType ?? "").toLowerCase() !== "schedule") continue;
       const assigned = job.props.identity?.userAssignedIdentities ?? [];
       const jobPrincipals = new Set(
         Array.isArray(assigned) ? assigned.map((id: string) => principals.get(id.toLowerCase())) : Object.values(assigned as Record<string, { principalId?: string }>).map((v) => v.principalId),

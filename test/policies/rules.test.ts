@@ -329,7 +329,7 @@ describe("rules for the isolated account, the key vault and the roles", () => {
     }
   });
 
-  it("restore-rights-not-on-scheduled-agents: rejects a scheduled job's identity holding a restore-capable role; a manual job may", () => {
+  it("restore-rights-not-on-scheduled-agents: rejects a scheduled job's identity holding a restore-capable role; a queue-triggered or manual job may", () => {
     const definition = res(T.roleDefinition, "restore-role", role(["/subscriptions/s/resourceGroups/restores"], ["Microsoft.Compute/disks/write"]));
     const identity = res(T.userAssignedIdentity, "id", { id: "/id/agent", principalId: "p-agent" });
     const job = (triggerType: string) => res(T.job, `${triggerType}-job`, { configuration: { triggerType }, identity: { type: "UserAssigned", userAssignedIdentities: ["/id/agent"] } });
@@ -338,6 +338,7 @@ describe("rules for the isolated account, the key vault and the roles", () => {
       "Schedule-job (triggered by Schedule) holds r, which may Microsoft.Compute/disks/write. Give these rights only to the restore identity, in the restore resource groups.",
     ]);
     expect(checkStack(rules.restoreRightsNotOnAgents, [definition, identity, job("Manual"), grant])).toEqual([]);
+    expect(checkStack(rules.restoreRightsNotOnAgents, [definition, identity, job("Event"), grant])).toEqual([]);
   });
 
   it("custom-role-actions-published: rejects an action Azure does not publish, whatever its case", () => {
