@@ -5,8 +5,11 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as app from "@pulumi/azure-native/app/index.js";
 import * as operationalinsights from "@pulumi/azure-native/operationalinsights/index.js";
+import { regionalName } from "../naming.ts";
 
 export interface AgentEnvironmentArgs {
+  /** With `location`, what the Azure names are made of. */
+  customer: string;
   resourceGroupName: pulumi.Input<string>;
   location: string;
   tags: Record<string, string>;
@@ -22,6 +25,7 @@ export class AgentEnvironment extends pulumi.ComponentResource {
     const workspace = new operationalinsights.Workspace(
       `${name}-logs`,
       {
+        workspaceName: regionalName(args.customer, args.location, "logs"),
         resourceGroupName: args.resourceGroupName,
         location: args.location,
         tags: args.tags,
@@ -37,6 +41,7 @@ export class AgentEnvironment extends pulumi.ComponentResource {
     const environment = new app.ManagedEnvironment(
       `${name}-env`,
       {
+        environmentName: regionalName(args.customer, args.location, "env"),
         resourceGroupName: args.resourceGroupName,
         location: args.location,
         tags: args.tags,

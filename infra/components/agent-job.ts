@@ -5,6 +5,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as app from "@pulumi/azure-native/app/index.js";
+import { regionalName } from "../naming.ts";
 
 export interface JobSecret {
   /** The environment variable that receives it. */
@@ -24,6 +25,8 @@ export type JobTrigger =
     };
 
 export interface AgentJobArgs {
+  /** With `location` and the role, what the job's Azure name is made of. */
+  customer: string;
   resourceGroupName: pulumi.Input<string>;
   location: string;
   environmentId: pulumi.Input<string>;
@@ -50,6 +53,9 @@ function registryOf(image: string, identityId: pulumi.Input<string>): { server: 
   return server.endsWith(".azurecr.io") ? [{ server, identity: identityId }] : [];
 }
 
+/** The role in a job's name: at most 6 characters, so the name fits Container Apps' 32 (infra/naming.ts). */
+const JOB_ROLE_NAMES: Record<AgentJobArgs["agentCommand"], string> = { bridge: "bridge", schedule: "sched", worker: "worker", prune: "prune" };
+
 export function secretName(env: string): string {
   return env.toLowerCase().replace(/_/g, "-");
 }
@@ -65,6 +71,7 @@ export function agentJob(name: string, args: AgentJobArgs, parent: pulumi.Resour
   return new app.Job(
     name,
     {
+      jobName: regionalName(args.customer, args.location, JOB_ROLE_NAMES[args.agentCommand]),
       resourceGroupName: args.resourceGroupName,
       location: args.location,
       environmentId: args.environmentId,

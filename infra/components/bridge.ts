@@ -10,6 +10,7 @@ import { scopeId } from "../config.ts";
 import { AgentEnvironment } from "./agent-environment.ts";
 import { agentJob } from "./agent-job.ts";
 import { grantRole } from "./roles.ts";
+import { regionalName } from "../naming.ts";
 
 export interface BridgeArgs {
   customer: string;
@@ -31,7 +32,7 @@ export class Bridge extends pulumi.ComponentResource {
     super("bulwark:customer:Bridge", name, {}, opts);
     const identity = new managedidentity.UserAssignedIdentity(
       `${name}-identity`,
-      { resourceGroupName: args.resourceGroupName, location: args.location, tags: args.tags },
+      { resourceName: regionalName(args.customer, args.location, "bridge-id"), resourceGroupName: args.resourceGroupName, location: args.location, tags: args.tags },
       { parent: this },
     );
     args.protect.forEach((scope, i) => {
@@ -48,12 +49,13 @@ export class Bridge extends pulumi.ComponentResource {
     });
     const environment = new AgentEnvironment(
       `${name}-agents`,
-      { resourceGroupName: args.resourceGroupName, location: args.location, tags: args.tags },
+      { customer: args.customer, resourceGroupName: args.resourceGroupName, location: args.location, tags: args.tags },
       { parent: this },
     );
     const job = agentJob(
       `${name}-job`,
       {
+        customer: args.customer,
         resourceGroupName: args.resourceGroupName,
         location: args.location,
         environmentId: environment.environmentId,

@@ -10,7 +10,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as storage from "@pulumi/azure-native/storage/index.js";
 import * as managedidentity from "@pulumi/azure-native/managedidentity/index.js";
 import type { Redundancy, RetentionConfig } from "../config.ts";
-import { globalName } from "../naming.ts";
+import { globalName, regionalName } from "../naming.ts";
 import { STORAGE_KIND_TAG } from "../../policies/rules.ts";
 import { BUILT_IN_ROLES, builtInRoleId, grantRole } from "./roles.ts";
 
@@ -39,7 +39,7 @@ export class IsolatedStorage extends pulumi.ComponentResource {
     super("bulwark:region:IsolatedStorage", name, {}, opts);
     const encryptionIdentity = new managedidentity.UserAssignedIdentity(
       `${name}-encryption-identity`,
-      { resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags },
+      { resourceName: regionalName(args.customer, args.region, "vault-key-id"), resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags },
       { parent: this },
     );
     // The account cannot be created with a key it cannot read: grant first.

@@ -18,6 +18,7 @@ import { AgentEnvironment } from "./agent-environment.ts";
 import { agentJob } from "./agent-job.ts";
 import type { JobSecret } from "./agent-job.ts";
 import { BUILT_IN_ROLES, builtInRoleId, grantRole } from "./roles.ts";
+import { regionalName } from "../naming.ts";
 
 export interface RegionAgentArgs {
   customer: string;
@@ -68,13 +69,13 @@ export class RegionAgent extends pulumi.ComponentResource {
     super("bulwark:region:RegionAgent", name, {}, opts);
     const environment = new AgentEnvironment(
       `${name}-environment`,
-      { resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags },
+      { customer: args.customer, resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags },
       { parent: this },
     );
     const identity = (role: string) =>
       new managedidentity.UserAssignedIdentity(
         `${name}-${role}-identity`,
-        { resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags },
+        { resourceName: regionalName(args.customer, args.region, `${role}-id`), resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags },
         { parent: this },
       );
     const scheduler = identity("scheduler");
@@ -107,6 +108,7 @@ export class RegionAgent extends pulumi.ComponentResource {
     ];
 
     const common = {
+      customer: args.customer,
       resourceGroupName: args.resourceGroupName,
       location: args.region,
       environmentId: environment.environmentId,
