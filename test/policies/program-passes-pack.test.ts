@@ -1,11 +1,11 @@
 /**
- * Every policy over every resource the program registers under mocks (the customer stack and two
- * region stacks from the example config): the program passes its own pack. And a change that
- * weakens the program's output is caught by the pack.
+ * Every policy over every resource the program registers under mocks (the example config's customer
+ * stack and two region stacks, and a second customer in a third region): the program passes its
+ * own pack, on preview and after up. And a change that weakens the program's output is caught.
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import type { RecordedResource } from "../infra/harness.ts";
-import { deployExampleCustomer, deployRegion, exampleRegionConfig } from "../infra/region-fixture.ts";
+import { deployCustomer, deployExampleCustomer, deployRegion, exampleRegionConfig } from "../infra/region-fixture.ts";
 import { resourcePolicies, stackPolicies } from "../../policies/rules.ts";
 
 const stacks: Record<string, RecordedResource[]> = {};
@@ -14,6 +14,9 @@ beforeAll(async () => {
   stacks.customer = (await deployExampleCustomer()).resources;
   stacks.westeurope = (await deployRegion(exampleRegionConfig("Pulumi.dev-westeurope.yaml", { sqlAdminLogin: "admin", sqlAdminPassword: "p" }, ["sqlAdminLogin", "sqlAdminPassword"]))).resources;
   stacks.northeurope = (await deployRegion(exampleRegionConfig("Pulumi.dev-northeurope.yaml"))).resources;
+  const fabrikam = "22222222-3333-4444-5555-666666666666";
+  stacks.fabrikam = (await deployCustomer({ customer: "fabrikam", subscriptionId: fabrikam, protect: [{ subscriptionId: fabrikam, region: "swedencentral" }] })).resources;
+  stacks["fabrikam-swedencentral"] = (await deployRegion(exampleRegionConfig("Pulumi.dev-northeurope.yaml", { customer: "fabrikam", region: "swedencentral" }))).resources;
 });
 
 /**
@@ -54,7 +57,7 @@ function runResourcePoliciesOnState(resources: RecordedResource[]): string[] {
 }
 
 describe("the program against its own policy pack", () => {
-  for (const name of ["customer", "westeurope", "northeurope"]) {
+  for (const name of ["customer", "westeurope", "northeurope", "fabrikam", "fabrikam-swedencentral"]) {
     for (const run of ["preview", "up"] as const) {
       it(`${name} stack passes every policy on ${run} (stack policies over ${run === "up" ? "Azure's outputs" : "the inputs"})`, () => {
         const resources = stacks[name];
@@ -69,7 +72,7 @@ describe("the program against its own policy pack", () => {
 
   it("warns, and only warns, that each region's vault immutability is still unlocked (the example deploys it Unlocked)", () => {
     expect(warnings(stacks.customer)).toEqual([]);
-    for (const region of ["westeurope", "northeurope"]) {
+    for (const region of ["westeurope", "northeurope", "fabrikam-swedencentral"]) {
       expect(warnings(stacks[region])).toEqual([expect.stringMatching(/^isolated-storage-immutability-locked: Isolated storage bwv\w+'s immutability policy is Unlocked/)]);
     }
   });
