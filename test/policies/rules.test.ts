@@ -271,6 +271,11 @@ describe("rules for the isolated account, the key vault and the roles", () => {
     const containerPolicy = (props: Record<string, any>) => res(T.containerImmutabilityPolicy, "p", { accountName: "acctisolated", containerName: "vault", immutabilityPeriodSinceCreationInDays: 30, ...props });
     expect(checkStack(rules.isolatedStorageImmutabilityLocked, [supportOnly, containerPolicy({})])).toEqual([expect.stringMatching(warning)]);
     expect(checkStack(rules.isolatedStorageImmutabilityLocked, [supportOnly, containerPolicy({ state: "Locked" })])).toEqual([]);
+    // Azure's output: the account and the policy found by their ids, the policy's state as reported.
+    const accountOut = res(T.storageAccount, "vault", { ...supportOnly.props, accountName: undefined, name: "acctisolated", id: accountId });
+    const policyOut = (state: string) => res(T.containerImmutabilityPolicy, "p", { name: "default", id: `${accountId}/blobServices/default/containers/vault/immutabilityPolicies/default`, immutabilityPeriodSinceCreationInDays: 30, state });
+    expect(checkStack(rules.isolatedStorageImmutabilityLocked, [accountOut, policyOut("Unlocked")])).toEqual([expect.stringMatching(warning)]);
+    expect(checkStack(rules.isolatedStorageImmutabilityLocked, [accountOut, policyOut("Locked")])).toEqual([]);
     expect(checkStack(rules.isolatedStorageImmutabilityLocked, [res(T.storageAccount, "staging", goodAccount("transient"))])).toEqual([]);
   });
 
@@ -339,6 +344,10 @@ describe("rules for the isolated account, the key vault and the roles", () => {
     ]);
     expect(checkStack(rules.restoreRightsNotOnAgents, [definition, identity, job("Manual"), grant])).toEqual([]);
     expect(checkStack(rules.restoreRightsNotOnAgents, [definition, identity, job("Event"), grant])).toEqual([]);
+    // Azure's output: the definition named by its GUID, the job's identities mapped to principals.
+    const definitionOut = res(T.roleDefinition, "restore-role", { name: "0000-restore", roleName: "r", permissions: definition.props.permissions, assignableScopes: definition.props.assignableScopes });
+    const jobOut = res(T.job, "Schedule-job", { configuration: { triggerType: "Schedule" }, identity: { type: "UserAssigned", userAssignedIdentities: { "/id/agent": { principalId: "p-agent", clientId: "c" } } } });
+    expect(checkStack(rules.restoreRightsNotOnAgents, [definitionOut, jobOut, grant])).toHaveLength(1);
   });
 
   it("custom-role-actions-published: rejects an action Azure does not publish, whatever its case", () => {
