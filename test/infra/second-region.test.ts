@@ -5,6 +5,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { exampleConfig } from "./harness.ts";
+import { NAMING_RULES } from "./data/azure-naming-rules.ts";
 import type { RecordedResource } from "./harness.ts";
 import { deployCustomer, deployExampleCustomer, deployRegion, exampleRegionConfig } from "./region-fixture.ts";
 import { validatePolicy } from "../../runtime/policy/policy.ts";
@@ -13,26 +14,30 @@ import { validatePolicy } from "../../runtime/policy/policy.ts";
 const CUSTOMER_ONLY = /^(azure-native:keyvault:|azure-native:authorization:RoleDefinition$|azuread:|bulwark:customer:)/;
 
 /**
- * The types whose names Azure makes globally unique among those the program registers: the
- * "Scope" column says "global" for Microsoft.Storage storageAccounts (3-24) and Microsoft.KeyVault
- * vaults (3-24) in MicrosoftDocs/azure-docs
- * articles/azure-resource-manager/management/resource-name-rules.md; every other type the program
- * registers is unique within a resource group, a parent resource or an assignment scope there.
+ * The types whose names Azure makes unique beyond a resource group, from A's table of Azure's naming
+ * rules (test/infra/data/azure-naming-rules.ts, after MicrosoftDocs/azure-docs
+ * articles/azure-resource-manager/management/resource-name-rules.md's "Scope" column): "global"
+ * (storage accounts, key vaults) across every stack, "tenant" (role definition and assignment
+ * GUIDs) across the stacks of one tenant. Entra objects are left out: Graph names them by ids
+ * Graph assigns.
  */
-const GLOBALLY_UNIQUE = ["azure-native:storage:StorageAccount", "azure-native:keyvault:Vault"];
+const UNIQUE_IN = (scope: string) => Object.entries(NAMING_RULES).filter(([type, rule]) => rule.scope === scope && type.startsWith("azure-native:")).map(([type]) => type);
+const GLOBALLY_UNIQUE = UNIQUE_IN("global");
+const TENANT_UNIQUE = UNIQUE_IN("tenant");
 
-/** Each globally unique Azure name (what Azure returned as `name`) held by more than one resource, with who holds it. */
-function globalNameCollisions(stacks: Record<string, RecordedResource[]>): string[] {
+/** Each Azure name (what Azure returned as `name`) of `types` held by more than one resource, with who holds it. */
+function nameCollisions(stacks: Record<string, RecordedResource[]>, types: string[]): string[] {
   const holders = new Map<string, string[]>();
   for (const [stack, resources] of Object.entries(stacks)) {
-    for (const r of resources.filter((r) => GLOBALLY_UNIQUE.includes(r.type))) {
+    for (const r of resources.filter((r) => types.includes(r.type))) {
       // Azure's names are case-insensitive (resource-name-rules.md, opening paragraph).
-      const name = String(r.state.name).toLowerCase();
+      const name = `${String(r.state.name).toLowerCase()}`;
       holders.set(name, [...(holders.get(name) ?? []), `${stack}: ${r.name}`]);
     }
   }
   return [...holders].filter(([, who]) => who.length > 1).map(([name, who]) => `${name} held by ${who.join(" and ")}`);
 }
+const globalNameCollisions = (stacks: Record<string, RecordedResource[]>) => nameCollisions(stacks, GLOBALLY_UNIQUE);
 
 const stacks: Record<string, RecordedResource[]> = {};
 let customer: RecordedResource[];
@@ -91,6 +96,12 @@ describe("a second region", () => {
     // Two accounts per region stack (transient, isolated) and one key vault per customer stack.
     expect(counted).toHaveLength(5 * 2 + 2);
     expect(globalNameCollisions(stacks)).toEqual([]);
+  });
+
+  it("gives every role definition and assignment a GUID no other stack of the same tenant uses", () => {
+    expect(TENANT_UNIQUE).toEqual(expect.arrayContaining(["azure-native:authorization:RoleDefinition", "azure-native:authorization:RoleAssignment"]));
+    const ofTenant = (customer: string) => Object.fromEntries(Object.entries(stacks).filter(([name]) => name.startsWith(customer)));
+    for (const customer of ["contoso", "fabrikam"]) expect(nameCollisions(ofTenant(customer), TENANT_UNIQUE), customer).toEqual([]);
   });
 
   it("catches two vault accounts under one global name, though their ids differ by resource group", () => {
