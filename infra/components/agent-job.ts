@@ -112,7 +112,11 @@ export function agentJob(name: string, args: AgentJobArgs, parent: pulumi.Resour
           {
             name: args.agentCommand,
             image: args.image,
-            command: ["bulwark"],
+            // No `command`: that would replace the image's ENTRYPOINT (`node /app/runtime/cli/main.ts`,
+            // see Dockerfile), and nothing named bulwark is on the image's PATH. `args` alone replace
+            // its CMD (Container Apps: MicrosoftDocs/azure-docs articles/container-apps/containers.md,
+            // "command ... equivalent to Docker's entrypoint"; the args-only rule is Kubernetes', see
+            // test/infra/data/container-apps-resources.ts). test/infra/image-jobs.test.ts runs the check.
             args: ["agent", args.agentCommand],
             env,
             resources: { cpu: args.cpu, memory: args.memory },

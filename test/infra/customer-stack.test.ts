@@ -87,7 +87,7 @@ describe("customer stack (example config)", () => {
     expect(job.inputs.configuration).toMatchObject({ triggerType: "Schedule", scheduleTriggerConfig: { cronExpression: "0 * * * *" } });
     expect(job.inputs.configuration.replicaTimeout).toBeGreaterThan(0);
     const container = job.inputs.template.containers[0];
-    expect(container).toMatchObject({ image: config.image, command: ["bulwark"], args: ["agent", "bridge"] });
+    expect(container).toMatchObject({ image: config.image, args: ["agent", "bridge"] });
     expect(container.env).toContainEqual({ name: "AZURE_CLIENT_ID", value: identity.state.clientId });
     // An ACR image is pulled with the job's identity, not a password.
     expect(job.inputs.configuration.registries).toEqual([{ server: "bulwarkregistry.azurecr.io", identity: identity.id }]);

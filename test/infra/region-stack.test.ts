@@ -125,8 +125,8 @@ describe("region stack (example config, westeurope)", () => {
     ]);
     expect(worker.inputs.identity).toEqual({ type: "UserAssigned", userAssignedIdentities: [workerIdentity.id] });
     expect(scheduler.inputs.identity).toEqual({ type: "UserAssigned", userAssignedIdentities: [identity("scheduler").id] });
-    expect(worker.inputs.template.containers[0]).toMatchObject({ command: ["bulwark"], args: ["agent", "worker"] });
-    expect(scheduler.inputs.template.containers[0]).toMatchObject({ command: ["bulwark"], args: ["agent", "schedule"] });
+    expect(worker.inputs.template.containers[0]).toMatchObject({ args: ["agent", "worker"] });
+    expect(scheduler.inputs.template.containers[0]).toMatchObject({ args: ["agent", "schedule"] });
   });
 
   it("gives the worker exactly what `bulwark agent worker` reads, the SQL login only as secret references", () => {
