@@ -7,6 +7,8 @@ import { UsageError } from "../runtime/errors.ts";
 import { kindOfResourceId } from "../runtime/policy/items.ts";
 import { parseDuration } from "../runtime/policy/schedule.ts";
 import type { RetentionRule } from "../runtime/retention/gfs.ts";
+import { keyPublicNetworkAccess, parseAlerts, parseNetworkMode } from "./network-and-alerts-config.ts";
+import type { AlertsConfig, NetworkMode } from "./network-and-alerts-config.ts";
 
 export const CONFIG_NAMESPACE = "bulwark";
 
@@ -24,7 +26,7 @@ export interface KeyConfig {
   rotationPeriod: string;
   /** ISO 8601 duration after which a key version expires; must exceed the rotation period. */
   expiresAfter: string;
-  /** false keeps the key vault off the public network (then agents reach it over a private endpoint). */
+  /** Follows bulwark:network: false only in private mode (agents reach the vault over private endpoints). */
   publicNetworkAccess: boolean;
 }
 
@@ -45,6 +47,8 @@ export interface CustomerConfig {
   image: string;
   bridgeSchedule: string;
   key: KeyConfig;
+  /** bulwark:network: whether the key vault is reached publicly or over the region stacks' private endpoints. */
+  network: NetworkMode;
 }
 
 export type Redundancy =
@@ -114,6 +118,10 @@ export interface RegionConfig {
   worker: WorkerConfig;
   policy: BackupPolicyConfig;
   sqlAdmin?: SqlAdminConfig;
+  /** bulwark:network: public endpoints, or a VNet with private endpoints. */
+  network: NetworkMode;
+  /** bulwark:alerts: who Azure Monitor tells. */
+  alerts: AlertsConfig;
 }
 
 export type StackConfig = CustomerConfig | RegionConfig;
@@ -246,7 +254,7 @@ export function durationDays(duration: string): number | undefined {
   return Number(match[1] ?? 0) * 365 + Number(match[2] ?? 0) * 30 + Number(match[3] ?? 0);
 }
 
-function keyConfig(raw: Raw): KeyConfig {
+function keyConfig(raw: Raw, network: NetworkMode): KeyConfig {
   const key = optionalObject(raw, "key");
   const size = integer(key.size, "key.size", 2048, 4096, 3072);
   if (size !== 2048 && size !== 3072 && size !== 4096) fail("key.size", `must be 2048, 3072 or 4096, got ${size}`, "Pick an RSA key size Key Vault supports; 3072 is the default.");
@@ -263,7 +271,7 @@ function keyConfig(raw: Raw): KeyConfig {
   if (expiryDays < rotationDays + 28) {
     fail("key.expiresAfter", `${expiresAfter} leaves less than 28 days between rotation (${rotationPeriod}) and expiry`, "Make the expiry at least 28 days longer than the rotation period, so a new version exists before the old one expires.");
   }
-  return { size, rotationPeriod, expiresAfter, publicNetworkAccess: boolean(key.publicNetworkAccess, "key.publicNetworkAccess", false) };
+  return { size, rotationPeriod, expiresAfter, publicNetworkAccess: keyPublicNetworkAccess(key.publicNetworkAccess, network) };
 }
 
 function protectedScopes(raw: Raw): ProtectedScope[] {
@@ -304,6 +312,7 @@ export function parseCustomerConfig(raw: Raw): CustomerConfig {
   if (!GUID.test(tenantId)) fail("tenantId", `"${tenantId}" is not a tenant id (a GUID)`, "Copy it from `az account show --query tenantId`.");
   const subscriptionId = requireString(raw, "subscriptionId", "Set it to the subscription that holds Bulwark's customer-side resources.");
   if (!GUID.test(subscriptionId)) fail("subscriptionId", `"${subscriptionId}" is not a subscription id (a GUID)`, "Copy it from `az account list -o table`.");
+  const network = parseNetworkMode(raw.network);
   return {
     kind: "customer",
     customer: customerName(raw),
@@ -313,7 +322,8 @@ export function parseCustomerConfig(raw: Raw): CustomerConfig {
     protect: protectedScopes(raw),
     image: image(raw),
     bridgeSchedule: cron(raw, "bridgeSchedule", "0 * * * *"),
-    key: keyConfig(raw),
+    key: keyConfig(raw, network),
+    network,
   };
 }
 
@@ -445,6 +455,8 @@ export function parseRegionConfig(raw: Raw, secretKeys: ReadonlySet<string> = ne
     },
     policy: { every: every.text, tag: protectTag(raw), resources: protectResources(raw) },
     sqlAdmin: sqlAdmin(raw, secretKeys),
+    network: parseNetworkMode(raw.network),
+    alerts: parseAlerts(raw.alerts),
   };
 }
 

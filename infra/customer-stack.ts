@@ -22,6 +22,10 @@ export interface CustomerStackOutputs {
   keyName: pulumi.Output<string>;
   keyResourceId: pulumi.Output<string>;
   keyUri: pulumi.Output<string>;
+  /** The key vault's ARM id: a private region stack's endpoint connects to it. */
+  keyVaultId: pulumi.Output<string>;
+  /** bulwark:network of the customer stack: a public region stack cannot reach a private vault. */
+  network: string;
   protectedScopes: { scope: string; region: string }[];
   bridgeJobName: pulumi.Output<string>;
 }
@@ -74,6 +78,8 @@ export function customerStack(config: CustomerConfig): CustomerStackOutputs {
     keyName: key.keyName,
     keyResourceId: key.keyResourceId,
     keyUri: key.keyUri,
+    keyVaultId: key.vaultId,
+    network: config.network,
     protectedScopes,
     bridgeJobName: bridge.jobName,
   };

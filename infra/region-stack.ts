@@ -12,6 +12,8 @@ import { TransientStorage } from "./components/transient-storage.ts";
 import { IsolatedStorage } from "./components/isolated-storage.ts";
 import { RegionAgent } from "./components/region-agent.ts";
 import { subscriptionOf } from "./components/roles.ts";
+import { RegionNetwork, storageNetworkAccess } from "./components/network.ts";
+import { AgentAlerts } from "./components/alerts.ts";
 import { policyJson, regionPolicyDocument, requireResourcesInScopes } from "./backup-policy.ts";
 
 export interface RegionStackOutputs {
@@ -63,11 +65,19 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     location: config.region,
     tags,
   });
+  const customerNetwork = await requireKnown<string>(ref, config.customerStack, "network");
+  if (customerNetwork === "private" && config.network !== "private") {
+    throw new UsageError(`bulwark:network is public, but customer ${customer}'s key vault takes private endpoint traffic only: this region's agents could not wrap or unwrap. Set \`bulwark:network: private\` on this region stack.`);
+  }
+  const privateNetwork =
+    config.network === "private" ? new RegionNetwork(`${config.customer}-${config.region}-network`, { resourceGroupName: group.name, location: config.region, tags }) : undefined;
+  const networkAccess = storageNetworkAccess(config.network);
   const transient = new TransientStorage(`${config.customer}-${config.region}-transient`, {
     customer: config.customer,
     region: config.region,
     subscriptionId,
     resourceGroupName: group.name,
+    networkAccess,
     tags,
   });
   const isolated = new IsolatedStorage(`${config.customer}-${config.region}-isolated`, {
@@ -80,8 +90,10 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     keyVaultUri: output("keyVaultUri"),
     keyName: output("keyName"),
     keyResourceId: output("keyResourceId"),
+    networkAccess,
     tags,
   });
+  privateNetwork?.connectStores({ keyVaultId: output("keyVaultId"), vaultAccountId: isolated.accountId, transientAccountId: transient.accountId });
   const policy = isolated.containerUrl.apply((vaultUrl) =>
     policyJson([
       regionPolicyDocument({
@@ -120,8 +132,21 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     transient: { containerUrl: transient.containerUrl, containerScope: transient.containerScope },
     vault: { containerScope: isolated.containerScope },
     sqlAdmin: config.sqlAdmin === undefined ? undefined : { login: pulumi.secret(config.sqlAdmin.login.value), password: pulumi.secret(config.sqlAdmin.password.value) },
+    infrastructureSubnetId: privateNetwork?.agentSubnetId,
     tags,
-  });
+  }, { dependsOn: privateNetwork?.endpoints ?? [] });
+  if (config.alerts !== "none") {
+    new AgentAlerts(`${config.customer}-${config.region}-alerts`, {
+      customer: config.customer,
+      region: config.region,
+      resourceGroupName: group.name,
+      workspaceId: agent.workspaceId,
+      jobs: agent.jobIds,
+      schedule: config.schedule,
+      receivers: config.alerts,
+      tags,
+    });
+  }
   return {
     region: config.region,
     protectedScopes: scopes,

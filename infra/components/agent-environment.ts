@@ -14,6 +14,24 @@ export interface AgentEnvironmentArgs {
   location: string;
   tags: Record<string, string>;
   logRetentionDays?: number;
+  /**
+   * Private networking (components/network.ts): the subnet, delegated to Microsoft.App/environments,
+   * that the environment joins. Absent: Azure's generated network (public egress).
+   */
+  infrastructureSubnetId?: pulumi.Input<string>;
+}
+
+/**
+ * A workload-profiles environment on the Consumption profile, joined to a delegated subnet, with
+ * no public endpoint (internal: the agents take no inbound traffic). Workload profiles, because a
+ * delegated subnet is theirs: a Consumption-only environment needs an undelegated /23
+ * (MicrosoftDocs/azure-docs articles/container-apps/custom-virtual-networks.md, "Subnet").
+ */
+function privateNetworking(infrastructureSubnetId: pulumi.Input<string>) {
+  return {
+    workloadProfiles: [{ name: "Consumption", workloadProfileType: "Consumption" }],
+    vnetConfiguration: { infrastructureSubnetId, internal: true },
+  };
 }
 
 export class AgentEnvironment extends pulumi.ComponentResource {
@@ -52,6 +70,7 @@ export class AgentEnvironment extends pulumi.ComponentResource {
             sharedKey: pulumi.secret(keys.apply((k) => k.primarySharedKey ?? "")),
           },
         },
+        ...(args.infrastructureSubnetId === undefined ? {} : privateNetworking(args.infrastructureSubnetId)),
       },
       { parent: this },
     );

@@ -10,6 +10,7 @@ import * as authorization from "@pulumi/azure-native/authorization/index.js";
 import type { KeyConfig } from "../config.ts";
 import { deterministicGuid, globalName } from "../naming.ts";
 import { keyUserPermissions } from "./backup-role.ts";
+import { keyVaultNetworkAccess } from "./network.ts";
 
 export interface CustomerKeyArgs {
   customer: string;
@@ -25,6 +26,8 @@ export interface CustomerKeyArgs {
 
 export class CustomerKey extends pulumi.ComponentResource {
   readonly vaultName: pulumi.Output<string>;
+  /** The vault's ARM id: region stacks in private mode make their private endpoints to it. */
+  readonly vaultId: pulumi.Output<string>;
   readonly vaultUri: pulumi.Output<string>;
   readonly keyName: pulumi.Output<string>;
   /** The key's ARM resource id: the scope of key role assignments. */
@@ -50,13 +53,8 @@ export class CustomerKey extends pulumi.ComponentResource {
           enableSoftDelete: true,
           softDeleteRetentionInDays: 90,
           enablePurgeProtection: true,
-          publicNetworkAccess: args.key.publicNetworkAccess ? "Enabled" : "Disabled",
-          networkAcls: {
-            // Storage encrypting with the key is a trusted service and passes; everything else needs
-            // the public endpoint switched on or a private endpoint.
-            bypass: "AzureServices",
-            defaultAction: args.key.publicNetworkAccess ? "Allow" : "Deny",
-          },
+          // Public (RBAC-only data access) or private endpoints only: why, with sources, in network.ts.
+          ...keyVaultNetworkAccess(args.key.publicNetworkAccess),
         },
       },
       { parent: this },
@@ -98,6 +96,7 @@ export class CustomerKey extends pulumi.ComponentResource {
       { parent: this },
     );
     this.vaultName = vault.name;
+    this.vaultId = vault.id;
     this.vaultUri = vault.properties.apply((p) => p.vaultUri ?? "");
     this.keyName = key.name;
     this.keyResourceId = key.id;

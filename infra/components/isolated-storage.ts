@@ -13,6 +13,7 @@ import type { Redundancy, RetentionConfig } from "../config.ts";
 import { globalName, regionalName } from "../naming.ts";
 import { STORAGE_KIND_TAG } from "../../policies/rules.ts";
 import { BUILT_IN_ROLES, builtInRoleId, grantRole } from "./roles.ts";
+import type { StorageNetworkAccess } from "./network.ts";
 
 export const VAULT_CONTAINER = "vault";
 
@@ -26,6 +27,8 @@ export interface IsolatedStorageArgs {
   keyVaultUri: pulumi.Input<string>;
   keyName: pulumi.Input<string>;
   keyResourceId: pulumi.Input<string>;
+  /** Who may connect: public with RBAC-only data access, or private endpoints only (network.ts). */
+  networkAccess: StorageNetworkAccess;
   tags: Record<string, string>;
 }
 
@@ -69,6 +72,7 @@ export class IsolatedStorage extends pulumi.ComponentResource {
         minimumTlsVersion: "TLS1_2",
         enableHttpsTrafficOnly: true,
         allowCrossTenantReplication: false,
+        ...args.networkAccess,
         identity: { type: "UserAssigned", userAssignedIdentities: [encryptionIdentity.id] },
         encryption: {
           keySource: "Microsoft.Keyvault",

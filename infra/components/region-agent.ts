@@ -55,6 +55,8 @@ export interface RegionAgentArgs {
   vault: { containerScope: pulumi.Input<string> };
   /** Azure SQL's server login for export and import, as job secrets; absent when nothing is SQL. */
   sqlAdmin?: { login: pulumi.Input<string>; password: pulumi.Input<string> };
+  /** Private networking: the delegated subnet the environment joins (components/network.ts). */
+  infrastructureSubnetId?: pulumi.Input<string>;
   tags: Record<string, string>;
 }
 
@@ -64,12 +66,16 @@ export class RegionAgent extends pulumi.ComponentResource {
   readonly pruneJobName: pulumi.Output<string>;
   readonly workerPrincipalId: pulumi.Output<string>;
   readonly schedulerPrincipalId: pulumi.Output<string>;
+  /** The environment's Log Analytics workspace, where the agents' console logs land (alerts query it). */
+  readonly workspaceId: pulumi.Output<string>;
+  /** The agents' jobs by role (their executions are alerted on). */
+  readonly jobIds: { role: string; id: pulumi.Output<string> }[];
 
   constructor(name: string, args: RegionAgentArgs, opts?: pulumi.ComponentResourceOptions) {
     super("bulwark:region:RegionAgent", name, {}, opts);
     const environment = new AgentEnvironment(
       `${name}-environment`,
-      { customer: args.customer, resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags },
+      { customer: args.customer, resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags, infrastructureSubnetId: args.infrastructureSubnetId },
       { parent: this },
     );
     const identity = (role: string) =>
@@ -206,6 +212,12 @@ export class RegionAgent extends pulumi.ComponentResource {
       this,
     );
     this.pruneJobName = pruneJob.name;
+    this.workspaceId = environment.workspaceId;
+    this.jobIds = [
+      { role: "scheduler", id: schedulerJob.id },
+      { role: "worker", id: workerJob.id },
+      { role: "prune", id: pruneJob.id },
+    ];
     this.schedulerJobName = schedulerJob.name;
     this.workerJobName = workerJob.name;
     this.workerPrincipalId = worker.principalId;

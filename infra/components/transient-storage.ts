@@ -9,6 +9,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as storage from "@pulumi/azure-native/storage/index.js";
 import { globalName } from "../naming.ts";
 import { STORAGE_KIND_TAG } from "../../policies/rules.ts";
+import type { StorageNetworkAccess } from "./network.ts";
 
 export const TRANSIENT_CONTAINER = "staging";
 export const TRANSIENT_MAX_AGE_DAYS = 1;
@@ -30,6 +31,8 @@ export interface TransientStorageArgs {
   region: string;
   subscriptionId: string;
   resourceGroupName: pulumi.Input<string>;
+  /** Who may connect: public with RBAC-only data access, or private endpoints only (network.ts). */
+  networkAccess: StorageNetworkAccess;
   tags: Record<string, string>;
 }
 
@@ -65,6 +68,7 @@ export class TransientStorage extends pulumi.ComponentResource {
         minimumTlsVersion: "TLS1_2",
         enableHttpsTrafficOnly: true,
         allowCrossTenantReplication: false,
+        ...args.networkAccess,
       },
       { parent: this },
     );

@@ -10,12 +10,16 @@
  * items that exist are scheduled, the missing one is reported in the tick's result (`missing`), in
  * one JSON log line an alert rule can match (`event: schedule.missing`, `level: error`,
  * `alert: item-missing`), and in its item record, so `bulwark status` lists it as missing.
+ *
+ * An item past its policy's RPO gets one JSON log line on every tick while it stays late
+ * (`event: schedule.late`, `level: error`, `alert: rpo-missed`): what the region's Azure Monitor
+ * alert matches (infra/components/alerts.ts).
  */
 import { describeError } from "../errors.ts";
 import { normalizeRegion, type ItemResolver, type MissingItem, type ProtectedItem } from "../policy/items.ts";
 import type { Policy } from "../policy/policy.ts";
-import { isDue } from "../policy/schedule.ts";
-import { emptyItem, isTerminal } from "./records.ts";
+import { isDue, meetsRpo } from "../policy/schedule.ts";
+import { emptyItem, isTerminal, type ItemRecord } from "./records.ts";
 import { MISSING_PREFIX } from "./reports.ts";
 import type { LogSink } from "./runner.ts";
 import { sendWork, submitJob, type Fleet } from "./submit.ts";
@@ -48,6 +52,15 @@ export interface TickResult {
   /** Items claimed by more than one policy: the first policy (in the order given) schedules them. */
   conflicts: { item: string; policies: string[] }[];
   errors: { policy: string; item?: string; error: string }[];
+}
+
+/**
+ * Past its RPO: its last good point is too old, or it has none though a job of it already ended
+ * (an item just added is not late before its first backup had a chance to run).
+ */
+function isLate(policy: Policy, record: ItemRecord, now: number): boolean {
+  if (record.lastGoodAt === 0 && record.lastEndedAt === 0) return false;
+  return !meetsRpo(policy.schedule, record.lastGoodAt ? new Date(record.lastGoodAt) : undefined, new Date(now));
 }
 
 export async function scheduleTick(options: ScheduleTickOptions): Promise<TickResult> {
@@ -120,6 +133,10 @@ export async function scheduleTick(options: ScheduleTickOptions): Promise<TickRe
         () => emptyItem(item.id, item.kind, item.region, policy.name),
         (current) => ({ ...current, kind: item.kind, region: item.region, policy: policy.name, unprotected: "", lastSeenAt: now }),
       );
+      if (record && isLate(policy, record, now)) {
+        const lastGoodAt = record.lastGoodAt ? new Date(record.lastGoodAt).toISOString() : null;
+        log({ event: "schedule.late", level: "error", alert: "rpo-missed", item: item.id, policy: policy.name, lastGoodAt, state: record.state });
+      }
       if (record && record.state !== "idle") {
         const job = await fleet.jobs.get(record.jobId);
         if (!job || isTerminal(job.value.status)) {

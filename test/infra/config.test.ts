@@ -46,10 +46,11 @@ describe("stack config", () => {
     expect((parseStackConfig(raw) as any).retention.rule).toEqual({ last: 48, daily: 10 });
   });
 
-  it("keeps the key vault off the public network unless told otherwise", () => {
+  it("opens the key vault to the agents' network unless bulwark:network is private (no private endpoint, no wrap or unwrap)", () => {
     const raw = customer();
     raw.key = { rotationPeriod: "P90D" };
-    expect(parseStackConfig(raw)).toMatchObject({ key: { publicNetworkAccess: false, size: 3072, expiresAfter: "P1Y" } });
+    expect(parseStackConfig(raw)).toMatchObject({ key: { publicNetworkAccess: true, size: 3072, expiresAfter: "P1Y" }, network: "public" });
+    expect(parseStackConfig({ ...raw, network: "private" })).toMatchObject({ key: { publicNetworkAccess: false }, network: "private" });
   });
 
   it("reads values the way Pulumi passes them: strings, with objects as JSON", () => {

@@ -68,7 +68,7 @@ describe("customer stack (example config)", () => {
       enableRbacAuthorization: true,
       enableSoftDelete: true,
       enablePurgeProtection: true,
-      publicNetworkAccess: "Enabled", // the example turns it on; the default is off (config tests)
+      publicNetworkAccess: "Enabled", // bulwark:network public, the default (test/infra/network.test.ts)
     });
     expect(vault.inputs.vaultName).toMatch(/^bwkcontoso[0-9a-f]{6}$/);
     expect(vault.inputs.vaultName.length).toBeLessThanOrEqual(24);

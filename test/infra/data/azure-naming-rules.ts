@@ -326,6 +326,16 @@ export const NAMING_RULES: Record<string, NamingRule> = {
     rule: "Can't use *<>%{}&:\\?/# or control characters. Can't end with space or period.",
     source: `${NAMES} (Microsoft.Insights: scheduledQueryRules)`,
   },
+  "azure-native:monitor:MetricAlert": {
+    azureType: "Microsoft.Insights/metricAlerts",
+    nameProperty: "ruleName",
+    scope: "resource group",
+    minLength: 1,
+    maxLength: 260,
+    pattern: /^[^*#&+:<>?@%{}\\/\x00-\x1f]*[^*#&+:<>?@%{}\\/\x00-\x1f. ]$/,
+    rule: "Can't use *#&+:<>?@%{}\\/ or control characters. Can't end with space or period.",
+    source: `${NAMES} (Microsoft.Insights: metricAlerts)`,
+  },
 };
 
 /** Pulumi types that are not Azure resources (Bulwark's own components, stack references). */
