@@ -45,6 +45,8 @@ export interface CustomerConfig {
   homeRegion: string;
   protect: ProtectedScope[];
   image: string;
+  /** Where the image is pulled from by the jobs' own identities; absent for a public image. */
+  registry?: ContainerRegistry;
   bridgeSchedule: string;
   key: KeyConfig;
   /** bulwark:network: whether the key vault is reached publicly or over the region stacks' private endpoints. */
@@ -111,6 +113,8 @@ export interface RegionConfig {
   customerStack: string;
   region: string;
   image: string;
+  /** Where the image is pulled from by the jobs' own identities; absent for a public image. */
+  registry?: ContainerRegistry;
   /** The scheduler job's tick (cron, UTC): how often it looks for due items, not how often they are backed up. */
   schedule: string;
   retention: RetentionConfig;
@@ -197,8 +201,9 @@ function region(value: unknown, key: string): string {
 
 function customerName(raw: Raw): string {
   const name = requireString(raw, "customer", "Set it to a short lowercase name, e.g. `pulumi config set bulwark:customer contoso`.");
-  if (!/^[a-z][a-z0-9-]{1,18}[a-z0-9]$/.test(name)) {
-    fail("customer", `"${name}" is not a valid customer name`, "Use 3 to 20 lowercase letters, digits or hyphens, starting with a letter; it becomes part of Azure resource names.");
+  // No "--": Container Apps names, which the customer name starts, may not hold one (infra/naming.ts).
+  if (!/^[a-z][a-z0-9-]{1,18}[a-z0-9]$/.test(name) || name.includes("--")) {
+    fail("customer", `"${name}" is not a valid customer name`, "Use 3 to 20 lowercase letters, digits or single hyphens, starting with a letter and ending with a letter or digit; it becomes part of Azure resource names.");
   }
   return name;
 }
@@ -211,6 +216,62 @@ function image(raw: Raw): string {
   }
   if (/:latest$/.test(value)) fail("image", "uses the :latest tag", "Pin a version tag or a digest so every region runs the same code.");
   return value;
+}
+
+/** An Azure Container Registry the jobs pull the image from, as their own identities. */
+export interface ContainerRegistry {
+  /** The login server the image names: `<registry name>.azurecr.io`, all lowercase. */
+  server: string;
+  /** The registry's ARM id: where each job identity gets AcrPull. */
+  resourceId: string;
+}
+
+/** A registry's ARM id; registry names are 5-50 alphanumerics (resource-name-rules.md, Microsoft.ContainerRegistry). */
+const REGISTRY_ID = /^\/subscriptions\/[0-9a-f-]{36}\/resourceGroups\/[-\w.()]{1,90}\/providers\/Microsoft\.ContainerRegistry\/registries\/([a-zA-Z0-9]{5,50})$/i;
+
+/**
+ * bulwark:registryId, required when the image is in an Azure Container Registry: a registry's host
+ * is `<registry name>.azurecr.io`, all lowercase (MicrosoftDocs/azure-docs
+ * articles/container-registry/container-registry-concepts.md, "Content addressable elements of an
+ * artifact"), so the id must name that registry. Only the public cloud's azurecr.io is recognised.
+ */
+function containerRegistry(raw: Raw, imageReference: string): ContainerRegistry | undefined {
+  const server = imageReference.split("/")[0];
+  const inAcr = server.endsWith(".azurecr.io");
+  const registryName = inAcr ? server.slice(0, -".azurecr.io".length) : "<name>";
+  const example = `/subscriptions/<guid>/resourceGroups/<group>/providers/Microsoft.ContainerRegistry/registries/${registryName}`;
+  const value = raw.registryId;
+  if (value === undefined || value === null || value === "") {
+    if (inAcr) {
+      fail("registryId", `is not set, but bulwark:image is in the Azure Container Registry ${server}`, `Set it to that registry's resource id (${example}, from \`az acr show -n ${registryName} --query id\`): each job pulls as its own identity, which gets AcrPull there.`);
+    }
+    return undefined;
+  }
+  const match = typeof value === "string" ? REGISTRY_ID.exec(value.trim()) : null;
+  if (!match) fail("registryId", `${JSON.stringify(value)} is not the resource id of an Azure Container Registry`, `Write ${example} (\`az acr show -n <name> --query id\`).`);
+  if (!inAcr) {
+    fail("registryId", `is set, but bulwark:image (${imageReference}) is not in an Azure Container Registry (*.azurecr.io)`, "Remove bulwark:registryId for a public image, or point bulwark:image at the registry.");
+  }
+  if (`${match[1].toLowerCase()}.azurecr.io` !== server) {
+    fail("registryId", `names the registry ${match[1]}, but bulwark:image is pulled from ${server}`, `Use the id of the registry whose login server is ${server}.`);
+  }
+  return { server, resourceId: (value as string).trim() };
+}
+
+/**
+ * CPU and memory pairs Container Apps runs in a Consumption plan environment (what
+ * components/agent-environment.ts creates without workload profiles): memory twice the CPU, CPU
+ * 0.25 to 2 in steps of 0.25 (MicrosoftDocs/azure-docs articles/container-apps/containers.md, the
+ * allocations table, "Consumption plan" column). The Consumption workload profile also runs
+ * 2.25-4 CPU; held to the smaller table, which both kinds of environment run.
+ */
+export const CONTAINER_ALLOCATIONS: readonly { cpu: number; memoryGi: number }[] = [1, 2, 3, 4, 5, 6, 7, 8].map((quarters) => ({ cpu: quarters / 4, memoryGi: quarters / 2 }));
+
+function requireAllocation(cpu: number, memory: string): void {
+  const memoryGi = Number(memory.slice(0, -"Gi".length));
+  if (CONTAINER_ALLOCATIONS.some((a) => a.cpu === cpu && a.memoryGi === memoryGi)) return;
+  const pairs = CONTAINER_ALLOCATIONS.map((a) => `${a.cpu}/${a.memoryGi}Gi`).join(", ");
+  fail("worker.cpu", `and worker.memory (${cpu} CPU, ${memory}) are not a pair Container Apps runs`, `Use one of ${pairs}: memory is twice the CPU, from 0.25 to 2 CPU in steps of 0.25 (the Consumption plan's allocations).`);
 }
 
 const CRON_FIELDS: readonly [string, number, number][] = [
@@ -321,6 +382,7 @@ export function parseCustomerConfig(raw: Raw): CustomerConfig {
     homeRegion: region(raw.homeRegion, "homeRegion"),
     protect: protectedScopes(raw),
     image: image(raw),
+    registry: containerRegistry(raw, image(raw)),
     bridgeSchedule: cron(raw, "bridgeSchedule", "0 * * * *"),
     key: keyConfig(raw, network),
     network,
@@ -423,6 +485,7 @@ export function parseRegionConfig(raw: Raw, secretKeys: ReadonlySet<string> = ne
   if (typeof memory !== "string" || !/^\d+(\.\d+)?Gi$/.test(memory)) fail("worker.memory", `must look like 4Gi, got ${JSON.stringify(memory)}`, "Use a Container Apps memory size such as 2Gi or 4Gi.");
   const cpu = worker.cpu === undefined ? 2 : Number(worker.cpu);
   if (!Number.isFinite(cpu) || cpu <= 0 || cpu > 4) fail("worker.cpu", `must be a number of cores from 0.25 to 4, got ${JSON.stringify(worker.cpu)}`, "Use a Container Apps CPU size such as 1 or 2.");
+  requireAllocation(cpu, memory);
   const maxJobsPerWorker = integer(worker.maxJobsPerWorker, "worker.maxJobsPerWorker", 1, 64, 2);
   const maxJobsPerRegion = integer(worker.maxJobsPerRegion, "worker.maxJobsPerRegion", 1, 1000, Math.max(8, maxJobsPerWorker));
   if (maxJobsPerWorker > maxJobsPerRegion) {
@@ -435,6 +498,7 @@ export function parseRegionConfig(raw: Raw, secretKeys: ReadonlySet<string> = ne
     customerStack,
     region: region(raw.region, "region"),
     image: image(raw),
+    registry: containerRegistry(raw, image(raw)),
     schedule: cron(raw, "schedule", "*/15 * * * *"),
     retention: {
       pointsDays,
