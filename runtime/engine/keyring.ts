@@ -121,12 +121,15 @@ export async function unlockMasterKeys(
     );
   }
   const foreign: string[] = [];
+  // Why a key object's key-encryption key could not be recovered (a Key Vault key version that is gone, say): said at the end.
+  const refusals = new Set<string>();
   for (const keyObject of candidates) {
     let kek: Buffer;
     try {
       kek = await provider.recover(keyObject.params);
     } catch (error) {
       if (error instanceof UsageError) throw error;
+      if (error instanceof WrongKeyError) refusals.add(error.message);
       continue;
     }
     let plaintext: Buffer;
@@ -166,6 +169,6 @@ export async function unlockMasterKeys(
   throw new WrongKeyError(
     provider.kind === "passphrase"
       ? `wrong passphrase for the vault at ${store.location}: no key of the vault opens with it. Check BULWARK_PASSPHRASE or --passphrase-file`
-      : `no ${provider.kind} key of the vault at ${store.location} opens with the given key`,
+      : `no ${provider.kind} key of the vault at ${store.location} opens with the given key${refusals.size > 0 ? `: ${[...refusals].join("; ")}` : ""}`,
   );
 }

@@ -3,10 +3,18 @@
  * key with RSA-OAEP-256 through CryptographyClient. The versioned key id used is kept in the key
  * object, so after the customer rotates the key, objects wrapped with an older version still open;
  * `bulwark key rotate` rewraps to the newest version (a new small key object, no data touched).
+ *
+ * Versions expire (a rotation policy sets each one's expiry). Key Vault refuses to wrap with an
+ * expired version but still unwraps with it: "Operations outside the nbf / exp window are
+ * automatically disallowed, except for decrypt, release, unwrap, and verify" (MicrosoftDocs/azure-docs
+ * articles/key-vault/keys/about-keys-details.md). So new key objects are always wrapped with the
+ * current version, and an unwrap goes to Key Vault without the client-side validity check that
+ * @azure/keyvault-keys makes (see unwrappingClient).
  */
 import { randomBytes } from "node:crypto";
 import type { TokenCredential } from "@azure/identity";
-import { ServiceError, UsageError, WrongKeyError } from "../errors.ts";
+import type { CryptographyClient, KeyVaultKey } from "@azure/keyvault-keys";
+import { ServiceError, UsageError, WrongKeyError, describeError } from "../errors.ts";
 import { requiresAction } from "../azure/permissions.ts";
 import type { KeyEncryptionKeyProvider, KeyParams } from "./provider.ts";
 
@@ -63,14 +71,23 @@ export class AzureKeyVaultProvider implements KeyEncryptionKeyProvider {
     }
   }
 
+  /** A new key-encryption key, wrapped with the key's current version (the only one Key Vault lets wrap once older ones expire). */
   async create(): Promise<{ kek: Buffer; params: KeyParams }> {
     const versionId = await this.currentVersionId();
     const kek = randomBytes(32);
-    const client = await this.crypto(versionId);
+    const { CryptographyClient } = await import("@azure/keyvault-keys");
+    const client = new CryptographyClient(versionId, this.credential, this.options);
     try {
       const wrapped = await client.wrapKey(ALGORITHM, kek);
       return { kek, params: { keyId: wrapped.keyID ?? versionId, algorithm: ALGORITHM, wrappedKek: Buffer.from(wrapped.result).toString("base64") } };
     } catch (error) {
+      if (isExpiryRefusal(error)) {
+        throw new ServiceError(
+          `wrapping with key ${versionId}: this newest version of the key has expired (or is not active yet), and Key Vault wraps only with a version ` +
+            "inside its validity period. Rotate the key in Key Vault (az keyvault key rotate) or extend the version's expiry, then run again",
+          { cause: error },
+        );
+      }
       throw keyVaultFailure(`wrapping with key ${versionId}`, error);
     }
   }
@@ -82,14 +99,21 @@ export class AzureKeyVaultProvider implements KeyEncryptionKeyProvider {
       const stored = parseKeyId(keyId);
       if (wanted.vaultUrl !== stored.vaultUrl || wanted.name !== stored.name) throw new WrongKeyError(`key object uses ${keyId}, not ${this.keyId}`);
     }
-    const client = await this.crypto(keyId);
+    const client = await unwrappingClient(keyId, this.credential, this.options);
     try {
       const unwrapped = await client.unwrapKey(ALGORITHM, Buffer.from(String(params.wrappedKek), "base64"));
       return Buffer.from(unwrapped.result);
     } catch (error) {
       const status = (error as { statusCode?: number }).statusCode;
       if (status === 401 || status === 403) throw keyVaultFailure(`unwrapping with ${keyId}`, error);
-      throw new WrongKeyError(`the Key Vault key ${keyId} could not unwrap this vault's key: ${(error as Error).message}`);
+      if (status === 404) {
+        throw new WrongKeyError(
+          `the Key Vault key version ${keyId} that wrapped this vault's key object no longer exists in Key Vault (deleted or purged). ` +
+            "If it is only deleted, recover it (az keyvault key recover) and run again; otherwise open the vault with another of its keys",
+          { cause: error },
+        );
+      }
+      throw new WrongKeyError(`the Key Vault key ${keyId} could not unwrap this vault's key: ${describeError(error).split("\n")[0]}`, { cause: error });
     }
   }
 
@@ -97,10 +121,29 @@ export class AzureKeyVaultProvider implements KeyEncryptionKeyProvider {
     return `Azure Key Vault key ${params.keyId} (${params.algorithm})`;
   }
 
-  private async crypto(keyId: string) {
-    const { CryptographyClient } = await import("@azure/keyvault-keys");
-    return new CryptographyClient(keyId, this.credential, this.options);
-  }
+}
+
+/**
+ * A CryptographyClient that unwraps with a key version in Key Vault itself, whatever the version's
+ * validity period. Given a key id, @azure/keyvault-keys fetches the key and refuses client-side
+ * ("Key ... expired at ...") when now is past its expiresOn or before its notBefore, for unwrapKey
+ * too (Azure/azure-sdk-for-js sdk/keyvault/keyvault-keys/src/cryptographyClient.ts: unwrapKey calls
+ * ensureValid(await fetchKey())), although Key Vault allows unwrap outside that period (the SDK
+ * guidelines agree: "Do not crypto-lock customers ... by checking in Decrypt, Verify, or UnwrapKey",
+ * Azure/azure-sdk-for-net#7677). Given a KeyVaultKey, the client uses it as it is: one without key
+ * material and without a validity period passes ensureValid and, with no local provider for it,
+ * sends the unwrap to Key Vault (getProvider), which alone decides.
+ */
+async function unwrappingClient(keyId: string, credential: TokenCredential, options: KeyVaultKeyOptions): Promise<CryptographyClient> {
+  const { CryptographyClient } = await import("@azure/keyvault-keys");
+  const { vaultUrl, name, version } = parseKeyId(keyId);
+  const remoteOnly: KeyVaultKey = { id: keyId, name, properties: { id: keyId, name, vaultUrl, version } };
+  return new CryptographyClient(remoteOnly, credential, options);
+}
+
+/** A wrap refused for the version's validity period: by the SDK's own check (a plain Error) or by Key Vault (403). */
+function isExpiryRefusal(error: unknown): boolean {
+  return /expired|can't be used before|not allowed .*(expired|before)/i.test(describeError(error));
 }
 
 function keyVaultFailure(what: string, error: unknown): Error {

@@ -3,6 +3,15 @@
  * (a new version each time), get a key or a version, rotate, and wrapKey/unwrapKey with real RSA
  * (node:crypto). Every version is kept, so data keys wrapped under an old version still unwrap.
  * Unauthenticated requests get Key Vault's bearer challenge (401 + WWW-Authenticate).
+ *
+ * A version may carry an expiry (exp) and a start (nbf). Outside that window Key Vault refuses
+ * encrypt, sign and wrapKey but still allows decrypt, unwrapKey and verify: "Operations outside the
+ * nbf / exp window are automatically disallowed, except for decrypt, release, unwrap, and verify"
+ * (MicrosoftDocs/azure-docs articles/key-vault/keys/about-keys-details.md, "Date-time controlled
+ * operations"; Azure/azure-sdk-for-net#7677: "As on the server side ... honor NotBefore and Expires
+ * in Encrypt, Sign, and WrapKey ... Do not crypto-lock customers ... in Decrypt, Verify, or UnwrapKey").
+ * The refusal's wording is not documented for keys: it follows Key Vault's for an expired secret
+ * ("Operation get is not allowed on a expired secret", 403 Forbidden, Azure/AzureKeyVault#19).
  */
 import { constants, createPublicKey, generateKeyPairSync, type KeyObject, privateDecrypt, publicEncrypt } from "node:crypto";
 import type { EntraEmulator } from "./auth.ts";
@@ -15,8 +24,14 @@ interface KeyVersion {
   keyOps: string[];
   created: number;
   enabled: boolean;
+  /** Expiry and start, in seconds since the epoch (Key Vault's IntDate). */
+  exp?: number;
+  nbf?: number;
   tags?: Record<string, string>;
 }
+
+/** What Key Vault refuses outside a version's nbf/exp window (the rest is allowed). */
+const TIME_BOUND_OPERATIONS = new Set(["encrypt", "wrapKey", "sign"]);
 
 const ALGORITHMS: Record<string, { padding: number; oaepHash?: string }> = {
   "RSA-OAEP-256": { padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" },
@@ -55,6 +70,18 @@ export class KeyVaultEmulator {
     return (this.keys.get(name.toLowerCase()) ?? []).map((v) => v.version);
   }
 
+  /** Sets a version's expiry, as the customer (or a rotation policy's expiryTime) does. */
+  setExpiry(name: string, version: string, expires: Date): void {
+    const entry = this.keys.get(name.toLowerCase())?.find((v) => v.version === version);
+    if (!entry) throw new Error(`no key version ${name}/${version}`);
+    entry.exp = Math.floor(expires.getTime() / 1000);
+  }
+
+  /** Deletes (and purges) a key with all its versions: every request for it answers KeyNotFound. */
+  deleteKey(name: string): void {
+    this.keys.delete(name.toLowerCase());
+  }
+
   private addVersion(name: string, keySize: number, keyOps: string[], tags?: Record<string, string>): KeyVersion {
     const { privateKey } = generateKeyPairSync("rsa", { modulusLength: keySize, publicExponent: 0x10001 });
     const entry: KeyVersion = {
@@ -78,6 +105,7 @@ export class KeyVaultEmulator {
       key: { kid: `${origin}/keys/${name}/${entry.version}`, kty: "RSA", key_ops: entry.keyOps, n: jwk.n, e: jwk.e },
       attributes: {
         enabled: entry.enabled, created: entry.created, updated: entry.created,
+        ...(entry.exp !== undefined ? { exp: entry.exp } : {}), ...(entry.nbf !== undefined ? { nbf: entry.nbf } : {}),
         recoveryLevel: "Recoverable+Purgeable", recoverableDays: 90, exportable: false,
       },
     };
@@ -108,6 +136,8 @@ export class KeyVaultEmulator {
       const size = Number(body.key_size ?? 2048);
       if (![2048, 3072, 4096].includes(size)) return kvError(400, "BadParameter", "key_size must be 2048, 3072 or 4096.");
       const entry = this.addVersion(name, size, body.key_ops ?? ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"], body.tags);
+      if (typeof body.attributes?.exp === "number") entry.exp = body.attributes.exp;
+      if (typeof body.attributes?.nbf === "number") entry.nbf = body.attributes.nbf;
       return json(200, this.bundle(request.origin, name, entry));
     }
     if (!versions) return kvError(404, "KeyNotFound", `A key with (name/id) ${name} was not found in this key vault.`);
@@ -118,7 +148,7 @@ export class KeyVaultEmulator {
     }
     if (request.method === "GET" && third === "versions" && segments.length === 3) {
       return json(200, {
-        value: versions.map((v) => ({ kid: `${request.origin}/keys/${name}/${v.version}`, attributes: { enabled: v.enabled, created: v.created, updated: v.created } })),
+        value: versions.map((v) => ({ kid: `${request.origin}/keys/${name}/${v.version}`, attributes: { enabled: v.enabled, created: v.created, updated: v.created, ...(v.exp !== undefined ? { exp: v.exp } : {}) } })),
         nextLink: null,
       });
     }
@@ -132,6 +162,9 @@ export class KeyVaultEmulator {
       const op = operation === "wrapkey" ? "wrapKey" : operation === "unwrapkey" ? "unwrapKey" : operation;
       if (!entry.keyOps.includes(op)) return kvError(403, "Forbidden", `Operation ${op} is not permitted on this key.`);
       if (!entry.enabled) return kvError(403, "Forbidden", "Operation is not allowed on a disabled key.");
+      const now = Date.now() / 1000;
+      if (TIME_BOUND_OPERATIONS.has(op) && entry.exp !== undefined && now >= entry.exp) return kvError(403, "Forbidden", `Operation ${op} is not allowed on an expired key.`);
+      if (TIME_BOUND_OPERATIONS.has(op) && entry.nbf !== undefined && now < entry.nbf) return kvError(403, "Forbidden", `Operation ${op} is not allowed on a key before its activation date.`);
       const value = Buffer.from(String(body.value ?? ""), "base64url");
       let result: Buffer;
       try {
