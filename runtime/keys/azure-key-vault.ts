@@ -18,9 +18,9 @@ import { ServiceError, UsageError, WrongKeyError, describeError } from "../error
 import { requiresAction } from "../azure/permissions.ts";
 import type { KeyEncryptionKeyProvider, KeyParams } from "./provider.ts";
 
-requiresAction("Microsoft.KeyVault/vaults/keys/read", "key vault provider: find the key's newest version", { dataAction: true });
-requiresAction("Microsoft.KeyVault/vaults/keys/wrap/action", "key vault provider: wrap a key-encryption key", { dataAction: true });
-requiresAction("Microsoft.KeyVault/vaults/keys/unwrap/action", "key vault provider: unwrap a key-encryption key", { dataAction: true });
+requiresAction("Microsoft.KeyVault/vaults/keys/read", "key vault provider: find the key's newest version", { identity: ["backup", "prune"], dataAction: true });
+requiresAction("Microsoft.KeyVault/vaults/keys/wrap/action", "key vault provider: wrap a key-encryption key", { identity: "backup", dataAction: true });
+requiresAction("Microsoft.KeyVault/vaults/keys/unwrap/action", "key vault provider: unwrap a key-encryption key", { identity: ["backup", "prune"], dataAction: true });
 
 const ALGORITHM = "RSA-OAEP-256";
 

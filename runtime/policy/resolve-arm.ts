@@ -22,7 +22,14 @@ import {
 } from "./items.ts";
 import type { Policy } from "./policy.ts";
 
-requiresAction("Microsoft.Resources/subscriptions/resources/read", "scheduler: find the resources a policy protects by tag");
+// The scheduler resolves policies to find what is due; the worker resolves them again to check a
+// job's item (policy/authority.ts). A tag selector lists the subscription's resources (Resources_List);
+// an explicit id is read by id (Resources_GetById), which ARM authorises as that type's read.
+const RESOLVERS = ["inventory", "backup"] as const;
+requiresAction("Microsoft.Resources/subscriptions/resources/read", "policy resolution: find the resources a policy protects by tag", { identity: RESOLVERS });
+requiresAction("Microsoft.Compute/virtualMachines/read", "policy resolution: read a VM named by id", { identity: RESOLVERS });
+requiresAction("Microsoft.Compute/disks/read", "policy resolution: read a disk named by id", { identity: RESOLVERS });
+requiresAction("Microsoft.Sql/servers/databases/read", "policy resolution: read a database named by id", { identity: RESOLVERS });
 
 export interface ArmResolverOptions {
   /** The ARM endpoint; https://management.azure.com by default (tests give the emulator's). */

@@ -25,17 +25,20 @@ import { parseResourceId, sameType, type ResourceId } from "../azure/resource-id
 import os from "node:os";
 import { processAlive, throwIfInterrupted } from "../interruption.ts";
 
-const DISK_READ = requiresAction("Microsoft.Compute/disks/read", "disk backup: read the disk");
-const SNAPSHOT_WRITE = requiresAction("Microsoft.Compute/snapshots/write", "disk backup: create the incremental snapshot");
-const SNAPSHOT_READ = requiresAction("Microsoft.Compute/snapshots/read", "disk backup: check the previous snapshot");
-const SNAPSHOT_DELETE = requiresAction("Microsoft.Compute/snapshots/delete", "disk backup: retire the previous snapshot");
-const SNAPSHOT_ACCESS = requiresAction("Microsoft.Compute/snapshots/beginGetAccess/action", "disk backup: SAS read access");
-const SNAPSHOT_END_ACCESS = requiresAction("Microsoft.Compute/snapshots/endGetAccess/action", "disk backup: revoke SAS");
-// The SDK polls every long-running Compute operation (snapshot, grant/revoke, disk, VM) at a
+const DISK_READ = requiresAction("Microsoft.Compute/disks/read", "disk backup: read the disk", { identity: "backup" });
+const SNAPSHOT_WRITE = requiresAction("Microsoft.Compute/snapshots/write", "disk backup: create the incremental snapshot", { identity: "backup" });
+const SNAPSHOT_READ = requiresAction("Microsoft.Compute/snapshots/read", "disk backup: check the previous snapshot", { identity: "backup" });
+const SNAPSHOT_DELETE = requiresAction("Microsoft.Compute/snapshots/delete", "disk backup: retire the previous snapshot", { identity: "backup" });
+const SNAPSHOT_ACCESS = requiresAction("Microsoft.Compute/snapshots/beginGetAccess/action", "disk backup: SAS read access", { identity: "backup" });
+const SNAPSHOT_END_ACCESS = requiresAction("Microsoft.Compute/snapshots/endGetAccess/action", "disk backup: revoke SAS", { identity: "backup" });
+// Creating a snapshot of a disk is also authorised against the source disk (a linked access check
+// for disks/beginGetAccess/action: the LinkedAuthorizationFailed error quoted in Azure/OpenShift#186).
+const SOURCE_DISK_ACCESS = requiresAction("Microsoft.Compute/disks/beginGetAccess/action", "disk backup: the snapshot's linked access check on its source disk", { identity: "backup" });
+// The SDK polls every long-running Compute operation (snapshot, grant/revoke, disk) at a
 // subscription-scoped monitor URL (/subscriptions/S/providers/Microsoft.Compute/locations/L/operations/ID),
 // which Resource Manager authorises with this action.
-const OPERATION_STATUS = requiresAction("Microsoft.Compute/locations/operations/read", "disks, snapshots, VMs: poll long-running operations");
-void [DISK_READ, SNAPSHOT_WRITE, SNAPSHOT_READ, SNAPSHOT_DELETE, SNAPSHOT_ACCESS, SNAPSHOT_END_ACCESS, OPERATION_STATUS];
+const OPERATION_STATUS = requiresAction("Microsoft.Compute/locations/operations/read", "disks and snapshots: poll long-running operations", { identity: ["backup", "restore", "bridge"] });
+void [DISK_READ, SNAPSHOT_WRITE, SNAPSHOT_READ, SNAPSHOT_DELETE, SNAPSHOT_ACCESS, SNAPSHOT_END_ACCESS, SOURCE_DISK_ACCESS, OPERATION_STATUS];
 
 /** How long a SAS lives: long enough for one disk's read, short enough to be worthless soon after. */
 const SAS_SECONDS = 4 * 60 * 60;

@@ -29,11 +29,11 @@ import { armFailure, azureFailure, statusOf } from "./azure-disk.ts";
 import { fixedVhdFooter, VHD_FOOTER_BYTES } from "./vhd.ts";
 import { throwIfInterrupted } from "../interruption.ts";
 
-requiresAction("Microsoft.Compute/disks/read", "disk restore: refuse an existing disk");
-requiresAction("Microsoft.Compute/disks/write", "disk restore: create the upload disk");
-requiresAction("Microsoft.Compute/disks/delete", "disk restore: remove a half-restored disk");
-requiresAction("Microsoft.Compute/disks/beginGetAccess/action", "disk restore: write access to the upload disk");
-requiresAction("Microsoft.Compute/disks/endGetAccess/action", "disk restore: revoke write access");
+requiresAction("Microsoft.Compute/disks/read", "disk restore: refuse an existing disk", { identity: "restore" });
+requiresAction("Microsoft.Compute/disks/write", "disk restore: create the upload disk", { identity: "restore" });
+requiresAction("Microsoft.Compute/disks/delete", "disk restore: remove a half-restored disk", { identity: "restore" });
+requiresAction("Microsoft.Compute/disks/beginGetAccess/action", "disk restore: write access to the upload disk", { identity: "restore" });
+requiresAction("Microsoft.Compute/disks/endGetAccess/action", "disk restore: revoke write access", { identity: "restore" });
 
 /** Put Page takes at most 4 MiB. */
 const MAX_PAGE_WRITE = 4 * 1024 * 1024;

@@ -20,16 +20,26 @@ import type { Database, SqlManagementClient } from "@azure/arm-sql";
 import type { TransientStorage } from "../azure/transient.ts";
 import { armFailure, azureFailure, statusOf, refuseExisting } from "./azure-disk.ts";
 
-requiresAction("Microsoft.Sql/servers/databases/read", "sql backup: read the database");
-requiresAction("Microsoft.Sql/servers/databases/write", "sql backup: create the transactionally consistent copy");
-requiresAction("Microsoft.Sql/servers/databases/delete", "sql backup: delete the copy");
-requiresAction("Microsoft.Sql/servers/databases/export/action", "sql backup: export the copy as BACPAC");
-requiresAction("Microsoft.Sql/servers/import/action", "sql restore: import a BACPAC as a new database");
-// The SDK polls the copy, delete, export and import operations at subscription-scoped monitor URLs
-// (/subscriptions/S/providers/Microsoft.Sql/locations/L/KIND/ID), which Resource Manager authorises too.
-requiresAction("Microsoft.Sql/locations/databaseAzureAsyncOperation/read", "sql backup: poll the copy and its deletion");
-requiresAction("Microsoft.Sql/locations/importExportAzureAsyncOperation/read", "sql backup and restore: poll export and import");
-requiresAction("Microsoft.Sql/locations/importExportOperationResults/read", "sql backup and restore: read the export or import result");
+requiresAction("Microsoft.Sql/servers/databases/read", "sql backup: read the database", { identity: "backup" });
+requiresAction("Microsoft.Sql/servers/databases/read", "sql restore: refuse an existing database", { identity: "restore" });
+requiresAction("Microsoft.Sql/servers/databases/write", "sql backup: create the transactionally consistent copy", { identity: "backup" });
+requiresAction("Microsoft.Sql/servers/databases/delete", "sql backup: delete the copy", { identity: "backup" });
+requiresAction("Microsoft.Sql/servers/databases/export/action", "sql backup: export the copy as BACPAC", { identity: "backup" });
+requiresAction("Microsoft.Sql/servers/import/action", "sql restore: import a BACPAC as a new database", { identity: "restore" });
+// Long-running operations are polled at the monitor URLs Azure returns, scoped to the database's
+// resource group: /subscriptions/S/resourceGroups/G/providers/Microsoft.Sql/locations/L/KIND/ID
+// (recorded: Azure/azure-sdk-for-js sdk/sql/arm-sql/recordings/node/sql_test/recording_databases_delete_test.js).
+// Published status operations (MicrosoftDocs/azure-docs articles/role-based-access-control/permissions/databases.md,
+// "Microsoft.Sql"): locations/databaseAzureAsyncOperation/read for copies and deletions; for import
+// and export only servers/databases/importExportAzureAsyncOperation/read and
+// .../importExportOperationResults/read (no locations/importExport* operation exists, and Azure
+// refuses a custom role that names one: Azure/azure-rest-api-specs#13700).
+// Sources disagree: Azure/azure-cli#15858 shows ARM checking Microsoft.Sql/locations/importExportAzureAsyncOperation/read
+// on an export's monitor URL, which no custom role can grant; if Azure still does, polling an export
+// or import under this role fails with AuthorizationFailed although the operation itself runs.
+requiresAction("Microsoft.Sql/locations/databaseAzureAsyncOperation/read", "sql backup: poll the copy and its deletion", { identity: "backup" });
+requiresAction("Microsoft.Sql/servers/databases/importExportAzureAsyncOperation/read", "sql export and import: poll the operation", { identity: ["backup", "restore"] });
+requiresAction("Microsoft.Sql/servers/databases/importExportOperationResults/read", "sql export and import: read its result", { identity: ["backup", "restore"] });
 
 export interface SqlCredentials {
   administratorLogin: string;

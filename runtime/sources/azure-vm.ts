@@ -32,10 +32,15 @@ import type { ComputeManagementClient } from "@azure/arm-compute";
 import { removeOwnDisk, restoreToManagedDisk, RESTORE_TAG } from "./azure-restore.ts";
 import os from "node:os";
 
-requiresAction("Microsoft.Compute/virtualMachines/read", "vm backup: read the VM's configuration");
-requiresAction("Microsoft.Compute/virtualMachines/write", "vm restore: create the alternate VM");
-requiresAction("Microsoft.Network/networkInterfaces/join/action", "vm restore: attach the chosen network interface");
-requiresAction("Microsoft.Compute/virtualMachines/delete", "vm restore: remove a half-made alternate VM");
+requiresAction("Microsoft.Compute/virtualMachines/read", "vm backup: read the VM's configuration", { identity: "backup" });
+requiresAction("Microsoft.Compute/virtualMachines/read", "vm restore: refuse an existing VM", { identity: "restore" });
+requiresAction("Microsoft.Compute/virtualMachines/write", "vm restore: create the alternate VM", { identity: "restore" });
+requiresAction("Microsoft.Network/networkInterfaces/join/action", "vm restore: attach the chosen network interface", { identity: "restore" });
+requiresAction("Microsoft.Compute/virtualMachines/delete", "vm restore: remove a half-made alternate VM", { identity: "restore" });
+// VM operations are polled at /subscriptions/S/providers/Microsoft.Compute/locations/L/operations/ID
+// ("Microsoft.Compute/locations/operations/read: Gets the status of an asynchronous operation",
+// MicrosoftDocs/azure-docs articles/role-based-access-control/permissions/compute.md).
+requiresAction("Microsoft.Compute/locations/operations/read", "vm restore: poll the VM's creation and deletion", { identity: "restore" });
 
 export interface VmDiskRecord {
   role: "os" | "data";

@@ -12,11 +12,11 @@ import { UsageError, describeError } from "../errors.ts";
 import { kindOfResourceType } from "../policy/items.ts";
 import { requiresAction } from "../azure/permissions.ts";
 
-requiresAction("Microsoft.Resources/subscriptions/resourceGroups/resources/read", "bridge: inventory of a protected resource group");
-requiresAction("Microsoft.Resources/subscriptions/resources/read", "bridge: inventory of a protected subscription");
-requiresAction("Microsoft.Compute/snapshots/read", "bridge: find Bulwark snapshots nothing needs any more");
-requiresAction("Microsoft.Compute/snapshots/delete", "bridge: retire them");
-requiresAction("Microsoft.Compute/snapshots/endGetAccess/action", "bridge: end the read access a killed backup left on a snapshot it retires");
+requiresAction("Microsoft.Resources/subscriptions/resourceGroups/resources/read", "bridge: inventory of a protected resource group", { identity: "bridge" });
+requiresAction("Microsoft.Resources/subscriptions/resources/read", "bridge: inventory of a protected subscription", { identity: "bridge" });
+requiresAction("Microsoft.Compute/snapshots/read", "bridge: find Bulwark snapshots nothing needs any more", { identity: "bridge" });
+requiresAction("Microsoft.Compute/snapshots/delete", "bridge: retire them", { identity: "bridge" });
+requiresAction("Microsoft.Compute/snapshots/endGetAccess/action", "bridge: end the read access a killed backup left on a snapshot it retires", { identity: "bridge" });
 
 export interface ProtectedScope {
   scope: string;
