@@ -27,9 +27,16 @@ export interface AgentEnvironmentArgs {
  * delegated subnet is theirs: a Consumption-only environment needs an undelegated /23
  * (MicrosoftDocs/azure-docs articles/container-apps/custom-virtual-networks.md, "Subnet").
  */
+/**
+ * The built-in Consumption profile's name, which apps and jobs name to run on it (Azure's own
+ * example passes `--workload-profile-name "Consumption"`: MicrosoftDocs/azure-docs
+ * articles/container-apps/workload-profiles-manage-cli.md, "Create a container app in a profile").
+ */
+const CONSUMPTION_PROFILE = "Consumption";
+
 function privateNetworking(infrastructureSubnetId: pulumi.Input<string>) {
   return {
-    workloadProfiles: [{ name: "Consumption", workloadProfileType: "Consumption" }],
+    workloadProfiles: [{ name: CONSUMPTION_PROFILE, workloadProfileType: "Consumption" }],
     vnetConfiguration: { infrastructureSubnetId, internal: true },
   };
 }
@@ -37,6 +44,8 @@ function privateNetworking(infrastructureSubnetId: pulumi.Input<string>) {
 export class AgentEnvironment extends pulumi.ComponentResource {
   readonly environmentId: pulumi.Output<string>;
   readonly workspaceId: pulumi.Output<string>;
+  /** The profile jobs run on: the Consumption profile of a private (workload-profiles) environment; none otherwise. */
+  readonly workloadProfileName: string | undefined;
 
   constructor(name: string, args: AgentEnvironmentArgs, opts?: pulumi.ComponentResourceOptions) {
     super("bulwark:agent:AgentEnvironment", name, {}, opts);
@@ -76,6 +85,7 @@ export class AgentEnvironment extends pulumi.ComponentResource {
     );
     this.environmentId = environment.id;
     this.workspaceId = workspace.id;
+    this.workloadProfileName = args.infrastructureSubnetId === undefined ? undefined : CONSUMPTION_PROFILE;
     this.registerOutputs({ environmentId: this.environmentId });
   }
 }

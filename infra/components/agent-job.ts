@@ -30,6 +30,8 @@ export interface AgentJobArgs {
   resourceGroupName: pulumi.Input<string>;
   location: string;
   environmentId: pulumi.Input<string>;
+  /** The environment's workload profile the job runs on; only in a workload-profiles environment. */
+  workloadProfileName?: string;
   image: string;
   /** `bulwark agent <role>` */
   agentCommand: "bridge" | "schedule" | "worker" | "prune";
@@ -75,6 +77,7 @@ export function agentJob(name: string, args: AgentJobArgs, parent: pulumi.Resour
       resourceGroupName: args.resourceGroupName,
       location: args.location,
       environmentId: args.environmentId,
+      workloadProfileName: args.workloadProfileName,
       tags: args.tags,
       identity: { type: "UserAssigned", userAssignedIdentities: [args.identityId] },
       configuration: {

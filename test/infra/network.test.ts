@@ -66,6 +66,7 @@ describe("the default (public) network", () => {
     expect(ofType(resources, "azure-native:network:VirtualNetwork")).toEqual([]);
     expect(ofType(resources, "azure-native:network:PrivateEndpoint")).toEqual([]);
     expect(ofType(resources, "azure-native:app:ManagedEnvironment")[0].inputs.vnetConfiguration).toBeUndefined();
+    for (const job of ofType(resources, "azure-native:app:Job")) expect(job.inputs.workloadProfileName).toBeUndefined();
   });
 });
 
@@ -94,6 +95,9 @@ describe("bulwark:network: private", () => {
     const [environment] = ofType(region, "azure-native:app:ManagedEnvironment");
     expect(environment.inputs.vnetConfiguration).toEqual({ infrastructureSubnetId: agents.id, internal: true });
     expect(environment.inputs.workloadProfiles).toEqual([{ name: "Consumption", workloadProfileType: "Consumption" }]);
+    const jobs = ofType(region, "azure-native:app:Job");
+    expect(jobs.length).toBeGreaterThanOrEqual(3);
+    for (const job of jobs) expect(job.inputs).toMatchObject({ environmentId: environment.id, workloadProfileName: "Consumption" });
   });
 
   it("gives the key vault, the vault account's blobs and the transient account's blobs, queues and tables a private endpoint each, in their Azure-named zones linked to the VNet", async () => {
