@@ -25,7 +25,12 @@
  * trusted services (Azure Storage reading the customer-managed key): with publicNetworkAccess
  * "disabled all traffic except private endpoint traffic and that that originates from trusted
  * services will be blocked" (Azure/azure-rest-api-specs specification/keyvault/resource-manager,
- * VaultProperties.publicNetworkAccess).
+ * VaultProperties.publicNetworkAccess). `pulumi up` still creates the key and the accounts'
+ * containers, tables and queues: those are Resource Manager (control plane) operations, which
+ * firewalls do not affect ("Key Vault firewalls and virtual network rules only apply to the data
+ * plane": articles/key-vault/general/overview-vnet-service-endpoints.md, "Usage scenarios").
+ * Operators' own `bulwark` commands against the vault then have to run inside the VNet (or a
+ * network peered with it and linked to the zones).
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as network from "@pulumi/azure-native/network/index.js";
