@@ -6,7 +6,11 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import type { RecordedResource } from "../infra/harness.ts";
 import { deployCustomer, deployExampleCustomer, deployRegion, exampleRegionConfig } from "../infra/region-fixture.ts";
-import { resourcePolicies, stackPolicies } from "../../policies/rules.ts";
+import { publishedActionsOnly, resourcePolicies as packResourcePolicies, stackPolicies } from "../../policies/rules.ts";
+import { publishedOperations } from "../../policies/published-operations.ts";
+
+/** The resource policies as policies/index.ts builds the pack: the rules plus the published-operations check. */
+const resourcePolicies = [...packResourcePolicies, publishedActionsOnly(publishedOperations())];
 
 const stacks: Record<string, RecordedResource[]> = {};
 
@@ -75,6 +79,13 @@ describe("the program against its own policy pack", () => {
     for (const region of ["westeurope", "northeurope", "fabrikam-swedencentral"]) {
       expect(warnings(stacks[region])).toEqual([expect.stringMatching(/^isolated-storage-immutability-locked: Isolated storage bwv\w+'s immutability policy is Unlocked/)]);
     }
+  });
+
+  it("catches a custom role naming an action Azure does not publish (one that entered the backup role once)", () => {
+    const weakened = structuredClone(stacks.customer);
+    const role = weakened.find((r) => r.type === "azure-native:authorization:RoleDefinition" && r.inputs.permissions[0].actions.length > 0)!;
+    role.inputs.permissions[0].actions.push("Microsoft.Sql/locations/importExportAzureAsyncOperation/read");
+    expect(runPack(weakened)).toEqual([expect.stringMatching(/^custom-role-actions-published on .*: Custom role names "Microsoft\.Sql\/locations\/importExportAzureAsyncOperation\/read", which is not in Azure's published operations/)]);
   });
 
   it("the per-container immutability check runs over Azure's outputs: a vault container without it fails on preview and after up", () => {
