@@ -130,7 +130,7 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
       resources: transient.fleetResources,
     },
     transient: { containerUrl: transient.containerUrl, containerScope: transient.containerScope },
-    vault: { containerScope: isolated.containerScope },
+    vault: { containerScope: isolated.containerScope, locksContainerScope: isolated.locksContainerScope },
     sqlAdmin: config.sqlAdmin === undefined ? undefined : { login: pulumi.secret(config.sqlAdmin.login.value), password: pulumi.secret(config.sqlAdmin.password.value) },
     infrastructureSubnetId: privateNetwork?.agentSubnetId,
     tags,

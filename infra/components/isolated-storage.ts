@@ -3,19 +3,83 @@
  * customer's key through its own user-assigned identity, with blob versioning and version-level
  * immutability (WORM), soft delete, and no public or shared-key access.
  *
+ * Where WORM applies, from Microsoft's docs (MicrosoftDocs/azure-docs,
+ * articles/storage/blobs/immutable-version-level-worm-policies.md, "Enablement and policy setting"
+ * and "Configure a policy on the current version"): version-level immutability support can only be
+ * enabled on an account when it is created; a default time-based policy may then be set on the
+ * account or on a container, a blob inherits it on upload (blob > container > account), and with
+ * no default on either "you can upload a blob ... with no policy". An account default would also
+ * cover the lock objects, which must be deleted and rewritten every few minutes. So the account
+ * gets the support only, the vault container gets the default policy, and the vault's locks live
+ * in a sibling container with none (`<vault container>-locks`, runtime/store/azure-blob.ts).
+ *
+ * The policy is created Unlocked: Azure creates a policy only as Disabled or Unlocked; "Only a
+ * policy in an Unlocked state can transition to a Locked state which cannot be reverted"
+ * (Azure/azure-rest-api-specs specification/storage/resource-manager/Microsoft.Storage/stable/
+ * 2023-05-01/storage.json, AccountImmutabilityPolicyProperties.state; for a container's policy,
+ * blob.json's ImmutabilityPolicyProperty.state is read-only and BlobContainers_LockImmutabilityPolicy
+ * is the separate step). Locking is the operator's deliberate step (infra/README.md); once done,
+ * `bulwark:retention.immutabilityLocked: true` tells this program never to change or delete it.
+ *
  * Redundancy is chosen once: after the first backup the vault's data is not moved to another
  * redundancy by Bulwark (see infra/README.md).
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as storage from "@pulumi/azure-native/storage/index.js";
 import * as managedidentity from "@pulumi/azure-native/managedidentity/index.js";
+import type * as azureInputs from "@pulumi/azure-native/types/input.js";
 import type { Redundancy, RetentionConfig } from "../config.ts";
 import { globalName, regionalName } from "../naming.ts";
 import { STORAGE_KIND_TAG } from "../../policies/rules.ts";
+import { lockContainerName } from "../../runtime/store/azure-blob.ts";
 import { BUILT_IN_ROLES, builtInRoleId, grantRole } from "./roles.ts";
 import type { StorageNetworkAccess } from "./network.ts";
+import { blobDiagnostics } from "./diagnostics.ts";
+import { doNotDelete } from "./resource-locks.ts";
 
 export const VAULT_CONTAINER = "vault";
+/** Where the runtime keeps the vault's lock objects: outside WORM (see above). */
+export const LOCKS_CONTAINER = lockContainerName(VAULT_CONTAINER);
+/** Lock objects are rewritten every 5 minutes; their previous versions serve nobody after a day. */
+export const LOCK_VERSIONS_MAX_AGE_DAYS = 1;
+
+/**
+ * The lifecycle rules of the vault's account (Azure/azure-rest-api-specs
+ * specification/storage/resource-manager/Microsoft.Storage/stable/2023-05-01/storage.json,
+ * ManagementPolicyVersion.delete: DateAfterCreation.daysAfterCreationGreaterThan; the rule's
+ * filters need blobTypes). With versioning on, a blob prune deletes stays as a previous version, so
+ * without a rule a pruned pack is kept for ever. A version is deleted once older than its
+ * immutability period plus a day: while its policy is active, "A blob or version that hasn't yet
+ * been soft deleted is protected by the immutability policy and can't be soft deleted until after
+ * the time-based retention policy is expired" (MicrosoftDocs/azure-docs
+ * articles/storage/blobs/immutable-storage-overview.md, "Immutable storage with blob soft delete"),
+ * and a version's age counts from its creation, as its immutability does (vault objects are written
+ * once, so a version is created when its blob is). Lifecycle deletes go through soft delete
+ * (articles/storage/blobs/lifecycle-management-policy-delete.md), which keeps them
+ * `softDeleteDays` more. Current versions are prune's alone: no baseBlob action.
+ */
+export function vaultLifecycleRules(immutabilityDays: number): azureInputs.storage.ManagementPolicyRuleArgs[] {
+  return [
+    {
+      name: "delete-previous-versions-after-immutability",
+      enabled: true,
+      type: "Lifecycle",
+      definition: {
+        filters: { blobTypes: ["blockBlob"], prefixMatch: [`${VAULT_CONTAINER}/`] },
+        actions: { version: { delete: { daysAfterCreationGreaterThan: immutabilityDays + 1 } } },
+      },
+    },
+    {
+      name: "delete-previous-lock-versions",
+      enabled: true,
+      type: "Lifecycle",
+      definition: {
+        filters: { blobTypes: ["blockBlob"], prefixMatch: [`${LOCKS_CONTAINER}/`] },
+        actions: { version: { delete: { daysAfterCreationGreaterThan: LOCK_VERSIONS_MAX_AGE_DAYS } } },
+      },
+    },
+  ];
+}
 
 export interface IsolatedStorageArgs {
   customer: string;
@@ -29,6 +93,8 @@ export interface IsolatedStorageArgs {
   keyResourceId: pulumi.Input<string>;
   /** Who may connect: public with RBAC-only data access, or private endpoints only (network.ts). */
   networkAccess: StorageNetworkAccess;
+  /** The Log Analytics workspace that receives the blob service's audit logs. */
+  diagnosticsWorkspaceId?: pulumi.Input<string>;
   tags: Record<string, string>;
 }
 
@@ -37,6 +103,10 @@ export class IsolatedStorage extends pulumi.ComponentResource {
   readonly accountId: pulumi.Output<string>;
   readonly containerUrl: pulumi.Output<string>;
   readonly containerScope: pulumi.Output<string>;
+  /** The lock objects' container: the agents that take vault locks need blob data rights here too. */
+  readonly locksContainerScope: pulumi.Output<string>;
+  /** The vault container's default immutability policy as Azure reports it (its `state`: Unlocked until the operator locks it). */
+  readonly immutabilityPolicy: storage.BlobContainerImmutabilityPolicy;
 
   constructor(name: string, args: IsolatedStorageArgs, opts?: pulumi.ComponentResourceOptions) {
     super("bulwark:region:IsolatedStorage", name, {}, opts);
@@ -86,17 +156,12 @@ export class IsolatedStorage extends pulumi.ComponentResource {
             table: { enabled: true, keyType: "Account" },
           },
         },
-        // Version-level immutability must be enabled when the account is created.
-        immutableStorageWithVersioning: {
-          enabled: true,
-          immutabilityPolicy: {
-            immutabilityPeriodSinceCreationInDays: args.retention.immutabilityDays,
-            state: args.retention.immutabilityLocked ? "Locked" : "Unlocked",
-            allowProtectedAppendWrites: false,
-          },
-        },
+        // Version-level immutability support must be enabled when the account is created; the
+        // default policy is the vault container's (no account default, which the locks would inherit).
+        immutableStorageWithVersioning: { enabled: true },
       },
-      { parent: this, dependsOn: [keyAccess] },
+      // Never replaced: a new account would be an empty vault under the same config.
+      { parent: this, dependsOn: [keyAccess], protect: true },
     );
     const blobService = new storage.BlobServiceProperties(
       `${name}-blob-service`,
@@ -119,12 +184,58 @@ export class IsolatedStorage extends pulumi.ComponentResource {
         publicAccess: "None",
         immutableStorageWithVersioning: { enabled: true },
       },
+      { parent: this, dependsOn: [blobService], protect: true },
+    );
+    this.immutabilityPolicy = new storage.BlobContainerImmutabilityPolicy(
+      `${name}-vault-immutability`,
+      {
+        accountName: account.name,
+        resourceGroupName: args.resourceGroupName,
+        containerName: container.name,
+        immutabilityPolicyName: "default",
+        immutabilityPeriodSinceCreationInDays: args.retention.immutabilityDays,
+        allowProtectedAppendWrites: false,
+      },
+      lockedPolicyOptions(this, args.retention.immutabilityLocked),
+    );
+    const locks = new storage.BlobContainer(
+      `${name}-locks`,
+      {
+        accountName: account.name,
+        resourceGroupName: args.resourceGroupName,
+        containerName: LOCKS_CONTAINER,
+        publicAccess: "None",
+        // As every container of the account has: support only. With no default policy, lock objects
+        // are written with none ("does not make data in that container immutable":
+        // articles/storage/blobs/immutable-policy-configure-version-scope.md).
+        immutableStorageWithVersioning: { enabled: true },
+      },
       { parent: this, dependsOn: [blobService] },
     );
+    new storage.ManagementPolicy(
+      `${name}-lifecycle`,
+      { accountName: account.name, resourceGroupName: args.resourceGroupName, managementPolicyName: "default", policy: { rules: vaultLifecycleRules(args.retention.immutabilityDays) } },
+      { parent: this, dependsOn: [blobService] },
+    );
+    doNotDelete(`${name}-account-lock`, account.id, "Bulwark's isolated storage: the customer's backups. Remove this lock only to retire the vault on purpose.", this);
+    if (args.diagnosticsWorkspaceId !== undefined) blobDiagnostics(`${name}-diagnostics`, account.id, args.diagnosticsWorkspaceId, this);
     this.accountName = account.name;
     this.accountId = account.id;
     this.containerUrl = pulumi.interpolate`https://${account.name}.blob.core.windows.net/${container.name}`;
     this.containerScope = pulumi.interpolate`${account.id}/blobServices/default/containers/${container.name}`;
-    this.registerOutputs({ accountName: this.accountName, containerUrl: this.containerUrl });
+    this.locksContainerScope = pulumi.interpolate`${account.id}/blobServices/default/containers/${locks.name}`;
+    this.registerOutputs({ accountName: this.accountName, containerUrl: this.containerUrl, immutabilityState: this.immutabilityPolicy.state });
   }
+}
+
+/**
+ * A locked policy can only be extended, never changed otherwise or deleted ("The only action allowed
+ * on a Locked policy is ExtendImmutabilityPolicy action", BlobContainers_LockImmutabilityPolicy in
+ * blob.json; and at most five extensions of a container-level locked policy:
+ * articles/storage/blobs/immutable-storage-overview.md, "Locked versus unlocked policies"). Once the
+ * operator has locked it, the program leaves it as it is and keeps it if the stack is destroyed.
+ */
+function lockedPolicyOptions(parent: pulumi.Resource, locked: boolean): pulumi.CustomResourceOptions {
+  if (!locked) return { parent };
+  return { parent, ignoreChanges: ["immutabilityPeriodSinceCreationInDays", "allowProtectedAppendWrites"], retainOnDelete: true };
 }

@@ -52,7 +52,8 @@ export interface RegionAgentArgs {
     resources: pulumi.Resource[];
   };
   transient: { containerUrl: pulumi.Input<string>; containerScope: pulumi.Input<string> };
-  vault: { containerScope: pulumi.Input<string> };
+  /** The vault container, and the container of its lock objects (outside WORM: isolated-storage.ts). */
+  vault: { containerScope: pulumi.Input<string>; locksContainerScope: pulumi.Input<string> };
   /** Azure SQL's server login for export and import, as job secrets; absent when nothing is SQL. */
   sqlAdmin?: { login: pulumi.Input<string>; password: pulumi.Input<string> };
   /** Private networking: the delegated subnet the environment joins (components/network.ts). */
@@ -110,6 +111,7 @@ export class RegionAgent extends pulumi.ComponentResource {
       grantRole(`${name}-worker-staging`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.transient.containerScope, description: "Bulwark worker: stage backups and SQL exports" }, this),
       grantRole(`${name}-worker-delegator`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDelegator), scope: args.fleet.accountId, description: "Bulwark worker: sign user-delegation SAS for Azure SQL export and import" }, this),
       grantRole(`${name}-worker-vault`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.vault.containerScope, description: "Bulwark worker: write and read the vault" }, this),
+      grantRole(`${name}-worker-vault-locks`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.vault.locksContainerScope, description: "Bulwark worker and prune: take, refresh and release the vault's locks" }, this),
       grantRole(`${name}-worker-key`, { principalId: worker.principalId, roleDefinitionId: args.keyUserRoleDefinitionId, scope: args.keyResourceId, description: "Bulwark worker: wrap and unwrap data keys" }, this),
     ];
 
@@ -118,7 +120,6 @@ export class RegionAgent extends pulumi.ComponentResource {
       resourceGroupName: args.resourceGroupName,
       location: args.region,
       environmentId: environment.environmentId,
-      workloadProfileName: environment.workloadProfileName,
       image: args.image,
       tags: args.tags,
     };

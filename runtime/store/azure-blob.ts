@@ -4,11 +4,19 @@
  * blocks staged in parallel and committed in one conditional call. Every object carries its
  * Content-MD5, so a retried create that finds "already exists" can tell its own earlier,
  * successful attempt from someone else's object.
+ *
+ * Lock objects (`locks/…`) live in a sibling container, `<container>-locks`, under the same prefix:
+ * the vault container carries a WORM default policy, and a blob inherits its container's default
+ * policy on upload (MicrosoftDocs/azure-docs articles/storage/blobs/immutable-version-level-worm-policies.md,
+ * "Configure a policy on the current version"), so locks there could not be deleted or refreshed
+ * until their immutability expired. Locks written before this change, under `locks/` in the vault
+ * container, are still read, listed and deleted there: a lock someone holds is never ignored.
  */
 import { createHash } from "node:crypto";
 import {
   BlobSASPermissions,
   BlobServiceClient,
+  type BlockBlobClient,
   ContainerClient,
   StorageSharedKeyCredential,
   generateBlobSASQueryParameters,
@@ -72,6 +80,24 @@ export const AZURE_BLOB_HOST_SUFFIXES = [".blob.core.windows.net", ".blob.storag
 export function isAzureBlobHost(hostname: string): boolean {
   const host = hostname.toLowerCase();
   return AZURE_BLOB_HOST_SUFFIXES.some((suffix) => host.endsWith(suffix) && host.length > suffix.length);
+}
+
+/** The lock objects' key prefix in a vault (runtime/engine/locks.ts). */
+const LOCKS_PREFIX = "locks/";
+const LOCKS_CONTAINER_SUFFIX = "-locks";
+/** Container names: 3-63 characters (articles/azure-resource-manager/management/resource-name-rules.md, Microsoft.Storage "storageAccounts / blobServices / containers"). */
+const MAX_CONTAINER_NAME = 63;
+
+/** The container that holds the lock objects of a vault in `vaultContainer` (infra creates the same one). */
+export function lockContainerName(vaultContainer: string): string {
+  const name = `${vaultContainer}${LOCKS_CONTAINER_SUFFIX}`;
+  if (name.length > MAX_CONTAINER_NAME) {
+    throw new UsageError(
+      `the vault container name "${vaultContainer}" is too long: its lock objects go to the container "${name}", and container names have at most ${MAX_CONTAINER_NAME} characters; ` +
+        `use a vault container name of at most ${MAX_CONTAINER_NAME - LOCKS_CONTAINER_SUFFIX.length} characters`,
+    );
+  }
+  return name;
 }
 
 export interface BlobCredentials {
@@ -138,20 +164,25 @@ export class AzureBlobStore implements ObjectStore {
   readonly location: string;
   readonly container: ContainerClient;
   private readonly prefix: string;
+  /** Where `locks/` keys are written; absent for stores that hold no vault (staging). */
+  private readonly locks: ContainerClient | undefined;
 
-  constructor(container: ContainerClient, prefix: string, shownAs: string) {
+  constructor(container: ContainerClient, prefix: string, shownAs: string, locks?: ContainerClient) {
     this.container = container;
     this.prefix = prefix;
     this.location = shownAs;
+    this.locks = locks;
   }
 
   static fromUrl(raw: string, options: BlobCredentials): AzureBlobStore {
-    const { location, container } = blobContainerAt(raw, "the vault", options);
-    return new AzureBlobStore(container, location.prefix, `${location.containerUrl}/${location.prefix}`);
+    const { location, service, container } = blobContainerAt(raw, "the vault", options);
+    const locks = service.getContainerClient(lockContainerName(location.container));
+    return new AzureBlobStore(container, location.prefix, `${location.containerUrl}/${location.prefix}`, locks);
   }
 
   async ensureContainer(): Promise<void> {
     await this.container.createIfNotExists();
+    await this.locks?.createIfNotExists();
   }
 
   async containerExists(): Promise<boolean> {
@@ -160,30 +191,23 @@ export class AzureBlobStore implements ObjectStore {
 
   async get(key: string): Promise<Buffer> {
     throwIfInterrupted();
-    try {
-      return await this.blob(key).downloadToBuffer(0, undefined, { concurrency: 4 });
-    } catch (error) {
-      throw this.translate(error, key);
-    }
+    return this.fromEither(key, (blob) => blob.downloadToBuffer(0, undefined, { concurrency: 4 }));
   }
 
   async getRange(key: string, offset: number, length: number): Promise<Buffer> {
     if (length === 0) return Buffer.alloc(0);
     throwIfInterrupted();
-    try {
-      return await this.blob(key).downloadToBuffer(offset, length, { concurrency: 4, blockSize: 4 * 1024 * 1024 });
-    } catch (error) {
-      throw this.translate(error, key);
-    }
+    return this.fromEither(key, (blob) => blob.downloadToBuffer(offset, length, { concurrency: 4, blockSize: 4 * 1024 * 1024 }));
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const properties = await this.blob(key).getProperties();
+      const properties = await this.fromEither(key, (blob) => blob.getProperties());
       return { key, size: properties.contentLength ?? 0, lastModified: properties.lastModified ?? new Date(0) };
     } catch (error) {
-      if (statusOf(error) === 404) return undefined;
-      throw this.translate(error, key);
+      // A missing object, or a missing container (NotFoundError): nothing there, as before.
+      if (error instanceof ObjectNotFoundError || error instanceof NotFoundError) return undefined;
+      throw error;
     }
   }
 
@@ -195,10 +219,11 @@ export class AzureBlobStore implements ObjectStore {
       return;
     }
     const md5 = createHash("md5").update(data).digest();
+    const upload = () => this.blob(key).upload(data, data.length, { conditions: { ifNoneMatch: "*" }, blobHTTPHeaders: { blobContentMD5: md5 } });
     try {
-      await this.blob(key).upload(data, data.length, {
-        conditions: { ifNoneMatch: "*" },
-        blobHTTPHeaders: { blobContentMD5: md5 },
+      await upload().catch(async (error) => {
+        if (!(await this.createdMissingLocksContainer(error, key))) throw error;
+        return upload();
       });
     } catch (error) {
       await this.resolveConflict(error, key, md5);
@@ -268,23 +293,19 @@ export class AzureBlobStore implements ObjectStore {
     };
   }
 
+  /** Both containers' objects where the prefix can name locks: the locks container's, and any left in the vault container. */
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    try {
-      for await (const item of this.container.listBlobsFlat({ prefix: this.prefix + prefix })) {
-        yield {
-          key: item.name.slice(this.prefix.length),
-          size: item.properties.contentLength ?? 0,
-          lastModified: item.properties.lastModified,
-        };
-      }
-    } catch (error) {
-      throw this.translate(error, prefix);
+    yield* this.listIn(this.container, prefix);
+    if (this.locks && (LOCKS_PREFIX.startsWith(prefix) || prefix.startsWith(LOCKS_PREFIX))) {
+      yield* this.listIn(this.locks, prefix.length > LOCKS_PREFIX.length ? prefix : LOCKS_PREFIX);
     }
   }
 
+  /** A lock is deleted in both containers: it was written in one of them. */
   async delete(key: string): Promise<void> {
     try {
-      await this.blob(key).deleteIfExists();
+      if (this.holdsLock(key)) await this.locks!.getBlockBlobClient(this.prefix + key).deleteIfExists().catch(ignoreMissingContainer);
+      await this.container.getBlockBlobClient(this.prefix + key).deleteIfExists();
     } catch (error) {
       throw this.translate(error, key);
     }
@@ -340,8 +361,58 @@ export class AzureBlobStore implements ObjectStore {
     }
   }
 
+  private holdsLock(key: string): boolean {
+    return this.locks !== undefined && key.startsWith(LOCKS_PREFIX);
+  }
+
+  /** Where a key is written: the locks container for lock keys, else the vault container. */
   private blob(key: string) {
-    return this.container.getBlockBlobClient(this.prefix + key);
+    return (this.holdsLock(key) ? this.locks! : this.container).getBlockBlobClient(this.prefix + key);
+  }
+
+  /** Reads a key where it is written; a lock key not there is looked for where older versions wrote it. */
+  private async fromEither<T>(key: string, read: (blob: BlockBlobClient) => Promise<T>): Promise<T> {
+    try {
+      return await read(this.blob(key));
+    } catch (error) {
+      if (!this.holdsLock(key) || statusOf(error) !== 404) throw this.translate(error, key);
+    }
+    try {
+      return await read(this.container.getBlockBlobClient(this.prefix + key));
+    } catch (error) {
+      throw this.translate(error, key);
+    }
+  }
+
+  private async *listIn(container: ContainerClient, prefix: string): AsyncIterable<ObjectInfo> {
+    try {
+      for await (const item of container.listBlobsFlat({ prefix: this.prefix + prefix })) {
+        if (container === this.locks && !item.name.startsWith(this.prefix + LOCKS_PREFIX)) continue;
+        yield { key: item.name.slice(this.prefix.length), size: item.properties.contentLength ?? 0, lastModified: item.properties.lastModified };
+      }
+    } catch (error) {
+      // No locks container yet (a vault made before it existed): no lock has been written there.
+      if (container === this.locks && isMissingContainer(error)) return;
+      throw this.translate(error, prefix);
+    }
+  }
+
+  /**
+   * A vault made before locks had their own container: the first lock creates it, where the
+   * identity may (the CLI's owner); an identity that may not (the agents') gets told who creates it.
+   */
+  private async createdMissingLocksContainer(error: unknown, key: string): Promise<boolean> {
+    if (!this.holdsLock(key) || !isMissingContainer(error)) return false;
+    try {
+      await this.locks!.createIfNotExists();
+      return true;
+    } catch (cause) {
+      throw new UsageError(
+        `the vault at ${this.location} keeps its lock objects in the container ${this.locks!.url}, which does not exist, and this identity may not create it ` +
+          `(${(cause as Error).message?.split("\n")[0]}); create it (\`pulumi up\` on the region stack does, and so does \`bulwark init\`) and retry`,
+        { cause },
+      );
+    }
   }
 
   /** A 409/412 on a create: ours if the stored object has our MD5 (an earlier try that landed). */
@@ -371,6 +442,14 @@ export class AzureBlobStore implements ObjectStore {
     }
     return error instanceof Error ? error : new Error(String(error));
   }
+}
+
+function isMissingContainer(error: unknown): boolean {
+  return statusOf(error) === 404 && (error as { code?: string }).code === "ContainerNotFound";
+}
+
+function ignoreMissingContainer(error: unknown): void {
+  if (!isMissingContainer(error)) throw error;
 }
 
 export function statusOf(error: unknown): number | undefined {

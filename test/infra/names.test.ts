@@ -80,7 +80,7 @@ function scopeOf(rule: NamingRule, inputs: Record<string, any>): string {
     case "private endpoint":
       return `endpoint:${inputs.resourceGroupName}/${inputs.privateEndpointName}`;
     case "scope of assignment":
-      return `scope:${inputs.scope ?? inputs.resourceName}`;
+      return `scope:${inputs.scope ?? inputs.resourceUri ?? inputs.resourceName}`;
   }
 }
 

@@ -114,6 +114,16 @@ export const NAMING_RULES: Record<string, NamingRule> = {
     rule: "Must be `default`.",
     source: `${NAMES} (Microsoft.Storage: storageAccounts / managementPolicies)`,
   },
+  "azure-native:storage:BlobContainerImmutabilityPolicy": {
+    azureType: "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies",
+    nameProperty: "immutabilityPolicyName",
+    scope: "storage account",
+    minLength: 7,
+    maxLength: 7,
+    pattern: /^default$/,
+    rule: "Must be `default` (NAMES has no row for it; the REST spec's immutabilityPolicyName parameter allows only \"default\").",
+    source: "Azure/azure-rest-api-specs specification/storage/resource-manager/Microsoft.Storage/stable/2023-05-01/blob.json (BlobContainers_CreateOrUpdateImmutabilityPolicy, parameter immutabilityPolicyName, enum [default])",
+  },
   "azure-native:storage:Queue": {
     azureType: "Microsoft.Storage/storageAccounts/queueServices/queues",
     nameProperty: "queueName",
@@ -315,6 +325,17 @@ export const NAMING_RULES: Record<string, NamingRule> = {
     pattern: /^[^:<>+/&%\\?\x00-\x1f]*[^:<>+/&%\\?\x00-\x1f. ]$/,
     rule: "Can't use :<>+/&%\\? or control characters. Can't end with space or period.",
     source: `${NAMES} (Microsoft.Insights: actionGroups)`,
+  },
+  "azure-native:monitor:DiagnosticSetting": {
+    azureType: "Microsoft.Insights/diagnosticSettings",
+    nameProperty: "name",
+    scope: "scope of assignment",
+    minLength: 1,
+    maxLength: 260,
+    // NAMES says only "Not specified" for /diagnosticSettings; held to the scheduledQueryRules rule of the same provider.
+    pattern: /^[^*<>%{}&:\\?/#\x00-\x1f]*[^*<>%{}&:\\?/#\x00-\x1f. ]$/,
+    rule: "NAMES gives no rule (\"Not specified\"); held to Microsoft.Insights' scheduledQueryRules rule: can't use *<>%{}&:\\?/# or control characters, can't end with space or period.",
+    source: `${NAMES} (Microsoft.Insights: diagnosticSettings, "Not specified"; scheduledQueryRules)`,
   },
   "azure-native:monitor:ScheduledQueryRule": {
     azureType: "Microsoft.Insights/scheduledQueryRules",
