@@ -120,6 +120,7 @@ export class RegionAgent extends pulumi.ComponentResource {
       resourceGroupName: args.resourceGroupName,
       location: args.region,
       environmentId: environment.environmentId,
+      workloadProfileName: environment.workloadProfileName,
       image: args.image,
       tags: args.tags,
     };
