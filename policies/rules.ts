@@ -635,6 +635,6 @@ export const resourcePolicies = [
   noWildcardCustomRoles,
 ];
 
-export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion, isolatedStorageImmutabilityLocked];
+export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion, isolatedStorageImmutabilityLocked, isolatedStorageVersionCleanup];
 
 export const allPolicies: (ResourceValidationPolicy | StackValidationPolicy)[] = [...resourcePolicies, ...stackPolicies];

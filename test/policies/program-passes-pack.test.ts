@@ -88,6 +88,18 @@ describe("the program against its own policy pack", () => {
     expect(runPack(weakened)).toEqual([expect.stringMatching(/^custom-role-actions-published on .*: Custom role names "Microsoft\.Sql\/locations\/importExportAzureAsyncOperation\/read", which is not in Azure's published operations/)]);
   });
 
+  it("catches the vault's lifecycle rule for previous versions removed, on preview and after up", () => {
+    const weakened = structuredClone(stacks.westeurope);
+    const vault = weakened.find((r) => r.type === "azure-native:storage:StorageAccount" && r.inputs.tags?.["bulwark-storage"] === "isolated")!;
+    const lifecycle = weakened.find((r) => r.type === "azure-native:storage:ManagementPolicy" && r.inputs.accountName === vault.inputs.accountName)!;
+    const withoutVersions = (policy: any) => ({ rules: policy.rules.filter((rule: any) => !rule.definition?.actions?.version) });
+    lifecycle.inputs.policy = withoutVersions(lifecycle.inputs.policy);
+    lifecycle.state.policy = withoutVersions(lifecycle.state.policy);
+    for (const run of ["preview", "up"] as const) {
+      expect(runPack(weakened, run), run).toEqual([expect.stringMatching(new RegExp(`^isolated-storage-previous-versions-expire: Isolated storage ${vault.inputs.accountName} keeps previous blob versions for ever`))]);
+    }
+  });
+
   it("the per-container immutability check runs over Azure's outputs: a vault container without it fails on preview and after up", () => {
     const weakened = structuredClone(stacks.westeurope);
     const vault = weakened.find((r) => r.type === "azure-native:storage:StorageAccount" && r.inputs.tags?.["bulwark-storage"] === "isolated")!;
