@@ -534,11 +534,15 @@ export const deleteLocks = stackRule({
 });
 
 /**
- * Write and delete on VMs, disks and Azure SQL databases: what only a restore needs (names from
- * MicrosoftDocs/azure-docs articles/role-based-access-control/permissions/compute.md and
- * databases.md, the Microsoft.Compute and Microsoft.Sql tables).
+ * Write and delete on VMs and managed disks: what only a restore needs (names from MicrosoftDocs/
+ * azure-docs articles/role-based-access-control/permissions/compute.md, Microsoft.Compute table).
+ * Azure SQL databases are left out on purpose: a consistent backup copies the database first
+ * (Databases - Create Or Update with createMode "Copy", Azure/azure-rest-api-specs
+ * specification/sql/resource-manager, a PUT on Microsoft.Sql/servers/databases) and drops the copy
+ * after the export, so the backup identity needs databases/write and /delete on the servers it
+ * protects; no role property tells that copy from a restore.
  */
-const RESTORE_ACTIONS = /^microsoft\.(compute\/(virtualmachines|disks)|sql\/servers\/databases)\/(write|delete)$/;
+const RESTORE_ACTIONS = /^microsoft\.compute\/(virtualmachines|disks)\/(write|delete)$/;
 
 function restoreActionsOf(definition: Props): string[] {
   const permissions: Props[] = definition.permissions ?? definition.properties?.permissions ?? [];
@@ -550,7 +554,7 @@ const RESOURCE_GROUP_SCOPE = /^\/subscriptions\/[^/]+\/resourceGroups\/[^/]+$/i;
 
 export const restoreRightsOnlyInRestoreGroups = resourceRule({
   name: "restore-rights-only-in-restore-groups",
-  description: "A custom role that may write or delete VMs, disks or databases (the restore role) is assignable only at resource groups, never at a protected subscription.",
+  description: "A custom role that may write or delete VMs or disks (the restore role) is assignable only at resource groups, never at a protected subscription.",
   enforcementLevel: "mandatory",
   validateResource: ({ type, props }, report) => {
     if (type !== TYPES.roleDefinition) return;
@@ -567,7 +571,7 @@ export const restoreRightsOnlyInRestoreGroups = resourceRule({
 
 export const restoreRightsNotOnAgents = stackRule({
   name: "restore-rights-not-on-scheduled-agents",
-  description: "No scheduled job's identity (scheduler, bridge, prune) holds a role that may write or delete VMs, disks or databases.",
+  description: "No scheduled job's identity (scheduler, bridge, prune) holds a role that may write or delete VMs or disks.",
   enforcementLevel: "mandatory",
   validateStack: ({ resources }, report) => {
     // Role definitions are named by their GUID (`roleDefinitionId` input, `name` output); an

@@ -324,10 +324,12 @@ describe("rules for the isolated account, the key vault and the roles", () => {
   it("restore-rights-only-in-restore-groups: passes a restore role assignable only at resource groups and a backup role without restore rights", () => {
     expect(checkResource(rules.restoreRightsOnlyInRestoreGroups, T.roleDefinition, role(["/subscriptions/s/resourceGroups/restores"], ["Microsoft.Compute/disks/write", "Microsoft.Compute/virtualMachines/write"]))).toEqual([]);
     expect(checkResource(rules.restoreRightsOnlyInRestoreGroups, T.roleDefinition, role(["/subscriptions/s"], ["Microsoft.Compute/snapshots/write", "Microsoft.Compute/disks/read"]))).toEqual([]);
+    // A backup copies a database before exporting it, and drops the copy: not a restore right.
+    expect(checkResource(rules.restoreRightsOnlyInRestoreGroups, T.roleDefinition, role(["/subscriptions/s"], ["Microsoft.Sql/servers/databases/write", "Microsoft.Sql/servers/databases/delete"]))).toEqual([]);
   });
 
-  it("restore-rights-only-in-restore-groups: rejects VM, disk or database write/delete assignable at a subscription", () => {
-    for (const action of ["Microsoft.Compute/virtualMachines/delete", "Microsoft.Compute/disks/write", "Microsoft.Sql/servers/databases/write"]) {
+  it("restore-rights-only-in-restore-groups: rejects VM or disk write/delete assignable at a subscription", () => {
+    for (const action of ["Microsoft.Compute/virtualMachines/delete", "Microsoft.Compute/virtualMachines/write", "Microsoft.Compute/disks/write", "Microsoft.Compute/disks/delete"]) {
       expect(checkResource(rules.restoreRightsOnlyInRestoreGroups, T.roleDefinition, role(["/subscriptions/s/resourceGroups/restores", "/subscriptions/s"], [action]))).toEqual([
         `Custom role r grants ${action} and is assignable at /subscriptions/s. Only the restore role may hold these, assignable only at the restore resource groups named in config; take them out of every other role.`,
       ]);
