@@ -49,6 +49,8 @@ export interface CustomerConfig {
   registry?: ContainerRegistry;
   bridgeSchedule: string;
   key: KeyConfig;
+  /** bulwark:keyVaultRecover: recover the soft-deleted key vault of the same name instead of creating it (one deployment). */
+  keyVaultRecover: boolean;
   /** bulwark:network: whether the key vault is reached publicly or over the region stacks' private endpoints. */
   network: NetworkMode;
 }
@@ -385,6 +387,7 @@ export function parseCustomerConfig(raw: Raw): CustomerConfig {
     registry: containerRegistry(raw, image(raw)),
     bridgeSchedule: cron(raw, "bridgeSchedule", "0 * * * *"),
     key: keyConfig(raw, network),
+    keyVaultRecover: boolean(raw.keyVaultRecover, "keyVaultRecover", false),
     network,
   };
 }

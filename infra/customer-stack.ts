@@ -8,6 +8,7 @@ import { scopeId } from "./config.ts";
 import { EnterpriseApp } from "./components/enterprise-app.ts";
 import { BackupRole } from "./components/backup-role.ts";
 import { CustomerKey } from "./components/customer-key.ts";
+import type { KeySpec } from "./components/customer-key.ts";
 import { Bridge } from "./components/bridge.ts";
 
 /** What region stacks read from the customer stack (through a StackReference). */
@@ -22,6 +23,8 @@ export interface CustomerStackOutputs {
   keyName: pulumi.Output<string>;
   keyResourceId: pulumi.Output<string>;
   keyUri: pulumi.Output<string>;
+  /** What the key's first deployment fixed (size, rotation): the next deployment refuses changes Azure would ignore. */
+  keySpec: KeySpec;
   /** The key vault's ARM id: a private region stack's endpoint connects to it. */
   keyVaultId: pulumi.Output<string>;
   /** bulwark:network of the customer stack: a public region stack cannot reach a private vault. */
@@ -55,6 +58,7 @@ export function customerStack(config: CustomerConfig): CustomerStackOutputs {
     resourceGroupId: group.id,
     location: config.homeRegion,
     key: config.key,
+    recoverVault: config.keyVaultRecover,
     tags,
   });
   const bridge = new Bridge(`${config.customer}-bridge`, {
@@ -78,6 +82,7 @@ export function customerStack(config: CustomerConfig): CustomerStackOutputs {
     keyName: key.keyName,
     keyResourceId: key.keyResourceId,
     keyUri: key.keyUri,
+    keySpec: key.keySpec,
     keyVaultId: key.vaultId,
     network: config.network,
     protectedScopes,

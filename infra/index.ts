@@ -6,6 +6,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { parseStackConfig, rawFromPulumiConfig } from "./config.ts";
 import type { StackConfig } from "./config.ts";
 import { customerStack } from "./customer-stack.ts";
+import { refuseIgnoredKeyChanges } from "./components/customer-key.ts";
 import { regionStack } from "./region-stack.ts";
 
 /**
@@ -27,5 +28,9 @@ export function readStackConfig(): StackConfig {
 // Pulumi calls a default-exported function and makes the properties it returns the stack's outputs.
 export default async function main(): Promise<object> {
   const config = readStackConfig();
-  return config.kind === "customer" ? customerStack(config) : regionStack(config);
+  if (config.kind === "region") return regionStack(config);
+  // Before any resource: a key size or rotation change Azure would silently ignore fails the deployment.
+  const self = `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}`;
+  await refuseIgnoredKeyChanges(self, config.customer, config.tenantId, config.subscriptionId, config.key);
+  return customerStack(config);
 }
