@@ -16,14 +16,18 @@ import type { TokenCredential } from "@azure/identity";
 import { UsageError } from "../errors.ts";
 import { blobContainerAt } from "../store/azure-blob.ts";
 
-const SAS_MINUTES = 120;
+/** A SAS's lifetime unless the caller needs longer (an export or import: see azure-sql.ts). */
+const DEFAULT_SAS_MS = 120 * 60 * 1000;
 
 export interface TransientStorage {
   container: ContainerClient;
   prefix: string;
   blob(name: string): BlockBlobClient;
-  /** A SAS token (no leading "?") allowing read/create/write of one blob, for Azure SQL. */
-  sasFor(name: string): Promise<string>;
+  /**
+   * A SAS token (no leading "?") allowing read/create/write of one blob, for Azure SQL, valid for
+   * `validForMs` (two hours by default).
+   */
+  sasFor(name: string, validForMs?: number): Promise<string>;
   urlOf(name: string): string;
 }
 
@@ -43,9 +47,9 @@ export function transientStorage(location: string | undefined, env: NodeJS.Proce
     prefix: parsed.prefix,
     blob,
     urlOf: (name) => blob(name).url,
-    async sasFor(name) {
+    async sasFor(name, validForMs = DEFAULT_SAS_MS) {
       const startsOn = new Date(Date.now() - 5 * 60 * 1000);
-      const expiresOn = new Date(Date.now() + SAS_MINUTES * 60 * 1000);
+      const expiresOn = new Date(Date.now() + validForMs);
       const values = { containerName: parsed.container, blobName: parsed.prefix + name, permissions: BlobSASPermissions.parse("rcw"), startsOn, expiresOn };
       if (sharedKey) return generateBlobSASQueryParameters(values, sharedKey).toString();
       const delegationKey = await service.getUserDelegationKey(startsOn, expiresOn);

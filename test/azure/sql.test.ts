@@ -103,6 +103,63 @@ describe("Azure SQL backups and restores", () => {
     await expectNoLeftovers(["orders", "orders-restored"]);
   });
 
+  it("hands export and import the SAS key with its leading '?', valid longer than the longest request Azure runs", () => {
+    // The Import/Export API wants "?" before the SAS (the spec's DatabaseExportSasKey.json example;
+    // Azure/azure-cli#2584): the emulator refuses a key without it, so every request it accepted had one.
+    // A request can wait four days in the queue and an export run 20 hours (database-import-export-hang.md,
+    // database-export.md): the SAS outlives both.
+    const requests = world.emulator.sql.importExportRequests;
+    expect(requests.map((r) => r.requestType)).toEqual(expect.arrayContaining(["Export", "Import"]));
+    const floor = Date.now() + (4 * 24 + 19) * 3600_000;
+    for (const request of requests) expect(request.sasExpiresOn!.getTime()).toBeGreaterThan(floor);
+  });
+
+  it("refuses a backup from a server that does not allow Azure services before making anything, and says what to change", async () => {
+    const server = world.emulator.sql.server(world.sample.databaseId);
+    const rules = new Map(server.firewallRules);
+    server.firewallRules.delete("AllowAllWindowsAzureIps");
+    try {
+      const refused = await world.cli(["backup", world.sample.databaseId, "--vault", vault]);
+      expect(refused.code).toBe(6);
+      expect(refused.stderr).toMatch(/does not allow Azure services/);
+      expect(refused.stderr).toMatch(/AllowAllWindowsAzureIps --start-ip-address 0\.0\.0\.0 --end-ip-address 0\.0\.0\.0/);
+      expect(refused.stderr.trim().split("\n")).toHaveLength(1);
+      const restore = await world.cli(["restore", point, "--vault", vault, "--to", databaseIdIn(world, "orders-firewalled")]);
+      expect(restore.code).toBe(2);
+      expect(restore.stderr).toMatch(/does not allow Azure services/);
+      await expectNoLeftovers(["orders", "orders-restored"]);
+    } finally {
+      server.firewallRules = rules;
+    }
+  });
+
+  it("an Entra-only server refuses a SQL login with what to do, and backs up through the server's managed identity", async () => {
+    const server = world.emulator.sql.server(world.sample.databaseId);
+    const identity = `/subscriptions/${world.emulator.subscriptionId}/resourceGroups/${world.sample.resourceGroup}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/bulwark-sql-export`;
+    server.azureADOnlyAuthentication = true;
+    try {
+      const sqlLogin = await world.cli(["backup", world.sample.databaseId, "--vault", vault]);
+      expect(sqlLogin.code).toBe(6);
+      expect(sqlLogin.stderr).toMatch(/allows Microsoft Entra authentication only.*BULWARK_SQL_MANAGED_IDENTITY/);
+      await expectNoLeftovers(["orders", "orders-restored"]);
+
+      const withIdentity = { BULWARK_SQL_MANAGED_IDENTITY: identity, BULWARK_SQL_ADMIN_LOGIN: "", BULWARK_SQL_ADMIN_PASSWORD: "" };
+      const unassigned = await world.cli(["backup", world.sample.databaseId, "--vault", vault], withIdentity);
+      expect(unassigned.code).toBe(6);
+      expect(unassigned.stderr).toMatch(/is not assigned to server/);
+      await expectNoLeftovers(["orders", "orders-restored"]);
+
+      server.userAssignedIdentities = [identity];
+      const backup = await world.json(["backup", world.sample.databaseId, "--vault", vault], withIdentity);
+      expect(backup.kind).toBe("sql");
+      expect(world.emulator.sql.importExportRequests.at(-1)).toMatchObject({ requestType: "Export", authenticationType: "ManagedIdentity" });
+      await expectNoLeftovers(["orders", "orders-restored"]);
+    } finally {
+      server.azureADOnlyAuthentication = false;
+      server.userAssignedIdentities = [];
+    }
+  });
+
   it("made only Azure calls that the backup role allows", () => {
     expectCallsAllowedByRole(world);
   });

@@ -25,6 +25,17 @@ export interface OperationSpec {
   work?: () => Promise<unknown>;
   /** Applied once when the operation succeeds. */
   onSucceeded?: (result: unknown) => void;
+  /**
+   * Whether the first reply carries a Location (the result) beside Azure-AsyncOperation (default
+   * true). A VM's creation answers 201 with Azure-AsyncOperation only (recorded traffic, as above).
+   */
+  locationHeader?: boolean;
+  /**
+   * Where the monitor and the result are served, when not at the subscription-scoped
+   * /subscriptions/S/providers/P/locations/L: the path before "/{segment}/{id}", e.g. a resource
+   * group's /subscriptions/S/resourceGroups/G/providers/Microsoft.Sql/locations/L (Azure SQL).
+   */
+  monitorScope?: string;
   /** Applied once when the operation fails (compensation the service itself does, e.g. state Failed). */
   onFailed?: (error: ArmErrorDetail) => void;
   /** Put the result into the status monitor's properties.output too (Compute's beginGetAccess does). */
@@ -89,7 +100,7 @@ export class OperationRegistry {
 
   private headers(origin: string, operation: Operation): Record<string, string> {
     const { subscriptionId, provider, location, asyncSegment, resultSegment } = operation.spec;
-    const base = `${origin}/subscriptions/${subscriptionId}/providers/${provider}/locations/${location}`;
+    const base = `${origin}${operation.spec.monitorScope ?? `/subscriptions/${subscriptionId}/providers/${provider}/locations/${location}`}`;
     const monitorQuery = asyncSegment === resultSegment ? "?monitor=true&api-version=2024-03-02" : "?api-version=2021-11-01";
     return {
       "azure-asyncoperation": `${base}/${asyncSegment}/${operation.id}?api-version=2024-03-02`,
@@ -133,12 +144,17 @@ export class OperationRegistry {
 
   /** Answers a GET on a status monitor or result location, or undefined if the path is not one. */
   handle(origin: string, pathSegments: string[], query: URLSearchParams): EmulatorReply | undefined {
-    // subscriptions/{sub}/providers/{provider}/locations/{loc}/{segment}/{id}
-    if (pathSegments.length !== 8 || pathSegments[0]?.toLowerCase() !== "subscriptions") return undefined;
-    if (pathSegments[2]?.toLowerCase() !== "providers" || pathSegments[4]?.toLowerCase() !== "locations") return undefined;
-    const operation = this.operations.get(pathSegments[7] ?? "");
+    // subscriptions/{sub}/providers/{provider}/locations/{loc}/{segment}/{id}, or {monitorScope}/{segment}/{id}
+    const operation = this.operations.get(pathSegments.at(-1) ?? "");
     if (!operation) return undefined;
-    const segment = pathSegments[6] ?? "";
+    const scope = operation.spec.monitorScope;
+    if (scope !== undefined) {
+      if (`/${pathSegments.slice(0, -2).join("/")}`.toLowerCase() !== scope.toLowerCase()) return undefined;
+    } else {
+      if (pathSegments.length !== 8 || pathSegments[0]?.toLowerCase() !== "subscriptions") return undefined;
+      if (pathSegments[2]?.toLowerCase() !== "providers" || pathSegments[4]?.toLowerCase() !== "locations") return undefined;
+    }
+    const segment = pathSegments.at(-2) ?? "";
     const { asyncSegment, resultSegment } = operation.spec;
     const isMonitor =
       segment === asyncSegment && (asyncSegment !== resultSegment || query.get("monitor") !== "true");

@@ -44,7 +44,7 @@ describe("Azure SQL", () => {
     const { containerUrl, token } = await transientSas();
     const admin = { administratorLogin: sample.sqlAdministratorLogin, administratorLoginPassword: sample.sqlAdministratorPassword };
     const exported = await sql.databases.beginExportAndWait(rg, server, "orders-copy", {
-      storageKeyType: "SharedAccessKey", storageKey: token, storageUri: `${containerUrl}/orders.bacpac`, ...admin,
+      storageKeyType: "SharedAccessKey", storageKey: `?${token}`, storageUri: `${containerUrl}/orders.bacpac`, ...admin,
     });
     expect(exported.requestType).toBe("Export");
     expect(exported.status).toBe("Completed");
@@ -54,17 +54,17 @@ describe("Azure SQL", () => {
     expect(file.includes(Buffer.from("model.xml"))).toBe(true);
 
     await sql.servers.beginImportDatabaseAndWait(rg, server, {
-      databaseName: "orders-restored", storageKeyType: "SharedAccessKey", storageKey: token, storageUri: `${containerUrl}/orders.bacpac`, ...admin,
+      databaseName: "orders-restored", storageKeyType: "SharedAccessKey", storageKey: `?${token}`, storageUri: `${containerUrl}/orders.bacpac`, ...admin,
     });
     const restored = await sql.databases.get(rg, server, "orders-restored");
     expect(restored.status).toBe("Online");
     expect(emulator.control.databaseContent(restored.id!)).toEqual(before);
 
     await expect(sql.servers.beginImportDatabaseAndWait(rg, server, {
-      databaseName: "orders-restored", storageKeyType: "SharedAccessKey", storageKey: token, storageUri: `${containerUrl}/orders.bacpac`, ...admin,
+      databaseName: "orders-restored", storageKeyType: "SharedAccessKey", storageKey: `?${token}`, storageUri: `${containerUrl}/orders.bacpac`, ...admin,
     })).rejects.toMatchObject({ statusCode: 409 });
     await expect(sql.databases.beginExportAndWait(rg, server, databaseName, {
-      storageKeyType: "SharedAccessKey", storageKey: token, storageUri: `${containerUrl}/x.bacpac`, administratorLogin: "admin", administratorLoginPassword: "wrong",
+      storageKeyType: "SharedAccessKey", storageKey: `?${token}`, storageUri: `${containerUrl}/x.bacpac`, administratorLogin: "admin", administratorLoginPassword: "wrong",
     })).rejects.toMatchObject({ statusCode: 400 });
 
     await sql.databases.beginDeleteAndWait(rg, server, "orders-copy");
@@ -78,7 +78,7 @@ describe("Azure SQL", () => {
     const { containerUrl } = await transientSas();
     const admin = { administratorLogin: sample.sqlAdministratorLogin, administratorLoginPassword: sample.sqlAdministratorPassword };
     await expect(sql.databases.beginExportAndWait(sample.resourceGroup, sample.sqlServerName, sample.databaseName, {
-      storageKeyType: "SharedAccessKey", storageKey: "sv=2020-02-10&sig=bogus", storageUri: `${containerUrl}/denied.bacpac`, ...admin,
+      storageKeyType: "SharedAccessKey", storageKey: "?sv=2020-02-10&sig=bogus", storageUri: `${containerUrl}/denied.bacpac`, ...admin,
     })).rejects.toThrow(/could not be written/);
     emulator.control.failOperation({ method: "PUT", path: "/databases/copy-fails", times: 1 });
     await expect(sql.databases.beginCreateOrUpdateAndWait(sample.resourceGroup, sample.sqlServerName, "copy-fails", {

@@ -1,8 +1,14 @@
 /**
  * Microsoft.Sql: logical servers and databases (create, copy, delete), export to a BACPAC in blob
  * storage and import of a BACPAC as a new database, with the shapes and long-running operations of
- * the Azure REST API specification (Databases_*, Servers_ImportDatabase examples). A database's
- * content is a set of tables of JSON rows; a copy is that content frozen at the time of the copy.
+ * the Azure REST API specification (Databases_*, Servers_ImportDatabase, FirewallRules_ListByServer
+ * examples; test/emulator/sql-conformance.test.ts replays them). A database's content is a set of
+ * tables of JSON rows; a copy is that content frozen at the time of the copy.
+ *
+ * Import/export keeps the rules Azure documents (sources beside each rule below): a SAS storage key
+ * starts with "?", the server allows Azure services, an Entra-only server takes only the
+ * managed-identity variant, the BACPAC is at most 200 GB, its file name under 128 characters, and an
+ * existing blob is never overwritten.
  */
 import { BlockBlobClient, StorageSharedKeyCredential } from "@azure/storage-blob";
 import type { FaultInjector } from "../faults.ts";
@@ -19,6 +25,12 @@ export interface SqlServerRecord {
   location: string;
   administratorLogin: string;
   administratorLoginPassword: string;
+  /** Server firewall rules by name; AllowAllWindowsAzureIps (0.0.0.0-0.0.0.0) is "Allow Azure services". */
+  firewallRules: Map<string, { startIpAddress: string; endIpAddress: string }>;
+  /** Microsoft Entra-only authentication: SQL logins are refused. */
+  azureADOnlyAuthentication: boolean;
+  /** Resource ids of the user-assigned managed identities assigned to the server. */
+  userAssignedIdentities: string[];
 }
 
 export interface DatabaseRecord {
@@ -33,13 +45,30 @@ export interface DatabaseRecord {
   tags?: Record<string, string>;
   content: DatabaseContent;
   sourceDatabaseId?: string;
+  /** Space the data takes, when a test needs a large database (its BACPAC is taken to be this big). */
+  usedBytes?: number;
 }
+
+/** "Allow Azure services and resources to access this server" is this rule (Azure/azure-sdk-for-java's SqlServerImpl creates it so). */
+const ALLOW_AZURE_SERVICES = "AllowAllWindowsAzureIps";
+
+/**
+ * MicrosoftDocs/sql-docs azure-sql/database/database-export.md, "Considerations" (learn.microsoft.com
+ * /azure/azure-sql/database/database-export): "If you're exporting to blob storage, the maximum size
+ * of a BACPAC file is 200 GB"; "The Azure Storage file name can't end with . and can't contain special
+ * characters like a space character or <, >, *, %, &, :, \\, /, ?. The file name should be fewer than
+ * 128 characters long."
+ */
+const MAX_BACPAC_BYTES = 200 * 1024 ** 3;
+const MAX_FILE_NAME = 127;
 
 const SKU_TIERS: Record<string, string> = { Basic: "Basic", S0: "Standard", S1: "Standard", S2: "Standard", P1: "Premium", GP_Gen5_2: "GeneralPurpose" };
 
 export class SqlProvider {
   readonly servers = new Map<string, SqlServerRecord>();
   readonly databases = new Map<string, DatabaseRecord>();
+  /** Every accepted export and import, as the service saw it (for tests: who it ran as, until when its SAS is valid). */
+  readonly importExportRequests: Array<{ requestType: "Export" | "Import"; authenticationType: string; sasExpiresOn?: Date }> = [];
   private readonly world: World;
   private readonly operations: OperationRegistry;
   private readonly faults: FaultInjector;
@@ -59,6 +88,8 @@ export class SqlProvider {
       id: `/subscriptions/${this.world.subscriptionId}/resourceGroups/${resourceGroup.name}/providers/Microsoft.Sql/servers/${name}`,
       name, resourceGroup: resourceGroup.name, location: location ?? resourceGroup.location,
       administratorLogin: login, administratorLoginPassword: password,
+      firewallRules: new Map([[ALLOW_AZURE_SERVICES, { startIpAddress: "0.0.0.0", endIpAddress: "0.0.0.0" }]]),
+      azureADOnlyAuthentication: false, userAssignedIdentities: [],
     };
     this.servers.set(idKey(server.id), server);
     return server;
@@ -69,6 +100,14 @@ export class SqlProvider {
     database.status = "Online";
     this.databases.set(idKey(database.id), database);
     return database;
+  }
+
+  /** The server by its id, or the server of a database id. */
+  server(id: string): SqlServerRecord {
+    const serverId = id.replace(/\/databases\/[^/]+$/i, "");
+    const server = this.servers.get(idKey(serverId));
+    if (!server) throw new Error(`no server ${serverId}`);
+    return server;
   }
 
   database(id: string): DatabaseRecord {
@@ -101,6 +140,7 @@ export class SqlProvider {
       return armError(405, "MethodNotAllowed", "The emulator serves GET on servers only.");
     }
     if (sub.toLowerCase() === "import" && databaseName === undefined && request.method === "POST") return this.importDatabase(request, server);
+    if (sub.toLowerCase() === "firewallrules" && request.method === "GET") return this.firewallRules(server, databaseName);
     if (sub.toLowerCase() !== "databases") return armError(400, "InvalidResourceType", `The emulator does not serve servers/${sub}.`);
     if (databaseName === undefined) {
       if (request.method !== "GET") return armError(405, "MethodNotAllowed", `${request.method} is not allowed on a collection.`);
@@ -122,13 +162,32 @@ export class SqlProvider {
   }
 
   serverJson(server: SqlServerRecord): Record<string, unknown> {
-    return {
+    const body: Record<string, unknown> = {
       id: server.id, name: server.name, type: "Microsoft.Sql/servers", location: server.location, kind: "v12.0",
       properties: {
         administratorLogin: server.administratorLogin, version: "12.0", state: "Ready",
         fullyQualifiedDomainName: `${server.name}.database.windows.net`, publicNetworkAccess: "Enabled", minimalTlsVersion: "1.2",
+        // Servers_Get's ServerExternalAdministrator (Azure/azure-rest-api-specs Microsoft.Sql Servers.json).
+        administrators: { administratorType: "ActiveDirectory", principalType: "Group", login: "sql-admins", azureADOnlyAuthentication: server.azureADOnlyAuthentication },
       },
     };
+    if (server.userAssignedIdentities.length > 0) {
+      body.identity = {
+        type: "UserAssigned",
+        userAssignedIdentities: Object.fromEntries(server.userAssignedIdentities.map((id) => [id, { principalId: crypto.randomUUID(), clientId: crypto.randomUUID() }])),
+      };
+    }
+    return body;
+  }
+
+  /** FirewallRules_ListByServer / FirewallRules_Get. */
+  private firewallRules(server: SqlServerRecord, name: string | undefined): EmulatorReply {
+    const ruleJson = ([ruleName, rule]: [string, { startIpAddress: string; endIpAddress: string }]) => ({
+      id: `${server.id}/firewallRules/${ruleName}`, name: ruleName, type: "Microsoft.Sql/servers/firewallRules", properties: { ...rule },
+    });
+    if (name === undefined) return json(200, { value: [...server.firewallRules.entries()].map(ruleJson) });
+    const rule = [...server.firewallRules.entries()].find(([ruleName]) => ruleName.toLowerCase() === name.toLowerCase());
+    return rule ? json(200, ruleJson(rule)) : notFound("Microsoft.Sql/servers/firewallRules", `${server.id}/firewallRules/${name}`);
   }
 
   databaseJson(database: DatabaseRecord): Record<string, unknown> {
@@ -147,11 +206,27 @@ export class SqlProvider {
     return body;
   }
 
-  private lroSpec(location: string, segments: "database" | "importExport", extra: Partial<OperationSpec>): OperationSpec {
+  /**
+   * Where SQL's operations are polled. A database's copy, creation and deletion: resource-group
+   * scoped .../resourceGroups/G/providers/Microsoft.Sql/locations/L/databaseAzureAsyncOperation|
+   * databaseOperationResults/ID, as recorded (fixtures/specs/sql/recorded-lro-headers.json).
+   * Export and import: under the database, .../servers/S/databases/D/importExportAzureAsyncOperation|
+   * importExportOperationResults/ID: the result's id in the spec's ExportDatabase/ImportNewDatabase
+   * examples, Az.Sql's OperationStatusLink (New-AzSqlDatabaseExport docs), and the only import/export
+   * status operations Azure publishes (permissions/databases.md: servers/databases/importExport*).
+   * Sources disagree: Azure/azure-cli#15858 (2020) saw an export polled at a subscription-scoped
+   * locations/importExportAzureAsyncOperation URL, and ImportNewDatabase.json's 202 Location is
+   * .../locations/L/operationStatus/default/operationId/ID; no recording of an export was found.
+   */
+  private lroSpec(location: string, scope: { group: string } | { databaseId: string }, extra: Partial<OperationSpec>): OperationSpec {
+    const database = "group" in scope;
     return {
       subscriptionId: this.world.subscriptionId, provider: "Microsoft.Sql", location,
-      asyncSegment: segments === "database" ? "databaseAzureAsyncOperation" : "importExportAzureAsyncOperation",
-      resultSegment: segments === "database" ? "databaseOperationResults" : "importExportOperationResults",
+      asyncSegment: database ? "databaseAzureAsyncOperation" : "importExportAzureAsyncOperation",
+      resultSegment: database ? "databaseOperationResults" : "importExportOperationResults",
+      monitorScope: database
+        ? `/subscriptions/${this.world.subscriptionId}/resourceGroups/${scope.group}/providers/Microsoft.Sql/locations/${location}`
+        : scope.databaseId,
       ...extra,
     };
   }
@@ -185,7 +260,7 @@ export class SqlProvider {
     if (body.tags) database.tags = body.tags;
     this.databases.set(idKey(id), database);
     const injectedFailure = this.faults.takeOperationFailure(request);
-    const { headers } = this.operations.start(request.origin, this.lroSpec(location, "database", {
+    const { headers } = this.operations.start(request.origin, this.lroSpec(location, { group: server.resourceGroup }, {
       injectedFailure,
       onSucceeded: () => { database.status = "Online"; },
       // A failed create or copy leaves no database behind (the service removes it).
@@ -198,20 +273,60 @@ export class SqlProvider {
     const database = this.databases.get(idKey(id));
     if (!database) return { status: 204 };
     const injectedFailure = this.faults.takeOperationFailure(request);
-    const { headers } = this.operations.start(request.origin, this.lroSpec(database.location, "database", {
+    const { headers } = this.operations.start(request.origin, this.lroSpec(database.location, { group: database.server.resourceGroup }, {
       injectedFailure,
       onSucceeded: () => { this.databases.delete(idKey(id)); },
     }));
     return { status: 202, headers };
   }
 
-  private checkStorage(body: Record<string, any>, server: SqlServerRecord): { blob: BlockBlobClient; uri: string } {
-    const { storageKeyType, storageKey, storageUri, administratorLogin, administratorLoginPassword } = body;
-    for (const [field, value] of Object.entries({ storageKeyType, storageKey, storageUri, administratorLogin, administratorLoginPassword })) {
-      if (typeof value !== "string" || !value) throw new HttpFailure(armError(400, "InvalidParameter", `${field} is required.`));
+  /**
+   * Who runs the import/export. SQL authentication needs the server's login, and a server that allows
+   * Microsoft Entra authentication only refuses it; the managed-identity variant names, as
+   * administratorLogin, a user-assigned identity assigned to the server and sends no password
+   * (ExportDatabaseDefinition / ImportNewDatabaseDefinition: "If AuthenticationType is
+   * ManagedIdentity, this field should specify the Managed Identity's resource ID", learn.microsoft.com
+   * /rest/api/sql/databases/export, api-version 2025-01-01; the server's UAMI: sql-docs
+   * azure-sql/database/database-export.md, "Export with managed identity authentication").
+   * How Azure words a refused SQL login on an Entra-only server is not documented; the message is ours.
+   */
+  private checkLogin(body: Record<string, any>, server: SqlServerRecord): void {
+    const { administratorLogin, administratorLoginPassword } = body;
+    if (typeof administratorLogin !== "string" || !administratorLogin) throw new HttpFailure(armError(400, "InvalidParameter", "administratorLogin is required."));
+    if (String(body.authenticationType ?? "Sql").toLowerCase() === "managedidentity") {
+      if (administratorLoginPassword !== undefined) {
+        throw new HttpFailure(armError(400, "InvalidParameter", "administratorLoginPassword must not be given with authenticationType ManagedIdentity."));
+      }
+      if (!server.userAssignedIdentities.some((id) => id.toLowerCase() === administratorLogin.toLowerCase())) {
+        throw new HttpFailure(armError(400, "InvalidParameter", `The managed identity '${administratorLogin}' is not assigned to server '${server.name}'.`));
+      }
+      return;
+    }
+    if (server.azureADOnlyAuthentication) {
+      throw new HttpFailure(armError(400, "LoginFailed",
+        `Login failed for user '${administratorLogin}': server '${server.name}' allows Microsoft Entra authentication only (azureADOnlyAuthentication); use authenticationType ManagedIdentity.`));
     }
     if (administratorLogin !== server.administratorLogin || administratorLoginPassword !== server.administratorLoginPassword) {
       throw new HttpFailure(armError(400, "LoginFailed", `Login failed for user '${administratorLogin}' on server '${server.name}'.`));
+    }
+  }
+
+  /**
+   * The BACPAC's blob and how to reach it. A SharedAccessKey must start with "?": the spec's only
+   * SharedAccessKey example (2014-04-01 DatabaseExportSasKey.json) has it, and Azure CLI adds it
+   * because "Import/Export API requires that "?" precede SAS key" (Azure/azure-cli#2584). What Azure
+   * answers without it is not documented; the message is the one Az.Sql users reported for a
+   * malformed storage key (Azure/azure-powershell#21552), the 400 and its code are assumed.
+   */
+  private record(requestType: "Export" | "Import", body: Record<string, any>): void {
+    const expiry = body.storageKeyType === "SharedAccessKey" ? new URLSearchParams(String(body.storageKey).slice(1)).get("se") : null;
+    this.importExportRequests.push({ requestType, authenticationType: String(body.authenticationType ?? "Sql"), ...(expiry ? { sasExpiresOn: new Date(expiry) } : {}) });
+  }
+
+  private checkStorage(body: Record<string, any>): { blob: BlockBlobClient; uri: string } {
+    const { storageKeyType, storageKey, storageUri } = body;
+    for (const [field, value] of Object.entries({ storageKeyType, storageKey, storageUri })) {
+      if (typeof value !== "string" || !value) throw new HttpFailure(armError(400, "InvalidParameter", `${field} is required.`));
     }
     let url: URL;
     try {
@@ -219,9 +334,14 @@ export class SqlProvider {
     } catch {
       throw new HttpFailure(armError(400, "InvalidParameter", "storageUri is not a URL."));
     }
+    const fileName = decodeURIComponent(url.pathname.split("/").at(-1) ?? "");
+    if (fileName.length > MAX_FILE_NAME || fileName.endsWith(".") || /[ <>*%&:\\?]/.test(fileName)) {
+      throw new HttpFailure(armError(400, "ImportExportJobError",
+        `The BACPAC file name '${fileName}' is not allowed: it must be fewer than 128 characters, not end with '.', and contain no space or < > * % & : \\ / ?.`));
+    }
     if (storageKeyType === "SharedAccessKey") {
-      const token = storageKey.startsWith("?") ? storageKey.slice(1) : storageKey;
-      return { blob: new BlockBlobClient(`${url.origin}${url.pathname}?${token}`), uri: storageUri };
+      if (!storageKey.startsWith("?")) throw new HttpFailure(armError(400, "ImportExportJobError", "The ImportExport operation failed because of invalid storage key format."));
+      return { blob: new BlockBlobClient(`${url.origin}${url.pathname}${storageKey}`), uri: storageUri };
     }
     if (storageKeyType === "StorageAccessKey") {
       const ipStyle = /^\d+\.\d+\.\d+\.\d+$/.test(url.hostname) || url.hostname === "localhost";
@@ -231,21 +351,43 @@ export class SqlProvider {
     throw new HttpFailure(armError(400, "InvalidParameter", "storageKeyType must be SharedAccessKey or StorageAccessKey."));
   }
 
+  /**
+   * Azure's import/export service reaches the server over its public endpoint: "the firewall on the
+   * Azure SQL Server will need to be configured to "Allow Azure services and resources to access this
+   * server". If this is not configured then GatewayTimeout errors will be experienced"
+   * (New-AzSqlDatabaseExport, learn.microsoft.com/powershell/module/az.sql/new-azsqldatabaseexport).
+   */
+  private unreachable(server: SqlServerRecord): { code: string; message: string } | undefined {
+    const rule = server.firewallRules.get(ALLOW_AZURE_SERVICES);
+    if (rule?.startIpAddress === "0.0.0.0" && rule.endIpAddress === "0.0.0.0") return undefined;
+    return { code: "GatewayTimeout", message: `The gateway did not receive a response from server '${server.name}' within the specified time period.` };
+  }
+
   private exportDatabase(request: EmulatorRequest, id: string): EmulatorReply {
     const database = this.databases.get(idKey(id));
     if (!database) return notFound("Microsoft.Sql/servers/databases", id);
     if (database.status !== "Online") return armError(409, "DatabaseNotOnline", `Database '${database.name}' is ${database.status}; export it once it is Online.`);
     const body = parseJson(request);
-    const { blob, uri } = this.checkStorage(body, database.server);
+    this.checkLogin(body, database.server);
+    const { blob, uri } = this.checkStorage(body);
+    this.record("Export", body);
     const content = structuredClone(database.content);
+    const usedBytes = database.usedBytes ?? 0;
     const queuedTime = new Date().toISOString();
-    const injectedFailure = this.faults.takeOperationFailure(request);
-    const { id: operationId, headers } = this.operations.start(request.origin, this.lroSpec(database.location, "importExport", {
+    const injectedFailure = this.faults.takeOperationFailure(request) ?? this.unreachable(database.server);
+    const { id: operationId, headers } = this.operations.start(request.origin, this.lroSpec(database.location, { databaseId: database.id }, {
       injectedFailure,
       work: async () => {
+        if (usedBytes > MAX_BACPAC_BYTES) {
+          throw { code: "ImportExportJobError", message: `Export failed: the BACPAC of '${database.name}' would exceed the maximum BACPAC size of 200 GB for Azure Blob storage.` };
+        }
+        // An existing blob is never overwritten (Azure/azure-powershell#21267, #22048 quote the service).
+        if (await blob.exists().catch(() => false)) {
+          throw { code: "ImportExportJobError", message: "The ImportExport operation failed because the storage blob already exists." };
+        }
         const file = writeBacpac(database.name, database.server.name, content);
         try {
-          await blob.uploadData(file, { blobHTTPHeaders: { blobContentType: "application/octet-stream" } });
+          await blob.uploadData(file, { blobHTTPHeaders: { blobContentType: "application/octet-stream" }, conditions: { ifNoneMatch: "*" } });
         } catch (error) {
           throw { code: "ImportExportJobError", message: `Export failed: the BACPAC could not be written to ${uri}: ${(error as Error).message}` };
         }
@@ -263,12 +405,15 @@ export class SqlProvider {
     if (this.databases.has(idKey(id))) {
       return armError(409, "DatabaseAlreadyExists", `The database '${name}' already exists on server '${server.name}'. Import into a new database name.`);
     }
-    const { blob, uri } = this.checkStorage(body, server);
+    this.checkLogin(body, server);
+    const { blob, uri } = this.checkStorage(body);
+    this.record("Import", body);
     const database = this.newDatabase(server, name, server.location, {});
     this.databases.set(idKey(id), database);
     const queuedTime = new Date().toISOString();
-    const injectedFailure = this.faults.takeOperationFailure(request);
-    const { id: operationId, headers } = this.operations.start(request.origin, this.lroSpec(server.location, "importExport", {
+    // Import reaches the server the same way export does (assumed: the firewall note is documented for export).
+    const injectedFailure = this.faults.takeOperationFailure(request) ?? this.unreachable(server);
+    const { id: operationId, headers } = this.operations.start(request.origin, this.lroSpec(server.location, { databaseId: database.id }, {
       injectedFailure,
       work: async () => {
         let file: Buffer;
@@ -291,6 +436,7 @@ export class SqlProvider {
   }
 }
 
+/** The shape of the spec's ExportDatabase.json / ImportNewDatabase.json result (serverName is the server's FQDN there). */
 function importExportResult(operationId: string, databaseId: string, requestType: "Export" | "Import", serverName: string, databaseName: string, blobUri: string, queuedTime: string) {
   return {
     id: `${databaseId}/importExportOperationResults/${operationId}`,
@@ -298,7 +444,7 @@ function importExportResult(operationId: string, databaseId: string, requestType
     type: "Microsoft.Sql/servers/databases/importExportOperationResults",
     properties: {
       requestId: operationId, requestType, queuedTime, lastModifiedTime: new Date().toISOString(), blobUri,
-      serverName, databaseName, status: "Completed", errorMessage: "", privateEndpointConnections: [],
+      serverName: `${serverName}.database.windows.net`, databaseName, status: "Completed", errorMessage: "", privateEndpointConnections: [],
     },
   };
 }
