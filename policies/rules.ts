@@ -639,6 +639,6 @@ export const resourcePolicies = [
   noWildcardCustomRoles,
 ];
 
-export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion, isolatedStorageImmutabilityLocked, isolatedStorageVersionCleanup];
+export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion, isolatedStorageImmutabilityLocked, isolatedStorageVersionCleanup, deleteLocks];
 
 export const allPolicies: (ResourceValidationPolicy | StackValidationPolicy)[] = [...resourcePolicies, ...stackPolicies];

@@ -100,6 +100,14 @@ describe("the program against its own policy pack", () => {
     }
   });
 
+  it("catches the key vault's and the vault account's CanNotDelete locks removed, on preview and after up", () => {
+    const unlocked = (stack: RecordedResource[]) => stack.filter((r) => !r.type.startsWith("azure-native:authorization:ManagementLock"));
+    for (const run of ["preview", "up"] as const) {
+      expect(runPack(unlocked(stacks.customer), run), run).toEqual([expect.stringMatching(/^isolated-storage-and-key-vault-delete-locks: Key vault bwkcontoso\w+ has no CanNotDelete lock/)]);
+      expect(runPack(unlocked(stacks.westeurope), run), run).toEqual([expect.stringMatching(/^isolated-storage-and-key-vault-delete-locks: Isolated storage bwvcontoso\w+ has no CanNotDelete lock/)]);
+    }
+  });
+
   it("the per-container immutability check runs over Azure's outputs: a vault container without it fails on preview and after up", () => {
     const weakened = structuredClone(stacks.westeurope);
     const vault = weakened.find((r) => r.type === "azure-native:storage:StorageAccount" && r.inputs.tags?.["bulwark-storage"] === "isolated")!;
