@@ -96,8 +96,10 @@ export function schedulerWindowMinutes(schedule: string): number {
 }
 
 /**
- * The log alerts. Each names the runtime's own fields: `event` and `alert` on every line,
- * `report.outcome` on a finished job's report (runtime/jobs/reports.ts JobReport).
+ * The log alerts. Each names the runtime's own fields: `event` on every line, `alert` on the lines
+ * meant for one (runtime/jobs/scheduler.ts, worker.ts), `report.outcome` on a finished job's
+ * report (runtime/jobs/reports.ts JobReport). A refused job prints no report (it never ran): its
+ * own alert covers it.
  */
 export function logAlertDefinitions(schedule: string): LogAlertDefinition[] {
   const tickWindow = schedulerWindowMinutes(schedule);
@@ -116,11 +118,33 @@ export function logAlertDefinitions(schedule: string): LogAlertDefinition[] {
       evaluationFrequency: tickEvaluation,
     },
     {
+      key: "item-missing",
+      displayName: "Bulwark: a resource a policy protects no longer exists",
+      description: "The scheduler could not find a VM, disk or database a policy names (event schedule.missing): it is not being backed up. Restore it or remove it from the policy.",
+      severity: 2,
+      query: linesWhere({ event: "schedule.missing", alert: "item-missing" }),
+      operator: "GreaterThan",
+      threshold: 0,
+      windowSize: isoDuration(tickWindow),
+      evaluationFrequency: tickEvaluation,
+    },
+    {
       key: "job-failed",
       displayName: "Bulwark: a backup or restore job failed",
       description: "A job ended failed after its retries and compensations (event job.report, report.outcome failed). `bulwark jobs` shows the error.",
       severity: 1,
       query: linesWhere({ event: "job.report", "report.outcome": "failed" }),
+      operator: "GreaterThan",
+      threshold: 0,
+      windowSize: "PT15M",
+      evaluationFrequency: "PT15M",
+    },
+    {
+      key: "job-refused",
+      displayName: "Bulwark: a worker refused a job that does not match its policies",
+      description: "A job record named a vault, policy or machine the region's policies do not allow (event job.refused): it may have been forged by someone who can write the fleet's tables. It was failed without running.",
+      severity: 1,
+      query: linesWhere({ event: "job.refused", alert: "job-refused" }),
       operator: "GreaterThan",
       threshold: 0,
       windowSize: "PT15M",

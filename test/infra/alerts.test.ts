@@ -14,10 +14,12 @@ import { deployExampleCustomer, deployRegion, exampleRegionConfig } from "./regi
 import { UsageError } from "../../runtime/errors.ts";
 import { scheduleTick } from "../../runtime/jobs/scheduler.ts";
 import { runWorker } from "../../runtime/jobs/worker.ts";
+import { submitJob } from "../../runtime/jobs/submit.ts";
 import { emptyItem } from "../../runtime/jobs/records.ts";
 import { PermanentJobError, type MachineDefinition } from "../../runtime/jobs/machine.ts";
 import { parsePolicy } from "../../runtime/policy/policy.ts";
 import { StaticItemResolver } from "../../runtime/policy/resolve-arm.ts";
+import { JobAuthority } from "../../runtime/policy/authority.ts";
 import { Azurite } from "../support/azurite.ts";
 import { collectLog, disk, testFleet } from "../jobs/harness.ts";
 
@@ -79,7 +81,9 @@ describe("the region's alerts", () => {
 
   it("query the Container Apps environment's own Log Analytics workspace, console log table", () => {
     const [workspace] = ofType(resources, "azure-native:operationalinsights:Workspace");
-    expect(rules().map((r) => r.inputs.ruleName).sort()).toEqual(["bulwark-job-failed", "bulwark-poison-message", "bulwark-rpo-missed", "bulwark-scheduler-silent"]);
+    expect(rules().map((r) => r.inputs.ruleName).sort()).toEqual(
+      ["bulwark-item-missing", "bulwark-job-failed", "bulwark-job-refused", "bulwark-poison-message", "bulwark-rpo-missed", "bulwark-scheduler-silent"],
+    );
     for (const r of rules()) {
       expect(r.inputs.kind).toBe("LogAlert");
       expect(r.inputs.scopes).toEqual([workspace.id]);
@@ -96,7 +100,7 @@ describe("the region's alerts", () => {
     expect(condition).toMatchObject({ operator: "LessThan", threshold: 1 });
     // The example ticks every 15 minutes: two ticks and the ingestion margin fit in 45 minutes.
     expect(silent.inputs.windowSize).toBe("PT45M");
-    for (const key of ["job-failed", "poison-message", "rpo-missed"]) expect(rule(key).inputs.criteria.allOf[0]).toMatchObject({ operator: "GreaterThan", threshold: 0 });
+    for (const key of ["item-missing", "job-failed", "job-refused", "poison-message", "rpo-missed"]) expect(rule(key).inputs.criteria.allOf[0]).toMatchObject({ operator: "GreaterThan", threshold: 0 });
   });
 
   it("a scheduler that ticks less than every two days is refused (its silence could not be seen)", async () => {
@@ -136,24 +140,30 @@ describe("the alert queries against what the runtime prints", () => {
     azurite = await Azurite.start();
     const fleet = await testFleet(azurite.connectionString);
     const late = disk("s1", "d-late", "westeurope");
+    // A disk the policy names that no longer exists (ARM has no such resource).
+    const deleted = disk("s1", "d-deleted", "westeurope");
     const policy = parsePolicy(
-      JSON.stringify({ name: "disks", vault: "https://isolated.blob.core.windows.net/vault", protect: { resources: [late.id] }, schedule: { every: "4h" }, retention: { last: 3 } }),
+      JSON.stringify({ name: "disks", vault: "https://isolated.blob.core.windows.net/vault", protect: { resources: [late.id, deleted.id] }, schedule: { every: "4h" }, retention: { last: 3 } }),
       "disks.json",
     );
     // The disk's last good point is three days old: past an every-4h policy's RPO.
     const now = fleet.clock.now();
     await fleet.items.update(late.id, () => ({ ...emptyItem(late.id, "disk", "westeurope", "disks"), lastGoodAt: now - 3 * 86_400_000, lastEndedAt: now - 3 * 86_400_000 }), (item) => item);
     const log = collectLog();
-    // Its job runs on a machine that fails for good: a failed report, then a poisoned message.
+    // Its backup fails for good: a failed report, then a poisoned message.
     const failing: MachineDefinition = {
-      name: "always-fails",
+      name: "backup",
       initial: "start",
       states: { start: { step: async () => { throw new PermanentJobError("the source is gone"); } } },
       start: (input) => input,
     };
-    await scheduleTick({ fleet, policies: [policy], resolveItems: new StaticItemResolver([late]), regionsWithAgents: ["westeurope"], machineFor: () => failing.name, log: log.sink });
+    await scheduleTick({ fleet, policies: [policy], resolveItems: new StaticItemResolver([late]), regionsWithAgents: ["westeurope"], log: log.sink });
+    // A restore into a vault no policy names: refused as a forged record would be.
+    await submitJob(fleet, { machine: "restore", item: late, queueRegion: "westeurope", input: { vault: "https://elsewhere.blob.core.windows.net/vault" } });
+    // And a message that is not Bulwark's: poisoned.
     await (await fleet.storage.queue("westeurope")).sendMessage("not a work message");
-    await runWorker({ fleet, region: "westeurope", machines: [failing], limits: { perWorker: 1, perRegion: 1 }, untilDrained: true, leaseMs: 5_000, log: log.sink });
+    const authority = new JobAuthority([policy], "westeurope", new StaticItemResolver([late]));
+    await runWorker({ fleet, region: "westeurope", machines: [failing], authority, limits: { perWorker: 1, perRegion: 1 }, untilDrained: true, leaseMs: 5_000, log: log.sink });
     // As jsonLog prints them: one JSON object per line.
     printed.push(...log.lines.map((line) => JSON.parse(JSON.stringify(line))));
   });
@@ -161,7 +171,7 @@ describe("the alert queries against what the runtime prints", () => {
     await azurite?.stop();
   });
 
-  for (const key of ["rpo-missed", "job-failed", "poison-message", "scheduler-silent"]) {
+  for (const key of ["rpo-missed", "item-missing", "job-failed", "job-refused", "poison-message", "scheduler-silent"]) {
     it(`${key}: every field the query compares holds on a line the runtime printed`, () => {
       const query: string = rule(key).inputs.criteria.allOf[0].query;
       const wanted = comparisons(query);
