@@ -66,6 +66,7 @@ export function customerStack(config: CustomerConfig): CustomerStackOutputs {
     resourceGroupName: group.name,
     location: config.homeRegion,
     image: config.image,
+    registry: config.registry,
     schedule: config.bridgeSchedule,
     protect: config.protect,
     backupRoleDefinitionId: role.roleDefinitionId,

@@ -112,6 +112,7 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     subscriptionId,
     resourceGroupName: group.name,
     image: config.image,
+    registry: config.registry,
     schedule: config.schedule,
     worker: config.worker,
     protectedScopes: scopes,

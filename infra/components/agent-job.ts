@@ -6,6 +6,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as app from "@pulumi/azure-native/app/index.js";
 import { regionalName } from "../naming.ts";
+import type { ContainerRegistry } from "../config.ts";
+import { builtInRoleId, grantRole, subscriptionOf } from "./roles.ts";
 
 export interface JobSecret {
   /** The environment variable that receives it. */
@@ -47,12 +49,26 @@ export interface AgentJobArgs {
   tags: Record<string, string>;
   /** Roles the job needs before its first execution. */
   dependsOn?: pulumi.Resource[];
+  /** The image's Azure Container Registry, pulled from as the job's identity (see grantRegistryPull); absent for a public image. */
+  registry?: ContainerRegistry;
 }
 
-/** Registries that accept managed-identity pulls (the identity needs AcrPull there). */
-function registryOf(image: string, identityId: pulumi.Input<string>): { server: string; identity: pulumi.Input<string> }[] {
-  const server = image.split("/")[0];
-  return server.endsWith(".azurecr.io") ? [{ server, identity: identityId }] : [];
+/**
+ * AcrPull: Microsoft.ContainerRegistry/registries/pull/read and nothing else (MicrosoftDocs/azure-docs
+ * articles/role-based-access-control/built-in-roles/containers.md, "AcrPull").
+ */
+export const ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d";
+
+/**
+ * AcrPull for one job identity at the image's registry, which a job needs to pull as that identity
+ * ("The managed identity must have AcrPull access", MicrosoftDocs/azure-docs
+ * articles/container-apps/containers.md, "Managed identity with Azure Container Registry"). Once per
+ * identity, however many jobs share it; nothing for a public image.
+ */
+export function grantRegistryPull(name: string, registry: ContainerRegistry | undefined, principalId: pulumi.Input<string>, parent: pulumi.Resource): ReturnType<typeof grantRole>[] {
+  if (registry === undefined) return [];
+  const roleDefinitionId = builtInRoleId(subscriptionOf(registry.resourceId), ACR_PULL_ROLE);
+  return [grantRole(`${name}-acr-pull`, { principalId, roleDefinitionId, scope: registry.resourceId, description: `Bulwark: pull the agents' image from ${registry.server}` }, parent)];
 }
 
 /** The role in a job's name: at most 6 characters, so the name fits Container Apps' 32 (infra/naming.ts). */
@@ -84,7 +100,8 @@ export function agentJob(name: string, args: AgentJobArgs, parent: pulumi.Resour
         triggerType: trigger.kind === "schedule" ? "Schedule" : "Event",
         replicaTimeout: args.replicaTimeoutSeconds,
         replicaRetryLimit: args.replicaRetryLimit,
-        registries: registryOf(args.image, args.identityId),
+        // The job pulls as its own identity: no registry password anywhere.
+        registries: args.registry === undefined ? [] : [{ server: args.registry.server, identity: args.identityId }],
         secrets: secrets.map((s) => ({ name: secretName(s.env), value: pulumi.secret(s.value) })),
         scheduleTriggerConfig:
           trigger.kind === "schedule" ? { cronExpression: trigger.cron, parallelism: 1, replicaCompletionCount: 1 } : undefined,

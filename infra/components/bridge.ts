@@ -5,10 +5,10 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as managedidentity from "@pulumi/azure-native/managedidentity/index.js";
-import type { ProtectedScope } from "../config.ts";
+import type { ContainerRegistry, ProtectedScope } from "../config.ts";
 import { scopeId } from "../config.ts";
 import { AgentEnvironment } from "./agent-environment.ts";
-import { agentJob } from "./agent-job.ts";
+import { agentJob, grantRegistryPull } from "./agent-job.ts";
 import { grantRole } from "./roles.ts";
 import { regionalName } from "../naming.ts";
 
@@ -17,6 +17,8 @@ export interface BridgeArgs {
   resourceGroupName: pulumi.Input<string>;
   location: string;
   image: string;
+  /** The image's Azure Container Registry; absent for a public image. */
+  registry?: ContainerRegistry;
   schedule: string;
   protect: ProtectedScope[];
   backupRoleDefinitionId: pulumi.Input<string>;
@@ -60,6 +62,7 @@ export class Bridge extends pulumi.ComponentResource {
         location: args.location,
         environmentId: environment.environmentId,
         image: args.image,
+        registry: args.registry,
         agentCommand: "bridge",
         identityId: identity.id,
         identityClientId: identity.clientId,
@@ -73,6 +76,7 @@ export class Bridge extends pulumi.ComponentResource {
         cpu: 0.5,
         memory: "1Gi",
         tags: args.tags,
+        dependsOn: grantRegistryPull(name, args.registry, identity.principalId, this),
       },
       this,
     );

@@ -13,9 +13,9 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as managedidentity from "@pulumi/azure-native/managedidentity/index.js";
-import type { WorkerConfig } from "../config.ts";
+import type { ContainerRegistry, WorkerConfig } from "../config.ts";
 import { AgentEnvironment } from "./agent-environment.ts";
-import { agentJob } from "./agent-job.ts";
+import { agentJob, grantRegistryPull } from "./agent-job.ts";
 import type { JobSecret } from "./agent-job.ts";
 import { BUILT_IN_ROLES, builtInRoleId, grantRole } from "./roles.ts";
 import { regionalName } from "../naming.ts";
@@ -26,6 +26,8 @@ export interface RegionAgentArgs {
   subscriptionId: string;
   resourceGroupName: pulumi.Input<string>;
   image: string;
+  /** The image's Azure Container Registry; absent for a public image. */
+  registry?: ContainerRegistry;
   /** The scheduler's tick (cron, UTC). */
   schedule: string;
   /** When retention and prune run (cron, UTC); daily at 02:30 by default. */
@@ -104,10 +106,12 @@ export class RegionAgent extends pulumi.ComponentResource {
     const schedulerGrants = [
       ...protectedScopeGrants("scheduler", scheduler.principalId, `Bulwark scheduler: find tagged resources in ${args.region}`),
       ...fleetGrants("scheduler", scheduler.principalId),
+      ...grantRegistryPull(`${name}-scheduler`, args.registry, scheduler.principalId, this),
     ];
     const workerGrants = [
       ...protectedScopeGrants("worker", worker.principalId, `Bulwark worker: back up and restore in ${args.region}`),
       ...fleetGrants("worker", worker.principalId),
+      ...grantRegistryPull(`${name}-worker`, args.registry, worker.principalId, this),
       grantRole(`${name}-worker-staging`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.transient.containerScope, description: "Bulwark worker: stage backups and SQL exports" }, this),
       grantRole(`${name}-worker-delegator`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDelegator), scope: args.fleet.accountId, description: "Bulwark worker: sign user-delegation SAS for Azure SQL export and import" }, this),
       grantRole(`${name}-worker-vault`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.vault.containerScope, description: "Bulwark worker: write and read the vault" }, this),
@@ -122,6 +126,7 @@ export class RegionAgent extends pulumi.ComponentResource {
       environmentId: environment.environmentId,
       workloadProfileName: environment.workloadProfileName,
       image: args.image,
+      registry: args.registry,
       tags: args.tags,
     };
     const fleetEnv = {

@@ -10,6 +10,7 @@ import { ofType } from "./harness.ts";
 import type { RecordedResource } from "./harness.ts";
 import { deployExampleCustomer, deployRegion, exampleRegionConfig } from "./region-fixture.ts";
 import { BUILT_IN_ROLES, FORBIDDEN_BUILT_IN_ROLES } from "../../infra/components/roles.ts";
+import { ACR_PULL_ROLE } from "../../infra/components/agent-job.ts";
 import { FleetStorage } from "../../runtime/jobs/storage.ts";
 import { validatePolicy } from "../../runtime/policy/policy.ts";
 import { PROTECTABLE_TYPES } from "../../runtime/policy/items.ts";
@@ -214,7 +215,8 @@ describe("region stack (example config, westeurope)", () => {
     const backupRole = String(customer.backupRoleDefinitionId).split("/").pop();
     const keyUserRole = String(customer.keyUserRoleDefinitionId).split("/").pop();
     const fleet = [`${BUILT_IN_ROLES.storageTableDataContributor} @ ${transientId}`, `${BUILT_IN_ROLES.storageQueueDataContributor} @ ${transientId}`];
-    expect(summary(identity("scheduler").state.principalId)).toEqual([...SCOPES.map((s) => `${backupRole} @ ${s}`), ...fleet].sort());
+    const pull = `${ACR_PULL_ROLE} @ ${withSql().registry!.resourceId}`;
+    expect(summary(identity("scheduler").state.principalId)).toEqual([...SCOPES.map((s) => `${backupRole} @ ${s}`), ...fleet, pull].sort());
     expect(summary(identity("worker").state.principalId)).toEqual(
       [
         ...SCOPES.map((s) => `${backupRole} @ ${s}`),
@@ -224,6 +226,7 @@ describe("region stack (example config, westeurope)", () => {
         `${BUILT_IN_ROLES.storageBlobDataContributor} @ ${transientId}/blobServices/default/containers/staging`,
         `${BUILT_IN_ROLES.storageBlobDataContributor} @ ${vaultId}/blobServices/default/containers/vault`,
         `${BUILT_IN_ROLES.storageBlobDataContributor} @ ${vaultId}/blobServices/default/containers/vault-locks`,
+        pull,
       ].sort(),
     );
     const all = ofType(resources, "azure-native:authorization:RoleAssignment");
