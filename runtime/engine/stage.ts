@@ -7,7 +7,7 @@
  * step and reaches the same point; whatever the dead worker staged is under the job's prefix and
  * goes when the job cleans up (or the transient lifecycle rule does).
  */
-import { IntegrityError } from "../errors.ts";
+import { describeError, IntegrityError } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { copyObject } from "../store/copy.ts";
 import type { CodecPool } from "./codec-pool.ts";
@@ -138,30 +138,18 @@ export async function clearStaging(staging: ObjectStore): Promise<number> {
 }
 
 /**
- * Puts the vault's new objects under a time-based immutability policy until `until`. Stops at the
- * first "unsupported" (an emulator, or an account without version-level immutability) and says so.
+ * What keeps a committed object from being deleted, as the storage itself reports it. Bulwark sets
+ * no per-object policy: Set Blob Immutability Policy needs a super-user data action that also
+ * deletes such policies (README, "Immutability"), so WORM is the vault container's default policy.
+ * A storage that reports none, or cannot be asked, is said so: never reported as protected.
  */
-export async function protectObjects(store: ObjectStore, keys: string[], until: Date): Promise<{ protected: number; unsupported?: string }> {
-  if (!store.protectUntil) return { protected: 0, unsupported: `${store.location} has no immutability policies` };
-  let done = 0;
-  for (const key of keys) {
-    const result = await store.protectUntil(key, until);
-    if (result.outcome === "unsupported") return { protected: done, unsupported: result.reason };
-    done++;
+export async function immutabilityOf(store: ObjectStore, key: string): Promise<{ until?: Date; report: string }> {
+  if (!store.immutableUntil) return { report: `none: ${store.location} has no immutability, so whoever can write there can delete ${key}` };
+  try {
+    const until = await store.immutableUntil(key);
+    if (until) return { until, report: `${key} cannot be deleted before ${until.toISOString()} (the storage's immutability policy)` };
+    return { report: `none: no immutability policy applies to ${key} at ${store.location}; give the vault container a default policy (infra/README.md) or anyone with write access can delete it` };
+  } catch (error) {
+    return { report: `unknown: could not read the immutability of ${key} (${describeError(error)})` };
   }
-  return { protected: done };
-}
-
-/** How long a point may be kept under a retention rule: the longest of its horizons. */
-export function retentionHorizonMs(rule: { last?: number; hourly?: number; daily?: number; weekly?: number; monthly?: number; yearly?: number }): number {
-  const hour = 3_600_000;
-  const day = 24 * hour;
-  return Math.max(
-    (rule.last ?? 0) * day,
-    (rule.hourly ?? 0) * hour,
-    (rule.daily ?? 0) * day,
-    (rule.weekly ?? 0) * 7 * day,
-    (rule.monthly ?? 0) * 31 * day,
-    (rule.yearly ?? 0) * 366 * day,
-  );
 }

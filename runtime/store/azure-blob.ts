@@ -312,21 +312,18 @@ export class AzureBlobStore implements ObjectStore {
   }
 
   /**
-   * A time-based immutability policy on the object's current version (the container needs
-   * version-level immutability support, as the isolated account has). Unlocked, so an operator can
-   * still shorten it; the account's own policy decides what can never be changed.
+   * Get Blob Properties' `x-ms-immutability-policy-until-date` (the SDK's immutabilityPolicyExpiresOn):
+   * the current version's retention date, also for a policy inherited from the container's default,
+   * which a blob takes on upload (MicrosoftDocs/azure-docs
+   * articles/storage/blobs/immutable-version-level-worm-policies.md, "Configure a policy on the
+   * current version"). The Azure SDK for JavaScript's recorded traffic shows the header on a HEAD
+   * after a plain PUT into such a container (Azure/azure-sdk-for-js
+   * sdk/storage/storage-blob/recordings/node, immutable-storage recording of 2021-06-28).
    */
-  async protectUntil(key: string, until: Date): Promise<{ outcome: "protected" } | { outcome: "unsupported"; reason: string }> {
+  async immutableUntil(key: string): Promise<Date | undefined> {
     try {
-      await this.blob(key).setImmutabilityPolicy({ expiriesOn: until, policyMode: "Unlocked" });
-      return { outcome: "protected" };
+      return (await this.blob(key).getProperties()).immutabilityPolicyExpiresOn;
     } catch (error) {
-      const status = statusOf(error);
-      const code = (error as { code?: string }).code ?? "";
-      // Azurite, and accounts without version-level immutability, refuse the call: report it.
-      if (status === 400 || status === 403 || status === 405 || status === 409 || status === 501 || /Immutab|NotSupported|Unsupported/i.test(code)) {
-        return { outcome: "unsupported", reason: `${code || status}: ${(error as Error).message?.split("\n")[0]}` };
-      }
       throw this.translate(error, key);
     }
   }

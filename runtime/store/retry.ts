@@ -63,10 +63,14 @@ export class RetryingStore implements ObjectStore {
   readonly inner: ObjectStore;
   private readonly policy: RetryPolicy;
 
+  readonly immutableUntil?: (key: string) => Promise<Date | undefined>;
+
   constructor(inner: ObjectStore, policy: RetryPolicy = DEFAULT_RETRY) {
     this.inner = inner;
     this.location = inner.location;
     this.policy = policy;
+    // Only where the inner store has immutability: its absence says "this storage has none".
+    if (inner.immutableUntil) this.immutableUntil = (key) => withRetry(`reading the immutability of ${key}`, this.policy, () => inner.immutableUntil!(key));
   }
 
   get(key: string): Promise<Buffer> {
@@ -102,10 +106,5 @@ export class RetryingStore implements ObjectStore {
 
   delete(key: string): Promise<void> {
     return withRetry(`deleting ${key}`, this.policy, () => this.inner.delete(key));
-  }
-
-  async protectUntil(key: string, until: Date): Promise<{ outcome: "protected" } | { outcome: "unsupported"; reason: string }> {
-    if (!this.inner.protectUntil) return { outcome: "unsupported", reason: `${this.location} has no immutability policies` };
-    return withRetry(`protecting ${key}`, this.policy, () => this.inner.protectUntil!(key, until));
   }
 }

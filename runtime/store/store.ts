@@ -34,8 +34,10 @@ export interface ObjectStore {
   /** Deleting a missing object is not an error. */
   delete(key: string): Promise<void>;
   /**
-   * Puts a time-based immutability policy on an object (WORM until `until`), where the service
-   * supports it; "unsupported" (with why) where it does not, which is reported, not fatal.
+   * Until when the object's current version cannot be deleted, as the storage reports it (its own
+   * time-based immutability policy, or its container's default one); undefined when none applies.
+   * Absent where the storage has no immutability at all (a folder). Bulwark never sets a policy
+   * itself: WORM is the storage's configuration (README, "Immutability").
    */
-  protectUntil?(key: string, until: Date): Promise<{ outcome: "protected" } | { outcome: "unsupported"; reason: string }>;
+  immutableUntil?(key: string): Promise<Date | undefined>;
 }

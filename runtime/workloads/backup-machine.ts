@@ -22,12 +22,11 @@ import { backupStream } from "../engine/backup-stream.ts";
 import { manifestOf, withWriter } from "../engine/backup.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
 import type { BlockLayout, PointManifest } from "../engine/point.ts";
-import { clearStaging, promoteStaged, protectObjects, readStaged, recordStaged, resumeStaging, retentionHorizonMs, verifyStaged } from "../engine/stage.ts";
+import { clearStaging, immutabilityOf, promoteStaged, readStaged, recordStaged, resumeStaging, verifyStaged } from "../engine/stage.ts";
 import { commitPoint, MissingDataError } from "../engine/commit.ts";
 import { forgetPoint } from "../engine/chain.ts";
 import { jobVaultLock, releaseJobVaultLock } from "./job-vault-lock.ts";
 import type { VaultLock } from "../engine/locks.ts";
-import { packKey } from "../engine/pack.ts";
 import type { Vault } from "../engine/vault.ts";
 import type { JobData, MachineDefinition, StepContext } from "../jobs/machine.ts";
 import { PermanentJobError } from "../jobs/machine.ts";
@@ -74,7 +73,7 @@ export interface BackupJobData extends JobData {
   staged?: { bytesRead: number; bytesNew: number; bytesStored: number; modes: string[] };
   committed?: boolean;
   retained?: { removed: number; kept: number };
-  /** What became immutable, or why nothing could. */
+  /** What the storage says protects the committed point from deletion, or that nothing does. */
   immutability?: string;
   /** How often commit found data gone and sent the job back to staging, and the packs it found missing. */
   restaged?: number;
@@ -413,21 +412,10 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
               return { next: "stage", data: { ...data, restaged: (data.restaged ?? 0) + 1, missingPacks: [...(data.missingPacks ?? []), ...error.packs] } };
             }
             await releaseJobVaultLock(ctx.jobId);
-            // WORM: the new packs, their index object and the points stay immutable for as long as
-            // the policy may keep them (where the account supports it; reported where it does not).
-            const horizon = data.retention ? retentionHorizonMs(data.retention) : 0;
-            let immutability = "none (the policy sets no retention)";
-            if (horizon > 0) {
-              const keys = [
-                ...packs.map((p) => packKey(p.packId)),
-                ...(packs.length ? [`index/${stagedIndexName(ctx.jobId, data)}`] : []),
-                ...drafts.map((d) => `points/${d.id}`),
-              ];
-              const until = new Date(Date.now() + horizon);
-              const result = await protectObjects(vault.store, keys, until);
-              immutability = result.unsupported ? `not supported by this storage (${result.unsupported})` : `${result.protected} objects until ${until.toISOString()}`;
-              ctx.log(result.unsupported ? "immutability-unsupported" : "immutability", { detail: immutability });
-            }
+            // WORM is the vault container's default policy, never a per-object call (the worker may not
+            // set one: README, "Immutability"); the job says what the storage reports for its point.
+            const { until, report: immutability } = await immutabilityOf(vault.store, `points/${drafts[drafts.length - 1].id}`);
+            ctx.log(until ? "immutability" : "immutability-missing", { detail: immutability });
             return { next: "release", data: { ...data, committed: true, immutability } };
           });
         },
