@@ -80,8 +80,8 @@ export async function restoreToAzure(vault: Vault, point: PointManifest, destina
     const ctx = await azureContext();
     const target = parseResourceId(destination);
     if (sameType(target, "Microsoft.Compute/disks")) {
-      await restoreToManagedDisk(ctx, vault, pool, point, destination, { location: values.location as string | undefined });
-      return { kind: "managed-disk" };
+      const restored = await restoreToManagedDisk(ctx, vault, pool, point, destination, { location: values.location as string | undefined });
+      return { kind: "managed-disk", diskSizeBytes: restored.diskSizeBytes, ...(restored.resized ? { note: restored.resized } : {}) };
     }
     if (sameType(target, "Microsoft.Compute/virtualMachines")) {
       const result = await restoreVirtualMachine(ctx, vault, pool, point, destination, {

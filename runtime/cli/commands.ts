@@ -235,7 +235,7 @@ export const commands: Record<string, Command> = {
         const kind = azureTargetKind(destination);
         const { point, from } = await restorePoint(vault, reference, (p) => p.kind === kind, kind, values.source as string | undefined, destination);
         const result = await restoreToAzure(vault, point, destination, values);
-        print(values, { id: point.id, to: destination, source: point.source.path, ...result }, `restored ${point.id} to ${destination}${from}`);
+        print(values, { id: point.id, to: destination, source: point.source.path, ...result }, `restored ${point.id} to ${destination}${from}${result.note ? `\n${result.note}` : ""}`);
         return;
       }
       const { point, from } = await restorePoint(vault, reference, (p) => p.content !== undefined, await localTargetKind(destination), values.source as string | undefined, destination);

@@ -2,8 +2,8 @@
  * Azure managed disks, the way the product exists to protect them:
  *   1. an incremental snapshot of the disk;
  *   2. short-lived read access (SAS) to it;
- *   3. the changed page ranges against the previous backup's snapshot (windowed: a response is
- *      bounded), or for a first backup the allocated ranges only;
+ *   3. the changed page ranges against the previous backup's snapshot (asked in 150 MiB segments,
+ *      each followed through its NextMarkers), or for a first backup the allocated ranges only;
  *   4. those ranges read in parallel, in large aligned requests, into a new synthetic-full point
  *      that updates the previous point's block map;
  *   5. access revoked; then the previous snapshot deleted, so one golden snapshot per disk stays.
@@ -34,19 +34,29 @@ const SNAPSHOT_END_ACCESS = requiresAction("Microsoft.Compute/snapshots/endGetAc
 // Creating a snapshot of a disk is also authorised against the source disk (a linked access check
 // for disks/beginGetAccess/action: the LinkedAuthorizationFailed error quoted in Azure/OpenShift#186).
 const SOURCE_DISK_ACCESS = requiresAction("Microsoft.Compute/disks/beginGetAccess/action", "disk backup: the snapshot's linked access check on its source disk", { identity: "backup" });
-// The SDK polls every long-running Compute operation (snapshot, grant/revoke, disk) at a
-// subscription-scoped monitor URL (/subscriptions/S/providers/Microsoft.Compute/locations/L/operations/ID),
-// which Resource Manager authorises with this action.
-const OPERATION_STATUS = requiresAction("Microsoft.Compute/locations/operations/read", "disks and snapshots: poll long-running operations", { identity: ["backup", "restore", "bridge"] });
-void [DISK_READ, SNAPSHOT_WRITE, SNAPSHOT_READ, SNAPSHOT_DELETE, SNAPSHOT_ACCESS, SNAPSHOT_END_ACCESS, SOURCE_DISK_ACCESS, OPERATION_STATUS];
+// Disk and snapshot operations (create, delete, grant and revoke access) are polled at
+// /subscriptions/S/providers/Microsoft.Compute/locations/L/DiskOperations/ID (Azure-AsyncOperation and
+// Location of a Snapshots_Delete in the Azure SDK for JavaScript's arm-compute nock recordings,
+// api-version 2021-04-01), authorised as "Microsoft.Compute/locations/diskOperations/read: Gets the
+// status of an asynchronous Disk operation" (MicrosoftDocs/azure-docs
+// articles/role-based-access-control/permissions/compute.md, "Microsoft.Compute").
+const DISK_OPERATION_STATUS = requiresAction("Microsoft.Compute/locations/diskOperations/read", "disks and snapshots: poll long-running operations", { identity: ["backup", "restore", "bridge"] });
+void [DISK_READ, SNAPSHOT_WRITE, SNAPSHOT_READ, SNAPSHOT_DELETE, SNAPSHOT_ACCESS, SNAPSHOT_END_ACCESS, SOURCE_DISK_ACCESS, DISK_OPERATION_STATUS];
 
 /** How long a SAS lives: long enough for one disk's read, short enough to be worthless soon after. */
 const SAS_SECONDS = 4 * 60 * 60;
 /** Reads: 4 MiB aligned requests (the page-blob range limit we hold to), several at once. */
 const READ_BYTES = 4 * 1024 * 1024;
 const PARALLEL_READS = 8;
-/** Diff windows; within a window we continue after the last range if the service truncates. */
-const DIFF_WINDOW = 16 * 1024 * 1024 * 1024;
+/**
+ * Page ranges are asked for in segments of 150 MiB: Get Page Ranges over a large span of a fragmented
+ * blob can run past the server's processing time and fail, and Azure Storage's guidance is segments of
+ * about 150 MB, "safe even for the most fragmented page blob" (Azure Storage team, "Getting the Page
+ * Ranges of a Large Page Blob in Segments", learn.microsoft.com/archive/blogs/windowsazurestorage).
+ * Within a segment a response holds at most 10,000 ranges and a NextMarker for the rest, which we
+ * follow (Get Page Ranges REST reference, "marker" and "maxresults", version 2020-10-02 and later).
+ */
+const RANGE_SEGMENT = 150 * 1024 * 1024;
 
 export interface SnapshotRef {
   id: string;
@@ -169,6 +179,58 @@ async function snapshotExists(ctx: AzureContext, snapshotId: string): Promise<Sn
   }
 }
 
+/**
+ * Premium SSD v2 and Ultra Disk snapshots are copied in the background after they are created, and
+ * their completionPercent "must be 100 before you can use the snapshot for restoring disk or generate
+ * a SAS URI for downloading the underlying data"; snapshots of disks with 4096-byte logical sectors
+ * "are stored as VHDX", those of 512-byte sectors as VHD (MicrosoftDocs/azure-docs
+ * articles/virtual-machines/disks-incremental-snapshots.md, "Check status of snapshots or disks" and
+ * "Check sector size"; includes/virtual-machines-disks-incremental-snapshots-restrictions.md).
+ */
+const BACKGROUND_COPY_SKUS = new Set(["premiumv2_lrs", "ultrassd_lrs"]);
+/** How often, and how long at most, a backup waits for a background copy (env for tests and slow copies). */
+const COPY_POLL_MS = Number(process.env.BULWARK_SNAPSHOT_COPY_POLL_MS ?? 15_000);
+const COPY_TIMEOUT_MS = Number(process.env.BULWARK_SNAPSHOT_COPY_TIMEOUT_S ?? 6 * 3600) * 1000;
+
+function copiesInBackground(info: Disk): boolean {
+  return BACKGROUND_COPY_SKUS.has(String(info.sku?.name ?? "").toLowerCase());
+}
+
+/** A disk whose snapshots Azure serves as VHDX is refused before anything is taken: we read raw images only. */
+export function refuseVhdxSnapshots(disk: ResourceId, info: Disk): void {
+  if (info.creationData?.logicalSectorSize !== 4096) return;
+  throw new SourceError(
+    `the disk ${disk.id} has 4096-byte logical sectors, and Azure serves the snapshots of such disks as VHDX files, ` +
+      `which Bulwark does not read: leave this disk out of the policy (or its VM's backup) and protect it another way, ` +
+      `e.g. by backing up its files from inside the VM`,
+  );
+}
+
+/** Waits, bounded and with progress on stderr, until Azure's background copy of the snapshot is complete. */
+export async function waitForSnapshotCopy(ctx: AzureContext, snapshotId: string): Promise<void> {
+  const ref = parseResourceId(snapshotId);
+  const compute = await ctx.compute(ref.subscriptionId);
+  const deadline = Date.now() + COPY_TIMEOUT_MS;
+  let reported: number | undefined;
+  for (;;) {
+    throwIfInterrupted();
+    const current = await compute.snapshots.get(ref.resourceGroup, ref.name).catch((error: unknown) => {
+      throw armFailure(`reading snapshot ${snapshotId}`, error);
+    });
+    const percent = current.completionPercent ?? 100;
+    if (percent >= 100) return;
+    if (percent !== reported) process.stderr.write(`bulwark: waiting for Azure's background copy of snapshot ${ref.name}: ${percent}%\n`);
+    reported = percent;
+    if (Date.now() >= deadline) {
+      throw new ServiceError(
+        `Azure's background copy of snapshot ${snapshotId} is at ${percent}% after ${Math.round(COPY_TIMEOUT_MS / 60_000)} minutes; ` +
+          `no read access is possible before it is complete: run the backup again later (or raise BULWARK_SNAPSHOT_COPY_TIMEOUT_S)`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, COPY_POLL_MS));
+  }
+}
+
 /** Step 2: read access; the returned release() revokes it (always call it). */
 export async function grantRead(ctx: AzureContext, snapshotId: string): Promise<{ sasUrl: string; release(): Promise<void> }> {
   // Ctrl-C: no new grant (the caller's cleanup deletes the snapshot and revokes what was granted).
@@ -180,7 +242,7 @@ export async function grantRead(ctx: AzureContext, snapshotId: string): Promise<
     access = await compute.snapshots.beginGrantAccessAndWait(ref.resourceGroup, ref.name, { access: "Read", durationInSeconds: SAS_SECONDS });
   } catch (error) {
     // Revoked even when the step was stopped (its requests abort): no SAS is left open.
-    await outsideAbortScope(() => compute.snapshots.beginRevokeAccessAndWait(ref.resourceGroup, ref.name)).catch(() => {});
+    await releaseReporting({ release: () => outsideAbortScope(() => compute.snapshots.beginRevokeAccessAndWait(ref.resourceGroup, ref.name)).then(() => {}) }, snapshotId);
     throw armFailure(`getting read access to snapshot ${snapshotId}`, error);
   }
   if (!access.accessSAS) throw new ServiceError(`Azure granted access to ${snapshotId} but returned no SAS URL`);
@@ -188,6 +250,21 @@ export async function grantRead(ctx: AzureContext, snapshotId: string): Promise<
     sasUrl: access.accessSAS,
     release: () => outsideAbortScope(() => compute.snapshots.beginRevokeAccessAndWait(ref.resourceGroup, ref.name)).then(() => {}),
   };
+}
+
+/**
+ * Revokes what grantRead gave; a failure is reported, not ignored: the SAS stays valid until it
+ * expires, and while it does it holds one of the five SAS slots of the disk's snapshot family
+ * (articles/virtual-machines/disks-incremental-snapshots.md, "Restrictions").
+ */
+async function releaseReporting(access: { release(): Promise<void> } | undefined, snapshotId: string): Promise<void> {
+  await access?.release().catch((error: unknown) => {
+    process.emitWarning(
+      `could not revoke read access to snapshot ${snapshotId}: ${describeError(error).split("\n")[0]}; ` +
+        `its SAS stays valid for up to ${SAS_SECONDS / 3600} h and holds one of the five SAS of its snapshot family: ` +
+        `revoke it (az snapshot revoke-access --ids ${snapshotId})`,
+    );
+  });
 }
 
 function pageBlob(sasUrl: string): PageBlobClient {
@@ -204,38 +281,93 @@ export class ReadAccessLost extends ServiceError {
   }
 }
 
-/** Step 3: ranges, windowed over the disk; continues after the last range when a response is truncated. */
+/** One response of Get Page Ranges (or its diff), as the storage service's generated client returns it. */
+interface PageListSegment {
+  pageRange?: { start: number; end: number }[];
+  clearRange?: { start: number; end: number }[];
+  continuationToken?: string;
+}
+
+/**
+ * The generated operations behind PageBlobClient: its public getPageRangesDiffForManagedDisks sends
+ * the previous snapshot's URL as x-ms-previous-snapshot-url but takes no marker, and its paging
+ * listPageRangesDiff sends the URL as the prevsnapshot query, which the REST reference defines as a
+ * snapshot time; only the generated call sends both the header and the marker.
+ */
+interface PageBlobOperations {
+  getPageRanges(options: { range: string; marker?: string }): Promise<PageListSegment>;
+  getPageRangesDiff(options: { range: string; marker?: string; prevSnapshotUrl: string }): Promise<PageListSegment>;
+}
+
+function pageBlobOperations(client: PageBlobClient): PageBlobOperations {
+  return client["pageBlobContext"] as PageBlobOperations;
+}
+
+/** A 403 from a diff is about the previous snapshot's URL when our own SAS still works. */
+async function ownAccessWorks(client: PageBlobClient): Promise<boolean> {
+  return client.getProperties().then(
+    () => true,
+    (error: unknown) => {
+      if (statusOf(error) === 403) return false;
+      throw error;
+    },
+  );
+}
+
+/** The previous snapshot could not be diffed against: the caller reads in full instead. */
+export class PreviousSnapshotRefused extends ServiceError {}
+
+/**
+ * Step 3: the allocated ranges (or, with a previous snapshot's SAS URL, the changed ones: written or
+ * cleared) in 150 MiB segments, each followed through its NextMarkers. A 403 on our own SAS is
+ * ReadAccessLost; a diff refused for its previous snapshot, as the Blob service documents it
+ * (PreviousSnapshotNotFound, PreviousSnapshotOperationNotSupported, PreviousSnapshotCannotBeNewer:
+ * learn.microsoft.com/rest/api/storageservices/blob-service-error-codes) or as a plain 403 while our
+ * SAS works (reported of real Azure: Azure/azure-powershell#12298), is PreviousSnapshotRefused.
+ */
 export async function pageRanges(sasUrl: string, size: number, previousSasUrl?: string): Promise<ByteRange[]> {
   const client = pageBlob(sasUrl);
+  const operations = pageBlobOperations(client);
   const ranges: ByteRange[] = [];
-  for (let window = 0; window < size; window += DIFF_WINDOW) {
-    const windowEnd = Math.min(size, window + DIFF_WINDOW);
-    let from = window;
-    while (from < windowEnd) {
+  for (let segment = 0; segment < size; segment += RANGE_SEGMENT) {
+    const range = `bytes=${segment}-${Math.min(size, segment + RANGE_SEGMENT) - 1}`;
+    let marker: string | undefined;
+    do {
       throwIfInterrupted();
       const response = await (previousSasUrl
-        ? client.getPageRangesDiffForManagedDisks(from, windowEnd - from, previousSasUrl)
-        : client.getPageRanges(from, windowEnd - from)
-      ).catch((error: unknown) => {
-        // 403 CannotVerifyCopySource is about the previous snapshot's URL (the caller falls back); any other 403 is ours.
-        if (statusOf(error) === 403 && (error as { code?: string }).code !== "CannotVerifyCopySource") throw new ReadAccessLost(error);
-        throw error;
+        ? operations.getPageRangesDiff({ range, marker, prevSnapshotUrl: previousSasUrl })
+        : operations.getPageRanges({ range, marker })
+      ).catch(async (error: unknown) => {
+        throw await rangeFailure(error, client, previousSasUrl);
       });
       // Cleared (trimmed) pages read as zeros now: for a diff they changed as much as written ones.
       const found = [...(response.pageRange ?? []), ...(previousSasUrl ? (response.clearRange ?? []) : [])]
-        .map((r): ByteRange => [r.offset, r.offset + (r.count ?? 0) + 1])
+        .map((r): ByteRange => [r.start, r.end + 1])
         .sort((a, b) => a[0] - b[0]);
-      for (const range of found) {
+      for (const next of found) {
         const last = ranges.at(-1);
-        if (last && range[0] <= last[1]) last[1] = Math.max(last[1], range[1]);
-        else ranges.push(range);
+        if (last && next[0] <= last[1]) last[1] = Math.max(last[1], next[1]);
+        else ranges.push(next);
       }
-      const truncated = Boolean((response as { continuationToken?: string }).continuationToken);
-      if (!truncated || found.length === 0) break;
-      from = found.at(-1)![1];
-    }
+      marker = response.continuationToken || undefined;
+    } while (marker);
   }
   return ranges;
+}
+
+const PREVIOUS_SNAPSHOT_CODES = new Set(["PreviousSnapshotNotFound", "PreviousSnapshotOperationNotSupported", "PreviousSnapshotCannotBeNewer"]);
+
+async function rangeFailure(error: unknown, client: PageBlobClient, previousSasUrl: string | undefined): Promise<Error> {
+  const code = (error as { code?: string }).code;
+  const reason = `${statusOf(error)} ${code ?? ""}: ${describeError(error).split("\n")[0]}`;
+  if (previousSasUrl && code && PREVIOUS_SNAPSHOT_CODES.has(code)) {
+    return new PreviousSnapshotRefused(`Azure refused the diff against the previous snapshot (${reason})`, { cause: error });
+  }
+  if (statusOf(error) !== 403) return error as Error;
+  if (previousSasUrl && (await ownAccessWorks(client).catch(() => false))) {
+    return new PreviousSnapshotRefused(`Azure refused the previous snapshot's URL (${reason})`, { cause: error });
+  }
+  return new ReadAccessLost(error);
 }
 
 /** A BlockSource over a SAS URL that counts what it reads, with up to PARALLEL_READS requests at once. */
@@ -302,14 +434,16 @@ export async function withDiskRead<T>(
 ): Promise<T> {
   const size = Number(info.diskSizeBytes ?? (info.diskSizeGB ?? 0) * 1024 ** 3);
   if (!(size > 0)) throw new SourceError(`Azure reports no size for disk ${disk.id}`);
+  refuseVhdxSnapshots(disk, info);
+  if (copiesInBackground(info)) await waitForSnapshotCopy(ctx, snapshot.id);
   const access = await grantRead(ctx, snapshot.id);
   let previousAccess: { sasUrl: string; release(): Promise<void> } | undefined;
+  const previousSnapshot = previous?.details?.snapshotId as string | undefined;
   try {
     let changed: ByteRange[];
     let mode: DiskBackupOutcome["mode"] = "first";
     let fallbackReason: string | undefined;
     let base: PointManifest | undefined;
-    const previousSnapshot = previous?.details?.snapshotId as string | undefined;
     if (previous && previousSnapshot) {
       try {
         if (!(await snapshotExists(ctx, previousSnapshot))) throw new Error(`the previous snapshot ${previousSnapshot} no longer exists`);
@@ -349,8 +483,8 @@ export async function withDiskRead<T>(
       },
     });
   } finally {
-    await previousAccess?.release().catch(() => {});
-    await access.release().catch(() => {});
+    await releaseReporting(previousAccess, previousSnapshot ?? "");
+    await releaseReporting(access, snapshot.id);
   }
 }
 
@@ -397,6 +531,7 @@ export async function backupManagedDisk(
 ): Promise<DiskBackupOutcome> {
   const disk = parseResourceId(diskResourceId);
   const info = await getDisk(ctx, disk);
+  refuseVhdxSnapshots(disk, info);
   const previous = await latestPointOf(vault, disk.id, "disk");
   const snapshot = await createSnapshot(ctx, disk, info);
   let outcome: DiskBackupOutcome;

@@ -26,7 +26,7 @@ import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
 import { parseResourceId, sameType } from "../azure/resource-id.ts";
 import { armFailure, azureFailure, statusOf } from "./azure-disk.ts";
-import { fixedVhdFooter, VHD_FOOTER_BYTES } from "./vhd.ts";
+import { fixedVhdFooter, uploadDiskBytes, VHD_FOOTER_BYTES } from "./vhd.ts";
 import { throwIfInterrupted } from "../interruption.ts";
 
 requiresAction("Microsoft.Compute/disks/read", "disk restore: refuse an existing disk", { identity: "restore" });
@@ -99,7 +99,29 @@ export async function removeOwnDisk(compute: ComputeManagementClient, diskId: st
   return true;
 }
 
-/** A disk point into a new managed disk; returns the new disk's id. */
+/** What a restore to a managed disk made. */
+export interface ManagedDiskRestore {
+  diskId: string;
+  diskSizeBytes: number;
+  /** Set when the disk is larger than the point's image (Azure's upload sizes): says by how much and why. */
+  resized?: string;
+}
+
+/**
+ * The size of the new disk, and what to tell the user when it differs from the point's: Azure's upload
+ * disks are whole MiB of at least 20 MiB (see vhd.ts), so an image of another size gets a larger disk
+ * whose extra bytes read as zeros.
+ */
+function restoredDiskSize(point: PointManifest): { diskSizeBytes: number; resized?: string } {
+  const diskSizeBytes = uploadDiskBytes(point.size);
+  if (diskSizeBytes === point.size) return { diskSizeBytes };
+  return {
+    diskSizeBytes,
+    resized: `the point's image is ${point.size} bytes; Azure's upload disks are a whole number of MiB and at least 20 MiB, so the new disk is ${diskSizeBytes} bytes and its last ${diskSizeBytes - point.size} bytes read as zeros`,
+  };
+}
+
+/** A disk point into a new managed disk. */
 export async function restoreToManagedDisk(
   ctx: AzureContext,
   vault: Vault,
@@ -107,10 +129,11 @@ export async function restoreToManagedDisk(
   point: PointManifest,
   targetDiskId: string,
   options: DiskRestoreOptions = {},
-): Promise<string> {
+): Promise<ManagedDiskRestore> {
   if (point.kind !== "disk" || !point.content) throw new UsageError(`point ${point.id} is not a disk point; restore a disk point to a managed disk`);
   const target = parseResourceId(targetDiskId);
   if (!sameType(target, "Microsoft.Compute/disks")) throw new UsageError(`${targetDiskId} is not a managed disk id`);
+  const size = restoredDiskSize(point);
   const compute = await ctx.compute(target.subscriptionId);
   const restoreId = options.restoreId ?? options.tags?.[RESTORE_TAG] ?? randomUUID();
   const existing = await findDisk(compute, target.resourceGroup, target.name, targetDiskId);
@@ -120,7 +143,7 @@ export async function restoreToManagedDisk(
     }
     // This restore's own disk, from an earlier run: finished (uploaded and revoked) is reused,
     // half-written is removed and written again.
-    if (existing.diskState === "Unattached" && existing.tags?.["bulwark-restored-from"] === point.id) return targetDiskId;
+    if (existing.diskState === "Unattached" && existing.tags?.["bulwark-restored-from"] === point.id) return { diskId: targetDiskId, ...size };
     await removeOwnDisk(compute, targetDiskId, restoreId);
   }
   const details = point.details ?? {};
@@ -134,7 +157,7 @@ export async function restoreToManagedDisk(
       zones: options.zones ?? (details.zones as string[] | undefined),
       osType: details.osType as never,
       hyperVGeneration: details.hyperVGeneration as never,
-      creationData: { createOption: "Upload", uploadSizeBytes: point.size + VHD_FOOTER_BYTES },
+      creationData: { createOption: "Upload", uploadSizeBytes: size.diskSizeBytes + VHD_FOOTER_BYTES },
       tags: { ...options.tags, "bulwark-restored-from": point.id, [RESTORE_TAG]: restoreId },
     });
     const access = await compute.disks.beginGrantAccessAndWait(target.resourceGroup, target.name, { access: "Write", durationInSeconds: SAS_SECONDS });
@@ -142,10 +165,11 @@ export async function restoreToManagedDisk(
     writing = true;
     const client = pageBlobAt(access.accessSAS);
     await restoreContent(vault, pool, point, pageBlobTarget(client), { onProgress: options.onProgress });
-    await client.uploadPages(fixedVhdFooter(point.size), point.size, VHD_FOOTER_BYTES);
+    // Pages past the image stay unwritten: they read as zeros.
+    await client.uploadPages(fixedVhdFooter(size.diskSizeBytes), size.diskSizeBytes, VHD_FOOTER_BYTES);
     await compute.disks.beginRevokeAccessAndWait(target.resourceGroup, target.name);
     writing = false;
-    return targetDiskId;
+    return { diskId: targetDiskId, ...size };
   } catch (error) {
     if (writing) await compute.disks.beginRevokeAccessAndWait(target.resourceGroup, target.name).catch(() => {});
     // Only a disk that carries this restore's tag (read back, not assumed) is removed.

@@ -3,8 +3,30 @@
  * bytes followed by this footer (uploadSizeBytes = disk size + 512).
  */
 import { randomBytes } from "node:crypto";
+import { UsageError } from "../errors.ts";
 
 export const VHD_FOOTER_BYTES = 512;
+
+const MiB = 1024 * 1024;
+/**
+ * Upload disks: uploadSizeBytes "should be between 20972032 (20 MiB + 512 bytes for the VHD footer)
+ * and 35183298347520 bytes (32 TiB + 512 bytes for the VHD footer)" (CreationData.uploadSizeBytes,
+ * Azure/azure-rest-api-specs specification/compute/resource-manager/Microsoft.Compute/DiskRP/stable/
+ * 2024-03-02/diskRPCommon.json; the upper figure is 32,767 GiB + 512), and the size less the footer
+ * must be a whole number of MiB (the service's 400 BadRequest "... must be a multiple of MiB.", as
+ * reported in MicrosoftDocs/azure-docs#58853).
+ */
+export const MIN_UPLOAD_DISK_BYTES = 20 * MiB;
+export const MAX_UPLOAD_DISK_BYTES = 35_183_298_347_520 - VHD_FOOTER_BYTES;
+
+/** The managed disk size an image of `imageBytes` is uploaded into: whole MiB, at least 20 MiB. */
+export function uploadDiskBytes(imageBytes: number): number {
+  const bytes = Math.max(MIN_UPLOAD_DISK_BYTES, Math.ceil(imageBytes / MiB) * MiB);
+  if (bytes > MAX_UPLOAD_DISK_BYTES) {
+    throw new UsageError(`the image is ${imageBytes} bytes; Azure's upload disks hold at most ${MAX_UPLOAD_DISK_BYTES} bytes (32,767 GiB): restore it to a page blob or a local file instead`);
+  }
+  return bytes;
+}
 
 export function fixedVhdFooter(size: number, now = new Date()): Buffer {
   const footer = Buffer.alloc(VHD_FOOTER_BYTES);

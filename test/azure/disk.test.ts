@@ -31,6 +31,12 @@ function sum(ranges: Array<[number, number]>): number {
   return ranges.reduce((s, [a, b]) => s + b - a, 0);
 }
 
+/** What the emulator itself served through every SAS of a snapshot: page bytes read, and reads. */
+function served(snapshotId: string): { bytesRead: number; reads: number } {
+  const usage = world.emulator.control.sasUsage(snapshotId);
+  return { bytesRead: usage.reduce((n, u) => n + u.bytesRead, 0), reads: usage.reduce((n, u) => n + u.reads, 0) };
+}
+
 beforeAll(async () => {
   // Page-range answers of at most 5 ranges: the runtime must follow truncated responses.
   world = await startWorld({ seed: false, maxRangesPerResponse: 5 });
@@ -61,12 +67,15 @@ describe("managed disk backups through the CLI", () => {
     expect(first.changedBytes).toBe(sum(allocated));
     expect(first.bytesFetched).toBe(blockBytes(allocated));
     expect(first.bytesFetched).toBeLessThan(SIZE / 4);
+    // The runtime's claim, held against what the emulator counted it serve.
+    expect(served(bulwarkSnapshots(world)[0]!.id).bytesRead).toBe(first.bytesFetched);
     await expectNothingLeaked(world, [diskId]);
   });
 
   it("reads only the blocks of written and cleared pages in an incremental backup", async () => {
     const control = world.emulator.control;
     const golden = bulwarkSnapshots(world)[0]!.id;
+    const goldenServed = served(golden).bytesRead;
     const writes: Array<[number, number]> = [
       [MiB + 512, MiB + 512 + 4 * KiB],               // inside one block
       [5 * MiB - 8 * KiB, 5 * MiB + 92 * KiB],         // across a block boundary: 3 blocks
@@ -87,6 +96,9 @@ describe("managed disk backups through the CLI", () => {
     expect(second.bytesFetched).toBe(blockBytes([...writes, cleared]));
     expect(second.bytesFetched).toBeLessThanOrEqual(6 * BLOCK);
     expect(second.bytesFetched).toBeLessThan(SIZE / 40);
+    // Counted by the emulator: the new snapshot served exactly those bytes, the previous one none (diff only).
+    expect(served(bulwarkSnapshots(world)[0]!.id).bytesRead).toBe(blockBytes([...writes, cleared]));
+    expect(served(golden).bytesRead).toBe(goldenServed);
     // The previous golden snapshot was retired for the new one.
     const now = bulwarkSnapshots(world);
     expect(now).toHaveLength(1);
@@ -101,6 +113,7 @@ describe("managed disk backups through the CLI", () => {
     expect(third.mode).toBe("incremental");
     expect(third.changedBytes).toBe(0);
     expect(third.bytesFetched).toBe(0);
+    expect(served(bulwarkSnapshots(world)[0]!.id)).toEqual({ bytesRead: 0, reads: 0 });
     await expectNothingLeaked(world, [diskId]);
   });
 
@@ -115,19 +128,24 @@ describe("managed disk backups through the CLI", () => {
     expect(verified.ok).toBe(true);
   });
 
-  it("restores a point to a new managed disk, and refuses an existing one", async () => {
+  it("restores a point to a new managed disk (rounded up to Azure's 20 MiB upload minimum, and says so), and refuses an existing one", async () => {
     const target = diskIdIn(world, world.group, "app-disk-restored");
     const restored = await world.json(["restore", points[1]!, "--vault", vault, "--to", target]);
     expect(restored.kind).toBe("managed-disk");
+    // A 16 MiB image goes into a 20 MiB upload disk (test/emulator/arm/compute.ts cites the rule).
+    expect(restored.diskSizeBytes).toBe(20 * MiB);
+    expect(restored.note).toMatch(/16777216 bytes.*20971520 bytes.*read as zeros/);
     const disk = world.emulator.control.inventory().disks.find((d) => d.id === target)!;
-    expect(disk).toMatchObject({ diskState: "Unattached", provisioningState: "Succeeded", sizeBytes: SIZE });
-    expect(world.emulator.control.readImage(target).equals(images[1]!)).toBe(true);
+    expect(disk).toMatchObject({ diskState: "Unattached", provisioningState: "Succeeded", sizeBytes: 20 * MiB });
+    const content = world.emulator.control.readImage(target);
+    expect(content.subarray(0, SIZE).equals(images[1]!)).toBe(true);
+    expect(content.subarray(SIZE).every((b) => b === 0)).toBe(true);
 
     const again = await world.cli(["restore", points[0]!, "--vault", vault, "--to", target]);
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/already exists; restores never overwrite/);
     // The refused restore changed nothing.
-    expect(world.emulator.control.readImage(target).equals(images[1]!)).toBe(true);
+    expect(world.emulator.control.readImage(target).equals(content)).toBe(true);
     await expectNothingLeaked(world, [diskId]);
   });
 

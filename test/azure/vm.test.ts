@@ -29,10 +29,11 @@ let world: AzureWorld;
 let vault: string;
 let vmId: string;
 const RESTORE_GROUP = "bulwark-restore";
+// Sizes restorable as they are: Azure's upload disks (the restore path) are whole MiB of at least 20 MiB.
 const layout = [
-  { role: "os", name: "app-vm-os", size: 8 * MiB, caching: "ReadWrite" },
-  { role: "data", name: "app-vm-logs", size: 4 * MiB, lun: 2, caching: "ReadOnly" },
-  { role: "data", name: "app-vm-db", size: 6 * MiB, lun: 5, caching: "None" },
+  { role: "os", name: "app-vm-os", size: 22 * MiB, caching: "ReadWrite" },
+  { role: "data", name: "app-vm-logs", size: 20 * MiB, lun: 2, caching: "ReadOnly" },
+  { role: "data", name: "app-vm-db", size: 21 * MiB, lun: 5, caching: "None" },
 ] as const;
 const diskIds: string[] = [];
 

@@ -98,7 +98,7 @@ describe("managed disks and incremental snapshots", () => {
     expect(cleared).toEqual([{ start: 2 * MiB, end: 2 * MiB + 1023 }]);
   });
 
-  it("answers 404 PreviousSnapshotNotFound when the previous snapshot was deleted", async () => {
+  it("answers 409 PreviousSnapshotNotFound when the previous snapshot was deleted (Blob service error codes)", async () => {
     const disk = emulator.compute.createDisk(group, "disk-gone", 1 * MiB);
     await snapshot("snap-gone-1", disk.id);
     emulator.control.writeDisk(disk.id, 0, bytes(512, 5));
@@ -110,7 +110,7 @@ describe("managed disks and incremental snapshots", () => {
     await client.snapshots.beginRevokeAccessAndWait(group, "snap-gone-1");
     await client.snapshots.beginDeleteAndWait(group, "snap-gone-1");
     await expect(client.snapshots.get(group, "snap-gone-1")).rejects.toMatchObject({ statusCode: 404, code: "ResourceNotFound" });
-    await expect(current.getPageRangesDiffForManagedDisks(0, MiB, previousUrl)).rejects.toMatchObject({ statusCode: 404, code: "PreviousSnapshotNotFound" });
+    await expect(current.getPageRangesDiffForManagedDisks(0, MiB, previousUrl)).rejects.toMatchObject({ statusCode: 409, code: "PreviousSnapshotNotFound" });
   });
 
   it("stops serving a SAS once revoked or expired", async () => {
@@ -139,7 +139,8 @@ describe("managed disks and incremental snapshots", () => {
   });
 
   it("uploads into an Upload disk through a write SAS, then attaches it to a new VM", async () => {
-    const size = 2 * MiB;
+    // The smallest upload Azure takes: 20 MiB + the 512-byte footer (see arm/compute.ts).
+    const size = 20 * MiB;
     const created = await client.disks.beginCreateOrUpdateAndWait(group, "disk-upload", {
       location, creationData: { createOption: "Upload", uploadSizeBytes: size + 512 },
     });

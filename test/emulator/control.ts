@@ -10,7 +10,7 @@ import type { SqlProvider } from "./arm/sql.ts";
 import type { FaultInjector, OperationFailureRule, ThrottleRule } from "./faults.ts";
 import { type EmulatorReply, type EmulatorRequest, json } from "./http.ts";
 import type { OperationRegistry } from "./lro.ts";
-import type { PageBlobService, SasGrant } from "./pageblob-sas.ts";
+import type { PageBlobOptions, PageBlobService, PreviousSnapshotRefusal, SasGrant, SasUsage } from "./pageblob-sas.ts";
 
 export interface Inventory {
   disks: Array<{ id: string; diskState: string; provisioningState: string; sizeBytes: number; managedBy?: string }>;
@@ -71,6 +71,36 @@ export class EmulatorControl {
     this.faults.clear();
   }
 
+  /**
+   * Page-range answers: at most maxRangesPerResponse ranges per response (Azure: 10,000), and
+   * fragmentedTimeout (or null to clear it) to time out requests over a large fragmented span.
+   */
+  pageRanges(options: { maxRangesPerResponse?: number; fragmentedTimeout?: PageBlobOptions["fragmentedTimeout"] | null }): void {
+    if (options.maxRangesPerResponse !== undefined) this.blobs.options.maxRangesPerResponse = options.maxRangesPerResponse;
+    if (options.fragmentedTimeout !== undefined) this.blobs.options.fragmentedTimeout = options.fragmentedTimeout ?? undefined;
+  }
+
+  /** The next `times` page-range diffs refuse their previous snapshot URL (documented 409, or a plain 403). */
+  refusePreviousSnapshot(as: PreviousSnapshotRefusal, times = 1): void {
+    this.blobs.refusePreviousSnapshot(as, times);
+  }
+
+  /** Requests and bytes each SAS grant (of one disk or snapshot, if given) served: the emulator's own count. */
+  sasUsage(resourceId?: string): SasUsage[] {
+    return this.blobs.usageOf(resourceId);
+  }
+
+  /** The caller holds only these actions from now on (snapshot creation checks them); undefined lifts it. */
+  restrictActions(actions: string[] | undefined): void {
+    this.compute.knobs.grantedActions = actions ? new Set(actions.map((a) => a.toLowerCase())) : undefined;
+  }
+
+  /** Shortens Compute's background copy (GETs until complete) or the snapshot rate window, for fast tests. */
+  computeKnobs(knobs: { backgroundCopyGets?: number; snapshotRateWindowMs?: number }): void {
+    if (knobs.backgroundCopyGets !== undefined) this.compute.knobs.backgroundCopyGets = knobs.backgroundCopyGets;
+    if (knobs.snapshotRateWindowMs !== undefined) this.compute.knobs.snapshotRateWindowMs = knobs.snapshotRateWindowMs;
+  }
+
   /** Moves the clock that SAS expiry is judged by forward, so a test expires a grant without waiting. */
   advanceSasClock(ms: number): void {
     this.blobs.clockShiftMs += ms;
@@ -123,6 +153,22 @@ export class EmulatorControl {
           return { status: 204 };
         case "DELETE faults":
           this.clearFaults();
+          return { status: 204 };
+        case "POST faults/refuse-previous-snapshot": {
+          const body = bodyJson();
+          this.refusePreviousSnapshot(body.as, body.times ?? 1);
+          return { status: 204 };
+        }
+        case "POST page-ranges":
+          this.pageRanges(bodyJson());
+          return { status: 204 };
+        case "GET sas-usage":
+          return json(200, this.sasUsage(request.query.get("id") ?? undefined));
+        case "POST rbac/restrict":
+          this.restrictActions(bodyJson().actions);
+          return { status: 204 };
+        case "POST compute/knobs":
+          this.computeKnobs(bodyJson());
           return { status: 204 };
         default:
           return json(404, { error: { code: "NotFound", message: `No control route ${route}.` } });

@@ -17,14 +17,14 @@ export interface OperationSpec {
   subscriptionId: string;
   provider: string;
   location: string;
-  /** URL segment of the status monitor, e.g. "operations" (Compute) or "databaseAzureAsyncOperation" (SQL). */
+  /**
+   * URL segment of the status monitor: "DiskOperations" (Compute disks and snapshots), "operations"
+   * (Compute VMs), or "databaseAzureAsyncOperation" (SQL). The Compute shapes are those of recorded
+   * traffic (test/emulator/fixtures/specs/compute/recorded-lro-headers.json).
+   */
   asyncSegment: string;
-  /** URL segment of the result location, e.g. "operations" (Compute, with ?monitor=true) or "databaseOperationResults". */
+  /** URL segment of the result location, e.g. "DiskOperations" (Compute, with ?monitor=true) or "databaseOperationResults". */
   resultSegment: string;
-  /** The operation's work; what it resolves to is the final result served at Location. */
-  work?: () => Promise<unknown>;
-  /** Applied once when the operation succeeds. */
-  onSucceeded?: (result: unknown) => void;
   /**
    * Whether the first reply carries a Location (the result) beside Azure-AsyncOperation (default
    * true). A VM's creation answers 201 with Azure-AsyncOperation only (recorded traffic, as above).
@@ -36,6 +36,10 @@ export interface OperationSpec {
    * group's /subscriptions/S/resourceGroups/G/providers/Microsoft.Sql/locations/L (Azure SQL).
    */
   monitorScope?: string;
+  /** The operation's work; what it resolves to is the final result served at Location. */
+  work?: () => Promise<unknown>;
+  /** Applied once when the operation succeeds. */
+  onSucceeded?: (result: unknown) => void;
   /** Applied once when the operation fails (compensation the service itself does, e.g. state Failed). */
   onFailed?: (error: ArmErrorDetail) => void;
   /** Put the result into the status monitor's properties.output too (Compute's beginGetAccess does). */
@@ -104,7 +108,7 @@ export class OperationRegistry {
     const monitorQuery = asyncSegment === resultSegment ? "?monitor=true&api-version=2024-03-02" : "?api-version=2021-11-01";
     return {
       "azure-asyncoperation": `${base}/${asyncSegment}/${operation.id}?api-version=2024-03-02`,
-      location: `${base}/${resultSegment}/${operation.id}${monitorQuery}`,
+      ...(operation.spec.locationHeader === false ? {} : { location: `${base}/${resultSegment}/${operation.id}${monitorQuery}` }),
       "retry-after": String(this.options.retryAfterSeconds),
     };
   }

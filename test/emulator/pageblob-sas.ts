@@ -3,6 +3,18 @@
  * snapshots: Get Blob (ranged), Get Blob Properties, Get Page Ranges, Get Page Ranges Diff against a
  * previous snapshot's SAS URL (x-ms-previous-snapshot-url, as for managed disks), and Put Page for
  * upload disks. Each grant expires after its durationInSeconds and is invalidated by endGetAccess.
+ *
+ * Page-range answers follow the Get Page Ranges REST reference (learn.microsoft.com/rest/api/
+ * storageservices/get-page-ranges, "URI parameters"): from version 2020-10-02 a response holds at most
+ * maxresults ranges (10,000 when not given or larger) and a NextMarker for the rest. A request over a
+ * large span of a fragmented blob can exceed the server's processing time (Azure Storage team,
+ * "Getting the Page Ranges of a Large Page Blob in Segments", learn.microsoft.com/archive/blogs/
+ * windowsazurestorage: fetch about 150 MB per request); the emulator models that with a knob
+ * (fragmentedTimeout) answering 500 OperationTimedOut, the Blob service's timeout error code (Blob
+ * service error codes: "The operation could not be completed within the permitted time").
+ *
+ * Every request a grant serves is counted (requests, bytes of page data), so tests hold a reader's
+ * claims against what was really served.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { type EmulatorReply, type EmulatorRequest, header } from "./http.ts";
@@ -37,9 +49,33 @@ interface GrantRecord extends SasGrant {
 }
 
 export interface PageBlobOptions {
-  /** A response lists at most this many ranges and returns NextMarker for the rest. */
+  /** A response lists at most this many ranges and returns NextMarker for the rest (Azure: 10,000). */
   maxRangesPerResponse: number;
+  /**
+   * A Get Page Ranges (or diff) request whose byte span exceeds spanBytes over a region holding more
+   * than ranges ranges times out (500 OperationTimedOut), as a fragmented blob does on Azure.
+   */
+  fragmentedTimeout?: { spanBytes: number; ranges: number };
 }
+
+/** What one grant served: requests by kind and the bytes of page data read through it. */
+export interface SasUsage {
+  grantId: string;
+  resourceId: string;
+  reads: number;
+  bytesRead: number;
+  pageListRequests: number;
+}
+
+/**
+ * How a diff against an unusable previous snapshot is refused. The Blob service error codes
+ * (learn.microsoft.com/rest/api/storageservices/blob-service-error-codes) document
+ * PreviousSnapshotNotFound, Conflict (409), "The previous snapshot is not found." (and
+ * PreviousSnapshotOperationNotSupported 409, PreviousSnapshotCannotBeNewer 400); a bad previous-snapshot
+ * SAS URL has been reported answering a plain 403 AuthenticationFailed (Azure/azure-powershell#12298:
+ * GetManagedDiskPageRangesDiff "403 (Server failed to authenticate the request...)").
+ */
+export type PreviousSnapshotRefusal = "PreviousSnapshotNotFound" | "AuthenticationFailed";
 
 const BLOB_NAME = "abcd";
 const SERVICE_VERSION = "2025-05-05";
@@ -69,6 +105,9 @@ export class PageBlobService {
   readonly options: PageBlobOptions;
   /** Moves the data plane's clock forward (test control: a SAS expires without waiting for it). */
   clockShiftMs = 0;
+  /** The next diffs refuse their previous snapshot URL this way (fault knob), whatever the URL. */
+  private previousSnapshotRefusals: PreviousSnapshotRefusal[] = [];
+  private readonly usage = new Map<string, SasUsage>();
 
   constructor(lookup: (resourceId: string) => SasTarget | undefined, options: PageBlobOptions) {
     this.lookup = lookup;
@@ -93,6 +132,25 @@ export class PageBlobService {
     };
     this.grants.set(id, record);
     return publicGrant(record);
+  }
+
+  /** The next `times` diffs answer as if their previous snapshot URL were unusable. */
+  refusePreviousSnapshot(as: PreviousSnapshotRefusal, times = 1): void {
+    for (let i = 0; i < times; i++) this.previousSnapshotRefusals.push(as);
+  }
+
+  /** What every grant (of one resource, if given) has served so far. */
+  usageOf(resourceId?: string): SasUsage[] {
+    return [...this.usage.values()].filter((u) => resourceId === undefined || u.resourceId.toLowerCase() === resourceId.toLowerCase());
+  }
+
+  private count(grant: GrantRecord): SasUsage {
+    let entry = this.usage.get(grant.id);
+    if (!entry) {
+      entry = { grantId: grant.id, resourceId: grant.resourceId, reads: 0, bytesRead: 0, pageListRequests: 0 };
+      this.usage.set(grant.id, entry);
+    }
+    return entry;
   }
 
   /** endGetAccess: every SAS of the resource stops working at once. */
@@ -159,8 +217,17 @@ export class PageBlobService {
     if (!target) return storageError(404, "BlobNotFound", "The specified blob does not exist.");
     const comp = request.query.get("comp");
     if (request.method === "HEAD" && !comp) return this.properties(target);
-    if (request.method === "GET" && !comp) return this.read(request, target);
-    if (request.method === "GET" && comp === "pagelist") return this.pageList(request, target);
+    if (request.method === "GET" && !comp) {
+      const reply = this.read(request, target);
+      const used = this.count(grant);
+      used.reads++;
+      if (Buffer.isBuffer(reply.body)) used.bytesRead += reply.body.length;
+      return reply;
+    }
+    if (request.method === "GET" && comp === "pagelist") {
+      this.count(grant).pageListRequests++;
+      return this.pageList(request, target);
+    }
     if (request.method === "PUT" && comp === "page") {
       if (grant.access !== "Write" || !target.writable) {
         return storageError(403, "AuthorizationPermissionMismatch", "This request is not authorized to perform this operation using this permission.");
@@ -236,6 +303,12 @@ export class PageBlobService {
     let items: Array<{ tag: "PageRange" | "ClearRange"; range: ByteRange }>;
     const previousUrl = header(request, "x-ms-previous-snapshot-url") ?? prevsnapshot ?? undefined;
     if (previousUrl) {
+      const refusal = this.previousSnapshotRefusals.shift();
+      if (refusal === "AuthenticationFailed") {
+        return storageError(403, "AuthenticationFailed",
+          "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.");
+      }
+      if (refusal === "PreviousSnapshotNotFound") return storageError(409, "PreviousSnapshotNotFound", "The previous snapshot is not found.");
       const previous = this.previousTarget(previousUrl);
       if ("reply" in previous) return previous.reply;
       if (previous.target.lineage !== target.lineage) {
@@ -251,6 +324,10 @@ export class PageBlobService {
       ].sort((a, b) => a.range.start - b.range.start);
     } else {
       items = target.image.validRanges(start, end).map((r) => ({ tag: "PageRange" as const, range: r }));
+    }
+    const timeout = this.options.fragmentedTimeout;
+    if (timeout && end - start + 1 > timeout.spanBytes && items.length > timeout.ranges) {
+      return storageError(500, "OperationTimedOut", "Operation could not be completed within the specified time.");
     }
     // A window cuts ranges at its edges, as the service reports them.
     for (const item of items) {
@@ -281,13 +358,13 @@ export class PageBlobService {
     }
     const segments = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
     const grant = segments.length === 3 ? this.grantFor(segments[0]!, segments[1]!, url.searchParams) : undefined;
-    if (!grant) {
-      return { reply: storageError(403, "CannotVerifyCopySource", "The previous snapshot URL is not a valid SAS URL of a managed snapshot.") };
-    }
+    // A previous-snapshot URL whose SAS is not valid (forged, revoked, expired) is refused as a
+    // plain 403, as reported of Azure; one of a deleted snapshot as documented (see PreviousSnapshotRefusal).
+    const refused = storageError(403, "AuthenticationFailed", "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.");
+    if (!grant) return { reply: refused };
     const target = this.lookup(grant.resourceId);
-    if (!target) {
-      return { reply: storageError(404, "PreviousSnapshotNotFound", "The previous snapshot is not found. It may have been deleted.") };
-    }
+    if (!target) return { reply: storageError(409, "PreviousSnapshotNotFound", "The previous snapshot is not found.") };
+    if (grant.revoked || grant.expiresOn.getTime() <= this.now()) return { reply: refused };
     if (target.kind !== "snapshot") {
       return { reply: storageError(409, "PreviousSnapshotOperationNotSupported", "The previous-snapshot URL must name a snapshot, not a disk.") };
     }

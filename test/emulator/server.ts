@@ -34,7 +34,7 @@ export interface AzureEmulatorOptions {
    * at once, then waits Retry-After, and treats Retry-After 0 as its 2 s default), so tests stay fast.
    */
   lro?: Partial<LroOptions>;
-  /** Page-range responses list at most this many ranges, then return NextMarker (default 2000). */
+  /** Page-range responses list at most this many ranges, then return NextMarker (default Azure's 10,000). */
   maxRangesPerResponse?: number;
   /** Make this process trust the emulator's CA (default true). */
   trustInProcess?: boolean;
@@ -127,7 +127,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
   const faults = new FaultInjector();
   const operations = new OperationRegistry({ pollsBeforeDone: 0, retryAfterSeconds: 1, settleAfterMs: 3000, ...options.lro });
   let compute: ComputeProvider | undefined;
-  const blobs = new PageBlobService((id) => compute?.sasTarget(id), { maxRangesPerResponse: options.maxRangesPerResponse ?? 2000 });
+  const blobs = new PageBlobService((id) => compute?.sasTarget(id), { maxRangesPerResponse: options.maxRangesPerResponse ?? 10_000 });
   compute = new ComputeProvider(world, operations, blobs, faults);
   const sql = new SqlProvider(world, operations, faults);
   const control = new EmulatorControl(compute, sql, blobs, operations, faults);

@@ -1,7 +1,31 @@
 /**
  * Microsoft.Compute: managed disks, snapshots (full and incremental, grant and revoke access) and
  * virtual machines that attach existing managed disks, with the shapes, status codes and long-running
- * operations of the Azure REST API specification (Disks_*, Snapshots_*, VirtualMachines_* examples).
+ * operations of the Azure REST API specification (Disks_*, Snapshots_*, VirtualMachines_* examples;
+ * replayed by compute-conformance.test.ts from fixtures/specs/compute).
+ *
+ * The limits it enforces, and their sources (MicrosoftDocs/azure-docs):
+ * - includes/virtual-machines-disks-incremental-snapshots-restrictions.md (and
+ *   articles/virtual-machines/disks-incremental-snapshots.md, "Restrictions"): SAS URIs for at most
+ *   five snapshots of one snapshot family at a time; up to seven incremental snapshots per disk every
+ *   five minutes; 500 incremental snapshots per disk at any one time. Premium SSD v2 and Ultra Disk
+ *   snapshots copy in the background, and their completionPercent "must be 100 before you can use the
+ *   snapshot for restoring disk or generate a SAS URI" ("Check status of snapshots or disks"); those of
+ *   4096-byte logical sectors "are stored as VHDX" ("Check sector size").
+ *   No reference found names the error codes of these refusals: the emulator answers 409
+ *   OperationNotAllowed (Compute's code for a refused state) and, for the rate, 429 with Retry-After
+ *   (ARM throttling's form); both are assumptions.
+ * - Upload disks: uploadSizeBytes "should be between 20972032 (20 MiB + 512 bytes for the VHD footer)
+ *   and 35183298347520 bytes (32 TiB + 512 bytes for the VHD footer)" (CreationData.uploadSizeBytes in
+ *   Azure/azure-rest-api-specs specification/compute/resource-manager/Microsoft.Compute/DiskRP/stable/
+ *   2024-03-02/diskRPCommon.json); the size less the footer must be a whole number of MiB, refused as
+ *   400 BadRequest "The upload size in bytes N - 512 bytes for the VHD footer (M in this case) must be a
+ *   multiple of MiB." (the service's answer as reported in MicrosoftDocs/azure-docs#58853 and
+ *   microsoft/AzureStorageExplorer#3029).
+ * - Creating a snapshot of a disk also checks Microsoft.Compute/disks/beginGetAccess/action on the
+ *   source disk (a linked access check, refused 403 LinkedAuthorizationFailed), when the emulator is
+ *   told which actions the caller holds (restrictActions). No Microsoft reference found states this
+ *   check; it is an assumption carried from issue 10's review.
  */
 import { type EmulatorReply, type EmulatorRequest, HttpFailure, armError, json, parseJson } from "../http.ts";
 import type { FaultInjector } from "../faults.ts";
@@ -10,8 +34,21 @@ import type { PageBlobService, SasTarget } from "../pageblob-sas.ts";
 import { PAGE_SIZE, PageImage } from "../pagestore.ts";
 import { type World, idKey, parseResourceId } from "./world.ts";
 
+const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 const MAX_SAS_SECONDS = 5 * 24 * 3600;
+/** CreationData.uploadSizeBytes bounds (diskRPCommon.json, see above). */
+export const MIN_UPLOAD_BYTES = 20 * MiB + 512;
+// The spec says "32 TiB + 512 bytes" but gives 35183298347520: 32,767 GiB (32 TiB less 1 GiB) + 512.
+export const MAX_UPLOAD_BYTES = 35_183_298_347_520;
+/** Incremental snapshot restrictions (see above). */
+export const SAS_SNAPSHOTS_PER_FAMILY = 5;
+export const SNAPSHOTS_PER_RATE_WINDOW = 7;
+export const SNAPSHOTS_PER_DISK = 500;
+/** SKUs whose incremental snapshots copy in the background (completionPercent). */
+const BACKGROUND_COPY_SKUS = new Set(["premiumv2_lrs", "ultrassd_lrs"]);
+/** The VHDX file type identifier at the start of a VHDX file (MS-VHDX, 2.2.1 File Type Identifier). */
+const VHDX_SIGNATURE = "vhdxfile";
 
 type DiskState = "Unattached" | "Attached" | "Reserved" | "ActiveSAS" | "ReadyToUpload" | "ActiveUpload";
 type ProvisioningState = "Creating" | "Updating" | "Succeeded" | "Failed" | "Deleting";
@@ -31,6 +68,8 @@ interface ManagedImageResource {
   osType?: string;
   hyperVGeneration?: string;
   creationData: Record<string, unknown>;
+  /** creationData.logicalSectorSize: 512, or 4096 (Premium SSD v2 and Ultra Disks only). */
+  logicalSectorSize?: number;
 }
 
 export interface DiskRecord extends ManagedImageResource {
@@ -47,6 +86,9 @@ export interface SnapshotRecord extends ManagedImageResource {
   /** uniqueId of the disk the snapshot was taken of: incremental diffs are allowed within one disk. */
   sourceUniqueId: string;
   diskState: DiskState;
+  /** Background copy (Premium SSD v2, Ultra): GETs of the snapshot still to see before it is complete. */
+  copyGetsLeft?: number;
+  copyGetsTotal?: number;
 }
 
 export interface VirtualMachineRecord {
@@ -62,13 +104,40 @@ export interface VirtualMachineRecord {
 }
 
 function skuTier(name: string): string {
-  return name.startsWith("Premium") ? "Premium" : name.startsWith("StandardSSD") ? "Standard" : "Standard";
+  if (name.startsWith("UltraSSD")) return "Ultra";
+  return name.startsWith("Premium") ? "Premium" : "Standard";
+}
+
+/**
+ * A snapshot of 4096-byte logical sectors as Azure serves it: a VHDX file, not the raw disk. Only the
+ * file type identifier is modelled (its first page), ahead of the disk's pages: enough for a reader to
+ * see that what it got is not a raw image.
+ */
+function asVhdx(image: PageImage): PageImage {
+  const header = MiB;
+  const vhdx = new PageImage(image.size + header);
+  const first = Buffer.alloc(PAGE_SIZE);
+  first.write(VHDX_SIGNATURE, 0, "ascii");
+  vhdx.write(0, first);
+  for (const range of image.validRanges()) vhdx.write(header + range.start, image.read(range.start, range.end - range.start + 1));
+  return vhdx;
 }
 
 export class ComputeProvider {
   readonly disks = new Map<string, DiskRecord>();
   readonly snapshots = new Map<string, SnapshotRecord>();
   readonly virtualMachines = new Map<string, VirtualMachineRecord>();
+  /** Knobs tests set through control.ts (limits keep Azure's values unless a test shortens them). */
+  readonly knobs = {
+    /** GETs of a background-copying snapshot until its completionPercent reaches 100. */
+    backgroundCopyGets: 3,
+    /** The window of the seven-snapshots rate limit (Azure: five minutes). */
+    snapshotRateWindowMs: 5 * 60 * 1000,
+    /** When set, the caller holds only these actions (lower case): snapshot creation checks them. */
+    grantedActions: undefined as Set<string> | undefined,
+  };
+  /** When each disk's incremental snapshots were created (by the disk's uniqueId), for the rate limit. */
+  private readonly snapshotTimes = new Map<string, number[]>();
   private readonly world: World;
   private readonly operations: OperationRegistry;
   private readonly blobs: PageBlobService;
@@ -86,7 +155,7 @@ export class ComputeProvider {
     const resource = this.disks.get(idKey(resourceId)) ?? this.snapshots.get(idKey(resourceId));
     if (!resource) return undefined;
     return {
-      image: resource.image,
+      image: resource.kind === "snapshot" && resource.logicalSectorSize === 4096 ? asVhdx(resource.image) : resource.image,
       kind: resource.kind,
       lineage: resource.kind === "disk" ? resource.uniqueId : resource.sourceUniqueId,
       writable: resource.kind === "disk" && resource.diskState === "ActiveUpload",
@@ -102,13 +171,43 @@ export class ComputeProvider {
   // ---- direct (test-control and seeding) API --------------------------------------------------
 
   /** Creates a ready, unattached disk of `sizeBytes` (seeding; no LRO). */
-  createDisk(resourceGroup: string, name: string, sizeBytes: number, options: { location?: string; osType?: string } = {}): DiskRecord {
+  createDisk(
+    resourceGroup: string,
+    name: string,
+    sizeBytes: number,
+    options: { location?: string; osType?: string; sku?: string; logicalSectorSize?: number } = {},
+  ): DiskRecord {
     const group = this.requireGroup(resourceGroup);
     const disk = this.newDisk(group.name, name, options.location ?? group.location, sizeBytes, { createOption: "Empty" });
     if (options.osType) disk.osType = options.osType;
+    if (options.sku) disk.sku = { name: options.sku, tier: skuTier(options.sku) };
+    if (options.logicalSectorSize) {
+      disk.logicalSectorSize = options.logicalSectorSize;
+      disk.creationData.logicalSectorSize = options.logicalSectorSize;
+    }
     disk.provisioningState = "Succeeded";
     this.disks.set(idKey(disk.id), disk);
     return disk;
+  }
+
+  /** Incremental snapshots of a disk, made at once (seeding: e.g. a disk at Azure's 500-snapshot limit). */
+  seedIncrementalSnapshots(diskId: string, count: number, prefix = "seeded"): SnapshotRecord[] {
+    const disk = this.requireDisk(diskId);
+    const made: SnapshotRecord[] = [];
+    for (let i = 0; i < count; i++) {
+      const name = `${prefix}-${i}`;
+      const now = new Date();
+      const snapshot: SnapshotRecord = {
+        kind: "snapshot", id: this.resourceId(disk.resourceGroup, "snapshots", name), name, resourceGroup: disk.resourceGroup,
+        location: disk.location, sku: { name: "Standard_LRS", tier: "Standard" }, uniqueId: crypto.randomUUID(),
+        timeCreated: now.toISOString(), provisioningState: "Succeeded", image: disk.image.freeze(), lastModified: now,
+        creationData: { createOption: "Copy", sourceResourceId: disk.id, sourceUniqueId: disk.uniqueId },
+        incremental: true, sourceUniqueId: disk.uniqueId, diskState: "Unattached",
+      };
+      this.snapshots.set(idKey(snapshot.id), snapshot);
+      made.push(snapshot);
+    }
+    return made;
   }
 
   /** Writes bytes into a disk, as the VM using it would. */
@@ -213,6 +312,16 @@ export class ComputeProvider {
     return json(200, { value });
   }
 
+  /**
+   * A disk or snapshot operation is watched at .../locations/L/DiskOperations/ID (both headers, the
+   * result with ?monitor=true), as Azure's recorded traffic shows; the REST spec's DiskRP examples show
+   * .../operations/ID instead (the sources disagree: fixtures/specs/compute/recorded-lro-headers.json).
+   */
+  private diskLro(location: string, extra: Partial<OperationSpec>): OperationSpec {
+    return { ...this.lroSpec(location, extra), asyncSegment: "DiskOperations", resultSegment: "DiskOperations" };
+  }
+
+  /** A VM operation is watched at .../locations/L/operations/ID (recorded traffic, as above). */
   private lroSpec(location: string, extra: Partial<OperationSpec>): OperationSpec {
     return {
       subscriptionId: this.world.subscriptionId,
@@ -227,7 +336,16 @@ export class ComputeProvider {
   private getImageResource(kind: string, id: string): EmulatorReply {
     const resource = kind === "disks" ? this.disks.get(idKey(id)) : this.snapshots.get(idKey(id));
     if (!resource) return notFound(kind === "disks" ? "Microsoft.Compute/disks" : "Microsoft.Compute/snapshots", id);
+    // A background copy progresses as it is watched (a GET is the only clock a test can drive).
+    if (resource.kind === "snapshot" && resource.copyGetsLeft) resource.copyGetsLeft--;
     return json(200, resource.kind === "disk" ? this.diskJson(resource) : this.snapshotJson(resource));
+  }
+
+  /** 100 once created, unless a background copy (Premium SSD v2, Ultra) is still running. */
+  private completionPercent(snapshot: SnapshotRecord): number {
+    if (snapshot.provisioningState !== "Succeeded") return 0;
+    if (!snapshot.copyGetsLeft || !snapshot.copyGetsTotal) return 100;
+    return Math.floor((100 * (snapshot.copyGetsTotal - snapshot.copyGetsLeft)) / snapshot.copyGetsTotal);
   }
 
   diskJson(disk: DiskRecord): Record<string, unknown> {
@@ -269,7 +387,7 @@ export class ComputeProvider {
     };
     if (snapshot.incremental) {
       properties.incrementalSnapshotFamilyId = snapshot.sourceUniqueId;
-      properties.completionPercent = snapshot.provisioningState === "Succeeded" ? 100 : 0;
+      properties.completionPercent = this.completionPercent(snapshot);
     }
     if (snapshot.osType) properties.osType = snapshot.osType;
     if (snapshot.hyperVGeneration) properties.hyperVGeneration = snapshot.hyperVGeneration;
@@ -299,12 +417,13 @@ export class ComputeProvider {
     if (createOption === "Empty") {
       const gb = Number(body.properties?.diskSizeGB);
       if (!Number.isInteger(gb) || gb < 1) return armError(400, "InvalidParameter", "diskSizeGB is required for createOption Empty and must be a positive integer.");
-      disk = this.newDisk(this.world.resourceGroup(group)!.name, name, location, gb * GiB, { createOption });
+      const sector = creationData.logicalSectorSize;
+      disk = this.newDisk(this.world.resourceGroup(group)!.name, name, location, gb * GiB, { createOption, ...(sector ? { logicalSectorSize: sector } : {}) });
+      if (sector) disk.logicalSectorSize = Number(sector);
     } else if (createOption === "Upload") {
       const bytes = Number(creationData.uploadSizeBytes);
-      if (!Number.isInteger(bytes) || bytes < PAGE_SIZE || bytes % PAGE_SIZE !== 0) {
-        return armError(400, "InvalidParameter", `uploadSizeBytes is required for createOption Upload and must be a positive multiple of ${PAGE_SIZE}.`);
-      }
+      const refused = uploadSizeRefusal(bytes);
+      if (refused) return refused;
       disk = this.newDisk(this.world.resourceGroup(group)!.name, name, location, bytes, { createOption, uploadSizeBytes: bytes });
       disk.diskState = "ReadyToUpload";
     } else if (createOption === "Copy") {
@@ -326,7 +445,7 @@ export class ComputeProvider {
     if (body.properties?.hyperVGeneration) disk.hyperVGeneration = body.properties.hyperVGeneration;
     this.disks.set(idKey(id), disk);
     const injectedFailure = this.faults.takeOperationFailure(request);
-    const { headers } = this.operations.start(request.origin, this.lroSpec(location, {
+    const { headers } = this.operations.start(request.origin, this.diskLro(location, {
       injectedFailure,
       onSucceeded: () => { disk.provisioningState = "Succeeded"; },
       onFailed: () => { disk.provisioningState = "Failed"; },
@@ -347,16 +466,24 @@ export class ComputeProvider {
     if (creationData.createOption !== "Copy") {
       return armError(400, "InvalidParameter", `createOption '${creationData.createOption}' is not supported for snapshots by the emulator (Copy is).`);
     }
-    const sourceId = String(creationData.sourceResourceId ?? "");
-    const disk = this.disks.get(idKey(sourceId));
-    if (!disk) return notFound("Microsoft.Compute/disks", sourceId);
-    if (disk.diskState === "ReadyToUpload" || disk.diskState === "ActiveUpload") {
-      return armError(409, "OperationNotAllowed", `Disk '${disk.name}' is being uploaded (${disk.diskState}); it cannot be snapshotted until the upload ends.`);
+    // The spec's example names its source without the leading slash (Snapshot_Create_FromAnExistingSnapshot.json).
+    const sourceId = `/${String(creationData.sourceResourceId ?? "").replace(/^\/+/, "")}`;
+    const source = this.disks.get(idKey(sourceId)) ?? this.snapshots.get(idKey(sourceId));
+    if (!source) return notFound("Microsoft.Compute/disks", sourceId);
+    if (source.kind === "disk" && (source.diskState === "ReadyToUpload" || source.diskState === "ActiveUpload")) {
+      return armError(409, "OperationNotAllowed", `Disk '${source.name}' is being uploaded (${source.diskState}); it cannot be snapshotted until the upload ends.`);
     }
-    if (disk.provisioningState !== "Succeeded") {
-      return armError(409, "OperationNotAllowed", `Disk '${disk.name}' is not ready (provisioningState ${disk.provisioningState}).`);
+    if (source.provisioningState !== "Succeeded") {
+      return armError(409, "OperationNotAllowed", `'${source.name}' is not ready (provisioningState ${source.provisioningState}).`);
     }
+    const linked = this.linkedAccessRefusal(id, source);
+    if (linked) return linked;
     const incremental = body.properties?.incremental === true;
+    const lineage = source.kind === "disk" ? source.uniqueId : source.sourceUniqueId;
+    if (incremental && source.kind === "disk") {
+      const limited = this.incrementalLimitRefusal(source);
+      if (limited) return limited;
+    }
     const now = new Date();
     const snapshot: SnapshotRecord = {
       kind: "snapshot",
@@ -369,19 +496,28 @@ export class ComputeProvider {
       timeCreated: now.toISOString(),
       provisioningState: "Creating",
       // Point in time: the disk's pages as they are now.
-      image: disk.image.freeze(),
+      image: source.image.freeze(),
       lastModified: now,
-      creationData: { createOption: "Copy", sourceResourceId: disk.id, sourceUniqueId: disk.uniqueId },
+      creationData: {
+        createOption: "Copy", sourceResourceId: source.id, sourceUniqueId: source.uniqueId,
+        ...(source.logicalSectorSize ? { logicalSectorSize: source.logicalSectorSize } : {}),
+      },
       incremental,
-      sourceUniqueId: disk.uniqueId,
+      sourceUniqueId: lineage,
       diskState: "Unattached",
-      osType: disk.osType,
-      hyperVGeneration: disk.hyperVGeneration,
+      osType: source.osType,
+      hyperVGeneration: source.hyperVGeneration,
+      // Snapshots inherit the logical sector size of their disk ("Check sector size").
+      logicalSectorSize: source.logicalSectorSize,
     };
+    if (incremental && BACKGROUND_COPY_SKUS.has(source.sku.name.toLowerCase()) && this.knobs.backgroundCopyGets > 0) {
+      snapshot.copyGetsLeft = snapshot.copyGetsTotal = this.knobs.backgroundCopyGets;
+    }
+    if (incremental) this.snapshotTimes.set(lineage, [...(this.snapshotTimes.get(lineage) ?? []), Date.now()]);
     if (body.tags) snapshot.tags = body.tags;
     this.snapshots.set(idKey(snapshot.id), snapshot);
     const injectedFailure = this.faults.takeOperationFailure(request);
-    const { headers } = this.operations.start(request.origin, this.lroSpec(location, {
+    const { headers } = this.operations.start(request.origin, this.diskLro(location, {
       injectedFailure,
       onSucceeded: () => { snapshot.provisioningState = "Succeeded"; },
       onFailed: () => { snapshot.provisioningState = "Failed"; },
@@ -403,7 +539,7 @@ export class ComputeProvider {
     const injectedFailure = this.faults.takeOperationFailure(request);
     const previousState = resource.provisioningState;
     resource.provisioningState = "Deleting";
-    const { headers } = this.operations.start(request.origin, this.lroSpec(resource.location, {
+    const { headers } = this.operations.start(request.origin, this.diskLro(resource.location, {
       injectedFailure,
       onSucceeded: () => { map.delete(idKey(id)); },
       onFailed: () => { resource.provisioningState = previousState; },
@@ -427,6 +563,10 @@ export class ComputeProvider {
     if (resource.kind === "snapshot" && access === "Write") {
       return armError(409, "OperationNotAllowed", "Write access cannot be granted on a snapshot.");
     }
+    if (resource.kind === "snapshot") {
+      const refused = this.snapshotReadRefusal(resource);
+      if (refused) return refused;
+    }
     if (resource.kind === "disk") {
       if (access === "Write" && resource.diskState !== "ReadyToUpload" && resource.diskState !== "ActiveUpload") {
         return armError(409, "OperationNotAllowed", `Write access needs a disk created with createOption Upload in ReadyToUpload; '${resource.name}' is ${resource.diskState}.`);
@@ -439,7 +579,7 @@ export class ComputeProvider {
       }
     }
     const injectedFailure = this.faults.takeOperationFailure(request);
-    const { headers } = this.operations.start(request.origin, this.lroSpec(resource.location, {
+    const { headers } = this.operations.start(request.origin, this.diskLro(resource.location, {
       injectedFailure,
       outputInStatus: true,
       work: async () => {
@@ -471,8 +611,61 @@ export class ComputeProvider {
       resource.diskState = resource.kind === "disk" && resource.managedBy ? "Reserved" : "Unattached";
     }
     const injectedFailure = this.faults.takeOperationFailure(request);
-    const { headers } = this.operations.start(request.origin, this.lroSpec(resource.location, { injectedFailure }));
+    const { headers } = this.operations.start(request.origin, this.diskLro(resource.location, { injectedFailure }));
     return { status: 202, headers };
+  }
+
+  /** A snapshot whose background copy is running, or whose family already has five open SAS, is not readable yet. */
+  private snapshotReadRefusal(snapshot: SnapshotRecord): EmulatorReply | undefined {
+    const percent = this.completionPercent(snapshot);
+    if (percent < 100) {
+      return armError(409, "OperationNotAllowed",
+        `Snapshot '${snapshot.name}' is still being copied in the background (completionPercent ${percent}); a SAS can be generated once it is 100.`);
+    }
+    if (!snapshot.incremental || this.blobs.active(snapshot.id).length > 0) return undefined;
+    const family = [...this.snapshots.values()].filter((s) => s.incremental && s.sourceUniqueId === snapshot.sourceUniqueId);
+    const open = family.filter((s) => this.blobs.active(s.id).length > 0);
+    if (open.length >= SAS_SNAPSHOTS_PER_FAMILY) {
+      return armError(409, "OperationNotAllowed",
+        `SAS URIs can be generated for at most ${SAS_SNAPSHOTS_PER_FAMILY} snapshots of one snapshot family at a time; revoke access (endGetAccess) to one of: ${open.map((s) => s.name).join(", ")}.`);
+    }
+    return undefined;
+  }
+
+  /** Seven incremental snapshots per disk per five minutes, and 500 per disk at any time. */
+  private incrementalLimitRefusal(disk: DiskRecord): EmulatorReply | undefined {
+    const existing = [...this.snapshots.values()].filter((s) => s.incremental && s.sourceUniqueId === disk.uniqueId).length;
+    if (existing >= SNAPSHOTS_PER_DISK) {
+      return armError(409, "OperationNotAllowed",
+        `Disk '${disk.name}' already has ${existing} incremental snapshots, the most a disk may have; delete older ones first.`);
+    }
+    const since = Date.now() - this.knobs.snapshotRateWindowMs;
+    const recent = (this.snapshotTimes.get(disk.uniqueId) ?? []).filter((t) => t > since);
+    this.snapshotTimes.set(disk.uniqueId, recent);
+    if (recent.length >= SNAPSHOTS_PER_RATE_WINDOW) {
+      const waitMs = recent[0]! + this.knobs.snapshotRateWindowMs - Date.now();
+      return armError(429, "TooManyRequests",
+        `Up to ${SNAPSHOTS_PER_RATE_WINDOW} incremental snapshots of disk '${disk.name}' can be created every five minutes; retry after the time in Retry-After.`,
+        { "retry-after": String(Math.max(1, Math.ceil(waitMs / 1000))) });
+    }
+    return undefined;
+  }
+
+  /**
+   * Creating a snapshot also checks beginGetAccess on its source disk (assumption, see the top of
+   * this file), answered as ARM answers a failed linked access check.
+   */
+  private linkedAccessRefusal(snapshotId: string, source: DiskRecord | SnapshotRecord): EmulatorReply | undefined {
+    const granted = this.knobs.grantedActions;
+    if (!granted) return undefined;
+    if (!granted.has("microsoft.compute/snapshots/write")) {
+      return armError(403, "AuthorizationFailed",
+        `The client does not have authorization to perform action 'Microsoft.Compute/snapshots/write' over scope '${snapshotId}' or the scope is invalid.`);
+    }
+    const linkedAction = source.kind === "disk" ? "Microsoft.Compute/disks/beginGetAccess/action" : "Microsoft.Compute/snapshots/beginGetAccess/action";
+    if (granted.has(linkedAction.toLowerCase())) return undefined;
+    return armError(403, "LinkedAuthorizationFailed",
+      `The client has permission to perform action 'Microsoft.Compute/snapshots/write' on scope '${snapshotId}', however the current tenant does not have permission to perform action '${linkedAction}' on the linked scope(s) '${source.id}' or the linked scope(s) are invalid.`);
   }
 
   // ---- virtual machines ------------------------------------------------------------------------
@@ -580,6 +773,7 @@ export class ComputeProvider {
     const injectedFailure = this.faults.takeOperationFailure(request);
     const { headers } = this.operations.start(request.origin, this.lroSpec(vm.location, {
       injectedFailure,
+      locationHeader: false,
       onSucceeded: () => { vm.provisioningState = "Succeeded"; },
       onFailed: () => {
         // A failed VM keeps its record (as Azure does) but lets go of the disks so they can be reused.
@@ -597,4 +791,17 @@ export class ComputeProvider {
 export function notFound(type: string, id: string): EmulatorReply & { reply: EmulatorReply } {
   const reply = armError(404, "ResourceNotFound", `The Resource '${type}/${parseResourceId(id)?.name ?? id}' under resource group '${parseResourceId(id)?.resourceGroup ?? "?"}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix`);
   return { ...reply, reply };
+}
+
+/** Upload disks take uploadSizeBytes within Azure's bounds, a whole number of MiB plus the 512-byte footer. */
+export function uploadSizeRefusal(bytes: number): EmulatorReply | undefined {
+  if (!Number.isInteger(bytes) || bytes < MIN_UPLOAD_BYTES || bytes > MAX_UPLOAD_BYTES) {
+    return armError(400, "BadRequest",
+      `The upload size in bytes ${bytes} must be between ${MIN_UPLOAD_BYTES} (20 MiB + 512 bytes for the VHD footer) and ${MAX_UPLOAD_BYTES} (32 TiB + 512 bytes for the VHD footer).`);
+  }
+  if ((bytes - 512) % MiB !== 0) {
+    return armError(400, "BadRequest",
+      `The upload size in bytes ${bytes} - 512 bytes for the VHD footer (${bytes - 512} in this case) must be a multiple of MiB.`);
+  }
+  return undefined;
 }
