@@ -45,17 +45,18 @@ async function exampleDeployments(): Promise<Deployment[]> {
 }
 
 /** A 20-character customer whose home and protected regions are the longest region names. */
-async function longestDeployments(): Promise<Deployment[]> {
+async function longestDeployments(network: "public" | "private" = "public"): Promise<Deployment[]> {
   const raw = {
     ...exampleConfig("Pulumi.dev.yaml").raw,
+    network,
     customer: LONGEST_CUSTOMER,
     homeRegion: LONGEST_REGIONS[0],
     protect: LONGEST_REGIONS.map((region, i) => ({ subscriptionId: SUB, resourceGroup: `app-${i}`, region })),
   };
   const deployments = [{ label: `${LONGEST_CUSTOMER} customer`, resources: await deployCustomer(raw) }];
   for (const region of LONGEST_REGIONS) {
-    const config = parseRegionConfig({ ...exampleConfig("Pulumi.dev-westeurope.yaml").raw, customer: LONGEST_CUSTOMER, region });
-    deployments.push({ label: `${LONGEST_CUSTOMER} ${region}`, resources: (await deployRegion(config)).resources });
+    const config = parseRegionConfig({ ...exampleConfig("Pulumi.dev-westeurope.yaml").raw, network, customer: LONGEST_CUSTOMER, region });
+    deployments.push({ label: `${LONGEST_CUSTOMER} ${region} (${network})`, resources: (await deployRegion(config)).resources });
   }
   return deployments;
 }
@@ -117,10 +118,12 @@ function namingProblems(deployments: Deployment[]): string[] {
 
 let example: Deployment[];
 let longest: Deployment[];
+let longestPrivate: Deployment[];
 
 beforeAll(async () => {
   example = await exampleDeployments();
   longest = await longestDeployments();
+  longestPrivate = await longestDeployments("private");
 });
 
 const jobsOf = (deployments: Deployment[]) => deployments.flatMap((d) => d.resources.filter((r) => r.type === "azure-native:app:Job"));
@@ -137,6 +140,12 @@ describe("Azure names", () => {
   it("a 20-character customer in the three longest regions gets names within Azure's rules, unique in their scope", () => {
     expect(jobsOf(longest).length).toBeGreaterThanOrEqual(10);
     expect(namingProblems(longest)).toEqual([]);
+  });
+
+  it("with private networking too (a VNet, private endpoints and DNS zones), the 20-character customer's names are within Azure's rules", () => {
+    const types = new Set(longestPrivate.flatMap((d) => d.resources.map((r) => r.type)));
+    expect(types).toContain("azure-native:network:PrivateEndpoint");
+    expect(namingProblems(longestPrivate)).toEqual([]);
   });
 
   it("names in all stacks together never repeat where Azure needs them unique (storage accounts and key vaults are global)", () => {

@@ -296,6 +296,17 @@ export const NAMING_RULES: Record<string, NamingRule> = {
     rule: "Alphanumerics, underscores, periods, and hyphens. Start with alphanumeric. End alphanumeric or underscore.",
     source: `${NAMES} (Microsoft.Network: privateEndpoints)`,
   },
+  "azure-native:network:PrivateDnsZoneGroup": {
+    azureType: "Microsoft.Network/privateEndpoints/privateDnsZoneGroups",
+    nameProperty: "privateDnsZoneGroupName",
+    scope: "private endpoint",
+    minLength: 1,
+    maxLength: 80,
+    pattern: NETWORK_NAME,
+    // resource-name-rules.md has no row for zone groups: held to the rule it gives Microsoft.Network's other child resources (subnets, virtualNetworkLinks, securityRules).
+    rule: "No published rule: held to Microsoft.Network's child-resource rule (1-80; alphanumerics, underscores, periods, and hyphens; start alphanumeric; end alphanumeric or underscore).",
+    source: `${NAMES} (Microsoft.Network: virtualnetworks / subnets, by analogy)`,
+  },
   "azure-native:privatedns:PrivateZone": {
     azureType: "Microsoft.Network/privateDnsZones",
     nameProperty: "privateZoneName",
