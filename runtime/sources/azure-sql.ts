@@ -232,6 +232,10 @@ function importExportFailure(what: string, error: unknown): Error {
   if (/GatewayTimeout/i.test(`${(error as { code?: string })?.code} ${message}`)) {
     return new ServiceError(`${what}: Azure SQL's import/export service timed out reaching the server (${message.split("\n")[0]}); make sure the server allows Azure services, then run again`, { cause: error });
   }
+  if (statusOf(error) === 409 && /import or export operation in progress/i.test(message)) {
+    // Azure runs one import or export per database at a time (Azure/azure-cli#14590).
+    return new ServiceError(`${what}: another import or export of this database is still running in Azure SQL; wait for it to finish, then run again`, { cause: error });
+  }
   if (/200 GB/.test(message)) {
     return new SourceError(`${what}: the BACPAC would exceed the 200 GB Azure SQL allows an export to blob storage (${message.split("\n")[0]}); this database is too large for a BACPAC backup`, { cause: error });
   }

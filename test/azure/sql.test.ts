@@ -7,6 +7,11 @@
 import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SqlManagementClient } from "@azure/arm-sql";
+import { ServiceError } from "../../runtime/errors.ts";
+import { transientStorage } from "../../runtime/azure/transient.ts";
+import { parseResourceId } from "../../runtime/azure/resource-id.ts";
+import { exportBacpac } from "../../runtime/sources/azure-sql.ts";
 import { type AzureWorld, databaseIdIn, startWorld, transientBlobs, expectCallsAllowedByRole } from "./harness.ts";
 
 let world: AzureWorld;
@@ -158,6 +163,22 @@ describe("Azure SQL backups and restores", () => {
       server.azureADOnlyAuthentication = false;
       server.userAssignedIdentities = [];
     }
+  });
+
+  it("an export while another import or export of the database is running ends in one message saying to wait", async () => {
+    const { databaseId, resourceGroup, sqlServerName, databaseName } = world.sample;
+    const sql = new SqlManagementClient(world.emulator.credential(), world.emulator.subscriptionId, { endpoint: world.emulator.armEndpoint });
+    const transient = transientStorage(world.transient.url, world.env, () => world.emulator.credential());
+    const login = { administratorLogin: world.sample.sqlAdministratorLogin, administratorLoginPassword: world.sample.sqlAdministratorPassword };
+    const running = await sql.databases.beginExport(resourceGroup, sqlServerName, databaseName, {
+      storageKeyType: "SharedAccessKey", storageKey: `?${await transient.sasFor("running.bacpac")}`, storageUri: transient.urlOf("running.bacpac"), ...login,
+    });
+    const refused = await exportBacpac(sql, parseResourceId(databaseId), databaseName, transient, "second.bacpac", login).then(() => undefined, (error: Error) => error);
+    expect(refused).toBeInstanceOf(ServiceError);
+    expect(refused!.message).toMatch(/another import or export of this database is still running.*wait for it to finish/);
+    await running.pollUntilDone();
+    await transient.blob("running.bacpac").deleteIfExists();
+    await expectNoLeftovers(["orders", "orders-restored"]);
   });
 
   it("made only Azure calls that the backup role allows", () => {

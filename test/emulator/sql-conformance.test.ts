@@ -259,6 +259,19 @@ describe("Azure SQL import/export rules from Azure's documentation", () => {
     }
   });
 
+  it("refuses a second import or export of a database while one is running (Conflict)", async () => {
+    const { sas } = await transient();
+    const first = await exportTo("running-1.bacpac", `?${sas}`);
+    expect(first.status).toBe(202);
+    const second = await exportTo("running-2.bacpac", `?${sas}`);
+    expect(second.status).toBe(409);
+    expect(second.body.error.message).toMatch(/import or export operation in progress on the database/);
+    expect((await settle(first.headers.get("azure-asyncoperation")!)).status).toBe("Succeeded");
+    const after = await exportTo("running-3.bacpac", `?${sas}`);
+    expect(after.status).toBe(202);
+    expect((await settle(after.headers.get("azure-asyncoperation")!)).status).toBe("Succeeded");
+  });
+
   it("fails an export whose BACPAC would exceed 200 GB in blob storage", async () => {
     const database = emulator.sql.database(sample.databaseId);
     database.usedBytes = 201 * 1024 ** 3;

@@ -68,6 +68,8 @@ export class SqlProvider {
   readonly servers = new Map<string, SqlServerRecord>();
   readonly databases = new Map<string, DatabaseRecord>();
   /** Every accepted export and import, as the service saw it (for tests: who it ran as, until when its SAS is valid). */
+  /** Databases with an import or export running: Azure runs one at a time per database. */
+  private readonly importingOrExporting = new Set<string>();
   readonly importExportRequests: Array<{ requestType: "Export" | "Import"; authenticationType: string; sasExpiresOn?: Date }> = [];
   private readonly world: World;
   private readonly operations: OperationRegistry;
@@ -363,10 +365,22 @@ export class SqlProvider {
     return { code: "GatewayTimeout", message: `The gateway did not receive a response from server '${server.name}' within the specified time period.` };
   }
 
+  /**
+   * One import or export per database at a time: "Operation failed with status: 'Conflict'. Details:
+   * There is an import or export operation in progress on the database" (Azure/azure-cli#14590; the
+   * error's code is not quoted there, "Conflict" is assumed).
+   */
+  private inProgress(database: DatabaseRecord): EmulatorReply | undefined {
+    if (!this.importingOrExporting.has(idKey(database.id))) return undefined;
+    return armError(409, "Conflict", `There is an import or export operation in progress on the database '${database.name}'.`);
+  }
+
   private exportDatabase(request: EmulatorRequest, id: string): EmulatorReply {
     const database = this.databases.get(idKey(id));
     if (!database) return notFound("Microsoft.Sql/servers/databases", id);
     if (database.status !== "Online") return armError(409, "DatabaseNotOnline", `Database '${database.name}' is ${database.status}; export it once it is Online.`);
+    const conflict = this.inProgress(database);
+    if (conflict) return conflict;
     const body = parseJson(request);
     this.checkLogin(body, database.server);
     const { blob, uri } = this.checkStorage(body);
@@ -375,8 +389,12 @@ export class SqlProvider {
     const usedBytes = database.usedBytes ?? 0;
     const queuedTime = new Date().toISOString();
     const injectedFailure = this.faults.takeOperationFailure(request) ?? this.unreachable(database.server);
+    this.importingOrExporting.add(idKey(database.id));
+    const done = () => this.importingOrExporting.delete(idKey(database.id));
     const { id: operationId, headers } = this.operations.start(request.origin, this.lroSpec(database.location, { databaseId: database.id }, {
       injectedFailure,
+      onSucceeded: done,
+      onFailed: done,
       work: async () => {
         if (usedBytes > MAX_BACPAC_BYTES) {
           throw { code: "ImportExportJobError", message: `Export failed: the BACPAC of '${database.name}' would exceed the maximum BACPAC size of 200 GB for Azure Blob storage.` };
