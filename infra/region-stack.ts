@@ -136,6 +136,9 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     infrastructureSubnetId: privateNetwork?.agentSubnetId,
     tags,
   }, { dependsOn: privateNetwork?.endpoints ?? [] });
+  // Diagnostic settings: both accounts' storage logs in the workspace the agents' logs and alerts use.
+  isolated.sendLogsTo(agent.workspaceId);
+  transient.sendLogsTo(agent.workspaceId);
   if (config.alerts !== "none") {
     new AgentAlerts(`${config.customer}-${config.region}-alerts`, {
       customer: config.customer,

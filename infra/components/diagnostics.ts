@@ -15,7 +15,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as monitor from "@pulumi/azure-native/monitor/index.js";
 
 export const DIAGNOSTIC_SETTING_NAME = "bulwark-audit";
-export const BLOB_LOG_CATEGORIES = ["StorageRead", "StorageWrite", "StorageDelete"] as const;
+export const STORAGE_LOG_CATEGORIES = ["StorageRead", "StorageWrite", "StorageDelete"] as const;
 export const KEY_VAULT_LOG_CATEGORIES = ["AuditEvent"] as const;
 
 function diagnosticSetting(name: string, resourceUri: pulumi.Input<string>, categories: readonly string[], metrics: readonly string[], workspaceId: pulumi.Input<string>, parent: pulumi.Resource): monitor.DiagnosticSetting {
@@ -32,9 +32,12 @@ function diagnosticSetting(name: string, resourceUri: pulumi.Input<string>, cate
   );
 }
 
-/** The blob service's read, write and delete logs and its transaction metrics. */
-export function blobDiagnostics(name: string, accountId: pulumi.Input<string>, workspaceId: pulumi.Input<string>, parent: pulumi.Resource): monitor.DiagnosticSetting {
-  return diagnosticSetting(name, pulumi.interpolate`${accountId}/blobServices/default`, BLOB_LOG_CATEGORIES, ["Transaction"], workspaceId, parent);
+/**
+ * A storage service's read, write and delete logs and its transaction metrics: `blobServices`,
+ * `queueServices` or `tableServices` (the same categories: the article above, "Resource logs").
+ */
+export function storageDiagnostics(name: string, accountId: pulumi.Input<string>, service: "blobServices" | "queueServices" | "tableServices", workspaceId: pulumi.Input<string>, parent: pulumi.Resource): monitor.DiagnosticSetting {
+  return diagnosticSetting(name, pulumi.interpolate`${accountId}/${service}/default`, STORAGE_LOG_CATEGORIES, ["Transaction"], workspaceId, parent);
 }
 
 /** Every request made to the key vault (AuditEvent). */

@@ -34,7 +34,7 @@ import { STORAGE_KIND_TAG } from "../../policies/rules.ts";
 import { lockContainerName } from "../../runtime/store/azure-blob.ts";
 import { BUILT_IN_ROLES, builtInRoleId, grantRole } from "./roles.ts";
 import type { StorageNetworkAccess } from "./network.ts";
-import { blobDiagnostics } from "./diagnostics.ts";
+import { storageDiagnostics } from "./diagnostics.ts";
 import { doNotDelete } from "./resource-locks.ts";
 
 export const VAULT_CONTAINER = "vault";
@@ -93,8 +93,6 @@ export interface IsolatedStorageArgs {
   keyResourceId: pulumi.Input<string>;
   /** Who may connect: public with RBAC-only data access, or private endpoints only (network.ts). */
   networkAccess: StorageNetworkAccess;
-  /** The Log Analytics workspace that receives the blob service's audit logs. */
-  diagnosticsWorkspaceId?: pulumi.Input<string>;
   tags: Record<string, string>;
 }
 
@@ -107,9 +105,11 @@ export class IsolatedStorage extends pulumi.ComponentResource {
   readonly locksContainerScope: pulumi.Output<string>;
   /** The vault container's default immutability policy as Azure reports it (its `state`: Unlocked until the operator locks it). */
   readonly immutabilityPolicy: storage.BlobContainerImmutabilityPolicy;
+  private readonly name: string;
 
   constructor(name: string, args: IsolatedStorageArgs, opts?: pulumi.ComponentResourceOptions) {
     super("bulwark:region:IsolatedStorage", name, {}, opts);
+    this.name = name;
     const encryptionIdentity = new managedidentity.UserAssignedIdentity(
       `${name}-encryption-identity`,
       { resourceName: regionalName(args.customer, args.region, "vault-key-id"), resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags },
@@ -218,13 +218,17 @@ export class IsolatedStorage extends pulumi.ComponentResource {
       { parent: this, dependsOn: [blobService] },
     );
     doNotDelete(`${name}-account-lock`, account.id, "Bulwark's isolated storage: the customer's backups. Remove this lock only to retire the vault on purpose.", this);
-    if (args.diagnosticsWorkspaceId !== undefined) blobDiagnostics(`${name}-diagnostics`, account.id, args.diagnosticsWorkspaceId, this);
     this.accountName = account.name;
     this.accountId = account.id;
     this.containerUrl = pulumi.interpolate`https://${account.name}.blob.core.windows.net/${container.name}`;
     this.containerScope = pulumi.interpolate`${account.id}/blobServices/default/containers/${container.name}`;
     this.locksContainerScope = pulumi.interpolate`${account.id}/blobServices/default/containers/${locks.name}`;
     this.registerOutputs({ accountName: this.accountName, containerUrl: this.containerUrl, immutabilityState: this.immutabilityPolicy.state });
+  }
+
+  /** Sends the vault's blob read, write and delete logs to a Log Analytics workspace (the region's). */
+  sendLogsTo(workspaceId: pulumi.Input<string>): void {
+    storageDiagnostics(`${this.name}-blob-diagnostics`, this.accountId, "blobServices", workspaceId, this);
   }
 }
 

@@ -9,6 +9,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as storage from "@pulumi/azure-native/storage/index.js";
 import { globalName } from "../naming.ts";
 import { STORAGE_KIND_TAG } from "../../policies/rules.ts";
+import { storageDiagnostics } from "./diagnostics.ts";
 import type { StorageNetworkAccess } from "./network.ts";
 
 export const TRANSIENT_CONTAINER = "staging";
@@ -49,9 +50,11 @@ export class TransientStorage extends pulumi.ComponentResource {
   readonly fleetPrefix: string;
   /** The tables and queues: agents depend on them so no run starts before they exist. */
   readonly fleetResources: pulumi.Resource[];
+  private readonly name: string;
 
   constructor(name: string, args: TransientStorageArgs, opts?: pulumi.ComponentResourceOptions) {
     super("bulwark:region:TransientStorage", name, {}, opts);
+    this.name = name;
     const account = new storage.StorageAccount(
       `${name}-account`,
       {
@@ -120,5 +123,12 @@ export class TransientStorage extends pulumi.ComponentResource {
     this.fleetResources = [...tables, ...queues];
     this.fleetPrefix = FLEET_PREFIX;
     this.registerOutputs({ accountName: this.accountName, containerUrl: this.containerUrl, tableEndpoint: this.tableEndpoint, queueEndpoint: this.queueEndpoint, workQueueName: this.workQueueName });
+  }
+
+  /** Sends the staging, table and queue services' read, write and delete logs to a Log Analytics workspace. */
+  sendLogsTo(workspaceId: pulumi.Input<string>): void {
+    for (const service of ["blobServices", "tableServices", "queueServices"] as const) {
+      storageDiagnostics(`${this.name}-${service}-diagnostics`, this.accountId, service, workspaceId, this);
+    }
   }
 }

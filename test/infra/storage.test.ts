@@ -27,7 +27,7 @@ function retention(overrides: Partial<RetentionConfig> = {}): RetentionConfig {
 }
 
 function isolatedStorage(name: string, overrides: Partial<RetentionConfig> = {}): IsolatedStorage {
-  return new IsolatedStorage(
+  const storage = new IsolatedStorage(
     name,
     {
       customer: name,
@@ -39,12 +39,13 @@ function isolatedStorage(name: string, overrides: Partial<RetentionConfig> = {})
       keyVaultUri: "https://bwkcontoso123456.vault.azure.net/",
       keyName: "bulwark-kek",
       keyResourceId: `/subscriptions/${SUB}/resourceGroups/bulwark-contoso/providers/Microsoft.KeyVault/vaults/bwkcontoso123456/keys/bulwark-kek`,
-      diagnosticsWorkspaceId: `/subscriptions/${SUB}/resourceGroups/${GROUP}/providers/Microsoft.OperationalInsights/workspaces/logs`,
       networkAccess: storageNetworkAccess("public"),
       tags: {},
     },
     { transformations: [recordOptions] },
   );
+  storage.sendLogsTo(`/subscriptions/${SUB}/resourceGroups/${GROUP}/providers/Microsoft.OperationalInsights/workspaces/logs`);
+  return storage;
 }
 
 let resources: RecordedResource[];
@@ -148,5 +149,20 @@ describe("region stack: the vault's locks", () => {
       .map((a) => a.inputs.scope as string);
     expect(scopes.some((s) => s.endsWith(`/blobServices/default/containers/${LOCKS_CONTAINER}`))).toBe(true);
     expect(scopes.some((s) => s.endsWith(`/blobServices/default/containers/${VAULT_CONTAINER}`))).toBe(true);
+  });
+
+  it("sends both accounts' storage logs to the agents' Log Analytics workspace", () => {
+    const [workspace] = ofType(region, "azure-native:operationalinsights:Workspace");
+    const accounts = ofType(region, "azure-native:storage:StorageAccount");
+    const isolated = accounts.find((a) => a.inputs.tags["bulwark-storage"] === "isolated")!;
+    const transient = accounts.find((a) => a.inputs.tags["bulwark-storage"] === "transient")!;
+    const settings = ofType(region, "azure-native:monitor:DiagnosticSetting");
+    expect(settings.map((s) => s.inputs.resourceUri).sort()).toEqual(
+      [`${isolated.id}/blobServices/default`, `${transient.id}/blobServices/default`, `${transient.id}/queueServices/default`, `${transient.id}/tableServices/default`].sort(),
+    );
+    for (const setting of settings) {
+      expect(setting.inputs.workspaceId).toBe(workspace.id);
+      expect(setting.inputs.logs.map((l: any) => l.category).sort()).toEqual(["StorageDelete", "StorageRead", "StorageWrite"]);
+    }
   });
 });
