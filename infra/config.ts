@@ -68,7 +68,10 @@ export interface RetentionConfig {
   pointsDays: number;
   /** Version-level immutability: no version can be changed or deleted before this many days. */
   immutabilityDays: number;
-  /** A locked policy can never be shortened or removed, not even by the customer. */
+  /**
+   * The operator has locked the vault container's policy (infra/README.md, checklist step 5; Azure
+   * creates it Unlocked): the program then never changes or deletes it.
+   */
   immutabilityLocked: boolean;
   /** Soft delete for blobs and containers. */
   softDeleteDays: number;
