@@ -238,8 +238,9 @@ export class IsolatedStorage extends pulumi.ComponentResource {
  * blob.json; and at most five extensions of a container-level locked policy:
  * articles/storage/blobs/immutable-storage-overview.md, "Locked versus unlocked policies"). Once the
  * operator has locked it, the program leaves it as it is and keeps it if the stack is destroyed.
+ * Unlocked it is still protected: deleting it would leave every new object without WORM.
  */
 function lockedPolicyOptions(parent: pulumi.Resource, locked: boolean): pulumi.CustomResourceOptions {
-  if (!locked) return { parent };
-  return { parent, ignoreChanges: ["immutabilityPeriodSinceCreationInDays", "allowProtectedAppendWrites"], retainOnDelete: true };
+  if (!locked) return { parent, protect: true };
+  return { parent, protect: true, ignoreChanges: ["immutabilityPeriodSinceCreationInDays", "allowProtectedAppendWrites"], retainOnDelete: true };
 }

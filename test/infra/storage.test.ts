@@ -84,7 +84,8 @@ describe("isolated storage", () => {
       allowProtectedAppendWrites: false,
     });
     expect(container("unlocked", VAULT_CONTAINER).inputs.immutableStorageWithVersioning).toEqual({ enabled: true });
-    // Unlocked, the program may change the period with the config.
+    // Unlocked, the program may change the period with the config, but never delete the policy.
+    expect(options.get(policy.name)?.protect).toBe(true);
     expect(options.get(policy.name)?.ignoreChanges).toBeUndefined();
     expect(options.get(policy.name)?.retainOnDelete).toBeUndefined();
   });
@@ -92,7 +93,7 @@ describe("isolated storage", () => {
   it("leaves a policy the operator has locked (retention.immutabilityLocked) unchanged, and keeps it when the stack is destroyed", () => {
     const policy = one("locked", "azure-native:storage:BlobContainerImmutabilityPolicy");
     expect(policy.inputs.immutabilityPeriodSinceCreationInDays).toBe(7);
-    expect(options.get(policy.name)).toMatchObject({ retainOnDelete: true });
+    expect(options.get(policy.name)).toMatchObject({ retainOnDelete: true, protect: true });
     expect(options.get(policy.name)?.ignoreChanges).toEqual(expect.arrayContaining(["immutabilityPeriodSinceCreationInDays", "allowProtectedAppendWrites"]));
   });
 
