@@ -44,6 +44,8 @@ export interface CustomerConfig {
   subscriptionId: string;
   homeRegion: string;
   protect: ProtectedScope[];
+  /** bulwark:restoreResourceGroups: the only resource groups where restores may create disks, VMs and databases. */
+  restoreResourceGroups: RestoreResourceGroup[];
   image: string;
   /** Where the image is pulled from by the jobs' own identities; absent for a public image. */
   registry?: ContainerRegistry;
@@ -367,6 +369,37 @@ function protectedScopes(raw: Raw): ProtectedScope[] {
   });
 }
 
+/** A resource group where restores may create resources (the restore identity's role is assigned there alone). */
+export interface RestoreResourceGroup {
+  subscriptionId: string;
+  resourceGroup: string;
+  /** The region whose agents restore into it. */
+  region: string;
+}
+
+function restoreResourceGroups(raw: Raw): RestoreResourceGroup[] {
+  const list = raw.restoreResourceGroups ?? [];
+  const example = "List them as `bulwark:restoreResourceGroups: [{subscriptionId: <guid>, resourceGroup: <name>, region: westeurope}]`; restores create disks, VMs and databases only there.";
+  if (!Array.isArray(list)) fail("restoreResourceGroups", "must be a list", example);
+  const seen = new Set<string>();
+  return list.map((entry: unknown, i: number) => {
+    const key = `restoreResourceGroups[${i}]`;
+    if (typeof entry !== "object" || entry === null) fail(key, "must be a mapping", example);
+    const e = entry as Raw;
+    if (typeof e.subscriptionId !== "string" || !GUID.test(e.subscriptionId)) {
+      fail(`${key}.subscriptionId`, `must be a subscription id (a GUID), got ${JSON.stringify(e.subscriptionId)}`, "Copy it from `az account list -o table`.");
+    }
+    if (typeof e.resourceGroup !== "string" || !/^[-\w._()]{1,90}$/.test(e.resourceGroup) || e.resourceGroup.endsWith(".")) {
+      fail(`${key}.resourceGroup`, `is not a valid resource group name: ${JSON.stringify(e.resourceGroup)}`, "Name an existing resource group (1-90 letters, digits, - _ . ( ), not ending in a period); a whole subscription is not accepted.");
+    }
+    const group = { subscriptionId: e.subscriptionId.toLowerCase(), resourceGroup: e.resourceGroup, region: region(e.region, `${key}.region`) };
+    const id = scopeId(group).toLowerCase();
+    if (seen.has(id)) fail(key, `repeats ${scopeId(group)}`, "List each resource group once.");
+    seen.add(id);
+    return group;
+  });
+}
+
 export function scopeId(scope: Pick<ProtectedScope, "subscriptionId" | "resourceGroup">): string {
   return scope.resourceGroup === undefined
     ? `/subscriptions/${scope.subscriptionId}`
@@ -386,6 +419,7 @@ export function parseCustomerConfig(raw: Raw): CustomerConfig {
     subscriptionId: subscriptionId.toLowerCase(),
     homeRegion: region(raw.homeRegion, "homeRegion"),
     protect: protectedScopes(raw),
+    restoreResourceGroups: restoreResourceGroups(raw),
     image: image(raw),
     registry: containerRegistry(raw, image(raw)),
     bridgeSchedule: cron(raw, "bridgeSchedule", "0 * * * *"),

@@ -6,7 +6,7 @@ import * as resources from "@pulumi/azure-native/resources/index.js";
 import type { CustomerConfig } from "./config.ts";
 import { scopeId } from "./config.ts";
 import { EnterpriseApp } from "./components/enterprise-app.ts";
-import { BackupRole } from "./components/backup-role.ts";
+import { IdentityRoles } from "./components/backup-role.ts";
 import { CustomerKey } from "./components/customer-key.ts";
 import type { KeySpec } from "./components/customer-key.ts";
 import { Bridge } from "./components/bridge.ts";
@@ -17,7 +17,11 @@ export interface CustomerStackOutputs {
   tenantId: pulumi.Output<string>;
   resourceGroupName: pulumi.Output<string>;
   enterpriseAppClientId: pulumi.Output<string>;
+  /** Tenant-scoped ids of the custom roles region stacks assign (components/backup-role.ts). */
+  inventoryRoleDefinitionId: pulumi.Output<string>;
   backupRoleDefinitionId: pulumi.Output<string>;
+  /** Empty when bulwark:restoreResourceGroups names no group (no restore role exists then). */
+  restoreRoleDefinitionId: pulumi.Output<string>;
   keyUserRoleDefinitionId: pulumi.Output<string>;
   keyVaultUri: pulumi.Output<string>;
   keyName: pulumi.Output<string>;
@@ -30,6 +34,8 @@ export interface CustomerStackOutputs {
   /** bulwark:network of the customer stack: a public region stack cannot reach a private vault. */
   network: string;
   protectedScopes: { scope: string; region: string }[];
+  /** Where restores may create resources, by region: each region stack assigns the restore role at its own. */
+  restoreResourceGroups: { scope: string; region: string }[];
   bridgeJobName: pulumi.Output<string>;
 }
 
@@ -46,9 +52,11 @@ export function customerStack(config: CustomerConfig): CustomerStackOutputs {
   });
   const app = new EnterpriseApp(`${config.customer}-enterprise-app`, { customer: config.customer });
   const protectedScopes = config.protect.map((s) => ({ scope: scopeId(s), region: s.region }));
-  const role = new BackupRole(`${config.customer}-backup-role`, {
+  const restoreResourceGroups = config.restoreResourceGroups.map((g) => ({ scope: scopeId(g), region: g.region }));
+  const roles = new IdentityRoles(`${config.customer}-roles`, {
     customer: config.customer,
     protectedScopes: protectedScopes.map((s) => s.scope),
+    restoreScopes: restoreResourceGroups.map((g) => g.scope),
   });
   const key = new CustomerKey(`${config.customer}-key`, {
     customer: config.customer,
@@ -69,7 +77,7 @@ export function customerStack(config: CustomerConfig): CustomerStackOutputs {
     registry: config.registry,
     schedule: config.bridgeSchedule,
     protect: config.protect,
-    backupRoleDefinitionId: role.roleDefinitionId,
+    bridgeRoleDefinitionId: roles.roleDefinitionIds.bridge!,
     tags,
   });
   return {
@@ -77,7 +85,9 @@ export function customerStack(config: CustomerConfig): CustomerStackOutputs {
     tenantId: pulumi.output(config.tenantId),
     resourceGroupName: group.name,
     enterpriseAppClientId: app.clientId,
-    backupRoleDefinitionId: role.roleDefinitionId,
+    inventoryRoleDefinitionId: roles.roleDefinitionIds.inventory!,
+    backupRoleDefinitionId: roles.roleDefinitionIds.backup!,
+    restoreRoleDefinitionId: roles.roleDefinitionIds.restore ?? pulumi.output(""),
     keyUserRoleDefinitionId: key.keyUserRoleDefinitionId,
     keyVaultUri: key.vaultUri,
     keyName: key.keyName,
@@ -87,6 +97,7 @@ export function customerStack(config: CustomerConfig): CustomerStackOutputs {
     keyVaultId: key.vaultId,
     network: config.network,
     protectedScopes,
+    restoreResourceGroups,
     bridgeJobName: bridge.jobName,
   };
 }

@@ -51,6 +51,10 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
   }
   const allScopes = await requireKnown<{ scope: string; region: string }[]>(ref, config.customerStack, "protectedScopes");
   const scopes = allScopes.filter((s) => s.region === config.region).map((s) => s.scope);
+  // Where this region's restores may create resources (the restore role is assigned there alone).
+  const restoreGroups = await requireKnown<{ scope: string; region: string }[]>(ref, config.customerStack, "restoreResourceGroups");
+  const restoreScopes = restoreGroups.filter((g) => g.region === config.region).map((g) => g.scope);
+  const restoreRole = await requireKnown<string>(ref, config.customerStack, "restoreRoleDefinitionId");
   if (scopes.length === 0) {
     const regions = [...new Set(allScopes.map((s) => s.region))].join(", ");
     throw new UsageError(`bulwark:region ${config.region} has no protected scope: customer ${customer} protects only ${regions}. Add a scope in ${config.region} to the customer stack's bulwark:protect (and update it), or deploy this stack for one of ${regions}.`);
@@ -117,7 +121,8 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     worker: config.worker,
     protectedScopes: scopes,
     policyJson: policy,
-    backupRoleDefinitionId: output("backupRoleDefinitionId"),
+    roles: { inventory: output("inventoryRoleDefinitionId"), backup: output("backupRoleDefinitionId"), restore: restoreRole === "" ? undefined : restoreRole },
+    restoreScopes,
     keyUserRoleDefinitionId: output("keyUserRoleDefinitionId"),
     keyResourceId: output("keyResourceId"),
     keyUri: output("keyUri"),

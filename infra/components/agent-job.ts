@@ -39,6 +39,8 @@ export interface AgentJobArgs {
   agentCommand: "bridge" | "schedule" | "worker" | "prune";
   identityId: pulumi.Input<string>;
   identityClientId: pulumi.Input<string>;
+  /** Further user-assigned identities the job holds (the worker's restore identity); AZURE_CLIENT_ID stays the first. */
+  additionalIdentityIds?: pulumi.Input<string>[];
   env: Record<string, pulumi.Input<string>>;
   secrets?: JobSecret[];
   trigger: JobTrigger;
@@ -95,7 +97,7 @@ export function agentJob(name: string, args: AgentJobArgs, parent: pulumi.Resour
       environmentId: args.environmentId,
       workloadProfileName: args.workloadProfileName,
       tags: args.tags,
-      identity: { type: "UserAssigned", userAssignedIdentities: [args.identityId] },
+      identity: { type: "UserAssigned", userAssignedIdentities: [args.identityId, ...(args.additionalIdentityIds ?? [])] },
       configuration: {
         triggerType: trigger.kind === "schedule" ? "Schedule" : "Event",
         replicaTimeout: args.replicaTimeoutSeconds,

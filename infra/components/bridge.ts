@@ -1,7 +1,8 @@
 /**
  * The bridge: Bulwark's in-tenant agent. A scheduled Container Apps job in the customer's home
- * region whose user-assigned identity holds the backup role at every protected scope: it keeps
- * the inventory of what is protected (and where) and retires snapshots nothing needs any more.
+ * region whose user-assigned identity holds the bridge role at every protected scope (reads, and
+ * snapshot read, delete and end of access: components/backup-role.ts): it keeps the inventory of
+ * what is protected (and where) and retires snapshots nothing needs any more.
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as managedidentity from "@pulumi/azure-native/managedidentity/index.js";
@@ -9,7 +10,7 @@ import type { ContainerRegistry, ProtectedScope } from "../config.ts";
 import { scopeId } from "../config.ts";
 import { AgentEnvironment } from "./agent-environment.ts";
 import { agentJob, grantRegistryPull } from "./agent-job.ts";
-import { grantRole } from "./roles.ts";
+import { afterRolePropagation, grantRole } from "./roles.ts";
 import { regionalName } from "../naming.ts";
 
 export interface BridgeArgs {
@@ -21,7 +22,8 @@ export interface BridgeArgs {
   registry?: ContainerRegistry;
   schedule: string;
   protect: ProtectedScope[];
-  backupRoleDefinitionId: pulumi.Input<string>;
+  /** The bridge role's tenant-scoped id (components/backup-role.ts). */
+  bridgeRoleDefinitionId: pulumi.Input<string>;
   tags: Record<string, string>;
 }
 
@@ -37,18 +39,20 @@ export class Bridge extends pulumi.ComponentResource {
       { resourceName: regionalName(args.customer, args.location, "bridge-id"), resourceGroupName: args.resourceGroupName, location: args.location, tags: args.tags },
       { parent: this },
     );
-    args.protect.forEach((scope, i) => {
+    const grants = args.protect.map((scope, i) =>
       grantRole(
         `${name}-backup-${i}`,
         {
           principalId: identity.principalId,
-          roleDefinitionId: args.backupRoleDefinitionId,
+          roleDefinitionId: args.bridgeRoleDefinitionId,
           scope: scopeId(scope),
-          description: `Bulwark bridge: backup role at a protected scope (${scope.region})`,
+          description: `Bulwark bridge: inventory and snapshot hygiene at a protected scope (${scope.region})`,
         },
         this,
-      );
-    });
+      ),
+    );
+    // The job's first run must find its roles honoured (they take minutes to propagate).
+    const rolesHonoured = afterRolePropagation(`${name}-roles-propagated`, [...grants, ...grantRegistryPull(name, args.registry, identity.principalId, this)], this);
     const environment = new AgentEnvironment(
       `${name}-agents`,
       { customer: args.customer, resourceGroupName: args.resourceGroupName, location: args.location, tags: args.tags },
@@ -76,7 +80,7 @@ export class Bridge extends pulumi.ComponentResource {
         cpu: 0.5,
         memory: "1Gi",
         tags: args.tags,
-        dependsOn: grantRegistryPull(name, args.registry, identity.principalId, this),
+        dependsOn: [rolesHonoured],
       },
       this,
     );

@@ -3,13 +3,18 @@
  * runs `bulwark agent schedule` (one tick: the policy's due items onto the region's work queue)
  * and a worker job that KEDA starts while that queue holds messages, running `bulwark agent
  * worker`. Both keep the fleet's state in the transient account's tables and queues. Each job has
- * its own user-assigned identity with only the roles its part needs:
- * - scheduler: the backup role at the region's protected scopes (it lists tagged resources, and
- *   the role holds Microsoft.Resources/subscriptions/resources/read); table and queue data on the
- *   transient account;
+ * its own user-assigned identity with only the roles its part needs (the custom roles are
+ * components/backup-role.ts's, built from what the runtime declares per identity):
+ * - scheduler: the inventory role (reads only) at the region's protected scopes; table and queue
+ *   data on the transient account;
  * - worker: the backup role at the protected scopes, key user on the customer's key, table and
  *   queue data on the transient account, blob data on the staging and vault containers, and Blob
- *   Delegator on the transient account (user-delegation SAS for Azure SQL export and import).
+ *   Delegator on the transient account (user-delegation SAS for Azure SQL export and import);
+ * - restore, the worker's second identity: the restore role at the region's restore resource groups
+ *   only (bulwark:restoreResourceGroups), nothing else. The worker runs restore jobs' Azure calls
+ *   as this identity (BULWARK_RESTORE_CLIENT_ID), so the identity that backs up cannot create or
+ *   delete VMs, disks or databases, and the one that can, can do so only in those groups;
+ * - prune: the vault's containers and the key, no Resource Manager role at all.
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as managedidentity from "@pulumi/azure-native/managedidentity/index.js";
@@ -37,7 +42,10 @@ export interface RegionAgentArgs {
   protectedScopes: string[];
   /** BULWARK_POLICY_JSON: the region's policy documents. */
   policyJson: pulumi.Input<string>;
-  backupRoleDefinitionId: pulumi.Input<string>;
+  /** Tenant-scoped ids of the customer's custom roles (components/backup-role.ts); restore absent without restore groups. */
+  roles: { inventory: pulumi.Input<string>; backup: pulumi.Input<string>; restore?: pulumi.Input<string> };
+  /** ARM ids of this region's restore resource groups, where the restore identity's role is assigned. */
+  restoreScopes: string[];
   keyUserRoleDefinitionId: pulumi.Input<string>;
   keyResourceId: pulumi.Input<string>;
   /** The customer's key without version (the worker follows rotation). */
@@ -69,6 +77,8 @@ export class RegionAgent extends pulumi.ComponentResource {
   readonly pruneJobName: pulumi.Output<string>;
   readonly workerPrincipalId: pulumi.Output<string>;
   readonly schedulerPrincipalId: pulumi.Output<string>;
+  readonly restorePrincipalId: pulumi.Output<string>;
+  readonly prunePrincipalId: pulumi.Output<string>;
   /** The environment's Log Analytics workspace, where the agents' console logs land (alerts query it). */
   readonly workspaceId: pulumi.Output<string>;
   /** The agents' jobs by role (their executions are alerted on). */
@@ -89,6 +99,8 @@ export class RegionAgent extends pulumi.ComponentResource {
       );
     const scheduler = identity("scheduler");
     const worker = identity("worker");
+    const restore = identity("restore");
+    const prune = identity("prune");
     const builtIn = (guid: string) => builtInRoleId(args.subscriptionId, guid);
 
     // Both agents read and write the fleet's tables and queues. Queue Data Contributor, not Message
@@ -99,17 +111,17 @@ export class RegionAgent extends pulumi.ComponentResource {
       grantRole(`${name}-${role}-fleet-tables`, { principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageTableDataContributor), scope: args.fleet.accountId, description: `Bulwark ${role}: the fleet's job, item, lock and report tables` }, this),
       grantRole(`${name}-${role}-fleet-queues`, { principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageQueueDataContributor), scope: args.fleet.accountId, description: `Bulwark ${role}: the region's work and poison queues` }, this),
     ];
-    const protectedScopeGrants = (role: string, principalId: pulumi.Output<string>, description: string) =>
+    const protectedScopeGrants = (role: string, principalId: pulumi.Output<string>, roleDefinitionId: pulumi.Input<string>, description: string) =>
       args.protectedScopes.map((scope, i) =>
-        grantRole(`${name}-${role}-backup-${i}`, { principalId, roleDefinitionId: args.backupRoleDefinitionId, scope, description }, this),
+        grantRole(`${name}-${role}-backup-${i}`, { principalId, roleDefinitionId, scope, description }, this),
       );
     const schedulerGrants = [
-      ...protectedScopeGrants("scheduler", scheduler.principalId, `Bulwark scheduler: find tagged resources in ${args.region}`),
+      ...protectedScopeGrants("scheduler", scheduler.principalId, args.roles.inventory, `Bulwark scheduler: find protected resources in ${args.region} (reads only)`),
       ...fleetGrants("scheduler", scheduler.principalId),
       ...grantRegistryPull(`${name}-scheduler`, args.registry, scheduler.principalId, this),
     ];
     const workerGrants = [
-      ...protectedScopeGrants("worker", worker.principalId, `Bulwark worker: back up and restore in ${args.region}`),
+      ...protectedScopeGrants("worker", worker.principalId, args.roles.backup, `Bulwark worker: back up in ${args.region}`),
       ...fleetGrants("worker", worker.principalId),
       ...grantRegistryPull(`${name}-worker`, args.registry, worker.principalId, this),
       grantRole(`${name}-worker-staging`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.transient.containerScope, description: "Bulwark worker: stage backups and SQL exports" }, this),
@@ -117,6 +129,13 @@ export class RegionAgent extends pulumi.ComponentResource {
       grantRole(`${name}-worker-vault`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.vault.containerScope, description: "Bulwark worker: write and read the vault" }, this),
       grantRole(`${name}-worker-vault-locks`, { principalId: worker.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.vault.locksContainerScope, description: "Bulwark worker and prune: take, refresh and release the vault's locks" }, this),
       grantRole(`${name}-worker-key`, { principalId: worker.principalId, roleDefinitionId: args.keyUserRoleDefinitionId, scope: args.keyResourceId, description: "Bulwark worker: wrap and unwrap data keys" }, this),
+      ...restoreGrants(name, restore.principalId, args, this),
+    ];
+    const pruneGrants = [
+      grantRole(`${name}-prune-vault`, { principalId: prune.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.vault.containerScope, description: "Bulwark prune: forget points and remove unreferenced packs" }, this),
+      grantRole(`${name}-prune-vault-locks`, { principalId: prune.principalId, roleDefinitionId: builtIn(BUILT_IN_ROLES.storageBlobDataContributor), scope: args.vault.locksContainerScope, description: "Bulwark prune: take and release the vault's exclusive lock" }, this),
+      grantRole(`${name}-prune-key`, { principalId: prune.principalId, roleDefinitionId: args.keyUserRoleDefinitionId, scope: args.keyResourceId, description: "Bulwark prune: unwrap the vault's keys" }, this),
+      ...grantRegistryPull(`${name}-prune`, args.registry, prune.principalId, this),
     ];
 
     const common = {
@@ -174,9 +193,14 @@ export class RegionAgent extends pulumi.ComponentResource {
         agentCommand: "worker",
         identityId: worker.id,
         identityClientId: worker.clientId,
+        additionalIdentityIds: [restore.id],
         env: {
           ...fleetEnv,
           BULWARK_REGION: args.region,
+          // Restore jobs call Azure as the restore identity (runtime/azure/context.ts).
+          BULWARK_RESTORE_CLIENT_ID: restore.clientId,
+          // Informational, like BULWARK_PROTECTED_SCOPES: where the restore identity holds its role.
+          BULWARK_RESTORE_SCOPES: args.restoreScopes.join(","),
           // What a job may touch (its vault, item, retention) comes from the scheduler's policies, never from its record.
           BULWARK_POLICY_JSON: args.policyJson,
           BULWARK_TRANSIENT: args.transient.containerUrl,
@@ -195,27 +219,25 @@ export class RegionAgent extends pulumi.ComponentResource {
       },
       this,
     );
-    // Retention and prune on their own schedule, once a day, as the worker's identity: it already
-    // holds exactly what this needs (the vault container and the key), and nothing else is granted.
+    // Retention and prune on their own schedule, once a day, as their own identity: the vault's
+    // containers and the key, and no Resource Manager role.
     const pruneJob = agentJob(
       `${name}-prune`,
       {
         ...common,
         agentCommand: "prune",
-        identityId: worker.id,
-        identityClientId: worker.clientId,
+        identityId: prune.id,
+        identityClientId: prune.clientId,
         env: {
           BULWARK_POLICY_JSON: args.policyJson,
           BULWARK_KEY_VAULT_KEY: args.keyUri,
-          // Informational, as on the other jobs: the identity's backup-role scopes, for the policy pack.
-          BULWARK_PROTECTED_SCOPES: args.protectedScopes.join(","),
         },
         trigger: { kind: "schedule", cron: args.pruneSchedule ?? "30 2 * * *" },
         replicaTimeoutSeconds: 4 * 3600,
         replicaRetryLimit: 1,
         cpu: args.worker.cpu,
         memory: args.worker.memory,
-        dependsOn: workerGrants,
+        dependsOn: pruneGrants,
       },
       this,
     );
@@ -230,6 +252,21 @@ export class RegionAgent extends pulumi.ComponentResource {
     this.workerJobName = workerJob.name;
     this.workerPrincipalId = worker.principalId;
     this.schedulerPrincipalId = scheduler.principalId;
+    this.restorePrincipalId = restore.principalId;
+    this.prunePrincipalId = prune.principalId;
     this.registerOutputs({ schedulerJobName: this.schedulerJobName, workerJobName: this.workerJobName });
   }
+}
+
+/**
+ * The restore role at each of the region's restore resource groups, and nowhere else. Without
+ * restore groups (or without the role) the identity holds nothing: restores to Azure resources are
+ * refused by Azure until bulwark:restoreResourceGroups names a group.
+ */
+function restoreGrants(name: string, principalId: pulumi.Output<string>, args: RegionAgentArgs, parent: pulumi.Resource) {
+  const roleDefinitionId = args.roles.restore;
+  if (roleDefinitionId === undefined) return [];
+  return args.restoreScopes.map((scope, i) =>
+    grantRole(`${name}-restore-${i}`, { principalId, roleDefinitionId, scope, description: `Bulwark restore: create disks, VMs and databases in a restore group (${args.region})` }, parent),
+  );
 }

@@ -30,6 +30,30 @@ export function builtInRoleId(subscriptionId: pulumi.Input<string>, guid: string
   return pulumi.interpolate`/subscriptions/${subscriptionId}/providers/Microsoft.Authorization/roleDefinitions/${guid}`;
 }
 
+/**
+ * A custom role's definition id in its tenant-scoped form. A custom role is defined once per tenant
+ * (its `scope` is only where it is created) and is assignable wherever its assignableScopes allow;
+ * the authorization API accepts "/providers/Microsoft.Authorization/roleDefinitions/{roleDefinitionId}
+ * for tenant level role definitions" beside the subscription form
+ * (Azure/azure-rest-api-specs specification/authorization/resource-manager/Microsoft.Authorization/
+ * stable/2022-04-01/authorization-RoleDefinitionsCalls.json, RoleDefinitions_GetById's roleDefinitionId).
+ * The subscription form built from the subscription the role was created in names a definition
+ * that an assignment in another subscription cannot use.
+ */
+export function tenantRoleDefinitionId(guid: string): string {
+  return `/providers/Microsoft.Authorization/roleDefinitions/${guid}`;
+}
+
+/**
+ * Where a custom role is created: the subscription of the first of its assignable scopes in sorted
+ * order, so reordering bulwark:protect never moves (and so replaces) the role.
+ */
+export function stableRoleHome(assignableScopes: string[]): string {
+  if (assignableScopes.length === 0) throw new Error("a custom role needs at least one assignable scope");
+  const first = [...assignableScopes].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()))[0]!;
+  return `/subscriptions/${subscriptionOf(first)}`;
+}
+
 /** The subscription id at the start of an ARM scope. */
 export function subscriptionOf(scope: string): string {
   const match = /^\/subscriptions\/([^/]+)/i.exec(scope);
@@ -61,3 +85,43 @@ export function grantRole(name: string, args: GrantArgs, parent: pulumi.Resource
     { parent, deleteBeforeReplace: true },
   );
 }
+
+/**
+ * How long a new role assignment may take to be honoured: "When you assign roles or remove role
+ * assignments, it can take up to 10 minutes for changes to take effect" (MicrosoftDocs/azure-docs
+ * articles/role-based-access-control/troubleshooting.md, "Symptom - Role assignment changes are not
+ * being detected"; earlier versions of that page said 30 minutes, for Resource Manager's cache).
+ */
+export const ROLE_PROPAGATION_SECONDS = 600;
+
+/**
+ * Waits once, after its assignments are created (and again whenever they are replaced), so what
+ * depends on it starts only when Azure honours them. Pulumi's dynamic provider serializes these
+ * functions: they capture nothing, and read the wait from their inputs.
+ */
+const propagationWaitProvider: pulumi.dynamic.ResourceProvider = {
+  async create(inputs) {
+    await new Promise((resolve) => setTimeout(resolve, Number(inputs.seconds) * 1000));
+    return { id: `rbac-propagation-${Date.now()}`, outs: inputs };
+  },
+  async diff(_id, olds, news) {
+    const changed = JSON.stringify(olds.assignmentIds) !== JSON.stringify(news.assignmentIds);
+    return { changes: changed, replaces: changed ? ["assignmentIds"] : [], deleteBeforeReplace: false };
+  },
+};
+
+class RolePropagationWait extends pulumi.dynamic.Resource {
+  constructor(name: string, assignments: authorization.RoleAssignment[], opts: pulumi.CustomResourceOptions) {
+    super(propagationWaitProvider, name, { seconds: ROLE_PROPAGATION_SECONDS, assignmentIds: assignments.map((a) => a.id) }, { ...opts, dependsOn: assignments });
+  }
+}
+
+/**
+ * A resource that exists once `assignments` have had time to propagate: put it in the dependsOn of
+ * whatever needs them (a job that calls Azure as the identity, an account encrypted with a key its
+ * identity may only now use).
+ */
+export function afterRolePropagation(name: string, assignments: authorization.RoleAssignment[], parent: pulumi.Resource): pulumi.Resource {
+  return new RolePropagationWait(name, assignments, { parent });
+}
+

@@ -9,7 +9,7 @@
  * BULWARK_AGENT_REGIONS, BULWARK_REGION, BULWARK_TRANSIENT, and the vault key.
  */
 import { UsageError } from "../errors.ts";
-import { azureContext } from "../azure/context.ts";
+import { azureContext, restoreAzureContext } from "../azure/context.ts";
 import { FleetStorage, openFleet, runWorker, scheduleTick, systemClock, listRecentJobs, itemStatuses, jsonLog, defaultWorkerId } from "../jobs/index.ts";
 import type { StorageConnection } from "../jobs/storage.ts";
 import { loadPolicies, validatePolicy, type Policy } from "../policy/policy.ts";
@@ -107,7 +107,8 @@ export async function agentWorker(values: Values): Promise<Record<string, unknow
     const summary = await runWorker({
       fleet: await fleet(),
       region,
-      machines: [backupMachine(env), restoreMachine(env)],
+      // Restores call Resource Manager as the restore identity (azure/context.ts), the rest as the worker's.
+      machines: [backupMachine(env), restoreMachine({ ...env, azure: await restoreAzureContext() })],
       limits: {
         perWorker: Number(values["max-jobs"] ?? process.env.BULWARK_MAX_JOBS_PER_WORKER ?? 2),
         perRegion: Number(process.env.BULWARK_MAX_JOBS_PER_REGION ?? 8),

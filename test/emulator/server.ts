@@ -74,6 +74,8 @@ export interface LoggedRequest {
   method: string;
   path: string;
   status: number;
+  /** The client id (appid) of the bearer token the request carried, when it carried a valid one. */
+  caller?: string;
 }
 
 async function listen(server: https.Server): Promise<number> {
@@ -185,7 +187,9 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
   const requestLog: LoggedRequest[] = [];
   const logTo = (endpoint: string) => (request: EmulatorRequest, reply: EmulatorReply) => {
     if (request.path.startsWith("/_emulator/")) return;
-    requestLog.push({ endpoint, method: request.method, path: request.path, status: reply.status });
+    const verified = entra.verify(request);
+    const caller = "claims" in verified ? String(verified.claims.appid) : undefined;
+    requestLog.push({ endpoint, method: request.method, path: request.path, status: reply.status, caller });
   };
   let authorityHost = "";
   const main = serve(certificates, (request) => {

@@ -7,7 +7,8 @@ import type { RecordedResource } from "./harness.ts";
 import { parseCustomerConfig, scopeId } from "../../infra/config.ts";
 import type { CustomerConfig } from "../../infra/config.ts";
 import { customerStack } from "../../infra/customer-stack.ts";
-import { backupRoleActions } from "../../runtime/azure/role.ts";
+import { roleActionsFor } from "../../runtime/azure/role.ts";
+import { keyUserPermissions } from "../../infra/components/backup-role.ts";
 import { ACR_PULL_ROLE } from "../../infra/components/agent-job.ts";
 
 let config: CustomerConfig;
@@ -34,7 +35,8 @@ describe("customer stack (example config)", () => {
     const definitions = ofType(resources, "azure-native:authorization:RoleDefinition");
     const backup = definitions.find((d) => String(d.inputs.roleName).startsWith("Bulwark backup"))!;
     const keyUser = definitions.find((d) => String(d.inputs.roleName).startsWith("Bulwark key user"))!;
-    const expected = backupRoleActions();
+    // The worker's role and key; the other identities' roles: test/infra/roles.test.ts.
+    const expected = { actions: roleActionsFor("backup").actions, dataActions: keyUserPermissions().dataActions };
     const granted = {
       actions: [...backup.inputs.permissions[0].actions, ...keyUser.inputs.permissions[0].actions].sort(),
       dataActions: [...backup.inputs.permissions[0].dataActions, ...keyUser.inputs.permissions[0].dataActions].sort(),
@@ -45,13 +47,14 @@ describe("customer stack (example config)", () => {
     // Control-plane actions at the protected scopes; key data actions only where the key lives.
     expect(backup.inputs.permissions[0].dataActions).toEqual([]);
     expect(keyUser.inputs.permissions[0].actions).toEqual([]);
-    expect(backup.inputs.assignableScopes).toEqual(config.protect.map(scopeId));
+    expect(backup.inputs.assignableScopes).toEqual(config.protect.map(scopeId).sort());
     expect(keyUser.inputs.assignableScopes).toEqual([`/subscriptions/${config.subscriptionId}/resourceGroups/bulwark-contoso`]);
   });
 
-  it("assigns the backup role to the bridge at each protected scope, under deterministic names", () => {
+  it("assigns the bridge role to the bridge at each protected scope, under deterministic names", () => {
     const assignments = ofType(resources, "azure-native:authorization:RoleAssignment");
-    const backupRoleId = outputs.backupRoleDefinitionId as string;
+    const bridgeRole = ofType(resources, "azure-native:authorization:RoleDefinition").find((d) => String(d.inputs.roleName).startsWith("Bulwark bridge"))!;
+    const backupRoleId = `/providers/Microsoft.Authorization/roleDefinitions/${bridgeRole.inputs.roleDefinitionId}`;
     const bridge = ofType(resources, "azure-native:managedidentity:UserAssignedIdentity")[0];
     // Besides AcrPull at the image's registry (registry-pull.test.ts).
     const toBridge = assignments.filter((a) => a.inputs.principalId === bridge.state.principalId && !String(a.inputs.roleDefinitionId).endsWith(`/${ACR_PULL_ROLE}`));

@@ -123,7 +123,8 @@ describe("region stack (example config, westeurope)", () => {
     expect(scale.rules).toEqual([
       { name: "queue", type: "azure-queue", metadata: { accountName: account("transient").inputs.accountName, queueName: fleetFrom(env).queueName(env.BULWARK_REGION), queueLength: "1" }, identity: workerIdentity.id },
     ]);
-    expect(worker.inputs.identity).toEqual({ type: "UserAssigned", userAssignedIdentities: [workerIdentity.id] });
+    // The worker also holds the restore identity, which its restore jobs call Azure as (test/infra/roles.test.ts).
+    expect(worker.inputs.identity).toEqual({ type: "UserAssigned", userAssignedIdentities: [workerIdentity.id, identity("restore").id] });
     expect(scheduler.inputs.identity).toEqual({ type: "UserAssigned", userAssignedIdentities: [identity("scheduler").id] });
     expect(worker.inputs.template.containers[0]).toMatchObject({ args: ["agent", "worker"] });
     expect(scheduler.inputs.template.containers[0]).toMatchObject({ args: ["agent", "schedule"] });
@@ -146,6 +147,8 @@ describe("region stack (example config, westeurope)", () => {
       BULWARK_SQL_ADMIN_LOGIN: { secretRef: "bulwark-sql-admin-login" },
       BULWARK_SQL_ADMIN_PASSWORD: { secretRef: "bulwark-sql-admin-password" },
       BULWARK_PROTECTED_SCOPES: SCOPES.join(","), // informational
+      BULWARK_RESTORE_CLIENT_ID: identity("restore").state.clientId,
+      BULWARK_RESTORE_SCOPES: "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/contoso-restores", // informational
     });
     // The key is named without a version, so the worker follows the key's rotation.
     expect(customer.keyUri).toMatch(/^https:\/\/[^/]+\.vault\.azure\.net\/keys\/[^/]+$/);
@@ -177,11 +180,11 @@ describe("region stack (example config, westeurope)", () => {
     expect(scheduler.inputs.configuration.secrets).toEqual([]);
   });
 
-  it("runs retention and prune daily as the worker's identity, with the scheduler's policy and the customer's key", () => {
+  it("runs retention and prune daily as its own identity, with the scheduler's policy and the customer's key", () => {
     const prune = job("prune");
     const env = envOf(prune);
-    expect(Object.keys(env).sort()).toEqual(["AZURE_CLIENT_ID", "BULWARK_KEY_VAULT_KEY", "BULWARK_POLICY_JSON", "BULWARK_PROTECTED_SCOPES"].sort());
-    expect(env.AZURE_CLIENT_ID).toBe(identity("worker").state.clientId);
+    expect(Object.keys(env).sort()).toEqual(["AZURE_CLIENT_ID", "BULWARK_KEY_VAULT_KEY", "BULWARK_POLICY_JSON"].sort());
+    expect(env.AZURE_CLIENT_ID).toBe(identity("prune").state.clientId);
     expect(env.BULWARK_POLICY_JSON).toBe(envOf(job("schedule")).BULWARK_POLICY_JSON);
     expect(env.BULWARK_KEY_VAULT_KEY).toBe(envOf(job("worker")).BULWARK_KEY_VAULT_KEY);
     expect(prune.inputs.configuration.scheduleTriggerConfig.cronExpression).toBe("30 2 * * *");
@@ -213,10 +216,11 @@ describe("region stack (example config, westeurope)", () => {
     const roleOf = (a: RecordedResource) => String(a.inputs.roleDefinitionId).split("/").pop();
     const summary = (principal: string) => grantsTo(principal).map((a) => `${roleOf(a)} @ ${a.inputs.scope}`).sort();
     const backupRole = String(customer.backupRoleDefinitionId).split("/").pop();
+    const inventoryRole = String(customer.inventoryRoleDefinitionId).split("/").pop();
     const keyUserRole = String(customer.keyUserRoleDefinitionId).split("/").pop();
     const fleet = [`${BUILT_IN_ROLES.storageTableDataContributor} @ ${transientId}`, `${BUILT_IN_ROLES.storageQueueDataContributor} @ ${transientId}`];
     const pull = `${ACR_PULL_ROLE} @ ${withSql().registry!.resourceId}`;
-    expect(summary(identity("scheduler").state.principalId)).toEqual([...SCOPES.map((s) => `${backupRole} @ ${s}`), ...fleet, pull].sort());
+    expect(summary(identity("scheduler").state.principalId)).toEqual([...SCOPES.map((s) => `${inventoryRole} @ ${s}`), ...fleet, pull].sort());
     expect(summary(identity("worker").state.principalId)).toEqual(
       [
         ...SCOPES.map((s) => `${backupRole} @ ${s}`),
@@ -230,9 +234,10 @@ describe("region stack (example config, westeurope)", () => {
       ].sort(),
     );
     const all = ofType(resources, "azure-native:authorization:RoleAssignment");
-    // Scheduler, worker, and the vault's encryption identity: nobody else holds anything.
+    // Scheduler, worker, its restore identity, prune, and the vault's encryption identity: nobody else
+    // holds anything (restore's and prune's grants: test/infra/roles.test.ts).
     const principals = new Set(all.map((a) => a.inputs.principalId));
-    expect(principals).toEqual(new Set([identity("scheduler"), identity("worker"), identity("encryption")].map((i) => i.state.principalId)));
+    expect(principals).toEqual(new Set([identity("scheduler"), identity("worker"), identity("restore"), identity("prune"), identity("encryption")].map((i) => i.state.principalId)));
     // The northeurope subscription is protected by the northeurope stack, not this one.
     expect(all.some((a) => String(a.inputs.scope).includes("66666666-7777-8888-9999-000000000000"))).toBe(false);
     for (const a of all) expect(Object.values(FORBIDDEN_BUILT_IN_ROLES)).not.toContain(roleOf(a));

@@ -114,10 +114,10 @@ describe("a second region", () => {
     expect(globalNameCollisions(mutated)).toEqual([`${westVault.state.name} held by contoso-westeurope: ${westVault.name} and contoso-northeurope: ${northVault.name}`]);
   });
 
-  it("protects only the northeurope scope, with the customer's single backup role", () => {
+  it("protects only the northeurope scope and restores only into its restore group, with the customer's roles", () => {
     const scopes = north.filter((r) => r.type === "azure-native:authorization:RoleAssignment").map((r) => r.inputs.scope as string);
     const protectedScopes = scopes.filter((s) => /^\/subscriptions\/[^/]+(\/resourceGroups\/[^/]+)?$/.test(s));
-    expect(new Set(protectedScopes)).toEqual(new Set(["/subscriptions/66666666-7777-8888-9999-000000000000"]));
+    expect(new Set(protectedScopes)).toEqual(new Set(["/subscriptions/66666666-7777-8888-9999-000000000000", "/subscriptions/66666666-7777-8888-9999-000000000000/resourceGroups/contoso-restores-ne"]));
     expect(north.some((r) => r.type === "azure-native:authorization:RoleDefinition")).toBe(false);
   });
 

@@ -370,7 +370,7 @@ export const NAMING_RULES: Record<string, NamingRule> = {
   },
 };
 
-/** Pulumi types that are not Azure resources (Bulwark's own components, stack references). */
+/** Pulumi types that are not Azure resources (Bulwark's own components, stack references, dynamic resources such as the RBAC propagation wait). */
 export function isAzureResourceType(type: string): boolean {
-  return !type.startsWith("bulwark:") && !type.startsWith("pulumi:");
+  return !type.startsWith("bulwark:") && !type.startsWith("pulumi:") && !type.startsWith("pulumi-nodejs:");
 }
