@@ -32,7 +32,7 @@ import type { Redundancy, RetentionConfig } from "../config.ts";
 import { globalName, regionalName } from "../naming.ts";
 import { STORAGE_KIND_TAG } from "../../policies/rules.ts";
 import { lockContainerName } from "../../runtime/store/azure-blob.ts";
-import { BUILT_IN_ROLES, builtInRoleId, grantRole } from "./roles.ts";
+import { BUILT_IN_ROLES, afterRolePropagation, builtInRoleId, grantRole } from "./roles.ts";
 import type { StorageNetworkAccess } from "./network.ts";
 import { storageDiagnostics } from "./diagnostics.ts";
 import { doNotDelete } from "./resource-locks.ts";
@@ -161,7 +161,7 @@ export class IsolatedStorage extends pulumi.ComponentResource {
         immutableStorageWithVersioning: { enabled: true },
       },
       // Never replaced: a new account would be an empty vault under the same config.
-      { parent: this, dependsOn: [keyAccess], protect: true },
+      { parent: this, dependsOn: [afterRolePropagation(`${name}-key-access-propagated`, [keyAccess], this)], protect: true },
     );
     const blobService = new storage.BlobServiceProperties(
       `${name}-blob-service`,

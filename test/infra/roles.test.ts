@@ -149,6 +149,17 @@ describe("the identities' assignments", () => {
   });
 });
 
+describe("the customer-managed key's account", () => {
+  it("waits for its encryption identity's key grant to propagate before the account is created", () => {
+    const encryption = identity("encryption");
+    const grants = assignmentsTo(region.resources, encryption.state.principalId);
+    expect(grants.length).toBe(1);
+    const wait = region.resources.find((r) => r.type === "pulumi-nodejs:dynamic:Resource" && r.name.endsWith("-key-access-propagated"))!;
+    expect(wait).toBeDefined();
+    expect(wait.inputs.assignmentIds).toEqual([grants[0]!.id]);
+  });
+});
+
 describe("bulwark:restoreResourceGroups", () => {
   it("refuses a restore group without a resource group, naming the key and the fix", () => {
     const raw = { ...exampleConfig("Pulumi.dev.yaml").raw, restoreResourceGroups: [{ subscriptionId: SUB, region: "westeurope" }] };
