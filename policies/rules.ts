@@ -637,8 +637,9 @@ export const resourcePolicies = [
   containerAppsJobHardening,
   noBroadRoles,
   noWildcardCustomRoles,
+  restoreRightsOnlyInRestoreGroups,
 ];
 
-export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion, isolatedStorageImmutabilityLocked, isolatedStorageVersionCleanup, deleteLocks];
+export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion, isolatedStorageImmutabilityLocked, isolatedStorageVersionCleanup, deleteLocks, restoreRightsNotOnAgents];
 
 export const allPolicies: (ResourceValidationPolicy | StackValidationPolicy)[] = [...resourcePolicies, ...stackPolicies];

@@ -108,6 +108,22 @@ describe("the program against its own policy pack", () => {
     }
   });
 
+  it("catches restore rights outside the restore role: VM delete in a role assignable at a protected subscription, the restore role on the scheduled bridge", () => {
+    const weakened = structuredClone(stacks.customer);
+    const definitions = weakened.filter((r) => r.type === "azure-native:authorization:RoleDefinition");
+    const restore = definitions.find((d) => d.inputs.permissions[0].actions.some((a: string) => /^Microsoft\.Compute\/disks\/write$/i.test(a)))!;
+    const wide = definitions.find((d) => d !== restore && d.inputs.assignableScopes.some((s: string) => /^\/subscriptions\/[^/]+$/.test(s)))!;
+    wide.inputs.permissions[0].actions.push("Microsoft.Compute/virtualMachines/delete");
+    expect(runPack(weakened)).toEqual([expect.stringMatching(new RegExp(`^restore-rights-only-in-restore-groups on ${wide.name}: Custom role .* grants Microsoft\\.Compute/virtualMachines/delete and is assignable at /subscriptions/`))]);
+
+    const bridgeGrants = structuredClone(stacks.customer);
+    const bridge = bridgeGrants.find((r) => r.type === "azure-native:app:Job")!;
+    const principal = Object.values(bridge.state.identity.userAssignedIdentities as Record<string, { principalId: string }>)[0].principalId;
+    const grant = bridgeGrants.find((r) => r.type === "azure-native:authorization:RoleAssignment" && r.state.principalId === principal)!;
+    grant.state.roleDefinitionId = grant.state.roleDefinitionId.replace(/[^/]+$/, restore.state.name);
+    expect(runPack(bridgeGrants)).toEqual([expect.stringMatching(/^restore-rights-not-on-scheduled-agents: .*bridge.* \(triggered by Schedule\) holds Bulwark restore/)]);
+  });
+
   it("the per-container immutability check runs over Azure's outputs: a vault container without it fails on preview and after up", () => {
     const weakened = structuredClone(stacks.westeurope);
     const vault = weakened.find((r) => r.type === "azure-native:storage:StorageAccount" && r.inputs.tags?.["bulwark-storage"] === "isolated")!;
