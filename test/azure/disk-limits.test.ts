@@ -9,6 +9,7 @@
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { roleActionsFor } from "../../runtime/azure/role.ts";
 import { KiB, MiB, type AzureWorld, bulwarkSnapshots, diskIdIn, expectNothingLeaked, pattern, startWorld } from "./harness.ts";
 
 let world: AzureWorld;
@@ -95,6 +96,29 @@ describe("the diff's fallback", () => {
       expect(run.stderr).toMatch(/could not revoke read access to snapshot .*Revoke failed midway.*revoke it/s);
     } finally {
       world.emulator.control.clearFaults();
+    }
+  });
+});
+
+describe("the snapshot's linked access check on its source disk", () => {
+  it("passes under the backup identity's role alone, and a role without disks/beginGetAccess fails with one actionable message", async () => {
+    const disk = world.emulator.compute.createDisk(world.group, "linked-disk", 4 * MiB);
+    world.emulator.control.writeDisk(disk.id, 0, pattern(5, 64 * KiB));
+    const backupRole = roleActionsFor("backup").actions;
+    try {
+      world.emulator.control.restrictActions(backupRole.filter((a) => a.toLowerCase() !== "microsoft.compute/disks/begingetaccess/action"));
+      const refused = await world.cli(["backup", disk.id, "--vault", vault]);
+      expect(refused.code).toBe(8);
+      expect(refused.stderr).toMatch(/access denied \(LinkedAuthorizationFailed\).*backup role/);
+      expect(bulwarkSnapshots(world).filter((s) => s.sourceResourceId === disk.id)).toEqual([]);
+
+      world.emulator.control.restrictActions(backupRole);
+      const outcome = await world.json(["backup", disk.id, "--vault", vault]);
+      expect(outcome.mode).toBe("first");
+      golden.push(disk.id);
+      await expectNothingLeaked(world, golden);
+    } finally {
+      world.emulator.control.restrictActions(undefined);
     }
   });
 });
