@@ -136,6 +136,20 @@ describe("Premium SSD v2 and Ultra Disks", () => {
     await expectNothingLeaked(world, golden);
   });
 
+  it("gives up on a background copy that outlasts its bound with one message (exit 8), leaving no snapshot or SAS", async () => {
+    world.emulator.control.computeKnobs({ backgroundCopyGets: 1000 });
+    try {
+      const disk = world.emulator.compute.createDisk(world.group, "premium-v2-slow", 4 * MiB, { sku: "PremiumV2_LRS" });
+      const run = await world.cli(["backup", disk.id, "--vault", vault], { BULWARK_SNAPSHOT_COPY_POLL_MS: "20", BULWARK_SNAPSHOT_COPY_TIMEOUT_S: "0" });
+      expect(run.code).toBe(8);
+      expect(run.stderr).toMatch(/background copy of snapshot .* is at \d+% .*run the backup again later/);
+      expect(bulwarkSnapshots(world).filter((s) => s.sourceResourceId === disk.id)).toEqual([]);
+      expect(world.emulator.control.inventory().activeSasGrants).toEqual([]);
+    } finally {
+      world.emulator.control.computeKnobs({ backgroundCopyGets: 3 });
+    }
+  });
+
   it("refuses a disk of 4096-byte logical sectors (snapshots served as VHDX) with one message and exit 6, leaving nothing", async () => {
     const disk = world.emulator.compute.createDisk(world.group, "ultra-4k-disk", 4 * MiB, { sku: "UltraSSD_LRS", logicalSectorSize: 4096 });
     world.emulator.control.writeDisk(disk.id, 0, pattern(4, 64 * KiB));
