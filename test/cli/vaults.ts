@@ -5,6 +5,7 @@
  * helpers that run the real CLI against them.
  */
 import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
+import { lockContainerName } from "../../runtime/store/azure-blob.ts";
 import { createCipheriv, createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -176,26 +177,30 @@ export class AzuriteVaults implements VaultKind {
     return `${this.azurite.blobEndpoint}/${container}${n % 2 === 1 ? "/some/prefix" : ""}`;
   }
 
-  private where(location: string): { container: ContainerClient; prefix: string } {
+  /** The vault's container and prefix; `key` under `locks/` lives in the sibling locks container (runtime/store/azure-blob.ts). */
+  private where(location: string, key = ""): { container: ContainerClient; prefix: string } {
     const parts = new URL(location).pathname.split("/").filter(Boolean);
-    return { container: this.service.getContainerClient(parts[1]), prefix: parts.slice(2).map((p) => `${p}/`).join("") };
+    const name = key.startsWith("locks/") ? lockContainerName(parts[1]) : parts[1];
+    return { container: this.service.getContainerClient(name), prefix: parts.slice(2).map((p) => `${p}/`).join("") };
   }
 
+  /** The vault's objects, its lock objects included (they live in the locks container). */
   async objects(location: string): Promise<Map<string, number>> {
-    const { container, prefix } = this.where(location);
     const found = new Map<string, number>();
-    if (!(await container.exists())) return found;
-    for await (const blob of container.listBlobsFlat({ prefix })) found.set(blob.name.slice(prefix.length), blob.properties.contentLength ?? 0);
+    for (const place of [this.where(location), this.where(location, "locks/")]) {
+      if (!(await place.container.exists())) continue;
+      for await (const blob of place.container.listBlobsFlat({ prefix: place.prefix })) found.set(blob.name.slice(place.prefix.length), blob.properties.contentLength ?? 0);
+    }
     return found;
   }
 
   read(location: string, key: string): Promise<Buffer> {
-    const { container, prefix } = this.where(location);
+    const { container, prefix } = this.where(location, key);
     return container.getBlockBlobClient(prefix + key).downloadToBuffer();
   }
 
   async replace(location: string, key: string, bytes: Buffer): Promise<void> {
-    const { container, prefix } = this.where(location);
+    const { container, prefix } = this.where(location, key);
     const blob = container.getBlockBlobClient(prefix + key);
     await blob.delete();
     await blob.upload(bytes, bytes.length);

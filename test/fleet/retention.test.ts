@@ -44,6 +44,10 @@ retention: { last: 2, daily: 3, weekly: 4 }
 `,
     "keep.yaml",
   );
+  // The month runs on the fleet's manual clock, the emulator's snapshot rate limit (seven per disk
+  // every five minutes) on real time: sixty snapshots in a minute of real time would be throttled
+  // for many real minutes. The rate limit has its own tests (test/emulator/compute-limits.test.ts).
+  world.emulator.control.computeKnobs({ snapshotRateWindowMs: 0 });
   const clock = new ManualClock(Date.UTC(2026, 2, 2, 1)); // Monday 2 March 2026, 01:00 UTC
   const fleet = await world.fleet(clock);
   const env = await workloadEnvironment({ ...world.workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
