@@ -8,7 +8,7 @@
 import { CHUNK_DATA, CHUNK_TREE } from "../engine/chunk-codec.ts";
 import { ID_BYTES, isZeroId } from "../engine/crypto.ts";
 import type { BlockLayout, PointManifest } from "../engine/point.ts";
-import type { Vault } from "../engine/vault.ts";
+import { mapLimit, type Vault } from "../engine/vault.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
 
 /** Bytes at any offset of a disk (a point, a partition of it, an image file in a test). */
@@ -29,6 +29,8 @@ export interface DiskPointOptions {
 }
 
 const DEFAULT_CACHE_BYTES = 8 * 1024 * 1024;
+/** Blocks of one read fetched at once: enough to overlap the store's latency, few enough to stay in the cache. */
+const BLOCKS_IN_FLIGHT = 8;
 /** Tree nodes kept: each is 128 KiB and covers 256 MiB of disk at 64 KiB blocks. */
 const TREE_CACHE_BYTES = 1024 * 1024;
 
@@ -66,16 +68,14 @@ class BlockMapReader implements DiskPointReader {
     const first = Math.floor(offset / blockSize);
     const last = Math.floor((offset + length - 1) / blockSize);
     const indexes = Array.from({ length: length === 0 ? 0 : last - first + 1 }, (_, i) => first + i);
-    await Promise.all(
-      indexes.map(async (index) => {
-        const block = await this.block(index);
-        const blockStart = index * blockSize;
-        const from = Math.max(offset, blockStart);
-        const to = Math.min(offset + length, blockStart + blockSize);
-        // A zero block is undefined: `out` is already zeros there.
-        block?.copy(out, from - offset, from - blockStart, to - blockStart);
-      }),
-    );
+    await mapLimit(indexes, BLOCKS_IN_FLIGHT, async (index) => {
+      const block = await this.block(index);
+      const blockStart = index * blockSize;
+      const from = Math.max(offset, blockStart);
+      const to = Math.min(offset + length, blockStart + blockSize);
+      // A zero block is undefined: `out` is already zeros there.
+      block?.copy(out, from - offset, from - blockStart, to - blockStart);
+    });
     return out;
   }
 

@@ -2,12 +2,18 @@
  * Random access into a disk point backed up by the real CLI: any range reads back the image's
  * bytes (within a block, across blocks, across a tree node of the block map, zero blocks, the
  * partial last block, the very end), a read past the end fails with one clear message, and a
- * small read fetches a few chunks of the vault, not the point.
+ * small read fetches a few chunks of the vault, not the point; the block cache keeps to its bound;
+ * a damaged block fails as damaged; a point that is not a disk is refused.
  */
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { openDiskPoint, type DiskPointReader } from "../../runtime/items/block-reader.ts";
-import { UsageError } from "../../runtime/errors.ts";
+import { CHUNK_TREE } from "../../runtime/engine/chunk-codec.ts";
+import { ID_BYTES } from "../../runtime/engine/crypto.ts";
+import { packKey } from "../../runtime/engine/pack.ts";
+import type { BlockLayout } from "../../runtime/engine/point.ts";
+import { IntegrityError, UsageError } from "../../runtime/errors.ts";
 import { TREE_NODE_BYTES, writeSparseImage } from "../support/sparse.ts";
 import { MIB, pseudoRandom, tempFolder, text } from "../cli/vaults.ts";
 import { fileBytes, PointVault, type StoreReads } from "./disk-points.ts";
@@ -21,6 +27,7 @@ describe("random reads of a disk point", () => {
   let image: string;
   let disk: DiskPointReader;
   let reads: StoreReads;
+  let pointId: string;
 
   beforeAll(async () => {
     vaults = await PointVault.create("block-reader");
@@ -33,6 +40,7 @@ describe("random reads of a disk point", () => {
     ]);
     const point = await vaults.backup(image);
     expect(point.size).toBe(SIZE);
+    pointId = point.id;
     const opened = await vaults.open();
     reads = opened.reads;
     disk = await openDiskPoint(opened.vault, point.id.slice(0, 12), { cacheBytes: 2 * MIB });
@@ -103,5 +111,36 @@ describe("random reads of a disk point", () => {
     expect(reads.ranges).toBe(settled);
     await disk.read(0, 100); // the least recent: evicted, fetched again
     expect(reads.ranges).toBe(settled + 1);
+  });
+
+  test("a block whose stored bytes are damaged fails the read as damaged, and the blocks around it still read", async () => {
+    const { vault } = await vaults.open();
+    const manifest = await vault.readPoint(pointId);
+    const layout = manifest.content as BlockLayout;
+    const node = await vault.readChunk(CHUNK_TREE, Buffer.from(layout.tree[0], "hex"));
+    const block = 3; // in the pseudo-random first MiB
+    const where = vault.locate(node.subarray(block * ID_BYTES, (block + 1) * ID_BYTES));
+    const key = packKey(where.pack);
+    const original = await vaults.readObject(key);
+    const damaged = Buffer.from(original);
+    damaged[where.offset + Math.floor(where.length / 2)] ^= 0x01;
+    await vaults.replaceObject(key, damaged);
+    try {
+      const fresh = await openDiskPoint(vault, pointId);
+      await expect(fresh.read(block * BLOCK + 100, 10)).rejects.toThrow(IntegrityError);
+      expect((await fresh.read(2 * BLOCK, BLOCK)).equals(await fileBytes(image, 2 * BLOCK, BLOCK))).toBe(true);
+    } finally {
+      await vaults.replaceObject(key, original);
+    }
+  });
+
+  test("a point that is not a disk point is refused with a message naming its kind", async () => {
+    const file = path.join(await tempFolder("block-reader-file"), "notes.txt");
+    await writeFile(file, text("notes", 10_000));
+    const point = await vaults.backup(file, "file");
+    const { vault } = await vaults.open();
+    const refusal = openDiskPoint(vault, point.id);
+    await expect(refusal).rejects.toThrow(UsageError);
+    await expect(refusal).rejects.toThrow(`point ${point.id.slice(0, 12)} is a file point, not a disk point`);
   });
 });

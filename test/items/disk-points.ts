@@ -35,9 +35,18 @@ export class PointVault {
     return new PointVault(vaults, location);
   }
 
-  /** Backs the image file up with `bulwark backup` and returns the point's summary. */
-  backup(image: string): Promise<BackupSummary> {
-    return cliJson<BackupSummary>(this.vaults, this.location, ["backup", image]);
+  /** Backs the source up with `bulwark backup` (an image as a disk point unless `as` says otherwise). */
+  backup(source: string, as: "disk" | "file" = "disk"): Promise<BackupSummary> {
+    return cliJson<BackupSummary>(this.vaults, this.location, ["backup", source, "--as", as]);
+  }
+
+  readObject(key: string): Promise<Buffer> {
+    return this.vaults.read(this.location, key);
+  }
+
+  /** Replaces a stored object's bytes (damage, or putting the original back). */
+  replaceObject(key: string, bytes: Buffer): Promise<void> {
+    return this.vaults.replace(this.location, key, bytes);
   }
 
   /** The vault opened in this process, with a count of the ranged reads made through it. */
