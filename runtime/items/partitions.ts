@@ -23,7 +23,7 @@
  * 1; MBR primaries by record 1-4, logical partitions from 5 in chain order.
  */
 import { crc32 } from "node:zlib";
-import { IntegrityError } from "../errors.ts";
+import { IntegrityError, UsageError } from "../errors.ts";
 import type { RandomAccess } from "./block-reader.ts";
 
 export interface Partition {
@@ -50,7 +50,7 @@ export interface PartitionTable {
   sectorSize: number;
   /** GPT: the disk GUID; MBR: the 32-bit disk signature at byte 440, as "0x1234abcd". */
   diskId?: string;
-  /** An MBR whose only use is to mark the disk as GPT (UEFI 2.10 section 5.2.3). */
+  /** GPT: the MBR only marks the disk as GPT (UEFI 2.10 section 5.2.3); false for a hybrid MBR. */
   protectiveMbr?: boolean;
   /** Which GPT header the partitions come from. */
   header?: "primary" | "backup";
@@ -79,7 +79,7 @@ export async function readPartitionTable(disk: RandomAccess): Promise<PartitionT
   const mbr = await disk.read(0, SECTOR);
   const records = mbrRecords(mbr);
   if (!records) return { scheme: "none", sectorSize: SECTOR, partitions: [], warnings: [] };
-  if (records.some((r) => r.type === PROTECTIVE_TYPE)) return readGpt(disk);
+  if (records.some((r) => r.type === PROTECTIVE_TYPE)) return readGpt(disk, records);
   return readMbr(disk, mbr, records);
 }
 
@@ -188,19 +188,23 @@ interface GptHeader {
   entriesCrc: number;
 }
 
-async function readGpt(disk: RandomAccess): Promise<PartitionTable> {
+async function readGpt(disk: RandomAccess, mbrRecords: MbrRecord[]): Promise<PartitionTable> {
+  // A protective MBR holds the 0xEE record alone (UEFI 2.10 section 5.2.3); a hybrid MBR also
+  // describes some partitions for BIOS-era tools: the GPT is the truth either way.
+  const others = mbrRecords.filter((r) => isUsed(r) && r.type !== PROTECTIVE_TYPE);
+  const hybrid = others.length > 0 ? [`the MBR is a hybrid one (${others.length} record${others.length === 1 ? "" : "s"} besides the GPT's 0xEE one); the partitions are read from the GPT`] : [];
   const failures: string[] = [];
   for (const sectorSize of GPT_SECTOR_SIZES) {
     const lastLba = Math.floor(disk.size / sectorSize) - 1;
     if (lastLba < 2) continue;
     const primary = await readGptCopy(disk, sectorSize, 1);
-    if (primary.header) return gptTable(disk, sectorSize, primary.header, primary.entries!, "primary", []);
+    if (primary.header) return gptTable(disk, sectorSize, primary.header, primary.entries!, "primary", hybrid.length === 0, [...hybrid]);
     // Only a sector size whose LBA 1 holds at least a signature tells what the disk was laid out for.
     const hasSignature = primary.reason !== "no GPT signature";
     const backup = await readGptCopy(disk, sectorSize, lastLba);
     if (backup.header) {
       const warning = `the primary GPT header is damaged (${primary.reason}); the partitions are read from the backup GPT header at the last sector (LBA ${lastLba})`;
-      return gptTable(disk, sectorSize, backup.header, backup.entries!, "backup", [warning]);
+      return gptTable(disk, sectorSize, backup.header, backup.entries!, "backup", hybrid.length === 0, [...hybrid, warning]);
     }
     if (hasSignature || backup.reason !== "no GPT signature") {
       failures.push(`at ${sectorSize}-byte sectors, the primary GPT header: ${primary.reason}; the backup at LBA ${lastLba}: ${backup.reason}`);
@@ -252,6 +256,7 @@ function gptTable(
   header: GptHeader,
   entries: Buffer,
   which: "primary" | "backup",
+  protectiveMbr: boolean,
   warnings: string[],
 ): PartitionTable {
   const partitions: Partition[] = [];
@@ -271,7 +276,7 @@ function gptTable(
     });
   }
   checkWithinDisk(disk, partitions, warnings);
-  return { scheme: "gpt", sectorSize, diskId: header.diskGuid, protectiveMbr: true, header: which, partitions, warnings };
+  return { scheme: "gpt", sectorSize, diskId: header.diskGuid, protectiveMbr, header: which, partitions, warnings };
 }
 
 /** A GUID as printed: its first three fields are stored little-endian (UEFI 2.10 Appendix A). */
@@ -294,4 +299,23 @@ function checkWithinDisk(disk: RandomAccess, partitions: Partition[], warnings: 
     if (p.size <= 0) warnings.push(`partition ${p.number} has no sectors (its last sector is before its first)`);
     else if (p.start + p.size > disk.size) warnings.push(`partition ${p.number} runs ${p.start + p.size - disk.size} bytes past the end of the disk (${disk.size} bytes)`);
   }
+}
+
+/**
+ * The bytes of one partition, as a disk of its own (what a filesystem reader is given). A
+ * partition that runs past the end of the disk is cut at the disk's end.
+ */
+export function partitionBytes(disk: RandomAccess, partition: Partition): RandomAccess {
+  const size = Math.max(0, Math.min(partition.size, disk.size - partition.start));
+  return {
+    size,
+    read(offset: number, length: number): Promise<Buffer> {
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+        return Promise.reject(
+          new UsageError(`cannot read ${length} bytes at offset ${offset} of partition ${partition.number}: it holds ${size} bytes`),
+        );
+      }
+      return disk.read(partition.start + offset, length);
+    },
+  };
 }

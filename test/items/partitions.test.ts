@@ -3,7 +3,8 @@
  * an MBR disk with a primary partition and an extended one chaining four logical partitions
  * (sfdisk), and a GPT disk (sgdisk), each compared with what `sfdisk --json` and `sgdisk -p` report
  * on the same image; a GPT whose primary header or entry array is damaged is read from its backup
- * and says so; one with both copies damaged fails as damaged; a disk without a table has none.
+ * and says so; one with both copies damaged fails as damaged; a hybrid MBR is named and the GPT
+ * read; a disk without a table has none; a partition's bytes read as a disk of their own.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { copyFile, open } from "node:fs/promises";
@@ -11,10 +12,10 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { IntegrityError } from "../../runtime/errors.ts";
 import { openDiskPoint } from "../../runtime/items/block-reader.ts";
-import { readPartitionTable, type Partition, type PartitionTable } from "../../runtime/items/partitions.ts";
+import { partitionBytes, readPartitionTable, type Partition, type PartitionTable } from "../../runtime/items/partitions.ts";
 import { writeSparseImage } from "../support/sparse.ts";
 import { MIB, pseudoRandom, tempFolder } from "../cli/vaults.ts";
-import { PointVault } from "./disk-points.ts";
+import { fileBytes, PointVault } from "./disk-points.ts";
 
 const SECTOR = 512;
 const DISK = 64 * MIB;
@@ -71,9 +72,14 @@ describe("partition tables of disk points", () => {
 
   /** Backs the image up and reads the partition table of its point, through the vault. */
   async function tableOfPoint(image: string): Promise<PartitionTable> {
+    return (await pointAndTable(image)).table;
+  }
+
+  async function pointAndTable(image: string) {
     const point = await vaults.backup(image);
     const { vault } = await vaults.open();
-    return readPartitionTable(await openDiskPoint(vault, point.id));
+    const disk = await openDiskPoint(vault, point.id);
+    return { disk, table: await readPartitionTable(disk) };
   }
 
   beforeAll(async () => {
@@ -112,7 +118,7 @@ describe("partition tables of disk points", () => {
     ].join("\n");
     execFileSync("sfdisk", ["-q", image], { input: `${script}\n` });
 
-    const table = await tableOfPoint(image);
+    const { disk, table } = await pointAndTable(image);
     const reference = sfdiskJson(image);
     expect(reference.label).toBe("dos");
     expect(table.scheme).toBe("mbr");
@@ -132,6 +138,12 @@ describe("partition tables of disk points", () => {
     });
     expect(expected.map((p) => p.number)).toEqual([1, 2, 5, 6, 7, 8]);
     expect(table.partitions).toEqual(expected);
+
+    // The first logical partition's bytes, as a disk of their own: what a filesystem reader gets.
+    const fifth = partitionBytes(disk, table.partitions.find((p) => p.number === 5)!);
+    expect(fifth.size).toBe(4096 * SECTOR);
+    expect((await fifth.read(MIB - 100, 200)).equals(await fileBytes(image, 12288 * SECTOR + MIB - 100, 200))).toBe(true);
+    await expect(fifth.read(fifth.size - 1, 2)).rejects.toThrow(`cannot read 2 bytes at offset ${fifth.size - 1} of partition 5: it holds ${fifth.size} bytes`);
   });
 
   test("a GPT disk made by sgdisk lists what sgdisk -p and sfdisk --json list, from its primary header behind a protective MBR", async () => {
@@ -152,6 +164,19 @@ describe("partition tables of disk points", () => {
     expect(gptTable.partitions.map((p) => p.number)).toEqual([1, 2, 4]);
     // Attribute bit 2 (legacy BIOS bootable), set with sgdisk -A 4:set:2.
     expect(gptTable.partitions[2].attributes).toBe("0x0000000000000004");
+  });
+
+  test("a GPT disk with a hybrid MBR (sgdisk -h) is read from its GPT, and says the MBR is a hybrid", async () => {
+    const image = path.join(scratch, "gpt-hybrid.img");
+    await copyFile(gptImage, image);
+    execFileSync("sgdisk", ["-h", "2", image], { stdio: "ignore" });
+    expect(sfdiskJson(image).label).toBe("gpt");
+
+    const table = await tableOfPoint(image);
+    expect(table.scheme).toBe("gpt");
+    expect(table.protectiveMbr).toBe(false);
+    expect(table.partitions).toEqual(gptTable.partitions);
+    expect(table.warnings).toEqual(["the MBR is a hybrid one (1 record besides the GPT's 0xEE one); the partitions are read from the GPT"]);
   });
 
   test("a GPT disk whose primary header is damaged is read from the backup header, and says so", async () => {
