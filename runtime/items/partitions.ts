@@ -5,15 +5,17 @@
  * primary partitions and the logical partitions chained through EBRs in an extended partition.
  *
  * Sources (not Azure references: these are the disk formats themselves):
- * - UEFI Specification 2.10, section 5.2.1 "Legacy Master Boot Record (MBR)" (Tables 5-1 and 5-2:
- *   the four 16-byte partition records at byte 446, the 0xAA55 signature at 510) and 5.2.3
+ * - UEFI Specification 2.10, section 5.2.1 "Legacy Master Boot Record (MBR)" (the four 16-byte
+ *   partition records at byte 446, the 0xAA55 signature at 510) and 5.2.3
  *   "Protective MBR" (a record of OSType 0xEE covering the disk marks a GPT disk).
- * - UEFI Specification 2.10, section 5.3.2 "GPT Header" (Table 5-5: fields and offsets; the primary
+ * - UEFI Specification 2.10, section 5.3.2 "GPT Header" (fields and offsets; the primary
  *   header at LBA 1, the backup at the last LBA; a header is valid when its signature, HeaderCRC32
  *   over HeaderSize bytes with the CRC field zeroed, MyLBA and PartitionEntryArrayCRC32 check; if
- *   the primary is not valid, software must check the backup at the last LBA) and 5.3.3 "GPT
- *   Partition Entry Array" (Table 5-6: type GUID, unique GUID, first and last LBA inclusive,
- *   attributes, a 72-byte UTF-16LE name; an all-zero type GUID marks an unused entry).
+ *   the primary is not valid, software must check the backup at the last LBA; SizeOfPartitionEntry
+ *   is 128 x 2^n) and 5.3.3 "GPT Partition Entry Array" (type GUID, unique GUID, first and last
+ *   LBA inclusive, attributes, a 72-byte UTF-16LE name; an all-zero type GUID marks an unused entry).
+ *   The spec's text could not be opened from here: the sections are cited as the spec numbers them,
+ *   and the layouts were checked against images made by sfdisk and sgdisk (test/items/partitions.test.ts).
  * - EBR layout: no formal specification exists. Microsoft's "How Basic Disks and Volumes Work"
  *   (Windows Server 2003 Technical Reference) and Wikipedia "Extended boot record": an EBR is an
  *   MBR-shaped sector at the start of each logical partition's region; its first record gives the
@@ -241,13 +243,18 @@ async function readGptCopy(
   };
   if (parsed.lba !== lba) return { reason: `it says it lies at LBA ${parsed.lba}, not ${lba}` };
   const arrayBytes = parsed.entryCount * parsed.entryBytes;
-  if (parsed.entryBytes < 128 || parsed.entryBytes % 8 !== 0 || arrayBytes > MAX_ENTRY_ARRAY) {
+  if (!isEntrySize(parsed.entryBytes) || arrayBytes > MAX_ENTRY_ARRAY) {
     return { reason: `an entry array of ${parsed.entryCount} entries of ${parsed.entryBytes} bytes` };
   }
   if ((parsed.entriesLba * sectorSize) + arrayBytes > disk.size) return { reason: `its entry array at LBA ${parsed.entriesLba} lies past the end of the disk` };
   const entries = await disk.read(parsed.entriesLba * sectorSize, arrayBytes);
   if (crc32(entries) !== parsed.entriesCrc) return { reason: `the CRC32 of its entry array at LBA ${parsed.entriesLba} does not match` };
   return { header: parsed, entries };
+}
+
+/** 128 x 2^n bytes (UEFI 2.10 section 5.3.2, SizeOfPartitionEntry). */
+function isEntrySize(bytes: number): boolean {
+  return bytes >= 128 && Number.isInteger(Math.log2(bytes / 128));
 }
 
 function gptTable(
