@@ -21,7 +21,7 @@ import type { PointManifest } from "../engine/point.ts";
 import type { Vault } from "../engine/vault.ts";
 import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
-import { parseResourceId, sameType, type ResourceId } from "../azure/resource-id.ts";
+import { derivedResourceName, parseResourceId, sameType, type ResourceId } from "../azure/resource-id.ts";
 import os from "node:os";
 import { processAlive, throwIfInterrupted } from "../interruption.ts";
 
@@ -101,7 +101,7 @@ function thisRun(): string {
 export async function createSnapshot(ctx: AzureContext, disk: ResourceId, info: Disk, now = new Date(), named?: string): Promise<SnapshotRef> {
   const compute = await ctx.compute(disk.subscriptionId);
   const stamp = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
-  const name = named ?? `${disk.name}-bulwark-${stamp}`.slice(0, 80);
+  const name = named ?? derivedResourceName(disk.name, stamp, 80);
   try {
     const snapshot = await compute.snapshots.beginCreateOrUpdateAndWait(disk.resourceGroup, name, {
       location: info.location,

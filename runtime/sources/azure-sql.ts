@@ -20,7 +20,7 @@ import { streamContent } from "../engine/restore.ts";
 import type { Vault } from "../engine/vault.ts";
 import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
-import { parseResourceId, sameType, type ResourceId } from "../azure/resource-id.ts";
+import { derivedResourceName, parseResourceId, sameType, type ResourceId } from "../azure/resource-id.ts";
 import type { Database, ExportDatabaseDefinition, FirewallRule, SqlManagementClient } from "@azure/arm-sql";
 import type { TransientStorage } from "../azure/transient.ts";
 import { armFailure, azureFailure, statusOf, refuseExisting } from "./azure-disk.ts";
@@ -70,6 +70,9 @@ export function sqlCredentialsFromEnv(env: NodeJS.ProcessEnv): SqlCredentials {
   }
   return { administratorLogin, administratorLoginPassword, managedIdentityId };
 }
+
+/** The tag a CLI backup's database copy carries: the source's id. */
+const COPY_TAG = "bulwark-copy-of";
 
 function stamp(now: Date): string {
   return now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
@@ -253,6 +256,31 @@ export async function copyDatabase(sql: SqlManagementClient, db: ResourceId, sou
 }
 
 /**
+ * Deletes the copy `copyName` only if it carries Bulwark's tag `tag` with `value`: a database of
+ * that name that Bulwark did not make (the source itself, under a name that collided, or a
+ * customer's database) is never deleted. A copy that is gone already is fine; a failure to delete
+ * is thrown, naming the copy, so it is reported and retried rather than left billed and unseen.
+ */
+export async function dropCopy(sql: SqlManagementClient, db: ResourceId, copyName: string, tag: string, value: string): Promise<void> {
+  const [server, sourceName] = db.names as [string, string];
+  if (copyName.toLowerCase() === sourceName.toLowerCase()) throw new Error(`refusing to delete ${copyName}: it is the database being backed up, not its copy`);
+  let copy: Database;
+  try {
+    copy = await sql.databases.get(db.resourceGroup, server, copyName);
+  } catch (error) {
+    if (statusOf(error) === 404) return;
+    throw armFailure(`reading the copy ${copyName} on server ${server} before deleting it; delete it by hand if it stays`, error);
+  }
+  if (copy.tags?.[tag] !== value) throw new Error(`the database ${copyName} on server ${server} is not the copy this backup made (its tag ${tag} is ${JSON.stringify(copy.tags?.[tag] ?? null)}): it was left alone`);
+  try {
+    await sql.databases.beginDeleteAndWait(db.resourceGroup, server, copyName);
+  } catch (error) {
+    if (statusOf(error) === 404) return;
+    throw armFailure(`deleting the copy ${copyName} on server ${server}; delete it by hand if it stays (it is billed like any database)`, error);
+  }
+}
+
+/**
  * The copy exported as a BACPAC into transient storage. The server's access is checked first (see
  * checkImportExportAccess) unless the caller already did (`access`).
  */
@@ -294,13 +322,14 @@ export async function backupSqlDatabase(
     throw armFailure(`reading database ${databaseResourceId}`, error);
   }
   const now = new Date();
-  const copyName = `${databaseName}-bulwark-${stamp(now)}`.slice(0, 128);
+  const copyName = derivedResourceName(databaseName, stamp(now), 128);
+  const copyTagValue = databaseResourceId.slice(0, 256);
   const bacpac = bacpacFileName([serverName, copyName]);
   // Everything Azure SQL's import/export service needs is checked before the copy is made.
   const access = await checkImportExportAccess(sql, db.resourceGroup, serverName, login, "source");
   await refuseExistingBlob(transient, bacpac);
   try {
-    await copyDatabase(sql, db, source, copyName, { "bulwark-copy-of": databaseResourceId.slice(0, 256) });
+    await copyDatabase(sql, db, source, copyName, { [COPY_TAG]: copyTagValue });
     await exportBacpac(sql, db, copyName, transient, bacpac, login, access);
     const download = await transient.blob(bacpac).download(0);
     if (!download.readableStreamBody) throw new ServiceError(`the exported BACPAC ${bacpac} could not be read back from transient storage`);
@@ -327,8 +356,11 @@ export async function backupSqlDatabase(
   } catch (error) {
     throw azureFailure(`backing up database ${databaseResourceId}`, error);
   } finally {
-    // Also when the copy's creation failed midway: Azure may have made it anyway.
-    await sql.databases.beginDeleteAndWait(db.resourceGroup, serverName, copyName).catch(() => {});
+    // Also when the copy's creation failed midway: Azure may have made it anyway. A copy that
+    // cannot be deleted is said, not swallowed: it is a billed database nobody else will see.
+    await dropCopy(sql, db, copyName, COPY_TAG, copyTagValue).catch((error: unknown) => {
+      process.stderr.write(`bulwark: warning: ${(error as Error).message}\n`);
+    });
     await transient.blob(bacpac).deleteIfExists().catch(() => {});
   }
 }

@@ -30,12 +30,12 @@ import type { VaultLock } from "../engine/locks.ts";
 import type { Vault } from "../engine/vault.ts";
 import type { JobData, MachineDefinition, StepContext } from "../jobs/machine.ts";
 import { PermanentJobError } from "../jobs/machine.ts";
-import { parseResourceId } from "../azure/resource-id.ts";
+import { derivedResourceName, parseResourceId } from "../azure/resource-id.ts";
 import { ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
 import { pointsBeyondRetention } from "../engine/retention-points.ts";
 import { deleteSnapshot, ensureSnapshot, getDisk, withDiskRead } from "../sources/azure-disk.ts";
 import { recordConfiguration, type VmConfiguration } from "../sources/azure-vm.ts";
-import { checkImportExportAccess, copyDatabase, exportBacpac } from "../sources/azure-sql.ts";
+import { checkImportExportAccess, copyDatabase, dropCopy, exportBacpac } from "../sources/azure-sql.ts";
 import { armFailure, statusOf } from "../sources/azure-disk.ts";
 import type { WorkloadEnvironment } from "./environment.ts";
 
@@ -170,7 +170,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
             const name = db.names[1];
             return {
               next: "acquire",
-              data: { ...data, pointId, disks: [], sqlCopyName: `${name}-bulwark-${suffix(ctx.jobId)}`.slice(0, 128) },
+              data: { ...data, pointId, disks: [], sqlCopyName: derivedResourceName(name, suffix(ctx.jobId), 128) },
             };
           }
           const disks: DiskTask[] = [];
@@ -203,7 +203,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
           });
           for (const [i, disk] of disks.entries()) {
             const ref = parseResourceId(disk.diskId);
-            disk.snapshotName = `${ref.name}-bulwark-${suffix(ctx.jobId)}`.slice(0, 80);
+            disk.snapshotName = derivedResourceName(ref.name, suffix(ctx.jobId), 80);
             disk.previousPointId = previous[i]?.id;
             disk.previousSnapshotId = previous[i]?.details?.snapshotId as string | undefined;
             disk.pointId = data.kind === "vm" ? derivedId(ctx.jobId, `disk/${disk.diskId.toLowerCase()}`) : pointId;
@@ -219,7 +219,14 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
             const [server] = db.names;
             const sql = await env.azure.sql(db.subscriptionId);
             const source = await sql.databases.get(db.resourceGroup, server, db.names[1]);
-            const existing = await sql.databases.get(db.resourceGroup, server, data.sqlCopyName!).catch(() => undefined);
+            const existing = await sql.databases.get(db.resourceGroup, server, data.sqlCopyName!).catch((error: unknown) => {
+              if ((error as { statusCode?: number }).statusCode === 404) return undefined;
+              throw error; // a refused or throttled read is not "no copy"
+            });
+            // A database of the copy's name that this job did not make is never exported as its point.
+            if (existing && existing.tags?.["bulwark-job"] !== ctx.jobId) {
+              throw new PermanentJobError(`the database ${data.sqlCopyName} on server ${server} exists and is not this job's copy of ${data.itemId}; rename or remove it`);
+            }
             // What the import/export service needs of the server is checked before a copy is made.
             const access = await checkImportExportAccess(sql, db.resourceGroup, server!, env.sqlLogin(), "source");
             if (!existing) await copyDatabase(sql, db, source, data.sqlCopyName!, { "bulwark-job": ctx.jobId });
@@ -244,7 +251,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
         async compensate(ctx, data) {
           if (data.committed) return;
           if (data.kind === "sql") {
-            await dropSqlCopy(env, data);
+            await dropSqlCopy(env, data, ctx.jobId);
             await removeJobBlobs(env, ctx.jobId);
             return;
           }
@@ -424,7 +431,7 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
       release: {
         async step(ctx, data) {
           if (data.kind === "sql") {
-            await dropSqlCopy(env, data);
+            await dropSqlCopy(env, data, ctx.jobId);
           } else {
             for (const disk of data.disks) {
               const old = disk.previousSnapshotId;
@@ -478,10 +485,11 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
   };
 }
 
-async function dropSqlCopy(env: WorkloadEnvironment, data: BackupJobData): Promise<void> {
+async function dropSqlCopy(env: WorkloadEnvironment, data: BackupJobData, jobId: string): Promise<void> {
   const db = parseResourceId(data.itemId);
   const sql = await env.azure.sql(db.subscriptionId);
-  if (data.sqlCopyName) await sql.databases.beginDeleteAndWait(db.resourceGroup, db.names[0], data.sqlCopyName).catch(() => {});
+  // Only the copy this job made (tagged with its id) is deleted; a failure is thrown, so the step is retried and reported.
+  if (data.sqlCopyName) await dropCopy(sql, db, data.sqlCopyName, "bulwark-job", jobId);
   if (data.bacpacName) await env.transient.blob(data.bacpacName).deleteIfExists().catch(() => {});
 }
 
