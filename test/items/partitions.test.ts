@@ -4,9 +4,11 @@
  * (sfdisk), and a GPT disk (sgdisk), each compared with what `sfdisk --json` and `sgdisk -p` report
  * on the same image; a GPT whose primary header or entry array is damaged is read from its backup
  * and says so; one with both copies damaged fails as damaged; a hybrid MBR is named and the GPT
- * read; a disk without a table has none; a partition's bytes read as a disk of their own.
+ * read; a GPT laid out for 4 KiB sectors is found at LBA 1 of 4096 bytes (where this machine has loop
+ * devices); a disk without a table has none; a partition's bytes read as a disk of their own.
  */
 import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { copyFile, open } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -19,6 +21,8 @@ import { fileBytes, PointVault } from "./disk-points.ts";
 
 const SECTOR = 512;
 const DISK = 64 * MIB;
+/** A loop device with 4 KiB logical sectors (losetup -b 4096) needs root and the loop driver. */
+const LOOP_DEVICES = existsSync("/dev/loop-control") && process.getuid?.() === 0;
 
 interface SfdiskJson {
   partitiontable: {
@@ -164,6 +168,28 @@ describe("partition tables of disk points", () => {
     expect(gptTable.partitions.map((p) => p.number)).toEqual([1, 2, 4]);
     // Attribute bit 2 (legacy BIOS bootable), set with sgdisk -A 4:set:2.
     expect(gptTable.partitions[2].attributes).toBe("0x0000000000000004");
+  });
+
+  test.skipIf(!LOOP_DEVICES)("a GPT disk laid out for 4 KiB sectors (sgdisk on a 4096-byte-sector loop device) lists what sgdisk -p lists", async () => {
+    const image = path.join(scratch, "gpt-4k.img");
+    await writeSparseImage(image, DISK, []);
+    const device = execFileSync("losetup", ["-f", "--show", "-b", "4096", image], { encoding: "utf8" }).trim();
+    let printed: ReturnType<typeof sgdiskPrint>;
+    try {
+      execFileSync("sgdisk", ["-n", "1:0:+8M", "-t", "1:EF00", "-c", "1:EFI", "-n", "2:0:+16M", "-t", "2:8300", "-c", "2:root", device], { stdio: "ignore" });
+      printed = sgdiskPrint(device);
+    } finally {
+      execFileSync("losetup", ["-d", device]);
+    }
+
+    const table = await tableOfPoint(image);
+    expect(table.scheme).toBe("gpt");
+    expect(table.sectorSize).toBe(4096);
+    expect(table.header).toBe("primary");
+    expect(table.diskId).toBe(printed.diskGuid);
+    expect(table.partitions.map((p) => ({ number: p.number, first: p.start / 4096, last: (p.start + p.size) / 4096 - 1, name: p.name }))).toEqual(
+      printed.partitions.map(({ number, first, last, name }) => ({ number, first, last, name })),
+    );
   });
 
   test("a GPT disk with a hybrid MBR (sgdisk -h) is read from its GPT, and says the MBR is a hybrid", async () => {
