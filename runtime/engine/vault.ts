@@ -26,10 +26,14 @@ import { sourceIdentity, type PointManifest } from "./point.ts";
 import { describeMissing, missingPoints } from "./chain.ts";
 
 /**
- * Version 2 (this one) binds the master keys to the config (masterKeyCheck) and chains each
- * source's points (chain.ts). Version 1 vaults are refused with a clear message: nothing migrates.
+ * Version 2 bound the master keys to the config (masterKeyCheck) and chained each source's points
+ * (chain.ts). Version 3 (this one) keeps an Azure Blob vault's lock objects in the sibling
+ * container `<vault>-locks` (runtime/store/azure-blob.ts): a Bulwark of version 2 would look for
+ * locks only in the vault container, miss a running backup's lock and prune what it needs, so it
+ * must refuse the vault, and it does (it opens only version 2). Older vaults are refused with a
+ * clear message: nothing migrates.
  */
-export const VAULT_VERSION = 2;
+export const VAULT_VERSION = 3;
 
 export interface VaultConfig {
   format: "bulwark-vault";
@@ -143,7 +147,7 @@ export class Vault {
       if (typeof config.version === "number" && config.version < VAULT_VERSION) {
         throw new UsageError(
           `the vault at ${store.location} has format version ${config.version}, written by an earlier Bulwark; this Bulwark reads version ${VAULT_VERSION} ` +
-            "(master keys bound to the config, chained points) and does not migrate: restore from it with the Bulwark that wrote it, and make a new vault with `bulwark init`",
+            "(master keys bound to the config, chained points, lock objects outside WORM) and does not migrate: restore from it with the Bulwark that wrote it, and make a new vault with `bulwark init`",
         );
       }
       throw new UsageError(`the vault at ${store.location} has format version ${config.version}; upgrade Bulwark to open it`);
