@@ -80,7 +80,9 @@ export async function readPartitionTable(disk: RandomAccess): Promise<PartitionT
   if (disk.size < SECTOR) return { scheme: "none", sectorSize: SECTOR, partitions: [], warnings: [] };
   const mbr = await disk.read(0, SECTOR);
   const records = mbrRecords(mbr);
-  if (!records) return { scheme: "none", sectorSize: SECTOR, partitions: [], warnings: [] };
+  // A filesystem's boot sector on the whole disk also ends in 0xAA55, often with zeros where the
+  // records would be: it is a volume, not an MBR without partitions.
+  if (!records || isVolumeBootRecord(mbr) || !records.some(isUsed)) return { scheme: "none", sectorSize: SECTOR, partitions: [], warnings: [] };
   if (records.some((r) => r.type === PROTECTIVE_TYPE)) return readGpt(disk, records);
   return readMbr(disk, mbr, records);
 }
@@ -113,6 +115,17 @@ function mbrRecords(sector: Buffer): MbrRecord[] | undefined {
     records.push(record);
   }
   return records;
+}
+
+/**
+ * The boot sector of a FAT, NTFS or exFAT volume: a jump instruction, then the filesystem's name
+ * where its BIOS parameter block puts it (Microsoft's FAT specification, "Boot Sector and BPB":
+ * BS_FilSysType at byte 54, or 82 on FAT32; NTFS and exFAT name themselves at byte 3).
+ */
+function isVolumeBootRecord(sector: Buffer): boolean {
+  if (sector[0] !== 0xeb && sector[0] !== 0xe9) return false;
+  const at = (offset: number, length: number) => sector.subarray(offset, offset + length).toString("latin1");
+  return at(3, 8) === "NTFS    " || at(3, 8) === "EXFAT   " || at(54, 3) === "FAT" || at(82, 3) === "FAT";
 }
 
 function isUsed(record: MbrRecord): boolean {

@@ -248,6 +248,14 @@ describe("partition tables of disk points", () => {
     );
   });
 
+  test("a FAT32 filesystem on the whole disk (mkfs.vfat), whose boot sector ends like an MBR, has no partition table", async () => {
+    const image = path.join(scratch, "whole-disk-fat.img");
+    await writeSparseImage(image, DISK, []);
+    execFileSync("mkfs.vfat", ["-F", "32", image], { stdio: "ignore" });
+    const table = await tableOfPoint(image);
+    expect(table).toEqual({ scheme: "none", sectorSize: SECTOR, partitions: [], warnings: [] });
+  });
+
   test("a disk without a partition table (a filesystem on the whole disk, or zeros) has none", async () => {
     const image = path.join(scratch, "blank.img");
     await writeSparseImage(image, 4 * MIB, [{ offset: MIB, data: pseudoRandom("blank", 4096) }]);
