@@ -21,8 +21,8 @@ import { fileBytes, PointVault } from "./disk-points.ts";
 
 const SECTOR = 512;
 const DISK = 64 * MIB;
-/** A loop device with 4 KiB logical sectors (losetup -b 4096) needs root and the loop driver. */
-const LOOP_DEVICES = existsSync("/dev/loop-control") && process.getuid?.() === 0;
+/** A loop device with 4 KiB logical sectors (losetup -b 4096) needs root, the loop driver and losetup. */
+const LOOP_DEVICES = existsSync("/dev/loop-control") && process.getuid?.() === 0 && spawnSync("losetup", ["--version"]).status === 0;
 
 interface SfdiskJson {
   partitiontable: {
