@@ -321,6 +321,9 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
                   });
                   bytesRead += read.source.bytesFetched;
                   modes.push(read.mode);
+                  // A full read where an incremental was due costs the whole disk's reads: said, so an
+                  // operator sees a diff that keeps failing (the point's details record it too).
+                  if (read.fallbackReason) ctx.log("disk.full-read", { diskId: disk.diskId, reason: read.fallbackReason });
                   const draft = manifestOf(
                     {
                       kind: "disk",
