@@ -4,7 +4,7 @@
  * object and never touches data, so it takes constant time whatever the vault's size.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { WrongKeyError, IntegrityError, UsageError } from "../errors.ts";
+import { WrongKeyError, IntegrityError, ServiceError, UsageError } from "../errors.ts";
 import type { KeyEncryptionKeyProvider, KeyParams } from "../keys/provider.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { labelAssociatedData, open, seal } from "./crypto.ts";
@@ -123,6 +123,8 @@ export async function unlockMasterKeys(
   const foreign: string[] = [];
   // Why a key object's key-encryption key could not be recovered (a Key Vault key version that is gone, say): said at the end.
   const refusals = new Set<string>();
+  // A key service that could not answer (denied, throttled, down): the key may well be right.
+  let unanswered: ServiceError | undefined;
   for (const keyObject of candidates) {
     let kek: Buffer;
     try {
@@ -130,6 +132,7 @@ export async function unlockMasterKeys(
     } catch (error) {
       if (error instanceof UsageError) throw error;
       if (error instanceof WrongKeyError) refusals.add(error.message);
+      else if (error instanceof ServiceError) unanswered ??= error;
       continue;
     }
     let plaintext: Buffer;
@@ -166,6 +169,8 @@ export async function unlockMasterKeys(
     );
   }
   if (damaged.length > 0) throw damagedError();
+  // Not "wrong key" when the key service never answered: that is a storage/Azure failure to fix or retry.
+  if (unanswered) throw unanswered;
   throw new WrongKeyError(
     provider.kind === "passphrase"
       ? `wrong passphrase for the vault at ${store.location}: no key of the vault opens with it. Check BULWARK_PASSPHRASE or --passphrase-file`

@@ -75,6 +75,15 @@ describe("a vault under a Key Vault key whose versions expire", () => {
     expect((await restoreToFile(world, vaultOf(), point, "expired-newest.bin", withKey)).equals(bytes)).toBe(true);
   });
 
+  it("a Key Vault that denies the unwrap is reported as access denied (exit 8), never as a wrong key (exit 3)", async () => {
+    world.emulator.control.throttle({ path: /\/unwrapkey$/i, times: 20, status: 403 });
+    const denied = await world.cli(["points", "--vault", vaultOf()], withKey);
+    world.emulator.control.clearFaults();
+    expect(denied.code, denied.stderr).toBe(8);
+    expect(denied.stderr).toMatch(/access denied by Key Vault/);
+    expect(denied.stderr.trim().split("\n")).toHaveLength(1);
+  });
+
   it("a key whose versions are gone (deleted and purged) ends in one message naming the version and what to do", async () => {
     const current = keyVault.versions(KEY).at(-1)!;
     keyVault.deleteKey(KEY);
