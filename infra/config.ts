@@ -400,6 +400,26 @@ function restoreResourceGroups(raw: Raw): RestoreResourceGroup[] {
   });
 }
 
+/**
+ * The restore role may create and delete disks, VMs and databases where it is assigned: a restore
+ * group that is itself a protected resource group would put what Bulwark protects in its reach. (A
+ * restore group inside a protected subscription is allowed: the role reaches that group alone.)
+ */
+function restoreGroupsApart(groups: RestoreResourceGroup[], protect: ProtectedScope[]): RestoreResourceGroup[] {
+  groups.forEach((group, i) => {
+    const id = scopeId(group).toLowerCase();
+    const same = protect.find((scope) => scope.resourceGroup !== undefined && scopeId(scope).toLowerCase() === id);
+    if (same) {
+      fail(
+        `restoreResourceGroups[${i}]`,
+        `${scopeId(group)} is also a protected resource group (bulwark:protect)`,
+        "Restores may create and delete there, so name a dedicated restore group that holds nothing you protect.",
+      );
+    }
+  });
+  return groups;
+}
+
 export function scopeId(scope: Pick<ProtectedScope, "subscriptionId" | "resourceGroup">): string {
   return scope.resourceGroup === undefined
     ? `/subscriptions/${scope.subscriptionId}`
@@ -419,7 +439,7 @@ export function parseCustomerConfig(raw: Raw): CustomerConfig {
     subscriptionId: subscriptionId.toLowerCase(),
     homeRegion: region(raw.homeRegion, "homeRegion"),
     protect: protectedScopes(raw),
-    restoreResourceGroups: restoreResourceGroups(raw),
+    restoreResourceGroups: restoreGroupsApart(restoreResourceGroups(raw), protectedScopes(raw)),
     image: image(raw),
     registry: containerRegistry(raw, image(raw)),
     bridgeSchedule: cron(raw, "bridgeSchedule", "0 * * * *"),

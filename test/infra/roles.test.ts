@@ -166,6 +166,11 @@ describe("bulwark:restoreResourceGroups", () => {
     expect(() => parseCustomerConfig(raw)).toThrow(/^bulwark:restoreResourceGroups\[0\]\.resourceGroup is not a valid resource group name: undefined\. Name an existing resource group/);
   });
 
+  it("refuses a restore group that is also a protected resource group: the restore role could delete what is protected", () => {
+    const raw = { ...exampleConfig("Pulumi.dev.yaml").raw, restoreResourceGroups: [{ subscriptionId: SUB, resourceGroup: "Contoso-Prod-VMs", region: "westeurope" }] };
+    expect(() => parseCustomerConfig(raw)).toThrow(/^bulwark:restoreResourceGroups\[0\] \/subscriptions\/.*\/resourceGroups\/Contoso-Prod-VMs is also a protected resource group \(bulwark:protect\)\. Restores may create and delete there/);
+  });
+
   it("without restore groups defines no restore role, so no restore identity can create anything", async () => {
     const { resources, outputs } = await deployCustomer({ restoreResourceGroups: [] });
     expect(ofType(resources, "azure-native:authorization:RoleDefinition").map((d) => d.inputs.roleName)).not.toContain("Bulwark restore (contoso)");
