@@ -210,7 +210,9 @@ export class IsolatedStorage extends pulumi.ComponentResource {
         // articles/storage/blobs/immutable-policy-configure-version-scope.md).
         immutableStorageWithVersioning: { enabled: true },
       },
-      { parent: this, dependsOn: [blobService] },
+      // Protected like the vault container: a replaced or destroyed locks container drops every
+      // held lock with it, and a prune would then see the vault as free during a backup.
+      { parent: this, dependsOn: [blobService], protect: true },
     );
     new storage.ManagementPolicy(
       `${name}-lifecycle`,

@@ -120,10 +120,11 @@ describe("isolated storage", () => {
     expect(lockRule.definition.actions).toEqual({ version: { delete: { daysAfterCreationGreaterThan: 1 } } });
   });
 
-  it("protects the account and the vault container from replacement, and the account from deletion with a CanNotDelete lock", () => {
+  it("protects the account, the vault container and its locks container from replacement, and the account from deletion with a CanNotDelete lock", () => {
     const account = one("unlocked", "azure-native:storage:StorageAccount");
     expect(options.get(account.name)?.protect).toBe(true);
     expect(options.get(container("unlocked", VAULT_CONTAINER).name)?.protect).toBe(true);
+    expect(options.get(container("unlocked", LOCKS_CONTAINER).name)?.protect).toBe(true);
     const lock = one("unlocked", "azure-native:authorization:ManagementLockByScope");
     expect(lock.inputs).toMatchObject({ scope: account.id, level: "CanNotDelete", lockName: "bulwark-do-not-delete" });
   });
