@@ -147,7 +147,7 @@ export async function immutabilityOf(store: ObjectStore, key: string): Promise<{
   if (!store.immutableUntil) return { report: `none: ${store.location} has no immutability, so whoever can write there can delete ${key}` };
   try {
     const until = await store.immutableUntil(key);
-    if (until) return { until, report: `${key} cannot be deleted before ${until.toISOString()} (the storage's immutability policy)` };
+    if (until) return { until, report: `${key} is under the storage's immutability policy until ${until.toISOString()}: while the policy is Locked nobody can delete it before then; an Unlocked policy can still be shortened or removed by whoever may change the storage account (lock it: infra/README.md). Packs the point shares with older points carry their own dates` };
     return { report: `none: no immutability policy applies to ${key} at ${store.location}; give the vault container a default policy (infra/README.md) or anyone with write access can delete it` };
   } catch (error) {
     return { report: `unknown: could not read the immutability of ${key} (${describeError(error)})` };
