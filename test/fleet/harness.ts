@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { expect } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import { systemClock, type Clock } from "../../runtime/jobs/clock.ts";
 import { FleetStorage } from "../../runtime/jobs/storage.ts";
 import { openFleet, type Fleet } from "../../runtime/jobs/submit.ts";
@@ -326,5 +326,26 @@ export function adoptWorldCredentials(world: FleetWorld): () => void {
       if (value === undefined) delete process.env[name];
       else process.env[name] = value;
     }
+  };
+}
+
+/**
+ * One fleet world for a test file: started before its tests with the world's Azure credentials
+ * adopted (adoptWorldCredentials), stopped after them. Returns the world's getter.
+ */
+export function fleetWorldForFile(options: AzureEmulatorOptions = {}): () => FleetWorld {
+  let world: FleetWorld | undefined;
+  let restoreEnvironment: (() => void) | undefined;
+  beforeAll(async () => {
+    world = await startFleetWorld(options);
+    restoreEnvironment = adoptWorldCredentials(world);
+  }, 60_000);
+  afterAll(async () => {
+    restoreEnvironment?.();
+    await world?.stop();
+  });
+  return () => {
+    if (!world) throw new Error("the fleet world is not started yet: call the getter inside a test");
+    return world;
   };
 }

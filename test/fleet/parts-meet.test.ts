@@ -5,7 +5,7 @@
  * clock), against the local Azure emulator and a vault in Azurite; the prune is the real one.
  */
 import { randomBytes } from "node:crypto";
-import { afterAll, beforeAll, expect, test } from "vitest";
+import { expect, test } from "vitest";
 import { restoreContent } from "../../runtime/engine/restore.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { VaultLock } from "../../runtime/engine/locks.ts";
@@ -26,24 +26,13 @@ import { backupMachine } from "../../runtime/workloads/backup-machine.ts";
 import { workloadEnvironment, type WorkloadEnvironment } from "../../runtime/workloads/environment.ts";
 import { PASSPHRASE } from "../support/cli.ts";
 import { StoreView } from "../support/store-view.ts";
-import { KiB, MiB, expectNothingLeaked, expectVaultVerifies, makeDisk, pattern, restoreBytes, startFleetWorld, vaultManifests, type FleetWorld, adoptWorldCredentials } from "./harness.ts";
+import { KiB, MiB, expectNothingLeaked, expectVaultVerifies, makeDisk, pattern, restoreBytes, vaultManifests, fleetWorldForFile } from "./harness.ts";
 
 const HOUR = 3_600_000;
-let world: FleetWorld;
-let restoreEnvironment: (() => void) | undefined;
-
-beforeAll(async () => {
-  world = await startFleetWorld();
-  restoreEnvironment = adoptWorldCredentials(world);
-}, 60_000);
-
-afterAll(async () => {
-  restoreEnvironment?.();
-  await world?.stop();
-});
+const world = fleetWorldForFile();
 
 async function vaultStore(): Promise<ObjectStore> {
-  return (await openStore(world.vault, { AZURE_STORAGE_CONNECTION_STRING: world.env.AZURE_STORAGE_CONNECTION_STRING })).store;
+  return (await openStore(world().vault, { AZURE_STORAGE_CONNECTION_STRING: world().env.AZURE_STORAGE_CONNECTION_STRING })).store;
 }
 
 /** A worker environment whose vaults are opened on `wrap(store)`. */
@@ -53,12 +42,12 @@ function withVaultStore(env: WorkloadEnvironment, wrap: (store: ObjectStore) => 
 }
 
 function diskPolicy(name: string, diskId: string, retention = "{ last: 5 }"): Policy {
-  return parsePolicy(`name: ${name}\nvault: ${world.vault}\nprotect:\n  resources: [${diskId}]\nschedule: { every: 1d }\nretention: ${retention}\n`, `${name}.yaml`);
+  return parsePolicy(`name: ${name}\nvault: ${world().vault}\nprotect:\n  resources: [${diskId}]\nschedule: { every: 1d }\nretention: ${retention}\n`, `${name}.yaml`);
 }
 
 async function runRound(clock: ManualClock, policies: Policy[], env: WorkloadEnvironment, logs: Record<string, unknown>[] = []): Promise<string[]> {
-  const fleet = await world.fleet(clock);
-  const resolver = new ArmItemResolver(world.emulator.credential(), { endpoint: world.emulator.armEndpoint });
+  const fleet = await world().fleet(clock);
+  const resolver = new ArmItemResolver(world().emulator.credential(), { endpoint: world().emulator.armEndpoint });
   const tick = await scheduleTick({ fleet, policies, resolveItems: resolver, regionsWithAgents: ["westeurope", "northeurope"] });
   expect(tick.errors).toEqual([]);
   const summary = await runWorker({
@@ -76,10 +65,10 @@ async function runRound(clock: ManualClock, policies: Policy[], env: WorkloadEnv
 }
 
 test("a prune that runs between promote's copies and its index write, with the pack ages made old, deletes nothing the job needs", async () => {
-  world.emulator.world.addResourceGroup("meet", "westeurope");
-  const disk = makeDisk(world, "meet", "promote-disk", 8 * MiB, { seed: 81 });
-  const image = world.emulator.control.readImage(disk.id);
-  const env = await workloadEnvironment({ ...world.workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
+  world().emulator.world.addResourceGroup("meet", "westeurope");
+  const disk = makeDisk(world(), "meet", "promote-disk", 8 * MiB, { seed: 81 });
+  const image = world().emulator.control.readImage(disk.id);
+  const env = await workloadEnvironment({ ...world().workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
   let pruneOutcome: unknown;
   let packsBefore = 0;
   const hooked = withVaultStore(env, (store) =>
@@ -112,15 +101,15 @@ test("a prune that runs between promote's copies and its index write, with the p
   // The job held the vault while in flight: the prune was refused, and deleted nothing.
   expect(pruneOutcome).toBeInstanceOf(VaultBusyError);
   expect(packsBefore).toBeGreaterThan(0);
-  expect((await restoreBytes(world, pointId!)).equals(image)).toBe(true);
-  await expectVaultVerifies(world);
-  await expectNothingLeaked(world, [disk.id]);
+  expect((await restoreBytes(world(), pointId!)).equals(image)).toBe(true);
+  await expectVaultVerifies(world());
+  await expectNothingLeaked(world(), [disk.id]);
 }, 180_000);
 
 test("a pack deleted between promote and commit: the commit writes no point with missing data, the job stages again, and its point restores", async () => {
-  const disk = makeDisk(world, "meet", "commit-disk", 8 * MiB, { seed: 82 });
-  const image = world.emulator.control.readImage(disk.id);
-  const env = await workloadEnvironment({ ...world.workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
+  const disk = makeDisk(world(), "meet", "commit-disk", 8 * MiB, { seed: 82 });
+  const image = world().emulator.control.readImage(disk.id);
+  const env = await workloadEnvironment({ ...world().workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
   const deleted: string[] = [];
   const hooked = withVaultStore(env, (store) =>
     new StoreView(store, {
@@ -142,19 +131,19 @@ test("a pack deleted between promote and commit: the commit writes no point with
   // staged) and promoted the lost pack once more from its staging.
   expect(logs.filter((l) => l.event === "restage")).toHaveLength(1);
   expect(logs.filter((l) => l.event === "point").map((l) => l.outcome)).toEqual(["committed"]);
-  expect((await restoreBytes(world, pointId!)).equals(image)).toBe(true);
-  await expectVaultVerifies(world);
-  const manifests = await vaultManifests(world);
+  expect((await restoreBytes(world(), pointId!)).equals(image)).toBe(true);
+  await expectVaultVerifies(world());
+  const manifests = await vaultManifests(world());
   expect(manifests.filter((p) => p.source.path === disk.id)).toHaveLength(1);
 }, 180_000);
 
 test("a VM and its data disk under two policies with last: 1, three rounds of backups: every VM point restores", async () => {
-  world.emulator.world.addResourceGroup("both", "westeurope");
-  const osDisk = makeDisk(world, "both", "both-os", 2 * MiB, { seed: 91 });
+  world().emulator.world.addResourceGroup("both", "westeurope");
+  const osDisk = makeDisk(world(), "both", "both-os", 2 * MiB, { seed: 91 });
   osDisk.osType = "Linux";
   osDisk.hyperVGeneration = "V2";
-  const dataDisk = makeDisk(world, "both", "both-data", 2 * MiB, { seed: 92 });
-  const { vm } = world.emulator.compute.createVirtualMachine("both", "both-vm", {
+  const dataDisk = makeDisk(world(), "both", "both-data", 2 * MiB, { seed: 92 });
+  const { vm } = world().emulator.compute.createVirtualMachine("both", "both-vm", {
     location: "westeurope",
     properties: {
       hardwareProfile: { vmSize: "Standard_B2s" },
@@ -162,27 +151,27 @@ test("a VM and its data disk under two policies with last: 1, three rounds of ba
         osDisk: { osType: "Linux", createOption: "Attach", managedDisk: { id: osDisk.id } },
         dataDisks: [{ lun: 0, createOption: "Attach", managedDisk: { id: dataDisk.id } }],
       },
-      networkProfile: { networkInterfaces: [{ id: `/subscriptions/${world.emulator.subscriptionId}/resourceGroups/both/providers/Microsoft.Network/networkInterfaces/both-nic`, properties: { primary: true } }] },
+      networkProfile: { networkInterfaces: [{ id: `/subscriptions/${world().emulator.subscriptionId}/resourceGroups/both/providers/Microsoft.Network/networkInterfaces/both-nic`, properties: { primary: true } }] },
     },
   });
   vm.provisioningState = "Succeeded";
-  const vmPolicy = parsePolicy(`name: vms\nvault: ${world.vault}\nprotect:\n  resources: [${vm.id}]\nschedule: { every: 1d }\nretention: { last: 1 }\n`, "vms.yaml");
-  const env = await workloadEnvironment({ ...world.workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
+  const vmPolicy = parsePolicy(`name: vms\nvault: ${world().vault}\nprotect:\n  resources: [${vm.id}]\nschedule: { every: 1d }\nretention: { last: 1 }\n`, "vms.yaml");
+  const env = await workloadEnvironment({ ...world().workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
   const clock = new ManualClock(Date.UTC(2026, 6, 1, 1));
   const images = new Map<string, Buffer>();
   for (let round = 0; round < 3; round++) {
-    world.emulator.control.writeDisk(osDisk.id, round * 64 * KiB, pattern(9100 + round, 64 * KiB));
-    world.emulator.control.writeDisk(dataDisk.id, round * 64 * KiB, pattern(9200 + round, 64 * KiB));
-    const osImage = world.emulator.control.readImage(osDisk.id);
-    const dataImage = world.emulator.control.readImage(dataDisk.id);
+    world().emulator.control.writeDisk(osDisk.id, round * 64 * KiB, pattern(9100 + round, 64 * KiB));
+    world().emulator.control.writeDisk(dataDisk.id, round * 64 * KiB, pattern(9200 + round, 64 * KiB));
+    const osImage = world().emulator.control.readImage(osDisk.id);
+    const dataImage = world().emulator.control.readImage(dataDisk.id);
     await runRound(clock, [vmPolicy, diskPolicy("disks", dataDisk.id, "{ last: 1 }")], env);
-    for (const p of await vaultManifests(world)) {
+    for (const p of await vaultManifests(world())) {
       if (images.has(p.id)) continue;
       if (p.kind === "disk") images.set(p.id, p.source.path.toLowerCase() === osDisk.id.toLowerCase() ? osImage : dataImage);
     }
     clock.advance(24 * HOUR);
   }
-  const points = await vaultManifests(world);
+  const points = await vaultManifests(world());
   const vmPoints = points.filter((p) => p.kind === "vm" && p.source.path === vm.id);
   const ownDiskPoints = points.filter((p) => p.kind === "disk" && p.tags.policy === "disks");
   expect(vmPoints).toHaveLength(1);
@@ -192,25 +181,25 @@ test("a VM and its data disk under two policies with last: 1, three rounds of ba
     expect(vmPoint.members).toHaveLength(2);
     for (const member of vmPoint.members!) {
       expect(ids.has(member.point)).toBe(true);
-      expect((await restoreBytes(world, member.point)).equals(images.get(member.point)!)).toBe(true);
+      expect((await restoreBytes(world(), member.point)).equals(images.get(member.point)!)).toBe(true);
     }
   }
-  expect((await restoreBytes(world, ownDiskPoints[0]!.id)).equals(images.get(ownDiskPoints[0]!.id)!)).toBe(true);
-  await expectVaultVerifies(world);
+  expect((await restoreBytes(world(), ownDiskPoints[0]!.id)).equals(images.get(ownDiskPoints[0]!.id)!)).toBe(true);
+  await expectVaultVerifies(world());
 }, 300_000);
 
 test("a stage step that fails midway (its storage credentials lapsed) resumes from the packs already staged on retry", async () => {
   // A vault of its own with 1 MiB packs, so a small disk stages many.
-  const container = world.blobs.getContainerClient("vault-small-packs");
+  const container = world().blobs.getContainerClient("vault-small-packs");
   await container.createIfNotExists();
   const location = container.url;
-  const store = (await openStore(location, { AZURE_STORAGE_CONNECTION_STRING: world.env.AZURE_STORAGE_CONNECTION_STRING })).store;
+  const store = (await openStore(location, { AZURE_STORAGE_CONNECTION_STRING: world().env.AZURE_STORAGE_CONNECTION_STRING })).store;
   await Vault.init(store, new PassphraseProvider(PASSPHRASE), { packSize: 1024 * 1024 });
-  world.emulator.world.addResourceGroup("resume", "westeurope");
-  const disk = makeDisk(world, "resume", "resume-disk", 16 * MiB, { seed: 83 });
-  world.emulator.control.writeDisk(disk.id, 0, randomBytes(12 * MiB)); // incompressible: about 12 packs
-  const image = world.emulator.control.readImage(disk.id);
-  const env = await workloadEnvironment({ ...world.workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
+  world().emulator.world.addResourceGroup("resume", "westeurope");
+  const disk = makeDisk(world(), "resume", "resume-disk", 16 * MiB, { seed: 83 });
+  world().emulator.control.writeDisk(disk.id, 0, randomBytes(12 * MiB)); // incompressible: about 12 packs
+  const image = world().emulator.control.readImage(disk.id);
+  const env = await workloadEnvironment({ ...world().workerEnv("westeurope"), BULWARK_PASSPHRASE: PASSPHRASE });
   const commits: string[] = [];
   let failed = false;
   const flaky: WorkloadEnvironment = {
@@ -238,8 +227,8 @@ test("a stage step that fails midway (its storage credentials lapsed) resumes fr
   };
   const policy = parsePolicy(`name: resume\nvault: ${location}\nprotect:\n  resources: [${disk.id}]\nschedule: { every: 1d }\nretention: { last: 5 }\n`, "resume.yaml");
   const clock = new ManualClock(Date.UTC(2026, 7, 1, 1));
-  const fleet = await world.fleet(clock);
-  const resolver = new ArmItemResolver(world.emulator.credential(), { endpoint: world.emulator.armEndpoint });
+  const fleet = await world().fleet(clock);
+  const resolver = new ArmItemResolver(world().emulator.credential(), { endpoint: world().emulator.armEndpoint });
   const tick = await scheduleTick({ fleet, policies: [policy], resolveItems: resolver, regionsWithAgents: ["westeurope"] });
   const logs: Record<string, unknown>[] = [];
   const summary = await runWorker({
