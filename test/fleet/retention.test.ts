@@ -84,4 +84,4 @@ retention: { last: 2, daily: 3, weekly: 4 }
   for (const point of points) expect((await restoreBytes(world(), point.id)).equals(made.find((m) => m.id === point.id)!.image)).toBe(true);
   await expectVaultVerifies(world());
   await expectNothingLeaked(world(), [diskId]);
-}, 120_000);
+}, 300_000);
