@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningAzureEmulator, startAzureEmulator } from "./server.ts";
+import { type ArmReply, armCall } from "./arm-call.ts";
 
 interface SpecExample {
   source: { repo: string; commit: string; path: string };
@@ -36,20 +37,10 @@ afterAll(async () => {
   await emulator?.stop();
 });
 
-interface Reply {
-  status: number;
-  headers: Headers;
-  body: any;
-}
+type Reply = ArmReply;
 
-async function call(method: string, url: string, body?: unknown): Promise<Reply> {
-  const response = await fetch(url.startsWith("http") ? url : `${emulator.armEndpoint}${url}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : undefined };
+function call(method: string, url: string, body?: unknown): Promise<Reply> {
+  return armCall(emulator.armEndpoint, token, method, url, body);
 }
 
 function armPath(type: string, name: string, action?: string): string {

@@ -11,6 +11,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type SampleWorld, seedSampleWorld } from "./seed.ts";
 import { type RunningAzureEmulator, startAzureEmulator } from "./server.ts";
+import { type ArmReply, armCall } from "./arm-call.ts";
 
 let emulator: RunningAzureEmulator;
 let sample: SampleWorld;
@@ -30,21 +31,10 @@ afterAll(async () => {
   await emulator?.stop();
 });
 
-interface Reply {
-  status: number;
-  headers: Headers;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-}
+type Reply = ArmReply;
 
-async function arm(method: string, pathAndQuery: string, body?: unknown): Promise<Reply> {
-  const url = pathAndQuery.startsWith("http") ? pathAndQuery : `${emulator.armEndpoint}${pathAndQuery}`;
-  const response = await fetch(url, {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : undefined };
+function arm(method: string, pathAndQuery: string, body?: unknown): Promise<Reply> {
+  return armCall(emulator.armEndpoint, token, method, pathAndQuery, body);
 }
 
 const API = "api-version=2022-08-01-preview";
