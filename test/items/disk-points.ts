@@ -3,7 +3,8 @@
  * this process through a store that counts what is read from it, so a test can say how much of the
  * vault a read of a point cost.
  */
-import { open } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
+import type { RandomAccess } from "../../runtime/items/block-reader.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
@@ -88,4 +89,28 @@ export async function fileBytes(file: string, offset: number, length: number): P
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * An image file as a RandomAccess, counting its reads: how a filesystem reader is tested on a
+ * volume made by the real tools without a vault in between (the vault's reads are block-reader.ts's
+ * own tests). Reads past the end fail as a point's reads do.
+ */
+export async function imageAccess(file: string): Promise<RandomAccess & { reads: number; bytes: number }> {
+  const { size } = await stat(file);
+  const access = {
+    size,
+    reads: 0,
+    bytes: 0,
+    async read(offset: number, length: number): Promise<Buffer> {
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+        throw new RangeError(`read of ${length} bytes at ${offset} is outside the ${size}-byte image`);
+      }
+      access.reads++;
+      access.bytes += length;
+      const bytes = await fileBytes(file, offset, length);
+      return bytes;
+    },
+  };
+  return access;
 }
