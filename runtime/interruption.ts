@@ -23,10 +23,18 @@ export class InterruptedError extends BulwarkError {
 }
 
 let received: NodeJS.Signals | undefined;
+const waiting: Array<(signal: NodeJS.Signals) => void> = [];
 
 /** Marks the process interrupted (the first signal counts). */
 export function interrupt(signal: NodeJS.Signals): void {
   received ??= signal;
+  for (const wake of waiting.splice(0)) wake(received);
+}
+
+/** Resolves with the signal once the process is interrupted: how a command that serves until Ctrl-C (`bulwark mount`) learns to stop. */
+export function interrupted(): Promise<NodeJS.Signals> {
+  if (received) return Promise.resolve(received);
+  return new Promise((resolve) => waiting.push(resolve));
 }
 
 /** The signal that interrupted this process, if one did. */

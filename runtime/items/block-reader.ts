@@ -36,7 +36,11 @@ const TREE_CACHE_BYTES = 1024 * 1024;
 
 /** Opens a disk point (an id, a unique prefix or "latest") of the vault for random reads. */
 export async function openDiskPoint(vault: Vault, pointId: string, options: DiskPointOptions = {}): Promise<DiskPointReader> {
-  const point = await vault.resolvePoint(pointId);
+  return diskPointReader(vault, await vault.resolvePoint(pointId), options);
+}
+
+/** A disk point already read (a VM point's member, say) for random reads. */
+export function diskPointReader(vault: Vault, point: PointManifest, options: DiskPointOptions = {}): DiskPointReader {
   const content = point.content;
   if (point.kind !== "disk" || !content || content.layout !== "blocks") {
     throw new UsageError(`point ${point.id.slice(0, 12)} is a ${point.kind} point, not a disk point: give the id of a disk point (a VM point's disks are its members)`);
