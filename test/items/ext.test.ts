@@ -21,7 +21,7 @@ import { MAX_RUN_BYTES, PROBE_BYTES, UnreadableItemError, type FileRun, type Fil
 import { MIB, pseudoRandom, tempFolder } from "../cli/vaults.ts";
 import { imageAccess } from "./disk-points.ts";
 
-const TOOLS = ["mke2fs", "e2fsck", "debugfs", "blkid"];
+const TOOLS = ["mke2fs", "e2fsck", "debugfs", "dumpe2fs", "blkid"];
 const MANY_FILES = 500;
 const SPARSE_SIZE = 2 * MIB + 100 * 1024;
 /** Where the sparse file has data; everything else is a hole. */
@@ -263,8 +263,12 @@ describe("ext2, ext3 and ext4 volumes made by mke2fs", () => {
     { kind: "ext4 (4 KiB blocks, 256-byte inodes)", filesystem: "ext4", blockSize: 4096, inodeSize: 256, image: "", mke2fs: ["-t", "ext4", "-b", "4096", "-I", "256"] },
     { kind: "ext4 with inline_data", filesystem: "ext4", blockSize: 4096, inodeSize: 256, image: "", mke2fs: ["-t", "ext4", "-b", "4096", "-I", "256", "-O", "inline_data"], sparseAsDebugfsReadsIt: true },
     { kind: "ext3 (1 KiB blocks, 128-byte inodes)", filesystem: "ext3", blockSize: 1024, inodeSize: 128, image: "", mke2fs: ["-t", "ext3", "-b", "1024", "-I", "128"] },
+    // 24 groups of 1024 blocks and 32 inodes: the files' inodes reach past the 16 groups of the first meta group.
+    { kind: "ext4 with meta_bg (1 KiB blocks, 24 groups)", filesystem: "ext4", blockSize: 1024, inodeSize: 256, image: "", mke2fs: ["-t", "ext4", "-b", "1024", "-g", "1024", "-N", "700", "-O", "meta_bg,^resize_inode"] },
     { kind: "ext2", filesystem: "ext2", blockSize: 4096, inodeSize: 256, image: "", mke2fs: ["-t", "ext2", "-b", "4096", "-I", "256"] },
   ];
+
+  const volumeOf = (kind: string): Volume => volumes.find((volume) => volume.kind.startsWith(kind))!;
 
   beforeAll(async () => {
     requireTools();
@@ -349,7 +353,7 @@ describe("ext2, ext3 and ext4 volumes made by mke2fs", () => {
   });
 
   test("the folder of 500 files is a hashed (htree) directory on ext4 and is listed whole", async () => {
-    const image = volumes[0].image;
+    const image = volumeOf("ext4 (4 KiB").image;
     expect(debugfs(image, "htree /many")).toContain("Root node dump");
     const fs = await openImage(image);
     const many = (await fs.list(await fs.root())).find((entry) => entry.name === "many")!.node;
@@ -358,19 +362,30 @@ describe("ext2, ext3 and ext4 volumes made by mke2fs", () => {
   });
 
   test("with inline_data, small files and a small folder live in their inodes and read whole", async () => {
-    const image = volumes[1].image;
+    const image = volumeOf("ext4 with inline_data").image;
     for (const inline of ["/small.txt", "/medium.txt", "/nested/a"]) expect(debugfs(image, `stat ${inline}`)).toContain("Size of inline data");
     // medium.txt is longer than i_block: its tail is the system.data attribute.
     expect(expected.get("/medium.txt")!.size).toBeGreaterThan(60);
   });
 
+  test("with meta_bg, inodes of groups past the first meta group are found through that group's own descriptor block", async () => {
+    const volume = volumeOf("ext4 with meta_bg");
+    const header = execFileSync("dumpe2fs", ["-h", volume.image], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+    expect(header).toMatch(/Filesystem features:.*\bmeta_bg\b/);
+    const inodesPerGroup = Number(/Inodes per group:\s+(\d+)/.exec(header)![1]);
+    const descriptorsPerBlock = volume.blockSize / 64;
+    const fs = await openImage(volume.image);
+    const ids = [...(await volumeTree(fs)).values()].map((listed) => Number(listed.node.id));
+    expect(Math.max(...ids)).toBeGreaterThan(descriptorsPerBlock * inodesPerGroup);
+  });
+
   test("on ext3 with 1 KiB blocks the 3 MiB file is mapped through a double-indirect block", async () => {
-    expect(debugfs(volumes[2].image, "stat /big.bin")).toContain("(DIND)");
+    expect(debugfs(volumeOf("ext3").image, "stat /big.bin")).toContain("(DIND)");
   });
 
   test("ext4's 256-byte inodes keep nanoseconds and times before 1970 and after 2038 (set by debugfs)", async () => {
     const image = path.join(scratch, "times.img");
-    await copyFile(volumes[0].image, image);
+    await copyFile(volumeOf("ext4 (4 KiB").image, image);
     // mke2fs -d keeps whole seconds only: debugfs writes the extra fields, (nanoseconds << 2) | epoch bits.
     debugfsWrite(image, "set_inode_field /old.txt mtime_extra " + String(123_456_789 * 4));
     debugfsWrite(image, "set_inode_field /small.txt mtime 21000101000001");
@@ -384,7 +399,7 @@ describe("ext2, ext3 and ext4 volumes made by mke2fs", () => {
 
   test("a damaged extent header fails the read of its file, a damaged directory record the listing of its folder, and the rest still reads", async () => {
     const image = path.join(scratch, "damaged.img");
-    await copyFile(volumes[0].image, image);
+    await copyFile(volumeOf("ext4 (4 KiB").image, image);
     // imap: "located at block B, offset 0xO"; the extent header is i_block, 0x28 into the inode.
     const imap = /located at block (\d+), offset 0x([0-9a-f]+)/.exec(debugfs(image, "imap /big.bin"))!;
     await writeAt(image, Number(imap[1]) * 4096 + parseInt(imap[2], 16) + 0x28, Buffer.from([0xde, 0xad]));
@@ -408,7 +423,7 @@ describe("ext2, ext3 and ext4 volumes made by mke2fs", () => {
 
   test("a volume with an incompat feature this reader does not know is refused, naming the feature", async () => {
     const image = path.join(scratch, "compressed.img");
-    await copyFile(volumes[3].image, image);
+    await copyFile(volumeOf("ext2").image, image);
     const handle = await open(image, "r");
     const incompat = Buffer.alloc(4);
     try {

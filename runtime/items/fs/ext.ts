@@ -126,6 +126,8 @@ interface Inode {
   iBlock: Buffer;
   /** The in-inode extended attribute area (after i_extra_isize), empty on 128-byte inodes. */
   xattrArea: Buffer;
+  /** i_blocks, in 512-byte sectors, without the extended attribute block's: 0 when no block holds content. */
+  contentSectors: number;
   node: FsNode;
 }
 
@@ -256,6 +258,13 @@ class ExtFileSystem implements FileSystem {
     const inode = await this.inode(inodeNumberOf(file));
     if (inode.node.unreadable) throw new UnreadableItemError(`inode ${inode.number} cannot be read: ${inode.node.unreadable}`);
     if (inode.node.type === "dir") throw new IntegrityError(`inode ${inode.number} is a directory, not a file`);
+    if (inode.node.type === "symlink") {
+      // A fast symlink's i_block is its target, not a block map: its content is the target.
+      const target = Buffer.from(inode.node.target ?? "", "utf8");
+      if (target.length > 0) yield { offset: 0, length: target.length, hole: false, data: target };
+      return;
+    }
+    if (inode.node.type === "other" && inode.size > 0) throw new UnreadableItemError(`inode ${inode.number} is a device, FIFO or socket: it has no content to read`);
     if ((inode.flags & FLAG_INLINE_DATA) !== 0) {
       if (inode.size > 0) yield { offset: 0, length: inode.size, hole: false, data: this.inlineData(inode) };
       return;
@@ -412,8 +421,8 @@ class ExtFileSystem implements FileSystem {
     this.checkBlocks(block, 1, `the inode table of group ${group}`);
     const bytes = await this.metadataBlock(block, `the inode table of group ${group}`);
     const at = byteInTable % blockSize;
-    const inode = parseInode(number, bytes.subarray(at, at + inodeSize));
-    if (inode.node.type !== "symlink") return inode;
+    const inode = parseInode(number, bytes.subarray(at, at + inodeSize), blockSize);
+    if (inode.node.type !== "symlink" || inode.node.unreadable) return inode;
     return { ...inode, node: { ...inode.node, target: await this.symlinkTarget(inode) } };
   }
 
@@ -421,8 +430,8 @@ class ExtFileSystem implements FileSystem {
   private async symlinkTarget(inode: Inode): Promise<string> {
     if (inode.size > MAX_SYMLINK_BYTES) throw new IntegrityError(`symlink inode ${inode.number} gives a target of ${inode.size} bytes, longer than any path`);
     if ((inode.flags & FLAG_INLINE_DATA) !== 0) return this.inlineData(inode).toString("utf8");
-    // e2fsprogs' rule (ext2fs_is_fast_symlink): a target shorter than i_block lives in it.
-    if (inode.size < I_BLOCK_BYTES && (inode.flags & FLAG_EXTENTS) === 0) return inode.iBlock.subarray(0, inode.size).toString("utf8");
+    // The kernel's rule (ext4_inode_is_fast_symlink): a symlink without blocks of its own keeps its target in i_block.
+    if (inode.contentSectors === 0 && inode.size <= I_BLOCK_BYTES) return inode.iBlock.subarray(0, inode.size).toString("utf8");
     const parts: Buffer[] = [];
     for await (const run of this.contentRuns(inode)) parts.push(run.hole ? Buffer.alloc(run.length) : run.data);
     return Buffer.concat(parts).toString("utf8");
@@ -491,7 +500,7 @@ function inodeNumberOf(node: FsNode): number {
   return number;
 }
 
-function parseInode(number: number, bytes: Buffer): Inode {
+function parseInode(number: number, bytes: Buffer, blockSize: number): Inode {
   const where = `inode ${number}`;
   const mode = bytes.readUInt16LE(0x0);
   const flags = bytes.readUInt32LE(0x20);
@@ -502,7 +511,10 @@ function parseInode(number: number, bytes: Buffer): Inode {
   const extraEnd = GOOD_OLD_INODE_SIZE + extraSize;
   const time = (secondsAt: number, extraAt: number) => timestamp(bytes.readInt32LE(secondsAt), extraAt + 4 <= extraEnd ? bytes.readUInt32LE(extraAt) : 0);
   const iBlock = bytes.subarray(I_BLOCK_AT, I_BLOCK_AT + I_BLOCK_BYTES);
-  const inode = { number, mode, size, flags, iBlock, xattrArea: bytes.subarray(extraEnd) };
+  const xattrBlock = bytes.readUInt16LE(0x76) * 2 ** 32 + bytes.readUInt32LE(0x68);
+  const sectors = bytes.readUInt16LE(0x74) * 2 ** 32 + bytes.readUInt32LE(0x1c);
+  const contentSectors = xattrBlock === 0 ? sectors : Math.max(0, sectors - blockSize / 512);
+  const inode = { number, mode, size, flags, iBlock, xattrArea: bytes.subarray(extraEnd), contentSectors };
   const type = nodeType(mode);
   const node: FsNode = {
     id: String(number),
