@@ -6,7 +6,9 @@
  * from the disk) and the image's bytes for a good range after it. A bare client (raw-nbd-client.ts)
  * sends what real clients do not: refused options, writes, trims, flushes, reads out of bounds,
  * twenty reads at once (answered out of order, at most sixteen started), garbage magic (dropped,
- * and the server serves others); aborting the signal closes everything.
+ * and the server serves others); aborting the signal closes everything. And a disk point backed up
+ * by the real CLI, served through block-reader.ts: nbdcopy reads the image from the vault (fetching
+ * only the blocks holding data), and a block damaged in the vault is an EIO for its read only.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { mkdir, readFile, stat } from "node:fs/promises";
@@ -14,13 +16,17 @@ import { once } from "node:events";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { IntegrityError } from "../../runtime/errors.ts";
-import type { RandomAccess } from "../../runtime/items/block-reader.ts";
+import { CHUNK_TREE } from "../../runtime/engine/chunk-codec.ts";
+import { ID_BYTES } from "../../runtime/engine/crypto.ts";
+import { packKey } from "../../runtime/engine/pack.ts";
+import type { BlockLayout } from "../../runtime/engine/point.ts";
+import { openDiskPoint, type RandomAccess } from "../../runtime/items/block-reader.ts";
 import { MAX_READ_BYTES, MAX_REQUESTS_IN_FLIGHT, serveNbd, type NbdEvent, type NbdServer } from "../../runtime/items/nbd.ts";
 import { trackChild } from "../support/cleanup.ts";
 import { finished, type CliResult } from "../support/cli.ts";
 import { hashFile, writeSparseImage, type Region } from "../support/sparse.ts";
 import { MIB, pseudoRandom, tempFolder, waitFor } from "../cli/vaults.ts";
-import { fileBytes, imageAccess } from "./disk-points.ts";
+import { fileBytes, imageAccess, PointVault } from "./disk-points.ts";
 import * as nbd from "./raw-nbd-client.ts";
 
 /** Not a multiple of 4096: the last, partial block must be served too. */
@@ -394,6 +400,81 @@ describe("serving a disk over NBD", () => {
     await server.closed;
     await expect(nbd.RawNbdClient.connect(server.address.port)).rejects.toMatchObject({ code: "ECONNREFUSED" });
     expect(events.filter((e) => e.event === "disconnected")).toHaveLength(2);
+  });
+});
+
+describe("serving a disk point from a vault over NBD", () => {
+  const BLOCK = 64 * 1024;
+  let vaults: PointVault;
+  let image: string;
+  let pointId: string;
+  const stops: AbortController[] = [];
+
+  /** Serves the point through a fresh reader (an empty block cache), as `bulwark mount` would. */
+  async function servePoint(events: NbdEvent[] = []): Promise<{ server: NbdServer; reads: { ranges: number; bytes: number } }> {
+    const { vault, reads } = await vaults.open();
+    const disk = await openDiskPoint(vault, pointId);
+    const stop = new AbortController();
+    stops.push(stop);
+    const server = await serveNbd(disk, { host: "127.0.0.1", port: 0, exportName: pointId.slice(0, 12), preferredBlockSize: BLOCK, signal: stop.signal, log: (e) => events.push(e) });
+    return { server, reads };
+  }
+
+  beforeAll(async () => {
+    const missing = missingTools();
+    if (missing.length > 0) throw new Error(`the NBD tests need ${missing.join(", ")}: install libnbd-bin (nbdcopy, nbdinfo, nbdfuse) and util-linux (umount)`);
+    vaults = await PointVault.create("nbd");
+    image = path.join(await tempFolder("nbd-point"), "disk.img");
+    await writeSparseImage(image, IMAGE_BYTES, REGIONS);
+    pointId = (await vaults.backup(image)).id;
+  });
+
+  afterAll(async () => {
+    for (const stop of stops) stop.abort();
+    await vaults?.close();
+  });
+
+  test("nbdcopy of a served disk point equals the image, and fetches from the vault only the blocks holding data", async () => {
+    const { server, reads } = await servePoint();
+    const copy = path.join(path.dirname(image), "copy.img");
+    await runOk("nbdcopy", [server.uri, copy]);
+    expect(await hashFile(copy)).toBe(await hashFile(image));
+    const dataBytes = REGIONS.reduce((sum, r) => sum + r.data.length, 0);
+    // Zero blocks are stored as nothing: the copy reads about the data, in whole 64 KiB blocks.
+    expect(reads.bytes).toBeGreaterThanOrEqual(dataBytes);
+    expect(reads.bytes).toBeLessThan(dataBytes + 8 * BLOCK);
+  });
+
+  test("a block damaged in the vault: its read gets EIO, logged with the vault's message, and the next read on the connection returns the image's bytes", async () => {
+    const { vault } = await vaults.open();
+    const layout = (await vault.readPoint(pointId)).content as BlockLayout;
+    const node = await vault.readChunk(CHUNK_TREE, Buffer.from(layout.tree[0]!, "hex"));
+    const block = 0; // the pseudo-random head of the image
+    const where = vault.locate(node.subarray(block * ID_BYTES, (block + 1) * ID_BYTES));
+    const key = packKey(where.pack);
+    const original = await vaults.readObject(key);
+    const damaged = Buffer.from(original);
+    damaged[where.offset + Math.floor(where.length / 2)]! ^= 0x01;
+    await vaults.replaceObject(key, damaged);
+    try {
+      const events: NbdEvent[] = [];
+      const { server } = await servePoint(events);
+      const client = await nbd.RawNbdClient.connect(server.address.port);
+      await client.open(pointId.slice(0, 12));
+      client.request(nbd.NBD_CMD_READ, 1n, block * BLOCK, BLOCK);
+      expect(await client.reply()).toEqual({ error: nbd.EIO, handle: 1n });
+      const middle = REGIONS[1]!;
+      client.request(nbd.NBD_CMD_READ, 2n, middle.offset, middle.data.length);
+      expect(await client.reply()).toEqual({ error: 0, handle: 2n });
+      expect((await client.take(middle.data.length)).equals(middle.data)).toBe(true);
+      client.request(nbd.NBD_CMD_DISC, 3n, 0, 0);
+      await client.closed;
+      expect(events.filter((e) => e.event === "read-failed")).toEqual([
+        { event: "read-failed", client: expect.any(String), offset: block * BLOCK, length: BLOCK, error: expect.stringMatching(/damaged|authenticat/i) },
+      ]);
+    } finally {
+      await vaults.replaceObject(key, original);
+    }
   });
 });
 
