@@ -106,7 +106,8 @@ const MAX_ATTRIBUTE_LIST_BYTES = 4 * 1024 * 1024;
 const MAX_LINK_BYTES = 16 * 1024;
 /** B-tree levels of a directory index: a balanced tree of millions of names is a handful deep. */
 const MAX_INDEX_DEPTH = 32;
-const CACHED_FILES = 1024;
+/** Bytes of MFT records (a file's base and extension records) kept parsed for the next lookups. */
+const CACHED_RECORD_BYTES = 4 * 1024 * 1024;
 
 export const ntfsFormat: FileSystemFormat = {
   name: "ntfs",
@@ -171,7 +172,59 @@ interface MftFile {
   /** The record's use count: a reference to an older use of the record is stale. */
   readonly sequence: number;
   readonly isDirectory: boolean;
+  /** MFT records it was gathered from (what it weighs in the cache). */
+  readonly records: number;
   readonly attributes: Attribute[];
+}
+
+/**
+ * Parsed files by record number, least recently used dropped first once their records pass the
+ * bound: a listing comes back to the same folders, a restore to the same files. Concurrent loads
+ * of one record share one read; a failed load is not kept.
+ */
+class FileCache {
+  private readonly entries = new Map<number, Promise<MftFile>>();
+  private readonly weights = new Map<number, number>();
+  private readonly maxRecords: number;
+  private records = 0;
+
+  constructor(maxRecords: number) {
+    this.maxRecords = maxRecords;
+  }
+
+  get(number: number, load: () => Promise<MftFile>): Promise<MftFile> {
+    const cached = this.entries.get(number);
+    if (cached) {
+      this.entries.delete(number);
+      this.entries.set(number, cached);
+      return cached;
+    }
+    const loading = load();
+    this.entries.set(number, loading);
+    loading.then(
+      (file) => {
+        if (this.entries.get(number) !== loading) return;
+        this.weights.set(number, file.records);
+        this.records += file.records;
+        this.evict();
+      },
+      () => {
+        if (this.entries.get(number) === loading) this.entries.delete(number);
+      },
+    );
+    return loading;
+  }
+
+  private evict(): void {
+    for (const number of this.entries.keys()) {
+      if (this.records <= this.maxRecords) return;
+      const weight = this.weights.get(number);
+      if (weight === undefined) continue; // still loading
+      this.entries.delete(number);
+      this.weights.delete(number);
+      this.records -= weight;
+    }
+  }
 }
 
 interface FileName {
@@ -193,12 +246,13 @@ class NtfsVolume implements FileSystem {
   private readonly volume: RandomAccess;
   private readonly geometry: Geometry;
   private mft: Stream;
-  private readonly files = new Map<number, Promise<MftFile>>();
+  private readonly files: FileCache;
 
   private constructor(volume: RandomAccess, geometry: Geometry, mft: Stream) {
     this.volume = volume;
     this.geometry = geometry;
     this.mft = mft;
+    this.files = new FileCache(Math.max(16, Math.floor(CACHED_RECORD_BYTES / geometry.recordSize)));
   }
 
   static async open(volume: RandomAccess): Promise<NtfsVolume> {
@@ -365,20 +419,7 @@ class NtfsVolume implements FileSystem {
 
   /** A file by record number (its base record and extension records), checked against the sequence number a reference holds (0: any). */
   private async file(number: number, sequence: number): Promise<MftFile> {
-    let cached = this.files.get(number);
-    if (cached) {
-      this.files.delete(number);
-      this.files.set(number, cached);
-    } else {
-      cached = this.loadFile(number);
-      this.files.set(number, cached);
-      const loading = cached;
-      loading.catch(() => {
-        if (this.files.get(number) === loading) this.files.delete(number);
-      });
-      if (this.files.size > CACHED_FILES) this.files.delete(this.files.keys().next().value!);
-    }
-    const file = await cached;
+    const file = await this.files.get(number, () => this.loadFile(number));
     if (sequence !== 0 && file.sequence !== sequence) {
       throw damaged(`MFT record ${number}`, `a folder refers to its use number ${sequence}, the record is at use ${file.sequence} (a stale entry)`);
     }
@@ -391,9 +432,10 @@ class NtfsVolume implements FileSystem {
     if (base.baseRecord !== 0) throw damaged(`MFT record ${number}`, `it is an extension of record ${base.baseRecord}, not a file's base record`);
     const attributes = [...base.attributes];
     const list = base.attributes.find((a) => a.type === ATTR_ATTRIBUTE_LIST);
+    const extensions = new Set<number>();
     if (list) {
-      const entries = parseAttributeList(await this.attributeValue({ number, sequence: base.sequence, isDirectory: false, attributes: base.attributes }, list, MAX_ATTRIBUTE_LIST_BYTES), number);
-      const extensions = new Set(entries.map((e) => e.record).filter((r) => r !== number));
+      const entries = parseAttributeList(await this.attributeValue({ number, sequence: base.sequence, isDirectory: false, records: 1, attributes: base.attributes }, list, MAX_ATTRIBUTE_LIST_BYTES), number);
+      for (const entry of entries) if (entry.record !== number) extensions.add(entry.record);
       for (const extension of extensions) {
         const record = await this.record(extension);
         if (record.baseRecord !== number || !(record.flags & RECORD_IN_USE)) {
@@ -402,7 +444,7 @@ class NtfsVolume implements FileSystem {
         attributes.push(...record.attributes);
       }
     }
-    return { number, sequence: base.sequence, isDirectory: (base.flags & RECORD_IS_DIRECTORY) !== 0, attributes };
+    return { number, sequence: base.sequence, isDirectory: (base.flags & RECORD_IS_DIRECTORY) !== 0, records: 1 + extensions.size, attributes };
   }
 
   private async record(number: number): Promise<MftRecord> {
@@ -418,7 +460,7 @@ class NtfsVolume implements FileSystem {
     const segments = record0.attributes.filter((a) => a.type === ATTR_DATA && a.name === "");
     const list = record0.attributes.find((a) => a.type === ATTR_ATTRIBUTE_LIST);
     if (list) {
-      const entries = parseAttributeList(await this.attributeValue({ number: 0, sequence: record0.sequence, isDirectory: false, attributes: record0.attributes }, list, MAX_ATTRIBUTE_LIST_BYTES), 0);
+      const entries = parseAttributeList(await this.attributeValue({ number: 0, sequence: record0.sequence, isDirectory: false, records: 1, attributes: record0.attributes }, list, MAX_ATTRIBUTE_LIST_BYTES), 0);
       const dataRecords = entries.filter((e) => e.type === ATTR_DATA && e.name === "" && e.record !== 0).sort((a, b) => a.firstVcn - b.firstVcn);
       for (const entry of dataRecords) {
         this.mft = streamOf(this.volume, this.geometry, segments, "$DATA of the MFT", true);
