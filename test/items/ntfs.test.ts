@@ -11,7 +11,7 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { closeSync, openSync, writeSync } from "node:fs";
-import { copyFile, link, lstat, mkdir, open, readdir, readFile, readlink, symlink, truncate, utimes, writeFile } from "node:fs/promises";
+import { copyFile, link, lstat, mkdir, open, readdir, readFile, readlink, statfs, symlink, truncate, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { IntegrityError } from "../../runtime/errors.ts";
@@ -27,6 +27,9 @@ const TOOLS = ["mkntfs", "ntfs-3g", "ntfsinfo", "python3"];
 /** Names given to the one file with twenty hard links: long, so their $FILE_NAMEs overflow its record. */
 const LINK_NAMES = Array.from({ length: 20 }, (_, i) => `the same file under a rather long name, number ${String(i).padStart(2, "0")}.txt`);
 const MANY_NAMES = Array.from({ length: 300 }, (_, i) => `entry-${String(i).padStart(3, "0")}.txt`);
+/** Files made once the volume is nearly full, so the MFT grows in pieces between their clusters. */
+const CROWD_FILES = 400;
+const FREE_BYTES_LEFT = 3.5 * MIB;
 const DATED_MTIME = new Date("2001-02-03T04:05:06.789Z");
 const DATED_ATIME = new Date("1999-12-31T23:59:58.5Z");
 const SPARSE_BYTES = 8 * MIB;
@@ -150,6 +153,23 @@ async function fillVolume(root: string): Promise<void> {
   await writeFile(at("packed/log.txt"), text("compressed", 200_000));
   await writeFile(at("dated.txt"), "old\n");
   await utimes(at("dated.txt"), DATED_ATIME, DATED_MTIME);
+  await crowdVolume(root);
+}
+
+/**
+ * Fills the volume but a few MiB, then adds files of a cluster each: the MFT zone is taken, so
+ * each time the MFT grows its new records land between the files' clusters (a fragmented MFT).
+ */
+async function crowdVolume(root: string): Promise<void> {
+  const { bavail, bsize } = await statfs(root);
+  const handle = await open(path.join(root, "filler.bin"), "w");
+  try {
+    for (let left = bavail * bsize - FREE_BYTES_LEFT; left > 0; left -= MIB) await handle.write(Buffer.alloc(Math.min(MIB, left)));
+  } finally {
+    await handle.close();
+  }
+  await mkdir(path.join(root, "crowd"));
+  for (let i = 0; i < CROWD_FILES; i++) await writeFile(path.join(root, `crowd/file-${i}.txt`), text(`crowd ${i}`, 2000));
 }
 
 /** Two files written 64 KiB at a time in turns, so ntfs-3g allocates their clusters interleaved. */
@@ -258,6 +278,20 @@ function firstIndexCluster(image: string, folder: string): { lcn: number; cluste
   return { lcn: parseInt(run[1], 16), clusterSize };
 }
 
+/** The runs of the MFT's own $DATA, as ntfsinfo prints them: [vcn, lcn, clusters]. */
+function mftRuns(image: string): number[][] {
+  const out = execFileSync("ntfsinfo", ["-v", "-i", "0", image], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  const data = out.slice(out.indexOf("Dumping attribute $DATA"));
+  const lines = data.slice(data.indexOf("Runlist:")).split("\n").slice(1);
+  const runs: number[][] = [];
+  for (const line of lines) {
+    const run = /^\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s*$/i.exec(line);
+    if (!run) break;
+    runs.push([parseInt(run[1], 16), parseInt(run[2], 16), parseInt(run[3], 16)]);
+  }
+  return runs;
+}
+
 /** A RandomAccess over the image whose boot sector reads with some bytes changed. */
 function withBootBytes(access: RandomAccess, changes: Record<number, number>): RandomAccess {
   return {
@@ -354,6 +388,20 @@ describe("NTFS volumes made by mkntfs and ntfs-3g, read from their bytes", () =>
     expect(entries.map((e) => e.name)).toEqual(MANY_NAMES);
     const first = entries[0];
     expect(contentOf(await runsOf(fs, first.node)).toString()).toBe(`${first.name} holds a few resident bytes\n`);
+  });
+
+  test("an MFT grown in pieces between files' clusters is read through its own runlist", async () => {
+    const runs = mftRuns(image);
+    expect(runs.length).toBeGreaterThan(2);
+    const { size: recordSize } = await mftRecordOffset(image, 0);
+    const clusterSize = firstIndexCluster(image, "/many").clusterSize;
+    const recordsInFirstRun = (runs[0][2] * clusterSize) / recordSize;
+    const crowd = await fs.list(nodes.get("crowd")!);
+    expect(crowd).toHaveLength(CROWD_FILES);
+    const beyond = crowd.filter((e) => Number(e.node.id) >= recordsInFirstRun);
+    expect(beyond.length).toBeGreaterThan(10);
+    const last = crowd.find((e) => e.name === "file-399.txt")!;
+    expect(contentOf(await runsOf(fs, last.node)).equals(text("crowd 399", 2000))).toBe(true);
   });
 
   test("a file of several MiB reads in data runs of at most MAX_RUN_BYTES, covering it in order", async () => {
