@@ -189,6 +189,15 @@ function clusterRanges(image: string, file: string): [number, number][] {
   return [...out.matchAll(/<(\d+)(?:-(\d+))?>/g)].map((m) => [Number(m[1]), Number(m[2] ?? m[1])]);
 }
 
+/** Where the one long entry of "Check sum.txt" is (order 0x41: first and last, attributes 0x0F, starting "Check"). */
+function longEntryOfCheckSum(image: Buffer): number {
+  const marker = Buffer.concat([Buffer.from([0x41]), Buffer.from("Check", "utf16le")]);
+  let at = image.indexOf(marker);
+  while (at >= 0 && (at % 32 !== 0 || image[at + 11] !== 0x0f)) at = image.indexOf(marker, at + 1);
+  if (at < 0) throw new Error(`no long entry of ${CHECKSUM_NAME} in the image`);
+  return at;
+}
+
 async function opened(image: string): Promise<{ fs: FileSystem; access: RandomAccess }> {
   const access = await imageAccess(image);
   const head = await access.read(0, Math.min(PROBE_BYTES, access.size));
@@ -293,11 +302,8 @@ describe("FAT volumes made by mkfs.vfat and mtools", () => {
     const image = path.join(scratch, "checksum.img");
     await copyFile(images.FAT12, image);
     const bytes = await readFile(image);
-    // The long entry (order 0x41: first and last) holding "Check", and its short entry right after.
-    const marker = Buffer.concat([Buffer.from([0x41]), Buffer.from("Check", "utf16le")]);
-    let at = bytes.indexOf(marker);
-    while (at >= 0 && (at % 32 !== 0 || bytes[at + 11] !== 0x0f)) at = bytes.indexOf(marker, at + 1);
-    expect(at).toBeGreaterThan(0);
+    // The short entry comes right after the long one.
+    const at = longEntryOfCheckSum(bytes);
     const short = bytes.subarray(at + 32, at + 43).toString("latin1");
     const shortName = `${short.slice(0, 8).trimEnd()}.${short.slice(8).trimEnd()}`;
     await patch(image, at + 13, Buffer.from([bytes[at + 13] ^ 0xff]));
@@ -307,6 +313,19 @@ describe("FAT volumes made by mkfs.vfat and mtools", () => {
     expect(names).not.toContain(CHECKSUM_NAME);
     expect(names).toContain(shortName);
     expect(shortName).toMatch(/^CHECKS~\d\.TXT$/);
+  });
+
+  test("a long name rewritten to hold a '/' (its checksum still matching) is not used: the short name stands, so a restore stays in its folder", async () => {
+    const image = path.join(scratch, "slash.img");
+    await copyFile(images.FAT12, image);
+    const at = longEntryOfCheckSum(await readFile(image));
+    // "Check sum.txt" becomes "../ck sum.txt"; the checksum covers the short name only.
+    await patch(image, at + 1, Buffer.from("../", "utf16le"));
+
+    const { fs } = await opened(image);
+    const names = (await fs.list(await fs.root())).map((e) => e.name);
+    expect(names.filter((n) => n.includes("/"))).toEqual([]);
+    expect(names.some((n) => /^CHECKS~\d\.TXT$/.test(n))).toBe(true);
   });
 
   test("an EFI system partition (sgdisk EF00, mkfs.vfat -F 32 on the partition) reads through the GPT", async () => {

@@ -78,10 +78,7 @@ export const fatFormat: FileSystemFormat = {
   },
   async open(volume: RandomAccess): Promise<FileSystem> {
     const boot = await volume.read(0, Math.min(512, volume.size));
-    const geometry = readGeometry(boot, volume.size);
-    const fat = new FatVolume(volume, geometry);
-    await fat.readLabel();
-    return fat;
+    return FatVolume.open(volume, readGeometry(boot, volume.size));
   },
 };
 
@@ -165,7 +162,7 @@ function labelText(bytes: Buffer): string {
 
 class FatVolume implements FileSystem {
   readonly filesystem = "vfat";
-  label = "";
+  private labelFound = "";
   private readonly volume: RandomAccess;
   private readonly geometry: Geometry;
   private readonly fat: FatTable;
@@ -178,10 +175,16 @@ class FatVolume implements FileSystem {
     this.rootNode = { id: ROOT_ID, type: "dir", size: 0, mode: 0o755, mtime: 0, atime: 0, uid: 0, gid: 0, nlink: 1 };
   }
 
-  /** The label of the root folder's volume-label entry, else the boot sector's. */
-  async readLabel(): Promise<void> {
-    const { labelEntry } = await this.entries(this.rootNode);
-    this.label = labelEntry ?? this.geometry.bootLabel;
+  /** Opens the volume: its label is the root folder's volume-label entry, else the boot sector's. */
+  static async open(volume: RandomAccess, geometry: Geometry): Promise<FatVolume> {
+    const fat = new FatVolume(volume, geometry);
+    const { labelEntry } = await fat.entries(fat.rootNode);
+    fat.labelFound = labelEntry ?? geometry.bootLabel;
+    return fat;
+  }
+
+  get label(): string {
+    return this.labelFound;
   }
 
   async root(): Promise<FsNode> {
@@ -296,7 +299,10 @@ class DirectoryParser {
     }
     const shortName = entry.subarray(0, 11);
     if (shortName.toString("latin1") === ".          " || shortName.toString("latin1") === "..         ") return;
-    const name = long && long.next === 0 && long.checksum === shortNameChecksum(shortName) ? longName(long.pieces) : displayedShortName(entry);
+    const matched = long && long.next === 0 && long.checksum === shortNameChecksum(shortName) ? longName(long.pieces) : undefined;
+    // A long name no FAT tool writes (a "/", "..") could lead a restore out of its folder: the short name stands.
+    const name = matched !== undefined && isSafeName(matched) ? matched : displayedShortName(entry);
+    if (!isSafeName(name)) throw new IntegrityError(`the folder entry at byte ${offset} of the volume is damaged: its name ${JSON.stringify(name)} cannot be a FAT name`);
     this.found.push({ name, node: nodeOf(entry, offset) });
   }
 
@@ -321,6 +327,10 @@ class DirectoryParser {
     this.long.pieces[order - 1] = chars;
     this.long.next = order - 1;
   }
+}
+
+function isSafeName(name: string): boolean {
+  return name !== "" && name !== "." && name !== ".." && !/[/\\\0]/.test(name);
 }
 
 /** fatgen103's ChkSum over the 11 bytes of a short name. */
