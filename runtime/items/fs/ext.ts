@@ -46,7 +46,7 @@ const MAX_LOG_BLOCK_SIZE = 6; // 64 KiB blocks
 const COMPAT_HAS_JOURNAL = 0x4;
 const COMPAT_SPARSE_SUPER2 = 0x200;
 
-/** Incompat features this reader understands, with what each changes for it. */
+/** Incompat features (super.rst): the ones this reader understands; any other bit refuses the volume. */
 const INCOMPAT_FILETYPE = 0x2;
 const INCOMPAT_RECOVER = 0x4; // a journal to replay: read as of the last checkpoint
 const INCOMPAT_JOURNAL_DEV = 0x8;
@@ -97,6 +97,10 @@ const MAX_SYMLINK_BYTES = 4096;
 
 /** Metadata blocks (descriptors, inode tables, extent nodes, indirect blocks) kept for the walk. */
 const METADATA_CACHE_BYTES = 4 * 1024 * 1024;
+/** Far more names than any real folder holds: a longer listing is a damaged (looping) directory. */
+const MAX_DIRECTORY_ENTRIES = 10_000_000;
+/** Inodes of a listing read at once: enough to overlap a vault's latency on cache misses. */
+const INODES_IN_FLIGHT = 16;
 
 interface Superblock {
   blockSize: number;
@@ -107,7 +111,6 @@ interface Superblock {
   inodesCount: number;
   inodeSize: number;
   descSize: number;
-  groupCount: number;
   firstMetaBg: number;
   compat: number;
   incompat: number;
@@ -174,7 +177,7 @@ function parseSuperblock(sb: Buffer): Superblock {
   const inodeSize = revLevel === 0 ? GOOD_OLD_INODE_SIZE : sb.readUInt16LE(0x58);
   const descSize = is64 ? sb.readUInt16LE(0xfe) : 32;
   const where = "the ext superblock at byte 1024";
-  if (blocksPerGroup === 0 || blocksPerGroup > blockSize * 8 * 16) throw new IntegrityError(`${where} gives ${blocksPerGroup} blocks per group`);
+  if (blocksPerGroup === 0) throw new IntegrityError(`${where} gives ${blocksPerGroup} blocks per group`);
   if (inodesPerGroup === 0 || inodesPerGroup > blockSize * 8) throw new IntegrityError(`${where} gives ${inodesPerGroup} inodes per group: a group's inode bitmap is one ${blockSize}-byte block`);
   if (inodeSize < GOOD_OLD_INODE_SIZE || inodeSize > blockSize || (inodeSize & (inodeSize - 1)) !== 0) throw new IntegrityError(`${where} gives an inode size of ${inodeSize} bytes`);
   if (descSize < 32 || descSize > 1024 || (descSize & (descSize - 1)) !== 0 || (is64 && descSize < 64)) throw new IntegrityError(`${where} gives a group descriptor size of ${descSize} bytes`);
@@ -190,7 +193,6 @@ function parseSuperblock(sb: Buffer): Superblock {
     inodesCount,
     inodeSize,
     descSize,
-    groupCount,
     firstMetaBg: sb.readUInt32LE(0x104),
     compat: sb.readUInt32LE(0x5c),
     incompat,
@@ -246,11 +248,16 @@ class ExtFileSystem implements FileSystem {
     for await (const block of this.directoryBlocks(inode)) {
       for (const entry of directoryEntries(block.bytes, (this.sb.incompat & INCOMPAT_FILETYPE) !== 0, () => `${block.where} of directory inode ${inode.number}`)) {
         if (entry.name === "." || entry.name === "..") continue;
+        if (found.length === MAX_DIRECTORY_ENTRIES) throw new IntegrityError(`directory inode ${inode.number} lists more than ${MAX_DIRECTORY_ENTRIES} names: it is damaged`);
         found.push(entry);
       }
     }
     const entries: DirEntry[] = [];
-    for (const entry of found) entries.push({ name: entry.name, node: (await this.inode(entry.inode, `the entry "${entry.name}" of directory inode ${inode.number}`)).node });
+    for (let at = 0; at < found.length; at += INODES_IN_FLIGHT) {
+      const batch = found.slice(at, at + INODES_IN_FLIGHT);
+      const nodes = await Promise.all(batch.map((entry) => this.inode(entry.inode, `the entry "${entry.name}" of directory inode ${inode.number}`)));
+      batch.forEach((entry, i) => entries.push({ name: entry.name, node: nodes[i].node }));
+    }
     return entries;
   }
 
@@ -421,7 +428,7 @@ class ExtFileSystem implements FileSystem {
     this.checkBlocks(block, 1, `the inode table of group ${group}`);
     const bytes = await this.metadataBlock(block, `the inode table of group ${group}`);
     const at = byteInTable % blockSize;
-    const inode = parseInode(number, bytes.subarray(at, at + inodeSize), blockSize);
+    const inode = parseInode(number, bytes.subarray(at, at + inodeSize), blockSize, (this.sb.incompat & INCOMPAT_LARGEDIR) !== 0);
     if (inode.node.type !== "symlink" || inode.node.unreadable) return inode;
     return { ...inode, node: { ...inode.node, target: await this.symlinkTarget(inode) } };
   }
@@ -500,11 +507,13 @@ function inodeNumberOf(node: FsNode): number {
   return number;
 }
 
-function parseInode(number: number, bytes: Buffer, blockSize: number): Inode {
+function parseInode(number: number, bytes: Buffer, blockSize: number, largeDirectories: boolean): Inode {
   const where = `inode ${number}`;
   const mode = bytes.readUInt16LE(0x0);
   const flags = bytes.readUInt32LE(0x20);
-  const size = bytes.readUInt32LE(0x6c) * 2 ** 32 + bytes.readUInt32LE(0x4);
+  // As the kernel's ext4_isize: i_size_high counts for files, inline data and (with largedir) folders; it was i_dir_acl before.
+  const sizeHigh = (mode & S_IFMT) === S_IFREG || largeDirectories || (flags & FLAG_INLINE_DATA) !== 0 ? bytes.readUInt32LE(0x6c) : 0;
+  const size = sizeHigh * 2 ** 32 + bytes.readUInt32LE(0x4);
   if (!Number.isSafeInteger(size)) throw new IntegrityError(`${where} gives a size of ${size} bytes`);
   const extraSize = bytes.length > GOOD_OLD_INODE_SIZE ? bytes.readUInt16LE(0x80) : 0;
   if (GOOD_OLD_INODE_SIZE + extraSize > bytes.length || extraSize % 4 !== 0) throw new IntegrityError(`${where} gives i_extra_isize ${extraSize}, past its ${bytes.length} bytes`);
