@@ -27,8 +27,9 @@
  *   concepts/index_record.html and concepts/index_entry.html (INDX records; an entry's sub-node
  *   VCN in its last 8 bytes).
  * - The Linux kernel's fs/ntfs3/ntfs.h (torvalds/linux): field offsets of NTFS_BOOT (bytes per
- *   sector 0x0B, sectors per cluster 0x0D, MFT cluster 0x30, record and index sizes 0x40 and 0x44
- *   as clusters or, when negative, 2^-n bytes), MFT_REC, ATTRIB (resident and non-resident),
+ *   sector 0x0B, sectors per cluster 0x0D, MFT cluster 0x30, the MFT record size at 0x40 as clusters
+ *   or, when negative, 2^-n bytes; the index record size at 0x44 is only the default for new
+ *   indexes: each index's own $INDEX_ROOT gives the size of its INDX records), MFT_REC, ATTRIB (resident and non-resident),
  *   ATTR_STD_INFO, ATTR_LIST_ENTRY, ATTR_FILE_NAME, NTFS_DE, INDEX_HDR, INDEX_BUFFER, INDEX_ROOT,
  *   the attribute flags (compressed 0x0001, encrypted 0x4000, sparse 0x8000) and the reparse tags
  *   (IO_REPARSE_TAG_SYMLINK 0xA000000C, IO_REPARSE_TAG_MOUNT_POINT 0xA0000003).
@@ -130,7 +131,6 @@ interface Geometry {
   clusters: number;
   mftByteOffset: number;
   recordSize: number;
-  indexRecordSize: number;
 }
 
 /** One run of a runlist: `clusters` clusters from `vcn`, at `lcn` on the volume or sparse. */
@@ -228,7 +228,6 @@ class FileCache {
 }
 
 interface FileName {
-  readonly parent: number;
   readonly namespace: number;
   readonly name: string;
 }
@@ -333,7 +332,7 @@ class NtfsVolume implements FileSystem {
     };
     const reparse = unnamed(file, ATTR_REPARSE_POINT)[0];
     if (reparse) {
-      const point = readReparsePoint(await this.attributeValue(file, reparse, MAX_LINK_BYTES), file.number);
+      const point = readReparsePoint(await this.attributeValue(file.number, file.attributes, reparse, MAX_LINK_BYTES), file.number);
       if (point.target !== undefined) return { ...common, type: "symlink", size: Buffer.byteLength(point.target), mode: 0o777, target: point.target };
       if (!file.isDirectory) return { ...common, ...this.fileShape(file, info.attributes), unreadable: `a reparse point (tag 0x${point.tag.toString(16)}) whose content is not kept in its $DATA` };
     }
@@ -382,12 +381,12 @@ class NtfsVolume implements FileSystem {
     return this.stream(data, `$DATA of MFT record ${file.number}`).read(0, length);
   }
 
-  /** A whole attribute value of bounded size, resident or not. */
-  private async attributeValue(file: MftFile, attribute: Attribute, maxBytes: number): Promise<Buffer> {
+  /** A whole attribute value of bounded size, resident or not (its segments among `attributes`). */
+  private async attributeValue(number: number, attributes: Attribute[], attribute: Attribute, maxBytes: number): Promise<Buffer> {
     if (attribute.value) return attribute.value;
-    const segments = file.attributes.filter((a) => a.type === attribute.type && a.name === attribute.name);
-    const stream = this.stream(segments, `${attributeName(attribute.type)} of MFT record ${file.number}`);
-    if (stream.size > maxBytes) throw damaged(`${attributeName(attribute.type)} of MFT record ${file.number}`, `it claims ${stream.size} bytes, more than the ${maxBytes} such an attribute can hold`);
+    const what = `${attributeName(attribute.type)} of MFT record ${number}`;
+    const stream = this.stream(attributes.filter((a) => a.type === attribute.type && a.name === attribute.name), what);
+    if (stream.size > maxBytes) throw damaged(what, `it claims ${stream.size} bytes, more than the ${maxBytes} such an attribute can hold`);
     return stream.read(0, stream.size);
   }
 
@@ -434,7 +433,7 @@ class NtfsVolume implements FileSystem {
     const list = base.attributes.find((a) => a.type === ATTR_ATTRIBUTE_LIST);
     const extensions = new Set<number>();
     if (list) {
-      const entries = parseAttributeList(await this.attributeValue({ number, sequence: base.sequence, isDirectory: false, records: 1, attributes: base.attributes }, list, MAX_ATTRIBUTE_LIST_BYTES), number);
+      const entries = parseAttributeList(await this.attributeValue(number, base.attributes, list, MAX_ATTRIBUTE_LIST_BYTES), number);
       for (const entry of entries) if (entry.record !== number) extensions.add(entry.record);
       for (const extension of extensions) {
         const record = await this.record(extension);
@@ -460,7 +459,7 @@ class NtfsVolume implements FileSystem {
     const segments = record0.attributes.filter((a) => a.type === ATTR_DATA && a.name === "");
     const list = record0.attributes.find((a) => a.type === ATTR_ATTRIBUTE_LIST);
     if (list) {
-      const entries = parseAttributeList(await this.attributeValue({ number: 0, sequence: record0.sequence, isDirectory: false, records: 1, attributes: record0.attributes }, list, MAX_ATTRIBUTE_LIST_BYTES), 0);
+      const entries = parseAttributeList(await this.attributeValue(0, record0.attributes, list, MAX_ATTRIBUTE_LIST_BYTES), 0);
       const dataRecords = entries.filter((e) => e.type === ATTR_DATA && e.name === "" && e.record !== 0).sort((a, b) => a.firstVcn - b.firstVcn);
       for (const entry of dataRecords) {
         this.mft = streamOf(this.volume, this.geometry, segments, "$DATA of the MFT", true);
@@ -662,17 +661,16 @@ function readGeometry(boot: Buffer, volumeSize: number): Geometry {
   const clusterSize = bytesPerSector * (sectorsPerCluster > 0x80 ? 2 ** (256 - sectorsPerCluster) : sectorsPerCluster);
   if (!isPowerOfTwoIn(clusterSize, bytesPerSector, MAX_CLUSTER_BYTES)) throw damaged("boot sector", `it gives ${clusterSize}-byte clusters`);
   const mftCluster = readUnsigned64(boot, 0x30, "boot sector");
-  const recordSize = recordBytes(boot.readInt8(0x40), clusterSize, "MFT records");
-  const indexRecordSize = recordBytes(boot.readInt8(0x44), clusterSize, "index records");
+  const recordSize = recordBytes(boot.readInt8(0x40), clusterSize);
   const mftByteOffset = mftCluster * clusterSize;
   if (!Number.isSafeInteger(mftByteOffset)) throw damaged("boot sector", `its MFT cluster ${mftCluster} is beyond any volume`);
-  return { clusterSize, clusters: Math.floor(volumeSize / clusterSize), mftByteOffset, recordSize, indexRecordSize };
+  return { clusterSize, clusters: Math.floor(volumeSize / clusterSize), mftByteOffset, recordSize };
 }
 
-/** A record size field: clusters when positive, 2^-n bytes when negative. */
-function recordBytes(field: number, clusterSize: number, what: string): number {
+/** The MFT record size field: clusters when positive, 2^-n bytes when negative. */
+function recordBytes(field: number, clusterSize: number): number {
   const size = field > 0 ? field * clusterSize : 2 ** -field;
-  if (!isPowerOfTwoIn(size, FIXUP_STRIDE, MAX_RECORD_BYTES)) throw damaged("boot sector", `it gives ${size}-byte ${what}`);
+  if (!isPowerOfTwoIn(size, FIXUP_STRIDE, MAX_RECORD_BYTES)) throw damaged("boot sector", `it gives ${size}-byte MFT records`);
   return size;
 }
 
@@ -812,7 +810,7 @@ function parseFileName(value: Buffer, where: string): FileName {
   if (value.length < 0x42) throw damaged(where, `its $FILE_NAME holds ${value.length} bytes, fewer than its 66-byte header`);
   const length = value[0x40];
   if (0x42 + length * 2 > value.length) throw damaged(where, `its ${length}-character name runs past its ${value.length} bytes`);
-  return { parent: readReference(value, 0).record, namespace: value[0x41], name: value.toString("utf16le", 0x42, 0x42 + length * 2) };
+  return { namespace: value[0x41], name: value.toString("utf16le", 0x42, 0x42 + length * 2) };
 }
 
 function standardInformation(file: MftFile): { mtime: number; atime: number; attributes: number } {
