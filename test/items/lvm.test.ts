@@ -54,16 +54,17 @@ async function patch(file: string, offset: number, bytes: Buffer): Promise<void>
   }
 }
 
-/** pvck --dump headers: where the first metadata area is and where its committed text lies. */
-function metadataLocation(device: string): { start: number; size: number; offset: number; length: number } {
+/** pvck --dump headers: where a metadata area (1 or 2) is and where its committed text lies. */
+function metadataLocation(device: string, area = 1): { start: number; size: number; offset: number; length: number } {
   const out = execFileSync("pvck", ["--dump", "headers", device], { env: LVM_ENV, encoding: "utf8" });
-  const field = (name: string) => Number(new RegExp(`mda_header_1\\.${name.replace(/[[\]]/g, "\\$&")} (\\d+)`).exec(out)![1]);
+  const field = (name: string) => Number(new RegExp(`mda_header_${area}\\.${name.replace(/[[\]]/g, "\\$&")} (\\d+)`).exec(out)![1]);
   return { start: field("start"), size: field("size"), offset: field("raw_locn[0].offset"), length: field("raw_locn[0].size") };
 }
 
 describe("LVM2 volume groups made by pvcreate, vgcreate and lvcreate", () => {
   let scratch: string;
   let image: string;
+  let second: string;
   let partitionStart: number;
   let pvBytes: RandomAccess;
   const loops: string[] = [];
@@ -84,12 +85,12 @@ describe("LVM2 volume groups made by pvcreate, vgcreate and lvcreate", () => {
   }
 
   /** Writes an LV's content where the tools say its extents are (device-mapper cannot write it here). */
-  async function writeThroughSegments(lv: string, content: Buffer, peStart: number): Promise<void> {
+  async function writeThroughSegments(lv: string, content: Buffer, pv: { file: string; start: number; peStart: number }): Promise<void> {
     for (const segment of segments.filter((s) => s.lv_name === lv)) {
       const [, first] = /:(\d+)-\d+$/.exec(segment.seg_pe_ranges)!;
       const from = Number(segment.seg_start_pe) * extentSize;
       const to = from + Number(segment.seg_size_pe) * extentSize;
-      await patch(image, partitionStart + peStart + Number(first) * extentSize, content.subarray(from, to));
+      await patch(pv.file, pv.start + pv.peStart + Number(first) * extentSize, content.subarray(from, to));
     }
   }
 
@@ -113,7 +114,7 @@ describe("LVM2 volume groups made by pvcreate, vgcreate and lvcreate", () => {
     const partition = (await readPartitionTable(disk)).partitions[0];
     partitionStart = partition.start;
     pvBytes = partitionBytes(disk, partition);
-    const second = path.join(scratch, "second.img");
+    second = path.join(scratch, "second.img");
     await writeSparseImage(second, 32 * MIB, []);
     loops.push(execFileSync("losetup", ["-f", "--show", "-o", String(partition.start), "--sizelimit", String(partition.size), image], { encoding: "utf8" }).trim());
     loops.push(execFileSync("losetup", ["-f", "--show", second], { encoding: "utf8" }).trim());
@@ -122,7 +123,8 @@ describe("LVM2 volume groups made by pvcreate, vgcreate and lvcreate", () => {
 
     // A small metadata area, so rewriting the metadata soon wraps round its circular buffer.
     lvm("pvcreate", ["--metadatasize", "32k", "--dataalignment", "64k", pv]);
-    lvm("pvcreate", [otherPv]);
+    // Two metadata copies: one after the label, one at the end of the device.
+    lvm("pvcreate", ["--pvmetadatacopies", "2", otherPv]);
     lvm("vgcreate", ["-s", "1m", VG, pv, otherPv]);
     lvm("lvcreate", [...WITHOUT_DM, "-L", "4m", "-n", "data-one", VG, pv]);
     lvm("lvcreate", [...WITHOUT_DM, "-L", "3m", "-n", "second", VG, pv]);
@@ -138,10 +140,14 @@ describe("LVM2 volume groups made by pvcreate, vgcreate and lvcreate", () => {
 
     extentSize = Number(report<{ vg_extent_size: string }>("vgs", ["-o", "vg_extent_size", VG])[0].vg_extent_size);
     segments.push(...report<SegmentReport>("lvs", ["--segments", "-o", "lv_name,lv_size,seg_start_pe,seg_size_pe,seg_pe_ranges", VG]));
-    const peStart = Number(report<{ pv_name: string; pe_start: string }>("pvs", ["-o", "pv_name,pe_start"]).find((p) => p.pv_name === pv)!.pe_start);
-    for (const lv of ["data-one", "third"]) contents.set(lv, pseudoRandom(lv, Number(segments.find((s) => s.lv_name === lv)!.lv_size)));
+    const peStarts = report<{ pv_name: string; pe_start: string }>("pvs", ["-o", "pv_name,pe_start"]);
+    const peStart = (device: string) => Number(peStarts.find((p) => p.pv_name === device)!.pe_start);
+    for (const lv of ["data-one", "third", "elsewhere"]) contents.set(lv, pseudoRandom(lv, Number(segments.find((s) => s.lv_name === lv)!.lv_size)));
     contents.set("second", await fatVolume(3 * MIB));
-    for (const [lv, content] of contents) await writeThroughSegments(lv, content, peStart);
+    for (const [lv, content] of contents) {
+      const onOther = lv === "elsewhere";
+      await writeThroughSegments(lv, content, { file: onOther ? second : image, start: onOther ? 0 : partitionStart, peStart: peStart(onOther ? otherPv : pv) });
+    }
 
     group = (await readLvm(pvBytes))!;
   });
@@ -194,6 +200,28 @@ describe("LVM2 volume groups made by pvcreate, vgcreate and lvcreate", () => {
     const striped = group.volumes.find((v) => v.lvName === "striped")!;
     expect(striped.bytes).toBeUndefined();
     expect(striped.unreadable).toMatch(/striped over 2/);
+  });
+
+  test("the other PV (a whole disk) read on its own: its LV reads, and the first PV's LVs are on another physical volume", async () => {
+    const other = (await readLvm(await imageAccess(second)))!;
+    expect(other.name).toBe(VG);
+    const elsewhere = other.volumes.find((v) => v.lvName === "elsewhere")!;
+    expect(sha256(await elsewhere.bytes!.read(0, elsewhere.size))).toBe(sha256(contents.get("elsewhere")!));
+    expect(other.volumes.find((v) => v.lvName === "data-one")!.unreadable).toMatch(/another physical volume/);
+  });
+
+  test("a PV whose first metadata area is damaged is read from its second copy at the end of the device; both damaged fails as damaged", async () => {
+    const first = metadataLocation(loops[1], 1);
+    const last = metadataLocation(loops[1], 2);
+    expect(last.start).toBeGreaterThan(first.start);
+    const damaged = path.join(scratch, "first-mda.img");
+    await copyFile(second, damaged);
+    await patch(damaged, first.start + 100, Buffer.from("stray write"));
+    const group = (await readLvm(await imageAccess(damaged)))!;
+    expect(group.volumes.map((v) => v.lvName)).toEqual(["data-one", "second", "third", "elsewhere", "striped"]);
+
+    await patch(damaged, last.start + 100, Buffer.from("stray write"));
+    await expect(readLvm(await imageAccess(damaged))).rejects.toThrow(/metadata area at byte \d+ is damaged: its header's CRC does not match/);
   });
 
   test("bytes without an LVM2 label are not a physical volume", async () => {
