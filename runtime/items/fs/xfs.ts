@@ -293,7 +293,8 @@ class XfsVolume implements FileSystem {
     return {
       id: inode.ino.toString(),
       type: kind,
-      size: target === undefined ? inode.size : Buffer.byteLength(target),
+      // A symlink's size is its target's length in bytes, as stored.
+      size: inode.size,
       mode: inode.mode & 0o7777,
       mtime: inode.mtime,
       atime: inode.atime,
