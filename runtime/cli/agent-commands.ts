@@ -17,6 +17,7 @@ import { ArmItemResolver } from "../policy/resolve-arm.ts";
 import { JobAuthority, policyBoundEnvironment } from "../policy/authority.ts";
 import { backupMachine } from "../workloads/backup-machine.ts";
 import { restoreMachine } from "../workloads/restore-machine.ts";
+import { restoreFilesMachine } from "../workloads/restore-files-machine.ts";
 import { agentKeyProvider, workloadEnvironment } from "../workloads/environment.ts";
 import { describeError } from "../errors.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
@@ -108,7 +109,8 @@ export async function agentWorker(values: Values): Promise<Record<string, unknow
       fleet: await fleet(),
       region,
       // Restores call Resource Manager as the restore identity (azure/context.ts), the rest as the worker's.
-      machines: [backupMachine(env), restoreMachine({ ...env, azure: await restoreAzureContext() })],
+      // A files restore reads the vault and writes transient storage only: the worker's own identity.
+      machines: [backupMachine(env), restoreMachine({ ...env, azure: await restoreAzureContext() }), restoreFilesMachine(env)],
       limits: {
         perWorker: Number(values["max-jobs"] ?? process.env.BULWARK_MAX_JOBS_PER_WORKER ?? 2),
         perRegion: Number(process.env.BULWARK_MAX_JOBS_PER_REGION ?? 8),

@@ -23,6 +23,7 @@ import { chooseLatestSource, sameSource } from "./restore-source.ts";
 import { removeDeadLocksOfThisHost } from "./leftovers.ts";
 import { openStore } from "../store/open.ts";
 import { createProgress, formatBytes } from "./progress.ts";
+import { findCommand, listCommand, mountCommand, restoreItemsCommand } from "./item-commands.ts";
 
 type Values = Record<string, unknown>;
 type OptionSpec = Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }>;
@@ -223,6 +224,7 @@ export const commands: Record<string, Command> = {
       location: { type: "string" },
       transient: { type: "string" },
       source: { type: "string" },
+      path: { type: "string", multiple: true },
     },
     async run(values, positionals) {
       const [reference, extra] = positionals;
@@ -230,6 +232,14 @@ export const commands: Record<string, Command> = {
       const destination = values.to as string | undefined;
       if (!destination) throw new UsageError("give where to restore: --to PATH");
       if (values.source !== undefined && reference !== "latest") throw new UsageError("--source chooses the source of `latest`; a point id names its source already");
+      if (values.path !== undefined) {
+        if (isAzureTarget(destination)) throw new UsageError("--path restores files into a local folder: give --to DIR (the agents restore files into a blob container)");
+        const vault = await openVault(values);
+        const progress = createProgress("restore", undefined, showProgress(values));
+        const code = await restoreItemsCommand(vault, values, reference, print, (n) => progress.update(n));
+        progress.done();
+        return code;
+      }
       const vault = await openVault(values);
       if (isAzureTarget(destination)) {
         const kind = azureTargetKind(destination);
@@ -254,6 +264,27 @@ export const commands: Record<string, Command> = {
       }
       progress.done();
       print(values, { id: point.id, to: destination, size: point.size, source: point.source.path }, `restored ${point.id} (${formatBytes(point.size)}) to ${destination}${from}`);
+    },
+  },
+
+  ls: {
+    options: { ...common, long: { type: "boolean", short: "l" } },
+    async run(values, positionals) {
+      return listCommand(await openVault(values), values, positionals, print);
+    },
+  },
+
+  find: {
+    options: common,
+    async run(values, positionals) {
+      return findCommand(await openVault(values), values, positionals, print);
+    },
+  },
+
+  mount: {
+    options: { ...common, nbd: { type: "string" }, disk: { type: "string" } },
+    async run(values, positionals) {
+      return mountCommand(await openVault(values), values, positionals, print);
     },
   },
 

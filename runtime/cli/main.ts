@@ -27,6 +27,13 @@ Vault:
   points   --vault V [--json]                 list recovery points
   restore  POINT --vault V --to PATH [--overwrite] [--source SOURCE] [--json]
                                               restore a point (id, unique id prefix, or "latest")
+  ls       POINT [PATH] --vault V [--long] [--json]
+                                              browse a disk or VM point: its disks, volumes, folders and files
+  find     POINT PATTERN --vault V [--json]   find names (a glob: '*.conf', '**/etc/*') across a point's volumes
+  restore  POINT --vault V --path PATH [--path PATH]... --to DIR [--overwrite] [--json]
+                                              restore files and folders of a point under DIR at their path
+  mount    POINT --vault V --nbd HOST:PORT [--disk os|lunN]
+                                              serve a point's disk read-only over NBD until Ctrl-C
   verify   --vault V [--read-data | --read-data-subset PCT] [--json]
   forget   --vault V --keep-last N --keep-hourly N --keep-daily N --keep-weekly N
            --keep-monthly N --keep-yearly N [--prune] [--dry-run] [--json]

@@ -48,6 +48,8 @@ export interface JobMetrics {
   bytesStored?: number;
   /** The recovery point the job committed, if any. */
   pointId?: string;
+  /** Where what the job produced outside the vault is (a files restore's archive URL; never a credential). */
+  output?: string;
 }
 
 export interface MachineDefinition<D extends JobData = JobData> {

@@ -30,6 +30,8 @@ export interface JobReport {
   /** bytesRead / bytesNew: how many bytes were read per byte that was new; null when nothing was new. */
   dedupRatio: number | null;
   pointId: string;
+  /** What the job produced outside the vault (a files restore's archive URL), or "". */
+  output: string;
   runs: number;
 }
 
@@ -52,6 +54,7 @@ export function buildReport(job: JobRecord, metrics: JobMetrics): JobReport {
     bytesStored: metrics.bytesStored ?? 0,
     dedupRatio: bytesNew > 0 ? Math.round((bytesRead / bytesNew) * 1000) / 1000 : null,
     pointId: metrics.pointId ?? "",
+    output: metrics.output ?? "",
     runs: job.runs,
   };
 }
@@ -114,6 +117,7 @@ function toReport(entity: Record<string, unknown>): JobReport {
     bytesStored: num(entity.bytesStored),
     dedupRatio: typeof entity.dedupRatio === "number" && entity.dedupRatio >= 0 ? entity.dedupRatio : null,
     pointId: str(entity.pointId),
+    output: str(entity.output),
     runs: num(entity.runs),
   };
 }

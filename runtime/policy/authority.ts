@@ -93,7 +93,7 @@ export class JobAuthority {
   async refusal(job: JobClaims): Promise<string | undefined> {
     const named = (what: string) => `job ${job.jobId} (${job.machine} of ${job.itemId || "no item"}) ${what}`;
     const fix = "the job record does not match this worker's policies and may have been forged; submit the job again from the policies";
-    if (job.machine === "restore") {
+    if (job.machine === "restore" || job.machine === "restore-files") {
       for (const [where, vault] of [["input", job.input.vault], ["state", job.data.vault]] as const) {
         if (vault === undefined && where === "state") continue;
         if (!this.allowsVault(String(vault ?? ""))) {

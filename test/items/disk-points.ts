@@ -9,7 +9,7 @@ import { Vault } from "../../runtime/engine/vault.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
 import type { ObjectStore } from "../../runtime/store/store.ts";
-import { PASSPHRASE } from "../support/cli.ts";
+import { PASSPHRASE, type CliResult } from "../support/cli.ts";
 import { cli, cliJson, LocalVaults, type BackupSummary } from "../cli/vaults.ts";
 
 export interface StoreReads {
@@ -39,6 +39,16 @@ export class PointVault {
   /** Backs the source up with `bulwark backup` (an image as a disk point unless `as` says otherwise). */
   backup(source: string, as: "disk" | "file" = "disk"): Promise<BackupSummary> {
     return cliJson<BackupSummary>(this.vaults, this.location, ["backup", source, "--as", as]);
+  }
+
+  /** Runs `bulwark ARGS --vault <this vault>`. */
+  run(args: string[]): Promise<CliResult> {
+    return cli(this.vaults, this.location, args);
+  }
+
+  /** Runs `bulwark ARGS --vault <this vault> --json` and parses its output (throws with stderr if it failed). */
+  json<T>(args: string[]): Promise<T> {
+    return cliJson<T>(this.vaults, this.location, args);
   }
 
   readObject(key: string): Promise<Buffer> {

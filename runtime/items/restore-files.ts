@@ -1,0 +1,328 @@
+/**
+ * Restoring files and folders out of a point: `bulwark restore POINT --path P… --to DIR` writes
+ * each path under DIR at its path in the point (`/part2/etc/hosts` → DIR/part2/etc/hosts); the
+ * agents' files restore writes the same tree into a tar archive (see tar.ts and
+ * workloads/restore-files-machine.ts). Sizes, modes, owners (when run as root), times and symlink
+ * targets are kept, a file with holes is written sparse, and hard links stay links among what is
+ * restored.
+ *
+ * Nothing existing is replaced without `overwrite`: every target is checked before the first byte
+ * is written, so a refused restore writes nothing. Each file is written under a temporary name and
+ * only renamed into place (or appended to the archive) once it is complete and its content checked,
+ * so a failure or an interruption leaves no half-written file under a real name. A file whose
+ * content this reader cannot read (an NTFS compressed file, say) or whose blocks are damaged is
+ * listed with why; the others are restored.
+ */
+import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
+import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, rename, rm, symlink, utimes } from "node:fs/promises";
+import path from "node:path";
+import { describeError, IntegrityError, UsageError } from "../errors.ts";
+import { throwIfInterrupted, trackLeftover } from "../interruption.ts";
+import { MAX_DEPTH, splitPath, type Located, type PointBrowser } from "./browse.ts";
+import { MAX_RUN_BYTES, UnreadableItemError, type FileRun, type FsNode } from "./fs/types.ts";
+import type { TarWriter } from "./tar.ts";
+
+export interface FileRestoreReport {
+  files: number;
+  directories: number;
+  symlinks: number;
+  hardLinks: number;
+  /** Bytes of file content written (holes not counted). */
+  bytesWritten: number;
+  /** Bytes fetched from the vault (as stored) for listings and content. */
+  bytesRead: number;
+  /** Items not restored, with why: content this reader does not read, special files. */
+  skipped: Array<{ path: string; reason: string }>;
+  /** Items not restored because what the point holds for them is damaged. */
+  damaged: Array<{ path: string; error: string }>;
+}
+
+export interface FileRestoreOptions {
+  overwrite?: boolean;
+  onProgress?: (bytesWritten: number) => void;
+}
+
+type NodeAt = Extract<Located, { kind: "node" }>;
+
+/** Where restored items go: a folder on this machine, or an archive. */
+interface RestoreSink {
+  /** Before anything is written: throws (a UsageError) if the item may not be restored there. */
+  check(pointPath: string, type: FsNode["type"]): Promise<void>;
+  folder(pointPath: string): Promise<void>;
+  /** After a folder's children: its own mode and times (the children's writes would change them). */
+  folderDone(pointPath: string, node: FsNode | undefined): Promise<void>;
+  /** Writes a file from its checked runs; nothing stays under its name if this throws. */
+  file(pointPath: string, node: FsNode, runs: AsyncIterable<FileRun>): Promise<void>;
+  symlink(pointPath: string, node: FsNode, target: string): Promise<void>;
+  hardLink(pointPath: string, node: FsNode, firstPointPath: string): Promise<void>;
+}
+
+/** Restores the paths into a folder on this machine. */
+export async function restorePaths(browser: PointBrowser, paths: string[], to: string, options: FileRestoreOptions = {}): Promise<FileRestoreReport> {
+  return restoreWith(browser, paths, new FolderSink(path.resolve(to), options.overwrite === true), options);
+}
+
+/** Restores the paths into a tar archive (the caller finishes it). */
+export async function restorePathsToTar(browser: PointBrowser, paths: string[], tar: TarWriter, spool: string, options: FileRestoreOptions = {}): Promise<FileRestoreReport> {
+  return restoreWith(browser, paths, new TarSink(tar, spool), options);
+}
+
+async function restoreWith(browser: PointBrowser, paths: string[], sink: RestoreSink, options: FileRestoreOptions): Promise<FileRestoreReport> {
+  if (paths.length === 0) throw new UsageError("give at least one --path to restore (list a point's paths with `bulwark ls`)");
+  const targets: Located[] = [];
+  for (const p of paths) targets.push(await browser.locate(p));
+  const walk = new RestoreWalk(browser, sink, options);
+  // Everything is checked first: a restore that would replace an existing file writes nothing.
+  for (const at of targets) await walk.visit(at, 0, "check");
+  for (const at of targets) await walk.visit(at, 0, "write");
+  walk.report.bytesRead = browser.bytesRead;
+  return walk.report;
+}
+
+class RestoreWalk {
+  readonly report: FileRestoreReport = { files: 0, directories: 0, symlinks: 0, hardLinks: 0, bytesWritten: 0, bytesRead: 0, skipped: [], damaged: [] };
+  private readonly browser: PointBrowser;
+  private readonly sink: RestoreSink;
+  private readonly options: FileRestoreOptions;
+  /** Hard links: the first path restored for a node (per volume), which its other names link to. */
+  private readonly firstPaths = new Map<string, string>();
+
+  constructor(browser: PointBrowser, sink: RestoreSink, options: FileRestoreOptions) {
+    this.browser = browser;
+    this.sink = sink;
+    this.options = options;
+  }
+
+  async visit(at: Located, depth: number, pass: "check" | "write"): Promise<void> {
+    throwIfInterrupted();
+    if (depth > MAX_DEPTH) throw new IntegrityError(`${at.path} is more than ${MAX_DEPTH} folders deep: the filesystem's folders loop (it is damaged)`);
+    if (at.kind === "node" && at.node.type !== "dir") {
+      if (pass === "check") await this.sink.check(at.path, at.node.type);
+      else await this.leaf(at);
+      return;
+    }
+    if (at.kind === "volume" && !at.volume.fs) {
+      if (pass === "write") this.report.skipped.push({ path: at.path, reason: at.volume.unreadable ?? "no filesystem Bulwark reads is on it" });
+      return;
+    }
+    let children: Located[];
+    try {
+      children = await this.browser.children(at);
+    } catch (error) {
+      if (!(error instanceof IntegrityError)) throw error;
+      if (pass === "write") this.report.damaged.push({ path: at.path, error: describeError(error) });
+      return;
+    }
+    if (pass === "check") {
+      await this.sink.check(at.path, "dir");
+    } else {
+      await this.sink.folder(at.path);
+      this.report.directories++;
+    }
+    for (const child of children) await this.visit(child, depth + 1, pass);
+    if (pass === "write") await this.sink.folderDone(at.path, at.kind === "node" ? at.node : undefined);
+  }
+
+  private async leaf(at: NodeAt): Promise<void> {
+    const { node } = at;
+    const linkKey = `${at.scope}:${node.id}`;
+    const first = node.nlink > 1 ? this.firstPaths.get(linkKey) : undefined;
+    if (first) {
+      await this.sink.hardLink(at.path, node, first);
+      this.report.hardLinks++;
+      return;
+    }
+    const writtenBefore = this.report.bytesWritten;
+    try {
+      if (node.type === "symlink") {
+        if (node.target === undefined) throw new IntegrityError(`${at.path}: the symlink has no target`);
+        await this.sink.symlink(at.path, node, node.target);
+        this.report.symlinks++;
+      } else if (node.type === "file") {
+        if (node.unreadable) throw new UnreadableItemError(node.unreadable);
+        await this.sink.file(at.path, node, this.checkedRuns(at));
+        this.report.files++;
+      } else {
+        this.report.skipped.push({ path: at.path, reason: "special files (devices, sockets, pipes) are not restored" });
+        return;
+      }
+    } catch (error) {
+      this.report.bytesWritten = writtenBefore;
+      if (error instanceof UnreadableItemError) this.report.skipped.push({ path: at.path, reason: error.message });
+      else if (error instanceof IntegrityError) this.report.damaged.push({ path: at.path, error: describeError(error) });
+      else throw error;
+      return;
+    }
+    if (node.nlink > 1) this.firstPaths.set(linkKey, at.path);
+  }
+
+  /** A file's runs as its reader gives them, checked: in order, bounded, covering exactly its size. */
+  private async *checkedRuns(at: NodeAt): AsyncIterable<FileRun> {
+    let expected = 0;
+    for await (const run of at.fs.read(at.node)) {
+      throwIfInterrupted();
+      if (run.offset !== expected || run.length < 0 || (!run.hole && (run.data.length !== run.length || run.length > MAX_RUN_BYTES))) {
+        throw new IntegrityError(`${at.path}: its content does not follow on at byte ${expected} (a run of ${run.length} bytes at ${run.offset}): the filesystem is damaged`);
+      }
+      expected += run.length;
+      if (expected > at.node.size) break;
+      yield run;
+      if (!run.hole) {
+        this.report.bytesWritten += run.length;
+        this.options.onProgress?.(this.report.bytesWritten);
+      }
+    }
+    if (expected !== at.node.size) throw new IntegrityError(`${at.path}: its content ends at byte ${expected}, not at its size ${at.node.size}: the filesystem is damaged`);
+  }
+}
+
+const RUNNING_AS_ROOT = process.getuid?.() === 0;
+
+/** Items written under a folder on this machine, each made under a temporary name and renamed into place. */
+class FolderSink implements RestoreSink {
+  private readonly root: string;
+  private readonly overwrite: boolean;
+
+  constructor(root: string, overwrite: boolean) {
+    this.root = root;
+    this.overwrite = overwrite;
+  }
+
+  /** Always under the target folder: the point's names were checked in browse.ts. */
+  private target(pointPath: string): string {
+    return path.join(this.root, ...splitPath(pointPath));
+  }
+
+  async check(pointPath: string, type: FsNode["type"]): Promise<void> {
+    const target = this.target(pointPath);
+    const existing = await lstat(target).catch(() => undefined);
+    if (!existing) return;
+    if (type === "dir") {
+      if (!existing.isDirectory()) throw new UsageError(`${target} exists and is not a folder, so ${pointPath} cannot be restored there: move it, or restore to another --to`);
+      return;
+    }
+    if (existing.isDirectory()) throw new UsageError(`${target} is a folder, so ${pointPath} (a ${type}) cannot be restored there: move it, or restore to another --to`);
+    if (!this.overwrite) throw new UsageError(`${target} exists: nothing was restored; pass --overwrite to replace existing files, or restore to another --to`);
+  }
+
+  async folder(pointPath: string): Promise<void> {
+    await mkdir(this.target(pointPath), { recursive: true });
+  }
+
+  async folderDone(pointPath: string, node: FsNode | undefined): Promise<void> {
+    if (node) await setAttributes(this.target(pointPath), node);
+  }
+
+  async file(pointPath: string, node: FsNode, runs: AsyncIterable<FileRun>): Promise<void> {
+    await this.replaceWith(pointPath, async (temp) => {
+      await writeRuns(temp, node.size, runs);
+      await setAttributes(temp, node);
+    });
+  }
+
+  async symlink(pointPath: string, node: FsNode, target: string): Promise<void> {
+    await this.replaceWith(pointPath, async (temp) => {
+      await symlink(target, temp);
+      if (RUNNING_AS_ROOT) await lchown(temp, node.uid, node.gid);
+      await lutimes(temp, node.atime / 1000, node.mtime / 1000);
+    });
+  }
+
+  async hardLink(pointPath: string, _node: FsNode, firstPointPath: string): Promise<void> {
+    await this.replaceWith(pointPath, (temp) => link(this.target(firstPointPath), temp));
+  }
+
+  private async replaceWith(pointPath: string, make: (temp: string) => Promise<void>): Promise<void> {
+    const target = this.target(pointPath);
+    await mkdir(path.dirname(target), { recursive: true });
+    const temp = path.join(path.dirname(target), `.${path.basename(target).slice(0, 200)}.bulwark-${randomBytes(6).toString("hex")}`);
+    const untrack = trackLeftover(temp);
+    try {
+      await make(temp);
+      if (!this.overwrite && (await lstat(target).catch(() => undefined))) {
+        throw new UsageError(`${target} appeared while restoring and was left as it is; pass --overwrite to replace it`);
+      }
+      await rename(temp, target);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    } finally {
+      untrack();
+    }
+  }
+}
+
+/** Items appended to a tar archive; each file is spooled to a local file first, so a damaged one never enters the archive. */
+class TarSink implements RestoreSink {
+  private readonly tar: TarWriter;
+  private readonly spool: string;
+
+  constructor(tar: TarWriter, spool: string) {
+    this.tar = tar;
+    this.spool = spool;
+  }
+
+  async check(): Promise<void> {
+    // An archive replaces nothing.
+  }
+
+  async folder(): Promise<void> {
+    // Written in folderDone, with its attributes.
+  }
+
+  async folderDone(pointPath: string, node: FsNode | undefined): Promise<void> {
+    await this.tar.begin({ path: archivePath(pointPath), type: "dir", mode: node?.mode ?? 0o755, uid: node?.uid ?? 0, gid: node?.gid ?? 0, mtime: node?.mtime ?? Date.now() });
+  }
+
+  async file(pointPath: string, node: FsNode, runs: AsyncIterable<FileRun>): Promise<void> {
+    const temp = path.join(this.spool, `file-${randomBytes(6).toString("hex")}`);
+    const untrack = trackLeftover(temp);
+    try {
+      await writeRuns(temp, node.size, runs);
+      await this.tar.begin({ path: archivePath(pointPath), type: "file", mode: node.mode, uid: node.uid, gid: node.gid, mtime: node.mtime, size: node.size });
+      const handle = await open(temp, "r");
+      try {
+        for await (const chunk of handle.createReadStream({ highWaterMark: MAX_RUN_BYTES })) await this.tar.write(chunk as Buffer);
+      } finally {
+        await handle.close();
+      }
+      await this.tar.end();
+    } finally {
+      await rm(temp, { force: true });
+      untrack();
+    }
+  }
+
+  async symlink(pointPath: string, node: FsNode, target: string): Promise<void> {
+    await this.tar.begin({ path: archivePath(pointPath), type: "symlink", mode: 0o777, uid: node.uid, gid: node.gid, mtime: node.mtime, linkTo: target });
+  }
+
+  async hardLink(pointPath: string, node: FsNode, firstPointPath: string): Promise<void> {
+    await this.tar.begin({ path: archivePath(pointPath), type: "hardlink", mode: node.mode, uid: node.uid, gid: node.gid, mtime: node.mtime, linkTo: archivePath(firstPointPath) });
+  }
+}
+
+/** A point's path as an archive member: relative, so extracting writes under the current folder. */
+function archivePath(pointPath: string): string {
+  return splitPath(pointPath).join("/");
+}
+
+/** A new file of `size` bytes from checked runs: data written, holes left unwritten (sparse). */
+async function writeRuns(file: string, size: number, runs: AsyncIterable<FileRun>): Promise<void> {
+  const handle = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  try {
+    for await (const run of runs) if (!run.hole) await handle.write(run.data, 0, run.data.length, run.offset);
+    // Holes at the end: the size is set without writing them.
+    await handle.truncate(size);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Owner (as root), then mode (chown clears set-id bits), then times. */
+async function setAttributes(target: string, node: FsNode): Promise<void> {
+  if (RUNNING_AS_ROOT) await chown(target, node.uid, node.gid);
+  await chmod(target, node.mode & 0o7777);
+  await utimes(target, node.atime / 1000, node.mtime / 1000);
+}
