@@ -122,6 +122,12 @@ function isMounted(mountpoint: string): boolean {
   return execFileSync("cat", ["/proc/self/mountinfo"], { encoding: "utf8" }).split("\n").some((line) => line.split(" ")[4] === mountpoint);
 }
 
+async function makeVolume(image: string, bytes: number, mkntfsOptions: string[]): Promise<void> {
+  await writeFile(image, "");
+  await truncate(image, bytes);
+  execFileSync("mkntfs", ["-F", "-Q", ...mkntfsOptions, image], { stdio: "ignore" });
+}
+
 /** The tree as written through ntfs-3g (mounted with compression allowed). */
 async function fillVolume(root: string): Promise<void> {
   const at = (name: string) => path.join(root, name);
@@ -241,6 +247,26 @@ function sha256(bytes: Buffer): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
 
+/** The reader's tree matches ntfs-3g's view of it, path by path. */
+async function expectWhatNtfs3gShows(fs: FileSystem, nodes: Map<string, FsNode>, seen: Map<string, Seen>): Promise<void> {
+  expect([...nodes.keys()].sort()).toEqual([...seen.keys()].sort());
+  for (const [rel, expected] of seen) {
+    const node = nodes.get(rel)!;
+    const where = `${rel}: ${JSON.stringify(node)}`;
+    expect(node.type, where).toBe(expected.type);
+    expect(node.id, where).toBe(String(expected.ino));
+    expect(node.mtime, where).toBe(expected.mtime);
+    expect([node.uid, node.gid], where).toEqual([0, 0]);
+    if (node.type === "dir") expect([node.size, node.mode], where).toEqual([expected.size, 0o755]);
+    if (node.type === "file") {
+      expect([node.size, node.mode], where).toEqual([expected.size, rel === "readonly.txt" ? 0o444 : 0o644]);
+      // ntfs-3g counts the DOS twin of a Win32 name as a link; it names no other path.
+      if (rel !== "Long File Name.txt") expect(node.nlink, where).toBe(expected.nlink);
+      if (!node.unreadable) expect(sha256(contentOf(await runsOf(fs, node))), where).toBe(expected.sha256);
+    }
+  }
+}
+
 /** Overwrites bytes of an image file (damage, as a bad sector or a stray write would do). */
 async function damage(image: string, offset: number, bytes: Buffer): Promise<void> {
   const handle = await open(image, "r+");
@@ -321,9 +347,7 @@ describe("NTFS volumes made by mkntfs and ntfs-3g, read from their bytes", () =>
     image = path.join(scratch, "ntfs.img");
     mountpoint = path.join(scratch, "mnt");
     await mkdir(mountpoint);
-    await writeFile(image, "");
-    await truncate(image, IMAGE_BYTES);
-    execFileSync("mkntfs", ["-F", "-Q", "-L", LABEL, image], { stdio: "ignore" });
+    await makeVolume(image, IMAGE_BYTES, ["-L", LABEL]);
     mounted = await Ntfs3gMount.mount(image, mountpoint, "compression");
     await fillVolume(mountpoint);
     await mounted.unmount();
@@ -358,22 +382,7 @@ describe("NTFS volumes made by mkntfs and ntfs-3g, read from their bytes", () =>
   });
 
   test("every folder, file and link equals what ntfs-3g shows: type, size, mode, mtime, owner, id and content", async () => {
-    expect([...nodes.keys()].sort()).toEqual([...seen.keys()].sort());
-    for (const [rel, expected] of seen) {
-      const node = nodes.get(rel)!;
-      const where = `${rel}: ${JSON.stringify(node)}`;
-      expect(node.type, where).toBe(expected.type);
-      expect(node.id, where).toBe(String(expected.ino));
-      expect(node.mtime, where).toBe(expected.mtime);
-      expect([node.uid, node.gid], where).toEqual([0, 0]);
-      if (node.type === "dir") expect([node.size, node.mode], where).toEqual([expected.size, 0o755]);
-      if (node.type === "file") {
-        expect([node.size, node.mode], where).toEqual([expected.size, rel === "readonly.txt" ? 0o444 : 0o644]);
-        // ntfs-3g counts the DOS twin of a Win32 name as a link; it names no other path.
-        if (rel !== "Long File Name.txt") expect(node.nlink, where).toBe(expected.nlink);
-        if (!node.unreadable) expect(sha256(contentOf(await runsOf(fs, node))), where).toBe(expected.sha256);
-      }
-    }
+    await expectWhatNtfs3gShows(fs, nodes, seen);
   });
 
   test("times keep their milliseconds: mtime and atime set with utimes read back to the millisecond", () => {
@@ -517,5 +526,24 @@ describe("NTFS volumes made by mkntfs and ntfs-3g, read from their bytes", () =>
       const docs = entries.find((e) => e.name === "docs")!.node;
       expect((await damagedFs.list(docs)).map((e) => e.name).sort()).toEqual(["also tiny.txt", "données ☃.txt", "notes"]);
     });
+  });
+
+  test("a volume of 64 KiB clusters (index records smaller than a cluster, addressed in 512-byte units) reads as ntfs-3g shows it", async () => {
+    const large = path.join(scratch, "64k.img");
+    await makeVolume(large, 8 * MIB, ["-c", "65536"]);
+    mounted = await Ntfs3gMount.mount(large, mountpoint, "rw");
+    await mkdir(path.join(mountpoint, "folder"));
+    // 80 entries of about 170 bytes need four or more 4 KiB INDX records in one 64 KiB cluster: VCNs 0, 8, 16...
+    for (let i = 0; i < 80; i++) await writeFile(path.join(mountpoint, `folder/a file with a longer name, number ${i}.txt`), `file ${i}\n`);
+    await writeFile(path.join(mountpoint, "folder/blob.bin"), pseudoRandom("blob", 300_000));
+    await mounted.unmount();
+    mounted = await Ntfs3gMount.mount(large, mountpoint, "ro");
+    const largeSeen = await snapshot(mountpoint);
+    await mounted.unmount();
+    mounted = undefined;
+    const largeFs = await ntfsFormat.open(await imageAccess(large));
+    const largeNodes = await walk(largeFs, await largeFs.root());
+    expect(largeSeen.get("folder")!.size).toBeGreaterThan(0); // its index went to INDX records
+    await expectWhatNtfs3gShows(largeFs, largeNodes, largeSeen);
   });
 });
