@@ -66,6 +66,7 @@ const MAX_METADATA_TEXT = 16 * 1024 * 1024;
 /** Deeper than LVM's text ever nests (VG, logical_volumes, LV, segment, and a little more). */
 const MAX_NESTING = 16;
 const MAX_SEGMENTS = 65536;
+const SNAPSHOT_UNREADABLE = "it is an LVM snapshot: its extents hold the origin's changed blocks, and snapshots are not read";
 
 /** The volume group on a PV, or undefined when the bytes carry no LVM2 label. */
 export async function readLvm(pv: RandomAccess): Promise<LvmVolumeGroup | undefined> {
@@ -87,7 +88,8 @@ function findLabel(head: Buffer): number | undefined {
     const label = head.subarray(at, at + SECTOR);
     if (label.readBigUInt64LE(8) !== BigInt(sector)) throw new IntegrityError(`the LVM2 label in sector ${sector} is damaged: it says it is in sector ${label.readBigUInt64LE(8)}`);
     if (lvmCrc(label.subarray(20)) !== label.readUInt32LE(16)) throw new IntegrityError(`the LVM2 label in sector ${sector} is damaged: its CRC does not match`);
-    if (label.toString("latin1", 24, 32) !== LABEL_TYPE) throw new IntegrityError(`the LVM label in sector ${sector} is of type "${label.toString("latin1", 24, 32)}", not "${LABEL_TYPE}": only LVM2 is read`);
+    const type = label.toString("latin1", 24, 32);
+    if (type !== LABEL_TYPE) throw new IntegrityError(`the LVM label in sector ${sector} is of type "${type}", not "${LABEL_TYPE}": only LVM2 is read`);
     return sector;
   }
   return undefined;
@@ -115,7 +117,9 @@ function readPvHeader(head: Buffer, labelSector: number): { pvId: string; metada
   for (let list = 0; list < 2; list++) {
     const areas: DiskArea[] = [];
     for (;;) {
-      if (at + 16 > labelAt + SECTOR || areas.length > MAX_AREAS) throw new IntegrityError(`the LVM2 PV header in sector ${labelSector} is damaged: its list of ${list === 0 ? "data" : "metadata"} areas does not end`);
+      if (at + 16 > labelAt + SECTOR || areas.length > MAX_AREAS) {
+        throw new IntegrityError(`the LVM2 PV header in sector ${labelSector} is damaged: its list of ${list === 0 ? "data" : "metadata"} areas does not end`);
+      }
       const offset = Number(head.readBigUInt64LE(at));
       const size = Number(head.readBigUInt64LE(at + 8));
       at += 16;
@@ -364,8 +368,7 @@ function volumeGroupOf(document: LvmSection, pvId: string, pv: RandomAccess): Lv
     if (!statusOf(lv).includes("VISIBLE")) continue;
     const volume = logicalVolume(vgName, lvName, lv, { extentSize, pvName: thisPv?.name, peStart, pv });
     // A snapshot's own extents are a linear LV holding the changes since it was taken, not a volume to browse.
-    if (cowStores.has(lvName)) volumes.push({ name: volume.name, lvName, size: volume.size, unreadable: "it is an LVM snapshot: its extents hold the origin's changed blocks, and snapshots are not read" });
-    else volumes.push(volume);
+    volumes.push(cowStores.has(lvName) ? { name: volume.name, lvName, size: volume.size, unreadable: SNAPSHOT_UNREADABLE } : volume);
   }
   return { name: vgName, extentSize, volumes };
 }

@@ -159,7 +159,6 @@ function labelText(bytes: Buffer): string {
   return label === NO_LABEL ? "" : label;
 }
 
-
 class FatVolume implements FileSystem {
   readonly filesystem = "vfat";
   private labelFound = "";
@@ -420,7 +419,11 @@ class FatTable {
       const next = await this.entry(cluster);
       const ended = next >= END_OF_CHAIN[kind];
       if ("exactly" in length && walked === length.exactly) {
-        if (!ended) throw new IntegrityError(`${length.what} is damaged: its FAT chain goes on past the ${length.exactly} clusters its size needs (at cluster ${cluster}, the FAT gives ${next}), so it loops or is cross-linked`);
+        if (!ended) {
+          throw new IntegrityError(
+            `${length.what} is damaged: its FAT chain goes on past the ${length.exactly} clusters its size needs (at cluster ${cluster}, the FAT gives ${next}), so it loops or is cross-linked`,
+          );
+        }
         break;
       }
       if (ended) {
