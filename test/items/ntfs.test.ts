@@ -4,9 +4,11 @@
  * in turns so their runs interleave, a sparse file, hard links (twenty of them, so the names spill
  * into extension records named by an $ATTRIBUTE_LIST), ntfs-3g's default symlink (Interix), a
  * relative symlink and a junction as reparse points, a long name with a DOS 8.3 twin, a read-only
- * file and a compressed one. The volume is then mounted read-only and what ntfs-3g shows there is
- * what the reader, reading the image's bytes, must give back; a damaged MFT record and a damaged
- * INDX record fail as damaged where they are, and nowhere else.
+ * file, a compressed one, and 400 files added once the volume is nearly full, so the MFT grows in
+ * pieces between their clusters. The volume is then mounted read-only and what ntfs-3g shows there
+ * is what the reader, reading the image's bytes, must give back; a damaged MFT record and a damaged
+ * INDX record fail as damaged where they are, and nowhere else; a boot sector with impossible sizes
+ * is refused. A second, small volume of 64 KiB clusters checks index records smaller than a cluster.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
