@@ -23,6 +23,8 @@ import { fileBytes, imageAccess } from "./disk-points.ts";
 /** mkfs.xfs 6.1 refuses data sections under 300 MiB; the image is sparse, so this costs little. */
 const IMAGE_BYTES = 320 * MIB;
 const BLOCK = 4096;
+/** mkfs.xfs's default inode size for v5. */
+const INODE_BYTES = 512;
 const LABEL = "bulwark-xfs";
 const TOOLS = ["mkfs.xfs", "xfs_db", "xfs_io", "mount", "umount", "mkfifo"];
 /** Names given an extended attribute after the volume is written: one of each data fork format. */
@@ -413,6 +415,52 @@ describe("XFS v5 read from the bytes of a volume made by mkfs.xfs and written by
     } finally {
       await overwrite(image, at + 8, original);
     }
+  });
+
+  /** Rewrites an inode's field with xfs_db (which keeps the CRC right, as someone with write access could), runs `check`, then puts the inode back. */
+  async function withInodeField(relative: string, field: string, value: string, check: (victim: string) => Promise<void>): Promise<void> {
+    const victim = expected.get(relative)!.id;
+    const at = xfsDbByte(image, "inode", victim);
+    const original = await fileBytes(image, at, INODE_BYTES);
+    run("xfs_db", ["-x", "-c", `inode ${victim}`, "-c", `write -d ${field} ${value}`, image]);
+    try {
+      await check(victim);
+    } finally {
+      await overwrite(image, at, original);
+    }
+  }
+
+  test("a bmbt whose root repeats a pointer or claims a level its blocks do not have is damage, found without looping", async () => {
+    const readFragmented = async () => readThrough(await openImage(), await lookup(await openImage(), "/fragmented.bin"));
+    await withInodeField("/fragmented.bin", "u3.bmbt.ptrs[2]", firstBmbtPointer(), async (victim) => {
+      await expect(readFragmented()).rejects.toThrow(new RegExp(`inode ${victim}'s extent at file block \\d+ overlaps or repeats`));
+    });
+    await withInodeField("/fragmented.bin", "u3.bmbt.level", "2", async (victim) => {
+      await expect(readFragmented()).rejects.toThrow(new RegExp(`bmbt block \\d+ of inode ${victim} .*level 0 .*where level 1 was due`));
+    });
+    expect((await readFragmented()).sha256).toBe(expected.get("/fragmented.bin")!.sha256);
+
+    function firstBmbtPointer(): string {
+      const printed = run("xfs_db", ["-r", "-c", `inode ${expected.get("/fragmented.bin")!.id}`, "-c", "print u3.bmbt.ptrs", image]);
+      return /1:(\d+)/.exec(printed)![1];
+    }
+  });
+
+  test("a short-form directory that counts more entries than it holds is damage, not a read past its fork", async () => {
+    await withInodeField("/shortform", "u3.sfdir3.hdr.count", "200", async (victim) => {
+      const fs = await openImage();
+      const error = await fs.list(await lookup(fs, "/shortform")).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(IntegrityError);
+      expect((error as Error).message).toMatch(new RegExp(`short-form directory inode ${victim}'s entry \\d+ runs past`));
+    });
+  });
+
+  test("finding and reading one small file reads its path's metadata and the file, not the volume", async () => {
+    const access = await imageAccess(image);
+    const fs = await xfsFormat.open(access);
+    const found = await lookup(fs, "/shortform/one.txt");
+    expect((await readThrough(fs, found)).sha256).toBe(expected.get("/shortform/one.txt")!.sha256);
+    expect(access.bytes).toBeLessThan(256 * 1024);
   });
 
   describe("64-bit extent counters (mkfs.xfs -i nrext64=1)", () => {

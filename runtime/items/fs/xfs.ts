@@ -539,7 +539,7 @@ function shortFormEntries(inode: Inode, hasFtype: boolean): NamedIno[] {
   let at = 2 + inoBytes;
   const entries: NamedIno[] = [];
   for (let i = 0; i < count; i++) {
-    const nameLength = bytes[at];
+    const nameLength = at < bytes.length ? bytes[at] : 0;
     const next = at + 3 + nameLength + (hasFtype ? 1 : 0) + inoBytes;
     if (nameLength === 0 || next > bytes.length) throw damaged(`${where}'s entry ${i} runs past its ${bytes.length} bytes`);
     const name = bytes.subarray(at + 3, at + 3 + nameLength).toString("utf8");
@@ -575,7 +575,7 @@ function dataBlockEntries(block: Buffer, hasFtype: boolean, where: string, ino: 
       at += length;
       continue;
     }
-    const nameLength = block[at + 8];
+    const nameLength = at + 8 < end ? block[at + 8] : 0;
     const length = roundUp8(8 + 1 + nameLength + (hasFtype ? 1 : 0) + 2);
     if (nameLength === 0 || at + length > end) throw damaged(`${where} has an entry of ${nameLength}-byte name at ${at} that runs past ${end}`);
     const name = block.subarray(at + 9, at + 9 + nameLength).toString("utf8");
