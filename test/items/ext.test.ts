@@ -12,7 +12,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFile, chmod, chown, lchown, lutimes, mkdir, open, readdir, readFile, readlink, symlink, link, truncate, utimes, writeFile, lstat } from "node:fs/promises";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { IntegrityError } from "../../runtime/errors.ts";
@@ -239,6 +239,25 @@ function run(command: string, args: string[], needs: string): void {
   if (result.status !== 0) throw new Error(`${command} ${args.join(" ")} exited ${result.status} (${needs}): ${result.stderr}`);
 }
 
+/** Runs debugfs -w on a script of requests (the journal commands need one session: jo, jw, jc). */
+function debugfsScript(image: string, requests: string[]): void {
+  const script = `${image}.debugfs`;
+  writeFileSync(script, requests.join("\n") + "\n");
+  const result = spawnSync("debugfs", ["-w", "-f", script, image], { encoding: "utf8" });
+  if (result.status !== 0 || /error|invalid|not found|usage/i.test(result.stderr)) throw new Error(`debugfs -w -f (${requests.join("; ")}) on ${image} failed: ${result.stderr}`);
+}
+
+/** The blocks of `after` that differ from `before`, with their new bytes (small test images only). */
+async function changedBlocks(before: string, after: string, blockSize: number): Promise<{ number: number; bytes: Buffer }[]> {
+  const [a, b] = [await readFile(before), await readFile(after)];
+  const changed: { number: number; bytes: Buffer }[] = [];
+  for (let at = 0; at < b.length; at += blockSize) {
+    const bytes = b.subarray(at, at + blockSize);
+    if (!bytes.equals(a.subarray(at, at + blockSize))) changed.push({ number: at / blockSize, bytes });
+  }
+  return changed;
+}
+
 function debugfsWrite(image: string, request: string): void {
   const run = spawnSync("debugfs", ["-w", "-R", request, image], { encoding: "utf8" });
   if (run.status !== 0 || /error|invalid|not found/i.test(run.stderr)) throw new Error(`debugfs -w -R "${request}" ${image} failed: ${run.stderr}`);
@@ -460,6 +479,69 @@ describe("ext2, ext3 and ext4 volumes made by mke2fs", () => {
     await expect(contentHash(fs, node("big.bin"))).rejects.toThrow(IntegrityError);
     await expect(contentHash(fs, node("big.bin"))).rejects.toThrow(/block pointer 13 of inode \d+ points at blocks 268435200 to 268435200, outside the volume/);
     expect(await contentHash(fs, node("sparse.bin"))).toBe(expected.get("/sparse.bin")!.sha256);
+  });
+
+  test("a volume whose last transaction is only in its journal (needs_recovery) reads as e2fsck's replay leaves it", async () => {
+    const before = path.join(scratch, "journal-before.img");
+    const after = path.join(scratch, "journal-after.img");
+    await copyFile(volumeOf("ext4 (4 KiB").image, before);
+    await copyFile(before, after);
+    // The change, made by debugfs on a copy; its blocks then go into the first copy's journal only.
+    const newFile = pseudoRandom("written just before the snapshot", 10_000);
+    await writeFile(path.join(scratch, "new-file"), newFile);
+    debugfsWrite(after, "mkdir /nested/made-before-the-crash");
+    debugfsWrite(after, `write ${path.join(scratch, "new-file")} /nested/new-file`);
+    const changed = await changedBlocks(before, after, 4096);
+    expect(changed.length).toBeGreaterThan(3);
+    await writeFile(path.join(scratch, "transaction"), Buffer.concat(changed.map((block) => block.bytes)));
+    debugfsScript(before, ["jo", `jw -b ${changed.map((block) => block.number).join(",")} ${path.join(scratch, "transaction")}`, "jc"]);
+    expect(execFileSync("dumpe2fs", ["-h", before], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] })).toMatch(/Filesystem features:.*\bneeds_recovery\b/);
+    expect(debugfs(before, "ls /nested")).not.toContain("new-file");
+
+    const fs = await openImage(before);
+    const nested = (await fs.list(await fs.root())).find((entry) => entry.name === "nested")!.node;
+    const entries = await fs.list(nested);
+    expect(entries.map((entry) => entry.name)).toEqual(expect.arrayContaining(["made-before-the-crash", "new-file", "sibling.txt", "a"]));
+    const written = entries.find((entry) => entry.name === "new-file")!.node;
+    expect(await contentHash(fs, written)).toBe(createHash("sha256").update(newFile).digest("hex"));
+
+    const replayed = path.join(scratch, "journal-replayed.img");
+    await copyFile(before, replayed);
+    const fsck = spawnSync("e2fsck", ["-fy", replayed], { encoding: "utf8" });
+    expect([0, 1]).toContain(fsck.status);
+    const summary = (tree: Map<string, Listed>) => [...tree.values()].map(({ path: at, node }) => `${at} ${node.id} ${node.type} ${node.size} ${node.mtime} ${node.target ?? ""}`).sort();
+    expect(summary(await volumeTree(fs))).toEqual(summary(await volumeTree(await openImage(replayed))));
+  });
+
+  test("a block revoked by a later transaction is not replayed, as e2fsck does not replay it", async () => {
+    const image = path.join(scratch, "revoked.img");
+    await copyFile(volumeOf("ext4 (4 KiB").image, image);
+    const block = Number(debugfs(image, "blocks /small.txt").trim());
+    const replacement = Buffer.alloc(4096);
+    replacement.write("journalled, then revoked\n");
+    await writeFile(path.join(scratch, "replacement"), replacement);
+    debugfsScript(image, ["jo", `jw -b ${block} ${path.join(scratch, "replacement")}`, "jc", "jo", `jw -r ${block}`, "jc"]);
+    expect(debugfs(image, "logdump")).toContain("revoke table");
+    const fs = await openImage(image);
+    const small = (await fs.list(await fs.root())).find((entry) => entry.name === "small.txt")!.node;
+    expect(await contentHash(fs, small)).toBe(expected.get("/small.txt")!.sha256);
+    const replayed = path.join(scratch, "revoked-replayed.img");
+    await copyFile(image, replayed);
+    spawnSync("e2fsck", ["-fy", replayed]);
+    expect(debugfs(replayed, "cat /small.txt")).toBe(await readFile(path.join(source, "small.txt"), "utf8"));
+  });
+
+  test("a volume that needs recovery but whose journal superblock is damaged is refused as damaged, naming the journal", async () => {
+    const image = path.join(scratch, "damaged-journal.img");
+    await copyFile(volumeOf("ext4 (4 KiB").image, image);
+    const block = Number(debugfs(image, "blocks /small.txt").trim());
+    await writeFile(path.join(scratch, "same-block"), (await readFile(image)).subarray(block * 4096, (block + 1) * 4096));
+    debugfsScript(image, ["jo", `jw -b ${block} ${path.join(scratch, "same-block")}`, "jc"]);
+    // bmap <8> 0: where the journal inode's block 0, its superblock, lies.
+    const journalSuperblock = Number(debugfs(image, "bmap <8> 0").trim());
+    await writeAt(image, journalSuperblock * 4096, Buffer.from("not a journal"));
+    await expect(openImage(image)).rejects.toThrow(IntegrityError);
+    await expect(openImage(image)).rejects.toThrow(/journal superblock/);
   });
 
   test("a damaged extent header fails the read of its file, a damaged directory record the listing of its folder, and the rest still reads", async () => {

@@ -7,9 +7,10 @@
  * "system.data" extended attribute), fast and slow symlinks, and timestamps with their nanosecond
  * and epoch bits.
  *
- * Not read: the journal is not replayed (a crash-consistent snapshot of a mounted volume reads as
- * the filesystem was at its last checkpoint); checksums (metadata_csum) are not verified: every
- * structure is bounds-checked instead; fscrypt-encrypted files and directories are unreadable.
+ * A volume that needs recovery (a snapshot of a mounted one) is read through its journal's
+ * committed transactions (ext-journal.ts), as mounting it would see it; an external journal
+ * device is not read. Checksums (metadata_csum) are not verified: every structure is
+ * bounds-checked instead. fscrypt-encrypted files and directories are unreadable.
  *
  * Sources (the format as the kernel documents it, Documentation/filesystems/ext4/ in
  * torvalds/linux):
@@ -34,6 +35,7 @@
  */
 import { IntegrityError } from "../../errors.ts";
 import type { RandomAccess } from "../block-reader.ts";
+import { journalOverlay, unescape, type JournalFile, type JournalledBlock } from "./ext-journal.ts";
 import { MAX_RUN_BYTES, UnreadableItemError, type DirEntry, type FileRun, type FileSystem, type FileSystemFormat, type FsNode, type NodeType } from "./types.ts";
 
 const SUPERBLOCK_AT = 1024;
@@ -116,6 +118,8 @@ interface Superblock {
   incompat: number;
   roCompat: number;
   backupGroups: [number, number];
+  /** s_journal_inum: 0 without a journal, or with an external one. */
+  journalInode: number;
   label: string;
 }
 
@@ -152,7 +156,9 @@ export const extFormat: FileSystemFormat = {
   async open(volume: RandomAccess): Promise<FileSystem> {
     if (volume.size < SUPERBLOCK_AT + SUPERBLOCK_BYTES) throw new IntegrityError(`the volume holds ${volume.size} bytes: too few for an ext superblock at byte ${SUPERBLOCK_AT}`);
     const superblock = parseSuperblock(await volume.read(SUPERBLOCK_AT, SUPERBLOCK_BYTES));
-    return new ExtFileSystem(volume, superblock);
+    const fs = new ExtFileSystem(volume, superblock);
+    if ((superblock.incompat & INCOMPAT_RECOVER) !== 0 && superblock.journalInode !== 0) await fs.replayJournal();
+    return fs;
   },
 };
 
@@ -198,6 +204,7 @@ function parseSuperblock(sb: Buffer): Superblock {
     incompat,
     roCompat: sb.readUInt32LE(0x64),
     backupGroups: [sb.readUInt32LE(0x24c), sb.readUInt32LE(0x250)],
+    journalInode: (sb.readUInt32LE(0x5c) & COMPAT_HAS_JOURNAL) !== 0 ? sb.readUInt32LE(0xe0) : 0,
     label: cString(sb.subarray(0x78, 0x88)),
   };
 }
@@ -225,6 +232,9 @@ class ExtFileSystem implements FileSystem {
   private readonly volume: RandomAccess;
   private readonly sb: Superblock;
   private readonly blocks: MetadataCache;
+  /** Blocks the journal's committed transactions rewrite (needs_recovery): read from the journal instead. */
+  private overlay = new Map<number, JournalledBlock>();
+  private journal: JournalFile | undefined;
 
   constructor(volume: RandomAccess, sb: Superblock) {
     this.volume = volume;
@@ -232,6 +242,18 @@ class ExtFileSystem implements FileSystem {
     this.blocks = new MetadataCache(Math.max(1, Math.floor(METADATA_CACHE_BYTES / sb.blockSize)));
     this.filesystem = filesystemName(sb);
     this.label = sb.label;
+  }
+
+  /** Reads the journal's committed transactions, so every later read sees the volume as after recovery (ext-journal.ts). */
+  async replayJournal(): Promise<void> {
+    const inode = await this.inode(this.sb.journalInode, "the superblock's s_journal_inum");
+    const blocks = Math.ceil(inode.size / this.sb.blockSize);
+    const mappings: BlockMapping[] = [];
+    for await (const mapping of (inode.flags & FLAG_EXTENTS) !== 0 ? this.extentMappings(inode, blocks) : this.indirectMappings(inode, blocks)) mappings.push(mapping);
+    this.journal = { blocks, read: (block) => this.journalBlock(mappings, block, inode.number) };
+    this.overlay = await journalOverlay(this.journal, this.sb.blockSize);
+    // Blocks cached while finding the journal were read without it.
+    this.blocks.clear();
   }
 
   async root(): Promise<FsNode> {
@@ -491,7 +513,37 @@ class ExtFileSystem implements FileSystem {
 
   private async readBlocks(offset: number, length: number, where: string): Promise<Buffer> {
     if (offset + length > this.volume.size) throw new IntegrityError(`${where} lies past the end of the ${this.volume.size}-byte volume`);
-    return this.volume.read(offset, length);
+    const bytes = await this.volume.read(offset, length);
+    if (this.overlay.size === 0 || !this.journal) return bytes;
+    const { blockSize } = this.sb;
+    for (let block = Math.floor(offset / blockSize); block * blockSize < offset + length; block++) {
+      const journalled = this.overlay.get(block);
+      if (!journalled) continue;
+      const raw = await this.journal.read(journalled.journalBlock);
+      const replayed = journalled.escaped ? unescape(raw) : raw;
+      const from = Math.max(offset, block * blockSize);
+      const to = Math.min(offset + length, (block + 1) * blockSize);
+      replayed.copy(bytes, from - offset, from - block * blockSize, to - block * blockSize);
+    }
+    return bytes;
+  }
+
+  /** A block of the journal file, through the journal inode's mappings (sorted by logical block). */
+  private async journalBlock(mappings: BlockMapping[], block: number, inodeNumber: number): Promise<Buffer> {
+    let low = 0;
+    let high = mappings.length - 1;
+    while (low <= high) {
+      const middle = (low + high) >> 1;
+      const mapping = mappings[middle];
+      if (block < mapping.logical) high = middle - 1;
+      else if (block >= mapping.logical + mapping.count) low = middle + 1;
+      else {
+        if (mapping.physical === undefined) break;
+        const { blockSize } = this.sb;
+        return this.volume.read((mapping.physical + block - mapping.logical) * blockSize, blockSize);
+      }
+    }
+    throw new IntegrityError(`block ${block} of the journal (inode ${inodeNumber}) is a hole: the journal is damaged`);
   }
 }
 
@@ -643,5 +695,9 @@ class MetadataCache {
       this.entries.delete(key);
     }
     return loading;
+  }
+
+  clear(): void {
+    this.entries.clear();
   }
 }
