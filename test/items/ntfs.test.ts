@@ -12,7 +12,7 @@
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { copyFile, link, lstat, mkdir, open, readdir, readFile, readlink, statfs, symlink, truncate, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -121,7 +121,7 @@ class Ntfs3gMount {
 }
 
 function isMounted(mountpoint: string): boolean {
-  return execFileSync("cat", ["/proc/self/mountinfo"], { encoding: "utf8" }).split("\n").some((line) => line.split(" ")[4] === mountpoint);
+  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((line) => line.split(" ")[4] === mountpoint);
 }
 
 async function makeVolume(image: string, bytes: number, mkntfsOptions: string[]): Promise<void> {
