@@ -224,6 +224,20 @@ function baseName(at: Located): string {
   }
 }
 
+/**
+ * A folder's identity within the point (its volume and node id), so a walk descends into each
+ * folder once: a damaged or hostile filesystem whose folders loop, or list one folder in several
+ * places, would otherwise make a walk endless or exponential.
+ */
+export function folderKey(at: Located): string | undefined {
+  return at.kind === "node" && at.node.type === "dir" ? `${at.scope}:${at.node.id}` : undefined;
+}
+
+/** The error for a folder a walk has already been into. */
+export function folderSeenTwice(at: Located): IntegrityError {
+  return new IntegrityError(`${at.path} is a folder already listed elsewhere in its volume (the same node): the filesystem's folders loop, so it is damaged; it was not walked again`);
+}
+
 /** A name that can be one component of a path here. */
 export function isSafeName(name: string): boolean {
   return name !== "" && name !== "." && name !== ".." && !name.includes("/") && !name.includes("\0");
@@ -253,11 +267,20 @@ export async function* findPaths(
 ): AsyncGenerator<Located> {
   const byPath = pattern.includes("/");
   const stack: Array<{ at: Located; depth: number }> = [{ at: from, depth: 0 }];
+  const walked = new Set<string>();
   while (stack.length > 0) {
     const { at, depth } = stack.pop()!;
     if (at.kind !== "root" && path.posix.matchesGlob(byPath ? at.path : path.posix.basename(at.path), pattern)) yield at;
     if (at.kind === "node" && at.node.type !== "dir") continue;
     if (at.kind === "volume" && !at.volume.fs) continue;
+    const key = folderKey(at);
+    if (key !== undefined) {
+      if (walked.has(key)) {
+        onUnreadable(at, folderSeenTwice(at));
+        continue;
+      }
+      walked.add(key);
+    }
     if (depth >= MAX_DEPTH) {
       onUnreadable(at, new IntegrityError(`${at.path} is more than ${MAX_DEPTH} folders deep: the filesystem's folders loop (it is damaged)`));
       continue;

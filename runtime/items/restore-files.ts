@@ -19,7 +19,7 @@ import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, rename, rm, sy
 import path from "node:path";
 import { describeError, IntegrityError, UsageError } from "../errors.ts";
 import { throwIfInterrupted, trackLeftover } from "../interruption.ts";
-import { MAX_DEPTH, splitPath, type Located, type PointBrowser } from "./browse.ts";
+import { folderKey, folderSeenTwice, MAX_DEPTH, splitPath, type Located, type PointBrowser } from "./browse.ts";
 import { MAX_RUN_BYTES, UnreadableItemError, type FileRun, type FsNode } from "./fs/types.ts";
 import type { TarWriter } from "./tar.ts";
 
@@ -87,6 +87,9 @@ class RestoreWalk {
   private readonly options: FileRestoreOptions;
   /** Hard links: the first path restored for a node (per volume), which its other names link to. */
   private readonly firstPaths = new Map<string, string>();
+  /** Folders each pass has been into. */
+  private readonly checked = new Set<string>();
+  private readonly written = new Set<string>();
 
   constructor(browser: PointBrowser, sink: RestoreSink, options: FileRestoreOptions) {
     this.browser = browser;
@@ -105,6 +108,16 @@ class RestoreWalk {
     if (at.kind === "volume" && !at.volume.fs) {
       if (pass === "write") this.report.skipped.push({ path: at.path, reason: at.volume.unreadable ?? "no filesystem Bulwark reads is on it" });
       return;
+    }
+    const key = folderKey(at);
+    if (key !== undefined) {
+      // Each pass walks each folder once (see folderKey).
+      const walked = pass === "check" ? this.checked : this.written;
+      if (walked.has(key)) {
+        if (pass === "write") this.report.damaged.push({ path: at.path, error: describeError(folderSeenTwice(at)) });
+        return;
+      }
+      walked.add(key);
     }
     let children: Located[];
     try {
