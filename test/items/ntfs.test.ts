@@ -23,7 +23,7 @@ import { MAX_RUN_BYTES, PROBE_BYTES, UnreadableItemError, type FileRun, type Fil
 import { MIB, pseudoRandom, tempFolder, text } from "../cli/vaults.ts";
 import { imageAccess } from "./disk-points.ts";
 
-const IMAGE_BYTES = 32 * MIB;
+const IMAGE_BYTES = 24 * MIB;
 const LABEL = "Bulwark Data";
 const TOOLS = ["mkntfs", "ntfs-3g", "ntfsinfo", "python3"];
 /** Names given to the one file with twenty hard links: long, so their $FILE_NAMEs overflow its record. */

@@ -228,6 +228,7 @@ class FileCache {
 }
 
 interface FileName {
+  readonly parent: number;
   readonly namespace: number;
   readonly name: string;
 }
@@ -279,6 +280,7 @@ class NtfsVolume implements FileSystem {
 
   async list(dir: FsNode): Promise<DirEntry[]> {
     if (dir.type !== "dir") throw new UsageError(`cannot list NTFS node ${dir.id}: it is a ${dir.type}, not a folder`);
+    if (dir.unreadable) throw new IntegrityError(dir.unreadable);
     const number = recordNumberOf(dir);
     const file = await this.file(number, 0);
     if (!file.isDirectory) throw damaged(`MFT record ${number}`, "the folder's record is not a directory");
@@ -288,7 +290,7 @@ class NtfsVolume implements FileSystem {
       if (name.namespace === NAMESPACE_DOS) continue; // the 8.3 twin of a Win32 name listed beside it
       if (entry.record === number) continue;
       if (number === ROOT_RECORD && entry.record < FIRST_USER_RECORD) continue;
-      entries.push({ name: name.name, node: await this.childNode(entry) });
+      entries.push({ name: name.name, node: await this.childNode(number, entry) });
     }
     return entries;
   }
@@ -309,10 +311,18 @@ class NtfsVolume implements FileSystem {
     yield* this.stream(data, `$DATA of MFT record ${number}`).fileRuns();
   }
 
-  /** A node for an index entry; a record that cannot be read lists from the entry's own copy of its name and times, marked unreadable. */
-  private async childNode(entry: IndexEntry): Promise<FsNode> {
+  /**
+   * A node for an index entry; a record that cannot be read lists from the entry's own copy of its
+   * name and times, marked unreadable (and not listable). A folder must name the folder it is
+   * listed in as its parent: folders have no hard links, so a walk from the root never loops.
+   */
+  private async childNode(folder: number, entry: IndexEntry): Promise<FsNode> {
     try {
-      return await this.nodeOf(await this.file(entry.record, entry.sequence));
+      const file = await this.file(entry.record, entry.sequence);
+      if (file.isDirectory && !fileNames(file).some((n) => n.parent === folder)) {
+        throw damaged(`MFT record ${file.number}`, `the folder is listed in folder ${folder}, but its names place it elsewhere`);
+      }
+      return await this.nodeOf(file);
     } catch (error) {
       if (!(error instanceof IntegrityError)) throw error;
       return nodeFromIndexKey(entry, error.message);
@@ -321,7 +331,7 @@ class NtfsVolume implements FileSystem {
 
   private async nodeOf(file: MftFile): Promise<FsNode> {
     const info = standardInformation(file);
-    const names = file.attributes.filter((a) => a.type === ATTR_FILE_NAME).map((a) => parseFileName(residentValue(a, file.number), `$FILE_NAME of MFT record ${file.number}`));
+    const names = fileNames(file);
     const common = {
       id: String(file.number),
       mtime: info.mtime,
@@ -810,7 +820,11 @@ function parseFileName(value: Buffer, where: string): FileName {
   if (value.length < 0x42) throw damaged(where, `its $FILE_NAME holds ${value.length} bytes, fewer than its 66-byte header`);
   const length = value[0x40];
   if (0x42 + length * 2 > value.length) throw damaged(where, `its ${length}-character name runs past its ${value.length} bytes`);
-  return { namespace: value[0x41], name: value.toString("utf16le", 0x42, 0x42 + length * 2) };
+  return { parent: readReference(value, 0).record, namespace: value[0x41], name: value.toString("utf16le", 0x42, 0x42 + length * 2) };
+}
+
+function fileNames(file: MftFile): FileName[] {
+  return file.attributes.filter((a) => a.type === ATTR_FILE_NAME).map((a) => parseFileName(residentValue(a, file.number), `$FILE_NAME of MFT record ${file.number}`));
 }
 
 function standardInformation(file: MftFile): { mtime: number; atime: number; attributes: number } {
