@@ -13,7 +13,7 @@
  * and throw UnreadableItemError on read, as do files behind other reparse tags (deduplicated,
  * WOF-compressed, cloud placeholders: their bytes are not in $DATA). Named data streams (alternate
  * data streams), security descriptors, DOS attributes other than read-only, and extended attributes
- * are not restored. Modes and owners are synthesised, as NTFS keeps none: uid/gid 0, 0o755
+ * are not restored. Modes and owners are synthesised (NTFS keeps ACLs, not modes): uid/gid 0, 0o755
  * folders, 0o644 files, 0o444 read-only files, 0o777 symlinks. A junction's or absolute symlink's
  * target is the Windows path as stored ("C:\Users"); a relative symlink's uses "/". ntfs-3g's
  * Interix FIFOs, sockets and devices list as "other". A file's nlink counts its Win32 and POSIX
