@@ -23,6 +23,7 @@ import { imageAccess } from "./disk-points.ts";
 
 const TOOLS = ["mke2fs", "e2fsck", "debugfs", "dumpe2fs", "blkid", "mount", "umount", "touch"];
 const MANY_FILES = 500;
+const FRAGMENTS = 24;
 const SPARSE_SIZE = 2 * MIB + 100 * 1024;
 /** Where the sparse file has data; everything else is a hole. */
 const SPARSE_DATA = [
@@ -90,6 +91,13 @@ async function makeSource(root: string): Promise<void> {
     for (const [i, region] of SPARSE_DATA.entries()) await sparse.write(pseudoRandom(`sparse ${i}`, region.length), 0, region.length, region.offset);
   } finally {
     await sparse.close();
+  }
+  // More extents than the inode's four slots: an extent tree of depth 1 on ext4. Data at both ends, so mke2fs's inline_data quirk (below) does not apply.
+  const fragmented = await open(path.join(root, "fragmented.bin"), "w");
+  try {
+    for (let i = 0; i < FRAGMENTS; i++) await fragmented.write(pseudoRandom(`fragment ${i}`, 4096), 0, 4096, i * 16 * 1024);
+  } finally {
+    await fragmented.close();
   }
   await writeFile(path.join(root, "linked.txt"), "one inode, two names\n");
   await link(path.join(root, "linked.txt"), path.join(root, "nested/also-linked.txt"));
@@ -426,6 +434,17 @@ describe("ext2, ext3 and ext4 volumes made by mke2fs", () => {
     const fs = await openImage(volume.image);
     const ids = [...(await volumeTree(fs)).values()].map((listed) => Number(listed.node.id));
     expect(Math.max(...ids)).toBeGreaterThan(descriptorsPerBlock * inodesPerGroup);
+  });
+
+  test("a file of 24 extents has an extent tree of depth 1 on ext4, and reads whole", async () => {
+    const image = volumeOf("ext4 (4 KiB").image;
+    // ETB0: an extent tree block at level 0 below the inode's root (debugfs stat).
+    expect(debugfs(image, "stat /fragmented.bin")).toMatch(/\(ETB0\)/);
+    const fs = await openImage(image);
+    const node = (await fs.list(await fs.root())).find((entry) => entry.name === "fragmented.bin")!.node;
+    const runs = await readRuns(fs, node);
+    expect(runs.filter((run) => !run.hole)).toHaveLength(FRAGMENTS);
+    expect(await contentHash(fs, node)).toBe(expected.get("/fragmented.bin")!.sha256);
   });
 
   test("on ext3 with 1 KiB blocks the 3 MiB file is mapped through a double-indirect block", async () => {
