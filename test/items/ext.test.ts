@@ -1,13 +1,18 @@
 /**
  * The ext2/ext3/ext4 reader on volumes made by mke2fs from one source folder (nested folders, a
  * folder of 500 files hashed into an htree by e2fsck -D, empty, small and inline-sized files, a
- * 3 MiB pseudorandom file, a sparse file, a hard link, fast and slow symlinks, setuid and private
- * modes, times before 1970 and after 2038, owners 1234:5678): ext4 (4 KiB blocks, 256-byte
- * inodes), ext4 with inline_data, ext3 (1 KiB blocks, 128-byte inodes: the large file reaches
- * its double-indirect block) and ext2. Every node of each volume is compared with the source
- * (names, types, sizes, modes, mtimes to the precision the inodes keep, owners, link targets,
- * content hashes, holes). A copy with an extent header and a directory record damaged fails on the
- * reads that touch them and lists the rest; an unknown incompat feature is refused by name.
+ * 3 MiB pseudorandom file, a sparse file, a file of 24 extents, a hard link, fast and slow
+ * symlinks, setuid and private modes, a time before 1970, owners 1234:5678): ext4 (4 KiB blocks,
+ * 256-byte inodes), ext4 with inline_data, ext3 (1 KiB blocks, 128-byte inodes: the large file
+ * reaches its double-indirect block), ext4 with meta_bg, and ext2. Every node of each volume is
+ * compared with the source (names, types, sizes, modes, mtimes, owners, link targets, content
+ * hashes, holes) and with what blkid and debugfs say. Then what only debugfs or the kernel writes:
+ * nanoseconds and times after 2038, uninitialised extents, an inline folder spilling into
+ * system.data; journals holding the last transactions (written by debugfs, and by the kernel in a
+ * snapshot copied while mounted), read as e2fsck's replay leaves the volume, revoked blocks not
+ * replayed. Damage (an extent header, a directory record, an indirect pointer, the journal
+ * superblock) fails the reads that touch it and leaves the rest readable; an unknown incompat
+ * feature is refused by name.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
