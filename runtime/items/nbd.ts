@@ -15,8 +15,9 @@
  * A client is untrusted: a wrong magic, unknown client flags, an option too long or a name that is
  * not ours where no error can be replied closes that connection (a hard disconnect) and nothing
  * else; a read is bounds-checked and capped at MAX_READ_BYTES, and a connection holds at most
- * MAX_REQUESTS_IN_FLIGHT reads and MAX_BYTES_IN_FLIGHT bytes: past that the server stops reading
- * its socket until replies are written, so a fast client is slowed by TCP, not buffered.
+ * MAX_REQUESTS_IN_FLIGHT reads and MAX_BYTES_IN_FLIGHT bytes until their replies are written to the
+ * socket: past that the server stops reading its socket, so a fast client (or one that does not read
+ * its replies) is slowed by TCP, not buffered. At most MAX_CONNECTIONS are served at once.
  * A read the disk fails (an IntegrityError from the vault: a damaged chunk) is answered EIO and
  * logged; the connection stays up and other ranges still read.
  *
@@ -60,7 +61,9 @@ export type NbdEvent =
   /** The client broke the protocol and was disconnected. */
   | { event: "dropped"; client: string; reason: string }
   /** The disk failed a read (a damaged chunk, say): the client got EIO. */
-  | { event: "read-failed"; client: string; offset: number; length: number; error: string };
+  | { event: "read-failed"; client: string; offset: number; length: number; error: string }
+  /** Accepting connections failed (out of file descriptors, say); the server goes on listening. */
+  | { event: "server-failed"; error: string };
 
 export interface NbdServer {
   /** nbd://host:port/exportName, for a client to connect to. */
@@ -74,8 +77,10 @@ export interface NbdServer {
 export const MAX_READ_BYTES = 32 * 1024 * 1024;
 /** Reads one connection may have started and not yet answered. */
 export const MAX_REQUESTS_IN_FLIGHT = 16;
-/** Bytes of reads one connection may hold at once (one read of MAX_READ_BYTES always fits). */
-export const MAX_BYTES_IN_FLIGHT = 2 * MAX_READ_BYTES;
+/** Bytes of reads one connection may hold at once: sixteen reads of 2 MiB, or one of MAX_READ_BYTES. */
+export const MAX_BYTES_IN_FLIGHT = MAX_READ_BYTES;
+/** Connections served at once (a client such as nbdcopy opens 4): with MAX_BYTES_IN_FLIGHT, what bounds the server's memory. */
+export const MAX_CONNECTIONS = 16;
 /** Option data read at most: a name is at most 4096 bytes, the rest of NBD_OPT_GO a few more. */
 const MAX_OPTION_BYTES = 8192;
 /** Options in one handshake: a real client sends a handful; more is a client wasting the server. */
@@ -152,7 +157,10 @@ export async function serveNbd(disk: RandomAccess, options: NbdOptions): Promise
     sessions.add(session);
     void session.finally(() => sessions.delete(session));
   });
+  server.maxConnections = MAX_CONNECTIONS;
+  server.on("drop", (dropped) => log({ event: "dropped", client: `${dropped?.remoteAddress}:${dropped?.remotePort}`, reason: `more than ${MAX_CONNECTIONS} connections at once` }));
   await listen(server, options.host, options.port);
+  server.on("error", (error) => log({ event: "server-failed", error: error.message }));
 
   const closed = new Promise<void>((resolve) => {
     const stop = (): void => {
@@ -246,6 +254,9 @@ class Session {
       this.socket.destroy();
     } finally {
       await this.inFlight.settled();
+      // Said once the socket is closed, when the connection no longer counts against MAX_CONNECTIONS.
+      // (Not events.once: it would reject on an "error" event, such as a reset, before the close.)
+      if (!this.socket.closed) await new Promise((resolve) => this.socket.once("close", resolve));
       this.log({ event: "disconnected", client: this.client });
     }
   }

@@ -5,8 +5,9 @@
  * cannot write into it; nbdfuse on one connection gets EIO for a damaged range (an IntegrityError
  * from the disk) and the image's bytes for a good range after it. A bare client (raw-nbd-client.ts)
  * sends what real clients do not: refused options, writes, trims, flushes, reads out of bounds,
- * twenty reads at once (answered out of order, at most sixteen started), garbage magic (dropped,
- * and the server serves others); aborting the signal closes everything. And a disk point backed up
+ * twenty reads at once (answered out of order, at most sixteen started), 128 reads it does not read
+ * the replies of (the server stops starting reads), more connections than served, garbage magic
+ * (dropped, and the server serves others); aborting the signal closes everything. And a disk point backed up
  * by the real CLI, served through block-reader.ts: nbdcopy reads the image from the vault (fetching
  * only the blocks holding data), and a block damaged in the vault is an EIO for its read only.
  */
@@ -21,7 +22,7 @@ import { ID_BYTES } from "../../runtime/engine/crypto.ts";
 import { packKey } from "../../runtime/engine/pack.ts";
 import type { BlockLayout } from "../../runtime/engine/point.ts";
 import { openDiskPoint, type RandomAccess } from "../../runtime/items/block-reader.ts";
-import { MAX_READ_BYTES, MAX_REQUESTS_IN_FLIGHT, serveNbd, type NbdEvent, type NbdServer } from "../../runtime/items/nbd.ts";
+import { MAX_CONNECTIONS, MAX_READ_BYTES, MAX_REQUESTS_IN_FLIGHT, serveNbd, type NbdEvent, type NbdServer } from "../../runtime/items/nbd.ts";
 import { trackChild } from "../support/cleanup.ts";
 import { finished, type CliResult } from "../support/cli.ts";
 import { hashFile, writeSparseImage, type Region } from "../support/sparse.ts";
@@ -97,8 +98,20 @@ class HeldDisk implements RandomAccess {
   }
 }
 
+/** A disk that answers at once, counting its reads. */
+class InstantDisk implements RandomAccess {
+  readonly size = 128 * MIB;
+  started = 0;
+
+  read(offset: number, length: number): Promise<Buffer> {
+    this.started++;
+    return Promise.resolve(heldBytes(offset, length));
+  }
+}
+
+/** Bytes that say where they were read: a fill of the 4 KiB block number, modulo a prime. */
 function heldBytes(offset: number, length: number): Buffer {
-  return Buffer.alloc(length, offset / 4096);
+  return Buffer.alloc(length, Math.floor(offset / 4096) % 251);
 }
 
 describe("serving a disk over NBD", () => {
@@ -356,24 +369,93 @@ describe("serving a disk over NBD", () => {
     await server.closed;
   });
 
-  test("reads of 32 MiB are held to two at once (64 MiB in flight), and a read over 32 MiB is refused with EINVAL", async () => {
+  test("a client that does not read its replies is not buffered for: the server stops starting reads once TCP's buffers and sixteen replies are full", async () => {
+    const disk = new InstantDisk();
+    const server = await serve(disk);
+    const client = await nbd.RawNbdClient.connect(server.address.port);
+    await client.open("disk");
+    client.pause();
+    const requests = 128;
+    const size = 512 * 1024; // 64 MiB asked for in all
+    for (let i = 0; i < requests; i++) client.request(nbd.NBD_CMD_READ, BigInt(i), i * size, size);
+    await waitFor("sixteen reads to start", () => disk.started >= MAX_REQUESTS_IN_FLIGHT);
+    // Turns of the event loop, not time: enough for a server that buffers replies to start every read.
+    for (let turn = 0; turn < 100; turn++) await new Promise((resolve) => setImmediate(resolve));
+    // Sixteen replies wait in the socket's buffer, a few more in the kernel's: far from all 128.
+    expect(disk.started).toBeLessThan(requests / 2);
+
+    client.resume();
+    for (let i = 0; i < requests; i++) {
+      const { error, handle } = await client.reply();
+      expect(error).toBe(0);
+      expect((await client.take(size)).equals(heldBytes(Number(handle) * size, size))).toBe(true);
+    }
+    expect(disk.started).toBe(requests);
+    client.destroy();
+    stops.at(-1)!.abort();
+    await server.closed;
+  });
+
+  test("a client that leaves with reads pending does not disturb the server: the reads finish unanswered and the next client is served", async () => {
+    const disk = new HeldDisk();
+    const events: NbdEvent[] = [];
+    const server = await serve(disk, events);
+    const leaving = await nbd.RawNbdClient.connect(server.address.port);
+    await leaving.open("disk");
+    for (let i = 0; i < 4; i++) leaving.request(nbd.NBD_CMD_READ, BigInt(i), i * 4096, 4096);
+    await waitFor("the reads to start", () => disk.pending.length === 4);
+    leaving.destroy();
+    disk.finishNewestFirst();
+    await waitFor("the server to see the client leave", () => events.some((e) => e.event === "disconnected"));
+
+    const next = await nbd.RawNbdClient.connect(server.address.port);
+    await next.open("disk");
+    next.request(nbd.NBD_CMD_READ, 7n, 8192, 4096);
+    await waitFor("the read to start", () => disk.pending.length === 1);
+    disk.finishNewestFirst();
+    expect(await next.reply()).toEqual({ error: 0, handle: 7n });
+    expect(events.filter((e) => e.event === "dropped" || e.event === "read-failed")).toEqual([]);
+    next.destroy();
+    stops.at(-1)!.abort();
+    await server.closed;
+  });
+
+  test("a read of 32 MiB is served alone (32 MiB in flight per connection), and a read over 32 MiB is refused with EINVAL", async () => {
     const disk = new HeldDisk();
     const server = await serve(disk);
     const client = await nbd.RawNbdClient.connect(server.address.port);
     await client.open("disk");
     client.request(nbd.NBD_CMD_READ, 1n, 0, MAX_READ_BYTES + 1);
     expect(await client.reply()).toEqual({ error: nbd.EINVAL, handle: 1n });
-    for (let i = 0; i < 3; i++) client.request(nbd.NBD_CMD_READ, BigInt(10 + i), 0, MAX_READ_BYTES);
-    await waitFor("two big reads to start", () => disk.pending.length >= 2);
+    client.request(nbd.NBD_CMD_READ, 2n, 0, MAX_READ_BYTES);
+    client.request(nbd.NBD_CMD_READ, 3n, MAX_READ_BYTES, 4096);
+    await waitFor("the big read to start", () => disk.pending.length >= 1);
     disk.finishNewestFirst();
-    await waitFor("the third to start", () => disk.pending.length === 1);
+    await waitFor("the small one to start after it", () => disk.pending.length === 1);
     disk.finishNewestFirst();
-    for (let i = 0; i < 3; i++) {
-      expect((await client.reply()).error).toBe(0);
-      expect((await client.take(MAX_READ_BYTES)).equals(heldBytes(0, MAX_READ_BYTES))).toBe(true);
-    }
-    expect(disk.mostRunning).toBe(2);
+    expect(await client.reply()).toEqual({ error: 0, handle: 2n });
+    expect((await client.take(MAX_READ_BYTES)).equals(heldBytes(0, MAX_READ_BYTES))).toBe(true);
+    expect(await client.reply()).toEqual({ error: 0, handle: 3n });
+    expect((await client.take(4096)).equals(heldBytes(MAX_READ_BYTES, 4096))).toBe(true);
+    expect(disk.mostRunning).toBe(1);
     client.destroy();
+    stops.at(-1)!.abort();
+    await server.closed;
+  });
+
+  test("past sixteen connections at once a new one is closed (and logged), and one opens again when another leaves", async () => {
+    const events: NbdEvent[] = [];
+    const server = await serve(new HeldDisk(), events);
+    const clients = await Promise.all(Array.from({ length: MAX_CONNECTIONS }, () => nbd.RawNbdClient.connect(server.address.port)));
+    for (const client of clients) await client.greeting();
+    const extra = await nbd.RawNbdClient.connect(server.address.port);
+    await extra.closed;
+    expect(events.filter((e) => e.event === "dropped")).toEqual([{ event: "dropped", client: expect.any(String), reason: `more than ${MAX_CONNECTIONS} connections at once` }]);
+
+    clients[0]!.destroy();
+    await waitFor("the server to see the client leave", () => events.some((e) => e.event === "disconnected"));
+    const again = await nbd.RawNbdClient.connect(server.address.port);
+    expect(await again.open("disk")).toMatchObject({ size: BigInt(64 * MIB) });
     stops.at(-1)!.abort();
     await server.closed;
   });

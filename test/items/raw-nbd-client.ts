@@ -134,12 +134,27 @@ export class RawNbdClient {
       if (this.ended) throw new Error(`the server closed the connection with ${this.buffered} of ${length} bytes sent`);
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    this.chunks.length = 0;
-    const rest = all.subarray(length);
-    if (rest.length > 0) this.chunks.push(rest);
-    this.buffered = rest.length;
-    return all.subarray(0, length);
+    // Only the chunks that hold these bytes are joined: replies may be queued behind them.
+    const parts: Buffer[] = [];
+    let gathered = 0;
+    while (gathered < length) {
+      const chunk = this.chunks.shift()!;
+      const used = Math.min(chunk.length, length - gathered);
+      parts.push(chunk.subarray(0, used));
+      if (used < chunk.length) this.chunks.unshift(chunk.subarray(used));
+      gathered += used;
+    }
+    this.buffered -= length;
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, length);
+  }
+
+  /** Stops reading from the socket: the server's replies back up in TCP, as with a slow client. */
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
   }
 
   destroy(): void {
