@@ -463,21 +463,26 @@ describe("XFS v5 read from the bytes of a volume made by mkfs.xfs and written by
     expect(access.bytes).toBeLessThan(256 * 1024);
   });
 
-  describe("64-bit extent counters (mkfs.xfs -i nrext64=1)", () => {
+  describe("64-bit extent counters and 16 KiB directory blocks (mkfs.xfs -i nrext64=1 -n size=16384)", () => {
     let wide: string;
     let wideExpected: Map<string, Expected>;
 
     beforeAll(async () => {
       wide = path.join(scratch, "nrext64.img");
-      wideExpected = await buildVolume(wide, ["-i", "nrext64=1"], async (root) => {
+      wideExpected = await buildVolume(wide, ["-i", "nrext64=1", "-n", "size=16384"], async (root) => {
         await writeSparse(path.join(root, "fragmented.bin"), sparseLayout["fragmented.bin"].size, sparseLayout["fragmented.bin"].data, "wide");
         await mkdir(path.join(root, "block"));
         for (let i = 0; i < 30; i++) await writeFile(path.join(root, "block", `entry-${i}.txt`), text(`wide/${i}`, 100));
+        await mkdir(path.join(root, "leaf"));
+        for (let i = 0; i < 600; i++) await writeFile(path.join(root, "leaf", `wide-entry-${String(i).padStart(3, "0")}-with-a-longer-name.dat`), "");
       });
     });
 
-    test("inodes that count extents in 64 bits read the same: a bmbt file, a block directory", async () => {
+    test("inodes that count extents in 64 bits read the same: a bmbt file; directory blocks of four filesystem blocks, one and several", async () => {
       const fragmented = wideExpected.get("/fragmented.bin")!.id;
+      // A directory's size is the end of its data blocks: one block, and several.
+      expect(wideExpected.get("/block")!.size).toBe(16384);
+      expect(wideExpected.get("/leaf")!.size).toBeGreaterThanOrEqual(3 * 16384);
       expect(run("xfs_db", ["-r", "-c", `inode ${fragmented}`, "-c", "print core.format v3.nrext64", wide])).toMatch(/core\.format = 3 \(btree\)\s+v3\.nrext64 = 1/);
       expectSameTree(await walkTree(await openImage(wide)), wideExpected);
     });

@@ -86,14 +86,14 @@ const INCOMPAT_FTYPE = 1 << 0;
  * (uuids are not compared), bigtime timestamps, 64-bit extent counters, and features that change
  * only what the kernel writes (exchange-range, parent pointers: attributes this reader skips).
  */
-const INCOMPAT_READ = new Map<number, string>([
-  [1 << 0, "ftype"],
-  [1 << 1, "sparse inode chunks"],
-  [1 << 2, "meta_uuid"],
-  [1 << 3, "bigtime"],
-  [1 << 5, "nrext64"],
-  [1 << 6, "exchange-range"],
-  [1 << 7, "parent pointers"],
+const INCOMPAT_READ = new Set([
+  INCOMPAT_FTYPE,
+  1 << 1, // sparse inode chunks
+  1 << 2, // meta_uuid
+  1 << 3, // bigtime
+  1 << 5, // nrext64
+  1 << 6, // exchange-range
+  1 << 7, // parent pointers
 ]);
 /** Incompatible features refused by name (any other unknown bit is refused by number). */
 const INCOMPAT_REFUSED = new Map<number, string>([
@@ -104,7 +104,6 @@ const INCOMPAT_REFUSED = new Map<number, string>([
 
 interface Superblock {
   blockSize: number;
-  sectorSize: number;
   inodeSize: number;
   inodesPerBlockLog: number;
   agBlocks: number;
@@ -175,7 +174,7 @@ function parseSuperblock(sector: Buffer, volumeSize: number): Superblock {
   const agBlocks = sector.readUInt32BE(84);
   const agBlockLog = sector[124];
   const agCount = sector.readUInt32BE(88);
-  const dirBlockLog = sector[192];
+  const dirBlockSize = blockSize * 2 ** sector[192];
   const dataBlocks = Number(sector.readBigUInt64BE(8));
   const checks: [boolean, string][] = [
     [isPowerOfTwo(blockSize) && blockSize >= 512 && blockSize <= 65536 && 2 ** blockLog === blockSize, `block size ${blockSize} (log ${blockLog})`],
@@ -183,7 +182,7 @@ function parseSuperblock(sector: Buffer, volumeSize: number): Superblock {
     [2 ** inodesPerBlockLog === blockSize / inodeSize, `inodes per block log ${inodesPerBlockLog}`],
     [agBlocks > 0 && agBlockLog < 32 && 2 ** agBlockLog >= agBlocks && 2 ** (agBlockLog - 1) < agBlocks, `AG size ${agBlocks} blocks (log ${agBlockLog})`],
     [agCount > 0 && (agCount - 1) * agBlocks < dataBlocks && dataBlocks <= agCount * agBlocks, `${agCount} AGs of ${agBlocks} blocks for ${dataBlocks} blocks`],
-    [(blockSize << dirBlockLog) <= 65536, `directory block size ${blockSize} << ${dirBlockLog}`],
+    [dirBlockSize <= 65536, `directory block size ${dirBlockSize}`],
     [dataBlocks * blockSize <= volumeSize, `${dataBlocks} blocks of ${blockSize} bytes, more than the volume's ${volumeSize} bytes`],
   ];
   const failed = checks.find(([ok]) => !ok);
@@ -192,7 +191,6 @@ function parseSuperblock(sector: Buffer, volumeSize: number): Superblock {
   const nul = labelBytes.indexOf(0);
   return {
     blockSize,
-    sectorSize,
     inodeSize,
     inodesPerBlockLog,
     agBlocks,
@@ -201,7 +199,7 @@ function parseSuperblock(sector: Buffer, volumeSize: number): Superblock {
     dataBlocks,
     rootIno: sector.readBigUInt64BE(56),
     label: labelBytes.subarray(0, nul < 0 ? labelBytes.length : nul).toString("utf8"),
-    dirBlockSize: blockSize << dirBlockLog,
+    dirBlockSize,
     hasFtype: (sector.readUInt32BE(216) & INCOMPAT_FTYPE) !== 0,
   };
 }
