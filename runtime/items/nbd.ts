@@ -240,7 +240,7 @@ class Session {
     // A reset or a write to a closed socket: the session ends when its reads fail.
     this.socket.on("error", () => {});
     this.socket.setNoDelay(true);
-    this.socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => this.socket.destroy());
+    this.socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => this.socket.destroy(new ProtocolViolation(`no handshake within ${HANDSHAKE_TIMEOUT_MS / 1000} s`)));
     try {
       if (await this.handshake()) {
         this.socket.setTimeout(0);
@@ -305,7 +305,7 @@ class Session {
   private async exportName(length: number): Promise<"transmit"> {
     if (length > MAX_NAME_BYTES) throw new ProtocolViolation(`NBD_OPT_EXPORT_NAME of ${length} bytes`);
     const name = (await this.input.read(length)).toString("utf8");
-    if (!this.isOurs(name)) throw new ProtocolViolation(`NBD_OPT_EXPORT_NAME asked for export "${name}", which is not served here`);
+    if (!this.isOurs(name)) throw new ProtocolViolation(`NBD_OPT_EXPORT_NAME asked for export ${quoted(name)}, which is not served here`);
     const zeroes = this.clientFlags & NBD_FLAG_C_NO_ZEROES ? Buffer.alloc(0) : Buffer.alloc(124);
     await this.output.send(u64(this.exported.disk.size), u16(TRANSMISSION_FLAGS), zeroes);
     return "transmit";
@@ -434,6 +434,11 @@ function parseInfoRequest(data: Buffer): { name: string; wants: number[] } | und
   return { name: data.subarray(4, 4 + nameLength).toString("utf8"), wants };
 }
 
+/** A client's string for the log: quoted and escaped (it may hold control characters), and cut short. */
+function quoted(text: string): string {
+  return JSON.stringify(text.length > 100 ? `${text.slice(0, 100)}…` : text);
+}
+
 function simpleReplyHeader(handle: Buffer, error: number): Buffer {
   return Buffer.concat([u32(SIMPLE_REPLY_MAGIC), u32(error), handle]);
 }
@@ -494,8 +499,9 @@ class SocketInput {
     let result: IteratorResult<Buffer>;
     try {
       result = await this.chunks.next();
-    } catch {
-      throw new ConnectionGone();
+    } catch (error) {
+      // The handshake timer destroys the socket with its reason; anything else is the client gone.
+      throw error instanceof ProtocolViolation ? error : new ConnectionGone();
     }
     if (result.done) throw new ConnectionGone();
     return result.value;
