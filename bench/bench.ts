@@ -14,6 +14,7 @@ import type { ToolRun } from "./image-case.ts";
 import { hasGnuTime } from "./measure.ts";
 import { CHANGE_FRACTION, renderDiskTable, runDiskCase } from "./disk-case.ts";
 import { runBacpacBench } from "./bacpac-case.ts";
+import { ITEMS_DEFAULT_SIZE, runItemsBench } from "./items-case.ts";
 import { checkTargets, ratiosTo, renderTable, renderTargets } from "./report.ts";
 import type { OtherSizeRun, Ratios } from "./report.ts";
 import { Borg } from "./tools/borg.ts";
@@ -25,21 +26,23 @@ import type { Detection, Tool, ToolName } from "./tools/tool.ts";
 const PROJECT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BENCH_DIR = join(PROJECT_DIR, ".bench");
 const DEFAULT_SEED = "bulwark-1";
-const CASES = ["image", "azure-disk", "bacpac"] as const;
+const CASES = ["image", "azure-disk", "bacpac", "items"] as const;
 
 const USAGE = `usage: npm run bench -- [options]
 
-  --size SIZES     image size: a number with M or G (binary units), multiple of 4 MiB; default 2G;
+  --size SIZES     image size: a number with M or G (binary units), multiple of 4 MiB; default 2G (items: 64G);
                    several, comma-separated (2G,8G), run one after the other with the same code
   --tools LIST     comma-separated, from ${TOOL_NAMES.join(",")}; default all
   --out FILE       results JSON; default .bench/results-<size>.json (image), .bench/azure-disk-<size>.json,
-                   .bench/bacpac.json
+                   .bench/bacpac.json, .bench/items-<size>.json
   --seed SEED      image seed (letters, digits, . _ -); default ${DEFAULT_SEED}
   --case NAME      benchmark case: ${CASES.join(", ")} (default image)
                    azure-disk: incremental managed-disk backup through the local Azure emulator,
                    Bulwark against restic re-reading the image (uses --size, bulwark and restic)
                    bacpac: dedup of successive BACPAC-like exports, zip as is vs entries inflated
                    (Bulwark only; its own fixed scale, --size does not apply)
+                   items: restore one 20 MiB file and list a 10,000-entry folder out of a sparse
+                   GPT + ext4 disk point, against a full restore and a loop mount (Bulwark only, root)
   --rounds N       run every tool N times, tools taking turns; report medians (default 1; image case)
   --keep           keep the repositories under .bench/work/
   --help           this text
@@ -119,7 +122,7 @@ async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      size: { type: "string", default: "2G" },
+      size: { type: "string" },
       tools: { type: "string", default: TOOL_NAMES.join(",") },
       out: { type: "string" },
       seed: { type: "string", default: DEFAULT_SEED },
@@ -138,7 +141,7 @@ async function main(argv: string[]): Promise<number> {
   if (!(CASES as readonly string[]).includes(values.case)) {
     throw new UsageFailure(`--case ${values.case}: choose from ${CASES.join(", ")}`);
   }
-  const sizes = values.size.split(",").map(parseSize);
+  const sizes = (values.size ?? (values.case === "items" ? sizeLabel(ITEMS_DEFAULT_SIZE) : "2G")).split(",").map(parseSize);
   if (values.out !== undefined && sizes.length > 1) throw new UsageFailure("--out takes one --size; with several, results go to .bench/results-<size>.json");
   const toolNames = parseTools(values.tools);
   const rounds = Number(values.rounds);
@@ -148,6 +151,12 @@ async function main(argv: string[]): Promise<number> {
   if (values.case === "bacpac") {
     const outPath = resolve(values.out ?? join(BENCH_DIR, "bacpac.json"));
     return (await runBacpacBench(makeTool("bulwark") as Bulwark, outPath, values.keep, log)) ? 0 : 1;
+  }
+  if (values.case === "items") {
+    if (sizes.length > 1) throw new UsageFailure("--case items takes one --size");
+    const outPath = resolve(values.out ?? join(BENCH_DIR, `items-${sizeLabel(sizes[0])}.json`));
+    const settings = { sizeBytes: sizes[0], seed: values.seed, outPath, imagesDir: join(BENCH_DIR, "images"), keep: values.keep, log };
+    return (await runItemsBench(makeTool("bulwark") as Bulwark, settings)) ? 0 : 1;
   }
 
   const useGnuTime = hasGnuTime();
