@@ -24,6 +24,7 @@ import { removeDeadLocksOfThisHost } from "./leftovers.ts";
 import { openStore } from "../store/open.ts";
 import { createProgress, formatBytes } from "./progress.ts";
 import { findCommand, listCommand, mountCommand, restoreItemsCommand } from "./item-commands.ts";
+import { copyCommand, FROM_KEY_OPTIONS, initLike, seedCommand } from "./copy-commands.ts";
 
 type Values = Record<string, unknown>;
 type OptionSpec = Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }>;
@@ -137,13 +138,28 @@ async function restorePoint(
 
 export const commands: Record<string, Command> = {
   init: {
-    options: common,
+    options: { ...common, like: { type: "string" }, ...FROM_KEY_OPTIONS },
     async run(values) {
       const provider = await keyProvider(values);
+      if (values.like !== undefined) return initLike(values, vaultOf(values), provider, print);
       const opened = await openStore(vaultOf(values));
       await opened.prepare();
       const vault = await Vault.init(opened.store, provider);
       print(values, { id: vault.config.id, location: opened.store.location }, `created vault ${vault.config.id} at ${opened.store.location}`);
+    },
+  },
+
+  copy: {
+    options: { ...common, from: { type: "string" }, to: { type: "string" }, ...FROM_KEY_OPTIONS },
+    async run(values, positionals) {
+      return copyCommand(values, positionals, await keyProvider(values), print);
+    },
+  },
+
+  seed: {
+    options: { ...common, for: { type: "string" } },
+    async run(values, positionals) {
+      return seedCommand(values, positionals, await openVault(values, { loadIndex: false }), print);
     },
   },
 

@@ -22,6 +22,13 @@ Usage: bulwark COMMAND [options]
 
 Vault:
   init     --vault V                          create a vault (a folder, or an Azure Blob container URL)
+  init     --vault V2 --like V1               a vault sharing V1's master keys (V1's key: --from-passphrase-file F,
+                                              BULWARK_FROM_PASSPHRASE or --from-key-vault-key K), so points copy as they are
+  copy     --from V1 --to V2 [POINT]... [--json]
+                                              copy points (all by default) and the data they need; V1 opens with the
+                                              --from-* key, V2 with the usual one; server-side between Azure vaults
+  seed journal --vault FOLDER --for AZURE-VAULT [--json]
+                                              list and sign a seed folder's objects before shipping it (README, seeding)
   backup   SOURCE --vault V [--tag k=v]... [--as disk|file] [--json]
                                               back up a file, raw disk image or block device
   points   --vault V [--json]                 list recovery points

@@ -85,12 +85,13 @@ export class Vault {
   static async init(
     store: ObjectStore,
     provider: KeyEncryptionKeyProvider,
-    overrides: Partial<Omit<VaultConfig, "format" | "version" | "id" | "created">> = {},
+    overrides: Partial<Omit<VaultConfig, "format" | "version" | "id" | "created" | "masterKeyCheck">> = {},
+    /** Another vault's master keys (init --like: runtime/engine/copy.ts), so points and packs are valid in both. */
+    master: MasterKeys = newMasterKeys(),
   ): Promise<Vault> {
     if (await store.stat("config")) {
       throw new UsageError(`a vault already exists at ${store.location}; use it, or choose another location`);
     }
-    const master = newMasterKeys();
     const id = randomBytes(16).toString("hex");
     const config: VaultConfig = {
       format: "bulwark-vault",

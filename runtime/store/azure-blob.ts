@@ -30,6 +30,10 @@ import type { ObjectInfo, ObjectStore, ObjectWriter } from "./store.ts";
 
 const BLOCK_BYTES = 8 * 1024 * 1024;
 const PARALLEL_BLOCKS = 4;
+/** Copy Blob From URL copies sources up to 256 MiB synchronously (learn.microsoft.com/rest/api/storageservices/copy-blob-from-url). */
+export const SYNC_COPY_LIMIT = 256 * 1024 * 1024;
+/** Put Block From URL ranges for larger sources (a block may hold up to 4000 MiB since version 2019-12-12; put-block-from-url). */
+export const BLOCK_FROM_URL_BYTES = 64 * 1024 * 1024;
 
 export const STORAGE_PIPELINE: StoragePipelineOptions = {
   retryOptions: { maxTries: 5, retryDelayInMs: 200, maxRetryDelayInMs: 8000, tryTimeoutInMs: 120_000 },
@@ -328,11 +332,23 @@ export class AzureBlobStore implements ObjectStore {
     }
   }
 
-  /** A URL with a short-lived read SAS for one object (the source of a server-side copy). */
+  /**
+   * A URL with a short-lived read SAS for one object (the source of a server-side copy). Its
+   * validity is set on the storage service's clock (the Date header of a Get Blob Properties on
+   * the object), not this host's, as locks judge staleness on the store's clock: a host clock
+   * that runs ahead or behind would hand out a SAS not yet valid, or valid for longer than meant.
+   * With a shared key (Azurite, connection strings) it is a service SAS; otherwise a user
+   * delegation SAS, which needs the role's generateUserDelegationKey action and read on the blob
+   * (learn.microsoft.com/rest/api/storageservices/create-user-delegation-sas).
+   */
   async readUrl(key: string, minutes = 60): Promise<string> {
     const blob = this.blob(key);
-    const startsOn = new Date(Date.now() - 5 * 60 * 1000);
-    const expiresOn = new Date(Date.now() + minutes * 60 * 1000);
+    const properties = await blob.getProperties().catch((error: unknown) => {
+      throw this.translate(error, key);
+    });
+    const serviceNow = properties.date?.getTime() ?? Date.now();
+    const startsOn = new Date(serviceNow - 5 * 60 * 1000);
+    const expiresOn = new Date(serviceNow + minutes * 60 * 1000);
     const values = { containerName: this.container.containerName, blobName: this.prefix + key, permissions: BlobSASPermissions.parse("r"), startsOn, expiresOn };
     const credential = this.container.credential;
     if (credential instanceof StorageSharedKeyCredential) return `${blob.url}?${generateBlobSASQueryParameters(values, credential).toString()}`;
@@ -343,19 +359,49 @@ export class AzureBlobStore implements ObjectStore {
 
   /**
    * Server-side copy into `key` (create-only). Returns false when the object already exists with
-   * the same size and MD5 (an earlier attempt of the same copy).
+   * the same size (and, when `md5` is given, the same Content-MD5): an earlier attempt of the copy.
+   *
+   * With `md5` (of bytes the caller read and authenticated), the service itself checks what it
+   * copied: Copy Blob From URL and Put Block From URL compare the bytes read from the source with
+   * x-ms-source-content-md5 and fail the request on a mismatch
+   * (learn.microsoft.com/rest/api/storageservices/copy-blob-from-url and put-block-from-url,
+   * "Request headers"), so a source changed after it was read cannot land. Copy Blob From URL is
+   * synchronous for sources of at most 256 MiB (same page); larger objects go as Put Block From URL
+   * ranges of BLOCK_FROM_URL_BYTES committed with Put Block List, each range with its own MD5.
    */
-  async copyFromUrl(key: string, sourceUrl: string, expected: { size: number }): Promise<boolean> {
+  async copyFromUrl(key: string, sourceUrl: string, expected: { size: number; md5?: Buffer; blockMd5s?: Buffer[] }): Promise<boolean> {
+    const blob = this.blob(key);
     try {
-      await this.blob(key).syncCopyFromURL(sourceUrl, { conditions: { ifNoneMatch: "*" } });
+      if (expected.size <= SYNC_COPY_LIMIT) {
+        await blob.syncCopyFromURL(sourceUrl, { conditions: { ifNoneMatch: "*" }, sourceContentMD5: expected.md5 });
+      } else {
+        await this.copyInBlocks(blob, sourceUrl, expected.size, expected.blockMd5s);
+      }
       return true;
     } catch (error) {
       const status = statusOf(error);
       if (status !== 409 && status !== 412) throw this.translate(error, key);
-      const existing = await this.stat(key);
-      if (existing?.size === expected.size) return false;
+      const existing = await blob.getProperties().catch((e: unknown) => {
+        throw this.translate(e, key);
+      });
+      const sameMd5 = !expected.md5 || !existing.contentMD5 || Buffer.from(existing.contentMD5).equals(expected.md5);
+      if (existing.contentLength === expected.size && sameMd5) return false;
       throw new ObjectExistsError(key, this.location);
     }
+  }
+
+  /** Put Block From URL per range, then Put Block List with If-None-Match: * (create-only). */
+  private async copyInBlocks(blob: BlockBlobClient, sourceUrl: string, size: number, blockMd5s: Buffer[] | undefined): Promise<void> {
+    const blockIds: string[] = [];
+    for (let offset = 0, n = 0; offset < size; offset += BLOCK_FROM_URL_BYTES, n++) {
+      const count = Math.min(BLOCK_FROM_URL_BYTES, size - offset);
+      const blockId = Buffer.from(`copy${String(n).padStart(8, "0")}`).toString("base64");
+      blockIds.push(blockId);
+      await withRetry(`copying ${blob.name}`, DEFAULT_RETRY, () =>
+        blob.stageBlockFromURL(blockId, sourceUrl, offset, count, { sourceContentMD5: blockMd5s?.[n] }),
+      );
+    }
+    await blob.commitBlockList(blockIds, { conditions: { ifNoneMatch: "*" } });
   }
 
   private holdsLock(key: string): boolean {
