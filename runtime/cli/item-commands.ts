@@ -73,6 +73,8 @@ export async function mountCommand(vault: Vault, values: Values, positionals: st
     host,
     port,
     exportName: disk.name || "disk",
+    // The point's own block: a client reading in these units fetches each chunk once.
+    preferredBlockSize: disk.reader.point.content && "blockSize" in disk.reader.point.content ? disk.reader.point.content.blockSize : undefined,
     signal: stop.signal,
     log: (event) => process.stderr.write(`bulwark mount: ${JSON.stringify(event)}\n`),
   });
