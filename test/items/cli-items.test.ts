@@ -1,7 +1,8 @@
 /**
  * Item-level restore through the real command line (issue 11): a GPT disk made by sgdisk with an
- * EFI system partition (mkfs.vfat, filled by mtools) and an ext4 root (mke2fs -d from a folder made
- * here) is backed up as a disk point; `bulwark ls`, `find`, `restore --path` and `mount` then work
+ * EFI system partition (mkfs.vfat, filled by mtools), an ext4 root (mke2fs -d from a folder made
+ * here), an NTFS data partition (mkntfs, ntfscp) and an XFS one (mkfs.xfs with a protofile) is
+ * backed up as a disk point; `bulwark ls`, `find`, `restore --path` and `mount` then work
  * on the point alone: listings and restored files equal the source folder (bytes, modes, owners,
  * times, symlinks, hard links, holes), only a small part of the vault is read, an existing file is
  * never replaced without --overwrite, a damaged block fails only the file it belongs to (nothing
@@ -26,7 +27,12 @@ const ESP_START = 1 * MIB;
 const ESP_SIZE = 34 * MIB;
 const ROOT_START = ESP_START + ESP_SIZE;
 const ROOT_SIZE = 48 * MIB;
-const DISK_SIZE = ROOT_START + ROOT_SIZE + MIB;
+const DATA_START = ROOT_START + ROOT_SIZE;
+const DATA_SIZE = 16 * MIB;
+const XFS_START = DATA_START + DATA_SIZE;
+/** mkfs.xfs 6.1 makes nothing smaller; the image is sparse, and so is its point. */
+const XFS_SIZE = 300 * MIB;
+const DISK_SIZE = XFS_START + XFS_SIZE + MIB;
 const BLOCK = 64 * 1024;
 const MTIME = new Date("2024-05-06T07:08:09Z");
 
@@ -104,10 +110,27 @@ describe("item-level restore on the command line: a GPT disk with an EFI partiti
     run("mmd", ["-i", esp, "::/EFI", "::/EFI/BOOT"]);
     run("mcopy", ["-i", esp, path.join(work, "bootx64.efi"), "::/EFI/BOOT/bootx64.efi"]);
     run("mke2fs", ["-q", "-F", "-t", "ext4", "-b", "4096", "-L", "rootfs", "-d", source, rootImage, `${ROOT_SIZE / 1024}k`]);
+    // A Windows data partition (NTFS, a file put there by ntfscp) and an XFS one (mkfs.xfs's protofile).
+    const ntfs = path.join(work, "data.img");
+    run("truncate", ["-s", String(DATA_SIZE), ntfs]);
+    run("mkntfs", ["-F", "-Q", "-q", "-L", "DATA", ntfs]);
+    await writeFile(path.join(work, "ledger.bin"), pseudoRandom("ledger", 1_500_000));
+    run("ntfscp", ["-f", ntfs, path.join(work, "ledger.bin"), "ledger.bin"]);
+    const xfs = path.join(work, "xfs.img");
+    await writeFile(path.join(work, "readme.txt"), text("readme", 9000));
+    await writeFile(path.join(work, "proto"), `/dev/null\n0 0\nd--755 0 0\ndocs d--750 1234 5678\nreadme.txt ---640 1234 5678 ${path.join(work, "readme.txt")}\n$\n$\n`);
+    run("truncate", ["-s", String(XFS_SIZE), xfs]);
+    run("mkfs.xfs", ["-q", "-L", "archive", "-p", path.join(work, "proto"), xfs]);
     disk = path.join(work, "disk.img");
     run("truncate", ["-s", String(DISK_SIZE), disk]);
-    run("sgdisk", ["-n", `1:${ESP_START / SECTOR}:+${ESP_SIZE / 1024}K`, "-t", "1:EF00", "-n", `2:${ROOT_START / SECTOR}:+${ROOT_SIZE / 1024}K`, "-t", "2:8300", disk]);
-    for (const [image, start] of [[esp, ESP_START], [rootImage, ROOT_START]] as const) {
+    run("sgdisk", [
+      ...["-n", `1:${ESP_START / SECTOR}:+${ESP_SIZE / 1024}K`, "-t", "1:EF00"],
+      ...["-n", `2:${ROOT_START / SECTOR}:+${ROOT_SIZE / 1024}K`, "-t", "2:8300"],
+      ...["-n", `3:${DATA_START / SECTOR}:+${DATA_SIZE / 1024}K`, "-t", "3:0700"],
+      ...["-n", `4:${XFS_START / SECTOR}:+${XFS_SIZE / 1024}K`, "-t", "4:8300"],
+      disk,
+    ]);
+    for (const [image, start] of [[esp, ESP_START], [rootImage, ROOT_START], [ntfs, DATA_START], [xfs, XFS_START]] as const) {
       run("dd", [`if=${image}`, `of=${disk}`, "bs=1M", `seek=${start / MIB}`, "conv=notrunc,sparse", "status=none"]);
     }
     vaults = await PointVault.create("cli-items");
@@ -123,6 +146,8 @@ describe("item-level restore on the command line: a GPT disk with an EFI partiti
     expect(volumes.map((v) => [v.name, v.type, v.filesystem, v.label])).toEqual([
       ["part1", "volume", "vfat", "EFI"],
       ["part2", "volume", "ext4", "rootfs"],
+      ["part3", "volume", "ntfs", "DATA"],
+      ["part4", "volume", "xfs", "archive"],
     ]);
     const etc = await vaults.json<LsEntry[]>(["ls", pointId, "/part2/etc"]);
     const byName = new Map(etc.map((e) => [e.name, e]));
@@ -141,7 +166,19 @@ describe("item-level restore on the command line: a GPT disk with an EFI partiti
     expect(missing.stderr).toContain("/part2/etc/nope is not in point");
   });
 
-  test("find matches names across both volumes", async () => {
+  test("files on the NTFS and XFS partitions list and restore as their tools made them", async () => {
+    const docs = await vaults.json<LsEntry[]>(["ls", pointId, "/part4/docs"]);
+    expect(docs).toEqual([expect.objectContaining({ name: "readme.txt", type: "file", size: 9000, mode: 0o640, uid: 1234, gid: 5678 })]);
+    const out = await tempFolder("cli-items-ntfs-xfs");
+    const report = await vaults.json<RestoreReport>(["restore", pointId, "--path", "/part3/ledger.bin", "--path", "/part4/docs", "--to", out]);
+    expect(report).toMatchObject({ files: 2, skipped: [], damaged: [] });
+    expect(sha256(await readFile(path.join(out, "part3/ledger.bin")))).toBe(sha256(pseudoRandom("ledger", 1_500_000)));
+    expect(sha256(await readFile(path.join(out, "part4/docs/readme.txt")))).toBe(sha256(text("readme", 9000)));
+    const docsFolder = await stat(path.join(out, "part4/docs"));
+    expect([docsFolder.mode & 0o7777, docsFolder.uid, docsFolder.gid]).toEqual([0o750, 1234, 5678]);
+  });
+
+  test("find matches names across the volumes", async () => {
     const conf = await vaults.json<LsEntry[]>(["find", pointId, "*.conf"]);
     expect(conf.map((e) => e.path)).toEqual(["/part2/etc/app.conf"]);
     const efi = await vaults.json<LsEntry[]>(["find", pointId, "*.efi"]);
