@@ -3,7 +3,8 @@
  * mount): every directory format (short-form, block, leaf, and node with its extents in a bmbt),
  * small, multi-MiB, empty, sparse, preallocated (unwritten) and fragmented files (one whose
  * extents overflow the inode into a bmbt), inline and remote symlinks, a hard link and a FIFO;
- * a second volume with 64-bit extent counters (nrext64). The tree walked from root() is
+ * a second volume of 1 KiB blocks with 64-bit extent counters (nrext64), 16 KiB directory blocks
+ * and a bmbt of two levels. The tree walked from root() is
  * compared with what the mounted filesystem reported (names, types, sizes, modes, times, owners,
  * link counts, targets, contents, holes); xfs_db says which on-disk format each case took, so the
  * test knows it covers them. Damage (a directory block's magic, an inode's magic) fails only the
@@ -52,6 +53,9 @@ const sparseLayout: Record<string, { size: number; data: [number, number][] }> =
   // Every other 4 KiB block of 8 MiB: 1024 extents, far more than the inode holds, so a bmbt.
   "fragmented.bin": { size: 8 * MIB, data: Array.from({ length: 1024 }, (_, i): [number, number] => [i * 2 * BLOCK, i * 2 * BLOCK + BLOCK]) },
 };
+/** Every other 1 KiB block, on the volume of 1 KiB blocks: 2048 extents, a bmbt of two levels. */
+const fragmented1k = { size: 4 * MIB, data: Array.from({ length: 2048 }, (_, i): [number, number] => [i * 2048, i * 2048 + 1024]) };
+const holeLayouts: Record<string, { size: number; data: [number, number][] }> = { ...sparseLayout, "fragmented-1k.bin": fragmented1k };
 
 function requireTools(): void {
   const missing = TOOLS.filter((tool) => spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0);
@@ -206,7 +210,7 @@ async function describeName(file: string, relative: string): Promise<Expected> {
   if (type === "file") {
     expected.sha256 = createHash("sha256").update(await readFile(file)).digest("hex");
     const name = path.posix.basename(relative);
-    expected.data = sparseLayout[name]?.data ?? (name === "preallocated.bin" ? [[0, BLOCK]] : Number(st.size) > 0 ? [[0, Number(st.size)]] : []);
+    expected.data = holeLayouts[name]?.data ?? (name === "preallocated.bin" ? [[0, BLOCK]] : Number(st.size) > 0 ? [[0, Number(st.size)]] : []);
   }
   return expected;
 }
@@ -463,14 +467,14 @@ describe("XFS v5 read from the bytes of a volume made by mkfs.xfs and written by
     expect(access.bytes).toBeLessThan(256 * 1024);
   });
 
-  describe("64-bit extent counters and 16 KiB directory blocks (mkfs.xfs -i nrext64=1 -n size=16384)", () => {
+  describe("1 KiB blocks, 64-bit extent counters and 16 KiB directory blocks (mkfs.xfs -b size=1024 -i nrext64=1 -n size=16384)", () => {
     let wide: string;
     let wideExpected: Map<string, Expected>;
 
     beforeAll(async () => {
       wide = path.join(scratch, "nrext64.img");
-      wideExpected = await buildVolume(wide, ["-i", "nrext64=1", "-n", "size=16384"], async (root) => {
-        await writeSparse(path.join(root, "fragmented.bin"), sparseLayout["fragmented.bin"].size, sparseLayout["fragmented.bin"].data, "wide");
+      wideExpected = await buildVolume(wide, ["-b", "size=1024", "-i", "nrext64=1", "-n", "size=16384"], async (root) => {
+        await writeSparse(path.join(root, "fragmented-1k.bin"), fragmented1k.size, fragmented1k.data, "wide");
         await mkdir(path.join(root, "block"));
         for (let i = 0; i < 30; i++) await writeFile(path.join(root, "block", `entry-${i}.txt`), text(`wide/${i}`, 100));
         await mkdir(path.join(root, "leaf"));
@@ -478,12 +482,12 @@ describe("XFS v5 read from the bytes of a volume made by mkfs.xfs and written by
       });
     });
 
-    test("inodes that count extents in 64 bits read the same: a bmbt file; directory blocks of four filesystem blocks, one and several", async () => {
-      const fragmented = wideExpected.get("/fragmented.bin")!.id;
+    test("inodes that count extents in 64 bits read the same: a bmbt of two levels; directory blocks of sixteen filesystem blocks, one and several", async () => {
+      const fragmented = wideExpected.get("/fragmented-1k.bin")!.id;
       // A directory's size is the end of its data blocks: one block, and several.
       expect(wideExpected.get("/block")!.size).toBe(16384);
       expect(wideExpected.get("/leaf")!.size).toBeGreaterThanOrEqual(3 * 16384);
-      expect(run("xfs_db", ["-r", "-c", `inode ${fragmented}`, "-c", "print core.format v3.nrext64", wide])).toMatch(/core\.format = 3 \(btree\)\s+v3\.nrext64 = 1/);
+      expect(run("xfs_db", ["-r", "-c", `inode ${fragmented}`, "-c", "print core.format u3.bmbt.level v3.nrext64", wide])).toMatch(/core\.format = 3 \(btree\)\s+u3\.bmbt\.level = 2\s+v3\.nrext64 = 1/);
       expectSameTree(await walkTree(await openImage(wide)), wideExpected);
     });
   });
