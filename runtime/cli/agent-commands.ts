@@ -18,6 +18,8 @@ import { JobAuthority, policyBoundEnvironment } from "../policy/authority.ts";
 import { backupMachine } from "../workloads/backup-machine.ts";
 import { restoreMachine } from "../workloads/restore-machine.ts";
 import { restoreFilesMachine } from "../workloads/restore-files-machine.ts";
+import { copyMachine, withCopyJobs } from "../workloads/copy-machine.ts";
+import { CopyRecords } from "../jobs/copy-status.ts";
 import { agentKeyProvider, workloadEnvironment } from "../workloads/environment.ts";
 import { describeError } from "../errors.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
@@ -100,17 +102,24 @@ export async function agentWorker(values: Values): Promise<Record<string, unknow
   const azure = await azureContext();
   const authority = new JobAuthority(loaded, region, new ArmItemResolver(azure.credential, { endpoint: azure.armEndpoint }));
   const env = policyBoundEnvironment(await workloadEnvironment(), authority);
+  const jobsFleet = await fleet();
   const controller = new AbortController();
   const stop = () => controller.abort();
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
   try {
     const summary = await runWorker({
-      fleet: await fleet(),
+      fleet: jobsFleet,
       region,
       // Restores call Resource Manager as the restore identity (azure/context.ts), the rest as the worker's.
       // A files restore reads the vault and writes transient storage only: the worker's own identity.
-      machines: [backupMachine(env), restoreMachine({ ...env, azure: await restoreAzureContext() }), restoreFilesMachine(env)],
+      // A backup that commits a point submits its policy's copy jobs (copyTo), which this region's workers run.
+      machines: [
+        withCopyJobs(backupMachine(env), jobsFleet, authority),
+        copyMachine(env, new CopyRecords(jobsFleet.items.table)),
+        restoreMachine({ ...env, azure: await restoreAzureContext() }),
+        restoreFilesMachine(env),
+      ],
       limits: {
         perWorker: Number(values["max-jobs"] ?? process.env.BULWARK_MAX_JOBS_PER_WORKER ?? 2),
         perRegion: Number(process.env.BULWARK_MAX_JOBS_PER_REGION ?? 8),
@@ -134,8 +143,9 @@ export async function agentWorker(values: Values): Promise<Record<string, unknow
 
 /**
  * Retention and prune on their own schedule (`bulwark agent prune`, a daily Container Apps job):
- * for every vault the policies name, each policy's retention applied to its points (per protected
- * item; a kept VM point keeps its disk points), then prune under the vault's exclusive lock.
+ * for every vault the policies name (their copyTo vaults included), each policy's retention applied
+ * to its points (per protected item; a kept VM point keeps its disk points), then prune under the
+ * vault's exclusive lock.
  * Objects still under immutability stay for a later run.
  */
 export async function agentPrune(values: Values): Promise<Record<string, unknown>> {
@@ -143,7 +153,10 @@ export async function agentPrune(values: Values): Promise<Record<string, unknown
   const azure = await azureContext();
   const provider = agentKeyProvider(process.env, azure);
   const byVault = new Map<string, Policy[]>();
-  for (const policy of loaded) byVault.set(policy.vault, [...(byVault.get(policy.vault) ?? []), policy]);
+  // A policy's copy vaults keep its retention too (their copy jobs apply it; this catches up and prunes).
+  for (const policy of loaded) {
+    for (const location of [policy.vault, ...policy.copyTo]) byVault.set(location, [...(byVault.get(location) ?? []), policy]);
+  }
   const results: Record<string, unknown>[] = [];
   for (const [location, vaultPolicies] of byVault) {
     const store = (await openStore(location)).store;

@@ -1,13 +1,14 @@
 /**
  * Every finished job leaves a report in the reports table and one JSON line in the log. From the
  * tables, `bulwark jobs` lists recent jobs and `bulwark status` shows each protected item with its
- * last good point and whether it meets its policy's RPO.
+ * last good point, whether it meets its policy's RPO, and how far each of its copies is behind.
  */
 import type { TableClient } from "@azure/data-tables";
-import type { Policy } from "../policy/policy.ts";
+import { vaultKey, type Policy } from "../policy/policy.ts";
+import { CopyRecords, type CopyRecord } from "./copy-status.ts";
 import { meetsRpo } from "../policy/schedule.ts";
 import type { JobMetrics } from "./machine.ts";
-import type { ItemStore, JobRecord, JobStore } from "./records.ts";
+import type { ItemRecord, ItemStore, JobRecord, JobStore } from "./records.ts";
 import { isNotFound } from "./storage.ts";
 
 /** Written by the scheduler into an item's `unprotected` when its resource no longer exists. */
@@ -179,14 +180,45 @@ export interface ItemStatus {
   unprotected: string;
   /** True when the last scheduler tick found the resource gone (a policy names a deleted disk). */
   missing: boolean;
+  /** One per copyTo vault of the item's policy: where its copy stands. */
+  copies: CopyStatus[];
+}
+
+export interface CopyStatus {
+  vault: string;
+  /** The newest point of the item that a copy job found in the copy vault; null before the first copy. */
+  newestPoint: string | null;
+  newestAt: string | null;
+  /**
+   * How far the copy is behind the primary: 0 when it holds the item's last good point, else the time
+   * from its newest point to when the last good backup was scheduled; null before the first copy.
+   */
+  lagMs: number | null;
+  /** When the last copy job into this vault finished. */
+  copiedAt: string | null;
+}
+
+/** Where an item's copy in `vault` stands, from the copy job's record and the item's last good point. */
+function copyStatus(item: ItemRecord, vault: string, record: CopyRecord | undefined): CopyStatus {
+  if (!record) return { vault, newestPoint: null, newestAt: null, lagMs: null, copiedAt: null };
+  const behind = record.pointId !== item.lastGoodPointId;
+  return {
+    vault,
+    newestPoint: record.pointId,
+    newestAt: record.pointTime,
+    lagMs: behind ? Math.max(0, item.lastGoodAt - Date.parse(record.pointTime)) : 0,
+    copiedAt: new Date(record.copiedAt).toISOString(),
+  };
 }
 
 /** Each known item with its last good point and whether it meets its policy's RPO (for `bulwark status`). */
 export async function itemStatuses(items: ItemStore, policies: Policy[], now: number): Promise<ItemStatus[]> {
   const byName = new Map(policies.map((p) => [p.name, p]));
+  const copyRecords = new Map((await new CopyRecords(items.table).list()).map((r) => [`${r.itemId.toLowerCase()}|${vaultKey(r.vault)}`, r]));
   const out: ItemStatus[] = [];
   for await (const item of items.list()) {
     const policy = byName.get(item.policy);
+    const copies = (policy?.copyTo ?? []).map((vault) => copyStatus(item, vault, copyRecords.get(`${item.itemId.toLowerCase()}|${vaultKey(vault)}`)));
     const lastGood = item.lastGoodAt ? new Date(item.lastGoodAt) : undefined;
     out.push({
       item: item.itemId,
@@ -201,6 +233,7 @@ export async function itemStatuses(items: ItemStore, policies: Policy[], now: nu
       meetsRpo: !item.unprotected && policy !== undefined && meetsRpo(policy.schedule, lastGood, new Date(now)),
       unprotected: item.unprotected,
       missing: item.unprotected.startsWith(MISSING_PREFIX),
+      copies,
     });
   }
   return out.sort((a, b) => a.item.localeCompare(b.item));

@@ -75,6 +75,8 @@ export interface SubmitRequest {
    * on-demand jobs such as restores (item locks keep those from overlapping a backup).
    */
   exclusive?: boolean;
+  /** A job id derived from what the job is for (a copy of one point to one vault), so submitting it twice makes one job; new otherwise. */
+  jobId?: string;
 }
 
 export type SubmitResult = { submitted: true; job: JobRecord } | { submitted: false; reason: string; jobId: string };
@@ -82,7 +84,7 @@ export type SubmitResult = { submitted: true; job: JobRecord } | { submitted: fa
 export async function submitJob(fleet: Fleet, request: SubmitRequest): Promise<SubmitResult> {
   const now = fleet.clock.now();
   const job: JobRecord = {
-    jobId: newJobId(now),
+    jobId: request.jobId ?? newJobId(now),
     machine: request.machine,
     itemId: request.item.id,
     itemKind: request.item.kind as ItemKind,

@@ -10,18 +10,19 @@
  *   record says, in this worker's region (or the policy allows crossRegion); the vault the record
  *   names (in its input and its state data) must be that policy's vault. Its vault, retention and
  *   tags are then taken from the policy (backup-machine.ts `start`), whatever the record says;
- * - a restore job's vault must be one of the loaded policies' vaults;
+ * - a restore job's vault must be one of the loaded policies' vaults (their copyTo vaults included);
+ * - a copy job must name one of the loaded policies, copy from that policy's vault into one of its
+ *   copyTo vaults, for an item the policy could protect; its retention is the policy's;
  * - any other machine is refused;
  * - and the workers' environment opens only those vaults (`policyBoundEnvironment`), whatever a step
  *   asks for, so a record changed between two steps cannot redirect one either.
  * A refused job fails at once with the reason (workers poison its message); it is never retried.
  */
-import path from "node:path";
 import type { RetentionRule } from "../retention/gfs.ts";
 import { PermanentJobError } from "../jobs/machine.ts";
 import type { WorkloadEnvironment } from "../workloads/environment.ts";
 import { kindOfResourceId, kindOfResourceType, normalizeRegion, subscriptionOf, type ItemResolver, type ProtectedItem } from "./items.ts";
-import type { Policy } from "./policy.ts";
+import { vaultKey, type Policy } from "./policy.ts";
 
 /** What a backup job of a policy uses, from the policy. */
 export interface BackupTerms {
@@ -29,6 +30,14 @@ export interface BackupTerms {
   vault: string;
   retention: RetentionRule;
   tags: Record<string, string>;
+}
+
+/** What a copy job of a policy uses, from the policy: it reads `vault` and writes one of `copyTo`. */
+export interface CopyTerms {
+  policy: string;
+  vault: string;
+  copyTo: string[];
+  retention: RetentionRule;
 }
 
 /** The parts of a job record the authority judges. */
@@ -40,19 +49,6 @@ export interface JobClaims {
   policy: string;
   input: Record<string, unknown>;
   data: Record<string, unknown>;
-}
-
-/** One spelling per vault: URLs by scheme, host (case-insensitive) and path without a trailing slash; folders resolved. */
-export function vaultKey(location: string): string {
-  if (/^https?:\/\//i.test(location)) {
-    try {
-      const url = new URL(location);
-      return `${url.protocol}//${url.host.toLowerCase()}${url.pathname.replace(/\/+$/, "")}${url.search}`;
-    } catch {
-      return location;
-    }
-  }
-  return path.resolve(location);
 }
 
 export class JobAuthority {
@@ -69,13 +65,14 @@ export class JobAuthority {
     this.region = normalizeRegion(region);
     this.resolver = resolver;
     this.byName = new Map(policies.map((p) => [p.name, p]));
-    this.allowedVaults = new Set(policies.map((p) => vaultKey(p.vault)));
+    // A policy's copy vaults too: its copy jobs write them, and a restore may read from them.
+    this.allowedVaults = new Set(policies.flatMap((p) => [p.vault, ...p.copyTo].map(vaultKey)));
     this.cacheMs = options.cacheMs ?? 5 * 60_000;
   }
 
-  /** The vaults the policies name. */
+  /** The vaults the policies name (their copy vaults included). */
   get vaults(): string[] {
-    return [...new Set(this.policies.map((p) => p.vault))];
+    return [...new Set(this.policies.flatMap((p) => [p.vault, ...p.copyTo]))];
   }
 
   allowsVault(location: string): boolean {
@@ -87,6 +84,13 @@ export class JobAuthority {
     const policy = this.byName.get(policyName);
     if (!policy) return undefined;
     return { policy: policy.name, vault: policy.vault, retention: { ...policy.retention }, tags: { policy: policy.name } };
+  }
+
+  /** A copy job's source, destinations and retention, from its policy; undefined for a policy this worker does not have. */
+  copyTerms(policyName: string): CopyTerms | undefined {
+    const policy = this.byName.get(policyName);
+    if (!policy) return undefined;
+    return { policy: policy.name, vault: policy.vault, copyTo: [...policy.copyTo], retention: { ...policy.retention } };
   }
 
   /** Undefined when the job may run; otherwise why not (one sentence that names the job and what to do). */
@@ -102,6 +106,7 @@ export class JobAuthority {
       }
       return undefined;
     }
+    if (job.machine === "copy") return this.copyRefusal(job, named, fix);
     if (job.machine !== "backup") return `${named(`is of machine "${job.machine}", which this worker's policies do not allow`)}; ${fix}`;
 
     const policy = this.byName.get(job.policy);
@@ -142,6 +147,33 @@ export class JobAuthority {
     }
     if (item.region !== this.region && !policy.crossRegion) {
       return `${named(`is in region ${item.region}, not this worker's region ${this.region}, and policy ${policy.name} does not allow crossRegion`)}; ${fix}`;
+    }
+    return undefined;
+  }
+
+  /**
+   * A copy job reads its policy's vault and writes one of the policy's copyTo vaults, for an item the
+   * policy could protect (not asked of ARM: the points of an item deleted since are still copied).
+   */
+  private copyRefusal(job: JobClaims, named: (what: string) => string, fix: string): string | undefined {
+    const policy = this.byName.get(job.policy);
+    if (!policy) {
+      return `${named(`names the policy ${JSON.stringify(job.policy)}, which is not among this worker's policies (${[...this.byName.keys()].join(", ") || "none"})`)}; ${fix}`;
+    }
+    if (job.input.policy !== job.policy) {
+      return `${named(`names the policy ${JSON.stringify(job.policy)} but its input names ${JSON.stringify(job.input.policy)}`)}; ${fix}`;
+    }
+    for (const data of [job.input, job.data]) {
+      if (data.from !== undefined && vaultKey(String(data.from)) !== vaultKey(policy.vault)) {
+        return `${named(`copies from ${JSON.stringify(data.from)}, but policy ${policy.name} keeps its points in ${policy.vault}`)}; ${fix}`;
+      }
+      if (data.to !== undefined && !policy.copyTo.some((v) => vaultKey(v) === vaultKey(String(data.to)))) {
+        return `${named(`copies to ${JSON.stringify(data.to)}, which is not among policy ${policy.name}'s copyTo vaults (${policy.copyTo.join(", ") || "none"})`)}; ${fix}`;
+      }
+    }
+    const kind = kindOfResourceId(job.itemId);
+    if (!kind || kind !== job.itemKind || !this.mayProtect(policy, job.itemId, kind)) {
+      return `${named(`is not an item policy ${policy.name} protects (not in protect.resources, not of a type and subscription its tagged selectors search)`)}; ${fix}`;
     }
     return undefined;
   }

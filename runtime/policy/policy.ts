@@ -31,6 +31,8 @@ export interface Policy {
   retention: RetentionRule;
   /** Send an item's work to another region's agent when its own region has none. */
   crossRegion: boolean;
+  /** Vaults (in other regions) that each committed point is copied to, with the same retention. */
+  copyTo: string[];
   /** The file the policy came from, for messages. */
   source: string;
 }
@@ -72,12 +74,62 @@ class FieldChecker {
   }
 }
 
+/** Vaults a point is copied to, at most: each copy is a job after every backup. */
+export const MAX_COPY_VAULTS = 3;
+
+/** One spelling per vault: URLs by scheme, host (case-insensitive) and path without a trailing slash; folders resolved. */
+export function vaultKey(location: string): string {
+  if (/^https?:\/\//i.test(location)) {
+    try {
+      const url = new URL(location);
+      return `${url.protocol}//${url.host.toLowerCase()}${url.pathname.replace(/\/+$/, "")}${url.search}`;
+    } catch {
+      return location;
+    }
+  }
+  return path.resolve(location);
+}
+
+/** A vault location as policies take it: an http(s) container URL without a query string, or a local path. */
+function checkVaultLocation(check: FieldChecker, value: Json, field: string): string {
+  const vault = check.string(value, field);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(vault)) {
+    let url: URL;
+    try {
+      url = new URL(vault);
+    } catch {
+      check.fail(field, `"${vault}" is not a valid URL`);
+    }
+    if (url.protocol !== "https:" && url.protocol !== "http:") {
+      check.fail(field, `"${vault}" must be an https:// container URL or a local path`);
+    }
+    if (url.search) check.fail(field, "must not carry a query string (no SAS tokens in policy files)");
+  }
+  return vault;
+}
+
+/** copyTo: distinct vaults, none of them the policy's own, at most MAX_COPY_VAULTS. */
+function checkCopyTo(check: FieldChecker, value: Json, vault: string): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) check.fail("copyTo", "must be a list of vault URLs (in other regions)");
+  if (value.length > MAX_COPY_VAULTS) check.fail("copyTo", `names ${value.length} vaults; at most ${MAX_COPY_VAULTS} (each is a copy job after every backup)`);
+  const seen = new Set([vaultKey(vault)]);
+  return value.map((entry, i) => {
+    const field = `copyTo[${i}]`;
+    const location = checkVaultLocation(check, entry, field);
+    if (vaultKey(location) === vaultKey(vault)) check.fail(field, `"${location}" is the policy's own vault; a copy goes to another vault (made with \`bulwark init --like\`)`);
+    if (seen.has(vaultKey(location))) check.fail(field, `"${location}" is named twice`);
+    seen.add(vaultKey(location));
+    return location;
+  });
+}
+
 const POLICY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 /** Parses and validates one policy document (already decoded from YAML or JSON). */
 export function validatePolicy(document: Json, file: string): Policy {
   const check: FieldChecker = new FieldChecker(file);
-  const top = check.object(document, "", ["name", "vault", "protect", "schedule", "retention", "crossRegion"]);
+  const top = check.object(document, "", ["name", "vault", "protect", "schedule", "retention", "crossRegion", "copyTo"]);
   for (const required of ["name", "vault", "protect", "schedule", "retention"]) {
     if (top[required] === undefined) check.fail(required, "is required");
   }
@@ -87,19 +139,8 @@ export function validatePolicy(document: Json, file: string): Policy {
     check.fail("name", `"${name}" must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`);
   }
 
-  const vault = check.string(top.vault, "vault");
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(vault)) {
-    let url: URL;
-    try {
-      url = new URL(vault);
-    } catch {
-      check.fail("vault", `"${vault}" is not a valid URL`);
-    }
-    if (url.protocol !== "https:" && url.protocol !== "http:") {
-      check.fail("vault", `"${vault}" must be an https:// container URL or a local path`);
-    }
-    if (url.search) check.fail("vault", "must not carry a query string (no SAS tokens in policy files)");
-  }
+  const vault = checkVaultLocation(check, top.vault, "vault");
+  const copyTo = checkCopyTo(check, top.copyTo, vault);
 
   const protect = check.object(top.protect, "protect", ["resources", "tagged"]);
   const resources = protect.resources === undefined ? [] : check.stringList(protect.resources, "protect.resources");
@@ -183,7 +224,7 @@ export function validatePolicy(document: Json, file: string): Policy {
     crossRegion = top.crossRegion;
   }
 
-  return { name, vault, protect: { resources, tagged }, schedule, retention, crossRegion, source: file };
+  return { name, vault, protect: { resources, tagged }, schedule, retention, crossRegion, copyTo, source: file };
 }
 
 /** Parses policy text: JSON when the file ends in .json, YAML otherwise (YAML also reads JSON). */
