@@ -39,7 +39,7 @@ async function fromKeyProvider(values: Values): Promise<KeyEncryptionKeyProvider
 }
 
 async function openSource(values: Values, location: string): Promise<Vault> {
-  return Vault.open((await openStore(location)).store, await fromKeyProvider(values));
+  return Vault.open((await openStore(location)).store, await fromKeyProvider(values), { loadIndex: false });
 }
 
 /** `bulwark init --vault V2 --like V1`: V2 has its own id, config and key object, and V1's master keys and chunking. */
@@ -66,8 +66,9 @@ export async function copyCommand(values: Values, references: string[], provider
   const from = await openSource(values, fromLocation);
   const to = await Vault.open((await openStore(toLocation)).store, provider, { loadIndex: false });
   await removeDeadLocksOfThisHost(to.store);
-  // A staged seed is checked against its journal before anything is written.
+  // A staged seed is checked against its journal before its index is read or anything is written.
   const checkPack = (await hasSeedJournal(from.store)) ? await checkSeedJournal(from, to) : undefined;
+  await from.loadIndex();
   const progress = createProgress("copy", undefined, !values.json && process.stderr.isTTY === true);
   const report: CopyReport = await copyPoints(from, to, { references, checkPack, onProgress: (n) => progress.update(n) });
   progress.done();

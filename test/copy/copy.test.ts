@@ -13,7 +13,7 @@ import { copyPoints } from "../../runtime/engine/copy.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
-import { PASSPHRASE } from "../support/cli.ts";
+import { PASSPHRASE, runCli } from "../support/cli.ts";
 import {
   AzuriteVaults,
   LocalVaults,
@@ -53,7 +53,7 @@ let points: Record<string, string>;
 
 /** Sources made by the suite open with PASSPHRASE; destinations (made --like) with OTHER_PASSPHRASE. */
 function copy(from: string, to: string, extra: string[] = [], fromPassphrase = PASSPHRASE) {
-  return cli(azurite, to, ["copy", "--from", from, "--to", to, "--json", ...extra], { ...TO_ENV, BULWARK_FROM_PASSPHRASE: fromPassphrase });
+  return runCli(["copy", "--from", from, "--to", to, "--json", ...extra], { ...azurite.env, ...TO_ENV, BULWARK_FROM_PASSPHRASE: fromPassphrase });
 }
 
 async function copyJson(from: string, to: string, extra: string[] = [], fromPassphrase = PASSPHRASE): Promise<CopySummary> {
