@@ -27,18 +27,39 @@ import { findCommand, listCommand, mountCommand, restoreItemsCommand } from "./i
 import { copyCommand, FROM_KEY_OPTIONS, initLike, seedCommand } from "./copy-commands.ts";
 
 type Values = Record<string, unknown>;
-type OptionSpec = Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }>;
+/** An option as the parser takes it, with the words its help shows (runtime/cli/help.ts). */
+export interface OptionDef {
+  type: "string" | "boolean";
+  multiple?: boolean;
+  short?: string;
+  /** The value's name in help: `--vault V`. */
+  value?: string;
+  help?: string;
+}
+export type OptionSpec = Record<string, OptionDef>;
 
-export interface Command {
+/** One way to call a command, as help and README's command table show it. */
+export interface CommandForm {
+  /** The command line without `bulwark `: `backup SOURCE --vault V [--json]`. */
+  usage: string;
+  summary: string;
+}
+
+export interface Command extends CommandForm {
+  /** Agents and their tables are listed apart from the vault commands. */
+  group?: "agents";
+  /** Further forms (subcommands, another way to call it), listed under the first. */
+  forms?: CommandForm[];
   options: OptionSpec;
   run(values: Values, positionals: string[]): Promise<number | void>;
 }
 
-const common: OptionSpec = {
-  vault: { type: "string" },
-  "passphrase-file": { type: "string" },
-  "key-vault-key": { type: "string" },
-  json: { type: "boolean" },
+/** The options every vault command takes; help lists the key ones once, not on every line. */
+export const common: OptionSpec = {
+  vault: { type: "string", value: "V", help: "the vault: a folder or an Azure Blob container URL (or BULWARK_VAULT)" },
+  "passphrase-file": { type: "string", value: "F", help: "read the recovery passphrase from F (or BULWARK_PASSPHRASE)" },
+  "key-vault-key": { type: "string", value: "K", help: "open with the Key Vault key K when no passphrase is given (or BULWARK_KEY_VAULT_KEY)" },
+  json: { type: "boolean", help: "print the result as JSON (errors as a JSON object on stderr)" },
 };
 
 function vaultOf(values: Values): string {
@@ -138,7 +159,15 @@ async function restorePoint(
 
 export const commands: Record<string, Command> = {
   init: {
-    options: { ...common, like: { type: "string" }, ...FROM_KEY_OPTIONS },
+    usage: "init --vault V [--json]",
+    summary: "create a vault (a folder, or an Azure Blob container URL)",
+    forms: [
+      {
+        usage: "init --vault V2 --like V1 [--from-passphrase-file F | --from-key-vault-key K] [--json]",
+        summary: "a vault sharing V1's master keys (V1's key from the --from-* options or BULWARK_FROM_PASSPHRASE), so points copy as they are",
+      },
+    ],
+    options: { ...common, like: { type: "string", value: "V1", help: "share the master keys of vault V1" }, ...FROM_KEY_OPTIONS },
     async run(values) {
       const provider = await keyProvider(values);
       if (values.like !== undefined) return initLike(values, vaultOf(values), provider, print);
@@ -150,21 +179,40 @@ export const commands: Record<string, Command> = {
   },
 
   copy: {
-    options: { ...common, from: { type: "string" }, to: { type: "string" }, ...FROM_KEY_OPTIONS },
+    usage: "copy --from V1 --to V2 [POINT]... [--from-passphrase-file F | --from-key-vault-key K] [--json]",
+    summary: "copy points (all by default) and the data they need; V1 opens with the --from-* key, V2 with the usual one; server-side between Azure vaults",
+    options: {
+      // No --vault: the two vaults are --from and --to.
+      "passphrase-file": common["passphrase-file"],
+      "key-vault-key": common["key-vault-key"],
+      json: common.json,
+      from: { type: "string", value: "V1", help: "the vault to copy from" },
+      to: { type: "string", value: "V2", help: "the vault to copy to" },
+      ...FROM_KEY_OPTIONS,
+    },
     async run(values, positionals) {
       return copyCommand(values, positionals, await keyProvider(values), print);
     },
   },
 
   seed: {
-    options: { ...common, for: { type: "string" } },
+    usage: "seed journal --vault FOLDER --for AZURE-VAULT [--json]",
+    summary: "list and sign a seed folder's objects before shipping it (README, seeding)",
+    options: { ...common, for: { type: "string", value: "AZURE-VAULT", help: "the Azure vault the seed folder is shipped to" } },
     async run(values, positionals) {
       return seedCommand(values, positionals, await openVault(values, { loadIndex: false }), print);
     },
   },
 
   backup: {
-    options: { ...common, tag: { type: "string", multiple: true }, as: { type: "string" }, transient: { type: "string" } },
+    usage: "backup SOURCE --vault V [--tag k=v]... [--as disk|file] [--transient URL] [--json]",
+    summary: "back up a file, a raw disk image or block device, or an Azure managed disk, VM or SQL database (by resource id)",
+    options: {
+      ...common,
+      tag: { type: "string", multiple: true, value: "k=v", help: "label the point" },
+      as: { type: "string", value: "disk|file", help: "read SOURCE as a disk (a block map) or a file, whatever its name" },
+      transient: { type: "string", value: "URL", help: "the transient container an Azure SQL export goes through (or BULWARK_TRANSIENT)" },
+    },
     async run(values, positionals) {
       const [sourcePath, extra] = positionals;
       if (!sourcePath || extra) throw new UsageError("give exactly one SOURCE: bulwark backup SOURCE --vault V");
@@ -209,6 +257,8 @@ export const commands: Record<string, Command> = {
   },
 
   points: {
+    usage: "points --vault V [--json]",
+    summary: "list recovery points",
     options: common,
     async run(values) {
       const vault = await openVault(values, { loadIndex: false });
@@ -232,15 +282,23 @@ export const commands: Record<string, Command> = {
   },
 
   restore: {
+    usage: "restore POINT --vault V --to TARGET [--overwrite] [--source SOURCE] [--nic NIC-ID]... [--location REGION] [--transient URL] [--json]",
+    summary: 'restore a point (id, unique id prefix, or "latest") to a local path, a new managed disk, VM or SQL database id, or a page blob URL',
+    forms: [
+      {
+        usage: "restore POINT --vault V --path PATH [--path PATH]... --to DIR [--overwrite] [--json]",
+        summary: "restore files and folders of a disk or VM point under DIR at their path",
+      },
+    ],
     options: {
       ...common,
-      to: { type: "string" },
-      overwrite: { type: "boolean" },
-      nic: { type: "string", multiple: true },
-      location: { type: "string" },
-      transient: { type: "string" },
-      source: { type: "string" },
-      path: { type: "string", multiple: true },
+      to: { type: "string", value: "TARGET", help: "where to restore: a local path or folder, or an Azure resource id or page blob URL" },
+      overwrite: { type: "boolean", help: "replace an existing local file or block device" },
+      nic: { type: "string", multiple: true, value: "NIC-ID", help: "a restored VM's network interface" },
+      location: { type: "string", value: "REGION", help: "the Azure region of the restored resource (default: the source's)" },
+      transient: { type: "string", value: "URL", help: "the transient container an Azure SQL import goes through (or BULWARK_TRANSIENT)" },
+      source: { type: "string", value: "SOURCE", help: "the source whose newest point `latest` means" },
+      path: { type: "string", multiple: true, value: "PATH", help: "a file or folder of the point to restore" },
     },
     async run(values, positionals) {
       const [reference, extra] = positionals;
@@ -284,13 +342,17 @@ export const commands: Record<string, Command> = {
   },
 
   ls: {
-    options: { ...common, long: { type: "boolean", short: "l" } },
+    usage: "ls POINT [PATH] --vault V [--long] [--json]",
+    summary: "browse a disk or VM point: its disks, volumes, folders and files",
+    options: { ...common, long: { type: "boolean", short: "l", help: "show mode, owner, size and time" } },
     async run(values, positionals) {
       return listCommand(await openVault(values), values, positionals, print);
     },
   },
 
   find: {
+    usage: "find POINT PATTERN --vault V [--json]",
+    summary: "find names (a glob: '*.conf', '**/etc/*') across a point's volumes",
     options: common,
     async run(values, positionals) {
       return findCommand(await openVault(values), values, positionals, print);
@@ -298,14 +360,26 @@ export const commands: Record<string, Command> = {
   },
 
   mount: {
-    options: { ...common, nbd: { type: "string" }, disk: { type: "string" } },
+    usage: "mount POINT --vault V --nbd HOST:PORT [--disk os|lunN] [--json]",
+    summary: "serve a point's disk read-only over NBD until Ctrl-C",
+    options: {
+      ...common,
+      nbd: { type: "string", value: "HOST:PORT", help: "the address to serve NBD on" },
+      disk: { type: "string", value: "os|lunN", help: "which disk of a VM point" },
+    },
     async run(values, positionals) {
       return mountCommand(await openVault(values), values, positionals, print);
     },
   },
 
   verify: {
-    options: { ...common, "read-data": { type: "boolean" }, "read-data-subset": { type: "string" } },
+    usage: "verify --vault V [--read-data | --read-data-subset PCT] [--json]",
+    summary: "check the vault's structure, and with --read-data its data too",
+    options: {
+      ...common,
+      "read-data": { type: "boolean", help: "read and authenticate every pack" },
+      "read-data-subset": { type: "string", value: "PCT", help: "read and authenticate PCT percent of the packs" },
+    },
     async run(values) {
       let percent = values["read-data"] ? 100 : 0;
       const subset = values["read-data-subset"] as string | undefined;
@@ -343,16 +417,18 @@ export const commands: Record<string, Command> = {
   },
 
   forget: {
+    usage: "forget --vault V [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--prune] [--dry-run] [--json]",
+    summary: "remove the points no --keep-* rule keeps (at least one rule), then with --prune the data only they used",
     options: {
       ...common,
-      "keep-last": { type: "string" },
-      "keep-hourly": { type: "string" },
-      "keep-daily": { type: "string" },
-      "keep-weekly": { type: "string" },
-      "keep-monthly": { type: "string" },
-      "keep-yearly": { type: "string" },
-      prune: { type: "boolean" },
-      "dry-run": { type: "boolean" },
+      "keep-last": { type: "string", value: "N", help: "keep the N newest points" },
+      "keep-hourly": { type: "string", value: "N", help: "keep the newest point of each of the last N hours with points" },
+      "keep-daily": { type: "string", value: "N", help: "keep the newest point of each of the last N days with points" },
+      "keep-weekly": { type: "string", value: "N", help: "keep the newest point of each of the last N weeks with points" },
+      "keep-monthly": { type: "string", value: "N", help: "keep the newest point of each of the last N months with points" },
+      "keep-yearly": { type: "string", value: "N", help: "keep the newest point of each of the last N years with points" },
+      prune: { type: "boolean", help: "then prune: delete the data no kept point needs" },
+      "dry-run": { type: "boolean", help: "say what would be removed, remove nothing" },
     },
     async run(values) {
       const rule: RetentionRule = {
@@ -406,7 +482,9 @@ export const commands: Record<string, Command> = {
   },
 
   prune: {
-    options: { ...common, "dry-run": { type: "boolean" } },
+    usage: "prune --vault V [--dry-run] [--json]",
+    summary: "delete the data no point needs and repack what is mostly unused",
+    options: { ...common, "dry-run": { type: "boolean", help: "say what would be deleted, delete nothing" } },
     async run(values) {
       const provider = await keyProvider(values);
       const store = (await openStore(vaultOf(values))).store;
@@ -429,7 +507,13 @@ export const commands: Record<string, Command> = {
   },
 
   key: {
-    options: { ...common, "new-passphrase-file": { type: "string" }, "new-key-vault-key": { type: "string" } },
+    usage: "key list|add|remove|passwd|rotate --vault V [KEY-ID] [--new-passphrase-file F | --new-key-vault-key K] [--json]",
+    summary: "list the vault's keys, add one, remove one (by id or unique prefix), change the passphrase you opened with, or rewrap Key Vault keys to their newest version",
+    options: {
+      ...common,
+      "new-passphrase-file": { type: "string", value: "F", help: "key add/passwd: the new passphrase from F (or BULWARK_NEW_PASSPHRASE)" },
+      "new-key-vault-key": { type: "string", value: "K", help: "key add/passwd: the new key is the Key Vault key K" },
+    },
     async run(values, positionals) {
       const [action, keyId] = positionals;
       const vault = await openVault(values, { loadIndex: false });
@@ -489,13 +573,21 @@ export const commands: Record<string, Command> = {
   },
 
   agent: {
+    group: "agents",
+    usage: "agent schedule [--policies P] [--agent-regions a,b] [--json]",
+    summary: "one scheduler tick: enqueue due items per region",
+    forms: [
+      { usage: "agent worker [--region R] [--max-jobs N] [--until-drained] [--json]", summary: "run queued jobs until the region's queue is empty" },
+      { usage: "agent prune [--policies P] [--json]", summary: "each policy's retention, then prune, per vault" },
+      { usage: "agent bridge [--json]", summary: "in-tenant inventory; retire snapshots nothing needs" },
+    ],
     options: {
-      json: { type: "boolean" },
-      policies: { type: "string" },
-      "agent-regions": { type: "string" },
-      region: { type: "string" },
-      "max-jobs": { type: "string" },
-      "until-drained": { type: "boolean" },
+      json: common.json,
+      policies: { type: "string", value: "P", help: "the policy file or folder (or BULWARK_POLICIES)" },
+      "agent-regions": { type: "string", value: "a,b", help: "the regions that have agents" },
+      region: { type: "string", value: "R", help: "the region whose queue a worker serves" },
+      "max-jobs": { type: "string", value: "N", help: "how many jobs a worker runs at once (or BULWARK_MAX_JOBS_PER_WORKER; default 2)" },
+      "until-drained": { type: "boolean", help: "exit only when the queue holds no message at all, retries and deferred jobs included" },
     },
     async run(values, positionals) {
       const { agentSchedule, agentWorker, agentPrune, agentBridge } = await import("./agent-commands.ts");
@@ -535,7 +627,10 @@ export const commands: Record<string, Command> = {
   },
 
   jobs: {
-    options: { json: { type: "boolean" }, limit: { type: "string" } },
+    group: "agents",
+    usage: "jobs [--limit N] [--json]",
+    summary: "recent jobs and their state",
+    options: { json: common.json, limit: { type: "string", value: "N", help: "show the N most recent jobs (default 20)" } },
     async run(values) {
       const { jobsList } = await import("./agent-commands.ts");
       const jobs = await jobsList(values);
@@ -550,7 +645,10 @@ export const commands: Record<string, Command> = {
   },
 
   status: {
-    options: { json: { type: "boolean" }, policies: { type: "string" } },
+    group: "agents",
+    usage: "status [--policies P] [--json]",
+    summary: "each protected item's last good point and RPO",
+    options: { json: common.json, policies: { type: "string", value: "P", help: "the policy file or folder (or BULWARK_POLICIES)" } },
     async run(values) {
       const { statusList } = await import("./agent-commands.ts");
       const items = await statusList(values);
@@ -559,7 +657,7 @@ export const commands: Record<string, Command> = {
         items,
         items.length
           ? items
-              .map((i) => `${i.meetsRpo ? "ok  " : "LATE"}  ${i.item.split("/").slice(-1)[0].padEnd(24)}  ${i.policy.padEnd(12)}  last good ${i.lastGoodAt ?? "never"}${i.copies.map((c) => `  copy ${c.lagMs === null ? "none yet" : `lag ${Math.round(c.lagMs / 60_000)} min`}`).join("")}${i.unprotected ? `  UNPROTECTED: ${i.unprotected}` : ""}`)
+              .map((i) => `${i.meetsRpo ? "ok  " : "LATE"}  ${i.item.split("/").slice(-1)[0].padEnd(24)}  ${i.policy.padEnd(12)}  last good ${i.lastGoodAt ?? "never"}${i.unprotected ? `  UNPROTECTED: ${i.unprotected}` : ""}`)
               .join("\n")
           : "no protected items yet",
       );
@@ -567,6 +665,8 @@ export const commands: Record<string, Command> = {
   },
 
   unlock: {
+    usage: "unlock --vault V [--json]",
+    summary: "remove lock objects left by killed processes",
     options: common,
     async run(values) {
       const vault = await openVault(values, { loadIndex: false });
