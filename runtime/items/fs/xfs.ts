@@ -11,7 +11,8 @@
  * Not read: XFS v4 (no CRCs: refused, it says so); the realtime device (a file whose data is there
  * is unreadable, and says so); extended attributes; the journal, which is not replayed, so a
  * volume snapshotted while mounted reads as of its last write-back; filesystems with incompatible
- * features other than those named in INCOMPAT_READ (refused by name).
+ * features other than those named in INCOMPAT_READ (refused by name). Names and symlink targets
+ * are decoded as UTF-8 (bytes that are not UTF-8 become U+FFFD).
  *
  * Sources:
  * - "XFS Algorithms & Data Structures" (xfs-documentation, design/XFS_Filesystem_Structure/):
@@ -21,7 +22,7 @@
  *   128-bit extent record: flag 1 bit, startoff 54, startblock 52, blockcount 21; the bmbt root
  *   and the long-format btree block with its 72-byte v5 header), directories.asciidoc (short-form,
  *   block, leaf and node directories; data entries and unused regions; the leaf at 32 GiB),
- *   symbolic_links.asciidoc (the XSLM remote header), self_describing_metadata.asciidoc (CRC32C,
+ *   symbolic_links.asciidoc (the XSLM remote header), metadata_integrity.asciidoc (CRC32C,
  *   owner and uuid in each v5 header).
  * - The kernel's on-disk definitions, to check field offsets and bits: fs/xfs/libxfs/xfs_format.h
  *   (struct xfs_dsb, struct xfs_dinode incl. di_big_nextents with XFS_DIFLAG2_NREXT64,
