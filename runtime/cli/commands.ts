@@ -647,7 +647,7 @@ export const commands: Record<string, Command> = {
   status: {
     group: "agents",
     usage: "status [--policies P] [--json]",
-    summary: "each protected item's last good point and RPO",
+    summary: "each protected item's last good point, RPO and copy lag",
     options: { json: common.json, policies: { type: "string", value: "P", help: "the policy file or folder (or BULWARK_POLICIES)" } },
     async run(values) {
       const { statusList } = await import("./agent-commands.ts");
@@ -657,7 +657,7 @@ export const commands: Record<string, Command> = {
         items,
         items.length
           ? items
-              .map((i) => `${i.meetsRpo ? "ok  " : "LATE"}  ${i.item.split("/").slice(-1)[0].padEnd(24)}  ${i.policy.padEnd(12)}  last good ${i.lastGoodAt ?? "never"}${i.unprotected ? `  UNPROTECTED: ${i.unprotected}` : ""}`)
+              .map((i) => `${i.meetsRpo ? "ok  " : "LATE"}  ${i.item.split("/").slice(-1)[0].padEnd(24)}  ${i.policy.padEnd(12)}  last good ${i.lastGoodAt ?? "never"}${i.copies.map((c) => `  copy ${c.lagMs === null ? "none yet" : `lag ${Math.round(c.lagMs / 60_000)} min`}`).join("")}${i.unprotected ? `  UNPROTECTED: ${i.unprotected}` : ""}`)
               .join("\n")
           : "no protected items yet",
       );
