@@ -9,14 +9,14 @@
  * marker is written right after the manifest. A point is missing when a marker or a later point
  * names it, its manifest is gone and no tombstone says retention removed it: that is how deleting
  * the newest point (`points/<id>` alone) shows, in verify, in `points` and to `restore latest`.
- * Markers and tombstones are sealed under the data key, so nobody without it can forge a tombstone
+ * Markers and tombstones are sealed (keys derived from the data key), so nobody without it can forge a tombstone
  * to explain a deletion away. An attacker who deletes a source's newest point together with its
  * marker cannot be seen from the vault alone; immutability (WORM) on points and markers is what
  * stops that (see README).
  */
 import { createHmac } from "node:crypto";
 import { IntegrityError, ObjectNotFoundError } from "../errors.ts";
-import { labelAssociatedData, open, seal } from "./crypto.ts";
+import { labelAssociatedData, openObject, sealObject } from "./crypto.ts";
 import { sourceIdentity, type PointManifest } from "./point.ts";
 import { mapLimit, type Vault } from "./vault.ts";
 
@@ -53,7 +53,7 @@ function markerName(key: string, sequence: number): string {
 }
 
 async function readMarker(vault: Vault, name: string): Promise<Marker> {
-  const marker = JSON.parse(open(vault.master.dataKey, await vault.store.get(name), labelAssociatedData("chain", name), name).toString("utf8")) as Marker;
+  const marker = JSON.parse(openObject(vault.master.dataKey, await vault.store.get(name), labelAssociatedData("chain", name), name).toString("utf8")) as Marker;
   if (typeof marker.point !== "string" || name !== markerName(name.split("/")[1]!, marker.sequence)) {
     throw new IntegrityError(`chain marker ${name} does not hold what its name says`);
   }
@@ -82,7 +82,7 @@ export async function writeMarker(vault: Vault, point: PointManifest): Promise<v
   };
   if (await vault.store.stat(name)) return;
   await vault.store
-    .create(name, seal(vault.master.dataKey, Buffer.from(JSON.stringify(marker)), labelAssociatedData("chain", name)))
+    .create(name, sealObject(vault.master.dataKey, Buffer.from(JSON.stringify(marker)), labelAssociatedData("chain", name), vault.master.format))
     .catch(async (error) => {
       // Another point of this source took the place at the same moment (two CLI backups of one
       // source at once): both points stay valid; the chain only forks, and verify does not call it a loss.
@@ -95,7 +95,8 @@ export async function forgetPoint(vault: Vault, id: string, reason: string): Pro
   const name = `forgotten/${id}`;
   if (!(await vault.store.stat(name))) {
     const tombstone: Tombstone = { point: id, forgottenAt: new Date().toISOString(), reason };
-    await vault.store.create(name, seal(vault.master.dataKey, Buffer.from(JSON.stringify(tombstone)), labelAssociatedData("forgotten", name))).catch(async (error) => {
+    const sealed = sealObject(vault.master.dataKey, Buffer.from(JSON.stringify(tombstone)), labelAssociatedData("forgotten", name), vault.master.format);
+    await vault.store.create(name, sealed).catch(async (error) => {
       if (!(await vault.store.stat(name))) throw error;
     });
   }
@@ -114,7 +115,7 @@ export async function missingPoints(vault: Vault, points: PointManifest[], onPro
   for await (const info of vault.store.list("forgotten/")) tombstoneNames.push(info.key);
   await mapLimit(tombstoneNames, 8, async (name) => {
     try {
-      const tombstone = JSON.parse(open(vault.master.dataKey, await vault.store.get(name), labelAssociatedData("forgotten", name), name).toString("utf8")) as Tombstone;
+      const tombstone = JSON.parse(openObject(vault.master.dataKey, await vault.store.get(name), labelAssociatedData("forgotten", name), name).toString("utf8")) as Tombstone;
       if (`forgotten/${tombstone.point}` !== name) throw new IntegrityError(`tombstone ${name} names another point`);
       forgotten.add(tombstone.point);
     } catch (error) {

@@ -67,7 +67,7 @@ export class CodecPool {
   /** Starts the worker thread of slot `slot`; when it dies, its batches fail and a new one takes the slot. */
   private spawn(slot: number): Worker {
     const worker = new Worker(new URL("./codec-worker.ts", import.meta.url), {
-      workerData: { dataKey: this.keys.dataKey, idKey: this.keys.idKey, zstdLevel: this.zstdLevel },
+      workerData: { dataKey: this.keys.dataKey, idKey: this.keys.idKey, format: this.keys.format, zstdLevel: this.zstdLevel },
       // The workers hold little on their heaps (their buffers are external and handed back):
       // small heaps keep a long run's memory flat instead of growing with GC slack.
       resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 },

@@ -4,8 +4,22 @@
  * an index, a manifest, a pack header), so a blob moved or swapped by someone without the key is
  * rejected. Chunk ids are HMAC-SHA256 under a secret id key, so a reader of the storage learns
  * nothing about content from ids.
+ *
+ * Which key seals a blob depends on the vault's format (SealFormat). Random 96-bit nonces allow at
+ * most 2^32 encryptions under one key (NIST SP 800-38D, "Recommendation for Block Cipher Modes of
+ * Operation: GCM and GMAC", section 8.3), and a vault of 100 TB seals over a billion chunks.
+ *   3: everything under the data key itself, so the count grows with the vault's whole life.
+ *   4: a chunk under HKDF-SHA256(ikm = data key, salt = empty, info = "bulwark chunk v4" || type
+ *      || id) (RFC 5869). Ids are keyed content hashes, so one key seals one content, a few times
+ *      at most (a re-staged job); the key depends only on the master keys and the id, so a pack
+ *      copied to a vault sharing the master keys opens there as it is. Every other object
+ *      (manifest, index, pack header, chain marker, tombstone, staged object) under
+ *      HKDF-SHA256(ikm = data key, salt = 16 random bytes, info = "bulwark object v4"), the salt
+ *      kept in the object's header:  "BWO" 0x04, salt, then nonce, ciphertext, tag as in 3, with
+ *      the header authenticated too. Objects of either kind open in either format (openObject),
+ *      so what a version-3 writer sealed stays readable beside them.
  */
-import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomBytes, type KeyObject } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, type KeyObject } from "node:crypto";
 import { IntegrityError } from "../errors.ts";
 
 export const NONCE_BYTES = 12;
@@ -52,6 +66,83 @@ export function open(key: SecretKey, sealed: Uint8Array, associatedData: Uint8Ar
       { cause },
     );
   }
+}
+
+/** How a vault seals: its format version (see the header). */
+export type SealFormat = 3 | 4;
+export const CURRENT_SEAL_FORMAT: SealFormat = 4;
+
+const CHUNK_KEY_INFO = Buffer.from("bulwark chunk v4", "utf8");
+const OBJECT_KEY_INFO = Buffer.from("bulwark object v4", "utf8");
+const OBJECT_MAGIC = Buffer.from([0x42, 0x57, 0x4f, 0x04]);
+export const OBJECT_SALT_BYTES = 16;
+const OBJECT_HEADER_BYTES = OBJECT_MAGIC.length + OBJECT_SALT_BYTES;
+/** RFC 5869 2.2: an absent salt is HashLen zero bytes. */
+const EMPTY_SALT = Buffer.alloc(32);
+/** HKDF-Expand's one block for a 32-byte key: T(1) = HMAC(PRK, info || 0x01). */
+const FIRST_BLOCK = Buffer.from([1]);
+
+/** HKDF-Extract of each data key seen (a vault has one; a WeakMap forgets keys no longer used). */
+const chunkKeyRoots = new WeakMap<object, KeyObject>();
+
+function keyBytes(key: SecretKey): Buffer {
+  return "export" in key ? key.export() : Buffer.from(key.buffer, key.byteOffset, key.byteLength);
+}
+
+function chunkKeyRoot(dataKey: SecretKey): KeyObject {
+  let root = chunkKeyRoots.get(dataKey);
+  if (!root) {
+    root = createSecretKey(createHmac("sha256", EMPTY_SALT).update(keyBytes(dataKey)).digest());
+    chunkKeyRoots.set(dataKey, root);
+  }
+  return root;
+}
+
+/**
+ * The key that seals one chunk in format 4: HKDF-SHA256 with an empty salt, whose Extract step
+ * (the same for every chunk) is done once per data key, so each chunk costs one HMAC.
+ */
+export function chunkSealingKey(dataKey: SecretKey, type: number, id: Uint8Array): Buffer {
+  return createHmac("sha256", chunkKeyRoot(dataKey)).update(CHUNK_KEY_INFO).update(Buffer.of(type)).update(id).update(FIRST_BLOCK).digest();
+}
+
+function objectKey(dataKey: SecretKey, salt: Uint8Array): Buffer {
+  return Buffer.from(hkdfSync("sha256", dataKey, salt, OBJECT_KEY_INFO, 32));
+}
+
+/** Seals a metadata object (not a chunk) in the given format. */
+export function sealObject(dataKey: SecretKey, plaintext: Uint8Array, associatedData: Uint8Array, format: SealFormat = CURRENT_SEAL_FORMAT): Buffer {
+  if (format === 3) return seal(dataKey, plaintext, associatedData);
+  const header = Buffer.concat([OBJECT_MAGIC, randomBytes(OBJECT_SALT_BYTES)]);
+  const salt = header.subarray(OBJECT_MAGIC.length);
+  return Buffer.concat([header, seal(objectKey(dataKey, salt), plaintext, Buffer.concat([header, associatedData]))]);
+}
+
+/**
+ * Opens a metadata object sealed in either format. An object that starts with format 4's header
+ * but fails as one is also tried as format 3: a format-3 object's random nonce begins with those
+ * four bytes once in 2^32 objects, and must not be called damaged for it.
+ */
+export function openObject(dataKey: SecretKey, sealed: Uint8Array, associatedData: Uint8Array, what: string): Buffer {
+  if (sealed.length < OBJECT_HEADER_BYTES || !OBJECT_MAGIC.equals(sealed.subarray(0, OBJECT_MAGIC.length))) {
+    return open(dataKey, sealed, associatedData, what);
+  }
+  const header = sealed.subarray(0, OBJECT_HEADER_BYTES);
+  const salt = header.subarray(OBJECT_MAGIC.length);
+  try {
+    return open(objectKey(dataKey, salt), sealed.subarray(OBJECT_HEADER_BYTES), Buffer.concat([header, associatedData]), what);
+  } catch (error) {
+    try {
+      return open(dataKey, sealed, associatedData, what);
+    } catch {
+      throw error;
+    }
+  }
+}
+
+/** Whether a stored object carries format 4's header. */
+export function hasObjectHeader(sealed: Uint8Array): boolean {
+  return sealed.length >= OBJECT_HEADER_BYTES && OBJECT_MAGIC.equals(sealed.subarray(0, OBJECT_MAGIC.length));
 }
 
 export function keyedId(idKey: SecretKey, data: Uint8Array): Buffer {

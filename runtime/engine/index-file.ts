@@ -7,7 +7,7 @@
  *              count x (u8 type, 32-byte id, u32 offset, u32 length, u32 raw length)
  */
 import { IntegrityError } from "../errors.ts";
-import { ID_BYTES, labelAssociatedData, open, seal, type SecretKey } from "./crypto.ts";
+import { CURRENT_SEAL_FORMAT, ID_BYTES, labelAssociatedData, openObject, sealObject, type SealFormat, type SecretKey } from "./crypto.ts";
 import type { PackEntry } from "./pack.ts";
 
 const MAGIC = Buffer.from("BWIX\x01", "latin1");
@@ -18,7 +18,7 @@ export interface IndexedPack {
   entries: PackEntry[];
 }
 
-export function encodeIndex(dataKey: SecretKey, name: string, packs: IndexedPack[]): Buffer {
+export function encodeIndex(dataKey: SecretKey, name: string, packs: IndexedPack[], format: SealFormat = CURRENT_SEAL_FORMAT): Buffer {
   let size = MAGIC.length;
   for (const pack of packs) size += 20 + pack.entries.length * ENTRY_BYTES;
   const plain = Buffer.allocUnsafe(size);
@@ -37,7 +37,7 @@ export function encodeIndex(dataKey: SecretKey, name: string, packs: IndexedPack
       at += ENTRY_BYTES;
     }
   }
-  return seal(dataKey, plain, labelAssociatedData("index", name));
+  return sealObject(dataKey, plain, labelAssociatedData("index", name), format);
 }
 
 /**
@@ -51,7 +51,7 @@ export function forEachIndexEntry(
   sealed: Uint8Array,
   visit: (packId: string, type: number, id: Uint8Array, offset: number, length: number, rawLength: number) => void,
 ): void {
-  const plain = open(dataKey, sealed, labelAssociatedData("index", name), `index object ${name}`);
+  const plain = openObject(dataKey, sealed, labelAssociatedData("index", name), `index object ${name}`);
   if (!plain.subarray(0, MAGIC.length).equals(MAGIC)) throw new IntegrityError(`index object ${name} has an unknown format`);
   let at = MAGIC.length;
   while (at < plain.length) {

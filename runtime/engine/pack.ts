@@ -7,7 +7,7 @@
  *   header plaintext: u32 count, then per blob: u8 type, 32-byte id, u32 length, u32 raw length
  */
 import { IntegrityError } from "../errors.ts";
-import { ID_BYTES, labelAssociatedData, open, seal } from "./crypto.ts";
+import { CURRENT_SEAL_FORMAT, ID_BYTES, labelAssociatedData, openObject, sealObject, type SealFormat } from "./crypto.ts";
 
 export interface PackEntry {
   type: number;
@@ -28,7 +28,7 @@ export function packIdOfKey(key: string): string | undefined {
   return match && match[2].startsWith(match[1]) ? match[2] : undefined;
 }
 
-export function encodePackTrailer(dataKey: Uint8Array, packId: string, entries: PackEntry[]): Buffer {
+export function encodePackTrailer(dataKey: Uint8Array, packId: string, entries: PackEntry[], format: SealFormat = CURRENT_SEAL_FORMAT): Buffer {
   const header = Buffer.allocUnsafe(4 + entries.length * ENTRY_BYTES);
   header.writeUInt32LE(entries.length, 0);
   let at = 4;
@@ -39,7 +39,7 @@ export function encodePackTrailer(dataKey: Uint8Array, packId: string, entries: 
     header.writeUInt32LE(entry.rawLength, at + 5 + ID_BYTES);
     at += ENTRY_BYTES;
   }
-  const sealed = seal(dataKey, header, labelAssociatedData("pack-header", packId));
+  const sealed = sealObject(dataKey, header, labelAssociatedData("pack-header", packId), format);
   const length = Buffer.allocUnsafe(4);
   length.writeUInt32LE(sealed.length, 0);
   return Buffer.concat([sealed, length]);
@@ -62,7 +62,7 @@ export async function readPackHeader(
     headerLength + 4 <= tail.length
       ? tail.subarray(tail.length - 4 - headerLength, tail.length - 4)
       : await readRange(size - 4 - headerLength, headerLength);
-  const header = open(dataKey, sealed, labelAssociatedData("pack-header", packId), `header of ${where}`);
+  const header = openObject(dataKey, sealed, labelAssociatedData("pack-header", packId), `header of ${where}`);
   const count = header.readUInt32LE(0);
   if (header.length !== 4 + count * ENTRY_BYTES) throw new IntegrityError(`header of ${where} is malformed`);
   const entries: PackEntry[] = [];

@@ -119,7 +119,7 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
   }
   const consolidated: IndexedPack[] = [...grouped].map(([packId, entries]) => ({ packId, entries }));
   const name = `index/${randomHex(16)}`;
-  await vault.store.create(name, encodeIndex(vault.master.dataKey, name, consolidated));
+  await vault.store.create(name, encodeIndex(vault.master.dataKey, name, consolidated, vault.master.format));
 
   await stillHeld(options.lock);
   // 3. Old index objects; a pack that an undeletable one still names must stay.

@@ -11,7 +11,7 @@ import { describeError, IntegrityError } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { copyObject } from "../store/copy.ts";
 import type { CodecPool } from "./codec-pool.ts";
-import { labelAssociatedData, open, seal } from "./crypto.ts";
+import { labelAssociatedData, openObject, sealObject } from "./crypto.ts";
 import { decodeIndex, encodeIndex, type IndexedPack } from "./index-file.ts";
 import { packIdOfKey, packKey, readPackHeader } from "./pack.ts";
 import type { PointManifest } from "./point.ts";
@@ -28,9 +28,9 @@ const STAGED_DRAFTS = "staged/points";
 export async function recordStaged(vault: Vault, staging: ObjectStore, jobId: string, packs: IndexedPack[], drafts: PointManifest[]): Promise<void> {
   await staging.delete(STAGED_INDEX);
   await staging.delete(STAGED_DRAFTS);
-  await staging.create(STAGED_INDEX, encodeIndex(vault.master.dataKey, `${jobId}/${STAGED_INDEX}`, packs));
+  await staging.create(STAGED_INDEX, encodeIndex(vault.master.dataKey, `${jobId}/${STAGED_INDEX}`, packs, vault.master.format));
   const plain = Buffer.from(JSON.stringify(drafts));
-  await staging.create(STAGED_DRAFTS, seal(vault.master.dataKey, plain, labelAssociatedData("drafts", `${jobId}/${STAGED_DRAFTS}`)));
+  await staging.create(STAGED_DRAFTS, sealObject(vault.master.dataKey, plain, labelAssociatedData("drafts", `${jobId}/${STAGED_DRAFTS}`), vault.master.format));
 }
 
 /**
@@ -46,7 +46,7 @@ export async function readStaged(
   const packs = decodeIndex(vault.master.dataKey, `${jobId}/${STAGED_INDEX}`, await staging.get(STAGED_INDEX));
   const sealed = await staging.get(STAGED_DRAFTS);
   const drafts = JSON.parse(
-    open(vault.master.dataKey, sealed, labelAssociatedData("drafts", `${jobId}/${STAGED_DRAFTS}`), `the drafts job ${jobId} staged`).toString("utf8"),
+    openObject(vault.master.dataKey, sealed, labelAssociatedData("drafts", `${jobId}/${STAGED_DRAFTS}`), `the drafts job ${jobId} staged`).toString("utf8"),
   ) as PointManifest[];
   for (const draft of drafts) {
     if ((expectedPoints && !expectedPoints.has(draft.id)) || draft.details?.job !== jobId) {
@@ -85,7 +85,7 @@ export async function promoteStaged(vault: Vault, staging: ObjectStore, packs: I
   });
   const name = `index/${indexName}`;
   if (packs.length > 0 && !(await vault.store.stat(name))) {
-    await vault.store.create(name, encodeIndex(vault.master.dataKey, name, packs)).catch(async (error) => {
+    await vault.store.create(name, encodeIndex(vault.master.dataKey, name, packs, vault.master.format)).catch(async (error) => {
       if (!(await vault.store.stat(name))) throw error;
     });
   }

@@ -187,7 +187,7 @@ export class VaultWriter {
       await pack.writer.abort();
       return;
     }
-    const trailer = encodePackTrailer(this.vault.master.dataKey, pack.id, pack.entries);
+    const trailer = encodePackTrailer(this.vault.master.dataKey, pack.id, pack.entries, this.vault.master.format);
     pack.pending.push(trailer);
     pack.pendingBytes += trailer.length;
     await this.flushPending(pack);
@@ -225,7 +225,7 @@ export class VaultWriter {
     const packs = this.committedSinceIndex;
     this.committedSinceIndex = [];
     const name = `index/${randomHex(16)}`;
-    const write = this.vault.store.create(name, encodeIndex(this.vault.master.dataKey, name, packs)).then(
+    const write = this.vault.store.create(name, encodeIndex(this.vault.master.dataKey, name, packs, this.vault.master.format)).then(
       () => {
         this.indexObjectsWritten.push(name);
       },

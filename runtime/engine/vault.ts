@@ -18,7 +18,7 @@ import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { decodeChunk, hexId } from "./chunk-codec.ts";
 import { ChunkIndex, type ChunkLocation } from "./chunk-index.ts";
-import { labelAssociatedData, open, seal } from "./crypto.ts";
+import { labelAssociatedData, openObject, sealObject, type SealFormat } from "./crypto.ts";
 import { forEachIndexEntry } from "./index-file.ts";
 import { configDigest, newMasterKeys, unlockMasterKeys, writeKeyObject, type KeyObject, type MasterKeys } from "./keyring.ts";
 import { packKey } from "./pack.ts";
@@ -27,17 +27,24 @@ import { describeMissing, missingPoints } from "./chain.ts";
 
 /**
  * Version 2 bound the master keys to the config (masterKeyCheck) and chained each source's points
- * (chain.ts). Version 3 (this one) keeps an Azure Blob vault's lock objects in the sibling
+ * (chain.ts). Version 3 keeps an Azure Blob vault's lock objects in the sibling
  * container `<vault>-locks` (runtime/store/azure-blob.ts): a Bulwark of version 2 would look for
  * locks only in the vault container, miss a running backup's lock and prune what it needs, so it
- * must refuse the vault, and it does (it opens only version 2). Older vaults are refused with a
- * clear message: nothing migrates.
+ * must refuse the vault, and it does (it opens only version 2). Version 4 (this one) seals each
+ * chunk under a key derived from its id and each other object under a key derived from a random
+ * salt in its header (crypto.ts), so no key's count of random-nonce encryptions grows with the
+ * vault; a Bulwark of version 3 refuses it (it opens only version 3). Version 3 vaults open and
+ * are written as version 3 (their format is the vault's `master.format`). Older vaults are
+ * refused with a clear message: nothing migrates.
  */
-export const VAULT_VERSION = 3;
+export const VAULT_VERSION = 4;
+
+/** The versions this Bulwark opens; a vault's version is also how it seals (SealFormat). */
+export type VaultVersion = 3 | 4;
 
 export interface VaultConfig {
   format: "bulwark-vault";
-  version: typeof VAULT_VERSION;
+  version: VaultVersion;
   id: string;
   created: string;
   /** Block size of disk images' block maps. */
@@ -65,7 +72,8 @@ export const DEFAULT_CONFIG = {
 export class Vault {
   readonly store: ObjectStore;
   readonly config: VaultConfig;
-  readonly master: MasterKeys;
+  /** The master keys, and the format the vault seals in (its version). */
+  readonly master: MasterKeys & { format: SealFormat };
   readonly keyObject: KeyObject;
   index = new ChunkIndex();
   /** Names of the index objects loaded into `index`. */
@@ -78,14 +86,15 @@ export class Vault {
     this.store = store;
     this.configBytes = configBytes;
     this.config = config;
-    this.master = master;
+    this.master = { dataKey: master.dataKey, idKey: master.idKey, format: config.version };
     this.keyObject = keyObject;
   }
 
   static async init(
     store: ObjectStore,
     provider: KeyEncryptionKeyProvider,
-    overrides: Partial<Omit<VaultConfig, "format" | "version" | "id" | "created" | "masterKeyCheck">> = {},
+    /** `version: 3` makes a vault of the previous format (for tests that prove it still works). */
+    overrides: Partial<Omit<VaultConfig, "format" | "id" | "created" | "masterKeyCheck">> = {},
     /** Another vault's master keys (init --like: runtime/engine/copy.ts), so points and packs are valid in both. */
     master: MasterKeys = newMasterKeys(),
   ): Promise<Vault> {
@@ -140,14 +149,14 @@ export class Vault {
       }
       throw new NotFoundError(`${store.location} does not hold a Bulwark vault`);
     }
-    if (config.version !== VAULT_VERSION) {
+    if (config.version !== VAULT_VERSION && config.version !== 3) {
       // A config this version wrote, then damaged, fails the digest its key objects hold.
       await unlockMasterKeys(store, provider, configDigest(configBytes), () => true).catch((error: unknown) => {
         if (error instanceof IntegrityError) throw error;
       });
       if (typeof config.version === "number" && config.version < VAULT_VERSION) {
         throw new UsageError(
-          `the vault at ${store.location} has format version ${config.version}, written by an earlier Bulwark; this Bulwark reads version ${VAULT_VERSION} ` +
+          `the vault at ${store.location} has format version ${config.version}, written by an earlier Bulwark; this Bulwark reads versions 3 and ${VAULT_VERSION} ` +
             "(master keys bound to the config, chained points, lock objects outside WORM) and does not migrate: restore from it with the Bulwark that wrote it, and make a new vault with `bulwark init`",
         );
       }
@@ -224,12 +233,12 @@ export class Vault {
     const plain = zstdCompressSync(Buffer.from(JSON.stringify(manifest)), {
       params: { [constants.ZSTD_c_compressionLevel]: 3 },
     });
-    await this.store.create(`points/${manifest.id}`, seal(this.master.dataKey, plain, labelAssociatedData("point", manifest.id)));
+    await this.store.create(`points/${manifest.id}`, sealObject(this.master.dataKey, plain, labelAssociatedData("point", manifest.id), this.master.format));
   }
 
   async readPoint(id: string): Promise<PointManifest> {
     const sealed = await this.store.get(`points/${id}`);
-    const plain = open(this.master.dataKey, sealed, labelAssociatedData("point", id), `point ${id}`);
+    const plain = openObject(this.master.dataKey, sealed, labelAssociatedData("point", id), `point ${id}`);
     const manifest = JSON.parse(zstdDecompressSync(plain).toString("utf8")) as PointManifest;
     if (manifest.id !== id) throw new IntegrityError(`point object ${id} holds the manifest of ${manifest.id}`);
     return manifest;
