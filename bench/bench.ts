@@ -15,6 +15,7 @@ import { hasGnuTime } from "./measure.ts";
 import { CHANGE_FRACTION, renderDiskTable, runDiskCase } from "./disk-case.ts";
 import { runBacpacBench } from "./bacpac-case.ts";
 import { ITEMS_DEFAULT_SIZE, runItemsBench } from "./items-case.ts";
+import { COPY_DEFAULT_SIZE, runCopyBench } from "./copy-case.ts";
 import { checkTargets, ratiosTo, renderTable, renderTargets } from "./report.ts";
 import type { OtherSizeRun, Ratios } from "./report.ts";
 import { Borg } from "./tools/borg.ts";
@@ -26,7 +27,7 @@ import type { Detection, Tool, ToolName } from "./tools/tool.ts";
 const PROJECT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BENCH_DIR = join(PROJECT_DIR, ".bench");
 const DEFAULT_SEED = "bulwark-1";
-const CASES = ["image", "azure-disk", "bacpac", "items"] as const;
+const CASES = ["image", "azure-disk", "bacpac", "items", "copy"] as const;
 
 const USAGE = `usage: npm run bench -- [options]
 
@@ -43,6 +44,8 @@ const USAGE = `usage: npm run bench -- [options]
                    (Bulwark only; its own fixed scale, --size does not apply)
                    items: restore one 20 MiB file and list a 10,000-entry folder out of a sparse
                    GPT + ext4 disk point, against a full restore and a loop mount (Bulwark only, root)
+                   copy: bulwark copy between two Azurite vaults, server-side against through the
+                   process, and the bytes an incremental copy moves (Bulwark only; --size default 256M)
   --rounds N       run every tool N times, tools taking turns; report medians (default 1; image case)
   --keep           keep the repositories under .bench/work/
   --help           this text
@@ -151,6 +154,11 @@ async function main(argv: string[]): Promise<number> {
   if (values.case === "bacpac") {
     const outPath = resolve(values.out ?? join(BENCH_DIR, "bacpac.json"));
     return (await runBacpacBench(makeTool("bulwark") as Bulwark, outPath, values.keep, log)) ? 0 : 1;
+  }
+  if (values.case === "copy") {
+    const sizeBytes = values.size === undefined ? COPY_DEFAULT_SIZE : sizes[0];
+    const outPath = resolve(values.out ?? join(BENCH_DIR, `copy-${sizeLabel(sizeBytes)}.json`));
+    return (await runCopyBench({ sizeBytes, seed: values.seed, outPath, log })) ? 0 : 1;
   }
   if (values.case === "items") {
     if (sizes.length > 1) throw new UsageFailure("--case items takes one --size");

@@ -14,7 +14,8 @@
  * The destination's index entries are taken from that authenticated header. Between two Azure
  * Blob vaults the pack then moves server-side, with the MD5 of the authenticated bytes for the
  * service to check (store/copy.ts, putCopy): the process reads each copied pack once and uploads
- * none of it. Pack data is never read back from the destination.
+ * none of it. Of the destination it reads only the points' tree chunks, which the commit reads to
+ * prove a point's content there, as for every backup.
  */
 import { createHash } from "node:crypto";
 import { IntegrityError, UsageError } from "../errors.ts";
@@ -55,6 +56,7 @@ export interface CopyReport {
   bytesCopied: number;
   /** Pack bytes that went through this process on their way (0 when every pack moved server-side). */
   bytesUploaded: number;
+  /** Ids of the points this run committed. */
   points: string[];
 }
 
@@ -73,7 +75,7 @@ export async function copyPoints(from: Vault, to: Vault, options: CopyOptions = 
     const todo = selected.filter((_, i) => !present[i]);
     const report: CopyReport = {
       pointsCopied: 0,
-      pointsPresent: selected.length - todo.length,
+      pointsPresent: 0,
       packsCopied: 0,
       packsPresent: 0,
       bytesCopied: 0,
@@ -83,14 +85,18 @@ export async function copyPoints(from: Vault, to: Vault, options: CopyOptions = 
     const packs = await packsNeeded(from, to, todo);
     await copyPacks(from, to, pool, [...packs], report, options);
     await options.onPhase?.({ phase: "packs", packs: packs.size });
-    for (const point of todo) {
+    // Every selected point, present ones too: commitPoint writes the chain marker a copy killed
+    // right after a manifest did not, before a later point of the source takes its place.
+    for (const point of selected) {
       const { chain: _sourceChain, ...manifest } = point;
       // The destination's own chain: the point takes the next place among its source's points there.
-      if ((await commitPoint(to, manifest, lock)) === "committed") report.pointsCopied++;
-      else report.pointsPresent++;
-      report.points.push(point.id);
-      await options.onPhase?.({ phase: "point", id: point.id });
+      if ((await commitPoint(to, manifest, lock)) === "committed") {
+        report.pointsCopied++;
+        report.points.push(point.id);
+        await options.onPhase?.({ phase: "point", id: point.id });
+      }
     }
+    report.pointsPresent = selected.length - report.pointsCopied;
     return report;
   } finally {
     await pool.close();
