@@ -1,14 +1,15 @@
 /**
- * The XFS reader on a filesystem made by mkfs.xfs and written through the Linux driver (a loop
- * mount): every directory format (short-form, block, leaf, and node with its extents in a bmbt),
- * small, multi-MiB, empty, sparse, preallocated (unwritten) and fragmented files (one whose
- * extents overflow the inode into a bmbt), inline and remote symlinks, a hard link and a FIFO;
- * a second volume of 1 KiB blocks with 64-bit extent counters (nrext64), 16 KiB directory blocks
- * and a bmbt of two levels. The tree walked from root() is
- * compared with what the mounted filesystem reported (names, types, sizes, modes, times, owners,
- * link counts, targets, contents, holes); xfs_db says which on-disk format each case took, so the
- * test knows it covers them. Damage (a directory block's magic, an inode's magic) fails only the
- * read that meets it; XFS v4 and an unknown incompatible feature are refused by name.
+ * The XFS reader on filesystems made by mkfs.xfs and written through the Linux driver (a loop
+ * mount). The main volume: every directory format (short-form, block, leaf, and node with its
+ * extents in a bmbt), small, multi-MiB, empty, sparse, preallocated (unwritten) and fragmented
+ * files (one whose extents overflow the inode into a bmbt), inline and remote symlinks, a hard
+ * link, a FIFO, and attribute forks that shorten the data fork. A volume of 1 KiB blocks with
+ * 64-bit extent counters (nrext64), 16 KiB directory blocks and a bmbt of two levels; a sparse
+ * 2 TiB volume whose inode numbers pass 2^32. The tree walked from root() is compared with what
+ * the mounted filesystem reported (names, types, sizes, modes, times, owners, link counts,
+ * targets, contents, holes); xfs_db says which on-disk format each case took, so the test knows
+ * it covers them. Damage (magics, CRCs, and fields rewritten by xfs_db with correct CRCs) fails
+ * only the read that meets it; XFS v4 and an unknown incompatible feature are refused by name.
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -253,9 +254,9 @@ function merged(ranges: [number, number][]): [number, number][] {
 const mounted = new Set<string>();
 
 /** A sparse image made by mkfs.xfs, filled through a loop mount, unmounted: what the mount said of each name. */
-async function buildVolume(image: string, mkfsArgs: string[], fill: (root: string) => Promise<void>): Promise<Map<string, Expected>> {
+async function buildVolume(image: string, mkfsArgs: string[], fill: (root: string) => Promise<void>, bytes = IMAGE_BYTES): Promise<Map<string, Expected>> {
   const mountPoint = `${image}.mnt`;
-  await writeSparse(image, IMAGE_BYTES, [], "");
+  await writeSparse(image, bytes, [], "");
   run("mkfs.xfs", ["-q", ...mkfsArgs, image]);
   await mkdir(mountPoint);
   run("mount", ["-o", "loop,noatime", image, mountPoint]);
@@ -489,6 +490,30 @@ describe("XFS v5 read from the bytes of a volume made by mkfs.xfs and written by
       expect(wideExpected.get("/leaf")!.size).toBeGreaterThanOrEqual(3 * 16384);
       expect(run("xfs_db", ["-r", "-c", `inode ${fragmented}`, "-c", "print core.format u3.bmbt.level v3.nrext64", wide])).toMatch(/core\.format = 3 \(btree\)\s+u3\.bmbt\.level = 2\s+v3\.nrext64 = 1/);
       expectSameTree(await walkTree(await openImage(wide)), wideExpected);
+    });
+  });
+
+  describe("inode numbers past 32 bits (a sparse 2 TiB volume of three AGs, each past 2^31 inode numbers)", () => {
+    let large: string;
+    let largeExpected: Map<string, Expected>;
+
+    beforeAll(async () => {
+      large = path.join(scratch, "large.img");
+      // A small log keeps what mkfs.xfs writes (and the disk it takes) to a few MiB.
+      largeExpected = await buildVolume(large, ["-d", "agcount=3", "-l", "size=64m"], async (root) => {
+        // Linux spreads new directories over the AGs: some land in AG 2, whose inode numbers pass 2^32.
+        for (let i = 0; i < 6; i++) {
+          await mkdir(path.join(root, `dir-${i}`));
+          await writeFile(path.join(root, `dir-${i}`, "file.txt"), text(`large/${i}`, 500));
+        }
+      }, 2 * 1024 ** 4);
+    });
+
+    test("a short-form directory holding 8-byte inode numbers lists every entry, and their inodes are found", async () => {
+      expect([...largeExpected.values()].some((e) => BigInt(e.id) >= 2n ** 32n)).toBe(true);
+      const header = run("xfs_db", ["-r", "-c", `inode ${largeExpected.get("/")!.id}`, "-c", "print u3.sfdir3.hdr.count u3.sfdir3.hdr.i8count", large]);
+      expect(header).toMatch(/count = 6\s+u3\.sfdir3\.hdr\.i8count = [1-5]\b/);
+      expectSameTree(await walkTree(await openImage(large)), largeExpected);
     });
   });
 

@@ -524,17 +524,18 @@ function readSafeUInt64(bytes: Buffer, at: number, where: string): number {
 }
 
 /**
- * A short-form directory in the inode: count (or i8count when inode numbers take 8 bytes), the
- * parent, then entries of namelen, a 2-byte offset tag, the name, a file type byte (ftype) and the
- * inode number.
+ * A short-form directory in the inode: the count of entries, the count of those whose inode
+ * numbers need 8 bytes, the parent, then entries of namelen, a 2-byte offset tag, the name, a file
+ * type byte (ftype) and the inode number (4 bytes, or 8 when any needs them).
  */
 function shortFormEntries(inode: Inode, hasFtype: boolean): NamedIno[] {
   const { fork } = inode;
   const where = `short-form directory inode ${inode.ino}`;
   if (inode.size > fork.length || inode.size < 6) throw damaged(`${where} says it holds ${inode.size} bytes in a fork of ${fork.length}`);
   const bytes = fork.subarray(0, inode.size);
+  // count is every entry; i8count, when not 0, says some inode numbers need 8 bytes, so all take 8.
+  const count = bytes[0];
   const inoBytes = bytes[1] > 0 ? 8 : 4;
-  const count = bytes[1] > 0 ? bytes[1] : bytes[0];
   let at = 2 + inoBytes;
   const entries: NamedIno[] = [];
   for (let i = 0; i < count; i++) {
