@@ -28,7 +28,9 @@
  *   (struct xfs_dsb, struct xfs_dinode incl. di_big_nextents with XFS_DIFLAG2_NREXT64,
  *   XFS_SB_FEAT_INCOMPAT_*, XFS_DIFLAG2_BIGTIME and the bigtime epoch of -2^31 s),
  *   xfs_da_format.h (xfs_dir3_data_hdr, xfs_dir2_sf_hdr/entry, XFS_DIR2_LEAF_OFFSET) and
- *   Documentation/filesystems/xfs/ (xfs-self-describing-metadata.rst).
+ *   Documentation/filesystems/xfs/ (xfs-self-describing-metadata.rst). Where they differ, the
+ *   kernel wins: a short-form header's count is every entry (xfs_dir2_sf_getdents loops to it),
+ *   not zero beside i8count as directories.asciidoc says.
  * Checked against filesystems made by mkfs.xfs 6.1 and written by the Linux 6.x driver
  * (test/items/xfs.test.ts).
  */
