@@ -2,15 +2,18 @@
  * Copies between vaults through the real CLI (and the engine, to cut a copy short between its
  * phases): `init --like`, `copy` local→local, local→Azurite and Azurite→Azurite (server-side: no
  * pack byte uploaded by the process), a second copy copying nothing, an incremental copy moving
- * only new packs, a tampered source refused with nothing committed, and copies cut short after
- * their packs or after their first point completed by a rerun. Every copied point restores
- * byte-identical from the destination.
+ * only new packs, a tampered source refused with nothing committed, copies cut short after
+ * their packs or after their first point completed by a rerun, and a VM point bringing its member
+ * disk point. Every copied point restores byte-identical from the destination.
  */
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { commitPoint } from "../../runtime/engine/commit.ts";
 import { copyPoints } from "../../runtime/engine/copy.ts";
-import { Vault } from "../../runtime/engine/vault.ts";
+import { VaultLock } from "../../runtime/engine/locks.ts";
+import type { PointManifest } from "../../runtime/engine/point.ts";
+import { newPointId, Vault } from "../../runtime/engine/vault.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
 import { PASSPHRASE, runCli } from "../support/cli.ts";
@@ -219,5 +222,28 @@ describe("copy", () => {
     // Valid and complete: what each holds verifies, and every point restores from it.
     await verifiesClean(targets[0]);
     await restoresIdentical(targets[1]);
+  });
+
+  test("a VM point copied by its id brings its member disk point, committed before it", async () => {
+    const from = await Vault.open(new LocalFolderStore(source), new PassphraseProvider(PASSPHRASE));
+    const diskId = Object.keys(points)[0];
+    const vm: PointManifest = {
+      version: 1,
+      id: newPointId(),
+      time: new Date().toISOString(),
+      kind: "vm",
+      source: { type: "azure-vm", path: "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1" },
+      size: 0,
+      tags: {},
+      members: [{ role: "os", point: diskId }],
+      stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, chunksNew: 0, durationMs: 0 },
+    };
+    const lock = await VaultLock.acquire(from.store, "shared", "test: a VM group");
+    await commitPoint(from, vm, lock).finally(() => lock.release());
+    const target = await initLike(local, "vm", source);
+    const to = await Vault.open(new LocalFolderStore(target), new PassphraseProvider(OTHER_PASSPHRASE), { loadIndex: false });
+    const report = await copyPoints(from, to, { references: [vm.id.slice(0, 8)] });
+    expect(report).toMatchObject({ pointsCopied: 2, points: [diskId, vm.id] });
+    expect((await to.readPoint(vm.id)).members).toEqual([{ role: "os", point: diskId }]);
   });
 });
