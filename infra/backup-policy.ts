@@ -23,6 +23,8 @@ export interface PolicyDocument {
   };
   schedule: { every: string };
   retention: RetentionRule;
+  /** The copy vault (bulwark:copyRegion) every point is copied to. */
+  copyTo?: string[];
 }
 
 export interface RegionPolicyArgs {
@@ -34,6 +36,8 @@ export interface RegionPolicyArgs {
   protectedScopes: string[];
   policy: BackupPolicyConfig;
   retention: RetentionRule;
+  /** The copy vault's container URL, when the stack has a copyRegion. */
+  copyVaultUrl?: string;
 }
 
 /**
@@ -54,6 +58,7 @@ export function regionPolicyDocument(args: RegionPolicyArgs): PolicyDocument {
     retention: { ...args.retention },
   };
   if (args.policy.resources.length > 0) document.protect.resources = [...args.policy.resources];
+  if (args.copyVaultUrl !== undefined) document.copyTo = [args.copyVaultUrl];
   return document;
 }
 

@@ -133,6 +133,8 @@ export interface RegionConfig {
   network: NetworkMode;
   /** bulwark:alerts: who Azure Monitor tells. */
   alerts: AlertsConfig;
+  /** bulwark:copyRegion: where a copy vault keeps a copy of every point (the paired region); absent: no copy. */
+  copyRegion?: string;
 }
 
 export type StackConfig = CustomerConfig | RegionConfig;
@@ -193,6 +195,17 @@ function boolean(value: unknown, key: string, fallback: boolean): boolean {
   if (value === true || value === "true") return true;
   if (value === false || value === "false") return false;
   return fail(key, `must be true or false, got ${JSON.stringify(value)}`, "Correct the value in the stack's config.");
+}
+
+/** bulwark:copyRegion: another region than the stack's, and (for now) public networking only. */
+function copyRegion(raw: Raw, home: string, network: NetworkMode): string | undefined {
+  if (raw.copyRegion === undefined || raw.copyRegion === null || raw.copyRegion === "") return undefined;
+  const copy = region(raw.copyRegion, "copyRegion");
+  if (copy === home) fail("copyRegion", `is the stack's own region ${home}`, "Name the paired region (e.g. northeurope for westeurope), so a regional outage leaves the copy readable.");
+  if (network === "private") {
+    fail("copyRegion", "is not available with bulwark:network private yet", "The copy vault would need private endpoints in the paired region; use public networking (RBAC-only data access) or remove copyRegion.");
+  }
+  return copy;
 }
 
 function region(value: unknown, key: string): string {
@@ -581,6 +594,7 @@ export function parseRegionConfig(raw: Raw, secretKeys: ReadonlySet<string> = ne
     sqlAdmin: sqlAdmin(raw, secretKeys),
     network: parseNetworkMode(raw.network),
     alerts: parseAlerts(raw.alerts),
+    copyRegion: copyRegion(raw, region(raw.region, "region"), parseNetworkMode(raw.network)),
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * A region stack: one per customer and region. It reads the customer stack's outputs through a
  * StackReference and provisions the region's agent, transient storage and isolated storage, all
- * in that region, protecting only the scopes the customer declared in that region.
+ * in that region, protecting only the scopes the customer declared in that region; with
+ * bulwark:copyRegion, also a copy vault in that (paired) region (components/copy-vault.ts).
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as resources from "@pulumi/azure-native/resources/index.js";
@@ -10,6 +11,7 @@ import type { RegionConfig } from "./config.ts";
 import { customerTags } from "./customer-stack.ts";
 import { TransientStorage } from "./components/transient-storage.ts";
 import { IsolatedStorage } from "./components/isolated-storage.ts";
+import { CopyVault } from "./components/copy-vault.ts";
 import { RegionAgent } from "./components/region-agent.ts";
 import { subscriptionOf } from "./components/roles.ts";
 import { RegionNetwork, storageNetworkAccess } from "./components/network.ts";
@@ -31,6 +33,9 @@ export interface RegionStackOutputs {
   vaultUrl: pulumi.Output<string>;
   schedulerJobName: pulumi.Output<string>;
   workerJobName: pulumi.Output<string>;
+  /** The copy vault in bulwark:copyRegion ("" without one). */
+  copyVaultUrl: pulumi.Output<string>;
+  copyVaultAccountName: pulumi.Output<string>;
 }
 
 /** Customer stack outputs that decide what the region stack creates must be known values. */
@@ -97,8 +102,25 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     networkAccess,
     tags,
   });
+  // bulwark:copyRegion: a copy vault in the paired region, which the copy jobs fill after each backup.
+  const copyVault =
+    config.copyRegion === undefined
+      ? undefined
+      : new CopyVault(`${config.customer}-${config.region}-copy`, {
+          customer: config.customer,
+          region: config.region,
+          copyRegion: config.copyRegion,
+          subscriptionId,
+          redundancy: config.redundancy,
+          retention: config.retention,
+          keyVaultUri: output("keyVaultUri"),
+          keyName: output("keyName"),
+          keyResourceId: output("keyResourceId"),
+          networkAccess,
+          tags,
+        });
   privateNetwork?.connectStores({ keyVaultId: output("keyVaultId"), vaultAccountId: isolated.accountId, transientAccountId: transient.accountId });
-  const policy = isolated.containerUrl.apply((vaultUrl) =>
+  const policy = pulumi.all([isolated.containerUrl, copyVault?.containerUrl]).apply(([vaultUrl, copyVaultUrl]) =>
     policyJson([
       regionPolicyDocument({
         customer: config.customer,
@@ -107,6 +129,7 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
         protectedScopes: scopes,
         policy: config.policy,
         retention: config.retention.rule,
+        copyVaultUrl,
       }),
     ]),
   );
@@ -144,6 +167,7 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
   // Diagnostic settings: both accounts' storage logs in the workspace the agents' logs and alerts use.
   isolated.sendLogsTo(agent.workspaceId);
   transient.sendLogsTo(agent.workspaceId);
+  copyVault?.grantTo({ workerPrincipalId: agent.workerPrincipalId, prunePrincipalId: agent.prunePrincipalId, sourceAccountId: isolated.accountId, workspaceId: agent.workspaceId });
   if (config.alerts !== "none") {
     new AgentAlerts(`${config.customer}-${config.region}-alerts`, {
       customer: config.customer,
@@ -170,5 +194,7 @@ export async function regionStack(config: RegionConfig): Promise<RegionStackOutp
     vaultUrl: isolated.containerUrl,
     schedulerJobName: agent.schedulerJobName,
     workerJobName: agent.workerJobName,
+    copyVaultUrl: copyVault?.containerUrl ?? pulumi.output(""),
+    copyVaultAccountName: copyVault?.accountName ?? pulumi.output(""),
   };
 }

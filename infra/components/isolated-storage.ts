@@ -94,6 +94,8 @@ export interface IsolatedStorageArgs {
   /** Who may connect: public with RBAC-only data access, or private endpoints only (network.ts). */
   networkAccess: StorageNetworkAccess;
   tags: Record<string, string>;
+  /** "copy": a copy vault (copy-vault.ts), named apart from the vault its region's own stack makes. */
+  purpose?: "vault" | "copy";
 }
 
 export class IsolatedStorage extends pulumi.ComponentResource {
@@ -110,9 +112,10 @@ export class IsolatedStorage extends pulumi.ComponentResource {
   constructor(name: string, args: IsolatedStorageArgs, opts?: pulumi.ComponentResourceOptions) {
     super("bulwark:region:IsolatedStorage", name, {}, opts);
     this.name = name;
+    const copying = args.purpose === "copy";
     const encryptionIdentity = new managedidentity.UserAssignedIdentity(
       `${name}-encryption-identity`,
-      { resourceName: regionalName(args.customer, args.region, "vault-key-id"), resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags },
+      { resourceName: regionalName(args.customer, args.region, copying ? "copy-key-id" : "vault-key-id"), resourceGroupName: args.resourceGroupName, location: args.region, tags: args.tags },
       { parent: this },
     );
     // The account cannot be created with a key it cannot read: grant first.
@@ -129,7 +132,7 @@ export class IsolatedStorage extends pulumi.ComponentResource {
     const account = new storage.StorageAccount(
       `${name}-account`,
       {
-        accountName: globalName(`bwv${args.customer}`, 24, args.subscriptionId, args.region),
+        accountName: globalName(`${copying ? "bwc" : "bwv"}${args.customer}`, 24, args.subscriptionId, args.region),
         resourceGroupName: args.resourceGroupName,
         location: args.region,
         tags: { ...args.tags, [STORAGE_KIND_TAG]: "isolated" },
