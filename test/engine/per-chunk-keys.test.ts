@@ -12,7 +12,8 @@
  *   - a version-4 vault made by the CLI round-trips through backup, restore, verify --read-data,
  *     forget --prune, and stores only format-4 objects;
  *   - a version-3 vault (made through Vault.init's version override) still backs up, restores,
- *     verifies and prunes, and stays version 3 in every object it gets.
+ *     verifies and prunes, and stays version 3 in every object it gets; its points copied into a
+ *     version-4 vault made `init --like` it restore there.
  */
 import { cp, readFile, writeFile } from "node:fs/promises";
 import { createCipheriv, hkdfSync, randomBytes } from "node:crypto";
@@ -35,7 +36,7 @@ import { packIdOfKey, readPackHeader, type PackEntry } from "../../runtime/engin
 import { Vault } from "../../runtime/engine/vault.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { openStore } from "../../runtime/store/open.ts";
-import { PASSPHRASE } from "../support/cli.ts";
+import { PASSPHRASE, runCli } from "../support/cli.ts";
 import {
   LocalVaults,
   MIB,
@@ -233,6 +234,17 @@ describe.each([4, 3] as const)("a version %i vault", (version) => {
     expect(hasObjectHeader(tombstone)).toBe(version === 4);
     expect(await restoredHash(kind, location, second.id, scratch)).toBe(sha256(changed));
     expect((await verifyClean(kind, location)).points).toBe(1);
+  });
+
+  test.runIf(version === 3)("its points copied (bulwark copy) into a version-4 vault made --like it restore there byte-identical: packs move as they are, sealed under the data key", async () => {
+    const copy = kind.newLocation("v4-like-v3");
+    const made = await cli(kind, copy, ["init", "--like", location], { BULWARK_FROM_PASSPHRASE: PASSPHRASE });
+    expect(made.code, made.stderr).toBe(0);
+    const copied = await runCli(["copy", "--from", location, "--to", copy, "--json"], { BULWARK_FROM_PASSPHRASE: PASSPHRASE });
+    expect(copied.code, copied.stderr).toBe(0);
+    expect(JSON.parse(copied.stdout)).toMatchObject({ pointsCopied: 1 });
+    expect((await openVault(copy)).master.format).toBe(4);
+    expect(await restoredHash(kind, copy, second.id, scratch)).toBe(sha256(changed));
   });
 
   test.runIf(version === 4)("a chunk copied over another of the same length, one the kept point needs, makes its restore fail authentication (exit 5)", async () => {
