@@ -20,6 +20,20 @@ export interface StreamLayout {
   tree: string[];
 }
 
+/**
+ * A folder tree (backup-tree.ts, tree-entries.ts): `index` names the chunks that index its sorted
+ * entry chunks; `tree` lists every chunk the point references (entry, index and content-tree
+ * chunks and file data) as stream-tree entries, so prune, verify, commit and copy walk it as they
+ * walk a stream point's tree.
+ */
+export interface TreeLayout {
+  layout: "tree";
+  /** Hex ids of the index chunks, in entry order. */
+  index: string[];
+  /** Hex ids of the reference chunks; each entry is a 32-byte id and a u32 length. */
+  tree: string[];
+}
+
 export interface PointStats {
   bytesRead: number;
   /** Raw bytes of chunks this backup added (not already in the vault). */
@@ -34,12 +48,12 @@ export interface PointManifest {
   version: 1;
   id: string;
   time: string;
-  /** "disk" and "file" points hold content; "vm" points group disk points. */
-  kind: "disk" | "file" | "vm" | "sql";
+  /** "disk", "file" and "tree" (a folder) points hold content; "vm" points group disk points. */
+  kind: "disk" | "file" | "tree" | "vm" | "sql";
   source: { type: string; path: string; host?: string; [key: string]: unknown };
   size: number;
   tags: Record<string, string>;
-  content?: BlockLayout | StreamLayout;
+  content?: BlockLayout | StreamLayout | TreeLayout;
   /** The point this one was built from (for disks: the block map it updated). */
   parent?: string;
   /** For groups (a VM): the member points. */
