@@ -4,7 +4,8 @@
  * `bulwark init --like` the primary). Each scheduled backup, run by a real `bulwark agent worker`,
  * submits a copy job that the same worker runs: after every tick the copy vault holds the new point,
  * byte-identical to the disk when it was taken; the copy keeps the policy's retention; `bulwark
- * status` shows the item's copy lag; a forged copy job (another vault) is refused. Last, the
+ * status` shows the item's copy lag (0, and behind after a backup whose copy has not run); `agent
+ * prune` visits the copy vault; a forged copy job (another vault) is refused. Last, the
  * primary's storage goes away (its containers are deleted) and every point still restores from
  * the copy through the CLI.
  *
@@ -20,6 +21,7 @@ import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { restoreContent } from "../../runtime/engine/restore.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
+import { itemStatuses } from "../../runtime/jobs/reports.ts";
 import { scheduleTick } from "../../runtime/jobs/scheduler.ts";
 import { JobAuthority } from "../../runtime/policy/authority.ts";
 import { parsePolicy, type Policy } from "../../runtime/policy/policy.ts";
@@ -116,6 +118,17 @@ retention: { last: 1 }
   expect(item.copies).toEqual([
     { vault: copyVault, newestPoint: item.lastGoodPoint, newestAt: expect.any(String), lagMs: 0, copiedAt: expect.any(String) },
   ]);
+
+  // A backup committed since, whose copy has not run yet: the lag is from the copy's newest point.
+  const copied = await copy.readPoint(copyPoints[0]!);
+  const later = Date.parse(copied.time) + 6 * 3_600_000;
+  await fleet.items.update(diskId, () => { throw new Error("no item"); }, (current) => ({ ...current, lastGoodAt: later, lastGoodPointId: "f".repeat(32) }));
+  const behind = (await itemStatuses(fleet.items, [policy], later)).find((s) => s.item.toLowerCase() === diskId.toLowerCase())!;
+  expect(behind.copies).toEqual([expect.objectContaining({ newestPoint: copied.id, lagMs: 6 * 3_600_000 })]);
+
+  // agent prune visits the copy vault too (retention, then unreferenced packs), and the copy still restores.
+  const pruned = await w.json<{ vaults: { vault: string; removedPoints: number }[] }>(["agent", "prune", "--policies", policyFile]);
+  expect(pruned.vaults.map((v) => v.vault).sort()).toEqual([w.vault, copyVault].sort());
 
   // The primary region's storage is gone; the copy restores the point it keeps through the CLI.
   await w.blobs.getContainerClient("vault").delete();
