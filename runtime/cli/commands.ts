@@ -23,6 +23,7 @@ import { chooseLatestSource, sameSource } from "./restore-source.ts";
 import { removeDeadLocksOfThisHost } from "./leftovers.ts";
 import { openStore } from "../store/open.ts";
 import { createProgress, formatBytes } from "./progress.ts";
+import { backupFolderCommand } from "./folder-commands.ts";
 import { findCommand, listCommand, mountCommand, restoreItemsCommand } from "./item-commands.ts";
 import { copyCommand, FROM_KEY_OPTIONS, initLike, seedCommand } from "./copy-commands.ts";
 
@@ -205,12 +206,13 @@ export const commands: Record<string, Command> = {
   },
 
   backup: {
-    usage: "backup SOURCE --vault V [--tag k=v]... [--as disk|file] [--transient URL] [--json]",
-    summary: "back up a file, a raw disk image or block device, or an Azure managed disk, VM or SQL database (by resource id)",
+    usage: "backup SOURCE --vault V [--tag k=v]... [--as disk|file] [--exclude PATTERN]... [--transient URL] [--json]",
+    summary: "back up a folder, a file, a raw disk image or block device, or an Azure managed disk, VM or SQL database (by resource id)",
     options: {
       ...common,
       tag: { type: "string", multiple: true, value: "k=v", help: "label the point" },
       as: { type: "string", value: "disk|file", help: "read SOURCE as a disk (a block map) or a file, whatever its name" },
+      exclude: { type: "string", multiple: true, value: "PATTERN", help: "leave out what matches, in a folder (a glob on the path under it, ** allowed)" },
       transient: { type: "string", value: "URL", help: "the transient container an Azure SQL export goes through (or BULWARK_TRANSIENT)" },
     },
     async run(values, positionals) {
@@ -230,6 +232,8 @@ export const commands: Record<string, Command> = {
       }
       // The source is checked before the vault is touched: an unreadable source changes nothing.
       const source = await inspectLocalSource(sourcePath, forced as LocalKind | undefined);
+      if (source.kind === "tree") return backupFolderCommand(await openVault(values), source.path, values, tags, print, pointSummary);
+      if (values.exclude !== undefined) throw new UsageError("--exclude leaves out paths of a folder; the SOURCE is not one");
       const vault = await openVault(values);
       const progress = createProgress("backup", source.size, showProgress(values));
       let point: PointManifest;
@@ -287,7 +291,7 @@ export const commands: Record<string, Command> = {
     forms: [
       {
         usage: "restore POINT --vault V --path PATH [--path PATH]... --to DIR [--overwrite] [--json]",
-        summary: "restore files and folders of a disk or VM point under DIR at their path",
+        summary: "restore files and folders of a disk, VM or folder point under DIR at their path (a folder point without --path: all of it)",
       },
     ],
     options: {
@@ -323,6 +327,7 @@ export const commands: Record<string, Command> = {
         return;
       }
       const { point, from } = await restorePoint(vault, reference, (p) => p.content !== undefined, await localTargetKind(destination), values.source as string | undefined, destination);
+      if (point.kind === "tree") return restoreItemsCommand(vault, { ...values, path: ["/"] }, point.id, print, () => {});
       if (!point.content) throw new UsageError(`point ${point.id} is a ${point.kind} point; restore its members, or use the Azure restore targets`);
       const target = await openFileTarget(destination, point.size, { overwrite: values.overwrite === true });
       const pool = new CodecPool(vault.master, { zstdLevel: vault.config.zstdLevel });

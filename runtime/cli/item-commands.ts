@@ -86,6 +86,7 @@ export async function mountCommand(vault: Vault, values: Values, positionals: st
 }
 
 function pickDisk(browser: PointBrowser, name: string | undefined) {
+  if (browser.tree) throw new UsageError(`point ${browser.point.id.slice(0, 12)} is a folder point: it has no disk to serve; browse it with \`bulwark ls\` and restore with \`bulwark restore --path\``);
   if (browser.point.kind !== "vm") {
     if (name !== undefined) throw new UsageError(`--disk chooses a disk of a VM point; ${browser.point.id.slice(0, 12)} is a disk point`);
     return browser.disks[0];

@@ -13,6 +13,7 @@ import type { PointManifest } from "../engine/point.ts";
 import type { Vault } from "../engine/vault.ts";
 import { IntegrityError, NotFoundError, UsageError } from "../errors.ts";
 import { diskPointReader, type DiskPointReader } from "./block-reader.ts";
+import { TreeFileSystem } from "./fs/tree.ts";
 import type { FileSystem, FsNode } from "./fs/types.ts";
 import { diskVolumes, type Volume } from "./volumes.ts";
 
@@ -68,16 +69,20 @@ export class PointBrowser {
   readonly disks: PointDisk[];
   /** Names left out of listings because they cannot be path components here. */
   readonly refusedNames: string[] = [];
+  /** A folder point's tree: the point's root is its top folder (no disks or volumes). */
+  readonly tree?: TreeFileSystem;
   private readonly listings = new Map<string, Promise<Array<{ name: string; node: FsNode }>>>();
 
-  private constructor(point: PointManifest, disks: PointDisk[]) {
+  private constructor(point: PointManifest, disks: PointDisk[], tree?: TreeFileSystem) {
     this.point = point;
     this.disks = disks;
+    this.tree = tree;
   }
 
-  /** Opens a disk or VM point (an id, a unique prefix, or "latest" among disk and VM points). */
+  /** Opens a disk, VM or folder point (an id, a unique prefix, or "latest" among those). */
   static async open(vault: Vault, reference: string): Promise<PointBrowser> {
-    const point = await vault.resolvePoint(reference, (p) => p.kind === "disk" || p.kind === "vm");
+    const point = await vault.resolvePoint(reference, (p) => p.kind === "disk" || p.kind === "vm" || p.kind === "tree");
+    if (point.content?.layout === "tree") return new PointBrowser(point, [], new TreeFileSystem(vault, point.content));
     if (point.kind === "disk") return new PointBrowser(point, [new PointDisk("", diskPointReader(vault, point))]);
     if (point.kind !== "vm") throw new UsageError(`point ${point.id.slice(0, 12)} is a ${point.kind} point: only disk and VM points hold files to browse`);
     const disks: PointDisk[] = [];
@@ -90,7 +95,7 @@ export class PointBrowser {
 
   /** Bytes fetched from the vault so far (chunks as stored: compressed and encrypted). */
   get bytesRead(): number {
-    return this.disks.reduce((sum, d) => sum + d.reader.fetched.bytes, 0);
+    return this.disks.reduce((sum, d) => sum + d.reader.fetched.bytes, this.tree?.bytesRead ?? 0);
   }
 
   /** Where a path in the point leads; NotFoundError naming the first part that is not there. */
@@ -111,6 +116,7 @@ export class PointBrowser {
   async children(at: Located): Promise<Located[]> {
     switch (at.kind) {
       case "root":
+        if (this.tree) return this.nodeChildren("/", this.tree, await this.tree.root(), "tree");
         if (this.point.kind === "vm") return this.disks.map((disk) => ({ kind: "disk", path: joinPath("/", disk.name), disk }));
         return this.volumeChildren("/", this.disks[0]);
       case "disk":
@@ -127,7 +133,7 @@ export class PointBrowser {
   entry(at: Located): BrowseEntry {
     switch (at.kind) {
       case "root":
-        return { name: "/", path: "/", type: this.point.kind === "vm" ? "dir" : "disk", size: this.point.size };
+        return { name: "/", path: "/", type: this.point.kind === "disk" ? "disk" : "dir", size: this.point.size };
       case "disk":
         return { name: at.disk.name, path: at.path, type: "disk", size: at.disk.reader.size };
       case "volume": {

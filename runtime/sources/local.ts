@@ -12,7 +12,8 @@ import { processAlive, throwIfInterrupted, trackLeftover } from "../interruption
 import type { BlockSource } from "../engine/backup-blocks.ts";
 import type { RestoreTarget } from "../engine/restore.ts";
 
-export type LocalKind = "disk" | "file";
+/** "tree": a folder (sources/folder.ts, engine/backup-tree.ts). */
+export type LocalKind = "disk" | "file" | "tree";
 
 const DISK_IMAGE = /\.(img|raw|vhd|iso|bin|dd)$/i;
 
@@ -38,7 +39,8 @@ export async function inspectLocalSource(sourcePath: string, forced?: LocalKind)
     );
   }
   if (info.isDirectory()) {
-    throw new SourceError(`cannot back up ${sourcePath}: it is a folder; give a file, a raw disk image or a block device`);
+    if (forced !== undefined) throw new UsageError(`--as ${forced}: ${sourcePath} is a folder, backed up as a folder tree`);
+    return { path: absolute, kind: "tree", size: 0, blockDevice: false };
   }
   const blockDevice = info.isBlockDevice();
   if (!blockDevice && !info.isFile()) throw new SourceError(`cannot back up ${sourcePath}: not a regular file or block device`);
@@ -55,9 +57,10 @@ export async function inspectLocalSource(sourcePath: string, forced?: LocalKind)
   return { path: absolute, kind, size, blockDevice };
 }
 
-/** The kind of point a local restore target naturally takes: a device or an image-named file a disk, else a file. */
+/** The kind of point a local restore target naturally takes: a folder a folder tree, a device or an image-named file a disk, else a file. */
 export async function localTargetKind(destination: string): Promise<LocalKind> {
   const existing = await stat(path.resolve(destination)).catch(() => undefined);
+  if (existing?.isDirectory()) return "tree";
   return existing?.isBlockDevice() || DISK_IMAGE.test(destination) ? "disk" : "file";
 }
 
