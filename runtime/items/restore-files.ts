@@ -12,10 +12,16 @@
  * so a failure or an interruption leaves no half-written file under a real name. A file whose
  * content this reader cannot read (an NTFS compressed file, say) or whose blocks are damaged is
  * listed with why; the others are restored.
+ *
+ * Nothing is written outside the target folder: names were checked in browse.ts, no symlink under
+ * it is followed (see FolderSink), a folder listing one name twice (a hostile filesystem's symlink
+ * and folder of one name) restores the first only, and overlapping paths restore each item once.
+ * A process racing the restore inside the target folder (swapping a folder for a symlink between
+ * the lstat and the write) is not defended against: restore into a folder only you can write.
  */
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, rename, rm, symlink, utimes } from "node:fs/promises";
+import { lchown, link, lstat, lutimes, mkdir, open, rename, rm, symlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { describeError, IntegrityError, UsageError } from "../errors.ts";
 import { throwIfInterrupted, trackLeftover } from "../interruption.ts";
@@ -73,9 +79,10 @@ async function restoreWith(browser: PointBrowser, paths: string[], sink: Restore
   const targets: Located[] = [];
   for (const p of paths) targets.push(await browser.locate(p));
   const walk = new RestoreWalk(browser, sink, options);
+  const outermost = outermostOnly(targets);
   // Everything is checked first: a restore that would replace an existing file writes nothing.
-  for (const at of targets) await walk.visit(at, 0, "check");
-  for (const at of targets) await walk.visit(at, 0, "write");
+  for (const at of outermost) await walk.visit(at, 0, "check");
+  for (const at of outermost) await walk.visit(at, 0, "write");
   walk.report.bytesRead = browser.bytesRead;
   return walk.report;
 }
@@ -133,7 +140,9 @@ class RestoreWalk {
       await this.sink.folder(at.path);
       this.report.directories++;
     }
-    for (const child of children) await this.visit(child, depth + 1, pass);
+    for (const child of onePerName(children, (twice) => pass === "write" && this.report.damaged.push({ path: twice.path, error: describeError(nameSeenTwice(twice)) }))) {
+      await this.visit(child, depth + 1, pass);
+    }
     if (pass === "write") await this.sink.folderDone(at.path, at.kind === "node" ? at.node : undefined);
   }
 
@@ -192,10 +201,19 @@ class RestoreWalk {
 
 const RUNNING_AS_ROOT = process.getuid?.() === 0;
 
-/** Items written under a folder on this machine, each made under a temporary name and renamed into place. */
+/**
+ * Items written under a folder on this machine, each made under a temporary name and linked (or,
+ * with `overwrite`, renamed) into place. Nothing is written through a symlink: each folder on the
+ * way down from the root is looked at with lstat and must be a real folder (a symlink there, put by
+ * someone or restored from a hostile point, is refused), and attributes are set through a handle
+ * opened with O_NOFOLLOW. The root itself is the user's choice and may be a symlink.
+ */
 class FolderSink implements RestoreSink {
   private readonly root: string;
   private readonly overwrite: boolean;
+  /** Folders under the root seen to be real folders, per pass (the restore never replaces a folder). */
+  private readonly checkedFolders = new Set<string>();
+  private readonly madeFolders = new Set<string>();
 
   constructor(root: string, overwrite: boolean) {
     this.root = root;
@@ -208,11 +226,14 @@ class FolderSink implements RestoreSink {
   }
 
   async check(pointPath: string, type: FsNode["type"]): Promise<void> {
+    const parts = splitPath(pointPath);
+    if (!(await this.realFolders(parts.slice(0, -1), "check"))) return;
     const target = this.target(pointPath);
-    const existing = await lstat(target).catch(() => undefined);
+    const existing = await lstatIfAny(target);
     if (!existing) return;
     if (type === "dir") {
       if (!existing.isDirectory()) throw new UsageError(`${target} exists and is not a folder, so ${pointPath} cannot be restored there: move it, or restore to another --to`);
+      this.checkedFolders.add(target);
       return;
     }
     if (existing.isDirectory()) throw new UsageError(`${target} is a folder, so ${pointPath} (a ${type}) cannot be restored there: move it, or restore to another --to`);
@@ -220,18 +241,21 @@ class FolderSink implements RestoreSink {
   }
 
   async folder(pointPath: string): Promise<void> {
-    await mkdir(this.target(pointPath), { recursive: true });
+    await this.realFolders(splitPath(pointPath), "make");
   }
 
   async folderDone(pointPath: string, node: FsNode | undefined): Promise<void> {
-    if (node) await setAttributes(this.target(pointPath), node);
+    if (!node) return;
+    const handle = await open(this.target(pointPath), constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+    try {
+      await setAttributes(handle, node);
+    } finally {
+      await handle.close();
+    }
   }
 
   async file(pointPath: string, node: FsNode, runs: AsyncIterable<FileRun>): Promise<void> {
-    await this.replaceWith(pointPath, async (temp) => {
-      await writeRuns(temp, node.size, runs);
-      await setAttributes(temp, node);
-    });
+    await this.replaceWith(pointPath, (temp) => writeRuns(temp, node.size, runs, node));
   }
 
   async symlink(pointPath: string, node: FsNode, target: string): Promise<void> {
@@ -243,27 +267,80 @@ class FolderSink implements RestoreSink {
   }
 
   async hardLink(pointPath: string, _node: FsNode, firstPointPath: string): Promise<void> {
+    // link(2) does not follow a symlink at its first path; the folders above it were walked when it was written.
     await this.replaceWith(pointPath, (temp) => link(this.target(firstPointPath), temp));
   }
 
+  /**
+   * Walks the folders `parts` name from the root, each of which must be a real folder: "check"
+   * stops (false) at the first that is not there yet, "make" makes it.
+   */
+  private async realFolders(parts: string[], pass: "check" | "make"): Promise<boolean> {
+    const seen = pass === "check" ? this.checkedFolders : this.madeFolders;
+    if (pass === "make" && !seen.has(this.root)) {
+      await mkdir(this.root, { recursive: true });
+      seen.add(this.root);
+    }
+    let at = this.root;
+    for (const part of parts) {
+      at = path.join(at, part);
+      if (seen.has(at)) continue;
+      let existing = await lstatIfAny(at);
+      if (!existing) {
+        if (pass === "check") return false;
+        await mkdir(at).catch((error: unknown) => {
+          if (!isErrorCode(error, "EEXIST")) throw error;
+        });
+        existing = await lstat(at);
+      }
+      if (existing.isSymbolicLink()) throw new UsageError(`${at} is a symlink: a restore never writes through one (it could lead out of ${this.root}); move it, or restore to another --to`);
+      if (!existing.isDirectory()) throw new UsageError(`${at} exists and is not a folder, so nothing can be restored under it: move it, or restore to another --to`);
+      seen.add(at);
+    }
+    return true;
+  }
+
   private async replaceWith(pointPath: string, make: (temp: string) => Promise<void>): Promise<void> {
+    const parts = splitPath(pointPath);
+    await this.realFolders(parts.slice(0, -1), "make");
     const target = this.target(pointPath);
-    await mkdir(path.dirname(target), { recursive: true });
-    const temp = path.join(path.dirname(target), `.${path.basename(target).slice(0, 200)}.bulwark-${randomBytes(6).toString("hex")}`);
+    // Not named after the item: a name near the 255-byte limit would leave no room for a suffix.
+    const temp = path.join(path.dirname(target), `.bulwark-restore-${randomBytes(8).toString("hex")}`);
     const untrack = trackLeftover(temp);
     try {
       await make(temp);
-      if (!this.overwrite && (await lstat(target).catch(() => undefined))) {
-        throw new UsageError(`${target} appeared while restoring and was left as it is; pass --overwrite to replace it`);
-      }
-      await rename(temp, target);
-    } catch (error) {
-      await rm(temp, { force: true });
-      throw error;
+      await this.place(temp, target);
     } finally {
+      await rm(temp, { force: true });
       untrack();
     }
   }
+
+  /** Moves a finished item to its name; without `overwrite`, atomically refuses a name taken since the check. */
+  private async place(temp: string, target: string): Promise<void> {
+    if (this.overwrite) return rename(temp, target);
+    try {
+      await link(temp, target);
+      return;
+    } catch (error) {
+      if (isErrorCode(error, "EEXIST")) throw new UsageError(`${target} appeared while restoring and was left as it is; pass --overwrite to replace it`);
+      // A target filesystem without hard links (FAT, say): look, then rename.
+      if (!isErrorCode(error, "EPERM") && !isErrorCode(error, "ENOTSUP") && !isErrorCode(error, "EOPNOTSUPP")) throw error;
+    }
+    if (await lstatIfAny(target)) throw new UsageError(`${target} appeared while restoring and was left as it is; pass --overwrite to replace it`);
+    await rename(temp, target);
+  }
+}
+
+function lstatIfAny(file: string) {
+  return lstat(file).catch((error: unknown) => {
+    if (isErrorCode(error, "ENOENT")) return undefined;
+    throw error;
+  });
+}
+
+function isErrorCode(error: unknown, code: string): boolean {
+  return error instanceof Error && (error as NodeJS.ErrnoException).code === code;
 }
 
 /** Items appended to a tar archive; each file is spooled to a local file first, so a damaged one never enters the archive. */
@@ -316,26 +393,54 @@ class TarSink implements RestoreSink {
   }
 }
 
+/** The targets not inside another (nor repeating one), so overlapping --path arguments restore each item once. */
+function outermostOnly(targets: Located[]): Located[] {
+  const inside = (p: string, folder: string) => (folder === "/" ? p !== "/" : p.startsWith(`${folder}/`));
+  return targets.filter((t, i) => !targets.some((o, j) => inside(t.path, o.path) || (o.path === t.path && j < i)));
+}
+
+/**
+ * A folder's children, the first of each name only: a damaged or hostile filesystem can list two
+ * entries of one name (a symlink and a folder, say), and writing both would put the second through
+ * or over the first.
+ */
+function* onePerName(children: Located[], onSecond: (at: Located) => void): Generator<Located> {
+  const names = new Set<string>();
+  for (const child of children) {
+    if (names.has(child.path)) {
+      onSecond(child);
+      continue;
+    }
+    names.add(child.path);
+    yield child;
+  }
+}
+
+function nameSeenTwice(at: Located): IntegrityError {
+  return new IntegrityError(`${at.path}: its folder holds two entries named ${path.posix.basename(at.path)} (the filesystem is damaged or hostile); only the first was restored`);
+}
+
 /** A point's path as an archive member: relative, so extracting writes under the current folder. */
 function archivePath(pointPath: string): string {
   return splitPath(pointPath).join("/");
 }
 
-/** A new file of `size` bytes from checked runs: data written, holes left unwritten (sparse). */
-async function writeRuns(file: string, size: number, runs: AsyncIterable<FileRun>): Promise<void> {
-  const handle = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+/** A new file of `size` bytes from checked runs: data written, holes left unwritten (sparse); then the node's attributes, if given. */
+async function writeRuns(file: string, size: number, runs: AsyncIterable<FileRun>, attributes?: FsNode): Promise<void> {
+  const handle = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
     for await (const run of runs) if (!run.hole) await handle.write(run.data, 0, run.data.length, run.offset);
     // Holes at the end: the size is set without writing them.
     await handle.truncate(size);
+    if (attributes) await setAttributes(handle, attributes);
   } finally {
     await handle.close();
   }
 }
 
-/** Owner (as root), then mode (chown clears set-id bits), then times. */
-async function setAttributes(target: string, node: FsNode): Promise<void> {
-  if (RUNNING_AS_ROOT) await chown(target, node.uid, node.gid);
-  await chmod(target, node.mode & 0o7777);
-  await utimes(target, node.atime / 1000, node.mtime / 1000);
+/** Owner (as root), then mode (chown clears set-id bits), then times; through a handle, so no symlink is followed. */
+async function setAttributes(handle: FileHandle, node: FsNode): Promise<void> {
+  if (RUNNING_AS_ROOT) await handle.chown(node.uid, node.gid);
+  await handle.chmod(node.mode & 0o7777);
+  await handle.utimes(node.atime / 1000, node.mtime / 1000);
 }

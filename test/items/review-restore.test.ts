@@ -1,0 +1,144 @@
+/**
+ * `restore --path` against a hostile point and a hostile target folder (issue 11): an ext4 volume
+ * made by mke2fs -d, then one folder's directory entry renamed so the root holds a symlink to a
+ * folder outside --to and a folder of the same name (what someone with write access to the disk
+ * could do). Nothing may be written through a symlink, whether the restore made it or it was
+ * already under --to; overlapping --path arguments restore each item once; names the target's
+ * filesystem only just holds (240 bytes of UTF-8) restore; modes with set-id bits, folders' and
+ * symlinks' own times are kept.
+ */
+import { spawnSync } from "node:child_process";
+import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { PointBrowser } from "../../runtime/items/browse.ts";
+import { restorePaths } from "../../runtime/items/restore-files.ts";
+import { tempFolder } from "../cli/vaults.ts";
+import { PointVault } from "./disk-points.ts";
+
+const MTIME = new Date("2023-03-04T05:06:07Z");
+const DIR_MTIME = new Date("2022-02-03T04:05:06Z");
+const LINK_MTIME = new Date("2021-01-02T03:04:05Z");
+/** 80 three-byte characters: 240 bytes, under Linux's 255-byte limit for one name. */
+const LONG_NAME = "名".repeat(80);
+
+function run(tool: string, args: string[]): void {
+  const result = spawnSync(tool, args, { encoding: "utf8" });
+  if (result.error) throw new Error(`${tool} is needed to make this test's volume (CI installs it): ${result.error.message}`);
+  if (result.status !== 0) throw new Error(`${tool} ${args.join(" ")} exited ${result.status}: ${result.stderr}`);
+}
+
+/** Whether anything at all is in a folder (the place a write through a symlink would land). */
+async function entries(folder: string): Promise<string[]> {
+  return (await readdir(folder)).sort();
+}
+
+describe("restore --path never writes outside --to, and keeps what the point holds", () => {
+  let vaults: PointVault;
+  let source: string;
+  let outside: string;
+  let pointId: string;
+
+  beforeAll(async () => {
+    const work = await tempFolder("review-restore");
+    outside = await tempFolder("review-restore-outside");
+    source = path.join(work, "tree");
+    await mkdir(path.join(source, "escapf"), { recursive: true });
+    await writeFile(path.join(source, "escapf/passwd"), "root::0:0::/:/bin/sh\n");
+    // After the edit below, the root holds `escape -> outside` and a folder `escape` holding passwd.
+    await symlink(outside, path.join(source, "escape"));
+    await mkdir(path.join(source, "etc/deep"), { recursive: true });
+    await writeFile(path.join(source, "etc/hosts"), "127.0.0.1 localhost\n");
+    await writeFile(path.join(source, "etc/deep/note"), "deep\n");
+    await writeFile(path.join(source, "etc/tool"), "#!/bin/sh\n");
+    await chown(path.join(source, "etc/tool"), 1234, 5678);
+    await chmod(path.join(source, "etc/tool"), 0o4755);
+    await writeFile(path.join(source, "etc", LONG_NAME), "a long name\n");
+    await symlink("hosts", path.join(source, "etc/hosts.link"));
+    for (const file of ["etc/hosts", "etc/deep/note", "etc/tool", `etc/${LONG_NAME}`]) await utimes(path.join(source, file), MTIME, MTIME);
+    await utimes(path.join(source, "etc/deep"), DIR_MTIME, DIR_MTIME);
+    await utimes(path.join(source, "etc"), DIR_MTIME, DIR_MTIME);
+    const { lutimes } = await import("node:fs/promises");
+    await lutimes(path.join(source, "etc/hosts.link"), LINK_MTIME, LINK_MTIME);
+
+    const image = path.join(work, "hostile.img");
+    run("mke2fs", ["-q", "-F", "-t", "ext4", "-b", "1024", "-d", source, image, "8M"]);
+    const bytes = await readFile(image);
+    const at = bytes.indexOf("escapf");
+    if (at < 0 || bytes.indexOf("escapf", at + 1) >= 0) throw new Error("expected the name escapf once in the image");
+    bytes.write("escape", at, "latin1");
+    await writeFile(image, bytes);
+    vaults = await PointVault.create("review-restore");
+    pointId = (await vaults.backup(image)).id;
+  }, 60_000);
+
+  afterAll(async () => {
+    await vaults?.close();
+  });
+
+  async function restore(paths: string[], to: string, overwrite = false) {
+    const { vault } = await vaults.open();
+    return restorePaths(await PointBrowser.open(vault, pointId), paths, to, { overwrite });
+  }
+
+  test("a folder and a symlink of one name in a hostile volume: nothing is written through the symlink, the second of the two is reported damaged", async () => {
+    const out = await tempFolder("review-restore-dup");
+    const report = await restore(["/volume"], out);
+    expect(await entries(outside)).toEqual([]);
+    expect(report.damaged.map((d) => d.path)).toEqual(["/volume/escape"]);
+    expect(report.damaged[0].error).toContain("two entries named escape");
+    expect(await readFile(path.join(out, "volume/etc/hosts"), "utf8")).toBe("127.0.0.1 localhost\n");
+  });
+
+  test("a symlink already under --to is not followed to write a file, with or without --overwrite", async () => {
+    const out = await tempFolder("review-restore-planted");
+    await symlink(outside, path.join(out, "volume"));
+    for (const overwrite of [false, true]) {
+      await expect(restore(["/volume/etc/hosts"], out, overwrite)).rejects.toThrow(/volume is a symlink/);
+      expect(await entries(outside)).toEqual([]);
+    }
+    // Deeper down too: a symlink where a folder on the way would be made.
+    const deeper = await tempFolder("review-restore-planted-deep");
+    await mkdir(path.join(deeper, "volume"));
+    await symlink(outside, path.join(deeper, "volume/etc"));
+    await expect(restore(["/volume/etc/deep/note"], deeper, true)).rejects.toThrow(/etc is a symlink/);
+    expect(await entries(outside)).toEqual([]);
+  });
+
+  test("--overwrite replaces a symlink that stands where a file is restored, and does not write through it", async () => {
+    const out = await tempFolder("review-restore-replace-link");
+    await mkdir(path.join(out, "volume/etc"), { recursive: true });
+    const victim = path.join(outside, "victim");
+    await writeFile(victim, "untouched\n");
+    try {
+      await symlink(victim, path.join(out, "volume/etc/hosts"));
+      await restore(["/volume/etc/hosts"], out, true);
+      expect((await lstat(path.join(out, "volume/etc/hosts"))).isFile()).toBe(true);
+      expect(await readFile(victim, "utf8")).toBe("untouched\n");
+    } finally {
+      await (await import("node:fs/promises")).rm(victim);
+    }
+  });
+
+  test("overlapping and repeated --path arguments restore each item once, reporting nothing damaged", async () => {
+    const out = await tempFolder("review-restore-overlap");
+    const report = await restore(["/volume/etc", "/volume/etc/hosts", "/volume/etc/deep", "/volume/etc"], out);
+    expect(report).toMatchObject({ files: 4, symlinks: 1, damaged: [], skipped: [] });
+    expect(await readFile(path.join(out, "volume/etc/deep/note"), "utf8")).toBe("deep\n");
+  });
+
+  test("names of 240 bytes of UTF-8 restore; set-id bits survive the owner change; folders and symlinks keep their own times", async () => {
+    const out = await tempFolder("review-restore-attrs");
+    const report = await restore(["/volume/etc"], out);
+    expect(report).toMatchObject({ damaged: [], skipped: [] });
+    expect(await readFile(path.join(out, "volume/etc", LONG_NAME), "utf8")).toBe("a long name\n");
+    const tool = await stat(path.join(out, "volume/etc/tool"));
+    expect([tool.mode & 0o7777, tool.uid, tool.gid]).toEqual([0o4755, 1234, 5678]);
+    expect((await stat(path.join(out, "volume/etc"))).mtimeMs).toBe(DIR_MTIME.getTime());
+    expect((await stat(path.join(out, "volume/etc/deep"))).mtimeMs).toBe(DIR_MTIME.getTime());
+    expect(await readlink(path.join(out, "volume/etc/hosts.link"))).toBe("hosts");
+    expect((await lstat(path.join(out, "volume/etc/hosts.link"))).mtimeMs).toBe(LINK_MTIME.getTime());
+    // No temporary file is left beside them.
+    expect(await entries(path.join(out, "volume/etc"))).toEqual([LONG_NAME, "deep", "hosts", "hosts.link", "tool"].sort());
+  });
+});
