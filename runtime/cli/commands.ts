@@ -1,5 +1,5 @@
 /** The commands: each parses its options, opens what it needs, and prints its result. */
-import { UsageError, NotFoundError, describeError } from "../errors.ts";
+import { UsageError, describeError } from "../errors.ts";
 import { backupDisk, backupFileStream } from "../engine/backup.ts";
 import { CodecPool } from "../engine/codec-pool.ts";
 import { listKeyObjects, writeKeyObject, configDigest } from "../engine/keyring.ts";
@@ -26,6 +26,8 @@ import { createProgress, formatBytes } from "./progress.ts";
 import { backupFolderCommand } from "./folder-commands.ts";
 import { findCommand, listCommand, mountCommand, restoreItemsCommand } from "./item-commands.ts";
 import { copyCommand, FROM_KEY_OPTIONS, initLike, seedCommand } from "./copy-commands.ts";
+import { keyAction, resolveKeyId } from "./key-action.ts";
+import { plural } from "./plural.ts";
 
 type Values = Record<string, unknown>;
 /** An option as the parser takes it, with the words its help shows (runtime/cli/help.ts). */
@@ -405,7 +407,8 @@ export const commands: Record<string, Command> = {
       }
       const ok = report.problems.length === 0;
       const lines = [
-        `${report.points} points, ${report.indexObjects} index objects, ${report.packs} packs; read ${report.packsRead} packs, checked ${report.chunksChecked} chunks`,
+        `${plural(report.points, "point")}, ${plural(report.indexObjects, "index object")}, ${plural(report.packs, "pack")}; ` +
+          `read ${plural(report.packsRead, "pack")}, checked ${plural(report.chunksChecked, "chunk")}`,
         ...(report.unindexedPacks
           ? [
               `${report.unindexedPacks} ${report.unindexedPacks === 1 ? "pack" : "packs"} left by interrupted or running backups (not referenced): ` +
@@ -414,7 +417,7 @@ export const commands: Record<string, Command> = {
             ]
           : []),
         ...report.problems.map((p) => `PROBLEM: ${p}`),
-        ok ? "no problems found" : `${report.problems.length} problems found: the listed points cannot be trusted; back their sources up again`,
+        ok ? "no problems found" : `${plural(report.problems.length, "problem")} found: the listed points cannot be trusted; back their sources up again`,
       ];
       print(values, { ok, ...report }, lines.join("\n"));
       return ok ? 0 : 5;
@@ -474,9 +477,9 @@ export const commands: Record<string, Command> = {
           }
         }
         const text = [
-          `${dryRun ? "would keep" : "kept"} ${keep.size} points, ${dryRun ? "would remove" : "removed"} ${remove.length}`,
+          `${dryRun ? "would keep" : "kept"} ${plural(keep.size, "point")}, ${dryRun ? "would remove" : "removed"} ${remove.length}`,
           ...remove.map((p) => `  ${dryRun ? "would remove" : "removed"} ${p.id.slice(0, 12)} ${p.time} ${p.source.path}`),
-          ...(pruned ? [`prune: ${pruned.packsDeleted} packs deleted, ${pruned.packsRepacked} repacked, ${formatBytes(pruned.bytesFreed)} freed`] : []),
+          ...(pruned ? [`prune: ${plural(pruned.packsDeleted, "pack")} deleted, ${pruned.packsRepacked} repacked, ${formatBytes(pruned.bytesFreed)} freed`] : []),
           ...(held.length ? [`kept for now (immutable or not deletable):`, ...held.map((h) => `  ${h}`)] : []),
         ].join("\n");
         print(values, { keep: [...keep], remove: remove.map((p) => p.id), held, dryRun, prune: pruned }, text);
@@ -501,7 +504,7 @@ export const commands: Record<string, Command> = {
         const pool = new CodecPool(vault.master);
         try {
           const report = await pruneVault(vault, pool, { dryRun, lock });
-          print(values, report, `${dryRun ? "would delete" : "deleted"} ${report.packsDeleted + report.unindexedPacksDeleted} packs, repacked ${report.packsRepacked}, ${formatBytes(report.bytesFreed)} ${dryRun ? "to free" : "freed"}${report.kept.length ? `\nkept for now:\n  ${report.kept.join("\n  ")}` : ""}`);
+          print(values, report, `${dryRun ? "would delete" : "deleted"} ${plural(report.packsDeleted + report.unindexedPacksDeleted, "pack")}, repacked ${report.packsRepacked}, ${formatBytes(report.bytesFreed)} ${dryRun ? "to free" : "freed"}${report.kept.length ? `\nkept for now:\n  ${report.kept.join("\n  ")}` : ""}`);
         } finally {
           await pool.close();
         }
@@ -520,7 +523,7 @@ export const commands: Record<string, Command> = {
       "new-key-vault-key": { type: "string", value: "K", help: "key add/passwd: the new key is the Key Vault key K" },
     },
     async run(values, positionals) {
-      const [action, keyId] = positionals;
+      const action = keyAction(positionals[0]); // a mistyped action is named before the vault is opened
       const vault = await openVault(values, { loadIndex: false });
       const newProvider = (): Promise<KeyEncryptionKeyProvider> =>
         values["new-key-vault-key"]
@@ -563,16 +566,13 @@ export const commands: Record<string, Command> = {
           return;
         }
         case "remove": {
-          if (!keyId || !/^[0-9a-f]{16}$/.test(keyId)) throw new UsageError("give the KEY-ID to remove (see `bulwark key list`)");
           // By name, without reading the others: a damaged key object must be removable too.
-          if (!(await vault.store.stat(`keys/${keyId}`))) throw new NotFoundError(`no key ${keyId} in the vault; see \`bulwark key list\``);
+          const keyId = await resolveKeyId(vault.store, positionals[1]);
           if (keyId === vault.keyObject.id) throw new UsageError("that is the key you opened the vault with; open it with another key to remove this one");
           await vault.store.delete(`keys/${keyId}`);
           print(values, { removed: keyId }, `removed key ${keyId}`);
           return;
         }
-        default:
-          throw new UsageError("give an action: bulwark key list|add|remove|passwd|rotate --vault V");
       }
     },
   },
@@ -600,7 +600,7 @@ export const commands: Record<string, Command> = {
       if (role === "schedule") {
         const result = await agentSchedule(values);
         const r = result as { enqueued: unknown[]; unprotected: { item: string; reason: string }[]; errors: { policy: string; error: string }[] };
-        print(values, result, `enqueued ${r.enqueued.length} items${r.unprotected.length ? `; unprotected: ${r.unprotected.map((u) => `${u.item} (${u.reason})`).join(", ")}` : ""}${r.errors.length ? `; errors: ${r.errors.map((e) => `${e.policy}: ${e.error}`).join("; ")}` : ""}`);
+        print(values, result, `enqueued ${plural(r.enqueued.length, "item")}${r.unprotected.length ? `; unprotected: ${r.unprotected.map((u) => `${u.item} (${u.reason})`).join(", ")}` : ""}${r.errors.length ? `; errors: ${r.errors.map((e) => `${e.policy}: ${e.error}`).join("; ")}` : ""}`);
         return r.errors.length > 0 ? 1 : 0;
       }
       if (role === "worker") {
@@ -611,7 +611,7 @@ export const commands: Record<string, Command> = {
       if (role === "prune") {
         const result = await agentPrune(values);
         const vaults = result.vaults as { vault: string; removedPoints: number; held: string[]; prune: { packsDeleted: number; bytesFreed: number } }[];
-        print(values, result, vaults.map((v) => `${v.vault}: ${v.removedPoints} points removed, ${v.prune.packsDeleted} packs deleted, ${formatBytes(v.prune.bytesFreed)} freed${v.held.length ? `, ${v.held.length} kept (immutable)` : ""}`).join("\n"));
+        print(values, result, vaults.map((v) => `${v.vault}: ${plural(v.removedPoints, "point")} removed, ${plural(v.prune.packsDeleted, "pack")} deleted, ${formatBytes(v.prune.bytesFreed)} freed${v.held.length ? `, ${v.held.length} kept (immutable)` : ""}`).join("\n"));
         return 0;
       }
       if (role === "bridge") {
@@ -676,7 +676,7 @@ export const commands: Record<string, Command> = {
     async run(values) {
       const vault = await openVault(values, { loadIndex: false });
       const removed = await removeAllLocks(vault.store);
-      print(values, { removed }, `removed ${removed} lock objects`);
+      print(values, { removed }, `removed ${plural(removed, "lock object")}`);
     },
   },
 };

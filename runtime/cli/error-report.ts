@@ -34,12 +34,20 @@ const REFUSED = new Set(["AuthenticationError", "AuthenticationRequiredError"]);
 /** How deep a chain of causes is followed: a cycle or a hostile chain must not loop. */
 const MAX_CAUSES = 8;
 
-function causes(error: unknown): { name?: string; message?: string }[] {
-  const chain: { name?: string; message?: string }[] = [];
-  let current = error as { name?: string; message?: string; cause?: unknown } | undefined;
+/** An error as far as it is read here; AuthenticationError carries the service's description. */
+interface ErrorLike {
+  name?: string;
+  message?: string;
+  errorResponse?: { errorDescription?: string };
+  cause?: unknown;
+}
+
+function causes(error: unknown): ErrorLike[] {
+  const chain: ErrorLike[] = [];
+  let current = error as ErrorLike | undefined;
   while (current && typeof current === "object" && chain.length < MAX_CAUSES) {
     chain.push(current);
-    current = current.cause as typeof current;
+    current = current.cause as ErrorLike | undefined;
   }
   return chain;
 }
@@ -55,7 +63,11 @@ function credentialMessage(error: unknown): string | undefined {
     if (UNAVAILABLE.has(e.name ?? "") || /^(ChainedTokenCredential|DefaultAzureCredential)\b/.test(firstLine)) {
       return `no Azure credential could be used: ${WHAT_TO_SET}`;
     }
-    if (REFUSED.has(e.name ?? "")) return `Azure refused the credential (${firstLine.slice(0, 200)}): check it, or ${WHAT_TO_SET}`;
+    if (REFUSED.has(e.name ?? "")) {
+      // Entra's own words (AADSTS…) say which part is wrong; the message's first line only has the status.
+      const said = e.errorResponse?.errorDescription?.split("\n")[0].trim() || firstLine;
+      return `Azure refused the credential (${said.slice(0, 200)}): check it, or ${WHAT_TO_SET}`;
+    }
   }
   return undefined;
 }
