@@ -5,9 +5,9 @@
  * submits a copy job that the same worker runs: after every tick the copy vault holds the new point,
  * byte-identical to the disk when it was taken; the copy keeps the policy's retention; `bulwark
  * status` shows the item's copy lag (0, and behind after a backup whose copy has not run); `agent
- * prune` visits the copy vault; a forged copy job (another vault) is refused. Last, the
- * primary's storage goes away (its containers are deleted) and every point still restores from
- * the copy through the CLI.
+ * prune` visits the copy vault; then the primary's storage goes away (its containers are deleted)
+ * and the copy still restores through the CLI. Also: a forged copy job (another vault, another
+ * source) is refused, and a backup's last step run twice makes one copy job per copy vault.
  *
  * Why deleted and not a stopped Azurite: a copy between two Blob vaults is server-side (Copy Blob
  * From URL), which Azurite serves only between containers of one instance, and a process reaches
@@ -21,13 +21,15 @@ import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { restoreContent } from "../../runtime/engine/restore.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
+import { systemClock } from "../../runtime/jobs/clock.ts";
+import { newJobId, type JobRecord } from "../../runtime/jobs/records.ts";
 import { itemStatuses } from "../../runtime/jobs/reports.ts";
 import { scheduleTick } from "../../runtime/jobs/scheduler.ts";
 import { JobAuthority } from "../../runtime/policy/authority.ts";
 import { parsePolicy, type Policy } from "../../runtime/policy/policy.ts";
 import { ArmItemResolver } from "../../runtime/policy/resolve-arm.ts";
 import { openStore } from "../../runtime/store/open.ts";
-import { copyJobId } from "../../runtime/workloads/copy-machine.ts";
+import { copyJobId, withCopyJobs } from "../../runtime/workloads/copy-machine.ts";
 import { PASSPHRASE } from "../support/cli.ts";
 import { KiB, MiB, ageItems, fleetWorldForFile, makeDisk, pattern, vaultManifests, type FleetWorld } from "./harness.ts";
 
@@ -168,4 +170,38 @@ retention: { last: 2 }
   expect(await authority.refusal(claims({ from: "https://other.blob.core.windows.net/vault", to: policy.copyTo[0] }))).toMatch(/copies from/);
   // The copy vault is one the worker may open (a restore may name it too).
   expect(authority.allowsVault("https://PAIRED.blob.core.windows.net/vault")).toBe(true);
+});
+
+test("a backup's last step run twice (its worker died before committing it) makes one copy job per copy vault", async () => {
+  const copyTo = ["https://paired.blob.core.windows.net/vault", "https://third.blob.core.windows.net/vault"];
+  const itemId = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/disks/twice";
+  const policy = parsePolicy(
+    `name: twice
+vault: https://primary.blob.core.windows.net/vault
+copyTo: [${copyTo.join(", ")}]
+protect: { resources: [${itemId}] }
+schedule: { every: 1d }
+retention: { last: 2 }
+`,
+    "twice.yaml",
+  );
+  const fleet = await world().fleet();
+  const backup = withCopyJobs(
+    { name: "backup", initial: "last", makesPoints: true, start: () => ({}), metrics: () => ({ pointId: "p-twice" }), states: { last: { step: async (_ctx, data) => ({ done: true, data }) } } },
+    fleet,
+    new JobAuthority([policy], "eastus", { resolve: async () => [] }),
+  );
+  const now = Date.now();
+  const job: JobRecord = {
+    jobId: newJobId(now), machine: "backup", itemId, itemKind: "disk", region: "eastus", policy: policy.name, input: {}, status: "running", state: "last", data: {},
+    compensable: [], pendingCompensations: [], owner: "w", leaseUntil: now + 60_000, createdAt: now, startedAt: now, endedAt: 0, runs: 1, failures: 0, error: "",
+  };
+  const ctx = { jobId: job.jobId, job, signal: new AbortController().signal, clock: systemClock, log: () => {} };
+  for (let run = 0; run < 2; run++) expect(await backup.states.last!.step(ctx, {})).toEqual({ done: true, data: {} });
+
+  const copies = [];
+  for await (const record of fleet.jobs.list()) if (record.machine === "copy" && record.input.pointId === "p-twice") copies.push(record);
+  expect(copies.map((c) => [c.jobId, c.input.to, c.region, c.status]).sort()).toEqual(
+    copyTo.map((to) => [copyJobId(job.jobId, "p-twice", to), to, "eastus", "queued"]).sort(),
+  );
 });
