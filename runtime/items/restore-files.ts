@@ -362,6 +362,8 @@ class TarSink implements RestoreSink {
   }
 
   async folderDone(pointPath: string, node: FsNode | undefined): Promise<void> {
+    // The point's root is the archive's own top: a member named "/" would be an absolute path.
+    if (archivePath(pointPath) === "") return;
     await this.tar.begin({ path: archivePath(pointPath), type: "dir", mode: node?.mode ?? 0o755, uid: node?.uid ?? 0, gid: node?.gid ?? 0, mtime: node?.mtime ?? Date.now() });
   }
 

@@ -106,8 +106,24 @@ export class TarWriter {
   }
 
   private async push(bytes: Buffer): Promise<void> {
+    if (this.out.destroyed) throw this.out.errored ?? new Error("tar: the archive's stream was closed before the archive was finished");
     this.written += bytes.length;
-    if (!this.out.write(bytes)) await once(this.out, "drain");
+    if (!this.out.write(bytes)) await drained(this.out);
+  }
+}
+
+/** Resolves when the stream drains; rejects if it fails or closes first (a closed stream never drains). */
+async function drained(out: Writable): Promise<void> {
+  const stop = new AbortController();
+  try {
+    await Promise.race([
+      once(out, "drain", { signal: stop.signal }),
+      once(out, "close", { signal: stop.signal }).then(() => {
+        throw out.errored ?? new Error("tar: the archive's stream was closed before the archive was finished");
+      }),
+    ]);
+  } finally {
+    stop.abort();
   }
 }
 

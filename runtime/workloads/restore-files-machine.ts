@@ -65,8 +65,12 @@ export function restoreFilesMachine(env: WorkloadEnvironment): MachineDefinition
           const spool = await mkdtemp(path.join(os.tmpdir(), "bulwark-files-"));
           const stream = new PassThrough();
           const upload = env.transient.blob(archive).uploadStream(stream, UPLOAD_BLOCK, 2, { blobHTTPHeaders: { blobContentType: "application/x-tar" }, abortSignal: ctx.signal });
-          // If the restore fails, the upload must fail too, not wait for more bytes.
-          const failed = upload.catch((error: unknown) => error);
+          // If the restore fails, the upload must fail too, not wait for more bytes; and if the upload
+          // fails (or is aborted), the restore must stop too, not wait for the upload to drain the archive.
+          const failed = upload.catch((error: unknown) => {
+            stream.destroy(error instanceof Error ? error : new Error(String(error)));
+            return error;
+          });
           let report: FileRestoreReport;
           try {
             const tar = new TarWriter(stream);

@@ -11,9 +11,15 @@ import { spawnSync } from "node:child_process";
 import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { createWriteStream } from "node:fs";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { PointBrowser } from "../../runtime/items/browse.ts";
 import { restorePaths } from "../../runtime/items/restore-files.ts";
-import { tempFolder } from "../cli/vaults.ts";
+import type { StepContext } from "../../runtime/jobs/machine.ts";
+import type { WorkloadEnvironment } from "../../runtime/workloads/environment.ts";
+import { restoreFilesMachine } from "../../runtime/workloads/restore-files-machine.ts";
+import { pseudoRandom, tempFolder } from "../cli/vaults.ts";
 import { PointVault } from "./disk-points.ts";
 
 const MTIME = new Date("2023-03-04T05:06:07Z");
@@ -55,6 +61,9 @@ describe("restore --path never writes outside --to, and keeps what the point hol
     await chmod(path.join(source, "etc/tool"), 0o4755);
     await writeFile(path.join(source, "etc", LONG_NAME), "a long name\n");
     await symlink("hosts", path.join(source, "etc/hosts.link"));
+    // More than a stream's buffer of archive, so the files restore job waits on its upload.
+    await mkdir(path.join(source, "data"));
+    await writeFile(path.join(source, "data/blob.bin"), pseudoRandom("blob", 300_000));
     for (const file of ["etc/hosts", "etc/deep/note", "etc/tool", `etc/${LONG_NAME}`]) await utimes(path.join(source, file), MTIME, MTIME);
     await utimes(path.join(source, "etc/deep"), DIR_MTIME, DIR_MTIME);
     await utimes(path.join(source, "etc"), DIR_MTIME, DIR_MTIME);
@@ -141,4 +150,38 @@ describe("restore --path never writes outside --to, and keeps what the point hol
     // No temporary file is left beside them.
     expect(await entries(path.join(out, "volume/etc"))).toEqual([LONG_NAME, "deep", "hosts", "hosts.link", "tool"].sort());
   });
+
+  /** The files restore job's restore step, with transient storage replaced by `upload` (what uploadStream does with the archive). */
+  async function restoreJob(paths: string[], upload: (archive: Readable, signal: AbortSignal) => Promise<unknown>) {
+    const { vault } = await vaults.open();
+    const env = {
+      openVault: async () => vault,
+      transient: {
+        blob: () => ({ uploadStream: (archive: Readable, _block: number, _concurrency: number, options: { abortSignal: AbortSignal }) => upload(archive, options.abortSignal) }),
+        urlOf: (name: string) => `https://transient.example/${name}`,
+      },
+    } as unknown as WorkloadEnvironment;
+    const machine = restoreFilesMachine(env);
+    const ctx = { jobId: "1-review", job: { jobId: "1-review", runs: 1 }, signal: new AbortController().signal, clock: { now: () => Date.now() }, log: () => {} } as unknown as StepContext;
+    return machine.states.restore!.step(ctx, machine.start({ vault: "local", pointId, paths }));
+  }
+
+  test("the files restore job archives the point's root without an absolute member, and no member outside it", async () => {
+    const archive = path.join(await tempFolder("review-restore-job"), "files.tar");
+    const done = await restoreJob(["/"], (stream) => pipeline(stream, createWriteStream(archive)));
+    expect("done" in done && done.done).toBe(true);
+    const listed = spawnSync("tar", ["-tf", archive], { encoding: "utf8" });
+    expect(listed.status, listed.stderr).toBe(0);
+    const members = listed.stdout.trimEnd().split("\n");
+    expect(members).toContain("volume/data/blob.bin");
+    expect(members.filter((m) => m.startsWith("/") || m.split("/").includes(".."))).toEqual([]);
+  });
+
+  test("the files restore job fails with its upload's error when the upload stops, instead of waiting for it forever", async () => {
+    const refused = new Error("the transient container refused the upload");
+    const step = restoreJob(["/volume/data"], async () => {
+      throw refused;
+    });
+    await expect(step).rejects.toThrow(refused.message);
+  }, 15_000);
 });

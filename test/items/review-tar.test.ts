@@ -71,7 +71,7 @@ async function writeArchive(file: string): Promise<void> {
     await writer.end();
   }
   await writer.finish();
-  await new Promise((resolve, reject) => out.on("close", resolve).on("error", reject));
+  await new Promise<void>((resolve, reject) => out.on("close", () => resolve()).on("error", reject));
 }
 
 describe("the files restore archive as GNU tar reads it", () => {
