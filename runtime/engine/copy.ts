@@ -112,6 +112,13 @@ export function assertSameKeys(from: Vault, to: Vault): void {
         "make the destination with `bulwark init --vault DEST --like SOURCE` (a new vault sharing the source's keys) and copy into that",
     );
   }
+  // Packs move as they are: a newer format's chunks (per-chunk keys) do not open in an older vault.
+  if (from.master.format > to.master.format) {
+    throw new UsageError(
+      `the vault at ${from.store.location} has format version ${from.master.format} and ${to.store.location} version ${to.master.format}, whose Bulwark cannot open its chunks; ` +
+        "make a new destination with `bulwark init --vault DEST --like SOURCE` (it takes the current version) and copy into that",
+    );
+  }
 }
 
 /**
@@ -177,7 +184,8 @@ async function copyPacks(from: Vault, to: Vault, pool: CodecPool, packIds: strin
       return { packId, entries };
     });
     const name = `index/copy-${randomHex(16)}`;
-    await to.store.create(name, encodeIndex(to.master.dataKey, name, indexed));
+    // In the destination's own format: a version-3 vault made before keeps writing version 3.
+    await to.store.create(name, encodeIndex(to.master.dataKey, name, indexed, to.master.format));
   }
 }
 
