@@ -39,6 +39,13 @@ function bigImage(seed: string, kindName: "local" | "azurite"): Buffer {
   return Buffer.concat([pseudoRandom(seed, randomMib * MIB), Buffer.alloc(2 * MIB)]);
 }
 
+/**
+ * How long a wait for a kill moment may take: it ends when the moment comes or the backup exits, so
+ * this only bounds a hang. 60 s was too short on a loaded machine (load 25 on 2 cores): the first
+ * 32 MiB pack took longer than that to reach Azurite, and the test failed with the backup alive.
+ */
+const HANG_MS = 300_000;
+
 /** Kill when `count` new objects under `when` exist (committed), or once a pack is being written. */
 type KillMoment = { when: "locks/" | "data/" | "index/"; count?: number } | { when: "writing" };
 
@@ -94,11 +101,11 @@ describe.each(["local", "azurite"] as const)("interrupted backups, %s vault", (k
       void exited.then(() => (done = true));
       if (moment.when === "writing") {
         // A pack with bytes in it that is not committed yet (a file in .tmp/, or staged blocks).
-        await waitFor("a pack being written", async () => done || (await kind.inFlight!(vault)).some((bytes) => bytes > 0 || kind.name === "azurite"), 60_000, 5);
+        await waitFor("a pack being written", async () => done || (await kind.inFlight!(vault)).some((bytes) => bytes > 0 || kind.name === "azurite"), HANG_MS, 5);
       } else {
         const prefix = moment.when;
         const wanted = keysUnder(before, prefix).length + (moment.count ?? 1);
-        await waitFor(`${moment.count ?? 1} new ${prefix} object(s)`, async () => done || keysUnder(await kind.objects(vault), prefix).length >= wanted, 60_000, 5);
+        await waitFor(`${moment.count ?? 1} new ${prefix} object(s)`, async () => done || keysUnder(await kind.objects(vault), prefix).length >= wanted, HANG_MS, 5);
       }
       child.kill("SIGKILL");
       const result = await exited;
@@ -142,7 +149,7 @@ describe.each(["local", "azurite"] as const)("interrupted backups, %s vault", (k
     let done = false;
     void exited.then(() => (done = true));
     // The backup holds its lock once it starts writing: cut storage off then.
-    await waitFor("the backup's lock object", async () => done || keysUnder(await kind.objects(vault), "locks/").length > 0, 60_000, 5);
+    await waitFor("the backup's lock object", async () => done || keysUnder(await kind.objects(vault), "locks/").length > 0, HANG_MS, 5);
     expect(done, "the backup finished before the outage").toBe(false);
     await azurite.halt();
     // How long storage stays away is the scenario (an outage of a second and a half), not a race:
