@@ -29,6 +29,7 @@ import { Vault } from "../engine/vault.ts";
 import { pointsBeyondRetention } from "../engine/retention-points.ts";
 import { forgetPoint } from "../engine/chain.ts";
 import { openStore } from "../store/open.ts";
+import { statusRows, type StatusRow } from "./status-view.ts";
 
 type Values = Record<string, unknown>;
 
@@ -203,7 +204,9 @@ export async function jobsList(values: Values) {
   return listRecentJobs(f.jobs, { limit: Number(values.limit ?? 20) });
 }
 
-export async function statusList(values: Values) {
+export async function statusList(values: Values): Promise<StatusRow[]> {
   const f = await fleet();
-  return itemStatuses(f.items, await policies(values), Date.now());
+  const loaded = await policies(values);
+  const now = Date.now();
+  return statusRows(await itemStatuses(f.items, loaded, now), loaded, new Date(now));
 }

@@ -652,20 +652,13 @@ export const commands: Record<string, Command> = {
   status: {
     group: "agents",
     usage: "status [--policies P] [--json]",
-    summary: "each protected item's last good point, RPO and copy lag",
+    summary: "every item the policies protect (never backed up ones too): ok, at risk, missed or never; its RPO, the age of its last good point, copy lag",
     options: { json: common.json, policies: { type: "string", value: "P", help: "the policy file or folder (or BULWARK_POLICIES)" } },
     async run(values) {
       const { statusList } = await import("./agent-commands.ts");
-      const items = await statusList(values);
-      print(
-        values,
-        items,
-        items.length
-          ? items
-              .map((i) => `${i.meetsRpo ? "ok  " : "LATE"}  ${i.item.split("/").slice(-1)[0].padEnd(24)}  ${i.policy.padEnd(12)}  last good ${i.lastGoodAt ?? "never"}${i.copies.map((c) => `  copy ${c.lagMs === null ? "none yet" : `lag ${Math.round(c.lagMs / 60_000)} min`}`).join("")}${i.unprotected ? `  UNPROTECTED: ${i.unprotected}` : ""}`)
-              .join("\n")
-          : "no protected items yet",
-      );
+      const { statusText } = await import("./status-view.ts");
+      const rows = await statusList(values);
+      print(values, rows, statusText(rows));
     },
   },
 

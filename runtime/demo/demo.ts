@@ -115,8 +115,9 @@ try {
   const verify = await bulwark(["verify", "--vault", vaultUrl, "--read-data"], env);
   const jobs = await bulwark<{ machine: string; status: string; item: string }[]>(["jobs"], env);
   for (const job of jobs) say(`     job ${job.machine} ${job.status.padEnd(9)} ${job.item.split("/").slice(-3).join("/")}`);
-  const status = await bulwark<{ item: string; meetsRpo: boolean; lastGoodAt: string | null }[]>(["status", "--policies", policyFile], env);
-  for (const item of status) say(`     ${item.meetsRpo ? "meets RPO" : "MISSES RPO"}  ${item.item.split("/").slice(-1)[0]}  last good point ${item.lastGoodAt}`);
+  // The same words as `bulwark status`: ok, at risk, missed, never.
+  const status = await bulwark<{ item: string; protection: string; lastGoodAt: string | null }[]>(["status", "--policies", policyFile], env);
+  for (const item of status) say(`     ${item.protection.padEnd(7)}  ${item.item.split("/").slice(-1)[0]}  last good point ${item.lastGoodAt ?? "never"}`);
   await rm(folder, { recursive: true, force: true });
 
   const inventory = emulator.control.inventory();
