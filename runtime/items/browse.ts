@@ -122,7 +122,10 @@ export class PointBrowser {
       case "disk":
         return this.volumeChildren(at.path, at.disk);
       case "volume":
-        if (!at.volume.fs) throw new UsageError(`${at.path} cannot be browsed: ${at.volume.unreadable ?? "no filesystem is on it"}`);
+        if (!at.volume.fs) {
+          const why = `${at.path} cannot be browsed: ${at.volume.unreadable ?? "no filesystem is on it"}`;
+          throw at.volume.damaged ? new IntegrityError(why) : new UsageError(why);
+        }
         return this.nodeChildren(at.path, at.volume.fs, await at.volume.fs.root(), at.scope);
       case "node":
         if (at.node.type !== "dir") return [];

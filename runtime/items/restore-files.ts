@@ -113,7 +113,9 @@ class RestoreWalk {
       return;
     }
     if (at.kind === "volume" && !at.volume.fs) {
-      if (pass === "write") this.report.skipped.push({ path: at.path, reason: at.volume.unreadable ?? "no filesystem Bulwark reads is on it" });
+      const why = at.volume.unreadable ?? "no filesystem Bulwark reads is on it";
+      if (pass === "write" && at.volume.damaged) this.report.damaged.push({ path: at.path, error: why });
+      else if (pass === "write") this.report.skipped.push({ path: at.path, reason: why });
       return;
     }
     const key = folderKey(at);

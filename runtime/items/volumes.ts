@@ -18,6 +18,8 @@ export interface Volume {
   readonly fs?: FileSystem;
   /** Why the volume cannot be browsed (no known filesystem, damaged, an LVM volume this reader cannot map). */
   readonly unreadable?: string;
+  /** Set when `unreadable` is damage (exit 5), not a filesystem or layout this reader does not read. */
+  readonly damaged?: boolean;
   /** GPT partition type or name, MBR type byte: what a person uses to tell volumes apart. */
   readonly partitionType?: string;
 }
@@ -40,7 +42,7 @@ async function volumesOn(name: string, bytes: RandomAccess, partitionType: strin
   try {
     group = await readLvm(bytes);
   } catch (error) {
-    return [{ name, size: bytes.size, partitionType, unreadable: `its LVM metadata cannot be read: ${describeError(error)}` }];
+    return [{ name, size: bytes.size, partitionType, unreadable: `its LVM metadata cannot be read: ${describeError(error)}`, damaged: error instanceof IntegrityError }];
   }
   if (!group) return [await volumeOf(name, bytes, partitionType)];
   const volumes: Volume[] = [];
@@ -54,10 +56,10 @@ async function volumesOn(name: string, bytes: RandomAccess, partitionType: strin
 async function volumeOf(name: string, bytes: RandomAccess, partitionType: string | undefined): Promise<Volume> {
   try {
     const fs = await openFileSystem(bytes);
-    if (!fs) return { name, size: bytes.size, partitionType, unreadable: "no filesystem Bulwark reads is on it (ext2/3/4, XFS, NTFS and FAT are read; swap, BitLocker and empty volumes are not)" };
+    if (!fs) return { name, size: bytes.size, partitionType, unreadable: "no filesystem Bulwark reads is on it (ext2/3/4, XFS, NTFS and FAT are read; swap, BitLocker and empty volumes are not): serve the disk with `bulwark mount` to mount another filesystem with the OS's tools" };
     return { name, size: bytes.size, partitionType, fs };
   } catch (error) {
     if (!(error instanceof IntegrityError) && !(error instanceof Error && error.name === "UnreadableItemError")) throw error;
-    return { name, size: bytes.size, partitionType, unreadable: describeError(error) };
+    return { name, size: bytes.size, partitionType, unreadable: describeError(error), damaged: error instanceof IntegrityError };
   }
 }
