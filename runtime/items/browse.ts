@@ -281,7 +281,10 @@ export async function* findPaths(
     const { at, depth } = stack.pop()!;
     if (at.kind !== "root" && path.posix.matchesGlob(byPath ? at.path : path.posix.basename(at.path), pattern)) yield at;
     if (at.kind === "node" && at.node.type !== "dir") continue;
-    if (at.kind === "volume" && !at.volume.fs) continue;
+    if (at.kind === "volume" && !at.volume.fs) {
+      if (at.volume.damaged) onUnreadable(at, new IntegrityError(at.volume.unreadable ?? "the volume is damaged"));
+      continue;
+    }
     const key = folderKey(at);
     if (key !== undefined) {
       if (walked.has(key)) {

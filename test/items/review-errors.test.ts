@@ -92,6 +92,13 @@ describe("volumes that cannot be read, and a damaged partition table: one line e
     expect(oneLine(empty.stderr)).toMatch(/^bulwark restore: \/part1 was not restored: no filesystem Bulwark reads/);
   });
 
+  test("find names a damaged volume on one line and exits 5, finding what the others hold", async () => {
+    const found = await vaults.run(["find", pointId, "*.txt"]);
+    expect(found.code).toBe(5);
+    expect(found.stdout.trim()).toBe("/part2/hello.txt");
+    expect(oneLine(found.stderr)).toMatch(/^bulwark find: \/part3 could not be read: .*s_log_block_size 30/);
+  });
+
   test("a path the point does not hold: exit 4, listing what is there", async () => {
     const listed = await vaults.run(["ls", pointId, "/part9/etc"]);
     expect(listed.code).toBe(4);
