@@ -160,7 +160,8 @@ class RestoreWalk {
     const writtenBefore = this.report.bytesWritten;
     try {
       if (node.type === "symlink") {
-        if (node.target === undefined) throw new IntegrityError(`${at.path}: the symlink has no target`);
+        if (node.target === undefined || node.target === "") throw new IntegrityError(`${at.path}: the symlink has no target (the filesystem is damaged)`);
+        if (node.target.includes("\0")) throw new IntegrityError(`${at.path}: the symlink's target holds a NUL character, which no symlink can (the filesystem is damaged)`);
         await this.sink.symlink(at.path, node, node.target);
         this.report.symlinks++;
       } else if (node.type === "file") {

@@ -61,6 +61,10 @@ describe("restore --path never writes outside --to, and keeps what the point hol
     await chmod(path.join(source, "etc/tool"), 0o4755);
     await writeFile(path.join(source, "etc", LONG_NAME), "a long name\n");
     await symlink("hosts", path.join(source, "etc/hosts.link"));
+    // After the edit below, its target holds a NUL (a name no system call takes).
+    await mkdir(path.join(source, "odd"));
+    await symlink("target-with-a-nul-inside", path.join(source, "odd/nul.link"));
+    await writeFile(path.join(source, "odd/fine.txt"), "fine\n");
     // More than a stream's buffer of archive, so the files restore job waits on its upload.
     await mkdir(path.join(source, "data"));
     await writeFile(path.join(source, "data/blob.bin"), pseudoRandom("blob", 300_000));
@@ -76,6 +80,9 @@ describe("restore --path never writes outside --to, and keeps what the point hol
     const at = bytes.indexOf("escapf");
     if (at < 0 || bytes.indexOf("escapf", at + 1) >= 0) throw new Error("expected the name escapf once in the image");
     bytes.write("escape", at, "latin1");
+    const nul = bytes.indexOf("target-with-a-nul-inside");
+    if (nul < 0) throw new Error("expected the symlink's target in the image");
+    bytes[nul + 6] = 0;
     await writeFile(image, bytes);
     vaults = await PointVault.create("review-restore");
     pointId = (await vaults.backup(image)).id;
@@ -94,9 +101,18 @@ describe("restore --path never writes outside --to, and keeps what the point hol
     const out = await tempFolder("review-restore-dup");
     const report = await restore(["/volume"], out);
     expect(await entries(outside)).toEqual([]);
-    expect(report.damaged.map((d) => d.path)).toEqual(["/volume/escape"]);
-    expect(report.damaged[0].error).toContain("two entries named escape");
+    // (odd/nul.link is damaged too: see below.)
+    expect(report.damaged.map((d) => d.path).sort()).toEqual(["/volume/escape", "/volume/odd/nul.link"]);
+    expect(report.damaged.find((d) => d.path === "/volume/escape")!.error).toContain("two entries named escape");
     expect(await readFile(path.join(out, "volume/etc/hosts"), "utf8")).toBe("127.0.0.1 localhost\n");
+  });
+
+  test("a symlink whose target holds a NUL is reported damaged, and the rest of its folder restored", async () => {
+    const out = await tempFolder("review-restore-nul");
+    const report = await restore(["/volume/odd"], out);
+    expect(report.damaged.map((d) => d.path)).toEqual(["/volume/odd/nul.link"]);
+    expect(report.damaged[0].error).toContain("NUL");
+    expect(await entries(path.join(out, "volume/odd"))).toEqual(["fine.txt"]);
   });
 
   test("a symlink already under --to is not followed to write a file, with or without --overwrite", async () => {
