@@ -242,30 +242,28 @@ async function writeTree(
 
   /** A file's data chunks, written, and its content as the entry records it. */
   const chunkFile = async (item: FolderItem): Promise<Content> => {
-    const refs: ChunkRef[] = [];
+    /** The data chunks not yet in a content-tree chunk (at most ENTRIES_PER_NODE). */
+    let refs: ChunkRef[] = [];
     const contentTree: string[] = [];
-    let node = Buffer.alloc(ENTRIES_PER_NODE * STREAM_TREE_ENTRY);
-    let inNode = 0;
     let fileSize = 0;
     const flushNode = async () => {
-      const bytes = Buffer.from(node.subarray(0, inNode * STREAM_TREE_ENTRY));
+      const bytes = Buffer.alloc(refs.length * STREAM_TREE_ENTRY);
+      refs.forEach(([hex, length], i) => {
+        bytes.write(hex, i * STREAM_TREE_ENTRY, "hex");
+        bytes.writeUInt32LE(length, i * STREAM_TREE_ENTRY + ID_BYTES);
+      });
       const id = keyedId(idKey, bytes);
       await writer.put(CHUNK_TREE, id, bytes);
       await references.add(id, bytes.length);
       contentTree.push(id.toString("hex"));
-      inNode = 0;
+      refs = [];
     };
     const emit = async (chunk: Buffer) => {
       const id = keyedId(idKey, chunk);
       await writer.put(CHUNK_DATA, id, chunk);
       await references.add(id, chunk.length);
-      if (refs.length < INLINE_CHUNKS + 1) refs.push([id.toString("hex"), chunk.length]);
-      id.copy(node, inNode * STREAM_TREE_ENTRY);
-      node.writeUInt32LE(chunk.length, inNode * STREAM_TREE_ENTRY + ID_BYTES);
-      if (++inNode === ENTRIES_PER_NODE) {
-        await flushNode();
-        node = Buffer.alloc(ENTRIES_PER_NODE * STREAM_TREE_ENTRY);
-      }
+      refs.push([id.toString("hex"), chunk.length]);
+      if (refs.length === ENTRIES_PER_NODE) await flushNode();
     };
     let buffered: Buffer = Buffer.alloc(0);
     const cut = async (final: boolean) => {
@@ -273,22 +271,36 @@ async function writeTree(
       for (;;) {
         const length = chunker.next(buffered.subarray(at), final);
         if (length === 0) break;
+        // Copy so the chunk does not pin the whole read buffer while it waits to be encoded.
         await emit(Buffer.from(buffered.subarray(at, at + length)));
         at += length;
         if (at === buffered.length) break;
       }
       buffered = buffered.subarray(at);
     };
+    // Pieces are gathered until there is enough to cut, then joined once.
+    let pieces: Buffer[] = [];
+    let piecesBytes = 0;
+    const join = () => {
+      if (pieces.length > 0) buffered = Buffer.concat([buffered, ...pieces]);
+      pieces = [];
+      piecesBytes = 0;
+    };
     for await (const piece of readFolderFile(item)) {
       fileSize += piece.length;
       bytesRead += piece.length;
       options.onProgress?.(bytesRead);
-      buffered = buffered.length === 0 ? piece : Buffer.concat([buffered, piece]);
-      if (buffered.length >= vault.config.chunker.max * 2) await cut(false);
+      pieces.push(piece);
+      piecesBytes += piece.length;
+      if (buffered.length + piecesBytes >= vault.config.chunker.max * 2) {
+        join();
+        await cut(false);
+      }
     }
+    join();
     await cut(true);
     if (contentTree.length === 0 && refs.length <= INLINE_CHUNKS) return { size: fileSize, chunks: refs };
-    if (inNode > 0) await flushNode();
+    if (refs.length > 0) await flushNode();
     return { size: fileSize, contentTree };
   };
 

@@ -1,8 +1,8 @@
 /**
  * The tree point's format in-process (engine/backup-tree.ts, tree-entries.ts, items/fs/tree.ts),
- * in a vault made with small chunks (1-16 KiB) so a 1 MiB file has hundreds of chunks: a file of
- * more than 64 chunks is listed through content-tree chunks, a smaller one inline, and both read
- * back equal; 3000 names in one folder span several entry chunks and list whole, as do folders
+ * in a vault made with small chunks (1-16 KiB) so a 24 MiB file has thousands of chunks: a file
+ * of more than 64 chunks is listed through content-tree chunks (4096 chunks each), a smaller one
+ * inline, and both read back equal; 3000 names in one folder span several entry chunks and list whole, as do folders
  * whose names sort around "/" ("a", "a-x", "a.txt"); an unchanged second backup reads nothing and
  * takes every file's content (content trees included) from the first; entry chunks that are not
  * JSON, out of order or carry bad fields are IntegrityErrors naming the chunk.
@@ -53,7 +53,7 @@ describe("tree points in a vault of small chunks", () => {
     const work = await tempFolder("tree-format");
     top = path.join(work, "top");
     for (const dir of ["a/b", "a-x", "many", "zz"]) await mkdir(path.join(top, dir), { recursive: true });
-    await writeFile(path.join(top, "long.bin"), pseudoRandom("long", MIB));
+    await writeFile(path.join(top, "long.bin"), pseudoRandom("long", 24 * MIB));
     await writeFile(path.join(top, "mid.bin"), pseudoRandom("mid", 100 * 1024));
     await writeFile(path.join(top, "a.txt"), "a.txt\n");
     await writeFile(path.join(top, "a/b/inner.txt"), "inner\n");
@@ -72,7 +72,8 @@ describe("tree points in a vault of small chunks", () => {
     const long = entries.find((e) => e.name === "long.bin")!;
     const mid = entries.find((e) => e.name === "mid.bin")!;
     expect(long.chunks).toBeUndefined();
-    expect(long.contentTree?.length).toBe(1);
+    // Over 4096 chunks: two content-tree chunks.
+    expect(long.contentTree?.length).toBe(2);
     expect(mid.contentTree).toBeUndefined();
     expect(mid.chunks!.length).toBeGreaterThan(5);
     const fs = new TreeFileSystem(vault, first.content as TreeLayout);
@@ -108,8 +109,12 @@ describe("tree points in a vault of small chunks", () => {
     expect(report.filesUnchanged).toBe(report.files);
     expect(point.stats.bytesRead).toBe(0);
     expect(point.parent).toBe(first.id);
+    // The same content references as the first point's (which read back equal above), not a reading.
+    const now = (await entriesOf(vault, point)).find((e) => e.name === "long.bin")!;
+    const then = (await entriesOf(vault, first)).find((e) => e.name === "long.bin")!;
+    expect(now.contentTree).toEqual(then.contentTree);
     const fs = new TreeFileSystem(vault, point.content as TreeLayout);
-    expect(await contentOf(fs, await child(fs, await fs.root(), "long.bin"))).toEqual(await readFile(path.join(top, "long.bin")));
+    expect(await contentOf(fs, await child(fs, await fs.root(), "mid.bin"))).toEqual(await readFile(path.join(top, "mid.bin")));
   });
 
   test("entry chunks that are not JSON, out of order, or carry bad fields are IntegrityErrors naming the chunk", () => {

@@ -2,7 +2,7 @@
  * A folder point ("tree", issue 12) as a FileSystem, so `ls`, `find` and `restore --path` browse
  * it as they browse a volume (browse.ts opens it as the point's root). A folder's listing reads
  * only the entry chunks that hold its children (engine/tree-entries.ts keeps them together); a
- * file's content is its data chunks, read one at a time and yielded in runs of at most
+ * file's content is its data chunks, fetched a few ahead and yielded in runs of at most
  * MAX_RUN_BYTES, a run of zeros as a hole so a restore writes it sparse.
  *
  * Node ids: a folder's or file's path in the point (so each folder is walked once), a file with
@@ -18,6 +18,8 @@ import type { Vault } from "../../engine/vault.ts";
 import { MAX_RUN_BYTES, type DirEntry, type FileRun, type FileSystem, type FsNode, type NodeType } from "./types.ts";
 
 const ZEROS = Buffer.alloc(MAX_RUN_BYTES);
+/** Data chunks fetched ahead of the one being yielded (at most 4 MiB each). */
+const READ_AHEAD = 4;
 
 interface TreeNode extends FsNode {
   readonly entry: TreeEntry;
@@ -64,11 +66,20 @@ export class TreeFileSystem implements FileSystem {
 
   async *read(file: FsNode): AsyncIterable<FileRun> {
     const entry = (file as TreeNode).entry;
+    const refs = this.reader.dataChunks(entry);
+    const pending: Array<Promise<{ hex: string; length: number; data: Buffer }>> = [];
+    let listed = false;
     let offset = 0;
-    for await (const [hex, length] of this.reader.dataChunks(entry)) {
-      const id = Buffer.from(hex, "hex");
-      this.dataFetched += this.vault.locate(id).length;
-      const data = await this.vault.readChunk(CHUNK_DATA, id);
+    for (;;) {
+      // Chunks are fetched READ_AHEAD at a time (a remote vault answers each after a round trip).
+      while (!listed && pending.length < READ_AHEAD) {
+        const next = await refs.next();
+        if (next.done) listed = true;
+        else pending.push(this.fetchData(next.value[0], next.value[1]));
+      }
+      const fetched = pending.shift();
+      if (!fetched) return;
+      const { hex, length, data } = await fetched;
       if (data.length !== length) throw new IntegrityError(`${entryPath(entry)}: chunk ${hex.slice(0, 16)} holds ${data.length} bytes, its entry says ${length}: the point is damaged`);
       for (let at = 0; at < data.length; at += MAX_RUN_BYTES) {
         const piece = data.subarray(at, Math.min(at + MAX_RUN_BYTES, data.length));
@@ -78,6 +89,15 @@ export class TreeFileSystem implements FileSystem {
       }
       offset += data.length;
     }
+  }
+
+  private fetchData(hex: string, length: number): Promise<{ hex: string; length: number; data: Buffer }> {
+    const id = Buffer.from(hex, "hex");
+    this.dataFetched += this.vault.locate(id).length;
+    const fetched = this.vault.readChunk(CHUNK_DATA, id).then((data) => ({ hex, length, data }));
+    // A reader that stops early leaves fetches behind: their failures are not its errors.
+    fetched.catch(() => {});
+    return fetched;
   }
 }
 
