@@ -139,7 +139,14 @@ class RestoreWalk {
     if (pass === "check") {
       await this.sink.check(at.path, "dir");
     } else {
-      await this.sink.folder(at.path);
+      try {
+        await this.sink.folder(at.path);
+      } catch (error) {
+        const tooLong = nameTooLong(at, error);
+        if (!tooLong) throw error;
+        this.report.skipped.push({ path: at.path, reason: tooLong });
+        return;
+      }
       this.report.directories++;
     }
     for (const child of onePerName(children, (twice) => pass === "write" && this.report.damaged.push({ path: twice.path, error: describeError(nameSeenTwice(twice)) }))) {
@@ -174,7 +181,9 @@ class RestoreWalk {
       }
     } catch (error) {
       this.report.bytesWritten = writtenBefore;
-      if (error instanceof UnreadableItemError) this.report.skipped.push({ path: at.path, reason: error.message });
+      const tooLong = nameTooLong(at, error);
+      if (tooLong) this.report.skipped.push({ path: at.path, reason: tooLong });
+      else if (error instanceof UnreadableItemError) this.report.skipped.push({ path: at.path, reason: error.message });
       else if (error instanceof IntegrityError) this.report.damaged.push({ path: at.path, error: describeError(error) });
       else throw error;
       return;
@@ -335,9 +344,18 @@ class FolderSink implements RestoreSink {
   }
 }
 
+/** Why an item's write failed with ENAMETOOLONG, said for a person; undefined for any other failure. */
+function nameTooLong(at: Located, error: unknown): string | undefined {
+  if (!isErrorCode(error, "ENAMETOOLONG")) return undefined;
+  const bytes = Buffer.byteLength(path.posix.basename(at.path));
+  // NAME_MAX of Linux's filesystems; NTFS holds 255 UTF-16 units, which can be 765 bytes of UTF-8.
+  return bytes > 255 ? `its name is ${bytes} bytes long, and names here hold at most 255` : "its path under the target folder is longer than this system allows";
+}
+
+/** The item at a path, or undefined when there is none (nor could be: a name too long for this system). */
 function lstatIfAny(file: string) {
   return lstat(file).catch((error: unknown) => {
-    if (isErrorCode(error, "ENOENT")) return undefined;
+    if (isErrorCode(error, "ENOENT") || isErrorCode(error, "ENAMETOOLONG")) return undefined;
     throw error;
   });
 }

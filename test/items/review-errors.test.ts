@@ -2,7 +2,7 @@
  * What `ls` and `restore --path` say about volumes they cannot read (issue 11: "one clear message,
  * exit codes as elsewhere"): a GPT disk made by sgdisk with an empty partition, an ext4 one
  * (mke2fs -d) and an ext4 one whose superblock was then damaged, and the same disk with both GPT
- * headers damaged. Each failure is one line on stderr saying what to do, with the exit code of its
+ * headers damaged; an NTFS partition (mkntfs, ntfscp) holds a name too long for Linux. Each failure is one line on stderr saying what to do, with the exit code of its
  * kind: 2 for a volume holding nothing Bulwark reads, 4 for a path the point does not hold, 5 for
  * damage.
  */
@@ -16,7 +16,9 @@ import { PointVault } from "./disk-points.ts";
 const SECTOR = 512;
 const PART_START = MIB;
 const PART_SIZE = 4 * MIB;
-const DISK_SIZE = PART_START + 3 * PART_SIZE + MIB;
+const DISK_SIZE = PART_START + 4 * PART_SIZE + MIB;
+/** 100 characters of 3 bytes: a name NTFS holds (100 UTF-16 units) and Linux cannot (300 bytes of UTF-8). */
+const NTFS_LONG_NAME = "文".repeat(100);
 
 function run(tool: string, args: string[]): void {
   const result = spawnSync(tool, args, { encoding: "utf8" });
@@ -46,11 +48,17 @@ describe("volumes that cannot be read, and a damaged partition table: one line e
     // s_log_block_size (superblock at 1024, field at 0x18): blocks of 1024 << 30 bytes.
     bytes.writeUInt32LE(30, 1024 + 0x18);
     await writeFile(damagedExt, bytes);
+    const ntfs = path.join(work, "ntfs.img");
+    run("truncate", ["-s", String(PART_SIZE), ntfs]);
+    run("mkntfs", ["-F", "-Q", "-q", ntfs]);
+    await writeFile(path.join(work, "kept.txt"), "kept\n");
+    run("ntfscp", ["-f", ntfs, path.join(work, "kept.txt"), "kept.txt"]);
+    run("ntfscp", ["-f", ntfs, path.join(work, "kept.txt"), NTFS_LONG_NAME]);
     const disk = path.join(work, "disk.img");
     run("truncate", ["-s", String(DISK_SIZE), disk]);
     const partition = (n: number) => ["-n", `${n}:${(PART_START + (n - 1) * PART_SIZE) / SECTOR}:+${PART_SIZE / 1024}K`];
-    run("sgdisk", [...partition(1), ...partition(2), ...partition(3), disk]);
-    for (const [image, n] of [[ext, 2], [damagedExt, 3]] as const) {
+    run("sgdisk", [...partition(1), ...partition(2), ...partition(3), ...partition(4), disk]);
+    for (const [image, n] of [[ext, 2], [damagedExt, 3], [ntfs, 4]] as const) {
       run("dd", [`if=${image}`, `of=${disk}`, "bs=1M", `seek=${(PART_START + (n - 1) * PART_SIZE) / MIB}`, "conv=notrunc", "status=none"]);
     }
     // Both GPT headers' MyLBA field changed: their CRCs no longer match.
@@ -95,8 +103,16 @@ describe("volumes that cannot be read, and a damaged partition table: one line e
   test("find names a damaged volume on one line and exits 5, finding what the others hold", async () => {
     const found = await vaults.run(["find", pointId, "*.txt"]);
     expect(found.code).toBe(5);
-    expect(found.stdout.trim()).toBe("/part2/hello.txt");
+    expect(found.stdout.trim().split("\n")).toEqual(["/part2/hello.txt", "/part4/kept.txt"]);
     expect(oneLine(found.stderr)).toMatch(/^bulwark find: \/part3 could not be read: .*s_log_block_size 30/);
+  });
+
+  test("a name longer than this system allows (an NTFS name of 300 bytes of UTF-8) is not restored, named with why, the rest restored, exit 6", async () => {
+    const out = await tempFolder("review-errors-long");
+    const restored = await vaults.run(["restore", pointId, "--path", "/part4", "--to", out]);
+    expect(restored.code).toBe(6);
+    expect(oneLine(restored.stderr)).toBe(`bulwark restore: /part4/${NTFS_LONG_NAME} was not restored: its name is 300 bytes long, and names here hold at most 255`);
+    expect(await readFile(path.join(out, "part4/kept.txt"), "utf8")).toBe("kept\n");
   });
 
   test("a path the point does not hold: exit 4, listing what is there", async () => {
