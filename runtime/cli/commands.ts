@@ -28,6 +28,7 @@ import { findCommand, listCommand, mountCommand, restoreItemsCommand } from "./i
 import { copyCommand, FROM_KEY_OPTIONS, initLike, seedCommand } from "./copy-commands.ts";
 import { keyAction, resolveKeyId } from "./key-action.ts";
 import { plural } from "./plural.ts";
+import { filterPoints, pointsText } from "./points-view.ts";
 
 type Values = Record<string, unknown>;
 /** An option as the parser takes it, with the words its help shows (runtime/cli/help.ts). */
@@ -263,10 +264,16 @@ export const commands: Record<string, Command> = {
   },
 
   points: {
-    usage: "points --vault V [--json]",
-    summary: "list recovery points",
-    options: common,
+    usage: "points --vault V [--source SOURCE] [--tag k=v]... [--host HOST] [--json]",
+    summary: "list recovery points, a VM's disk points under it; filtered by source, tags (all given must match) and host",
+    options: {
+      ...common,
+      source: { type: "string", value: "SOURCE", help: "only the points of this path or resource id" },
+      tag: { type: "string", multiple: true, value: "k=v", help: "only the points with this tag" },
+      host: { type: "string", value: "HOST", help: "only the points of local sources on this host" },
+    },
     async run(values) {
+      const filter = { source: values.source as string | undefined, tags: parseTags(values.tag), host: values.host as string | undefined };
       const vault = await openVault(values, { loadIndex: false });
       const damaged: string[] = [];
       const points = await vault.listPoints({
@@ -277,11 +284,8 @@ export const commands: Record<string, Command> = {
       // A point deleted outside retention (its chain marker or a later point still names it).
       const missing = await missingPoints(vault, points, (problem) => damaged.push(problem));
       for (const m of missing) process.stderr.write(`bulwark points: ${describeMissing(m)}\n`);
-      const rows = points.map(pointSummary);
-      const text = rows
-        .map((p) => `${p.id.slice(0, 12)}  ${p.time}  ${p.kind.padEnd(4)}  ${formatBytes(p.size).padStart(10)}  ${p.source}${Object.keys(p.tags).length ? `  ${Object.entries(p.tags).map(([k, v]) => `${k}=${v}`).join(",")}` : ""}`)
-        .join("\n");
-      print(values, rows, rows.length ? text : "no recovery points yet");
+      const shown = filterPoints(points, filter);
+      print(values, shown.map(pointSummary), shown.length || points.length === 0 ? pointsText(shown) : "no recovery points match");
       // The intact points are listed; the damaged and missing ones are named on stderr, and the exit code says so.
       return damaged.length > 0 || missing.length > 0 ? 5 : 0;
     },
