@@ -21,7 +21,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { lchown, link, lstat, lutimes, mkdir, open, rename, rm, symlink, type FileHandle } from "node:fs/promises";
+import { lchown, link, lstat, lutimes, mkdir, open, rename, rm, stat, symlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { describeError, IntegrityError, UsageError } from "../errors.ts";
 import { throwIfInterrupted, trackLeftover } from "../interruption.ts";
@@ -66,6 +66,12 @@ interface RestoreSink {
 
 /** Restores the paths into a folder on this machine. */
 export async function restorePaths(browser: PointBrowser, paths: string[], to: string, options: FileRestoreOptions = {}): Promise<FileRestoreReport> {
+  // The target itself may be a symlink (the user's choice); it must lead to a folder, or to nothing yet.
+  const existing = await stat(to).catch((error: unknown) => {
+    if (isErrorCode(error, "ENOENT")) return undefined;
+    throw error;
+  });
+  if (existing && !existing.isDirectory()) throw new UsageError(`${to} is not a folder: give --to a folder (it is made if missing)`);
   return restoreWith(browser, paths, new FolderSink(path.resolve(to), options.overwrite === true), options);
 }
 

@@ -130,6 +130,13 @@ describe("restore --path never writes outside --to, and keeps what the point hol
     expect(await entries(outside)).toEqual([]);
   });
 
+  test("--to naming a file, not a folder, is refused with what to do, and the file is left as it was", async () => {
+    const file = path.join(await tempFolder("review-restore-to-file"), "notes.txt");
+    await writeFile(file, "mine\n");
+    await expect(restore(["/volume/etc"], file)).rejects.toThrow(`${file} is not a folder: give --to a folder (it is made if missing)`);
+    expect(await readFile(file, "utf8")).toBe("mine\n");
+  });
+
   test("--overwrite replaces a symlink that stands where a file is restored, and does not write through it", async () => {
     const out = await tempFolder("review-restore-replace-link");
     await mkdir(path.join(out, "volume/etc"), { recursive: true });
