@@ -9,7 +9,7 @@
  * for them).
  */
 import { constants, type BigIntStats } from "node:fs";
-import { lstat, open, opendir, readlink } from "node:fs/promises";
+import { lstat, open, opendir, readlink, stat } from "node:fs/promises";
 import path from "node:path";
 import { SourceError } from "../errors.ts";
 import { throwIfInterrupted } from "../interruption.ts";
@@ -35,7 +35,8 @@ export interface WalkOptions {
 export const READ_PIECE = 1024 * 1024;
 
 export async function* walkFolder(top: string, options: WalkOptions): AsyncGenerator<FolderItem> {
-  const root: FolderItem = { dir: "", name: "", absolute: top, stats: await lstat(top, { bigint: true }) };
+  // The top is followed if it is a symlink (what was named is the folder it leads to); nothing under it is.
+  const root: FolderItem = { dir: "", name: "", absolute: top, stats: await stat(top, { bigint: true }) };
   yield root;
   // Folders still to list, deepest last-pushed first: each holds its relative path.
   const pending: string[] = [""];

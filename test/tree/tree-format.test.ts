@@ -4,10 +4,11 @@
  * of more than 64 chunks is listed through content-tree chunks (4096 chunks each), a smaller one
  * inline, and both read back equal; 3000 names in one folder span several entry chunks and list whole, as do folders
  * whose names sort around "/" ("a", "a-x", "a.txt"); an unchanged second backup reads nothing and
- * takes every file's content (content trees included) from the first; entry chunks that are not
+ * takes every file's content (content trees included) from the first; a folder named through a
+ * symlink is the folder it leads to; entry chunks that are not
  * JSON, out of order or carry bad fields are IntegrityErrors naming the chunk.
  */
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { beforeAll, describe, expect, test } from "vitest";
 import { backupTree } from "../../runtime/engine/backup-tree.ts";
@@ -115,6 +116,23 @@ describe("tree points in a vault of small chunks", () => {
     expect(now.contentTree).toEqual(then.contentTree);
     const fs = new TreeFileSystem(vault, point.content as TreeLayout);
     expect(await contentOf(fs, await child(fs, await fs.root(), "mid.bin"))).toEqual(await readFile(path.join(top, "mid.bin")));
+  });
+
+  test("a folder named through a symlink is backed up as the folder it leads to; symlinks under it stay symlinks", async () => {
+    const work = path.dirname(top);
+    await mkdir(path.join(work, "real/inner"), { recursive: true });
+    await writeFile(path.join(work, "real/inner/file.txt"), "through a link\n");
+    await symlink("inner", path.join(work, "real/link-to-inner"));
+    await symlink("real", path.join(work, "named"));
+    const { point } = await backupTree(vault, path.join(work, "named"), { kind: "tree", source: { type: "folder", path: path.join(work, "named") } });
+    const fs = new TreeFileSystem(vault, point.content as TreeLayout);
+    const root = await fs.root();
+    expect(root.type).toBe("dir");
+    expect((await fs.list(root)).map((e) => [e.name, e.node.type])).toEqual([
+      ["inner", "dir"],
+      ["link-to-inner", "symlink"],
+    ]);
+    expect((await contentOf(fs, await child(fs, await child(fs, root, "inner"), "file.txt"))).toString()).toBe("through a link\n");
   });
 
   test("entry chunks that are not JSON, out of order, or carry bad fields are IntegrityErrors naming the chunk", () => {
