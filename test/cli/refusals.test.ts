@@ -89,19 +89,20 @@ describe.each(["local", "azurite"] as const)("refusals and confidentiality, %s v
     expect((await kind.objects(missing)).size).toBe(0);
   });
 
-  test("a missing source, a folder and a FIFO each exit 6 with one message and change nothing", async () => {
+  test("a missing source and a FIFO each exit 6, a folder forced --as disk exits 2, each with one message and changing nothing", async () => {
     const folder = path.join(scratch, "a-folder");
     await mkdir(folder, { recursive: true });
     const fifo = path.join(scratch, "a-fifo");
     await finished(spawn("mkfifo", [fifo]));
-    const cases: [string, RegExp][] = [
-      [path.join(scratch, "no-such.img"), /does not exist/],
-      [folder, /is a folder/],
-      [fifo, /not a regular file/],
+    const cases: [string[], number, RegExp][] = [
+      [[path.join(scratch, "no-such.img")], 6, /does not exist/],
+      [[fifo], 6, /not a regular file/],
+      // A folder is backed up as a folder tree (test/tree); it is not a disk.
+      [[folder, "--as", "disk"], 2, /is a folder, backed up as a folder tree/],
     ];
-    for (const [source, message] of cases) {
-      const result = await cli(kind, vault, ["backup", source]);
-      expect(result.code, result.stderr).toBe(6);
+    for (const [args, code, message] of cases) {
+      const result = await cli(kind, vault, ["backup", ...args]);
+      expect(result.code, result.stderr).toBe(code);
       expectOneMessage(result.stderr, message);
     }
     await unchanged();
