@@ -108,7 +108,7 @@ function parseHostPort(raw: string): { host: string; port: number } {
 /** Names a filesystem held that cannot be paths here were left out: say so, exit 5 (the filesystem is damaged or hostile). */
 function reportRefused(browser: PointBrowser): number {
   for (const name of browser.refusedNames) process.stderr.write(`bulwark: left out a name that cannot be a path (damaged filesystem?): ${name}\n`);
-  return browser.refusedNames.length > 0 ? 5 : 0;
+  return browser.refusedNames.size > 0 ? 5 : 0;
 }
 
 function count(n: number, what: string): string {

@@ -44,8 +44,11 @@ export type Located =
 
 /** Deeper than any real tree: a deeper walk is a directory cycle in a damaged filesystem. */
 export const MAX_DEPTH = 512;
-/** Directory listings kept, so resolving sibling paths does not list their parents again. */
-const LISTINGS_KEPT = 64;
+/**
+ * Directory entries kept in listings, so resolving sibling paths does not list their parents again:
+ * bounded in entries, not listings, since a folder may hold a million (a bigger listing is not kept).
+ */
+const LISTING_ENTRIES_KEPT = 100_000;
 
 class PointDisk {
   readonly name: string;
@@ -67,11 +70,14 @@ export class PointBrowser {
   readonly point: PointManifest;
   /** The disks of the point: one (unnamed at the root) for a disk point, the members for a VM point. */
   readonly disks: PointDisk[];
-  /** Names left out of listings because they cannot be path components here. */
-  readonly refusedNames: string[] = [];
+  /** Names left out of listings because they cannot be path components here (each once, however often its folder is listed). */
+  readonly refusedNames = new Set<string>();
   /** A folder point's tree: the point's root is its top folder (no disks or volumes). */
   readonly tree?: TreeFileSystem;
   private readonly listings = new Map<string, Promise<Array<{ name: string; node: FsNode }>>>();
+  /** Entries of each listing kept (known once it is read), and their sum. */
+  private readonly listingSizes = new Map<string, number>();
+  private listingEntries = 0;
 
   private constructor(point: PointManifest, disks: PointDisk[], tree?: TreeFileSystem) {
     this.point = point;
@@ -179,22 +185,51 @@ export class PointBrowser {
 
   private async nodeChildren(parent: string, fs: FileSystem, dir: FsNode, scope: string): Promise<Located[]> {
     const key = `${scope}:${dir.id}`;
-    let listing = this.listings.get(key);
-    if (!listing) {
-      listing = fs.list(dir);
-      this.listings.set(key, listing);
-      if (this.listings.size > LISTINGS_KEPT) this.listings.delete(this.listings.keys().next().value!);
-      listing.catch(() => this.listings.delete(key));
-    }
+    const listing = this.listing(key, fs, dir);
     const out: Located[] = [];
     for (const { name, node } of await listing) {
       if (!isSafeName(name)) {
-        this.refusedNames.push(`${parent}: ${JSON.stringify(name)}`);
+        this.refusedNames.add(`${parent}: ${JSON.stringify(name)}`);
         continue;
       }
       out.push({ kind: "node", path: joinPath(parent, name), name, node, fs, scope });
     }
     return out;
+  }
+
+  /** A folder's entries, kept while the listings kept hold at most LISTING_ENTRIES_KEPT entries, least recently used dropped first. */
+  private listing(key: string, fs: FileSystem, dir: FsNode): Promise<Array<{ name: string; node: FsNode }>> {
+    const kept = this.listings.get(key);
+    if (kept) {
+      // Map order is insertion order: re-inserting makes this the most recently used.
+      this.listings.delete(key);
+      this.listings.set(key, kept);
+      const size = this.listingSizes.get(key);
+      if (size !== undefined) {
+        this.listingSizes.delete(key);
+        this.listingSizes.set(key, size);
+      }
+      return kept;
+    }
+    const listing = fs.list(dir);
+    this.listings.set(key, listing);
+    listing.then(
+      (entries) => {
+        if (this.listings.get(key) !== listing) return;
+        this.listingSizes.set(key, entries.length);
+        this.listingEntries += entries.length;
+        for (const [oldest, size] of this.listingSizes) {
+          if (this.listingEntries <= LISTING_ENTRIES_KEPT) break;
+          this.listings.delete(oldest);
+          this.listingSizes.delete(oldest);
+          this.listingEntries -= size;
+        }
+      },
+      () => {
+        if (this.listings.get(key) === listing) this.listings.delete(key);
+      },
+    );
+    return listing;
   }
 }
 

@@ -65,6 +65,8 @@ describe("restore --path never writes outside --to, and keeps what the point hol
     await mkdir(path.join(source, "odd"));
     await symlink("target-with-a-nul-inside", path.join(source, "odd/nul.link"));
     await writeFile(path.join(source, "odd/fine.txt"), "fine\n");
+    // After the edit below, named "slash/name": not a name anywhere.
+    await writeFile(path.join(source, "odd/slashXname"), "refused\n");
     // More than a stream's buffer of archive, so the files restore job waits on its upload.
     await mkdir(path.join(source, "data"));
     await writeFile(path.join(source, "data/blob.bin"), pseudoRandom("blob", 300_000));
@@ -83,6 +85,9 @@ describe("restore --path never writes outside --to, and keeps what the point hol
     const nul = bytes.indexOf("target-with-a-nul-inside");
     if (nul < 0) throw new Error("expected the symlink's target in the image");
     bytes[nul + 6] = 0;
+    const slash = bytes.indexOf("slashXname");
+    if (slash < 0 || bytes.indexOf("slashXname", slash + 1) >= 0) throw new Error("expected the name slashXname once in the image");
+    bytes.write("/", slash + 5, "latin1");
     await writeFile(image, bytes);
     vaults = await PointVault.create("review-restore");
     pointId = (await vaults.backup(image)).id;
@@ -92,9 +97,11 @@ describe("restore --path never writes outside --to, and keeps what the point hol
     await vaults?.close();
   });
 
-  async function restore(paths: string[], to: string, overwrite = false) {
+  async function restore(paths: string[], to: string, overwrite = false, browsed?: (browser: PointBrowser) => void) {
     const { vault } = await vaults.open();
-    return restorePaths(await PointBrowser.open(vault, pointId), paths, to, { overwrite });
+    const browser = await PointBrowser.open(vault, pointId);
+    browsed?.(browser);
+    return restorePaths(browser, paths, to, { overwrite });
   }
 
   test("a folder and a symlink of one name in a hostile volume: nothing is written through the symlink, the second of the two is reported damaged", async () => {
@@ -107,10 +114,13 @@ describe("restore --path never writes outside --to, and keeps what the point hol
     expect(await readFile(path.join(out, "volume/etc/hosts"), "utf8")).toBe("127.0.0.1 localhost\n");
   });
 
-  test("a symlink whose target holds a NUL is reported damaged, and the rest of its folder restored", async () => {
+  test("a symlink whose target holds a NUL is reported damaged, a name holding a slash left out and named once, the rest of their folder restored", async () => {
     const out = await tempFolder("review-restore-nul");
-    const report = await restore(["/volume/odd"], out);
+    let browser: PointBrowser | undefined;
+    const report = await restore(["/volume/odd"], out, false, (b) => (browser = b));
     expect(report.damaged.map((d) => d.path)).toEqual(["/volume/odd/nul.link"]);
+    // The name with a "/" is left out and named once, though both passes listed its folder.
+    expect([...browser!.refusedNames]).toEqual(['/volume/odd: "slash/name"']);
     expect(report.damaged[0].error).toContain("NUL");
     expect(await entries(path.join(out, "volume/odd"))).toEqual(["fine.txt"]);
   });
