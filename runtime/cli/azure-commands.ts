@@ -14,9 +14,6 @@ import { formatBytes } from "./progress.ts";
 
 type Values = Record<string, unknown>;
 
-export function isAzureTarget(destination: string): boolean {
-  return isResourceId(destination) || /^https?:\/\//i.test(destination);
-}
 
 export async function backupAzureResource(
   vault: Vault,

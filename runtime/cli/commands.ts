@@ -13,7 +13,6 @@ import { readPassphrase } from "../keys/passphrase.ts";
 import { AzureKeyVaultProvider } from "../keys/azure-key-vault.ts";
 import { azureContext } from "../azure/context.ts";
 import { isResourceId, parseResourceId } from "../azure/resource-id.ts";
-import { backupAzureResource, restoreToAzure, isAzureTarget } from "./azure-commands.ts";
 import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
 import { ruleIsEmpty, type RetentionRule } from "../retention/gfs.ts";
 import { pointsBeyondRetention } from "../engine/retention-points.ts";
@@ -134,6 +133,11 @@ function count(values: Values, name: string): number | undefined {
   return Number(raw);
 }
 
+/** An Azure resource id or a blob URL: restored through the Azure workloads (azure-commands.ts, loaded only then: the Azure SDK is most of a command's start-up). */
+function isAzureTarget(destination: string): boolean {
+  return isResourceId(destination) || /^https?:\/\//i.test(destination);
+}
+
 /** A managed disk or page blob takes disk points, a VM id VM points, a database id SQL points. */
 function azureTargetKind(destination: string): PointManifest["kind"] {
   if (/\/providers\/Microsoft\.Compute\/virtualMachines\//i.test(destination)) return "vm";
@@ -228,6 +232,7 @@ export const commands: Record<string, Command> = {
         parseResourceId(sourcePath);
         const vault = await openVault(values);
         const progress = createProgress("backup", undefined, showProgress(values));
+        const { backupAzureResource } = await import("./azure-commands.ts");
         const result = await backupAzureResource(vault, sourcePath, values, tags, (n) => progress.update(n));
         progress.done();
         print(values, { ...pointSummary(result.point), ...result.extra }, values.json || !process.stdout.isTTY ? result.point.id : `${result.point.id}\n  ${result.text}`);
@@ -328,6 +333,7 @@ export const commands: Record<string, Command> = {
       if (isAzureTarget(destination)) {
         const kind = azureTargetKind(destination);
         const { point, from } = await restorePoint(vault, reference, (p) => p.kind === kind, kind, values.source as string | undefined, destination);
+        const { restoreToAzure } = await import("./azure-commands.ts");
         const result = await restoreToAzure(vault, point, destination, values);
         print(values, { id: point.id, to: destination, source: point.source.path, ...result }, `restored ${point.id} to ${destination}${from}${result.note ? `\n${result.note}` : ""}`);
         return;

@@ -8,7 +8,7 @@
  */
 import { UsageError } from "../errors.ts";
 import { azureContext } from "../azure/context.ts";
-import { copyPoints, type CopyReport } from "../engine/copy.ts";
+import type { CopyReport } from "../engine/copy.ts";
 import { checkSeedJournal, hasSeedJournal, likeDestination, writeSeedJournal } from "../engine/seed-journal.ts";
 import { Vault } from "../engine/vault.ts";
 import { AzureKeyVaultProvider } from "../keys/azure-key-vault.ts";
@@ -70,6 +70,8 @@ export async function copyCommand(values: Values, references: string[], provider
   const checkPack = (await hasSeedJournal(from.store)) ? await checkSeedJournal(from, to) : undefined;
   await from.loadIndex();
   const progress = createProgress("copy", undefined, !values.json && process.stderr.isTTY === true);
+  // Loaded only for a copy: it brings the Azure Blob SDK, most of a command's start-up.
+  const { copyPoints } = await import("../engine/copy.ts");
   const report: CopyReport = await copyPoints(from, to, { references, checkPack, onProgress: (n) => progress.update(n) });
   progress.done();
   const { points: _ids, ...summary } = report;

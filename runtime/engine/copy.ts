@@ -17,7 +17,6 @@
  * none of it. Of the destination it reads only the points' tree chunks, which the commit reads to
  * prove a point's content there, as for every backup.
  */
-import { createHash } from "node:crypto";
 import { IntegrityError, UsageError } from "../errors.ts";
 import { putCopy } from "../store/copy.ts";
 import { CHUNK_TREE, hexId } from "./chunk-codec.ts";
@@ -217,7 +216,3 @@ async function readAuthenticatedPack(
   return { bytes, entries };
 }
 
-/** SHA-256 of an object's bytes, hex (the seed journal's digest). */
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex");
-}

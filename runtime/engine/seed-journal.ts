@@ -12,10 +12,9 @@
  * entry or point that needs it is written (copy.ts, checkPack). Packs the destination already
  * holds are not read, so not hashed: their presence and size are checked.
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { IntegrityError, ObjectNotFoundError, UsageError } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
-import { sha256Hex } from "./copy.ts";
 import type { MasterKeys } from "./keyring.ts";
 import { mapLimit, masterKeyCheck, type Vault, type VaultConfig } from "./vault.ts";
 
@@ -167,4 +166,8 @@ function seedRefused(from: Vault, problems: string[], outcome: string): Integrit
 
 function sameLocation(location: string): string {
   return location.replace(/\/+$/, "").toLowerCase();
+}
+
+function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
 }
