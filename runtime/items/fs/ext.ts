@@ -37,6 +37,7 @@ import { IntegrityError } from "../../errors.ts";
 import type { RandomAccess } from "../block-reader.ts";
 import { journalOverlay, unescape, type JournalFile, type JournalledBlock } from "./ext-journal.ts";
 import { MAX_RUN_BYTES, UnreadableItemError, type DirEntry, type FileRun, type FileSystem, type FileSystemFormat, type FsNode, type NodeType } from "./types.ts";
+import { BlockCache } from "./block-cache.ts";
 
 const SUPERBLOCK_AT = 1024;
 const SUPERBLOCK_BYTES = 1024;
@@ -231,7 +232,7 @@ class ExtFileSystem implements FileSystem {
   readonly label: string;
   private readonly volume: RandomAccess;
   private readonly sb: Superblock;
-  private readonly blocks: MetadataCache;
+  private readonly blocks: BlockCache;
   /** Blocks the journal's committed transactions rewrite (needs_recovery): read from the journal instead. */
   private overlay = new Map<number, JournalledBlock>();
   private journal: JournalFile | undefined;
@@ -239,7 +240,7 @@ class ExtFileSystem implements FileSystem {
   constructor(volume: RandomAccess, sb: Superblock) {
     this.volume = volume;
     this.sb = sb;
-    this.blocks = new MetadataCache(Math.max(1, Math.floor(METADATA_CACHE_BYTES / sb.blockSize)));
+    this.blocks = new BlockCache(Math.max(1, Math.floor(METADATA_CACHE_BYTES / sb.blockSize)));
     this.filesystem = filesystemName(sb);
     this.label = sb.label;
   }
@@ -666,38 +667,4 @@ function directoryEntries(block: Buffer, hasFileType: boolean, where: () => stri
     at += recordLength;
   }
   return entries;
-}
-
-/** Metadata blocks by number, least recently used evicted past the bound; a failed read is not kept. */
-class MetadataCache {
-  private readonly entries = new Map<number, Promise<Buffer>>();
-  private readonly maxEntries: number;
-
-  constructor(maxEntries: number) {
-    this.maxEntries = maxEntries;
-  }
-
-  get(block: number, load: () => Promise<Buffer>): Promise<Buffer> {
-    const cached = this.entries.get(block);
-    if (cached) {
-      // Map order is insertion order: re-inserting makes this the most recently used.
-      this.entries.delete(block);
-      this.entries.set(block, cached);
-      return cached;
-    }
-    const loading = load();
-    this.entries.set(block, loading);
-    loading.catch(() => {
-      if (this.entries.get(block) === loading) this.entries.delete(block);
-    });
-    for (const key of this.entries.keys()) {
-      if (this.entries.size <= this.maxEntries) break;
-      this.entries.delete(key);
-    }
-    return loading;
-  }
-
-  clear(): void {
-    this.entries.clear();
-  }
 }

@@ -37,6 +37,7 @@
 import { IntegrityError } from "../../errors.ts";
 import type { RandomAccess } from "../block-reader.ts";
 import { MAX_RUN_BYTES, UnreadableItemError, type DirEntry, type FileRun, type FileSystem, type FileSystemFormat, type FsNode, type NodeType } from "./types.ts";
+import { BlockCache } from "./block-cache.ts";
 
 const SB_MAGIC = 0x58465342; // "XFSB"
 const INODE_MAGIC = 0x494e; // "IN"
@@ -643,33 +644,4 @@ function crc32cUpdate(crc: number, bytes: Uint8Array): number {
   let c = crc;
   for (let i = 0; i < bytes.length; i++) c = CRC32C_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
   return c >>> 0;
-}
-
-/** Least recently used blocks evicted past a count; concurrent reads of one block share its read. */
-class BlockCache {
-  private readonly entries = new Map<number, Promise<Buffer>>();
-  private readonly maxEntries: number;
-
-  constructor(maxEntries: number) {
-    this.maxEntries = maxEntries;
-  }
-
-  get(at: number, load: () => Promise<Buffer>): Promise<Buffer> {
-    const cached = this.entries.get(at);
-    if (cached) {
-      this.entries.delete(at);
-      this.entries.set(at, cached);
-      return cached;
-    }
-    const loading = load();
-    this.entries.set(at, loading);
-    loading.catch(() => {
-      if (this.entries.get(at) === loading) this.entries.delete(at);
-    });
-    for (const key of this.entries.keys()) {
-      if (this.entries.size <= this.maxEntries) break;
-      this.entries.delete(key);
-    }
-    return loading;
-  }
 }
