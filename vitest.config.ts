@@ -1,6 +1,5 @@
 import path from "node:path";
 import { defineConfig } from "vitest/config";
-import { LongestFirst } from "./test/support/sequencer.ts";
 
 export default defineConfig({
   test: {
@@ -8,8 +7,6 @@ export default defineConfig({
     pool: "forks",
     // Two cores here: suites that start Azurite or spawn the CLI are heavy, so run two at once.
     maxWorkers: 2,
-    // Longest files first, from a recorded run, so no long file starts last (test/support/sequencer.ts).
-    sequence: { sequencer: LongestFirst },
     // Limits that only bound a hang: tests wait on events, never on time. Heavy suites took over
     // 120 s with the machine's cores busy elsewhere.
     testTimeout: 300_000,
