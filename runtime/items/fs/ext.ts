@@ -36,8 +36,9 @@
 import { IntegrityError } from "../../errors.ts";
 import type { RandomAccess } from "../block-reader.ts";
 import { journalOverlay, unescape, type JournalFile, type JournalledBlock } from "./ext-journal.ts";
-import { MAX_RUN_BYTES, UnreadableItemError, type DirEntry, type FileRun, type FileSystem, type FileSystemFormat, type FsNode, type NodeType } from "./types.ts";
+import { MAX_RUN_BYTES, UnreadableItemError, type DirEntry, type FileRun, type FileSystem, type FileSystemFormat, type FsNode } from "./types.ts";
 import { BlockCache } from "./block-cache.ts";
+import { nodeTypeOfMode, S_IFMT, S_IFREG } from "./posix-mode.ts";
 
 const SUPERBLOCK_AT = 1024;
 const SUPERBLOCK_BYTES = 1024;
@@ -91,10 +92,6 @@ const DIRECT_BLOCKS = 12;
 const XATTR_MAGIC = 0xea020000;
 const XATTR_INDEX_SYSTEM = 7;
 
-const S_IFMT = 0xf000;
-const S_IFDIR = 0x4000;
-const S_IFREG = 0x8000;
-const S_IFLNK = 0xa000;
 /** PATH_MAX: no symlink target is longer. */
 const MAX_SYMLINK_BYTES = 4096;
 
@@ -577,7 +574,7 @@ function parseInode(number: number, bytes: Buffer, blockSize: number, largeDirec
   const sectors = bytes.readUInt16LE(0x74) * 2 ** 32 + bytes.readUInt32LE(0x1c);
   const contentSectors = xattrBlock === 0 ? sectors : Math.max(0, sectors - blockSize / 512);
   const inode = { number, mode, size, flags, iBlock, xattrArea: bytes.subarray(extraEnd), contentSectors };
-  const type = nodeType(mode);
+  const type = nodeTypeOfMode(mode);
   const node: FsNode = {
     id: String(number),
     type,
@@ -598,19 +595,6 @@ function timestamp(seconds: number, extra: number): number {
   const epoch = extra & 0x3;
   const nanoseconds = extra >>> 2;
   return (seconds + epoch * 2 ** 32) * 1000 + Math.floor(nanoseconds / 1e6);
-}
-
-function nodeType(mode: number): NodeType {
-  switch (mode & S_IFMT) {
-    case S_IFDIR:
-      return "dir";
-    case S_IFREG:
-      return "file";
-    case S_IFLNK:
-      return "symlink";
-    default:
-      return "other";
-  }
 }
 
 /** The value of the in-inode "system.data" attribute (inline data beyond i_block), if there is one. */

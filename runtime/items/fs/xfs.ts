@@ -36,8 +36,9 @@
  */
 import { IntegrityError } from "../../errors.ts";
 import type { RandomAccess } from "../block-reader.ts";
-import { MAX_RUN_BYTES, UnreadableItemError, type DirEntry, type FileRun, type FileSystem, type FileSystemFormat, type FsNode, type NodeType } from "./types.ts";
+import { MAX_RUN_BYTES, UnreadableItemError, type DirEntry, type FileRun, type FileSystem, type FileSystemFormat, type FsNode } from "./types.ts";
 import { BlockCache } from "./block-cache.ts";
+import { nodeTypeOfMode, S_IFDIR, S_IFMT, S_IFREG } from "./posix-mode.ts";
 
 const SB_MAGIC = 0x58465342; // "XFSB"
 const INODE_MAGIC = 0x494e; // "IN"
@@ -78,10 +79,6 @@ const DIFLAG_REALTIME = 0x1;
 const DIFLAG2_BIGTIME = 1n << 3n;
 const DIFLAG2_NREXT64 = 1n << 4n;
 
-const S_IFMT = 0o170000;
-const S_IFDIR = 0o040000;
-const S_IFREG = 0o100000;
-const S_IFLNK = 0o120000;
 
 const INCOMPAT_FTYPE = 1 << 0;
 /**
@@ -289,7 +286,7 @@ class XfsVolume implements FileSystem {
   }
 
   private async node(inode: Inode): Promise<FsNode> {
-    const kind = nodeType(inode.mode);
+    const kind = nodeTypeOfMode(inode.mode);
     const target = kind === "symlink" ? await this.symlinkTarget(inode) : undefined;
     const unreadable = kind === "file" ? unreadableReason(inode) : undefined;
     return {
@@ -591,19 +588,6 @@ function dataBlockEntries(block: Buffer, hasFtype: boolean, where: string, ino: 
 function inodeNumber(node: FsNode): bigint {
   if (!/^\d+$/.test(node.id)) throw new UnreadableItemError(`"${node.id}" is not an XFS inode number: the node is not from this filesystem`);
   return BigInt(node.id);
-}
-
-function nodeType(mode: number): NodeType {
-  switch (mode & S_IFMT) {
-    case S_IFDIR:
-      return "dir";
-    case S_IFREG:
-      return "file";
-    case S_IFLNK:
-      return "symlink";
-    default:
-      return "other";
-  }
 }
 
 function unreadableReason(inode: Inode): string | undefined {
