@@ -9,6 +9,7 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { Azurite } from "../support/azurite.ts";
 import { ComputeProvider } from "./arm/compute.ts";
+import { ContainerAppsProvider } from "./arm/container-apps.ts";
 import { ResourcesProvider } from "./arm/resources.ts";
 import { SqlProvider } from "./arm/sql.ts";
 import { World } from "./arm/world.ts";
@@ -57,6 +58,8 @@ export interface RunningAzureEmulator {
   world: World;
   compute: ComputeProvider;
   sql: SqlProvider;
+  /** Microsoft.App jobs and their executions (seeded by tests; read by the console's Agents page). */
+  containerApps: ContainerAppsProvider;
   entra: EntraEmulator;
   /** A credential the emulator accepts (ClientSecretCredential against its token endpoint). */
   credential(): ClientSecretCredential;
@@ -134,6 +137,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
   const sql = new SqlProvider(world, operations, faults);
   const control = new EmulatorControl(compute, sql, blobs, operations, faults);
   const resources = new ResourcesProvider(world, compute, sql);
+  const containerApps = new ContainerAppsProvider(world);
   const computeProvider = compute;
 
   const throttled = (request: EmulatorRequest): EmulatorReply | undefined => {
@@ -180,6 +184,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
       if (lower[4] === "resources" && segments.length === 5) return resources.list(request, group);
       if (lower[4] === "providers" && lower[5] === "microsoft.compute") return computeProvider.handle(request, group, segments.slice(6));
       if (lower[4] === "providers" && lower[5] === "microsoft.sql") return sql.handle(request, group, segments.slice(6));
+      if (lower[4] === "providers" && lower[5] === "microsoft.app") return containerApps.handle(request, group, segments.slice(6));
     }
     return armError(400, "NoRegisteredProviderFound", `The emulator does not serve ${request.method} ${request.path}.`);
   };
@@ -236,7 +241,7 @@ export async function startAzureEmulator(options: AzureEmulatorOptions = {}): Pr
 
   const running: RunningAzureEmulator = {
     armEndpoint, authorityHost, tenantId, subscriptionId, clientId, clientSecret,
-    caPath: certificates.caPath, caPem: certificates.caPem, azurite, env, control, world, compute: computeProvider, sql, entra,
+    caPath: certificates.caPath, caPem: certificates.caPem, azurite, env, control, world, compute: computeProvider, sql, containerApps, entra,
     credential: () => new ClientSecretCredential(tenantId, clientId, clientSecret, { authorityHost, disableInstanceDiscovery: true }),
     createKeyVault: async (name) => {
       const created = await createKeyVault(name);
