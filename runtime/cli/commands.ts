@@ -25,7 +25,7 @@ import { createProgress, formatBytes } from "./progress.ts";
 import { backupFolderCommand } from "./folder-commands.ts";
 import { findCommand, listCommand, mountCommand, restoreItemsCommand } from "./item-commands.ts";
 import { copyCommand, FROM_KEY_OPTIONS, initLike, seedCommand } from "./copy-commands.ts";
-import { keyAction, resolveKeyId } from "./key-action.ts";
+import { epochRows, epochRowsText, keyAction, resolveKeyId, rotateDataKey } from "./key-action.ts";
 import { plural } from "./plural.ts";
 import { filterPoints, pointsText } from "./points-view.ts";
 
@@ -296,6 +296,16 @@ export const commands: Record<string, Command> = {
     },
   },
 
+  stats: {
+    usage: "stats --vault V [--json]",
+    summary: "the vault's size (packs, index, points), logical vs stored bytes, dedup and compression ratios, points per source",
+    options: common,
+    async run(values) {
+      const { statsCommand } = await import("./stats-command.ts");
+      return statsCommand(await openVault(values, { loadIndex: false }), values, print);
+    },
+  },
+
   restore: {
     usage: "restore POINT --vault V --to TARGET [--overwrite] [--source SOURCE] [--nic NIC-ID]... [--location REGION] [--transient URL] [--json]",
     summary: 'restore a point (id, unique id prefix, or "latest") to a local path, a new managed disk, VM or SQL database id, or a page blob URL',
@@ -525,15 +535,19 @@ export const commands: Record<string, Command> = {
   },
 
   key: {
-    usage: "key list|add|remove|passwd|rotate --vault V [KEY-ID] [--new-passphrase-file F | --new-key-vault-key K] [--json]",
-    summary: "list the vault's keys, add one, remove one (by id or unique prefix), change the passphrase you opened with, or rewrap Key Vault keys to their newest version",
+    usage: "key list|add|remove|passwd|rotate --vault V [KEY-ID] [--new-passphrase-file F | --new-key-vault-key K] [--data] [--json]",
+    summary:
+      "list the vault's keys and data-key epochs, add a key, remove one (by id or unique prefix), change the passphrase you opened with, " +
+      "rewrap Key Vault keys to their newest version, or (rotate --data) start a new data-key epoch",
     options: {
       ...common,
+      data: { type: "boolean", help: "key rotate: a new random data key seals new data from now on (older points stay readable); key list: the data-key epochs only" },
       "new-passphrase-file": { type: "string", value: "F", help: "key add/passwd: the new passphrase from F (or BULWARK_NEW_PASSPHRASE)" },
       "new-key-vault-key": { type: "string", value: "K", help: "key add/passwd: the new key is the Key Vault key K" },
     },
     async run(values, positionals) {
       const action = keyAction(positionals[0]); // a mistyped action is named before the vault is opened
+      if (values.data && action !== "rotate" && action !== "list") throw new UsageError("--data goes with `key rotate` (a new data-key epoch) or `key list` (the epochs)");
       const vault = await openVault(values, { loadIndex: false });
       const newProvider = (): Promise<KeyEncryptionKeyProvider> =>
         values["new-key-vault-key"]
@@ -542,9 +556,16 @@ export const commands: Record<string, Command> = {
       const digest = configDigest(await vault.store.get("config"));
       switch (action) {
         case "list": {
+          // --json keeps its one array of key objects (scripts read it); --data lists the epochs instead.
+          if (values.data) {
+            const epochs = epochRows(vault);
+            print(values, epochs, epochRowsText(epochs));
+            return;
+          }
           const keys = await listKeyObjects(vault.store);
           const rows = keys.map((k) => ({ id: k.id, kind: k.kind, created: k.created, current: k.id === vault.keyObject.id, keyId: k.params.keyId }));
-          print(values, rows, rows.map((k) => `${k.current ? "*" : " "} ${k.id}  ${k.kind.padEnd(15)}  ${k.created}${k.keyId ? `  ${k.keyId}` : ""}`).join("\n"));
+          const keyLines = rows.map((k) => `${k.current ? "*" : " "} ${k.id}  ${k.kind.padEnd(15)}  ${k.created}${k.keyId ? `  ${k.keyId}` : ""}`);
+          print(values, rows, [...keyLines, "", epochRowsText(epochRows(vault))].join("\n"));
           return;
         }
         case "add": {
@@ -559,6 +580,16 @@ export const commands: Record<string, Command> = {
           return;
         }
         case "rotate": {
+          if (values.data) {
+            const made = await rotateDataKey(vault);
+            print(
+              values,
+              { epoch: made.epoch, keyId: made.keyId, name: made.name },
+              `made data-key epoch ${made.epoch} (key ${made.keyId}): new chunks and metadata are sealed under it from now on; ` +
+                "every key of the vault opens it, and every older point stays readable",
+            );
+            return;
+          }
           // Rewrap every Key Vault key object whose key has a newer version: a new key object, then the old one goes.
           const rotated: { from: string; to: string; id: string }[] = [];
           for (const keyObject of await listKeyObjects(vault.store)) {
@@ -669,6 +700,23 @@ export const commands: Record<string, Command> = {
       const { statusText } = await import("./status-view.ts");
       const rows = await statusList(values);
       print(values, rows, statusText(rows));
+    },
+  },
+
+  console: {
+    group: "agents",
+    usage: "console [--listen HOST:PORT] [--policies P] [--allow-remote] [--auth token|entra]",
+    summary: "the web console: protected items and their RPO, jobs, vaults, agents; restores become agent jobs. Serves until Ctrl-C",
+    options: {
+      listen: { type: "string", value: "HOST:PORT", help: "where to serve (default 127.0.0.1 and a free port); a non-loopback address needs --allow-remote" },
+      policies: { type: "string", value: "P", help: "the policy file or folder (or BULWARK_POLICIES)" },
+      "allow-remote": { type: "boolean", help: "allow a non-loopback --listen (the deployed console, behind Container Apps authentication)" },
+      auth: { type: "string", value: "token|entra", help: "token: the printed URL's one-time token (default); entra: trust Container Apps' Entra ID sign-in headers" },
+    },
+    async run(values) {
+      const { fleet, policies } = await import("./agent-commands.ts");
+      const { runConsole } = await import("../console/command.ts");
+      return runConsole(values, { fleet, policies: () => policies(values) });
     },
   },
 

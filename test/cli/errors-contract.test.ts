@@ -60,6 +60,7 @@ const cases: Record<string, Case> = {
   prune: { args: () => ["prune", "--vault", vault], env: WRONG_KEY, exitCode: 3, code: "wrong-key", message: /^wrong passphrase/ },
   key: { args: () => ["key", "lst", "--vault", vault], exitCode: 2, code: "usage", message: /^unknown key action "lst"; did you mean `bulwark key list`\?$/ },
   unlock: { args: () => ["unlock", "--vault", path.join(scratch, "no-vault")], exitCode: 4, code: "not-found", message: /^no vault at / },
+  stats: { args: () => ["stats", "--vault", path.join(scratch, "no-vault")], exitCode: 4, code: "not-found", message: /^no vault at / },
   agent: { args: () => ["agent", "schedule"], exitCode: 2, code: "usage", message: /^no policies: pass --policies/ },
   jobs: { args: () => ["jobs"], exitCode: 2, code: "usage", message: /^no fleet storage: set BULWARK_FLEET_TABLE_ENDPOINT/ },
   status: { args: () => ["status", "--policies", scratch], env: FLEET, exitCode: 8, code: "service", message: NO_CREDENTIAL },
