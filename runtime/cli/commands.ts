@@ -306,6 +306,16 @@ export const commands: Record<string, Command> = {
     },
   },
 
+  diff: {
+    usage: "diff A B --vault V [--files] [--json]",
+    summary: "what changed between two points of one source: a disk's changed byte ranges (from the block maps), and with --files (always for folder points) the files added, removed and changed",
+    options: { ...common, files: { type: "boolean", help: "also compare the files (type, size, mode, time; content is not read)" } },
+    async run(values, positionals) {
+      const { diffCommand } = await import("./diff-command.ts");
+      return diffCommand(await openVault(values), values, positionals, print);
+    },
+  },
+
   restore: {
     usage: "restore POINT --vault V --to TARGET [--overwrite] [--source SOURCE] [--nic NIC-ID]... [--location REGION] [--transient URL] [--json]",
     summary: 'restore a point (id, unique id prefix, or "latest") to a local path, a new managed disk, VM or SQL database id, or a page blob URL',
