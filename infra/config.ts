@@ -55,6 +55,13 @@ export interface CustomerConfig {
   keyVaultRecover: boolean;
   /** bulwark:network: whether the key vault is reached publicly or over the region stacks' private endpoints. */
   network: NetworkMode;
+  /** bulwark:console: the web console as a Container App over one region stack's fleet; absent: no console. */
+  console?: ConsoleConfig;
+}
+
+export interface ConsoleConfig {
+  /** The region stack (organization/project/stack) whose fleet, vault and agents the console shows. */
+  regionStack: string;
 }
 
 export type Redundancy =
@@ -459,7 +466,30 @@ export function parseCustomerConfig(raw: Raw): CustomerConfig {
     key: keyConfig(raw, network),
     keyVaultRecover: boolean(raw.keyVaultRecover, "keyVaultRecover", false),
     network,
+    console: consoleConfig(raw, network),
   };
+}
+
+/**
+ * bulwark:console: `{regionStack: org/project/stack}` deploys the console; absent, false or
+ * `{enabled: false}` turns it off. Public networking only for now: the console's environment has
+ * no private endpoints into a private region's storage.
+ */
+function consoleConfig(raw: Raw, network: NetworkMode): ConsoleConfig | undefined {
+  const value = raw.console;
+  if (value === undefined || value === null || value === false || value === "false") return undefined;
+  const example = "Write `bulwark:console: {regionStack: myorg/bulwark/contoso-westeurope}` (deploy that region stack first), or remove it for no console.";
+  if (typeof value !== "object" || Array.isArray(value)) fail("console", `must be a mapping or false, got ${JSON.stringify(value)}`, example);
+  const settings = value as Raw;
+  if (!boolean(settings.enabled, "console.enabled", true)) return undefined;
+  const regionStack = settings.regionStack;
+  if (typeof regionStack !== "string" || !/^[\w.-]+\/[\w.-]+\/[\w.-]+$/.test(regionStack)) {
+    fail("console.regionStack", `${JSON.stringify(regionStack)} is not a fully qualified stack name`, example);
+  }
+  if (network === "private") {
+    fail("console", "is not available with bulwark:network private yet", "The console's environment has no private endpoints into the region's storage: remove bulwark:console, or run `bulwark console` where the private network reaches.");
+  }
+  return { regionStack };
 }
 
 function secretValue(raw: Raw, key: string, secretKeys: ReadonlySet<string>): SecretValue | undefined {

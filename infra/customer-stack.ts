@@ -10,6 +10,7 @@ import { IdentityRoles } from "./components/backup-role.ts";
 import { CustomerKey } from "./components/customer-key.ts";
 import type { KeySpec } from "./components/customer-key.ts";
 import { Bridge } from "./components/bridge.ts";
+import { consoleForRegionStack } from "./components/console-app.ts";
 
 /** What region stacks read from the customer stack (through a StackReference). */
 export interface CustomerStackOutputs {
@@ -37,6 +38,8 @@ export interface CustomerStackOutputs {
   /** Where restores may create resources, by region: each region stack assigns the restore role at its own. */
   restoreResourceGroups: { scope: string; region: string }[];
   bridgeJobName: pulumi.Output<string>;
+  /** The deployed console's address; empty without bulwark:console. */
+  consoleUrl: pulumi.Output<string>;
 }
 
 export function customerTags(customer: string): Record<string, string> {
@@ -80,6 +83,21 @@ export function customerStack(config: CustomerConfig): CustomerStackOutputs {
     bridgeRoleDefinitionId: roles.roleDefinitionIds.bridge!,
     tags,
   });
+  const consoleApp =
+    config.console === undefined
+      ? undefined
+      : consoleForRegionStack(`${config.customer}-console`, {
+          regionStack: config.console.regionStack,
+          customer: config.customer,
+          tenantId: config.tenantId,
+          location: config.homeRegion,
+          resourceGroupName: group.name,
+          environmentId: bridge.environmentId,
+          image: config.image,
+          registry: config.registry,
+          key: { resourceId: key.keyResourceId, uri: key.keyUri, userRoleDefinitionId: key.keyUserRoleDefinitionId },
+          tags,
+        });
   return {
     customer: pulumi.output(config.customer),
     tenantId: pulumi.output(config.tenantId),
@@ -99,5 +117,6 @@ export function customerStack(config: CustomerConfig): CustomerStackOutputs {
     protectedScopes,
     restoreResourceGroups,
     bridgeJobName: bridge.jobName,
+    consoleUrl: consoleApp?.url ?? pulumi.output(""),
   };
 }

@@ -31,6 +31,8 @@ export class Bridge extends pulumi.ComponentResource {
   readonly identityPrincipalId: pulumi.Output<string>;
   readonly identityClientId: pulumi.Output<string>;
   readonly jobName: pulumi.Output<string>;
+  /** The bridge's Container Apps environment in the home region, which the console app shares. */
+  readonly environmentId: pulumi.Output<string>;
 
   constructor(name: string, args: BridgeArgs, opts?: pulumi.ComponentResourceOptions) {
     super("bulwark:customer:Bridge", name, {}, opts);
@@ -87,6 +89,7 @@ export class Bridge extends pulumi.ComponentResource {
     this.identityPrincipalId = identity.principalId;
     this.identityClientId = identity.clientId;
     this.jobName = job.name;
+    this.environmentId = environment.environmentId;
     this.registerOutputs({ identityPrincipalId: this.identityPrincipalId, jobName: this.jobName });
   }
 }
