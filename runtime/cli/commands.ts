@@ -730,6 +730,18 @@ export const commands: Record<string, Command> = {
     },
   },
 
+  completion: {
+    usage: "completion bash|zsh",
+    summary: "a shell completion script for commands, subcommands and options (bash: source <(bulwark completion bash))",
+    options: {},
+    async run(_values, positionals) {
+      const { completionScript } = await import("./completion.ts");
+      const [shell, extra] = positionals;
+      if (extra !== undefined) throw new UsageError("give one shell: bulwark completion bash|zsh");
+      process.stdout.write(completionScript(shell, commands));
+    },
+  },
+
   unlock: {
     usage: "unlock --vault V [--json]",
     summary: "remove lock objects left by killed processes",
