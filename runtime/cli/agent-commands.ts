@@ -43,7 +43,8 @@ async function fleetConnection(): Promise<StorageConnection> {
   return { tableEndpoint, queueEndpoint, credential: (await azureContext()).credential };
 }
 
-async function fleet() {
+/** The fleet's stores, from the environment (also the console's: runtime/console/command.ts). */
+export async function fleet() {
   return openFleet(new FleetStorage(await fleetConnection(), { prefix: process.env.BULWARK_FLEET_PREFIX || undefined }), systemClock);
 }
 
@@ -57,7 +58,7 @@ function list(value: unknown, env: string | undefined): string[] {
  * Container Apps job), a JSON array of policy documents in BULWARK_POLICY_JSON (the Pulumi program
  * renders it from the stack's config).
  */
-async function policies(values: Values): Promise<Policy[]> {
+export async function policies(values: Values): Promise<Policy[]> {
   const paths = list(values.policies, process.env.BULWARK_POLICIES);
   if (paths.length > 0) return loadPolicies(paths);
   const inline = process.env.BULWARK_POLICY_JSON;

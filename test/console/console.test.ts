@@ -1,0 +1,230 @@
+/**
+ * The web console in a real browser (Debian's Chromium through playwright-core) over a real fleet
+ * state: Azurite holds the fleet's tables and the vault, the local Azure emulator the disks, and
+ * the real `bulwark agent schedule` and `agent worker` made the points. One fleet, one console and
+ * one browser serve every test of the file.
+ *
+ * Set BULWARK_CONSOLE_SCREENSHOTS=1 to write each page's screenshot into docs/console/ (README's
+ * "The console" shows them).
+ */
+import { mkdir } from "node:fs/promises";
+import { request as httpRequest } from "node:http";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import type { BrowserContext, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { newJobId } from "../../runtime/jobs/records.ts";
+import { encodeKey } from "../../runtime/jobs/storage.ts";
+import { submitJob } from "../../runtime/jobs/submit.ts";
+import { loadPolicies } from "../../runtime/policy/policy.ts";
+import { startConsole, type StartedConsole } from "../../runtime/console/command.ts";
+import type { AgentStatus } from "../../runtime/console/agents.ts";
+import { startCli, finished } from "../support/cli.ts";
+import { MiB, fleetWorldForFile, makeDisk, vaultManifests } from "../fleet/harness.ts";
+import { launchChromium } from "./browser.ts";
+
+const world = fleetWorldForFile();
+const SCREENSHOTS = process.env.BULWARK_CONSOLE_SCREENSHOTS ? path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../docs/console") : undefined;
+const DAY = 86_400_000;
+
+const ids = { data: "", logs: "", never: "", hostile: "" };
+let policyFiles: { scheduled: string; unscheduled: string };
+let console_: StartedConsole;
+let browser: BrowserContext;
+let page: Page;
+let failedRestoreJob = "";
+let hostileJob = "";
+
+/** A stub of C2's readAgents: one region's scheduler ticking, its worker's last run failed. */
+async function agentsStub(): Promise<AgentStatus[]> {
+  const start = new Date(Date.now() - 20 * 60_000).toISOString();
+  return [
+    { region: "westeurope", job: "contoso-weu-sched", kind: "scheduler", schedule: "*/15 * * * *", lastExecutions: [{ name: "contoso-weu-sched-1", status: "Succeeded", start }], lastSuccessAt: start, state: "ok", detail: "ticking" },
+    { region: "westeurope", job: "contoso-weu-worker", kind: "worker", lastExecutions: [{ name: "contoso-weu-worker-7", status: "Failed", start }], state: "failing", detail: "its latest finished execution failed" },
+  ];
+}
+
+async function shoot(name: string): Promise<void> {
+  if (!SCREENSHOTS) return;
+  await mkdir(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+/** The text of the Protected items row whose name cell is `name`. */
+async function itemRow(name: string): Promise<string> {
+  return page.locator("tbody tr", { has: page.locator("th", { hasText: new RegExp(`^${name}$`) }) }).innerText();
+}
+
+beforeAll(async () => {
+  const w = world();
+  w.emulator.world.addResourceGroup("console-we", "westeurope");
+  ids.data = makeDisk(w, "console-we", "app-data", 1 * MiB, { seed: 11 }).id;
+  ids.logs = makeDisk(w, "console-we", "app-logs", 1 * MiB, { seed: 12 }).id;
+  ids.never = makeDisk(w, "console-we", "app-new", 1 * MiB, { seed: 13 }).id;
+  const yaml = (name: string, resources: string[]) =>
+    `name: ${name}\nvault: ${w.vault}\nprotect:\n  resources:\n${resources.map((r) => `    - ${r}\n`).join("")}schedule:\n  every: 1d\nretention:\n  last: 5\n`;
+  // The scheduler runs "daily"; "later" names a disk no tick has seen yet: it is shown as never backed up.
+  policyFiles = { scheduled: await w.policy("daily", yaml("daily", [ids.data, ids.logs])), unscheduled: await w.policy("later", yaml("later", [ids.never])) };
+  await w.json(["agent", "schedule", "--policies", policyFiles.scheduled, "--agent-regions", "westeurope"]);
+  expect(await w.worker("westeurope").summary()).toMatchObject({ succeeded: 2, failed: 0 });
+
+  const fleet = await w.fleet();
+  // app-logs' last good run three days ago: with a daily schedule its RPO (two intervals) is missed.
+  await fleet.items.update(ids.logs, () => { throw new Error("app-logs has no record"); }, (item) => ({ ...item, lastGoodAt: item.lastGoodAt - 3 * DAY }));
+  // A restore onto a disk that exists: the agents refuse it (nothing is overwritten) and the job fails.
+  const logsPoint = (await vaultManifests(w)).find((p) => p.source.path.toLowerCase() === ids.logs.toLowerCase())!;
+  const failing = await submitJob(fleet, { machine: "restore", item: { id: ids.logs, kind: "disk", region: "westeurope" }, queueRegion: "westeurope", policy: "daily", input: { vault: w.vault, pointId: logsPoint.id, target: ids.data } });
+  if (!failing.submitted) throw new Error(failing.reason);
+  failedRestoreJob = failing.job.jobId;
+
+  // What a person with write access to the tables could leave: markup in a job's error and an
+  // item's name, a job whose input is not JSON, an item whose time is not a time.
+  ids.hostile = `/subscriptions/${w.emulator.subscriptionId}/resourceGroups/console-we/providers/Microsoft.Compute/disks/<img src=x onerror="window.pwned=1">`;
+  hostileJob = newJobId(Date.now());
+  const job = { partitionKey: "job", machine: "backup", itemId: ids.hostile, itemKind: "disk", region: "westeurope", policy: "daily", status: "failed", state: "", input: "{}", createdAt: Date.now(), startedAt: Date.now(), endedAt: Date.now(), runs: 1, failures: 1, dataParts: 0, compensable: "[]", pendingCompensations: "[]", owner: "", leaseUntil: 0 };
+  await fleet.jobs.table.createEntity({ ...job, rowKey: hostileJob, error: `<script>window.pwned=2</script><b>bold</b>` });
+  await fleet.jobs.table.createEntity({ ...job, rowKey: newJobId(Date.now()), input: "{not json", error: "" });
+  await fleet.items.table.createEntity({ partitionKey: "item", rowKey: encodeKey(ids.hostile), kind: "disk", region: "westeurope", policy: "daily", state: "idle", lastOutcome: "failed", lastError: `<script>window.pwned=3</script>`, lastGoodAt: 0 });
+  await fleet.items.table.createEntity({ partitionKey: "item", rowKey: encodeKey(`${ids.data.replace("app-data", "app-odd")}`), kind: "disk", region: "westeurope", policy: "daily", state: "idle", lastGoodAt: "yesterday" });
+
+  const policies = await loadPolicies([policyFiles.scheduled, policyFiles.unscheduled]);
+  console_ = await startConsole({ fleet, policies, settings: { listen: { host: "127.0.0.1", port: 0, loopback: true }, auth: "token" }, env: w.env, readAgents: agentsStub });
+  browser = await launchChromium();
+  page = await browser.newPage();
+  page.on("pageerror", (error) => { throw error; });
+}, 240_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await console_?.close();
+});
+
+describe("the console", () => {
+  it("lets the browser in with the printed token, then drops the token from the address into an HttpOnly SameSite=Strict cookie", async () => {
+    await page.goto(console_.entryUrl);
+    expect(page.url()).toBe(`${console_.url}/`);
+    const [cookie] = await browser.cookies(console_.url);
+    expect(cookie).toMatchObject({ httpOnly: true, sameSite: "Strict" });
+    expect(await page.locator("h1").innerText()).toBe("Protected items");
+  });
+
+  it("shows every protected item with its RPO state: ok, missed (three days without a good point), never", async () => {
+    await page.goto(`${console_.url}/`);
+    expect(await itemRow("app-data")).toMatch(/\bok\b/);
+    expect(await itemRow("app-logs")).toMatch(/\bmissed\b/);
+    expect(await itemRow("app-new")).toMatch(/\bnever\b/);
+    expect(await itemRow("app-data")).toMatch(/westeurope[\s\S]*daily[\s\S]*succeeded/);
+    await shoot("items");
+    // Filtering and sorting are links and a GET form: they work without script.
+    await page.selectOption("#state", "missed");
+    await page.click("form.filters button");
+    expect(await page.locator("tbody th").allInnerTexts()).toEqual(["app-logs"]);
+    await page.goto(`${console_.url}/?sort=item&dir=desc`);
+    const names = await page.locator("tbody th").allInnerTexts();
+    expect(names.filter((n) => n.startsWith("app-"))).toEqual(["app-new", "app-logs", "app-data"]);
+  });
+
+  it("renders markup from storage as inert text, and a malformed record as \"unreadable record\" while the page still loads", async () => {
+    await page.goto(`${console_.url}/`);
+    expect(await page.locator("body").innerText()).toContain("<script>window.pwned=3</script>");
+    expect(await page.locator("main").innerText()).toMatch(/unreadable record .*lastGoodAt is not a time/);
+    await page.goto(`${console_.url}/jobs`);
+    expect(await page.locator("body").innerText()).toContain("<script>window.pwned=2</script><b>bold</b>");
+    expect(await page.locator("main").innerText()).toMatch(/unreadable record .*its input is not JSON/);
+    expect(await page.locator("main b").count()).toBe(0);
+    expect(await page.evaluate(() => (globalThis as { pwned?: number }).pwned)).toBeUndefined();
+  });
+
+  it("refuses a request without the session (401, with how to get in), a wrong token, and a host name other than loopback", async () => {
+    const bare = await fetch(`${console_.url}/jobs`);
+    expect(bare.status).toBe(401);
+    expect(await bare.text()).toContain("Open the address");
+    expect((await fetch(`${console_.url}/?token=${"A".repeat(43)}`, { redirect: "manual" })).status).toBe(401);
+    // A page of another site reaching the port through DNS rebinding names its own host.
+    expect(await statusWithHost(`${console_.url}/`, `evil.example:${console_.port}`)).toBe(421);
+    const css = await fetch(`${console_.url}/static/console.css`);
+    expect(css.status).toBe(401);
+  });
+
+  it("refuses a restore whose CSRF token is forged (403) and submits no job", async () => {
+    const before = await countJobs();
+    await page.goto(`${console_.url}/item?id=${encodeURIComponent(ids.data)}`);
+    const point = await page.locator("#restore-point").inputValue();
+    const status = await page.evaluate(async ([item, pointId]) => {
+      const body = new URLSearchParams({ csrf: "forged", kind: "resource", item, point: pointId, target: item.replace("app-data", "forged-copy") });
+      return (await fetch("/restore", { method: "POST", body })).status;
+    }, [ids.data, point] as const);
+    expect(status).toBe(403);
+    expect(await countJobs()).toBe(before);
+  });
+
+  it("starts a disk restore from the item's page; the worker runs it to a new disk and the Jobs page shows it succeeded, and the failed job's error", async () => {
+    const w = world();
+    await page.goto(`${console_.url}/item?id=${encodeURIComponent(ids.data)}`);
+    await shoot("item");
+    const target = ids.data.replace(/app-data$/, "app-data-console");
+    await page.fill("#restore-target", target);
+    await page.click("form.restore button[type=submit]");
+    expect(new URL(page.url()).pathname).toBe("/jobs");
+    const submitted = new URL(page.url()).searchParams.get("submitted")!;
+    expect(await page.locator(".notice").innerText()).toContain(submitted);
+    expect(await page.locator("section, table", { hasText: submitted }).first().innerText()).toMatch(/queued/);
+    expect(await w.worker("westeurope").summary()).toMatchObject({ succeeded: 1, failed: 1 });
+    const job = (await (await w.fleet()).jobs.get(submitted))!.value;
+    expect(job).toMatchObject({ machine: "restore", status: "succeeded", input: { target } });
+    expect(w.emulator.control.inventory().disks.some((d) => d.id.toLowerCase() === target.toLowerCase())).toBe(true);
+    await page.goto(`${console_.url}/jobs`);
+    const succeeded = page.locator("table", { hasText: "Jobs that succeeded" });
+    expect(await succeeded.locator("tr", { hasText: submitted }).innerText()).toMatch(/restore[\s\S]*app-data/);
+    const failed = page.locator("table", { hasText: "Jobs that failed" });
+    expect(await failed.locator("tr", { hasText: failedRestoreJob }).innerText()).toMatch(/already exists; restores never overwrite/);
+    await shoot("jobs");
+  });
+
+  it("shows the vault's points, size and dedup ratio, and the agents from readAgents", async () => {
+    await page.goto(`${console_.url}/vaults`);
+    const row = await page.locator("tbody tr").first().innerText();
+    expect(row).toContain(world().vault);
+    expect(row).toMatch(/daily, later\s+2\s/);
+    await shoot("vaults");
+    await page.goto(`${console_.url}/agents`);
+    expect(await page.locator("tbody tr", { hasText: "contoso-weu-worker" }).innerText()).toMatch(/failing/);
+    await shoot("agents");
+  });
+
+  it("bulwark console prints its URL with the token, refuses a non-loopback --listen without --allow-remote, and stops on Ctrl-C", async () => {
+    const w = world();
+    const refused = await finished(startCli(["console", "--listen", "0.0.0.0:0", "--policies", policyFiles.scheduled], w.env));
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain("--allow-remote");
+    const child = startCli(["console", "--policies", policyFiles.scheduled], w.env);
+    const line = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once("line", resolve));
+    const match = /^console: (http:\/\/127\.0\.0\.1:\d+)\/\?token=([A-Za-z0-9_-]{43})$/.exec(line);
+    expect(match, line).not.toBeNull();
+    expect((await fetch(`${match![1]}/`)).status).toBe(401);
+    const entered = await fetch(`${match![1]}/?token=${match![2]}`, { redirect: "manual" });
+    expect(entered.status).toBe(303);
+    expect(entered.headers.get("set-cookie")).toMatch(/HttpOnly; SameSite=Strict/);
+    child.kill("SIGINT");
+    expect((await finished(child)).code).toBe(0);
+  });
+});
+
+/** GET with a Host header of our choosing (fetch does not let a caller set Host). */
+function statusWithHost(url: string, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(url, { headers: { Host: host } }, (response) => {
+      response.resume();
+      resolve(response.statusCode ?? 0);
+    });
+    request.once("error", reject);
+    request.end();
+  });
+}
+
+async function countJobs(): Promise<number> {
+  let n = 0;
+  for await (const _ of (await world().fleet()).jobs.table.listEntities()) n++;
+  return n;
+}
