@@ -7,10 +7,12 @@
  * Format 4 seals each chunk under a key derived from the data key, its type and its id
  * (crypto.ts, chunkSealingKey). A chunk a format-3 writer sealed under the data key itself (a pack
  * copied raw from a version-3 vault sharing the master keys) still opens in a format-4 vault.
+ * Format 5 seals under the newest data-key epoch and opens under the epoch the chunk names
+ * (crypto.ts, sealChunk and openChunk).
  */
 import { constants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import { IntegrityError } from "../errors.ts";
-import { chunkAssociatedData, chunkSealingKey, CURRENT_SEAL_FORMAT, keyedId, open, seal, type SealFormat, type SecretKey } from "./crypto.ts";
+import { CURRENT_SEAL_FORMAT, keyedId, openChunk, sealChunk, type DataKey, type SealFormat, type SecretKey } from "./crypto.ts";
 
 export const CHUNK_DATA = 0;
 export const CHUNK_TREE = 1;
@@ -23,7 +25,8 @@ const CODEC_BYTE = [Buffer.from([CODEC_RAW]), Buffer.from([CODEC_ZSTD])];
 const MIN_SAVING = 0.03;
 
 export interface ChunkKeys {
-  dataKey: SecretKey;
+  /** One key, or a vault's keyring of data-key epochs (format 5). */
+  dataKey: DataKey;
   idKey: SecretKey;
   /** The vault's format; the current one when absent. */
   format?: SealFormat;
@@ -54,27 +57,8 @@ export function encodeChunk(
       payload = packed;
     }
   }
-  const sealed = seal(sealingKey(keys, type, id), [CODEC_BYTE[codec], payload], chunkAssociatedData(type, id));
+  const sealed = sealChunk(keys.dataKey, keys.format ?? CURRENT_SEAL_FORMAT, type, id, [CODEC_BYTE[codec], payload]);
   return { sealed, compressed: codec === CODEC_ZSTD };
-}
-
-function sealingKey(keys: ChunkKeys, type: number, id: Uint8Array): SecretKey {
-  return (keys.format ?? CURRENT_SEAL_FORMAT) === 3 ? keys.dataKey : chunkSealingKey(keys.dataKey, type, id);
-}
-
-/** In format 4, a chunk that fails under its own key is tried under the data key (format 3's) before it is called damaged. */
-function openChunk(keys: ChunkKeys, type: number, id: Uint8Array, sealed: Uint8Array, what: () => string): Buffer {
-  const associatedData = chunkAssociatedData(type, id);
-  if ((keys.format ?? CURRENT_SEAL_FORMAT) === 3) return open(keys.dataKey, sealed, associatedData, what);
-  try {
-    return open(chunkSealingKey(keys.dataKey, type, id), sealed, associatedData, what);
-  } catch (error) {
-    try {
-      return open(keys.dataKey, sealed, associatedData, what);
-    } catch {
-      throw error;
-    }
-  }
 }
 
 /**
@@ -109,7 +93,7 @@ export function decodeChunk(
   where: string,
   options: { checkId?: boolean } = {},
 ): Buffer {
-  const plaintext = openChunk(keys, type, id, sealed, () => `chunk ${hexId(id)} in ${where}`);
+  const plaintext = openChunk(keys.dataKey, keys.format ?? CURRENT_SEAL_FORMAT, type, id, sealed, () => `chunk ${hexId(id)} in ${where}`);
   let raw: Buffer;
   if (plaintext[0] === CODEC_RAW) raw = plaintext.subarray(1);
   else if (plaintext[0] === CODEC_ZSTD) {

@@ -5,11 +5,11 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { decodeChunk, encodeChunk } from "./chunk-codec.ts";
-import { secretKey, type SealFormat } from "./crypto.ts";
+import { importDataKey, secretKey, type DataKey, type SealFormat } from "./crypto.ts";
 
-const given = workerData as { dataKey: Uint8Array; idKey: Uint8Array; format: SealFormat | undefined; zstdLevel: number };
+const given = workerData as { dataKey: DataKey; idKey: Uint8Array; format: SealFormat | undefined; zstdLevel: number };
 // Imported once: passing raw key bytes to every cipher and HMAC costs a key import each time.
-const keys = { dataKey: secretKey(given.dataKey), idKey: secretKey(given.idKey), format: given.format, zstdLevel: given.zstdLevel };
+const keys = { dataKey: importDataKey(given.dataKey), idKey: secretKey(given.idKey), format: given.format, zstdLevel: given.zstdLevel };
 
 export interface EncodeItem {
   id: Uint8Array;

@@ -22,8 +22,9 @@ import { putCopy } from "../store/copy.ts";
 import { CHUNK_TREE, hexId } from "./chunk-codec.ts";
 import { CodecPool } from "./codec-pool.ts";
 import { commitPoint } from "./commit.ts";
-import { ID_BYTES, isZeroId, randomHex } from "./crypto.ts";
+import { baseKeyBytes, ID_BYTES, isZeroId, randomHex } from "./crypto.ts";
 import { encodeIndex, type IndexedPack } from "./index-file.ts";
+import { importEpochKey } from "./keyring.ts";
 import { VaultLock } from "./locks.ts";
 import { packKey, readPackHeader } from "./pack.ts";
 import { STREAM_TREE_ENTRY, type PointManifest } from "./point.ts";
@@ -82,6 +83,7 @@ export async function copyPoints(from: Vault, to: Vault, options: CopyOptions = 
       points: [],
     };
     const packs = await packsNeeded(from, to, todo);
+    await bringEpochKeys(from, to);
     await copyPacks(from, to, pool, [...packs], report, options);
     await options.onPhase?.({ phase: "packs", packs: packs.size });
     // Every selected point, present ones too: commitPoint writes the chain marker a copy killed
@@ -105,7 +107,7 @@ export async function copyPoints(from: Vault, to: Vault, options: CopyOptions = 
 
 /** Master keys compared by value: a pack sealed under one data key opens under no other. */
 export function assertSameKeys(from: Vault, to: Vault): void {
-  if (!from.master.dataKey.equals(to.master.dataKey) || !from.master.idKey.equals(to.master.idKey)) {
+  if (!baseKeyBytes(from.master.dataKey).equals(baseKeyBytes(to.master.dataKey)) || !from.master.idKey.equals(to.master.idKey)) {
     throw new UsageError(
       `the vaults at ${from.store.location} and ${to.store.location} have different master keys, so their points and packs cannot move between them as they are; ` +
         "make the destination with `bulwark init --vault DEST --like SOURCE` (a new vault sharing the source's keys) and copy into that",
@@ -118,6 +120,22 @@ export function assertSameKeys(from: Vault, to: Vault): void {
         "make a new destination with `bulwark init --vault DEST --like SOURCE` (it takes the current version) and copy into that",
     );
   }
+}
+
+/**
+ * Data-key epochs (keyring.ts): the source's packs and points may be sealed under epochs of its own
+ * (or keys it was brought), which the destination, sharing only the master keys, lacks. Each key
+ * the destination lacks is written there as a copied key (it opens, never seals), before the
+ * first pack that may need it lands, and added to the destination's keyring for this run.
+ */
+async function bringEpochKeys(from: Vault, to: Vault): Promise<void> {
+  const have = new Set([...to.epochs.valid.map((e) => e.keyId)]);
+  for (const epoch of from.epochs.valid) {
+    if (have.has(epoch.keyId)) continue;
+    await importEpochKey(to.store, to.master, to.config.id, epoch.key);
+    have.add(epoch.keyId);
+  }
+  await to.refreshEpochs();
 }
 
 /**

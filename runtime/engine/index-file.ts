@@ -7,7 +7,7 @@
  *              count x (u8 type, 32-byte id, u32 offset, u32 length, u32 raw length)
  */
 import { IntegrityError } from "../errors.ts";
-import { CURRENT_SEAL_FORMAT, ID_BYTES, labelAssociatedData, openObject, sealObject, type SealFormat, type SecretKey } from "./crypto.ts";
+import { CURRENT_SEAL_FORMAT, ID_BYTES, labelAssociatedData, openObject, sealObject, type DataKey, type SealFormat } from "./crypto.ts";
 import type { PackEntry } from "./pack.ts";
 
 const MAGIC = Buffer.from("BWIX\x01", "latin1");
@@ -18,7 +18,7 @@ export interface IndexedPack {
   entries: PackEntry[];
 }
 
-export function encodeIndex(dataKey: SecretKey, name: string, packs: IndexedPack[], format: SealFormat = CURRENT_SEAL_FORMAT): Buffer {
+export function encodeIndex(dataKey: DataKey, name: string, packs: IndexedPack[], format: SealFormat = CURRENT_SEAL_FORMAT): Buffer {
   let size = MAGIC.length;
   for (const pack of packs) size += 20 + pack.entries.length * ENTRY_BYTES;
   const plain = Buffer.allocUnsafe(size);
@@ -46,7 +46,7 @@ export function encodeIndex(dataKey: SecretKey, name: string, packs: IndexedPack
  * only during the call.
  */
 export function forEachIndexEntry(
-  dataKey: SecretKey,
+  dataKey: DataKey,
   name: string,
   sealed: Uint8Array,
   visit: (packId: string, type: number, id: Uint8Array, offset: number, length: number, rawLength: number) => void,
@@ -73,7 +73,7 @@ export function forEachIndexEntry(
   }
 }
 
-export function decodeIndex(dataKey: SecretKey, name: string, sealed: Uint8Array): IndexedPack[] {
+export function decodeIndex(dataKey: DataKey, name: string, sealed: Uint8Array): IndexedPack[] {
   const packs: IndexedPack[] = [];
   forEachIndexEntry(dataKey, name, sealed, (packId, type, id, offset, length, rawLength) => {
     let pack = packs.at(-1);

@@ -7,7 +7,7 @@
  *   header plaintext: u32 count, then per blob: u8 type, 32-byte id, u32 length, u32 raw length
  */
 import { IntegrityError } from "../errors.ts";
-import { CURRENT_SEAL_FORMAT, ID_BYTES, labelAssociatedData, openObject, sealObject, type SealFormat } from "./crypto.ts";
+import { CURRENT_SEAL_FORMAT, ID_BYTES, labelAssociatedData, openObject, sealObject, type DataKey, type SealFormat } from "./crypto.ts";
 
 export interface PackEntry {
   type: number;
@@ -28,7 +28,7 @@ export function packIdOfKey(key: string): string | undefined {
   return match && match[2].startsWith(match[1]) ? match[2] : undefined;
 }
 
-export function encodePackTrailer(dataKey: Uint8Array, packId: string, entries: PackEntry[], format: SealFormat = CURRENT_SEAL_FORMAT): Buffer {
+export function encodePackTrailer(dataKey: DataKey, packId: string, entries: PackEntry[], format: SealFormat = CURRENT_SEAL_FORMAT): Buffer {
   const header = Buffer.allocUnsafe(4 + entries.length * ENTRY_BYTES);
   header.writeUInt32LE(entries.length, 0);
   let at = 4;
@@ -47,7 +47,7 @@ export function encodePackTrailer(dataKey: Uint8Array, packId: string, entries: 
 
 /** Reads the header from the tail of a pack of the given size. */
 export async function readPackHeader(
-  dataKey: Uint8Array,
+  dataKey: DataKey,
   packId: string,
   size: number,
   readRange: (offset: number, length: number) => Promise<Buffer>,

@@ -18,9 +18,9 @@ import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { decodeChunk, hexId } from "./chunk-codec.ts";
 import { ChunkIndex, type ChunkLocation } from "./chunk-index.ts";
-import { labelAssociatedData, openObject, sealObject, type SealFormat } from "./crypto.ts";
+import { baseKeyBytes, isKeyring, labelAssociatedData, openObject, sealObject, type SealFormat } from "./crypto.ts";
 import { forEachIndexEntry } from "./index-file.ts";
-import { configDigest, newMasterKeys, unlockMasterKeys, writeKeyObject, type KeyObject, type MasterKeys } from "./keyring.ts";
+import { addEpochs, configDigest, epochKeyring, newMasterKeys, readEpochs, unlockMasterKeys, writeKeyObject, type Epochs, type KeyObject, type MasterKeys } from "./keyring.ts";
 import { packKey } from "./pack.ts";
 import { sourceIdentity, type PointManifest } from "./point.ts";
 import { describeMissing, missingPoints } from "./chain.ts";
@@ -33,14 +33,17 @@ import { describeMissing, missingPoints } from "./chain.ts";
  * must refuse the vault, and it does (it opens only version 2). Version 4 (this one) seals each
  * chunk under a key derived from its id and each other object under a key derived from a random
  * salt in its header (crypto.ts), so no key's count of random-nonce encryptions grows with the
- * vault; a Bulwark of version 3 refuses it (it opens only version 3). Version 3 vaults open and
- * are written as version 3 (their format is the vault's `master.format`). Older vaults are
+ * vault; a Bulwark of version 3 refuses it (it opens only version 3). Version 5 (this one) adds
+ * data-key epochs (`bulwark key rotate --data`, keyring.ts): every chunk and object names the
+ * epoch key that sealed it (crypto.ts), which a Bulwark of version 4 could not open, so it refuses
+ * the vault (it opens only versions 3 and 4). Version 3 and 4 vaults open and are written as they
+ * are (their format is the vault's `master.format`) and have one data key; older vaults are
  * refused with a clear message: nothing migrates.
  */
-export const VAULT_VERSION = 4;
+export const VAULT_VERSION = 5;
 
 /** The versions this Bulwark opens; a vault's version is also how it seals (SealFormat). */
-export type VaultVersion = 3 | 4;
+export type VaultVersion = 3 | 4 | 5;
 
 export interface VaultConfig {
   format: "bulwark-vault";
@@ -72,8 +75,10 @@ export const DEFAULT_CONFIG = {
 export class Vault {
   readonly store: ObjectStore;
   readonly config: VaultConfig;
-  /** The master keys, and the format the vault seals in (its version). */
+  /** The master keys (in version 5, the keyring of data-key epochs), and the format the vault seals in (its version). */
   readonly master: MasterKeys & { format: SealFormat };
+  /** Version 5: the epoch objects read, valid and refused (keyring.ts). */
+  epochs: Epochs = { valid: [], refused: [], highestNumber: 0 };
   readonly keyObject: KeyObject;
   index = new ChunkIndex();
   /** Names of the index objects loaded into `index`. */
@@ -82,11 +87,13 @@ export class Vault {
   foreignKeyObjects: string[] = [];
   private readonly configBytes: Buffer;
 
-  private constructor(store: ObjectStore, configBytes: Buffer, config: VaultConfig, master: MasterKeys, keyObject: KeyObject) {
+  private constructor(store: ObjectStore, configBytes: Buffer, config: VaultConfig, master: MasterKeys, keyObject: KeyObject, epochs?: Epochs) {
     this.store = store;
     this.configBytes = configBytes;
     this.config = config;
-    this.master = { dataKey: master.dataKey, idKey: master.idKey, format: config.version };
+    const dataKey = config.version >= 5 ? epochKeyring(master, epochs ?? this.epochs) : master.dataKey;
+    this.master = { dataKey, idKey: master.idKey, format: config.version };
+    this.epochs = epochs ?? this.epochs;
     this.keyObject = keyObject;
   }
 
@@ -95,9 +102,10 @@ export class Vault {
     provider: KeyEncryptionKeyProvider,
     /** `version: 3` makes a vault of the previous format (for tests that prove it still works). */
     overrides: Partial<Omit<VaultConfig, "format" | "id" | "created" | "masterKeyCheck">> = {},
-    /** Another vault's master keys (init --like: runtime/engine/copy.ts), so points and packs are valid in both. */
-    master: MasterKeys = newMasterKeys(),
+    /** Another vault's master keys (init --like: runtime/engine/copy.ts), so points and packs are valid in both; its epochs are its own. */
+    like: MasterKeys = newMasterKeys(),
   ): Promise<Vault> {
+    const master = { dataKey: baseKeyBytes(like.dataKey), idKey: like.idKey };
     if (await store.stat("config")) {
       throw new UsageError(`a vault already exists at ${store.location}; use it, or choose another location`);
     }
@@ -149,14 +157,14 @@ export class Vault {
       }
       throw new NotFoundError(`${store.location} does not hold a Bulwark vault`);
     }
-    if (config.version !== VAULT_VERSION && config.version !== 3) {
+    if (config.version !== VAULT_VERSION && config.version !== 4 && config.version !== 3) {
       // A config this version wrote, then damaged, fails the digest its key objects hold.
       await unlockMasterKeys(store, provider, configDigest(configBytes), () => true).catch((error: unknown) => {
         if (error instanceof IntegrityError) throw error;
       });
       if (typeof config.version === "number" && config.version < VAULT_VERSION) {
         throw new UsageError(
-          `the vault at ${store.location} has format version ${config.version}, written by an earlier Bulwark; this Bulwark reads versions 3 and ${VAULT_VERSION} ` +
+          `the vault at ${store.location} has format version ${config.version}, written by an earlier Bulwark; this Bulwark reads versions 3 to ${VAULT_VERSION} ` +
             "(master keys bound to the config, chained points, lock objects outside WORM) and does not migrate: restore from it with the Bulwark that wrote it, and make a new vault with `bulwark init`",
         );
       }
@@ -171,7 +179,8 @@ export class Vault {
       configDigest(configBytes),
       (keys) => masterKeyCheck(keys, config.id) === config.masterKeyCheck,
     );
-    const vault = new Vault(store, configBytes, config, master, keyObject);
+    const epochs = config.version >= 5 ? await readEpochs(store, master, config.id) : undefined;
+    const vault = new Vault(store, configBytes, config, master, keyObject, epochs);
     vault.foreignKeyObjects = foreign;
     if (options.loadIndex !== false) await vault.loadIndex();
     return vault;
@@ -191,6 +200,7 @@ export class Vault {
    * anew, so no chunk stays findable that prune removed.
    */
   async reloadIndex(): Promise<void> {
+    await this.refreshEpochs();
     const present: string[] = [];
     for await (const info of this.store.list("index/")) present.push(info.key);
     const presentSet = new Set(present);
@@ -207,6 +217,24 @@ export class Vault {
       );
       this.indexObjects.push(name);
     });
+  }
+
+  /**
+   * Adds the epochs made since this vault was opened (another process's rotation), so what other
+   * writers sealed under them opens here; this process keeps sealing under the epoch it opened
+   * with. Whether any was added.
+   */
+  async refreshEpochs(): Promise<boolean> {
+    if (!isKeyring(this.master.dataKey)) return false;
+    const known = new Set([...this.epochs.valid, ...this.epochs.refused].map((e) => e.name));
+    const added = await readEpochs(this.store, this.master, this.config.id, known);
+    addEpochs(this.master.dataKey, added);
+    this.epochs = {
+      valid: [...this.epochs.valid, ...added.valid],
+      refused: [...this.epochs.refused, ...added.refused],
+      highestNumber: added.highestNumber,
+    };
+    return added.valid.length > 0;
   }
 
   locate(id: Uint8Array): ChunkLocation {
@@ -238,7 +266,15 @@ export class Vault {
 
   async readPoint(id: string): Promise<PointManifest> {
     const sealed = await this.store.get(`points/${id}`);
-    const plain = openObject(this.master.dataKey, sealed, labelAssociatedData("point", id), `point ${id}`);
+    const open = () => openObject(this.master.dataKey, sealed, labelAssociatedData("point", id), `point ${id}`);
+    let plain: Buffer;
+    try {
+      plain = open();
+    } catch (error) {
+      // A point another writer sealed under an epoch made after this vault was opened.
+      if (!(error instanceof IntegrityError) || !(await this.refreshEpochs())) throw error;
+      plain = open();
+    }
     const manifest = JSON.parse(zstdDecompressSync(plain).toString("utf8")) as PointManifest;
     if (manifest.id !== id) throw new IntegrityError(`point object ${id} holds the manifest of ${manifest.id}`);
     return manifest;
@@ -311,7 +347,7 @@ export class Vault {
 
 /** A keyed fingerprint of the master keys (HMAC under the id key), bound to the vault's id. */
 export function masterKeyCheck(master: MasterKeys, vaultId: string): string {
-  return createHmac("sha256", master.idKey).update("bulwark/master-key-check/").update(vaultId).update(master.dataKey).digest("hex");
+  return createHmac("sha256", master.idKey).update("bulwark/master-key-check/").update(vaultId).update(baseKeyBytes(master.dataKey)).digest("hex");
 }
 
 export function newPointId(): string {

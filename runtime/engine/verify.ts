@@ -45,6 +45,10 @@ export async function verifyVault(
   for (const key of vault.foreignKeyObjects) {
     problems.push(`key object ${key} opens with the given key but holds master keys that are not this vault's: someone without the vault's keys wrote it. Investigate, then remove it`);
   }
+  // Data-key epochs (keyring.ts): a refused epoch object is never used to seal or open.
+  for (const { name, reason } of vault.epochs.refused) {
+    problems.push(`epoch object ${name} is refused: ${reason}. It is never used; if it was a real epoch, put back a copy of it (what it sealed does not open without it), else investigate who wrote it`);
+  }
 
   // Index objects: opened here (not at vault open) so that one damaged object is reported, not fatal.
   const indexed = new Map<string, IndexedPack["entries"]>();
