@@ -689,14 +689,9 @@ export const commands: Record<string, Command> = {
     options: { json: common.json, limit: { type: "string", value: "N", help: "show the N most recent jobs (default 20)" } },
     async run(values) {
       const { jobsList } = await import("./agent-commands.ts");
-      const jobs = await jobsList(values);
-      print(
-        values,
-        jobs,
-        jobs.length
-          ? jobs.map((j) => `${j.created}  ${j.machine.padEnd(7)}  ${j.status.padEnd(11)}  ${(j.state || "-").padEnd(8)}  ${j.item.split("/").slice(-1)[0]}${j.error ? `  ${j.error}` : ""}`).join("\n")
-          : "no jobs yet",
-      );
+      const { jobRows, jobsText } = await import("./jobs-view.ts");
+      const rows = jobRows(await jobsList(values));
+      print(values, rows, jobsText(rows));
     },
   },
 
