@@ -6,6 +6,7 @@
  * Every violation message says what is wrong and how to fix it.
  */
 import type { Policy, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy, StackValidationArgs, StackValidationPolicy } from "@pulumi/policy";
+import { consoleResourcePolicies, consoleStackPolicies } from "./console-rules.ts";
 
 export const TYPES = {
   storageAccount: "azure-native:storage:StorageAccount",
@@ -638,8 +639,9 @@ export const resourcePolicies = [
   noBroadRoles,
   noWildcardCustomRoles,
   restoreRightsOnlyInRestoreGroups,
+  ...consoleResourcePolicies,
 ];
 
-export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion, isolatedStorageImmutabilityLocked, isolatedStorageVersionCleanup, deleteLocks, restoreRightsNotOnAgents];
+export const stackPolicies = [isolatedStorageVersioning, transientStorageLifecycle, sameRegion, isolatedStorageImmutabilityLocked, isolatedStorageVersionCleanup, deleteLocks, restoreRightsNotOnAgents, ...consoleStackPolicies];
 
 export const allPolicies: (ResourceValidationPolicy | StackValidationPolicy)[] = [...resourcePolicies, ...stackPolicies];

@@ -75,6 +75,7 @@ const NAME_INPUT: Record<string, string> = {
   "azure-native:managedidentity:UserAssignedIdentity": "resourceName",
   "azure-native:app:Job": "jobName",
   "azure-native:app:ManagedEnvironment": "environmentName",
+  "azure-native:app:ContainerAppsAuthConfig": "authConfigName",
   "azure-native:operationalinsights:Workspace": "workspaceName",
   "azure-native:monitor:DiagnosticSetting": "name",
   "azure-native:monitor:ScheduledQueryRule": "ruleName",
@@ -167,6 +168,12 @@ export function azureId(type: string, name: string, inputs: Record<string, any>)
       return `${group}/providers/Microsoft.App/jobs/${name}`;
     case "azure-native:app:ManagedEnvironment":
       return `${group}/providers/Microsoft.App/managedEnvironments/${name}`;
+    case "azure-native:app:ContainerApp":
+      return `${group}/providers/Microsoft.App/containerApps/${name}`;
+    // An app's authConfig is its child "current" (AuthConfigs_CreateOrUpdate.json, Azure/azure-rest-api-specs
+    // specification/app/resource-manager/Microsoft.App/ContainerApps/examples/2026-07-01).
+    case "azure-native:app:ContainerAppsAuthConfig":
+      return `${group}/providers/Microsoft.App/containerApps/${inputs.containerAppName}/authConfigs/${name}`;
     case "azure-native:operationalinsights:Workspace":
       return `${group}/providers/Microsoft.OperationalInsights/workspaces/${name}`;
     default:

@@ -13,6 +13,7 @@ import { parseCustomerConfig } from "../../infra/config.ts";
 import { CONSOLE_ROLES, containerAppName } from "../../infra/components/console-app.ts";
 import { agentJobsFromEnv } from "../../runtime/console/agents.ts";
 import { UsageError } from "../../runtime/errors.ts";
+import { consoleResourcePolicies, consoleStackPolicies } from "../../policies/console-rules.ts";
 
 const REGION_STACK = "organization/bulwark/dev-westeurope";
 let region: { outputs: Record<string, unknown>; resources: RecordedResource[] };
@@ -97,6 +98,22 @@ describe("the console as a Container App in the customer stack", () => {
     ].sort();
     expect(granted).toEqual(expected);
     expect(withConsole.outputs.consoleUrl).toMatch(/^https:\/\//);
+  });
+
+  it("passes the console's policies on preview and after up, and a weakened copy does not", () => {
+    const check = (resources: RecordedResource[], view: "inputs" | "state") => {
+      const found: string[] = [];
+      const stack = resources.map((r) => ({ type: r.type, name: r.name, urn: r.urn, props: r[view] }));
+      for (const r of stack) for (const rule of consoleResourcePolicies) rule.validateResource(r, (m) => found.push(m));
+      for (const rule of consoleStackPolicies) rule.validateStack({ resources: stack }, (m) => found.push(m));
+      return found;
+    };
+    expect(check(withConsole.resources, "inputs")).toEqual([]);
+    expect(check(withConsole.resources, "state")).toEqual([]);
+    const anonymous = withConsole.resources.map((r) =>
+      r.type === "azure-native:app:ContainerAppsAuthConfig" ? { ...r, state: { ...r.state, globalValidation: { unauthenticatedClientAction: "AllowAnonymous" } } } : r,
+    );
+    expect(check(anonymous, "state")).toEqual([expect.stringMatching(/AllowAnonymous/)]);
   });
 
   it("is off unless bulwark:console names a region stack", () => {
