@@ -4,9 +4,11 @@
  * the commit fails), the commit proves that everything the point needs is in the vault: every
  * chunk its tree references is in the index as it stands in storage now (reloaded whole if a
  * prune replaced index objects), every pack holding one exists, and every member point exists.
- * Only then is the manifest written, and after it the point's chain marker (chain.ts).
+ * Only then are the point's catalog entry (catalog.ts) and its manifest written, in that order,
+ * and after them the point's chain marker (chain.ts).
  */
 import { IntegrityError } from "../errors.ts";
+import { addToCatalog } from "./catalog.ts";
 import { nextInChain, writeMarker } from "./chain.ts";
 import { CHUNK_TREE } from "./chunk-codec.ts";
 import { ID_BYTES, isZeroId } from "./crypto.ts";
@@ -30,8 +32,10 @@ const STAT_PACKS_UP_TO = 256;
 
 export async function commitPoint(vault: Vault, manifest: PointManifest, lock: VaultLock): Promise<"committed" | "already"> {
   if (await vault.store.stat(`points/${manifest.id}`)) {
-    // A resumed commit: the manifest made it; make sure its marker did too.
-    await writeMarker(vault, await vault.readPoint(manifest.id));
+    // A resumed commit: the manifest made it; make sure its catalog entry and marker did too.
+    const committed = await vault.readPoint(manifest.id);
+    await addToCatalog(vault, committed);
+    await writeMarker(vault, committed);
     return "already";
   }
   await lock.assertHeld();
@@ -43,6 +47,8 @@ export async function commitPoint(vault: Vault, manifest: PointManifest, lock: V
     }
   }
   const committed: PointManifest = { ...manifest, chain: await nextInChain(vault, manifest) };
+  // The entry first: a crash between the two leaves an entry readers skip, never a point no lookup finds.
+  await addToCatalog(vault, committed);
   await vault.writePoint(committed);
   await writeMarker(vault, committed);
   return "committed";

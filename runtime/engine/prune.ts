@@ -3,9 +3,11 @@
  * harmless: live chunks of mostly-dead packs are copied (still sealed) into new packs; one new
  * index naming every kept chunk is written; only then are the old index objects deleted, and only
  * then the packs nothing names any more. Objects still under immutability are left for a later
- * prune, and so are the packs an undeletable index object still names.
+ * prune, and so are the packs an undeletable index object still names. The catalog's entries of
+ * points that are gone go too (catalog.ts).
  */
 import { describeError, VaultBusyError } from "../errors.ts";
+import { completeCatalog, removeStaleEntries } from "./catalog.ts";
 import { CHUNK_TREE } from "./chunk-codec.ts";
 import { ChunkIndex } from "./chunk-index.ts";
 import type { CodecPool } from "./codec-pool.ts";
@@ -41,7 +43,8 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
 
   // What the remaining points reference.
   const referenced = new ChunkIndex();
-  for (const point of await vault.listPoints()) {
+  const points = await vault.listPoints();
+  for (const point of points) {
     const content = point.content;
     if (!content) continue;
     const entryBytes = content.layout === "blocks" ? ID_BYTES : STREAM_TREE_ENTRY;
@@ -92,6 +95,10 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
   }
 
   await stillHeld(options.lock);
+  // 0. The catalog: every point has its entry (older vaults), and no entry outlives its point.
+  await completeCatalog(vault, points);
+  await removeStaleEntries(vault, new Set(points.map((point) => point.id)));
+
   // 1. Copy live chunks out of packs being repacked.
   const writer = new VaultWriter(vault, pool);
   try {

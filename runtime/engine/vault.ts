@@ -24,6 +24,7 @@ import { addEpochs, configDigest, epochKeyring, newMasterKeys, readEpochs, unloc
 import { packKey } from "./pack.ts";
 import { sourceIdentity, type PointManifest } from "./point.ts";
 import { describeMissing, missingPoints } from "./chain.ts";
+import { markCatalogComplete } from "./catalog.ts";
 
 /**
  * Version 2 bound the master keys to the config (masterKeyCheck) and chained each source's points
@@ -131,7 +132,10 @@ export class Vault {
       }
       throw error;
     }
-    return new Vault(store, configBytes, config, master, keyObject);
+    const vault = new Vault(store, configBytes, config, master, keyObject);
+    // No manifest yet: every point will have its catalog entry, so lookups need never scan.
+    await markCatalogComplete(vault);
+    return vault;
   }
 
   static async open(store: ObjectStore, provider: KeyEncryptionKeyProvider, options: { loadIndex?: boolean } = {}): Promise<Vault> {
@@ -338,6 +342,8 @@ export class Vault {
     if (!/^[0-9a-f]{4,64}$/.test(reference)) {
       throw new UsageError(`"${reference}" is not a point id: give an id, a unique prefix of at least 4 characters, or "latest"`);
     }
+    // A whole id is read directly: listing every point costs a request per 5,000 of them.
+    if (reference.length === 32 && (await this.store.stat(`points/${reference}`))) return this.readPoint(reference);
     const matches = (await this.listPointIds()).filter((id) => id.startsWith(reference));
     if (matches.length === 0) throw new NotFoundError(`no recovery point ${reference} in the vault; list them with \`bulwark points\``);
     if (matches.length > 1) throw new UsageError(`"${reference}" matches ${matches.length} points; give more characters`);

@@ -17,6 +17,7 @@ import { abortScopeFactory, outsideAbortScope } from "../azure/abort-scope.ts";
 import { BulwarkError, SourceError, ServiceError, UsageError, describeError } from "../errors.ts";
 import type { ByteRange, BlockSource } from "../engine/backup-blocks.ts";
 import { backupDisk } from "../engine/backup.ts";
+import { latestPointOfSource } from "../engine/catalog.ts";
 import type { PointManifest } from "../engine/point.ts";
 import type { Vault } from "../engine/vault.ts";
 import type { AzureContext } from "../azure/context.ts";
@@ -516,10 +517,12 @@ export async function backupDiskSnapshot(
   });
 }
 
-/** The disk's latest point in the vault, if any. */
+/**
+ * The resource's latest point in the vault, if any, from its catalog entries (catalog.ts): a
+ * few requests whatever the number of points in the vault. ARM ids compare case-insensitively.
+ */
 export async function latestPointOf(vault: Vault, sourceId: string, kind: PointManifest["kind"]): Promise<PointManifest | undefined> {
-  const points = await vault.listPoints();
-  return points.filter((p) => p.kind === kind && p.source.path.toLowerCase() === sourceId.toLowerCase()).at(-1);
+  return latestPointOfSource(vault, { kind, source: { type: "azure", path: sourceId } });
 }
 
 /** One disk, start to finish. */
