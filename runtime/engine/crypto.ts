@@ -172,12 +172,13 @@ function sealingKeyOf(ring: DataKeyring): SecretKey {
   return key;
 }
 
-/** A blob names a key id no epoch of the vault holds (or its first bytes are damaged). */
+/** A blob names a key id no epoch of the vault holds: damaged, or sealed under an epoch this process has not read. */
 function unknownEpoch(ring: DataKeyring, keyId: Uint8Array, what: string): IntegrityError {
   const refused = ring.refused.length > 0 ? ` Epoch objects that failed their check: ${ring.refused.join(", ")}.` : "";
   return new IntegrityError(
-    `${what} names data key ${Buffer.from(keyId).toString("hex")}, which no valid epoch object of the vault holds, or it is damaged.${refused} ` +
-      "If a `bulwark key rotate --data` ran after this command started, run the command again; otherwise run `bulwark verify`",
+    `${what} failed authentication: it names data key ${Buffer.from(keyId).toString("hex")}, which no valid epoch object of the vault holds.${refused} ` +
+      "It was damaged in storage, or sealed under an epoch made after this command started (`bulwark key rotate --data`: run the command again). " +
+      "Run `bulwark verify --read-data` to find every damaged object.",
   );
 }
 

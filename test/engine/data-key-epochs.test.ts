@@ -176,9 +176,9 @@ test("a damaged epoch object fails clearly: reading what it sealed (a manifest, 
   const failure = await damaged.readPoint(after.id).catch((error: unknown) => error);
   expect(failure).toBeInstanceOf(IntegrityError);
   expect((failure as IntegrityError).exitCode).toBe(5);
-  expect((failure as Error).message).toMatch(new RegExp(`point ${after.id} names data key ${epoch1.keyId}.*epochs/0000000001`));
+  expect((failure as Error).message).toMatch(new RegExp(`point ${after.id} failed authentication: it names data key ${epoch1.keyId}.*epochs/0000000001`));
   // The index holds objects epoch 1 sealed: loading it stops with the same clear message, not a half index.
-  await expect(damaged.loadIndex()).rejects.toThrow(new RegExp(`index object index/\\w+ names data key ${epoch1.keyId}.*epochs/0000000001`));
+  await expect(damaged.loadIndex()).rejects.toThrow(new RegExp(`index object index/\\w+ failed authentication: it names data key ${epoch1.keyId}.*epochs/0000000001`));
   expect((await damaged.readPoint(before.id)).id).toBe(before.id);
 }, 30_000);
 
