@@ -16,6 +16,7 @@ import { CHANGE_FRACTION, renderDiskTable, runDiskCase } from "./disk-case.ts";
 import { runBacpacBench } from "./bacpac-case.ts";
 import { ITEMS_DEFAULT_SIZE, runItemsBench } from "./items-case.ts";
 import { COPY_DEFAULT_SIZE, runCopyBench } from "./copy-case.ts";
+import { parseChunkCount, runScaleBench } from "./scale-case.ts";
 import { checkTargets, ratiosTo, renderTable, renderTargets } from "./report.ts";
 import type { OtherSizeRun, Ratios } from "./report.ts";
 import { Borg } from "./tools/borg.ts";
@@ -27,7 +28,7 @@ import type { Detection, Tool, ToolName } from "./tools/tool.ts";
 const PROJECT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BENCH_DIR = join(PROJECT_DIR, ".bench");
 const DEFAULT_SEED = "bulwark-1";
-const CASES = ["image", "azure-disk", "bacpac", "items", "copy"] as const;
+const CASES = ["image", "azure-disk", "bacpac", "items", "copy", "scale"] as const;
 
 const USAGE = `usage: npm run bench -- [options]
 
@@ -46,6 +47,9 @@ const USAGE = `usage: npm run bench -- [options]
                    GPT + ext4 disk point, against a full restore and a loop mount (Bulwark only, root)
                    copy: bulwark copy between two Azurite vaults, server-side against through the
                    process, and the bytes an incremental copy moves (Bulwark only; --size default 256M)
+                   scale: an incremental backup of a small disk and a restore of its point in vaults of
+                   1, 10 and 100 million chunks and 100,000 points (metadata synthesized under .bench/work/)
+  --scale-max N    scale case: largest vault to synthesize, in chunks (10M, 100M; default 100M)
   --rounds N       run every tool N times, tools taking turns; report medians (default 1; image case)
   --keep           keep the repositories under .bench/work/
   --help           this text
@@ -132,6 +136,7 @@ async function main(argv: string[]): Promise<number> {
       case: { type: "string", default: "image" },
       rounds: { type: "string", default: "1" },
       keep: { type: "boolean", default: false },
+      "scale-max": { type: "string", default: "100M" },
       help: { type: "boolean", default: false },
     },
     allowPositionals: false,
@@ -159,6 +164,11 @@ async function main(argv: string[]): Promise<number> {
     const sizeBytes = values.size === undefined ? COPY_DEFAULT_SIZE : sizes[0];
     const outPath = resolve(values.out ?? join(BENCH_DIR, `copy-${sizeLabel(sizeBytes)}.json`));
     return (await runCopyBench({ sizeBytes, seed: values.seed, outPath, log })) ? 0 : 1;
+  }
+  if (values.case === "scale") {
+    const outPath = resolve(values.out ?? join(BENCH_DIR, "scale.json"));
+    const settings = { maxChunks: parseChunkCount(values["scale-max"]), workRoot: join(BENCH_DIR, "work"), outPath, useGnuTime: hasGnuTime(), log };
+    return (await runScaleBench(settings)) ? 0 : 1;
   }
   if (values.case === "items") {
     if (sizes.length > 1) throw new UsageFailure("--case items takes one --size");

@@ -12,6 +12,11 @@ import type { PackEntry } from "./pack.ts";
 
 const MAGIC = Buffer.from("BWIX\x01", "latin1");
 const ENTRY_BYTES = 1 + ID_BYTES + 12;
+/** A pack's group header: its 16-byte id and a u32 count of its entries. */
+const GROUP_BYTES = 20;
+
+/** The plaintext layout, for writers that build it in bulk (the scale benchmark's synthesis). */
+export const INDEX_LAYOUT = { magic: MAGIC, groupBytes: GROUP_BYTES, entryBytes: ENTRY_BYTES } as const;
 
 export interface IndexedPack {
   packId: string;
@@ -20,14 +25,14 @@ export interface IndexedPack {
 
 export function encodeIndex(dataKey: DataKey, name: string, packs: IndexedPack[], format: SealFormat = CURRENT_SEAL_FORMAT): Buffer {
   let size = MAGIC.length;
-  for (const pack of packs) size += 20 + pack.entries.length * ENTRY_BYTES;
+  for (const pack of packs) size += GROUP_BYTES + pack.entries.length * ENTRY_BYTES;
   const plain = Buffer.allocUnsafe(size);
   MAGIC.copy(plain, 0);
   let at = MAGIC.length;
   for (const pack of packs) {
     plain.write(pack.packId, at, "hex");
     plain.writeUInt32LE(pack.entries.length, at + 16);
-    at += 20;
+    at += GROUP_BYTES;
     for (const entry of pack.entries) {
       plain[at] = entry.type;
       plain.set(entry.id, at + 1);
@@ -37,6 +42,11 @@ export function encodeIndex(dataKey: DataKey, name: string, packs: IndexedPack[]
       at += ENTRY_BYTES;
     }
   }
+  return sealIndexPlaintext(dataKey, name, plain, format);
+}
+
+/** Seals an index object's plaintext (laid out as INDEX_LAYOUT says) under its name. */
+export function sealIndexPlaintext(dataKey: DataKey, name: string, plain: Uint8Array, format: SealFormat = CURRENT_SEAL_FORMAT): Buffer {
   return sealObject(dataKey, plain, labelAssociatedData("index", name), format);
 }
 
