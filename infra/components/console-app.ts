@@ -247,7 +247,7 @@ export class ConsoleApp extends pulumi.ComponentResource {
 /**
  * The console over the fleet of the region stack `regionStack` (organization/project/stack), read
  * through a StackReference: the customer stack is deployed first, the region stacks next, then the
- * customer stack again with bulwark:console.regionStack set (infra/README.md).
+ * customer stack again with bulwark:console.regionStack set (README.md, "The console, deployed").
  */
 export function consoleForRegionStack(name: string, args: Omit<ConsoleAppArgs, "region"> & { regionStack: string }, opts?: pulumi.ComponentResourceOptions): ConsoleApp {
   const { regionStack, ...rest } = args;

@@ -83,9 +83,10 @@ const MAX_EXECUTIONS_READ = 500;
 const MINUTE = 60_000;
 
 /**
- * Container Apps job names: 2-32 lowercase letters, digits and hyphens, starting with a letter,
- * ending with a letter or digit, no "--" (MicrosoftDocs/azure-docs
- * articles/azure-resource-manager/management/resource-name-rules.md, Microsoft.App).
+ * Container Apps names: 2-32 lowercase letters, digits and hyphens, starting with a letter and
+ * ending with a letter or digit (MicrosoftDocs/azure-docs
+ * articles/azure-resource-manager/management/resource-name-rules.md, Microsoft.App), and no "--"
+ * (the Azure CLI reference for `az containerapp job`: a name "cannot have '--'").
  */
 export const CONTAINER_APPS_NAME = /^(?!.*--)[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
