@@ -13,6 +13,7 @@
 import { constants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import { IntegrityError } from "../errors.ts";
 import { CURRENT_SEAL_FORMAT, keyedId, openChunk, sealChunk, type DataKey, type SealFormat, type SecretKey } from "./crypto.ts";
+import type { ZstdInto } from "./zstd-into.ts";
 
 export const CHUNK_DATA = 0;
 export const CHUNK_TREE = 1;
@@ -93,7 +94,7 @@ export function decodeChunk(
   where: string,
   options: { checkId?: boolean } = {},
 ): Buffer {
-  const plaintext = openChunk(keys.dataKey, keys.format ?? CURRENT_SEAL_FORMAT, type, id, sealed, () => `chunk ${hexId(id)} in ${where}`);
+  const plaintext = openSealedChunk(keys, type, id, sealed, where);
   let raw: Buffer;
   if (plaintext[0] === CODEC_RAW) raw = plaintext.subarray(1);
   else if (plaintext[0] === CODEC_ZSTD) {
@@ -114,6 +115,41 @@ export function decodeChunk(
     );
   }
   return raw;
+}
+
+/**
+ * decodeChunk for a restore: the chunk's raw bytes go into output[at, at + rawLength), zstd
+ * decompressing straight there through one reused context, instead of into a new buffer per
+ * chunk. The id is not re-hashed: the authentication tag binds the bytes to it (verify
+ * --read-data re-hashes).
+ */
+export function decodeChunkInto(
+  keys: ChunkKeys,
+  type: number,
+  id: Uint8Array,
+  sealed: Uint8Array,
+  rawLength: number,
+  where: string,
+  output: Uint8Array,
+  at: number,
+  zstd: ZstdInto,
+): void {
+  const plaintext = openSealedChunk(keys, type, id, sealed, where);
+  const payload = plaintext.subarray(1);
+  if (plaintext[0] === CODEC_RAW) {
+    if (payload.length !== rawLength) {
+      throw new IntegrityError(`chunk ${hexId(id)} in ${where} does not match its recorded size: the vault is damaged. Run \`bulwark verify --read-data\`.`);
+    }
+    output.set(payload, at);
+  } else if (plaintext[0] === CODEC_ZSTD) {
+    if (!zstd.decompress(payload, output, at, rawLength)) {
+      throw new IntegrityError(`chunk ${hexId(id)} in ${where} does not decompress to its recorded size: the vault is damaged`);
+    }
+  } else throw new IntegrityError(`chunk ${hexId(id)} in ${where} has an unknown codec ${plaintext[0]}`);
+}
+
+function openSealedChunk(keys: ChunkKeys, type: number, id: Uint8Array, sealed: Uint8Array, where: string): Buffer {
+  return openChunk(keys.dataKey, keys.format ?? CURRENT_SEAL_FORMAT, type, id, sealed, () => `chunk ${hexId(id)} in ${where}`);
 }
 
 export function hexId(id: Uint8Array): string {

@@ -4,8 +4,9 @@
  * dozens of chunks costs one message each way and no copy of its input.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { decodeChunk, encodeChunk } from "./chunk-codec.ts";
+import { decodeChunk, decodeChunkInto, encodeChunk } from "./chunk-codec.ts";
 import { importDataKey, secretKey, type DataKey, type SealFormat } from "./crypto.ts";
+import { ZstdInto } from "./zstd-into.ts";
 
 const given = workerData as { dataKey: DataKey; idKey: Uint8Array; format: SealFormat | undefined; zstdLevel: number };
 // Imported once: passing raw key bytes to every cipher and HMAC costs a key import each time.
@@ -27,11 +28,13 @@ export interface DecodeItem {
 
 export type CodecRequest =
   | { seq: number; op: "encode"; type: number; buffer: Uint8Array; items: EncodeItem[] }
-  | { seq: number; op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string; checkId: boolean };
+  | { seq: number; op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string; checkId: boolean }
+  | { seq: number; op: "decodeInto"; buffer: Uint8Array; items: DecodeItem[]; where: string; output: ArrayBuffer };
 
 export type CodecResponse =
   | { seq: number; ok: true; op: "encode"; sealed: Uint8Array[]; compressed: boolean[] }
   | { seq: number; ok: true; op: "decode"; raws: (Uint8Array | null)[]; errors: (string | null)[]; integrity: boolean[] }
+  | { seq: number; ok: true; op: "decodeInto"; output: ArrayBuffer; errors: (string | null)[]; integrity: boolean[] }
   | { seq: number; ok: false; error: string; integrity: boolean };
 
 /**
@@ -45,9 +48,36 @@ function transferable(results: (Uint8Array | null)[]): ArrayBuffer[] {
   return [...list];
 }
 
+/** One zstd context for every chunk this thread decodes into an output buffer. */
+const zstd = new ZstdInto();
+
+/** A batch's chunks decoded back to back into the output buffer the pool lent (handed back with the answer). */
+function decodeInto(request: Extract<CodecRequest, { op: "decodeInto" }>): CodecResponse {
+  const output = new Uint8Array(request.output);
+  const errors: (string | null)[] = [];
+  const integrity: boolean[] = [];
+  let at = 0;
+  for (const item of request.items) {
+    try {
+      const sealed = request.buffer.subarray(item.offset, item.offset + item.length);
+      decodeChunkInto(keys, item.type, item.id, sealed, item.rawLength, request.where, output, at, zstd);
+      errors.push(null);
+      integrity.push(false);
+    } catch (error) {
+      errors.push(error instanceof Error ? error.message : String(error));
+      integrity.push(error instanceof Error && error.name === "IntegrityError");
+    }
+    at += item.rawLength;
+  }
+  return { seq: request.seq, ok: true, op: "decodeInto", output: request.output, errors, integrity };
+}
+
 parentPort!.on("message", (request: CodecRequest) => {
   try {
-    if (request.op === "encode") {
+    if (request.op === "decodeInto") {
+      const response = decodeInto(request);
+      parentPort!.postMessage(response, [request.output]);
+    } else if (request.op === "encode") {
       const sealed: Uint8Array[] = [];
       const compressed: boolean[] = [];
       for (const item of request.items) {

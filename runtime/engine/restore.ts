@@ -11,6 +11,10 @@ import { packKey } from "./pack.ts";
 import { STREAM_TREE_ENTRY, type PointManifest, type StreamLayout } from "./point.ts";
 import { mapLimit, type Vault } from "./vault.ts";
 
+/**
+ * Where a restore writes. The buffers given are reused once the returned promise settles: a
+ * target copies what it keeps beyond that.
+ */
 export interface RestoreTarget {
   /** Whether zero blocks must be written (a device or an existing disk) or may stay holes. */
   readonly needsZeros: boolean;
@@ -27,7 +31,13 @@ interface Need {
   targets: number[];
 }
 
+/** Sealed bytes read from a pack at once. */
 const MAX_RANGE = 4 * 1024 * 1024;
+/**
+ * Raw bytes a range decodes to: bounds a range's memory whatever the compression (64 KiB of one
+ * repeated byte seals to a few dozen bytes, so 4 MiB of them would decode to gigabytes).
+ */
+const MAX_RANGE_RAW = 8 * 1024 * 1024;
 const MAX_GAP = 256 * 1024;
 
 /** One read of a pack range and the chunks in it. */
@@ -36,10 +46,30 @@ interface RangeTask {
   needs: Need[];
 }
 
-/** Ranges read, decoded and written at once: enough to keep every worker busy across tree nodes. */
+/**
+ * Ranges read, decoded and written at once: enough to keep every worker busy across tree nodes.
+ * Each range is decoded by one worker as one batch, from the buffer it was read into (handed
+ * over, not copied) into an output buffer of the restore's (see OutputBuffers); the ranges in
+ * flight spread over the workers.
+ */
 const RANGES_IN_FLIGHT = 6;
-/** A range's chunks are decoded in batches of about this size, spread over the workers. */
-const DECODE_BATCH = 1024 * 1024;
+
+/**
+ * The buffers ranges decode into, MAX_RANGE_RAW bytes each, lent to a worker and written from,
+ * then taken back for the next range: a restore allocates RANGES_IN_FLIGHT of them, not one per
+ * chunk (fresh memory costs page faults and garbage collection on every chunk).
+ */
+class OutputBuffers {
+  private readonly free: ArrayBuffer[] = [];
+
+  take(): ArrayBuffer {
+    return this.free.pop() ?? new ArrayBuffer(MAX_RANGE_RAW);
+  }
+
+  give(buffer: ArrayBuffer): void {
+    this.free.push(buffer);
+  }
+}
 
 export async function restoreContent(
   vault: Vault,
@@ -87,7 +117,7 @@ export async function restoreContent(
         }
       }
       if (target.needsZeros) {
-        for (const [offset, length] of zeros) await target.write(offset, Buffer.alloc(length));
+        for (const [offset, length] of zeros) await target.write(offset, zeroBlock(length));
       }
       for (const [pack, needs] of byPack) {
         for (const range of coalesce([...needs.values()].sort((a, b) => a.offset - b.offset))) yield { pack, needs: range };
@@ -95,48 +125,33 @@ export async function restoreContent(
     }
   }
 
+  const outputs = new OutputBuffers();
   const restoreRange = async ({ pack, needs }: RangeTask) => {
     const start = needs[0].offset;
     const end = needs.at(-1)!.offset + needs.at(-1)!.length;
     const bytes = await vault.store.getRange(packKey(pack), start, end - start);
-    // Batches of about DECODE_BATCH, each its own copy of its part of the read, spread over the workers.
-    const batches: Need[][] = [];
-    let batch: Need[] = [];
-    let batchBytes = 0;
-    for (const need of needs) {
-      batch.push(need);
-      batchBytes += need.length;
-      if (batchBytes >= DECODE_BATCH) {
-        batches.push(batch);
-        batch = [];
-        batchBytes = 0;
-      }
-    }
-    if (batch.length) batches.push(batch);
-    const decoded = await Promise.all(
-      batches.map((group) => {
-        const from = group[0].offset;
-        const to = group.at(-1)!.offset + group.at(-1)!.length;
-        return pool.decodeBatch(
-          batches.length === 1 ? bytes : bytes.subarray(from - start, to - start),
-          group.map((need) => ({ type: CHUNK_DATA, id: need.id, offset: need.offset - from, length: need.length, rawLength: need.rawLength })),
-          `pack ${pack}`,
-          // GCM with the id as associated data authenticates every byte; verify --read-data re-hashes.
-          { checkId: false },
-        );
-      }),
+    // Not re-hashed: GCM with the id as associated data authenticates every byte; verify --read-data re-hashes.
+    const { output, errors } = await pool.decodeInto(
+      bytes,
+      needs.map((need) => ({ type: CHUNK_DATA, id: need.id, offset: need.offset - start, length: need.length, rawLength: need.rawLength })),
+      `pack ${pack}`,
+      outputs.take(),
     );
-    const writes: { offset: number; data: Buffer }[] = [];
-    batches.forEach((group, b) => {
-      const { raws, errors } = decoded[b];
+    try {
       const failed = errors.find((e) => e !== null);
       if (failed) throw failed;
-      group.forEach((need, i) => {
-        for (const offset of need.targets) writes.push({ offset, data: raws[i]! });
-        done += raws[i]!.length * need.targets.length;
-      });
-    });
-    await writeCoalesced(target, writes);
+      const writes: { offset: number; data: Buffer }[] = [];
+      let at = 0;
+      for (const need of needs) {
+        const raw = Buffer.from(output, at, need.rawLength);
+        for (const offset of need.targets) writes.push({ offset, data: raw });
+        done += need.rawLength * need.targets.length;
+        at += need.rawLength;
+      }
+      await writeCoalesced(target, writes);
+    } finally {
+      outputs.give(output);
+    }
     options.onProgress?.(done);
   };
 
@@ -160,7 +175,10 @@ export async function restoreContent(
   if (failure) throw failure;
 }
 
-/** Writes adjacent pieces as one write (pack order is usually disk order, so most are adjacent). */
+/**
+ * Writes adjacent pieces as one write (pack order is usually disk order, so most are adjacent);
+ * pieces that also follow each other in memory (chunks decoded back to back) become one buffer.
+ */
 async function writeCoalesced(target: RestoreTarget, writes: { offset: number; data: Buffer }[]): Promise<void> {
   writes.sort((a, b) => a.offset - b.offset);
   let run: Buffer[] = [];
@@ -174,8 +192,11 @@ async function writeCoalesced(target: RestoreTarget, writes: { offset: number; d
     run = [];
   };
   for (const { offset, data } of writes) {
-    if (run.length > 0 && offset === runEnd && runEnd - runStart < MAX_RANGE) {
-      run.push(data);
+    if (run.length > 0 && offset === runEnd && runEnd - runStart < MAX_RANGE_RAW) {
+      const last = run.at(-1)!;
+      if (last.buffer === data.buffer && last.byteOffset + last.length === data.byteOffset) {
+        run[run.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + data.length);
+      } else run.push(data);
       runEnd += data.length;
       continue;
     }
@@ -187,20 +208,32 @@ async function writeCoalesced(target: RestoreTarget, writes: { offset: number; d
   await flush();
 }
 
+let zeros = Buffer.alloc(0);
+
+/** Zero bytes to write (one buffer shared by every zero block; targets do not keep what they are given). */
+function zeroBlock(length: number): Buffer {
+  if (zeros.length < length) zeros = Buffer.alloc(length);
+  return zeros.subarray(0, length);
+}
+
 function coalesce(sorted: Need[]): Need[][] {
   const ranges: Need[][] = [];
   let current: Need[] = [];
+  let currentRaw = 0;
   for (const need of sorted) {
     const last = current.at(-1);
     if (
       last &&
       need.offset - (last.offset + last.length) <= MAX_GAP &&
-      need.offset + need.length - current[0].offset <= MAX_RANGE
+      need.offset + need.length - current[0].offset <= MAX_RANGE &&
+      currentRaw + need.rawLength <= MAX_RANGE_RAW
     ) {
       current.push(need);
+      currentRaw += need.rawLength;
     } else {
       if (current.length) ranges.push(current);
       current = [need];
+      currentRaw = need.rawLength;
     }
   }
   if (current.length) ranges.push(current);
