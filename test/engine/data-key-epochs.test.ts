@@ -6,7 +6,8 @@
  *   - a point before and one after a rotation restore byte-identical, the second made by a process
  *     that opened the vault with another passphrase, while a writer that opened the vault before the
  *     rotation keeps sealing under the old epoch;
- *   - which epoch sealed each pack, chunk, index object and manifest is read from the object itself;
+ *   - which epoch sealed each pack, chunk, index object and manifest is read from the object itself,
+ *     and the key id a blob carries is authenticated with it;
  *   - a damaged epoch object fails clearly (what it sealed names it; the rest still restores);
  *   - a planted epoch object (sealed under a key the attacker chose), and a real one copied to a newer
  *     number, are refused, never seal, and are named by verify; the next rotation passes them by;
@@ -25,7 +26,20 @@ import { afterAll, beforeAll, expect, test } from "vitest";
 import { backupDisk } from "../../runtime/engine/backup.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { copyPoints } from "../../runtime/engine/copy.ts";
-import { baseKeyBytes, dataKeyId, isKeyring, KEY_ID_BYTES, labelAssociatedData, objectKeyId, seal, type DataKey } from "../../runtime/engine/crypto.ts";
+import { CHUNK_DATA, decodeChunk, encodeChunk } from "../../runtime/engine/chunk-codec.ts";
+import {
+  baseKeyBytes,
+  dataKeyId,
+  isKeyring,
+  KEY_ID_BYTES,
+  labelAssociatedData,
+  newKeyring,
+  objectKeyId,
+  openObject,
+  seal,
+  sealObject,
+  type DataKey,
+} from "../../runtime/engine/crypto.ts";
 import { configDigest, writeKeyObject, type Epoch } from "../../runtime/engine/keyring.ts";
 import { packIdOfKey, readPackHeader } from "../../runtime/engine/pack.ts";
 import type { PointManifest } from "../../runtime/engine/point.ts";
@@ -110,6 +124,35 @@ async function keyIdsOf(vault: Vault, name: string): Promise<Set<string>> {
   for (const entry of entries) ids.add(bytes.subarray(entry.offset, entry.offset + KEY_ID_BYTES).toString("hex"));
   return ids;
 }
+
+test("format 5 binds a blob to the key id it carries: changed to another epoch's id it fails authentication; what format 4 sealed under epoch 0 still opens", () => {
+  const base = randomBytes(32);
+  const later = randomBytes(32);
+  const ring = newKeyring(base);
+  ring.keys.set(dataKeyId(later), later);
+  ring.sealingKeyId = dataKeyId(later);
+  const keys = { dataKey: ring, idKey: randomBytes(32), format: 5 as const };
+  const raw = pseudoRandom("format 5 chunk", 4096);
+  const id = randomBytes(32);
+  const chunk = encodeChunk(keys, CHUNK_DATA, id, raw, 1).sealed;
+  expect(chunk.subarray(0, KEY_ID_BYTES).toString("hex")).toBe(dataKeyId(later));
+  expect(decodeChunk(keys, CHUNK_DATA, id, chunk, raw.length, "test", { checkId: false })).toEqual(raw);
+  const relabelled = Buffer.from(chunk);
+  Buffer.from(dataKeyId(base), "hex").copy(relabelled, 0);
+  expect(() => decodeChunk(keys, CHUNK_DATA, id, relabelled, raw.length, "test", { checkId: false })).toThrow(/failed authentication/);
+
+  const ad = labelAssociatedData("point", "p");
+  const object = sealObject(ring, raw, ad, 5);
+  expect(objectKeyId(object)).toBe(dataKeyId(later));
+  expect(openObject(ring, object, ad, "object")).toEqual(raw);
+  const moved = Buffer.from(object);
+  Buffer.from(dataKeyId(base), "hex").copy(moved, 4);
+  expect(() => openObject(ring, moved, ad, "object")).toThrow(/object failed authentication/);
+
+  const older = encodeChunk({ ...keys, dataKey: base, format: 4 }, CHUNK_DATA, id, raw, 1).sealed;
+  expect(decodeChunk(keys, CHUNK_DATA, id, older, raw.length, "test", { checkId: false })).toEqual(raw);
+  expect(openObject(ring, sealObject(base, raw, ad, 4), ad, "format 4 object")).toEqual(raw);
+});
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "bulwark-epochs-"));
