@@ -4,6 +4,7 @@
  * operator deploys in). The console's roles are checked against the ids of what the region stack
  * really created.
  */
+import { parseArgs, type ParseArgsConfig } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ofType, setCustomerStackOutputs } from "./harness.ts";
 import type { RecordedResource } from "./harness.ts";
@@ -14,6 +15,8 @@ import { CONSOLE_ROLES, containerAppName } from "../../infra/components/console-
 import { agentJobsFromEnv } from "../../runtime/console/agents.ts";
 import { UsageError } from "../../runtime/errors.ts";
 import { consoleResourcePolicies, consoleStackPolicies } from "../../policies/console-rules.ts";
+import { commands } from "../../runtime/cli/commands.ts";
+import { consoleSettings } from "../../runtime/console/command.ts";
 
 const REGION_STACK = "organization/bulwark/dev-westeurope";
 let region: { outputs: Record<string, unknown>; resources: RecordedResource[] };
@@ -42,6 +45,13 @@ describe("the console as a Container App in the customer stack", () => {
     const [bridgeEnvironment] = ofType(withConsole.resources, "azure-native:app:ManagedEnvironment");
     expect(console.inputs.environmentId).toBe(bridgeEnvironment!.id);
     expect(console.inputs.identity.type).toBe("UserAssigned");
+  });
+
+  it("passes arguments the CLI's console command accepts: remote listening allowed, Entra headers trusted", () => {
+    const [name, ...options] = app().inputs.template.containers[0].args as string[];
+    // As runtime/cli/run.ts parses a command's arguments, then as the command checks them.
+    const parsed = parseArgs({ args: options, options: commands[name!]!.options, allowPositionals: true, strict: true } as ParseArgsConfig);
+    expect(consoleSettings(parsed.values)).toEqual({ listen: { host: "0.0.0.0", port: 8080, loopback: false }, auth: "entra" });
   });
 
   it("reads the named region stack's fleet, policies and agents from its environment", () => {
