@@ -35,7 +35,7 @@ describe.each(["local", "azurite"] as const)("damage, %s vault", (kindName) => {
     kind = kindName === "local" ? await LocalVaults.create() : await AzuriteVaults.create();
     scratch = await tempFolder("damage");
     vault = kind.newLocation("damage");
-    image = diskImage("damage", 6);
+    image = diskImage("damage", 3);
     await writeFile(path.join(scratch, "disk.img"), image);
     expect((await cli(kind, vault, ["init"])).code).toBe(0);
     point = await cliJson<BackupSummary>(kind, vault, ["backup", path.join(scratch, "disk.img")]);
