@@ -51,6 +51,31 @@ export function sealIndexPlaintext(dataKey: DataKey, name: string, plain: Uint8A
 }
 
 /**
+ * Cuts a list of packs into parts of at most `maxEntries` entries each (a pack's entries may span
+ * two parts: loading adds entries one by one, so a pack named by two objects is whole again).
+ */
+export function splitIndex(packs: IndexedPack[], maxEntries: number): IndexedPack[][] {
+  const parts: IndexedPack[][] = [];
+  let part: IndexedPack[] = [];
+  let entries = 0;
+  for (const pack of packs) {
+    for (let at = 0; at < pack.entries.length; ) {
+      const take = Math.min(maxEntries - entries, pack.entries.length - at);
+      part.push({ packId: pack.packId, entries: pack.entries.slice(at, at + take) });
+      at += take;
+      entries += take;
+      if (entries === maxEntries) {
+        parts.push(part);
+        part = [];
+        entries = 0;
+      }
+    }
+  }
+  if (part.length > 0 || parts.length === 0) parts.push(part);
+  return parts;
+}
+
+/**
  * Walks an index object's entries without building an object per entry (a vault's whole index is
  * loaded at open: millions of short-lived objects would swell the heap). `id` is a view, valid
  * only during the call.

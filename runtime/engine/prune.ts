@@ -1,7 +1,7 @@
 /**
  * Removes what no point references. Run under an exclusive lock. Order makes an interruption
- * harmless: live chunks of mostly-dead packs are copied (still sealed) into new packs; one new
- * index naming every kept chunk is written; only then are the old index objects deleted, and only
+ * harmless: live chunks of mostly-dead packs are copied (still sealed) into new packs; new index
+ * objects naming every kept chunk are written; only then are the old index objects deleted, and only
  * then the packs nothing names any more. Objects still under immutability are left for a later
  * prune, and so are the packs an undeletable index object still names. The catalog's entries of
  * points that are gone go too (catalog.ts).
@@ -12,7 +12,7 @@ import { CHUNK_TREE } from "./chunk-codec.ts";
 import { ChunkIndex } from "./chunk-index.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId, randomHex } from "./crypto.ts";
-import { decodeIndex, encodeIndex, type IndexedPack } from "./index-file.ts";
+import { decodeIndex, encodeIndex, splitIndex, type IndexedPack } from "./index-file.ts";
 import { STALE_AFTER_MS, type VaultLock } from "./locks.ts";
 import { packIdOfKey, packKey, type PackEntry } from "./pack.ts";
 import { STREAM_TREE_ENTRY } from "./point.ts";
@@ -21,6 +21,11 @@ import { VaultWriter } from "./vault-writer.ts";
 
 /** Repack a pack once more than this share of its bytes is dead. */
 const REPACK_DEAD_SHARE = 0.2;
+/**
+ * Entries per index object prune writes (about 45 MiB). One object for the whole index failed past
+ * about 47 million chunks: Node's AES-GCM seals at most 2^31 - 1 bytes in one call.
+ */
+const CONSOLIDATED_ENTRIES = 1 << 20;
 
 export interface PruneReport {
   packsDeleted: number;
@@ -115,7 +120,7 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
     throw error;
   }
 
-  // 2. One index naming every chunk that stays (live or not) in a pack that stays.
+  // 2. Index objects naming every chunk that stays (live or not) in a pack that stays.
   const leaving = new Set([...drop, ...repack]);
   const grouped = new Map<string, PackEntry[]>();
   for (const [id, location] of vault.index.entries()) {
@@ -125,8 +130,10 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
     grouped.set(location.pack, list);
   }
   const consolidated: IndexedPack[] = [...grouped].map(([packId, entries]) => ({ packId, entries }));
-  const name = `index/${randomHex(16)}`;
-  await vault.store.create(name, encodeIndex(vault.master.dataKey, name, consolidated, vault.master.format));
+  for (const part of splitIndex(consolidated, CONSOLIDATED_ENTRIES)) {
+    const name = `index/${randomHex(16)}`;
+    await vault.store.create(name, encodeIndex(vault.master.dataKey, name, part, vault.master.format));
+  }
 
   await stillHeld(options.lock);
   // 3. Old index objects; a pack that an undeletable one still names must stay.
