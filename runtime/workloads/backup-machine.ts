@@ -25,6 +25,7 @@ import type { BlockLayout, PointManifest } from "../engine/point.ts";
 import { clearStaging, immutabilityOf, promoteStaged, readStaged, recordStaged, resumeStaging, verifyStaged } from "../engine/stage.ts";
 import { commitPoint, MissingDataError } from "../engine/commit.ts";
 import { forgetPoint } from "../engine/chain.ts";
+import { latestPointOfSource } from "../engine/catalog.ts";
 import { jobVaultLock, releaseJobVaultLock } from "./job-vault-lock.ts";
 import type { VaultLock } from "../engine/locks.ts";
 import type { Vault } from "../engine/vault.ts";
@@ -197,10 +198,10 @@ export function backupMachine(env: WorkloadEnvironment): MachineDefinition<Backu
           } else {
             disks.push({ diskId: data.itemId, role: "disk", snapshotName: "", pointId: "" });
           }
-          const previous = await withVault(data, async (vault) => {
-            const points = await vault.listPoints();
-            return disks.map((d) => points.filter((p) => p.kind === "disk" && p.source.path.toLowerCase() === d.diskId.toLowerCase()).at(-1));
-          });
+          // Each disk's newest point from its catalog entries, not from every manifest in the vault.
+          const previous = await withVault(data, (vault) =>
+            Promise.all(disks.map((d) => latestPointOfSource(vault, { kind: "disk", source: { type: "azure-managed-disk", path: d.diskId } }))),
+          );
           for (const [i, disk] of disks.entries()) {
             const ref = parseResourceId(disk.diskId);
             disk.snapshotName = derivedResourceName(ref.name, suffix(ctx.jobId), 80);
