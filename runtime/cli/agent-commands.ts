@@ -33,7 +33,8 @@ import { statusRows, type StatusRow } from "./status-view.ts";
 
 type Values = Record<string, unknown>;
 
-async function fleetConnection(): Promise<StorageConnection> {
+/** The fleet's tables and queues, from the environment (also the console's: runtime/console/command.ts). */
+export async function fleetConnection(): Promise<StorageConnection> {
   if (process.env.AZURE_STORAGE_CONNECTION_STRING) return { connectionString: process.env.AZURE_STORAGE_CONNECTION_STRING };
   const tableEndpoint = process.env.BULWARK_FLEET_TABLE_ENDPOINT;
   const queueEndpoint = process.env.BULWARK_FLEET_QUEUE_ENDPOINT;
@@ -43,8 +44,7 @@ async function fleetConnection(): Promise<StorageConnection> {
   return { tableEndpoint, queueEndpoint, credential: (await azureContext()).credential };
 }
 
-/** The fleet's stores, from the environment (also the console's: runtime/console/command.ts). */
-export async function fleet() {
+async function fleet() {
   return openFleet(new FleetStorage(await fleetConnection(), { prefix: process.env.BULWARK_FLEET_PREFIX || undefined }), systemClock);
 }
 

@@ -719,9 +719,9 @@ export const commands: Record<string, Command> = {
       auth: { type: "string", value: "token|entra", help: "token: the printed URL's one-time token (default); entra: trust Container Apps' Entra ID sign-in headers" },
     },
     async run(values) {
-      const { fleet, policies } = await import("./agent-commands.ts");
+      const { fleetConnection, policies } = await import("./agent-commands.ts");
       const { runConsole } = await import("../console/command.ts");
-      return runConsole(values, { fleet, policies: () => policies(values) });
+      return runConsole(values, { connection: fleetConnection, prefix: process.env.BULWARK_FLEET_PREFIX || undefined, policies: () => policies(values) });
     },
   },
 

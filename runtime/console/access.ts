@@ -5,11 +5,13 @@
  * request bearing it gets an HttpOnly, SameSite=Strict session cookie and is redirected to the same
  * page without the token (so it leaves the address bar and the history). Every other request needs
  * that cookie. Deployed (`--auth entra`), Container Apps' built-in authentication stands in front of
- * the app and passes the signed-in user's name in X-MS-CLIENT-PRINCIPAL-NAME: "Container Apps
- * authentication ... injects the identity information into HTTP request headers", and the header is
- * set only by the platform (MicrosoftDocs/azure-docs, articles/container-apps/authentication.md,
- * "Access user claims in application code"). The console trusts it only when started so, never on
- * loopback use.
+ * the app and passes the signed-in user's name in X-MS-CLIENT-PRINCIPAL-NAME. Its middleware
+ * "injects identity information into HTTP request headers", and "external requests aren't allowed
+ * to set these headers, so they're present only if set by Container Apps"; the feature "should be
+ * used with HTTPS only", so the session cookie is Secure there (MicrosoftDocs/azure-docs,
+ * articles/container-apps/authentication.md: "Feature architecture", "Considerations for using
+ * built-in authentication", "Access user claims in application code"). The console trusts the
+ * header only when started with --auth entra, which it refuses on loopback.
  *
  * Each session gets its own CSRF token, put in every form and checked on every POST (a page of
  * another site cannot read it; SameSite=Strict keeps the cookie off its cross-site POSTs too).

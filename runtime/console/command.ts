@@ -10,10 +10,13 @@ import { azureContext, type AzureContext } from "../azure/context.ts";
 import { Vault } from "../engine/vault.ts";
 import { openStore } from "../store/open.ts";
 import { agentKeyProvider } from "../workloads/environment.ts";
-import type { Fleet } from "../jobs/submit.ts";
+import { openFleet, type Fleet } from "../jobs/submit.ts";
+import { systemClock } from "../jobs/clock.ts";
+import type { StorageConnection } from "../jobs/storage.ts";
 import type { Policy } from "../policy/policy.ts";
 import { AccessControl, type AuthMode } from "./access.ts";
 import { agentJobsFromEnv, readAgents } from "./agents.ts";
+import { ExistingFleetStorage } from "./fleet-storage.ts";
 import { vaultOpener, type ConsoleSources } from "./fleet-view.ts";
 import { ConsoleApp, type RunningConsole } from "./server.ts";
 
@@ -96,14 +99,16 @@ export async function startConsole(options: StartConsoleOptions): Promise<Starte
 
 /** What the command opens once its own options are checked (cli/agent-commands.ts: the agents' configuration). */
 export interface ConsoleOpeners {
-  fleet(): Promise<Fleet>;
+  connection(): Promise<StorageConnection>;
+  prefix: string | undefined;
   policies(): Promise<Policy[]>;
 }
 
 /** `bulwark console`: prints the URL to open, serves until Ctrl-C or SIGTERM, then closes. */
 export async function runConsole(values: Record<string, unknown>, open: ConsoleOpeners): Promise<number> {
   const settings = consoleSettings(values);
-  const started = await startConsole({ fleet: await open.fleet(), policies: await open.policies(), settings });
+  const fleet = await openFleet(new ExistingFleetStorage(await open.connection(), { prefix: open.prefix }), systemClock);
+  const started = await startConsole({ fleet, policies: await open.policies(), settings });
   process.stdout.write(`console: ${started.entryUrl}\n`);
   process.stderr.write(
     settings.auth === "token"

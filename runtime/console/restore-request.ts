@@ -70,6 +70,8 @@ export async function submitRestore(sources: ConsoleSources, form: RestoreForm):
   const policy = sources.policies.find((p) => p.name === row.policy);
   const kind = row.kind as ItemKind;
   if (!policy || !row.region || !(kind in TARGET_TYPES)) throw new UsageError("the scheduler has not recorded this item yet, so it has no points to restore");
+  // The region names the queue the job goes on: from a record, so checked to be a region's name.
+  if (!/^[a-z0-9]{2,40}$/.test(row.region)) throw new UsageError("the item's record names no valid region (an unreadable record): the scheduler's next tick rewrites it");
   const { points } = await vaultPoints(sources, policy.vault);
   const point = pointsOf(points, row.item).find((p) => p.id === form.point);
   if (!point) throw new UsageError("that point is not one of this item's points in its policy's vault; pick one from the item's page");

@@ -16,9 +16,11 @@ import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newJobId } from "../../runtime/jobs/records.ts";
 import { encodeKey } from "../../runtime/jobs/storage.ts";
-import { submitJob } from "../../runtime/jobs/submit.ts";
+import { openFleet, submitJob } from "../../runtime/jobs/submit.ts";
+import { systemClock } from "../../runtime/jobs/clock.ts";
+import { ExistingFleetStorage } from "../../runtime/console/fleet-storage.ts";
 import { loadPolicies } from "../../runtime/policy/policy.ts";
-import { startConsole, type StartedConsole } from "../../runtime/console/command.ts";
+import { consoleSettings, startConsole, type StartedConsole } from "../../runtime/console/command.ts";
 import type { AgentStatus } from "../../runtime/console/agents.ts";
 import { startCli, finished } from "../support/cli.ts";
 import { MiB, fleetWorldForFile, makeDisk, vaultManifests } from "../fleet/harness.ts";
@@ -89,7 +91,9 @@ beforeAll(async () => {
   await fleet.items.table.createEntity({ partitionKey: "item", rowKey: encodeKey(`${ids.data.replace("app-data", "app-odd")}`), kind: "disk", region: "westeurope", policy: "daily", state: "idle", lastGoodAt: "yesterday" });
 
   const policies = await loadPolicies([policyFiles.scheduled, policyFiles.unscheduled]);
-  console_ = await startConsole({ fleet, policies, settings: { listen: { host: "127.0.0.1", port: 0, loopback: true }, auth: "token" }, env: w.env, readAgents: agentsStub });
+  // The console opens the fleet as deployed: the agents' tables and queues, never creating any.
+  const consoleFleet = await openFleet(new ExistingFleetStorage({ connectionString: w.env.AZURE_STORAGE_CONNECTION_STRING! }, { prefix: w.prefix }), systemClock);
+  console_ = await startConsole({ fleet: consoleFleet, policies, settings: { listen: { host: "127.0.0.1", port: 0, loopback: true }, auth: "token" }, env: w.env, readAgents: agentsStub });
   browser = await launchChromium();
   page = await browser.newPage();
   page.on("pageerror", (error) => { throw error; });
@@ -193,18 +197,55 @@ describe("the console", () => {
     await shoot("agents");
   });
 
-  it("bulwark console prints its URL with the token, refuses a non-loopback --listen without --allow-remote, and stops on Ctrl-C", async () => {
+  it("refuses a restore onto the item itself or onto another kind of resource, and says what to give", async () => {
+    await page.goto(`${console_.url}/item?id=${encodeURIComponent(ids.data)}`);
+    await page.fill("#restore-target", ids.data);
+    await page.click("form.restore button[type=submit]");
+    expect(await page.locator("main").innerText()).toContain("the target is the protected item itself: the console never overwrites");
+    await page.goto(`${console_.url}/item?id=${encodeURIComponent(ids.data)}`);
+    await page.fill("#restore-target", ids.data.replace("Microsoft.Compute/disks", "Microsoft.Compute/virtualMachines"));
+    await page.click("form.restore button[type=submit]");
+    expect(await page.locator("main").innerText()).toMatch(/a disk point restores to a new managed disk id/);
+  });
+
+  it("deployed with --auth entra, trusts only Container Apps' principal header: none is 401, a signed-in user sees the pages under their name", async () => {
     const w = world();
-    const refused = await finished(startCli(["console", "--listen", "0.0.0.0:0", "--policies", policyFiles.scheduled], w.env));
-    expect(refused.code).toBe(2);
-    expect(refused.stderr).toContain("--allow-remote");
-    const child = startCli(["console", "--policies", policyFiles.scheduled], w.env);
+    const entra = await startConsole({
+      fleet: await w.fleet(), policies: await loadPolicies([policyFiles.scheduled]), env: w.env, readAgents: agentsStub,
+      settings: { listen: { host: "127.0.0.1", port: 0, loopback: false }, auth: "entra" },
+    });
+    try {
+      const anonymous = await fetch(`${entra.url}/`);
+      expect(anonymous.status).toBe(401);
+      expect(await anonymous.text()).toContain("Container Apps authentication");
+      // The token mode's URL token means nothing here.
+      expect((await fetch(`${entra.url}/?token=${console_.access.token}`)).status).toBe(401);
+      const signedIn = await fetch(`${entra.url}/`, { headers: { "X-MS-CLIENT-PRINCIPAL-NAME": "ops@contoso.example" } });
+      expect(signedIn.status).toBe(200);
+      expect(signedIn.headers.get("set-cookie")).toMatch(/HttpOnly; SameSite=Strict; Secure/);
+      expect(await signedIn.text()).toContain("ops@contoso.example");
+    } finally {
+      await entra.close();
+    }
+  });
+
+  it("refuses a non-loopback --listen without --allow-remote, and --auth entra on loopback", () => {
+    expect(() => consoleSettings({ listen: "0.0.0.0:8080" })).toThrow(/--allow-remote/);
+    expect(() => consoleSettings({ listen: "0.0.0.0:8080", "allow-remote": true, auth: "entra" })).not.toThrow();
+    expect(() => consoleSettings({ listen: "127.0.0.1:8080", auth: "entra" })).toThrow(/not on loopback/);
+    expect(() => consoleSettings({ listen: "console.example:8080", "allow-remote": true })).toThrow(/give an IP address/);
+    expect(consoleSettings({}).listen).toEqual({ host: "127.0.0.1", port: 0, loopback: true });
+  });
+
+  it("bulwark console prints its URL with the token, refuses without it, and stops on Ctrl-C with exit 0", async () => {
+    const child = startCli(["console", "--policies", policyFiles.scheduled], world().env);
     const line = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once("line", resolve));
     const match = /^console: (http:\/\/127\.0\.0\.1:\d+)\/\?token=([A-Za-z0-9_-]{43})$/.exec(line);
     expect(match, line).not.toBeNull();
     expect((await fetch(`${match![1]}/`)).status).toBe(401);
     const entered = await fetch(`${match![1]}/?token=${match![2]}`, { redirect: "manual" });
     expect(entered.status).toBe(303);
+    expect(entered.headers.get("location")).toBe("/");
     expect(entered.headers.get("set-cookie")).toMatch(/HttpOnly; SameSite=Strict/);
     child.kill("SIGINT");
     expect((await finished(child)).code).toBe(0);
