@@ -204,9 +204,10 @@ export class Vault {
    * anew, so no chunk stays findable that prune removed.
    */
   async reloadIndex(): Promise<void> {
-    await this.refreshEpochs();
     const present: string[] = [];
     for await (const info of this.store.list("index/")) present.push(info.key);
+    // After the listing: an index object listed was sealed under an epoch whose object existed before it.
+    await this.refreshEpochs();
     const presentSet = new Set(present);
     if (this.indexObjects.some((name) => !presentSet.has(name))) {
       this.index = new ChunkIndex();
