@@ -6,7 +6,8 @@
  * queue-triggered workers that run the backups as persisted state machines (staging in transient
  * storage, promotion into the vault), the VM's disk changing and an incremental backup that reads
  * only what changed, restores as an alternate VM and as a new database, a full verify, the job
- * list and item status, and a summary that checks the restored bytes and rows.
+ * list and item status, and a summary that checks the restored bytes and rows; then the web console
+ * over all of it (its URL printed; kept up until Ctrl-C when run on a terminal).
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -16,6 +17,9 @@ import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { seedSampleWorld } from "../../test/emulator/seed.ts";
 import { startAzureEmulator } from "../../test/emulator/server.ts";
+import { consoleSettings, startConsole } from "../console/command.ts";
+import { FleetStorage, openFleet, systemClock } from "../jobs/index.ts";
+import { loadPolicies } from "../policy/policy.ts";
 
 const CLI = new URL("../cli/main.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
@@ -139,6 +143,7 @@ try {
   await bulwark(["jobs"], env);
   // The same words as `bulwark status`: ok, at risk, missed, never.
   await bulwark(["status", "--policies", policyFile], env);
+  const demoPolicies = await loadPolicies([policyFile]);
   await rm(folder, { recursive: true, force: true });
 
   const inventory = emulator.control.inventory();
@@ -163,6 +168,16 @@ try {
   say('  README.md, "First steps"                a first backup, listing, diff and restore of your own folder, then the sample VM and database');
   say("  npx bulwark help [COMMAND]              every command, and a command's options");
   say("  source <(npx bulwark completion bash)   completion of commands and options in bash");
+
+  // The operator's view of what the demo made: kept up until Ctrl-C on a terminal, closed at once otherwise.
+  const fleet = await openFleet(new FleetStorage({ connectionString: azurite.connectionString }), systemClock);
+  const consoleServer = await startConsole({ fleet, policies: demoPolicies, settings: consoleSettings({}), env });
+  say(`\nThe console: ${consoleServer.entryUrl}`);
+  if (process.stdout.isTTY) {
+    say("  open it in a browser; Ctrl-C stops the console, Azurite and the emulator");
+    await new Promise((resolve) => process.once("SIGINT", resolve));
+  }
+  await consoleServer.close();
 } finally {
   await emulator.stop();
 }
