@@ -86,6 +86,8 @@ export const consoleAuthenticated = stackRule({
     for (const app of resources.filter((r) => r.type === CONTAINER_APP && r.props.configuration?.ingress)) {
       const name = appName(app);
       const config = configs.find((c) => authConfigApp(c) === name);
+      // On a first preview an authConfig's app may be unknown yet: only a stack with none is judged.
+      if (!config && configs.some((c) => authConfigApp(c) === undefined)) continue;
       if (!config) {
         report(`Container App ${name ?? app.name} has ingress but no authConfig: anyone who finds its address reaches the console. Add a ContainerAppsAuthConfig "current" with the Entra ID provider (infra/components/console-app.ts).`, app.urn);
         continue;

@@ -226,7 +226,8 @@ export class ConsoleApp extends pulumi.ComponentResource {
       `${name}-auth`,
       {
         authConfigName: "current",
-        containerAppName: containerApp.name,
+        // The plain name, known on a first preview, so the policy pack can pair the two there.
+        containerAppName: this.appName,
         resourceGroupName: args.resourceGroupName,
         platform: { enabled: true },
         globalValidation: { unauthenticatedClientAction: "RedirectToLoginPage", redirectToProvider: "azureactivedirectory" },
@@ -239,7 +240,7 @@ export class ConsoleApp extends pulumi.ComponentResource {
           },
         },
       },
-      { parent: this },
+      { parent: this, dependsOn: [containerApp] },
     );
   }
 }

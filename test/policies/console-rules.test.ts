@@ -93,6 +93,11 @@ describe("the console's policies", () => {
     expect(violations(off)[0]).toMatch(/authentication is off.*no enabled Entra ID provider/);
   });
 
+  it("do not call a console unauthenticated on a first preview, where its authConfig's app is not known yet", () => {
+    const preview = replace(compliantStack(), "console-auth", ({ containerAppName: _unknown, ...p }) => p);
+    expect(violations(preview)).toEqual([]);
+  });
+
   it("reject an identity that could write or delete in a vault: a contributor role at the vault, its account or its resource group", () => {
     for (const [guid, scope] of [
       ["ba92f5b4-2d11-453d-a403-e96b0029c9fe", `${VAULT}/blobServices/default/containers/vault`], // Storage Blob Data Contributor
