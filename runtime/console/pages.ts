@@ -227,6 +227,8 @@ ${browsable.length ? html`<h3>Files</h3><p>Restore files out of a point: <a href
 
 export function itemPage(data: ItemPageData): Markup {
   const { row, points, jobs } = data;
+  // The job that made a point reports what it read and added (a point's own stats may be partial).
+  const madeBy = new Map(jobs.flatMap((j) => (j.report?.pointId ? [[j.report.pointId, j.report] as const] : [])));
   return html`<dl class="facts">
 <dt>Resource</dt><dd><code>${row.item}</code></dd>
 <dt>Type</dt><dd>${row.kind || "-"}</dd><dt>Region</dt><dd>${row.region || "-"}</dd><dt>Policy</dt><dd>${row.policy}</dd>
@@ -239,7 +241,7 @@ ${data.refused ? html`<p class="error" role="alert">Restore refused: ${data.refu
 ${data.pointsError ? html`<p class="error">The vault could not be read: ${data.pointsError}</p>` : ""}
 ${table(
   "Points over time, newest first",
-  ["Time", "Point", "Kind", "Size", "New", "Stored", "Files"],
+  ["Time", "Point", "Kind", "Size", "New", "Stored", "Its job: read / new / stored", "Files"],
   points.map((p) => [
     time(p.time),
     html`<code>${p.id.slice(0, 12)}</code>`,
@@ -247,6 +249,7 @@ ${table(
     html`${bytes(p.size)}`,
     html`${bytes(p.stats.bytesNew)}`,
     html`${bytes(p.stats.bytesStored)}`,
+    html`${madeBy.has(p.id) ? `${bytes(madeBy.get(p.id)!.bytesRead)} / ${bytes(madeBy.get(p.id)!.bytesNew)} / ${bytes(madeBy.get(p.id)!.bytesStored)}` : "-"}`,
     p.kind === "disk" || p.kind === "vm" ? html`<a href="${href("/browse", { id: row.item, point: p.id, path: "/" })}">browse</a>` : html`-`,
   ]),
   { empty: "No points yet." },
