@@ -205,8 +205,9 @@ export async function unlockMasterKeys(
  * does not help. Chunk ids keep the master id key, so a chunk already stored under an older epoch
  * is deduplicated, not sealed again.
  *
- * Which epoch is the newest: the highest n whose object is valid. Objects are create-only, so two
- * rotations at once cannot both make epoch n: the second's create fails and it says so. A writer
+ * Which epoch is the newest: the highest n whose object is valid. Objects are create-only (on Azure
+ * Blob a Put Blob with If-None-Match: *, runtime/store/azure-blob.ts), so two rotations at once
+ * cannot both make epoch n: the second's create fails and it says so. A writer
  * that opened the vault before a rotation keeps sealing under the epoch it read until it ends;
  * both epochs open everywhere, so nothing is lost. Someone with write access can still delete an
  * epoch object (what it sealed becomes unreadable, as if the data were deleted) or the newest one

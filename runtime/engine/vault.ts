@@ -206,7 +206,9 @@ export class Vault {
   async reloadIndex(): Promise<void> {
     const present: string[] = [];
     for await (const info of this.store.list("index/")) present.push(info.key);
-    // After the listing: an index object listed was sealed under an epoch whose object existed before it.
+    // After the listing: an index object listed was sealed under an epoch whose object existed before
+    // it, and a listing after a write sees it (Azure Storage's strong consistency: "subsequent reads see
+    // the latest update", MicrosoftDocs/azure-docs articles/storage/blobs/concurrency-manage.md).
     await this.refreshEpochs();
     const presentSet = new Set(present);
     if (this.indexObjects.some((name) => !presentSet.has(name))) {
