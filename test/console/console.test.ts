@@ -7,7 +7,8 @@
  * Set BULWARK_CONSOLE_SCREENSHOTS=1 to write each page's screenshot into docs/console/ (README's
  * "The console" shows them).
  */
-import { mkdir } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,6 +30,19 @@ import { launchChromium } from "./browser.ts";
 const world = fleetWorldForFile();
 const SCREENSHOTS = process.env.BULWARK_CONSOLE_SCREENSHOTS ? path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../docs/console") : undefined;
 const DAY = 86_400_000;
+const APP_CONF = "listen = 0.0.0.0:8443\nworkers = 4\n";
+
+/** A 2 MiB ext2 image holding `files` (mke2fs -d from a scratch folder). */
+async function ext2Image(dir: string, files: Record<string, string>): Promise<Buffer> {
+  const source = path.join(dir, "ext2-source");
+  for (const [name, text] of Object.entries(files)) {
+    await mkdir(path.dirname(path.join(source, name)), { recursive: true });
+    await writeFile(path.join(source, name), text);
+  }
+  const image = path.join(dir, "ext2.img");
+  execFileSync("mke2fs", ["-q", "-F", "-t", "ext2", "-b", "1024", "-d", source, image, "2048k"]);
+  return readFile(image);
+}
 
 const ids = { data: "", logs: "", never: "", hostile: "" };
 let policyFiles: { scheduled: string; unscheduled: string };
@@ -61,7 +75,9 @@ async function itemRow(name: string): Promise<string> {
 beforeAll(async () => {
   const w = world();
   w.emulator.world.addResourceGroup("console-we", "westeurope");
-  ids.data = makeDisk(w, "console-we", "app-data", 1 * MiB, { seed: 11 }).id;
+  ids.data = makeDisk(w, "console-we", "app-data", 2 * MiB, { seed: 11 }).id;
+  // app-data holds a filesystem (ext2 on the whole disk, made by mke2fs): its files can be browsed and restored.
+  w.emulator.control.writeDisk(ids.data, 0, await ext2Image(w.dir, { "etc/app.conf": APP_CONF }));
   ids.logs = makeDisk(w, "console-we", "app-logs", 1 * MiB, { seed: 12 }).id;
   ids.never = makeDisk(w, "console-we", "app-new", 1 * MiB, { seed: 13 }).id;
   const yaml = (name: string, resources: string[]) =>
@@ -163,7 +179,7 @@ describe("the console", () => {
     expect(await countJobs()).toBe(before);
   });
 
-  it("starts a disk restore from the item's page; the worker runs it to a new disk and the Jobs page shows it succeeded, and the failed job's error", async () => {
+  it("starts a disk restore and a files restore (browsed to the file) from the item's page; the worker runs both, and the Jobs page shows them succeeded and the failed job's error", async () => {
     const w = world();
     await page.goto(`${console_.url}/item?id=${encodeURIComponent(ids.data)}`);
     await shoot("item");
@@ -174,7 +190,21 @@ describe("the console", () => {
     const submitted = new URL(page.url()).searchParams.get("submitted")!;
     expect(await page.locator(".notice").innerText()).toContain(submitted);
     expect(await page.locator("section, table", { hasText: submitted }).first().innerText()).toMatch(/queued/);
-    expect(await w.worker("westeurope").summary()).toMatchObject({ succeeded: 1, failed: 1 });
+    // Files: browse the point's volume and folder, tick a file, restore it into an archive.
+    await page.goto(`${console_.url}/item?id=${encodeURIComponent(ids.data)}`);
+    await page.click("text=browse the newest point's volumes and folders");
+    await page.click("tbody a >> text=volume");
+    await page.click("tbody a >> text=etc");
+    await shoot("browse");
+    await page.check("input[name=paths][value='/volume/etc/app.conf']");
+    await page.click("text=Restore the chosen paths");
+    const filesJob = new URL(page.url()).searchParams.get("submitted")!;
+    expect(filesJob).toMatch(/^\d{13}-/);
+    expect(await w.worker("westeurope").summary()).toMatchObject({ succeeded: 2, failed: 1 });
+    const files = (await (await w.fleet()).jobs.get(filesJob))!.value;
+    expect(files).toMatchObject({ machine: "restore-files", status: "succeeded", input: { paths: ["/volume/etc/app.conf"] } });
+    const archive = await w.transient("westeurope").getBlobClient(String(files.data.archive)).downloadToBuffer();
+    expect(archive.includes(Buffer.from(APP_CONF))).toBe(true);
     const job = (await (await w.fleet()).jobs.get(submitted))!.value;
     expect(job).toMatchObject({ machine: "restore", status: "succeeded", input: { target } });
     expect(w.emulator.control.inventory().disks.some((d) => d.id.toLowerCase() === target.toLowerCase())).toBe(true);
