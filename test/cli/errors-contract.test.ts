@@ -63,6 +63,7 @@ const cases: Record<string, Case> = {
   stats: { args: () => ["stats", "--vault", path.join(scratch, "no-vault")], exitCode: 4, code: "not-found", message: /^no vault at / },
   diff: { args: () => ["diff", "deadbeef", "latest", "--vault", vault], exitCode: 4, code: "not-found", message: /^no recovery point deadbeef/ },
   completion: { args: () => ["completion", "fish"], exitCode: 2, code: "usage", message: /^give the shell: bulwark completion bash\|zsh \(not "fish"\)$/ },
+  console: { args: () => ["console", "--listen", "nowhere"], exitCode: 2, code: "usage", message: /^--listen nowhere is not HOST:PORT/ },
   agent: { args: () => ["agent", "schedule"], exitCode: 2, code: "usage", message: /^no policies: pass --policies/ },
   jobs: { args: () => ["jobs"], exitCode: 2, code: "usage", message: /^no fleet storage: set BULWARK_FLEET_TABLE_ENDPOINT/ },
   status: { args: () => ["status", "--policies", scratch], env: FLEET, exitCode: 8, code: "service", message: NO_CREDENTIAL },
