@@ -31,7 +31,8 @@ import { restoreContent } from "../runtime/engine/restore.ts";
 import { mapLimit, Vault } from "../runtime/engine/vault.ts";
 import { PassphraseProvider } from "../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../runtime/store/local.ts";
-import type { ObjectInfo, ObjectStore, ObjectWriter } from "../runtime/store/store.ts";
+import { ReadCountingStore, type StoreReads } from "../runtime/store/read-counting.ts";
+import type { ObjectStore } from "../runtime/store/store.ts";
 import { formatBytes, Keystream } from "./image.ts";
 import { measure } from "./measure.ts";
 
@@ -46,8 +47,6 @@ const SMALL_DISK_ID = "/subscriptions/00000000-0000-0000-0000-000000000000/resou
 const CHANGED_BLOCKS = [10, 50, 90, 120];
 const ENTRIES_PER_OBJECT = 1 << 20;
 const ENTRIES_PER_PACK = 2048;
-/** Azure's List Blobs returns at most 5,000 names a request. */
-const LIST_PAGE = 5000;
 /** ChunkIndex: 32-byte id, pack number, offset, length, raw length, type per slot. */
 const INDEX_SLOT_BYTES = 32 + 4 + 8 + 4 + 4 + 1;
 /** Vault.loadIndex reads this many index objects at once, each held sealed and opened. */
@@ -62,16 +61,6 @@ interface ProbeSpec {
   design: Design;
   operation: Operation;
   pointId: string;
-}
-
-export interface StoreReads {
-  requests: number;
-  bytes: number;
-  gets: number;
-  ranges: number;
-  stats: number;
-  lists: number;
-  listed: number;
 }
 
 interface ProbeResult {
@@ -100,59 +89,6 @@ export interface ScaleSettings {
   outPath: string;
   useGnuTime: boolean;
   log: (line: string) => void;
-}
-
-/** The store as a job sees it, counting what it reads (requests as Azure would bill them). */
-class CountingStore implements ObjectStore {
-  readonly reads: StoreReads = { requests: 0, bytes: 0, gets: 0, ranges: 0, stats: 0, lists: 0, listed: 0 };
-  private readonly inner: ObjectStore;
-  constructor(inner: ObjectStore) {
-    this.inner = inner;
-  }
-  get location(): string {
-    return this.inner.location;
-  }
-  async get(key: string): Promise<Buffer> {
-    const data = await this.inner.get(key);
-    this.reads.gets++;
-    this.reads.requests++;
-    this.reads.bytes += data.length;
-    return data;
-  }
-  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
-    const data = await this.inner.getRange(key, offset, length);
-    this.reads.ranges++;
-    this.reads.requests++;
-    this.reads.bytes += data.length;
-    return data;
-  }
-  async stat(key: string): Promise<ObjectInfo | undefined> {
-    this.reads.stats++;
-    this.reads.requests++;
-    return this.inner.stat(key);
-  }
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    let listed = 0;
-    try {
-      for await (const info of this.inner.list(prefix)) {
-        listed++;
-        yield info;
-      }
-    } finally {
-      this.reads.lists++;
-      this.reads.listed += listed;
-      this.reads.requests += Math.max(1, Math.ceil(listed / LIST_PAGE));
-    }
-  }
-  create(key: string, data: Uint8Array): Promise<void> {
-    return this.inner.create(key, data);
-  }
-  createWriter(key: string): ObjectWriter {
-    return this.inner.createWriter(key);
-  }
-  delete(key: string): Promise<void> {
-    return this.inner.delete(key);
-  }
 }
 
 /** A local folder store whose create skips fsync: synthesis writes ~200,000 objects. */
@@ -280,7 +216,7 @@ async function synthesizePoints(vault: Vault, real: PointManifest): Promise<void
 
 async function probe(spec: ProbeSpec): Promise<ProbeResult> {
   const folder = new LocalFolderStore(spec.vault);
-  const store = new CountingStore(folder);
+  const store = new ReadCountingStore(folder);
   const before = spec.operation === "backup" ? await writtenKeys(folder) : new Set<string>();
   const started = performance.now();
   const vault = await Vault.open(store, new PassphraseProvider(PASSPHRASE));

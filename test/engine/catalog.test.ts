@@ -21,6 +21,7 @@ import { Vault } from "../../runtime/engine/vault.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { latestPointOf } from "../../runtime/sources/azure-disk.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
+import { ReadCountingStore } from "../../runtime/store/read-counting.ts";
 import type { ObjectStore } from "../../runtime/store/store.ts";
 import { StoreView } from "../support/store-view.ts";
 import { tempFolder } from "../cli/vaults.ts";
@@ -82,6 +83,12 @@ describe("finding a source's points", () => {
     const latest = await latestPointOf(reader, `${DISKS}/A`.toUpperCase(), "disk");
     expect(latest?.id).toBe(points.a2!.id);
     expect(manifestsRead(store)).toEqual([points.a2!.id]);
+    // The marker, one listing of the source's prefix, its newest manifest: whatever the vault holds.
+    const counting = new ReadCountingStore(new LocalFolderStore(folder));
+    const counted = await Vault.open(counting, provider, { loadIndex: false });
+    const opening = counting.reads.requests;
+    expect((await latestPointOf(counted, `${DISKS}/a`, "disk"))?.id).toBe(points.a2!.id);
+    expect(counting.reads.requests - opening).toBe(3);
     expect((await pointsOfSource(reader, disk("a"))).map((p) => p.id)).toEqual([points.a1!.id, points.a2!.id]);
     expect(await latestPointOf(reader, `${DISKS}/never-backed-up`, "disk")).toBeUndefined();
   });
