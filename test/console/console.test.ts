@@ -229,8 +229,16 @@ describe("the console", () => {
 
   it("refuses a restore onto the item itself or onto another kind of resource, and says what to give", async () => {
     await page.goto(`${console_.url}/item?id=${encodeURIComponent(ids.data)}`);
-    await page.fill("#restore-target", ids.data);
-    await page.click("form.restore button[type=submit]");
+    // Every control has a label, and the form is reached and sent from the keyboard alone.
+    expect(await page.evaluate(() => {
+      const doc = (globalThis as unknown as { document: { querySelectorAll(s: string): Array<{ labels: { length: number } | null; id: string }> } }).document;
+      return [...doc.querySelectorAll("input:not([type=hidden]), select")].filter((c) => !c.labels || c.labels.length === 0).map((c) => c.id);
+    })).toEqual([]);
+    await page.focus("#restore-target");
+    await page.keyboard.press("Control+A");
+    await page.keyboard.type(ids.data);
+    await page.keyboard.press("Enter");
+    await page.waitForURL(`${console_.url}/restore`);
     expect(await page.locator("main").innerText()).toContain("the target is the protected item itself: the console never overwrites");
     await page.goto(`${console_.url}/item?id=${encodeURIComponent(ids.data)}`);
     await page.fill("#restore-target", ids.data.replace("Microsoft.Compute/disks", "Microsoft.Compute/virtualMachines"));
