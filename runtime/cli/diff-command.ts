@@ -3,8 +3,9 @@
  * of a VM point), the byte ranges whose blocks differ, read from the two block maps: tree nodes
  * with the same id are skipped unread, and no data block is fetched. With --files (always for folder
  * points), the files added, removed and changed, found by walking both points' folders
- * (runtime/items/browse.ts) and comparing type, size, mode and modification time: like restic's
- * diff, a file whose size and time agree is taken as unchanged, its content is not read.
+ * (runtime/items/browse.ts) and comparing type, size, mode and modification time: a file whose
+ * size and time agree is taken as unchanged (as an incremental backup takes it), its content is not
+ * read, so a change that kept both is not seen.
  */
 import { CHUNK_TREE } from "../engine/chunk-codec.ts";
 import { ID_BYTES } from "../engine/crypto.ts";
