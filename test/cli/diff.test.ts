@@ -9,7 +9,11 @@ import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { beforeAll, describe, expect, test } from "vitest";
 import type { ByteRange, PointDiff } from "../../runtime/cli/diff-command.ts";
-import { runCli, runJson } from "../support/cli.ts";
+import type { PointManifest } from "../../runtime/engine/point.ts";
+import { newPointId, Vault } from "../../runtime/engine/vault.ts";
+import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
+import { openStore } from "../../runtime/store/open.ts";
+import { PASSPHRASE, runCli, runJson } from "../support/cli.ts";
 import { pseudoRandom, tempFolder, text } from "./vaults.ts";
 
 const BLOCK = 64 * 1024;
@@ -103,6 +107,25 @@ describe("bulwark diff", () => {
     const diff = await runJson<PointDiff>(["diff", ids.imageAfter, ids.imageAfter, "--vault", vault, "--files"]);
     expect(diff.disks[0].ranges).toEqual([]);
     expect(diff.files).toEqual([]);
+  });
+
+  test("two VM points: each disk's ranges under its name, and files under /os/volume", async () => {
+    // VM points as the Azure backup writes them: a group whose members are disk points (here the image's two).
+    const vm = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/web";
+    const opened = await Vault.open((await openStore(vault)).store, new PassphraseProvider(PASSPHRASE), { loadIndex: false });
+    const vmPoint = async (member: string): Promise<string> => {
+      const disk = await opened.readPoint(member);
+      const point: PointManifest = {
+        version: 1, id: newPointId(), time: new Date().toISOString(), kind: "vm", source: { type: "azure-vm", path: vm }, size: disk.size, tags: {},
+        members: [{ role: "os", point: member }], stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, chunksNew: 0, durationMs: 0 },
+      };
+      await opened.writePoint(point);
+      return point.id;
+    };
+    const [before, after] = [await vmPoint(ids.imageBefore), await vmPoint(ids.imageAfter)];
+    const diff = await runJson<PointDiff>(["diff", before, after, "--vault", vault, "--files"]);
+    expect(diff.disks.map((d) => [d.disk, d.ranges])).toEqual([["os", differingRanges(images.before, images.after)]]);
+    expect(changedPaths(diff, "/os/volume")).toEqual({ "/etc/app.conf": "changed", "/new.txt": "added", "/old.log": "removed" });
   });
 
   test("points of two sources are refused with one line, exit 2", async () => {
