@@ -106,7 +106,12 @@ beforeAll(async () => {
   await fleet.items.table.createEntity({ partitionKey: "item", rowKey: encodeKey(ids.hostile), kind: "disk", region: "westeurope", policy: "daily", state: "idle", lastOutcome: "failed", lastError: `<script>window.pwned=3</script>`, lastGoodAt: 0 });
   await fleet.items.table.createEntity({ partitionKey: "item", rowKey: encodeKey(`${ids.data.replace("app-data", "app-odd")}`), kind: "disk", region: "westeurope", policy: "daily", state: "idle", lastGoodAt: "yesterday" });
 
-  const policies = await loadPolicies([policyFiles.scheduled, policyFiles.unscheduled]);
+  // A policy whose vault is not there (deleted, or the console's identity lost its access to it).
+  const gone = `${w.vault.replace(/\/vault$/, "/vault-gone")}`;
+  const ghost = `/subscriptions/${w.emulator.subscriptionId}/resourceGroups/console-we/providers/Microsoft.Compute/disks/ghost`;
+  const ghostPolicy = path.join(w.dir, "ghost.yaml");
+  await writeFile(ghostPolicy, `name: ghost\nvault: ${gone}\nprotect:\n  resources:\n    - ${ghost}\nschedule:\n  every: 1d\nretention:\n  last: 5\n`);
+  const policies = await loadPolicies([policyFiles.scheduled, policyFiles.unscheduled, ghostPolicy]);
   // The console opens the fleet as deployed: the agents' tables and queues, never creating any.
   const consoleFleet = await openFleet(new ExistingFleetStorage({ connectionString: w.env.AZURE_STORAGE_CONNECTION_STRING! }, { prefix: w.prefix }), systemClock);
   console_ = await startConsole({ fleet: consoleFleet, policies, settings: { listen: { host: "127.0.0.1", port: 0, loopback: true }, auth: "token" }, env: w.env, readAgents: agentsStub });
@@ -216,11 +221,12 @@ describe("the console", () => {
     await shoot("jobs");
   });
 
-  it("shows the vault's points, size and dedup ratio, and the agents from readAgents", async () => {
+  it("shows the vault's points, size and dedup ratio, a vault that cannot be read with why (the others still shown), and the agents from readAgents", async () => {
     await page.goto(`${console_.url}/vaults`);
     const row = await page.locator("tbody tr").first().innerText();
     expect(row).toContain(world().vault);
     expect(row).toMatch(/daily, later\s+2\s/);
+    expect(await page.locator("tbody tr", { hasText: "vault-gone" }).innerText()).toMatch(/cannot be read: .+/);
     await shoot("vaults");
     await page.goto(`${console_.url}/agents`);
     expect(await page.locator("tbody tr", { hasText: "contoso-weu-worker" }).innerText()).toMatch(/failing/);
