@@ -4,7 +4,7 @@
  * diff, or a disk's allocated ranges for a first backup), only those blocks are read and the rest
  * of the map is carried over, so the result is again a synthetic full.
  */
-import { keyedId, secretKey, ID_BYTES, ZERO_ID } from "./crypto.ts";
+import { isZeroId, keyedId, secretKey, ID_BYTES } from "./crypto.ts";
 import { CHUNK_DATA, CHUNK_TREE } from "./chunk-codec.ts";
 import { ENTRIES_PER_NODE, type BlockLayout } from "./point.ts";
 import type { Vault } from "./vault.ts";
@@ -26,6 +26,12 @@ export interface BlockBackupResult {
 
 const READ_BYTES = 4 * 1024 * 1024;
 
+/** A read whose blocks' ids the codec pool computed (block-ids.ts). */
+interface HashedRead {
+  data: Buffer;
+  ids: Buffer;
+}
+
 export async function backupBlocks(
   vault: Vault,
   writer: VaultWriter,
@@ -43,7 +49,6 @@ export async function backupBlocks(
   const size = source.size;
   const totalBlocks = Math.ceil(size / blockSize);
   const nodes = Math.ceil(totalBlocks / ENTRIES_PER_NODE);
-  const zeroBlock = Buffer.alloc(blockSize);
   const idKey = secretKey(vault.master.idKey);
   const tree: string[] = [];
   let bytesRead = 0;
@@ -55,19 +60,13 @@ export async function backupBlocks(
     return changed.runsWithin(first, end);
   };
 
-  /** Hashes the blocks of one read, records their ids, and hands the read to the writer (it is consumed). */
-  const hashAndStore = async (data: Buffer, firstBlock: number, ids: Buffer, nodeFirst: number) => {
+  /** Records the ids of one hashed read's blocks and hands the read to the writer (it is consumed). */
+  const store = async ({ data, ids: readIds }: HashedRead, firstBlock: number, ids: Buffer, nodeFirst: number) => {
     const candidates: { id: Buffer; offset: number; length: number }[] = [];
-    for (let at = 0, block = firstBlock; at < data.length; at += blockSize, block++) {
-      const piece = data.subarray(at, Math.min(at + blockSize, data.length));
-      const slot = (block - nodeFirst) * ID_BYTES;
-      if (piece.equals(piece.length === blockSize ? zeroBlock : zeroBlock.subarray(0, piece.length))) {
-        ZERO_ID.copy(ids, slot);
-        continue;
-      }
-      const id = keyedId(idKey, piece);
-      id.copy(ids, slot);
-      candidates.push({ id, offset: at, length: piece.length });
+    for (let i = 0, at = 0; at < data.length; i++, at += blockSize) {
+      const id = readIds.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
+      id.copy(ids, (firstBlock + i - nodeFirst) * ID_BYTES);
+      if (!isZeroId(id)) candidates.push({ id, offset: at, length: Math.min(blockSize, data.length - at) });
     }
     await writer.putBatch(CHUNK_DATA, data, candidates);
   };
@@ -94,19 +93,27 @@ export async function backupBlocks(
       const step = Math.max(1, Math.floor(READ_BYTES / blockSize));
       for (let b = runStart; b < runEnd; b += step) reads.push([b, Math.min(b + step, runEnd)]);
     }
-    const fetch = (i: number) => {
+    // Each read is hashed on the codec pool as soon as it arrives; enough are in flight to keep
+    // every thread hashing while this one deduplicates and packs the earliest, in order.
+    const fetchAndHash = (i: number): Promise<HashedRead> => {
       const [b, e] = reads[i];
       const offset = b * blockSize;
-      return source.read(offset, Math.min(e * blockSize, size) - offset);
+      const hashed = source
+        .read(offset, Math.min(e * blockSize, size) - offset)
+        .then((data) => writer.pool.hashBlocks(data, blockSize))
+        .then(({ buffer, ids }) => ({ data: buffer, ids }));
+      // Awaited in turn below; a failure is thrown there, not reported as unhandled meanwhile.
+      hashed.catch(() => {});
+      return hashed;
     };
-    const ahead = Math.max(1, options.readAhead ?? 1);
-    const pending: Promise<Buffer>[] = [];
-    for (let i = 0; i < Math.min(ahead, reads.length); i++) pending.push(fetch(i));
+    const ahead = Math.max(1, options.readAhead ?? 1, writer.pool.threads + 1);
+    const pending: Promise<HashedRead>[] = [];
+    for (let i = 0; i < Math.min(ahead, reads.length); i++) pending.push(fetchAndHash(i));
     for (let i = 0; i < reads.length; i++) {
-      const data = await pending.shift()!;
-      if (i + ahead < reads.length) pending.push(fetch(i + ahead));
-      bytesRead += data.length;
-      await hashAndStore(data, reads[i][0], ids, nodeFirst);
+      const hashed = await pending.shift()!;
+      if (i + ahead < reads.length) pending.push(fetchAndHash(i + ahead));
+      bytesRead += hashed.data.length;
+      await store(hashed, reads[i][0], ids, nodeFirst);
       options.onProgress?.(Math.min(reads[i][1] * blockSize, size));
     }
     const nodeId = keyedId(idKey, ids);

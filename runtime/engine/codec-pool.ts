@@ -9,10 +9,13 @@
  * work), and the pool goes on with a fresh thread, so a long-lived process never routes work to a
  * dead thread and waits forever.
  */
+import { KeyObject } from "node:crypto";
 import { getCompileCacheDir } from "node:module";
 import os from "node:os";
 import { Worker } from "node:worker_threads";
 import { IntegrityError } from "../errors.ts";
+import { blockIds } from "./block-ids.ts";
+import { secretKey } from "./crypto.ts";
 import { decodeChunk, decodeChunkInto, encodeChunk, type ChunkKeys, type EncodedChunk } from "./chunk-codec.ts";
 import type { CodecRequest, CodecResponse, DecodeItem, EncodeItem } from "./codec-worker.ts";
 import { ZstdInto } from "./zstd-into.ts";
@@ -27,7 +30,8 @@ interface Pending {
 type RequestBody =
   | { op: "encode"; type: number; buffer: Uint8Array; items: EncodeItem[] }
   | { op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string; checkId: boolean }
-  | { op: "decodeInto"; buffer: Uint8Array; items: DecodeItem[]; where: string; output: ArrayBuffer };
+  | { op: "decodeInto"; buffer: Uint8Array; items: DecodeItem[]; where: string; output: ArrayBuffer }
+  | { op: "hashBlocks"; buffer: Uint8Array; blockSize: number };
 
 export interface DecodedBatch {
   raws: (Buffer | null)[];
@@ -61,6 +65,10 @@ export class CodecPool {
   replaced = 0;
   private readonly keys: ChunkKeys;
   private readonly zstdLevel: number;
+  /** The id key imported once, for hashing on the caller's thread. */
+  private idKeyHere: KeyObject | undefined;
+  /** Encode requests in flight (hashBlocks leaves the threads to them when they have enough). */
+  private readonly encodes = new Set<number>();
   /** Decompression context of decodeInto when there are no worker threads. */
   private zstd: ZstdInto | undefined;
 
@@ -99,6 +107,7 @@ export class CodecPool {
       const error = new Error(`a compression/encryption worker thread died (${cause}); the batch it held was not processed, and the thread was replaced`, { cause: failure });
       for (const seq of this.held[slot]!) {
         this.pending.get(seq)?.reject(error);
+        this.encodes.delete(seq);
         this.pending.delete(seq);
       }
       this.held[slot]!.clear();
@@ -185,6 +194,23 @@ export class CodecPool {
     return { output, errors };
   }
 
+  /**
+   * The ids of a read's blocks (block-ids.ts). On a worker while the workers have room: a second
+   * backup, mostly known blocks, hashes on every core instead of the one that reads and packs.
+   * When every worker already has compression work queued (a first backup), on the caller's
+   * thread, which would otherwise wait for them. The buffer is handed over and comes back as
+   * `buffer`: use that one afterwards (a view given is copied first).
+   */
+  async hashBlocks(buffer: Uint8Array, blockSize: number): Promise<{ buffer: Buffer; ids: Buffer }> {
+    if (this.workers.length === 0 || this.encodes.size >= this.workers.length) {
+      this.idKeyHere ??= this.keys.idKey instanceof KeyObject ? this.keys.idKey : secretKey(this.keys.idKey);
+      return { buffer: asBuffer(buffer), ids: asBuffer(blockIds(this.idKeyHere, buffer, blockSize)) };
+    }
+    const response = await this.submit({ op: "hashBlocks", buffer: owned(buffer), blockSize });
+    if (!response.ok || response.op !== "hashBlocks") throw new Error("codec worker answered a hash with something else");
+    return { buffer: asBuffer(response.buffer), ids: asBuffer(response.ids) };
+  }
+
   async decode(type: number, id: Uint8Array, sealed: Uint8Array, rawLength: number, where: string): Promise<Buffer> {
     const { raws, errors } = await this.decodeBatch(new Uint8Array(sealed), [{ type, id: new Uint8Array(id), offset: 0, length: sealed.length, rawLength }], where);
     if (errors[0]) throw errors[0];
@@ -206,6 +232,7 @@ export class CodecPool {
     let target = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[target]!) target = i;
     const seq = this.seq++;
+    if (body.op === "encode") this.encodes.add(seq);
     this.load[target]!++;
     this.held[target]!.add(seq);
     return new Promise<CodecResponse>((resolve, reject) => {
@@ -219,6 +246,7 @@ export class CodecPool {
 
   private settle(slot: number, response: CodecResponse): void {
     if (!this.held[slot]!.delete(response.seq)) return;
+    this.encodes.delete(response.seq);
     this.load[slot]!--;
     const pending = this.pending.get(response.seq);
     if (!pending) return;

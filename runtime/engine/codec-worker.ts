@@ -1,9 +1,11 @@
 /**
- * A worker thread that compresses and seals (or opens and decompresses) chunks for the pool. Work
+ * A worker thread that compresses and seals (or opens and decompresses) chunks for the pool, and
+ * computes the ids of a backup's blocks. Work
  * comes in batches over one transferred buffer (a read slab, or a range of a pack), so a batch of
  * dozens of chunks costs one message each way and no copy of its input.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import { blockIds } from "./block-ids.ts";
 import { decodeChunk, decodeChunkInto, encodeChunk } from "./chunk-codec.ts";
 import { importDataKey, secretKey, type DataKey, type SealFormat } from "./crypto.ts";
 import { ZstdInto } from "./zstd-into.ts";
@@ -29,12 +31,14 @@ export interface DecodeItem {
 export type CodecRequest =
   | { seq: number; op: "encode"; type: number; buffer: Uint8Array; items: EncodeItem[] }
   | { seq: number; op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string; checkId: boolean }
-  | { seq: number; op: "decodeInto"; buffer: Uint8Array; items: DecodeItem[]; where: string; output: ArrayBuffer };
+  | { seq: number; op: "decodeInto"; buffer: Uint8Array; items: DecodeItem[]; where: string; output: ArrayBuffer }
+  | { seq: number; op: "hashBlocks"; buffer: Uint8Array; blockSize: number };
 
 export type CodecResponse =
   | { seq: number; ok: true; op: "encode"; sealed: Uint8Array[]; compressed: boolean[] }
   | { seq: number; ok: true; op: "decode"; raws: (Uint8Array | null)[]; errors: (string | null)[]; integrity: boolean[] }
   | { seq: number; ok: true; op: "decodeInto"; output: ArrayBuffer; errors: (string | null)[]; integrity: boolean[] }
+  | { seq: number; ok: true; op: "hashBlocks"; buffer: Uint8Array; ids: Uint8Array }
   | { seq: number; ok: false; error: string; integrity: boolean };
 
 /**
@@ -74,7 +78,11 @@ function decodeInto(request: Extract<CodecRequest, { op: "decodeInto" }>): Codec
 
 parentPort!.on("message", (request: CodecRequest) => {
   try {
-    if (request.op === "decodeInto") {
+    if (request.op === "hashBlocks") {
+      const ids = blockIds(keys.idKey, request.buffer, request.blockSize);
+      const response: CodecResponse = { seq: request.seq, ok: true, op: "hashBlocks", buffer: request.buffer, ids };
+      parentPort!.postMessage(response, [request.buffer.buffer as ArrayBuffer, ids.buffer as ArrayBuffer]);
+    } else if (request.op === "decodeInto") {
       const response = decodeInto(request);
       parentPort!.postMessage(response, [request.output]);
     } else if (request.op === "encode") {

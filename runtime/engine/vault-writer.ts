@@ -39,7 +39,8 @@ export class VaultWriter {
   /** Packs committed so far, with their entries (what an index object would name), when writeIndex is off. */
   readonly committedPacks: IndexedPack[] = [];
   private readonly vault: Vault;
-  private readonly pool: CodecPool;
+  /** Where new chunks are compressed and sealed (a backup also hashes its reads there). */
+  readonly pool: CodecPool;
   private readonly store: ObjectStore;
   private readonly writesIndex: boolean;
   /** Batches (of encoding work or appends) in flight at once. */
