@@ -15,6 +15,7 @@ import {
   cliJson,
   contentObjects,
   diskImage,
+  initVaultInProcess,
   keysUnder,
   pseudoRandom,
   restoredHash,
@@ -41,11 +42,11 @@ describe.each(["local", "azurite"] as const)("concurrent backups, %s vault", (ki
 
   test("three backups of different and overlapping sources into one vault at once all succeed, and every point restores", async () => {
     const vault = kind.newLocation("concurrent");
-    expect((await cli(kind, vault, ["init"])).code).toBe(0);
-    const x = diskImage(`x-${kindName}`, 12);
+    await initVaultInProcess(kind, vault);
+    const x = diskImage(`x-${kindName}`, 6);
     const xChanged = Buffer.from(x);
-    pseudoRandom("x-changed", 3 * MIB).copy(xChanged, 4 * MIB); // shares three quarters with x
-    const y = Buffer.concat([pseudoRandom(`y-${kindName}`, 6 * MIB), Buffer.from(x.subarray(0, 4 * MIB))]);
+    pseudoRandom("x-changed", 1.5 * MIB).copy(xChanged, 2 * MIB); // shares three quarters with x
+    const y = Buffer.concat([pseudoRandom(`y-${kindName}`, 3 * MIB), Buffer.from(x.subarray(0, 2 * MIB))]);
     const sources = new Map<string, Buffer>([
       [path.join(scratch, `x-${kindName}.img`), x],
       [path.join(scratch, `x-changed-${kindName}.img`), xChanged],
@@ -84,18 +85,18 @@ describe("forget and prune, local vault", () => {
   beforeAll(async () => {
     kind = await LocalVaults.create();
     vault = kind.newLocation("forget");
-    expect((await cli(kind, vault, ["init"])).code).toBe(0);
+    await initVaultInProcess(kind, vault);
     a = path.join(scratch, "a.img");
     b = path.join(scratch, "b.img");
     // Three generations of A, each mostly new data (its own pack), and one of B.
     for (let generation = 0; generation < 3; generation++) {
-      const image = pseudoRandom(`a/${generation}`, 4 * MIB);
+      const image = pseudoRandom(`a/${generation}`, MIB);
       await writeFile(a, image);
       const point = await cliJson<BackupSummary>(kind, vault, ["backup", a]);
       images.set(point.id, image);
       aPoints.push(point);
     }
-    const image = pseudoRandom("b", 4 * MIB);
+    const image = pseudoRandom("b", MIB);
     await writeFile(b, image);
     bPoint = await cliJson<BackupSummary>(kind, vault, ["backup", b]);
     images.set(bPoint.id, image);
@@ -152,7 +153,7 @@ describe("keys, local vault", () => {
   beforeAll(async () => {
     kind = await LocalVaults.create();
     vault = kind.newLocation("keys");
-    expect((await cli(kind, vault, ["init"])).code).toBe(0);
+    await initVaultInProcess(kind, vault);
     await writeFile(path.join(scratch, "keys.img"), diskImage("keys", 3));
     await cliJson(kind, vault, ["backup", path.join(scratch, "keys.img")]);
   });

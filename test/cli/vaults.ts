@@ -1,8 +1,9 @@
 /**
  * What the CLI suites share: deterministic test data (disk images with zero, text and random
  * regions; plain files), the two kinds of vault (a local folder, an Azure Blob container in a real
- * Azurite) behind one small interface for listing, reading and damaging stored objects, and
- * helpers that run the real CLI against them.
+ * Azurite) behind one small interface for listing, reading and damaging stored objects, helpers
+ * that run the real CLI against them, and one that makes a vault in this process with what `bulwark
+ * init` does not offer (small packs, an older format).
  */
 import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
 import { lockContainerName } from "../../runtime/store/azure-blob.ts";
@@ -10,9 +11,12 @@ import { createCipheriv, createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { Vault } from "../../runtime/engine/vault.ts";
+import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
+import { openStore } from "../../runtime/store/open.ts";
 import { Azurite } from "../support/azurite.ts";
 import { trackFolder } from "../support/cleanup.ts";
-import { runCli, runJson, type CliResult } from "../support/cli.ts";
+import { PASSPHRASE, runCli, runJson, type CliResult } from "../support/cli.ts";
 
 export const MIB = 1024 * 1024;
 
@@ -223,6 +227,18 @@ export class AzuriteVaults implements VaultKind {
   async close(): Promise<void> {
     await this.azurite.stop();
   }
+}
+
+/**
+ * A vault made in this process as `bulwark init` makes it (its container or folder, config, key
+ * object for the suite's passphrase, master keys), with what the CLI does not offer: a smaller pack
+ * size (a few MiB then make several packs, so a test has moments between them at a fraction of the
+ * bytes) or an older format version. No process start, and the options land in the vault's config.
+ */
+export async function initVaultInProcess(kind: Pick<VaultKind, "env">, location: string, config: Parameters<typeof Vault.init>[2] = {}): Promise<Vault> {
+  const opened = await openStore(location, kind.env);
+  await opened.prepare();
+  return Vault.init(opened.store, new PassphraseProvider(PASSPHRASE), config);
 }
 
 /** Runs a command against a vault of the given kind (adds --vault and the kind's environment). */

@@ -8,15 +8,13 @@
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { Vault } from "../../runtime/engine/vault.ts";
-import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
-import { openStore } from "../../runtime/store/open.ts";
 import { PASSPHRASE, finished, runCli, startCli } from "../support/cli.ts";
 import {
   LocalVaults,
   MIB,
   cli,
   cliJson,
+  initVaultInProcess,
   keysUnder,
   pseudoRandom,
   restoredHash,
@@ -52,13 +50,6 @@ let source: string;
 /** Point id -> sha256 of the image it was backed up from. */
 const expected = new Map<string, string>();
 
-/** `bulwark init` with a smaller pack size: the same config, key object and master keys, made in this process. */
-async function initSource(location: string): Promise<void> {
-  const opened = await openStore(location);
-  await opened.prepare();
-  await Vault.init(opened.store, new PassphraseProvider(PASSPHRASE), { packSize: PACK_SIZE });
-}
-
 async function initLike(label: string): Promise<string> {
   const location = vaults.newLocation(label);
   const result = await cli(vaults, location, ["init", "--like", source], FROM_ENV);
@@ -80,7 +71,7 @@ beforeAll(async () => {
   vaults = await LocalVaults.create();
   scratch = await tempFolder("copy-kill");
   source = vaults.newLocation("source");
-  await initSource(source);
+  await initVaultInProcess(vaults, source, { packSize: PACK_SIZE });
   // Three points of one 4 MiB pseudo-random image, each later one changed in a region of its own:
   // the first makes four packs, each change a small one more.
   const image = pseudoRandom("copy-kill", 4 * MIB);
