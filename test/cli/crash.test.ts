@@ -9,16 +9,14 @@
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { Vault } from "../../runtime/engine/vault.ts";
-import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
-import { openStore } from "../../runtime/store/open.ts";
-import { PASSPHRASE, finished, startCli } from "../support/cli.ts";
+import { finished, startCli } from "../support/cli.ts";
 import {
   AzuriteVaults,
   LocalVaults,
   MIB,
   cliJson,
   diskImage,
+  initVaultInProcess,
   keysUnder,
   pseudoRandom,
   restoredHash,
@@ -31,25 +29,19 @@ import {
 } from "./vaults.ts";
 
 /**
- * The vaults here close their packs at 8 MiB (the default is 32 MiB; a vault's config chooses):
- * the kill moments are about packs, not their size, and a quarter of the bytes to back up, restore
- * and verify is most of this file's time (Azurite's above all).
+ * The vaults here close their packs at 4 MiB (the default is 32 MiB; a vault's config chooses):
+ * the kill moments are about packs, not their size, and the bytes to back up, restore and verify
+ * are most of this file's time (Azurite's above all).
  */
-const PACK_SIZE = 8 * MIB;
+const PACK_SIZE = 4 * MIB;
 
 /**
- * 24 MiB, mostly random: three packs, so the first two are committed well before the backup ends
- * (6 MiB of it still to go after the second, as with 32 MiB packs and 72 MiB).
+ * 16 MiB, mostly random: four packs, so the first two are committed well before the backup ends
+ * (7 MiB of random data, two more packs, the index and the manifest still to go after the second;
+ * with 3 MiB to go a local backup finished before the kill after its second pack was seen).
  */
 function bigImage(seed: string): Buffer {
-  return Buffer.concat([pseudoRandom(seed, 22 * MIB), Buffer.alloc(2 * MIB)]);
-}
-
-/** `bulwark init` with a smaller pack size: the same config, key object and master keys, made in this process. */
-async function initVault(kind: VaultKind, location: string): Promise<void> {
-  const opened = await openStore(location, kind.env);
-  await opened.prepare();
-  await Vault.init(opened.store, new PassphraseProvider(PASSPHRASE), { packSize: PACK_SIZE });
+  return Buffer.concat([pseudoRandom(seed, 15 * MIB), Buffer.alloc(1 * MIB)]);
 }
 
 /**
@@ -88,8 +80,8 @@ describe.each(["local", "azurite"] as const)("interrupted backups, %s vault", (k
 
   test("SIGKILL at several moments leaves a vault that verifies, restores every earlier point, and takes the next backup", async () => {
     const vault = kind.newLocation("killed");
-    await initVault(kind, vault);
-    const earlierImage = diskImage("earlier", 8);
+    await initVaultInProcess(kind, vault, { packSize: PACK_SIZE });
+    const earlierImage = diskImage("earlier", 4);
     const earlierPath = path.join(scratch, `earlier-${kindName}.img`);
     await writeFile(earlierPath, earlierImage);
     const earlier = await cliJson<BackupSummary>(kind, vault, ["backup", earlierPath]);
@@ -148,8 +140,8 @@ describe.each(["local", "azurite"] as const)("interrupted backups, %s vault", (k
   test.runIf(kindName === "azurite")("Azurite restarted in the middle of a backup: it succeeds or fails clearly, and the vault stays whole", async () => {
     const azurite = (kind as AzuriteVaults).azurite;
     const vault = kind.newLocation("outage");
-    await initVault(kind, vault);
-    const earlierImage = diskImage("outage-earlier", 6);
+    await initVaultInProcess(kind, vault, { packSize: PACK_SIZE });
+    const earlierImage = diskImage("outage-earlier", 3);
     const earlierPath = path.join(scratch, "outage-earlier.img");
     await writeFile(earlierPath, earlierImage);
     await cliJson<BackupSummary>(kind, vault, ["backup", earlierPath]);
