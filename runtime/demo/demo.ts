@@ -60,7 +60,7 @@ async function bulwarkJson<T = Record<string, unknown>>(args: string[], env: Nod
 function withoutLogLines(stdout: string): string {
   const lines = stdout.split("\n");
   const logLines = lines.filter((line) => line.startsWith("{"));
-  return [...lines.filter((line) => !line.startsWith("{")), `(and ${logLines.length} JSON log lines)`].join("\n");
+  return [...lines.filter((line) => line !== "" && !line.startsWith("{")), `(and ${logLines.length} JSON log lines)`].join("\n");
 }
 
 const started = Date.now();
