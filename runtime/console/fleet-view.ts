@@ -7,7 +7,7 @@
  */
 import type { AgentStatus } from "./agents.ts";
 import type { PointManifest } from "../engine/point.ts";
-import type { Vault } from "../engine/vault.ts";
+import { mapLimit, type Vault } from "../engine/vault.ts";
 import { describeError } from "../errors.ts";
 import { itemStatuses, type Fleet } from "../jobs/index.ts";
 import { ItemStore, type ItemRecord } from "../jobs/records.ts";
@@ -142,11 +142,30 @@ export interface VaultPoints {
   damaged: string[];
 }
 
+/**
+ * A point's manifest never changes once written (points are create-only objects), so each is read
+ * and authenticated once per console: a page lists the vault's point names and reads only the new
+ * ones. Manifests that failed to open are read again next time (a read may have failed for a moment).
+ */
+const manifests = new WeakMap<Vault, Map<string, PointManifest>>();
+
 export async function vaultPoints(sources: ConsoleSources, location: string): Promise<VaultPoints> {
   const vault = await sources.openVault(location);
+  let known = manifests.get(vault);
+  if (!known) manifests.set(vault, (known = new Map()));
+  const ids = await vault.listPointIds();
   const damaged: string[] = [];
-  const points = await vault.listPoints({ skipDamaged: true, onDamaged: (id) => damaged.push(id) });
-  return { points, damaged };
+  await mapLimit(ids.filter((id) => !known.has(id)), 8, async (id) => {
+    try {
+      known.set(id, await vault.readPoint(id));
+    } catch {
+      damaged.push(id);
+    }
+  });
+  // Points forgotten since (retention, prune) leave the cache.
+  const present = new Set(ids);
+  for (const id of known.keys()) if (!present.has(id)) known.delete(id);
+  return { points: ids.flatMap((id) => known.get(id) ?? []), damaged };
 }
 
 /** The points of one item in its policy's vault, newest first (a VM's own points, not its disks'). */
