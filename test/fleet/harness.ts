@@ -24,6 +24,7 @@ import { openStore } from "../../runtime/store/open.ts";
 import type { DiskRecord } from "../emulator/arm/compute.ts";
 import { type AzureEmulatorOptions, type RunningAzureEmulator, startAzureEmulator } from "../emulator/server.ts";
 import { pattern } from "../support/bytes.ts";
+import { initVaultInProcess } from "../cli/vaults.ts";
 import { trackChild, trackFolder } from "../support/cleanup.ts";
 import { PASSPHRASE, runCli, runJson, startCli, type CliResult } from "../support/cli.ts";
 
@@ -112,11 +113,13 @@ export async function startFleetWorld(options: AzureEmulatorOptions = {}): Promi
       return file;
     },
     async stop() {
+      await codecPools.get(world)?.close();
       await emulator.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };
-  await world.json(["init", "--vault", world.vault]);
+  // Made in this process (no CLI start): the fleet suites are about the agents, not `bulwark init`.
+  await initVaultInProcess({ env: { AZURE_STORAGE_CONNECTION_STRING: connectionString } }, world.vault);
   return world;
 }
 
@@ -240,22 +243,25 @@ export async function vaultManifests(world: FleetWorld): Promise<PointManifest[]
   return (await openVault(world)).listPoints();
 }
 
+/** One codec thread per world for the restores made in this process (a thread's start costs more than a small restore); closed by stop(). */
+const codecPools = new WeakMap<FleetWorld, CodecPool>();
+
 /** A point's content restored in this process (the CLI's restore is the same engine call, and slow to start). */
 export async function restoreBytes(world: FleetWorld, pointId: string): Promise<Buffer> {
   const vault = await openVault(world);
   const point = await vault.readPoint(pointId);
   const out = Buffer.alloc(point.size);
-  const pool = new CodecPool(vault.master, { threads: 1 });
-  try {
-    await restoreContent(vault, pool, point, {
-      needsZeros: true,
-      write: async (offset, data) => {
-        data.copy(out, offset);
-      },
-    });
-  } finally {
-    await pool.close();
+  let pool = codecPools.get(world);
+  if (!pool) {
+    pool = new CodecPool(vault.master, { threads: 1 });
+    codecPools.set(world, pool);
   }
+  await restoreContent(vault, pool, point, {
+    needsZeros: true,
+    write: async (offset, data) => {
+      data.copy(out, offset);
+    },
+  });
   return out;
 }
 
