@@ -93,7 +93,7 @@ beforeAll(async () => {
   scratch = await tempFolder("copy");
   imagePath = path.join(scratch, "disk.img");
   filePath = path.join(scratch, "file.bin");
-  const image = diskImage("copy", 12);
+  const image = diskImage("copy", 6);
   const file = pseudoRandom("copy-file", 3 * MIB);
   await writeFile(imagePath, image);
   await writeFile(filePath, file);
