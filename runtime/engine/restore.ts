@@ -62,12 +62,14 @@ const RANGES_IN_FLIGHT = 6;
 class OutputBuffers {
   private readonly free: ArrayBuffer[] = [];
 
-  take(): ArrayBuffer {
+  /** A buffer of at least `bytes` (more than MAX_RANGE_RAW only for a range of one chunk that large: not kept). */
+  take(bytes: number): ArrayBuffer {
+    if (bytes > MAX_RANGE_RAW) return new ArrayBuffer(bytes);
     return this.free.pop() ?? new ArrayBuffer(MAX_RANGE_RAW);
   }
 
   give(buffer: ArrayBuffer): void {
-    this.free.push(buffer);
+    if (buffer.byteLength === MAX_RANGE_RAW) this.free.push(buffer);
   }
 }
 
@@ -135,7 +137,7 @@ export async function restoreContent(
       bytes,
       needs.map((need) => ({ type: CHUNK_DATA, id: need.id, offset: need.offset - start, length: need.length, rawLength: need.rawLength })),
       `pack ${pack}`,
-      outputs.take(),
+      outputs.take(needs.reduce((sum, need) => sum + need.rawLength, 0)),
     );
     try {
       const failed = errors.find((e) => e !== null);

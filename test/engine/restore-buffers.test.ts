@@ -136,6 +136,23 @@ test("two restores at once through one pool share no output buffer: each gets it
   expect(b.equals(file)).toBe(true);
 });
 
+test("a chunk larger than the reused output buffers (a vault of 16 MiB blocks) restores through a buffer of its own", async () => {
+  const { store } = await openStore(path.join(dir, "large-blocks"));
+  const largeBlocks = await Vault.init(store, new PassphraseProvider("restore buffers test passphrase"), { blockSize: 16 * 1024 * 1024 });
+  const image = Buffer.concat([text(31, 6 * 1024 * 1024), pattern(32, 4 * 1024 * 1024 + 99)]);
+  const point = await backupDisk(largeBlocks, sourceOf(image), { kind: "disk", source: { type: "image", path: "/large-blocks.img" }, tags: {} });
+  const destination = path.join(dir, "large-blocks.img");
+  const target = await openFileTarget(destination, point.size);
+  const itsPool = new CodecPool(largeBlocks.master, { threads: 2 });
+  try {
+    await restoreContent(largeBlocks, itsPool, point, target);
+    await target.commit();
+  } finally {
+    await itsPool.close();
+  }
+  expect((await readFile(destination)).equals(image)).toBe(true);
+});
+
 test("the reused zstd context writes a frame only into its own place and refuses frames that do not decompress to their recorded size", () => {
   const zstd = new ZstdInto();
   try {
