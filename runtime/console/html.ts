@@ -40,7 +40,7 @@ export function time(ms: number | string | null | undefined): Markup {
   const date = typeof ms === "string" ? new Date(ms) : typeof ms === "number" && ms > 0 ? new Date(ms) : undefined;
   if (!date || Number.isNaN(date.getTime())) return html`<span class="muted">never</span>`;
   const iso = date.toISOString();
-  return html`<time datetime="${iso}">${iso.replace("T", " ").replace(/\.\d{3}Z$/, " UTC")}</time>`;
+  return html`<time datetime="${iso}">${iso.replace(/\.\d{3}Z$/, "Z")}</time>`;
 }
 
 /** 1.5 MiB, 512 B. */

@@ -141,6 +141,12 @@ describe("the console", () => {
     expect(await itemRow("app-new")).toMatch(/\bnever\b/);
     expect(await itemRow("app-data")).toMatch(/westeurope[\s\S]*daily[\s\S]*succeeded/);
     await shoot("items");
+    // Without script a time reads as UTC ISO 8601; the script shows it in the viewer's zone, the ISO time as its title.
+    const raw = await (await page.request.get(`${console_.url}/`)).text();
+    expect(raw).toMatch(/<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z">\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ<\/time>/);
+    const shown = page.locator("time").first();
+    expect(await shown.getAttribute("title")).toBe(await shown.getAttribute("datetime"));
+    expect(await shown.innerText()).not.toMatch(/^\d{4}-\d\d-\d\dT/);
     // Filtering and sorting are links and a GET form: they work without script.
     await page.selectOption("#state", "missed");
     await page.click("form.filters button");
