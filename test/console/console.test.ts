@@ -1,7 +1,7 @@
 /**
  * The web console in a real browser (Debian's Chromium through playwright-core) over a real fleet
- * state: Azurite holds the fleet's tables and the vault, the local Azure emulator the disks, and
- * the real `bulwark agent schedule` and `agent worker` made the points. One fleet, one console and
+ * state: Azurite holds the fleet's tables and the vault, the local Azure emulator the disks, the
+ * scheduler's tick (in this process) queued the backups and the real `bulwark agent worker` made the points. One fleet, one console and
  * one browser serve every test of the file.
  *
  * Set BULWARK_CONSOLE_SCREENSHOTS=1 to write each page's screenshot into docs/console/ (README's
@@ -19,6 +19,8 @@ import { newJobId } from "../../runtime/jobs/records.ts";
 import { encodeKey } from "../../runtime/jobs/storage.ts";
 import { openFleet, submitJob } from "../../runtime/jobs/submit.ts";
 import { systemClock } from "../../runtime/jobs/clock.ts";
+import { scheduleTick } from "../../runtime/jobs/scheduler.ts";
+import { ArmItemResolver } from "../../runtime/policy/resolve-arm.ts";
 import { ExistingFleetStorage } from "../../runtime/console/fleet-storage.ts";
 import { loadPolicies } from "../../runtime/policy/policy.ts";
 import { consoleSettings, startConsole, type StartedConsole } from "../../runtime/console/command.ts";
@@ -84,10 +86,15 @@ beforeAll(async () => {
     `name: ${name}\nvault: ${w.vault}\nprotect:\n  resources:\n${resources.map((r) => `    - ${r}\n`).join("")}schedule:\n  every: 1d\nretention:\n  last: 5\n`;
   // The scheduler runs "daily"; "later" names a disk no tick has seen yet: it is shown as never backed up.
   policyFiles = { scheduled: await w.policy("daily", yaml("daily", [ids.data, ids.logs])), unscheduled: await w.policy("later", yaml("later", [ids.never])) };
-  await w.json(["agent", "schedule", "--policies", policyFiles.scheduled, "--agent-regions", "westeurope"]);
+  // The scheduler's tick (what `bulwark agent schedule` runs), in this process; the real worker runs the backups.
+  const fleet = await w.fleet();
+  const tick = await scheduleTick({
+    fleet, policies: await loadPolicies([policyFiles.scheduled]), regionsWithAgents: ["westeurope"], log: () => {},
+    resolveItems: new ArmItemResolver(w.emulator.credential(), { endpoint: w.emulator.armEndpoint }),
+  });
+  expect(tick.enqueued).toHaveLength(2);
   expect(await w.worker("westeurope").summary()).toMatchObject({ succeeded: 2, failed: 0 });
 
-  const fleet = await w.fleet();
   // app-logs' last good run three days ago: with a daily schedule its RPO (two intervals) is missed.
   await fleet.items.update(ids.logs, () => { throw new Error("app-logs has no record"); }, (item) => ({ ...item, lastGoodAt: item.lastGoodAt - 3 * DAY }));
   // A restore onto a disk that exists: the agents refuse it (nothing is overwritten) and the job fails.
