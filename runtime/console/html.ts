@@ -10,9 +10,6 @@ export class Markup {
   constructor(value: string) {
     this.value = value;
   }
-  toString(): string {
-    return this.value;
-  }
 }
 
 export function escapeHtml(value: string): string {
