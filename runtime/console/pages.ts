@@ -124,13 +124,23 @@ function jobResult(j: JobRow): Markup {
   return html`${j.report?.output ? html`<code>${j.report.output}</code>` : ""}${j.report?.pointId ? html`point <code>${j.report.pointId.slice(0, 12)}</code>` : ""}`;
 }
 
+/**
+ * The step beside a job's status: the one running or next for an unfinished job, the one it failed
+ * in for a failed job, none for a succeeded one (its record keeps its last step, e.g. a backup's
+ * `cleanup`, which would read as still cleaning up; runtime/cli/jobs-view.ts reads it the same way).
+ */
+function stepNote(j: JobRow): Markup | string {
+  if (!j.state || j.status === "succeeded") return "";
+  return html` <span class="muted">${j.status === "failed" ? `in ${j.state}` : j.state}</span>`;
+}
+
 function jobRows(rows: JobRow[], last: LastColumn): Markup[][] {
   return rows.map((j) => [
     html`<code>${j.jobId}</code>`,
     html`${j.machine}`,
     html`<a href="${href("/item", { id: j.itemId })}">${shortName(j.itemId)}</a>`,
     html`${j.region}`,
-    html`${outcomeBadge(j.status)}${j.state ? html` <span class="muted">${j.state}</span>` : ""}`,
+    html`${outcomeBadge(j.status)}${stepNote(j)}`,
     time(j.createdAt),
     html`${duration(j)}`,
     html`${j.report ? `${bytes(j.report.bytesRead)} / ${bytes(j.report.bytesNew)} / ${bytes(j.report.bytesStored)}` : "-"}`,

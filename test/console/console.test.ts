@@ -230,7 +230,11 @@ describe("the console", () => {
     const succeeded = page.locator("table", { hasText: "Jobs that succeeded" });
     expect(await succeeded.locator("tr", { hasText: submitted }).innerText()).toMatch(/restore[\s\S]*app-data/);
     const failed = page.locator("table", { hasText: "Jobs that failed" });
-    expect(await failed.locator("tr", { hasText: failedRestoreJob }).innerText()).toMatch(/already exists; restores never overwrite/);
+    const failedRow = await failed.locator("tr", { hasText: failedRestoreJob }).innerText();
+    expect(failedRow).toMatch(/already exists; restores never overwrite/);
+    expect(failedRow).toMatch(/failed\s+in restore/);
+    // A finished job's record keeps its last step (a backup's is cleanup): not shown as if still running it.
+    expect(await succeeded.innerText()).not.toMatch(/cleanup/);
     await shoot("jobs");
   });
 
