@@ -17,7 +17,8 @@
  * The manifest it names is read (sealed, MAC'd) and must be of the same source and time, so a
  * planted entry can hide nothing and point nowhere new. Deleting entries (like deleting points)
  * takes write access; it can make a lookup settle on an older point of the source, never on
- * another source's point. `catalog/complete` is sealed, so it cannot be planted to skip the scan.
+ * another source's point. `catalog/complete` is sealed and names the vault's id, so it cannot be
+ * planted to skip the scan, nor copied in from another vault that shares the master keys.
  */
 import { createHmac } from "node:crypto";
 import { IntegrityError, ObjectNotFoundError } from "../errors.ts";
@@ -87,10 +88,19 @@ async function manifestOfEntry(vault: Vault, source: SourceOf, entry: Entry): Pr
   return manifest;
 }
 
+/**
+ * The marker names the vault's id: vaults made `init --like` share the master keys, and another
+ * vault's marker copied in must not stop this vault's scan (markers written before this open as
+ * damaged, and the next lookup scans once and writes a new one).
+ */
+function completeAssociatedData(vault: Vault): Buffer {
+  return labelAssociatedData("catalog", `${vault.config.id}/${COMPLETE}`);
+}
+
 /** Whether every manifest in the vault has its entry (a sealed marker says so). */
 async function catalogIsComplete(vault: Vault): Promise<boolean> {
   try {
-    const plain = openObject(vault.master.dataKey, await vault.store.get(COMPLETE), labelAssociatedData("catalog", COMPLETE), COMPLETE);
+    const plain = openObject(vault.master.dataKey, await vault.store.get(COMPLETE), completeAssociatedData(vault), COMPLETE);
     return (JSON.parse(plain.toString("utf8")) as { complete?: unknown }).complete === true;
   } catch (error) {
     // Missing, damaged or planted: scan, and write it anew.
@@ -122,7 +132,7 @@ export async function markCatalogComplete(vault: Vault): Promise<void> {
   const sealed = sealObject(
     vault.master.dataKey,
     Buffer.from(JSON.stringify({ complete: true, at: new Date().toISOString() })),
-    labelAssociatedData("catalog", COMPLETE),
+    completeAssociatedData(vault),
     vault.master.format,
   );
   await vault.store.create(COMPLETE, sealed).catch(async (error) => {

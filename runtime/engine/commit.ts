@@ -12,6 +12,7 @@ import { addToCatalog } from "./catalog.ts";
 import { nextInChain, writeMarker } from "./chain.ts";
 import { CHUNK_TREE } from "./chunk-codec.ts";
 import { ID_BYTES, isZeroId } from "./crypto.ts";
+import { epochsNoLongerStored } from "./keyring.ts";
 import type { VaultLock } from "./locks.ts";
 import { packIdOfKey, packKey } from "./pack.ts";
 import { STREAM_TREE_ENTRY, type PointManifest } from "./point.ts";
@@ -46,12 +47,30 @@ export async function commitPoint(vault: Vault, manifest: PointManifest, lock: V
       throw new MissingDataError(`point ${manifest.id} would name member point ${member.point} (${member.role}), which is not in the vault; the backup must run again`);
     }
   }
+  await refuseLostEpochs(vault, manifest);
   const committed: PointManifest = { ...manifest, chain: await nextInChain(vault, manifest) };
   // The entry first: a crash between the two leaves an entry readers skip, never a point no lookup finds.
   await addToCatalog(vault, committed);
   await vault.writePoint(committed);
   await writeMarker(vault, committed);
   return "committed";
+}
+
+/**
+ * Every data-key epoch this writer holds (it seals under one, and may have read chunks it
+ * deduplicated against under others) is still in the vault as it read it. An epoch object deleted
+ * after the writer opened the vault (or deleted and its number made again by a rotation) leaves the
+ * writer sealing under a key no one else has: its manifest would be written, and the backup reported
+ * done, for a point no other process can open. Version 3 and 4 vaults have no epochs.
+ */
+async function refuseLostEpochs(vault: Vault, manifest: PointManifest): Promise<void> {
+  const lost = await epochsNoLongerStored(vault.store, vault.master, vault.config.id, vault.epochs.valid);
+  if (lost.length === 0) return;
+  throw new IntegrityError(
+    `point ${manifest.id} was not committed: data-key epoch object ${lost.join(", ")}, whose key this backup sealed or read data under, ` +
+      "is gone from the vault or holds another key now (deleted or replaced since the backup opened the vault), so nothing else could open the point. " +
+      "Put back a copy of the epoch object if there is one and run `bulwark verify`; investigate who removed it",
+  );
 }
 
 /** Every chunk the point references is indexed, and every pack it lies in exists. */

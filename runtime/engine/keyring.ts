@@ -4,7 +4,7 @@
  * object and never touches data, so it takes constant time whatever the vault's size.
  */
 import { createHash, hkdfSync, randomBytes } from "node:crypto";
-import { WrongKeyError, IntegrityError, ObjectExistsError, ServiceError, UsageError, VaultBusyError } from "../errors.ts";
+import { WrongKeyError, IntegrityError, ObjectExistsError, ObjectNotFoundError, ServiceError, UsageError, VaultBusyError } from "../errors.ts";
 import type { KeyEncryptionKeyProvider, KeyParams } from "../keys/provider.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { baseKeyBytes, dataKeyId, labelAssociatedData, newKeyring, open, seal, type DataKey, type DataKeyring } from "./crypto.ts";
@@ -341,6 +341,24 @@ export async function readEpochs(store: ObjectStore, master: MasterKeys, vaultId
   // Own epochs by number (the names sort so), then copied keys.
   epochs.valid.sort((a, b) => (a.epoch ?? Infinity) - (b.epoch ?? Infinity));
   return epochs;
+}
+
+/**
+ * The epochs of `held` (those a process opened with) whose object is no longer in the store as it
+ * was read: deleted, or its number made again with another key (a rotation after the deletion).
+ * What the process sealed under such a key opens for no one else, so a commit must not rely on it.
+ */
+export async function epochsNoLongerStored(store: ObjectStore, master: MasterKeys, vaultId: string, held: readonly Epoch[]): Promise<string[]> {
+  const lost: string[] = [];
+  for (const epoch of held) {
+    const body = await store.get(epoch.name).catch((error) => {
+      if (error instanceof ObjectNotFoundError) return undefined;
+      throw error;
+    });
+    const opened = body && openEpochObject(master, vaultId, epoch.name, body);
+    if (typeof opened !== "object" || opened.keyId !== epoch.keyId) lost.push(epoch.name);
+  }
+  return lost;
 }
 
 /** The keyring of epoch 0 and the given epochs, sealing under the newest own epoch. */
