@@ -73,7 +73,9 @@ export class AccessControl {
     if (offered !== null) {
       if (!sameSecret(offered, this.token)) return { kind: "refused", why: "the token in the address is not this console's" };
       url.searchParams.delete("token");
-      const location = `${url.pathname}${url.search}`;
+      // A path that starts with // after dot segments are resolved (/.//evil.example) would be read
+      // by the browser as another host: the redirect keeps one leading slash, so it stays here.
+      const location = `/${url.pathname.replace(/^\/+/, "")}${url.search}`;
       if (session && sessionId) return { kind: "enter", cookie: this.cookieFor(sessionId), location };
       return { kind: "enter", cookie: this.cookieFor(this.newSession("local user")), location };
     }

@@ -1,0 +1,220 @@
+/**
+ * A hostile review of the web console (issue 14): what a process on the same machine, a page of
+ * another site open in the operator's browser, and a person with write access to the fleet's
+ * storage could try. Plain HTTP against a console started in this process over a small fleet state:
+ * Azurite's tables, a local folder vault with one ext2 disk point per item (made in this process),
+ * one policy. One fixture serves every test of the file.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { request as httpRequest } from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { backupDisk } from "../../runtime/engine/backup.ts";
+import type { Vault } from "../../runtime/engine/vault.ts";
+import type { Fleet } from "../../runtime/jobs/submit.ts";
+import { newJobId } from "../../runtime/jobs/records.ts";
+import { encodeKey } from "../../runtime/jobs/storage.ts";
+import { loadPolicies } from "../../runtime/policy/policy.ts";
+import { startConsole, type StartedConsole } from "../../runtime/console/command.ts";
+import { Azurite } from "../support/azurite.ts";
+import { trackFolder } from "../support/cleanup.ts";
+import { initVaultInProcess } from "../cli/vaults.ts";
+import { testFleet } from "../jobs/harness.ts";
+
+const SUB = "00000000-0000-0000-0000-0000000000aa";
+const disk = (name: string) => `/subscriptions/${SUB}/resourceGroups/rg/providers/Microsoft.Compute/disks/${name}`;
+const ITEM = disk("app-data");
+const OTHER = disk("app-logs");
+/** File names a person who controls a protected disk could give (the console lists them when browsing). */
+const HOSTILE_NAMES = [`"><img src=x onerror=alert(1)>`, "javascript:alert(1)"];
+
+let azurite: Azurite;
+let fleet: Fleet;
+let vault: Vault;
+let console_: StartedConsole;
+let cookie = "";
+let csrf = "";
+const points = { item: "", other: "" };
+
+/** A 1 MiB ext2 image holding `files` (mke2fs -d from a scratch folder). */
+async function ext2Image(dir: string, files: Record<string, string>): Promise<Buffer> {
+  const source = path.join(dir, "source");
+  for (const [name, text] of Object.entries(files)) {
+    await mkdir(path.dirname(path.join(source, name)), { recursive: true });
+    await writeFile(path.join(source, name), text);
+  }
+  const image = path.join(dir, "ext2.img");
+  execFileSync("mke2fs", ["-q", "-F", "-t", "ext2", "-b", "1024", "-d", source, image, "1024k"]);
+  return readFile(image);
+}
+
+async function diskPoint(itemId: string, image: Buffer): Promise<string> {
+  const source = { size: image.length, read: async (offset: number, length: number) => image.subarray(offset, offset + length) };
+  return (await backupDisk(vault, source, { kind: "disk", source: { type: "azure-disk", path: itemId } })).id;
+}
+
+async function itemRecord(itemId: string): Promise<void> {
+  await fleet.items.table.createEntity({ partitionKey: "item", rowKey: encodeKey(itemId), kind: "disk", region: "westeurope", policy: "daily", state: "idle", lastGoodAt: Date.now() });
+}
+
+/** A session: the printed URL's token turned into a cookie, and the CSRF token of its forms. */
+async function enter(): Promise<{ cookie: string; csrf: string }> {
+  const entered = await fetch(console_.entryUrl, { redirect: "manual" });
+  const session = entered.headers.get("set-cookie")!.split(";")[0];
+  const item = await (await fetch(`${console_.url}/item?id=${encodeURIComponent(ITEM)}`, { headers: { cookie: session } })).text();
+  return { cookie: session, csrf: /name="csrf" value="([^"]+)"/.exec(item)![1] };
+}
+
+/** A page's text with the console's character references (&#39; and the like) read back. */
+async function pageText(response: Response): Promise<string> {
+  return (await response.text()).replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code)));
+}
+
+function get(pathAndQuery: string, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${console_.url}${pathAndQuery}`, { headers: { cookie, ...headers }, redirect: "manual" });
+}
+
+function postRestore(fields: Record<string, string>, session = { cookie, csrf }): Promise<Response> {
+  return fetch(`${console_.url}/restore`, {
+    method: "POST",
+    headers: { cookie: session.cookie, "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ csrf: session.csrf, kind: "resource", item: ITEM, point: points.item, ...fields }),
+    redirect: "manual",
+  });
+}
+
+async function countJobs(): Promise<number> {
+  let n = 0;
+  for await (const _ of fleet.jobs.table.listEntities({ queryOptions: { filter: "PartitionKey eq 'job'" } })) n++;
+  return n;
+}
+
+/** A raw request (fetch does not let a caller set Host, or send a path fetch would normalize). */
+function rawRequest(options: { path: string; method?: string; headers?: Record<string, string | number>; body?: Buffer }): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest({ host: "127.0.0.1", port: console_.port, path: options.path, method: options.method ?? "GET", headers: { host: `127.0.0.1:${console_.port}`, cookie, ...options.headers } }, (response) => {
+      const parts: Buffer[] = [];
+      response.on("data", (part: Buffer) => parts.push(part));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(parts).toString("utf8") }));
+    });
+    request.once("error", reject);
+    request.end(options.body);
+  });
+}
+
+beforeAll(async () => {
+  const dir = trackFolder(await mkdtemp(path.join(os.tmpdir(), "bulwark-console-review-")));
+  azurite = await Azurite.start();
+  fleet = await testFleet(azurite.connectionString);
+  const vaultDir = path.join(dir, "vault");
+  vault = await initVaultInProcess({ env: {} }, vaultDir);
+  const files = Object.fromEntries(HOSTILE_NAMES.map((name) => [`docs/${name}`, "hostile"]));
+  points.item = await diskPoint(ITEM, await ext2Image(path.join(dir, "item"), { ...files, [`${HOSTILE_NAMES[1]}/inside.txt`]: "x" }));
+  points.other = await diskPoint(OTHER, await ext2Image(path.join(dir, "other"), { "other.txt": "other" }));
+  await itemRecord(ITEM);
+  await itemRecord(OTHER);
+  const policyFile = path.join(dir, "daily.yaml");
+  await writeFile(policyFile, `name: daily\nvault: ${vaultDir}\nprotect:\n  resources:\n    - ${ITEM}\n    - ${OTHER}\nschedule:\n  every: 1d\nretention:\n  last: 5\n`);
+  console_ = await startConsole({
+    fleet, policies: await loadPolicies([policyFile]), env: {}, readAgents: async () => [], openVault: async () => vault,
+    settings: { listen: { host: "127.0.0.1", port: 0, loopback: true }, auth: "token" },
+  });
+  ({ cookie, csrf } = await enter());
+}, 120_000);
+
+afterAll(async () => {
+  await console_?.close();
+  await azurite?.stop();
+});
+
+describe("the console under attack", () => {
+  it("a forged X-MS-CLIENT-PRINCIPAL-NAME is worth nothing in token mode: no session, 401", async () => {
+    const forged = await fetch(`${console_.url}/jobs`, { headers: { "X-MS-CLIENT-PRINCIPAL-NAME": "admin@contoso.example" } });
+    expect(forged.status).toBe(401);
+  });
+
+  it("a session id planted in the browser (fixation) is not adopted: entering with the token issues a fresh one", async () => {
+    const planted = "bulwark_console=attacker-chosen-session-id";
+    const entered = await fetch(console_.entryUrl, { headers: { cookie: planted }, redirect: "manual" });
+    expect(entered.status).toBe(303);
+    expect(entered.headers.get("set-cookie")).not.toContain("attacker-chosen-session-id");
+    expect((await fetch(`${console_.url}/jobs`, { headers: { cookie: planted } })).status).toBe(401);
+  });
+  it("a restore posted with another session's CSRF token, or none, is refused (403) and submits no job", async () => {
+    const other = await enter();
+    const before = await countJobs();
+    const target = disk("app-data-copy");
+    expect((await postRestore({ target }, { cookie, csrf: other.csrf })).status).toBe(403);
+    const bare = await fetch(`${console_.url}/restore`, { method: "POST", headers: { cookie, "content-type": "application/x-www-form-urlencoded" }, body: new URLSearchParams({ kind: "resource", item: ITEM, point: points.item, target }) });
+    expect(bare.status).toBe(403);
+    // A page of another site posting a form: the cookie stays home (SameSite=Strict), so no session at all.
+    const crossSite = await fetch(`${console_.url}/restore`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", origin: "https://evil.example" }, body: new URLSearchParams({ csrf, kind: "resource", item: ITEM, point: points.item, target }) });
+    expect(crossSite.status).toBe(401);
+    // No GET changes anything: /restore is a form's action only.
+    expect((await get(`/restore?${new URLSearchParams({ csrf, kind: "resource", item: ITEM, point: points.item, target })}`)).status).toBe(404);
+    expect(await countJobs()).toBe(before);
+  });
+
+  it("a restore of another item's point through this item's form is refused: the point must be the item's own", async () => {
+    const before = await countJobs();
+    const refused = await postRestore({ point: points.other, target: disk("app-data-copy") });
+    expect(refused.status).toBe(400);
+    expect(await pageText(refused)).toContain("not one of this item's points");
+    const browse = await get(`/browse?${new URLSearchParams({ id: ITEM, point: points.other, path: "/" })}`);
+    expect(browse.status).toBe(404);
+    expect(await countJobs()).toBe(before);
+  });
+
+  it("a restore for a resource no policy protects is refused, whatever the form says", async () => {
+    const before = await countJobs();
+    const refused = await postRestore({ item: disk("not-protected"), target: disk("copy") });
+    expect(refused.status).toBe(400);
+    expect(await refused.text()).toContain("not one the policies protect");
+    expect(await countJobs()).toBe(before);
+  });
+
+  it("an oversized form body gets 413 (declared or streamed) and submits nothing", async () => {
+    const before = await countJobs();
+    const big = Buffer.alloc(300 * 1024, "a");
+    const streamed = await rawRequest({ path: "/restore", method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", "transfer-encoding": "chunked" }, body: big });
+    expect(streamed.status).toBe(413);
+    const declared = await rawRequest({ path: "/restore", method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", "content-length": big.length }, body: big });
+    expect(declared.status).toBe(413);
+    expect(await countJobs()).toBe(before);
+  });
+
+  it("the token URL cannot send the browser to another site after signing in (no open redirect)", async () => {
+    // The address parser resolves dot segments after reading the host: these paths become //evil.example/.
+    for (const trick of ["/.//evil.example/", "/a/..//evil.example/", "/%2e//evil.example", "/./\\evil.example", "//evil.example/"]) {
+      const entered = await rawRequest({ path: `${trick}?token=${console_.access.token}`, headers: { cookie: "" } });
+      expect(entered.status, trick).toBe(303);
+      const location = String(entered.headers.location);
+      expect(new URL(location, console_.url).origin, `${trick} -> ${location}`).toBe(console_.url);
+    }
+  });
+
+  it("static files are the two assets only: no path leads out of them", async () => {
+    for (const probe of ["/static/../package.json", "/static/%2e%2e/package.json", "/static/..%2fpackage.json", "/static/console.css/..%2f..%2fcommand.ts", "/static/"]) {
+      const answer = await rawRequest({ path: probe });
+      expect(answer.status, probe).toBe(404);
+      expect(answer.body).not.toContain("\"name\": \"bulwark");
+    }
+  });
+
+  it("file names inside a browsed point render as text, and every link stays on the console", async () => {
+    const folder = await get(`/browse?${new URLSearchParams({ id: ITEM, point: points.item, path: "/" })}`);
+    const root = await folder.text();
+    const volume = /href="(\/browse\?[^"]+)">volume/.exec(root)?.[1];
+    expect(volume, root).toBeDefined();
+    const docs = `/browse?${new URLSearchParams({ id: ITEM, point: points.item, path: `${decodeURIComponent(/path=([^&"]+)/.exec(volume!.replaceAll("&#38;", "&"))![1])}/docs` })}`;
+    const page = await (await get(docs)).text();
+    expect(page).not.toContain("<img");
+    expect(page).toContain("&#34;&#62;&#60;img src=x onerror=alert(1)&#62;");
+    const links = [...page.matchAll(/\b(?:href|action|src)="([^"]*)"/g)].map((m) => m[1]);
+    expect(links.length).toBeGreaterThan(3);
+    for (const link of links) expect(link, link).toMatch(/^\/(?!\/)/);
+  });
+
+});
