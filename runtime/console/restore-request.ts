@@ -7,7 +7,7 @@
  * target exists and leaves it untouched: nothing is overwritten from the console).
  */
 import { UsageError } from "../errors.ts";
-import { parseResourceId, sameType } from "../azure/resource-id.ts";
+import { parseResourceId, sameType, type ResourceId } from "../azure/resource-id.ts";
 import { submitJob } from "../jobs/submit.ts";
 import type { ItemKind } from "../policy/items.ts";
 import { pointsOf, readItems, vaultPoints, type ConsoleSources } from "./fleet-view.ts";
@@ -53,8 +53,24 @@ function checkTarget(kind: ItemKind, itemId: string, target: string): string {
     throw new UsageError(`the target is not an Azure resource id; give ${wanted.words}`);
   }
   if (!sameType(parsed, wanted.type)) throw new UsageError(`a ${kind} point restores to ${wanted.words}, not to a ${parsed.type}`);
-  if (target.toLowerCase() === itemId.toLowerCase()) throw new UsageError("the target is the protected item itself: the console never overwrites; name a new resource");
+  if (sameResource(parsed, parseResourceId(itemId))) throw new UsageError("the target is the protected item itself: the console never overwrites; name a new resource");
+  // Names of disks, VMs and SQL databases hold no "%" (resource-name-rules.md): an id with one, or
+  // with an empty segment, is another spelling of some resource, which ARM may read as the item.
+  if (target.includes("%") || target !== `/${target.split("/").filter(Boolean).join("/")}`) {
+    throw new UsageError(`write the target as Azure shows it: ${wanted.words}, one "/" between its parts and none at the end, no %-escapes`);
+  }
   return target;
+}
+
+/**
+ * Whether two ids name one resource, however each is written: ARM ids are split on "/" (empty
+ * segments dropped) and names %-decoded by parseResourceId, and "resource names are
+ * case-insensitive unless specifically noted" — they are not for disks, VMs or SQL databases
+ * (MicrosoftDocs/azure-docs, articles/azure-resource-manager/management/resource-name-rules.md).
+ */
+function sameResource(a: ResourceId, b: ResourceId): boolean {
+  const identity = (id: ResourceId) => [id.subscriptionId, id.resourceGroup, id.type, ...id.names].join("/").toLowerCase();
+  return identity(a) === identity(b);
 }
 
 export interface SubmittedRestore {

@@ -157,6 +157,22 @@ describe("the console under attack", () => {
     expect(await countJobs()).toBe(before);
   });
 
+  it("a restore aimed at the item itself written another way (trailing slash, doubled slash, percent-encoded name, other case) is refused before any job exists", async () => {
+    const before = await countJobs();
+    for (const target of [`${ITEM}/`, ITEM.replace("/disks/", "/disks//"), ITEM.replace("app-data", "app%2Ddata"), ITEM.toUpperCase()]) {
+      const refused = await postRestore({ target });
+      expect(refused.status, target).toBe(400);
+      expect(await refused.text()).toContain("the protected item itself");
+    }
+    // Another resource spelled oddly is refused too (ARM might read it as some other resource); a plain new one is taken.
+    const odd = await postRestore({ target: `${disk("app-data-copy")}/` });
+    expect(odd.status).toBe(400);
+    expect(await odd.text()).toContain("write the target as Azure shows it");
+    expect(await countJobs()).toBe(before);
+    expect((await postRestore({ target: disk("app-data-copy") })).status).toBe(303);
+    expect(await countJobs()).toBe(before + 1);
+  });
+
   it("a restore of another item's point through this item's form is refused: the point must be the item's own", async () => {
     const before = await countJobs();
     const refused = await postRestore({ point: points.other, target: disk("app-data-copy") });
