@@ -6,13 +6,14 @@
  * prune, and so are the packs an undeletable index object still names. The catalog's entries of
  * points that are gone go too (catalog.ts).
  */
-import { describeError, VaultBusyError } from "../errors.ts";
+import { describeError, IntegrityError, VaultBusyError } from "../errors.ts";
 import { completeCatalog, removeStaleEntries } from "./catalog.ts";
 import { CHUNK_TREE } from "./chunk-codec.ts";
 import { ChunkIndex } from "./chunk-index.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId, randomHex } from "./crypto.ts";
 import { decodeIndex, encodeIndex, splitIndex, type IndexedPack } from "./index-file.ts";
+import { epochsNoLongerStored } from "./keyring.ts";
 import { STALE_AFTER_MS, type VaultLock } from "./locks.ts";
 import { packIdOfKey, packKey, type PackEntry } from "./pack.ts";
 import { STREAM_TREE_ENTRY } from "./point.ts";
@@ -130,12 +131,15 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
     grouped.set(location.pack, list);
   }
   const consolidated: IndexedPack[] = [...grouped].map(([packId, entries]) => ({ packId, entries }));
+  const written: string[] = [];
   for (const part of splitIndex(consolidated, CONSOLIDATED_ENTRIES)) {
     const name = `index/${randomHex(16)}`;
     await vault.store.create(name, encodeIndex(vault.master.dataKey, name, part, vault.master.format));
+    written.push(name);
   }
 
   await stillHeld(options.lock);
+  await refuseLostEpochs(vault, [...written, ...writer.indexObjectsWritten]);
   // 3. Old index objects; a pack that an undeletable one still names must stay.
   const stillNamed = new Set<string>();
   for (const old of [...oldIndexObjects, ...writer.indexObjectsWritten]) {
@@ -170,6 +174,23 @@ async function stillHeld(lock: VaultLock): Promise<void> {
       "prune stopped before deleting anything more: its exclusive lock on the vault lapsed (not refreshed in time), so a backup may have run meanwhile; run prune again",
     );
   }
+}
+
+/**
+ * The index objects just written are sealed under the epoch this prune opened with. If that epoch's
+ * object was deleted (or remade with another key) meanwhile, no one else can open them: deleting the
+ * old index objects now would leave the vault with no index anyone can read, every point lost. So
+ * the new ones go instead, and the old stay.
+ */
+async function refuseLostEpochs(vault: Vault, written: string[]): Promise<void> {
+  const lost = await epochsNoLongerStored(vault.store, vault.master, vault.config.id, vault.epochs.valid);
+  if (lost.length === 0) return;
+  await mapLimit(written, 8, (name) => vault.store.delete(name).catch(() => {}));
+  throw new IntegrityError(
+    `prune stopped before deleting any index object or pack: data-key epoch object ${lost.join(", ")}, which it opened the vault with, is gone or holds another key now ` +
+      "(deleted or replaced while it ran), so the index it wrote would open for no one else; it removed that index and kept the old one. " +
+      "Put back a copy of the epoch object if there is one, run `bulwark verify`, and investigate who removed it",
+  );
 }
 
 function isLive(vault: Vault, referenced: ChunkIndex, packId: string, entry: PackEntry): boolean {

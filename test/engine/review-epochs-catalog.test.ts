@@ -7,6 +7,8 @@
  *     and its commit: the commit must fail, not report a point no one else can open;
  *   - catalog/complete copied in from another vault sharing the master keys (init --like), over a
  *     vault whose points have no entries: the lookup must still find its points;
+ *   - a rotation landing while prune writes its index objects, and an epoch object deleted then:
+ *     every point must still restore for a fresh opener;
  *   - an entry planted with a future time naming the source's older point: "latest" stays the real
  *     latest.
  */
@@ -15,11 +17,16 @@ import path from "node:path";
 import { beforeAll, expect, test } from "vitest";
 import { backupDisk, type PointDescription } from "../../runtime/engine/backup.ts";
 import { catalogPrefix, latestPointOfSource } from "../../runtime/engine/catalog.ts";
+import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { createEpoch, epochName } from "../../runtime/engine/keyring.ts";
+import { VaultLock } from "../../runtime/engine/locks.ts";
+import { pruneVault } from "../../runtime/engine/prune.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
+import { verifyVault } from "../../runtime/engine/verify.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
 import type { ObjectStore } from "../../runtime/store/store.ts";
+import { StoreView } from "../support/store-view.ts";
 import { tempFolder } from "../cli/vaults.ts";
 
 const provider = new PassphraseProvider("review of epochs and catalog");
@@ -101,4 +108,65 @@ test("an entry planted with a future time naming the source's older point does n
 
   const reader = await Vault.open(store, provider, { loadIndex: false });
   expect((await latestPointOfSource(reader, older))?.id).toBe(newer.id);
+});
+
+/** Prunes the vault at `store` as a process that opened it now, with `onIndexCreate` run before its first index object is written. */
+async function pruneWhile(store: ObjectStore, onIndexCreate: () => Promise<void>): Promise<void> {
+  let fired = false;
+  const view = new StoreView(store, {
+    beforeCreate: async (key) => {
+      if (fired || !key.startsWith("index/")) return;
+      fired = true;
+      await onIndexCreate();
+    },
+  });
+  const vault = await Vault.open(view, provider);
+  const lock = await VaultLock.acquire(view, "exclusive", "prune");
+  const pool = new CodecPool(vault.master, { threads: 1 });
+  try {
+    await pruneVault(vault, pool, { lock });
+  } finally {
+    await pool.close();
+    await lock.release();
+  }
+  expect(fired).toBe(true);
+}
+
+/** What a fresh opener finds when it reads every point and every byte of every pack. */
+async function verifiedAfresh(store: ObjectStore) {
+  const vault = await Vault.open(store, provider);
+  const pool = new CodecPool(vault.master, { threads: 1 });
+  try {
+    return await verifyVault(vault, pool, { readDataPercent: 100 });
+  } finally {
+    await pool.close();
+  }
+}
+
+test("a rotation landing while prune writes its index objects leaves every point readable for a fresh opener", async () => {
+  const store = new LocalFolderStore(path.join(root, "prune-rotation"));
+  const vault = await Vault.init(store, provider);
+  await backupDisk(vault, smallDisk(), disk("p"));
+  await createEpoch(store, vault.master, vault.config.id, 1);
+  await backupDisk(await Vault.open(store, provider), smallDisk(), disk("p"));
+
+  await pruneWhile(store, async () => void (await createEpoch(store, vault.master, vault.config.id, 2)));
+
+  const report = await verifiedAfresh(store);
+  expect(report.problems).toEqual([]);
+  expect(report.points).toBe(2);
+});
+
+test("an epoch object deleted while prune writes its index under it makes prune stop before it deletes the old index objects, and every point still restores", async () => {
+  const store = new LocalFolderStore(path.join(root, "prune-epoch-deleted"));
+  const vault = await Vault.init(store, provider);
+  await backupDisk(vault, smallDisk(), disk("q"));
+  // Epoch 1 seals nothing yet but the index prune writes.
+  await createEpoch(store, vault.master, vault.config.id, 1);
+
+  await expect(pruneWhile(store, () => store.delete(epochName(1)))).rejects.toThrow(/epoch object epochs\/0000000001/);
+
+  const report = await verifiedAfresh(store);
+  expect(report.problems).toEqual([]);
+  expect(report.points).toBe(1);
 });
