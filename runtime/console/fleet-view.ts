@@ -105,20 +105,30 @@ function jobRow(entity: Record<string, unknown>): JobRow | string {
   return { jobId, status, ...fields, machine: fields.machine, itemId: fields.itemId, region: fields.region, ...times, runs: Number.isFinite(num("runs")) ? num("runs") : 0 };
 }
 
-/** The newest jobs (job ids sort newest first), with their reports' byte counts. */
-export async function readJobs(sources: ConsoleSources, limit = 200): Promise<{ rows: JobRow[]; unreadable: Unreadable[] }> {
+/** The Jobs page's length: a page stays bounded however many jobs the table holds. */
+export const JOBS_SHOWN = 200;
+
+/**
+ * The newest `limit` jobs (job ids sort newest first), with their reports' byte counts; `more` says
+ * the table holds older ones, left out.
+ */
+export async function readJobs(sources: ConsoleSources, limit = JOBS_SHOWN): Promise<{ rows: JobRow[]; unreadable: Unreadable[]; more: boolean }> {
   const rows: JobRow[] = [];
   const unreadable: Unreadable[] = [];
+  let more = false;
   const filter = "PartitionKey eq 'job'";
   for await (const entity of sources.fleet.jobs.table.listEntities({ queryOptions: { filter } })) {
-    if (rows.length + unreadable.length >= limit) break;
+    if (rows.length + unreadable.length >= limit) {
+      more = true;
+      break;
+    }
     const row = jobRow(entity);
     if (typeof row === "string") unreadable.push({ key: String(entity.rowKey ?? ""), why: row });
     else rows.push(row);
   }
   const reports = new Map((await sources.fleet.reports.list({ limit: limit * 2 })).map((r) => [r.jobId, r]));
   for (const row of rows) row.report = reports.get(row.jobId);
-  return { rows, unreadable };
+  return { rows, unreadable, more };
 }
 
 /** Vaults opened once per console (opening runs the key's KDF or asks Key Vault). */

@@ -150,9 +150,11 @@ function jobRows(rows: JobRow[], last: LastColumn): Markup[][] {
 
 const JOB_HEADERS = ["Job", "Machine", "Item", "Region", "Status", "Created", "Duration", "Read / new / stored"];
 
-export function jobsPage(rows: JobRow[], unreadable: Unreadable[], submitted?: string): Markup {
+export function jobsPage(rows: JobRow[], unreadable: Unreadable[], options: { submitted?: string; more?: boolean } = {}): Markup {
+  const { submitted, more } = options;
   const group = (statuses: string[]) => rows.filter((r) => statuses.includes(r.status));
   return html`${submitted ? html`<p class="notice" role="status">Restore job <code>${submitted}</code> submitted: the region's workers run it; it shows below.</p>` : ""}
+${more ? html`<p class="note">Only the newest ${rows.length + unreadable.length} jobs are shown here; older ones are left out (<code>bulwark jobs --limit N</code> lists more).</p>` : ""}
 <h2 id="running">Running</h2>
 ${table("Jobs a worker runs now", [...JOB_HEADERS, "Result"], jobRows(group(["running", "compensating"]), "result"), { empty: "No job is running." })}
 <h2 id="queued">Queued</h2>

@@ -177,9 +177,9 @@ export class ConsoleApp {
       case "/browse":
         return htmlPage(...(await this.browsePage(url, access.session.csrf)));
       case "/jobs": {
-        const { rows, unreadable } = await readJobs(sources);
+        const { rows, unreadable, more } = await readJobs(sources);
         const submitted = url.searchParams.get("submitted") ?? undefined;
-        return htmlPage("Jobs", "/jobs", jobsPage(rows, unreadable, submitted && /^\d{13}-[0-9a-f]{1,32}$/.test(submitted) ? submitted : undefined));
+        return htmlPage("Jobs", "/jobs", jobsPage(rows, unreadable, { submitted: submitted && /^\d{13}-[0-9a-f]{1,32}$/.test(submitted) ? submitted : undefined, more }));
       }
       case "/vaults":
         return htmlPage("Vaults", "/vaults", vaultsPage(await readVaults(sources)));

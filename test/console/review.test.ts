@@ -233,4 +233,15 @@ describe("the console under attack", () => {
     for (const link of links) expect(link, link).toMatch(/^\/(?!\/)/);
   });
 
+  it("a jobs table longer than a page (300 jobs) gives a bounded Jobs page: the newest 200 rows, and a note that older ones are left out", async () => {
+    const job = { partitionKey: "job", machine: "backup", itemId: OTHER, itemKind: "disk", region: "westeurope", policy: "daily", status: "succeeded", state: "", input: "{}", error: "", createdAt: Date.now(), startedAt: Date.now(), endedAt: Date.now(), runs: 1 };
+    const now = Date.now();
+    const ids = Array.from({ length: 300 }, (_, i) => newJobId(now - i * 1000));
+    for (let i = 0; i < ids.length; i += 100) {
+      await fleet.jobs.table.submitTransaction(ids.slice(i, i + 100).map((rowKey) => ["create", { ...job, rowKey }]));
+    }
+    const jobs = await (await get("/jobs")).text();
+    expect(jobs.match(/<tr><th scope="row">/g)?.length ?? 0).toBeLessThanOrEqual(200);
+    expect(jobs).toMatch(/Only the newest 200 jobs are shown here; older ones are left out/);
+  });
 });
