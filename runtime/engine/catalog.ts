@@ -127,6 +127,21 @@ export async function completeCatalog(vault: Vault, points: PointManifest[]): Pr
   await markCatalogComplete(vault);
 }
 
+/**
+ * The points (every manifest in the vault, as the caller read them) that have no entry although the
+ * catalog says it is complete: an entry deleted in storage, which makes lookups of the source's
+ * latest point pass the point by. Before the catalog is complete, none (a lookup scans instead).
+ */
+export async function pointsWithoutEntries(vault: Vault, points: readonly PointManifest[]): Promise<PointManifest[]> {
+  if (!(await catalogIsComplete(vault))) return [];
+  const present = new Set<string>();
+  for await (const info of vault.store.list("catalog/")) present.add(info.key);
+  return points.filter((point) => {
+    const name = catalogEntryName(vault, point);
+    return name !== undefined && !present.has(name);
+  });
+}
+
 /** Says every manifest has its entry: at init (no manifest yet), and once a scan wrote the missing ones. */
 export async function markCatalogComplete(vault: Vault): Promise<void> {
   const sealed = sealObject(

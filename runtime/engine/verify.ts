@@ -1,10 +1,12 @@
 /**
  * Checks a vault. Structure, always: every index object opens, every indexed pack exists and is
- * long enough, every point opens and every chunk it references is indexed. Data, when asked (all
+ * long enough, every point opens and every chunk it references is indexed, every point has its
+ * catalog entry (catalog.ts). Data, when asked (all
  * packs or a random share of them): every pack is read whole, its header must agree with the
  * index, and every chunk must authenticate and hash back to its id.
  */
 import { IntegrityError, describeError } from "../errors.ts";
+import { pointsWithoutEntries } from "./catalog.ts";
 import { CHUNK_TREE } from "./chunk-codec.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId } from "./crypto.ts";
@@ -131,6 +133,11 @@ export async function verifyVault(
   const missing = await missingPoints(vault, manifests, (problem) => problems.push(problem));
   for (const m of missing) problems.push(describeMissing(m));
   report.missingPoints = missing.length;
+  for (const point of await pointsWithoutEntries(vault, manifests)) {
+    problems.push(
+      `point ${point.id} has no catalog entry (deleted in storage?): lookups of its source's latest point pass it by, so backups base on an older point. \`bulwark prune\` writes the entry again`,
+    );
+  }
 
   // Data.
   const packIds = [...indexed.keys()].filter((p) => packSizes.has(p));

@@ -9,6 +9,7 @@
  *     vault whose points have no entries: the lookup must still find its points;
  *   - a rotation landing while prune writes its index objects, and an epoch object deleted then:
  *     every point must still restore for a fresh opener;
+ *   - a point's entry deleted: verify must name the point, and prune write the entry again;
  *   - an entry planted with a future time naming the source's older point: "latest" stays the real
  *     latest.
  */
@@ -16,7 +17,7 @@ import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { beforeAll, expect, test } from "vitest";
 import { backupDisk, type PointDescription } from "../../runtime/engine/backup.ts";
-import { catalogPrefix, latestPointOfSource } from "../../runtime/engine/catalog.ts";
+import { catalogEntryName, catalogPrefix, latestPointOfSource } from "../../runtime/engine/catalog.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { createEpoch, epochName } from "../../runtime/engine/keyring.ts";
 import { VaultLock } from "../../runtime/engine/locks.ts";
@@ -169,4 +170,19 @@ test("an epoch object deleted while prune writes its index under it makes prune 
   const report = await verifiedAfresh(store);
   expect(report.problems).toEqual([]);
   expect(report.points).toBe(1);
+});
+
+test("a point whose catalog entry was deleted is named by verify, and prune writes the entry again so lookups find it", async () => {
+  const store = new LocalFolderStore(path.join(root, "entry-deleted"));
+  const vault = await Vault.init(store, provider);
+  await backupDisk(vault, smallDisk(), disk("v"));
+  const newer = await backupDisk(vault, smallDisk(), disk("v"));
+  await store.delete(catalogEntryName(vault, newer)!);
+
+  const before = await verifiedAfresh(store);
+  expect(before.problems).toEqual([expect.stringContaining(`point ${newer.id} has no catalog entry`)]);
+
+  await pruneWhile(store, async () => {});
+  expect((await verifiedAfresh(store)).problems).toEqual([]);
+  expect((await latestPointOfSource(await Vault.open(store, provider, { loadIndex: false }), newer))?.id).toBe(newer.id);
 });
