@@ -10,6 +10,7 @@
  *   - a rotation landing while prune writes its index objects, and an epoch object deleted then:
  *     every point must still restore for a fresh opener;
  *   - a point's entry deleted: verify must name the point, and prune write the entry again;
+ *   - a disk's ARM id written in other case by another caller: one source, one latest point;
  *   - an entry planted with a future time naming the source's older point: "latest" stays the real
  *     latest.
  */
@@ -185,4 +186,17 @@ test("a point whose catalog entry was deleted is named by verify, and prune writ
   await pruneWhile(store, async () => {});
   expect((await verifiedAfresh(store)).problems).toEqual([]);
   expect((await latestPointOfSource(await Vault.open(store, provider, { loadIndex: false }), newer))?.id).toBe(newer.id);
+});
+
+test("a disk whose ARM id another caller writes in other case is one source: its latest point is found whichever case asks", async () => {
+  const store = new LocalFolderStore(path.join(root, "arm-case"));
+  const vault = await Vault.init(store, provider);
+  await backupDisk(vault, smallDisk(), disk("Data-Disk"));
+  const upper: PointDescription = { kind: "disk", source: { type: "azure-managed-disk", path: `${DISKS}/Data-Disk`.toUpperCase() } };
+  const newer = await backupDisk(vault, smallDisk(), upper);
+
+  const reader = await Vault.open(store, provider, { loadIndex: false });
+  for (const id of [`${DISKS}/data-disk`, `${DISKS}/Data-Disk`]) {
+    expect((await latestPointOfSource(reader, { kind: "disk", source: { type: "azure", path: id } }))?.id).toBe(newer.id);
+  }
 });
