@@ -225,6 +225,8 @@ const EPOCH_FIELDS = ["version", "epoch", "keyId", "created", "wrapped"];
 /** Far more than any vault rotates; a store holding more was written by something else. */
 const MAX_EPOCH_OBJECTS = 10_000;
 const MAX_EPOCH_OBJECT_BYTES = 4096;
+/** The highest number a ten-digit epoch name holds. */
+const MAX_EPOCH_NUMBER = 9_999_999_999;
 
 export interface Epoch {
   /** The object's name: `epochs/<n>`, or `epochs/from-<key id>` for a key a copy brought. */
@@ -381,6 +383,13 @@ export function addEpochs(ring: DataKeyring, epochs: Epochs): void {
  * number first, this one fails and says so (exit 7), so the vault never has two newest epochs.
  */
 export async function createEpoch(store: ObjectStore, master: MasterKeys, vaultId: string, epoch: number): Promise<Epoch> {
+  // Past ten digits the name is no epoch's (epochNumberOf): every opener would refuse the new epoch and keep sealing under the old key.
+  if (epoch > MAX_EPOCH_NUMBER) {
+    throw new IntegrityError(
+      `the vault at ${store.location} holds ${epochName(epoch - 1)}, the last number an epoch can take, so no rotation can make a newer epoch. ` +
+        "Rotations number epochs one by one: it was written by something else (`bulwark verify` says whether it is refused). Investigate, remove it, and rotate again",
+    );
+  }
   try {
     return await writeEpochObject(store, master, vaultId, epochName(epoch), epoch, randomBytes(32));
   } catch (error) {

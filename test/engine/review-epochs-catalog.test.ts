@@ -9,6 +9,8 @@
  *     vault whose points have no entries: the lookup must still find its points;
  *   - a rotation landing while prune writes its index objects, and an epoch object deleted then:
  *     every point must still restore for a fresh opener;
+ *   - an object planted as the last ten-digit epoch number: a rotation must not report an epoch
+ *     that every opener refuses (new data would stay under the old key);
  *   - a point's entry deleted: verify must name the point, and prune write the entry again;
  *   - a disk's ARM id written in other case by another caller: one source, one latest point;
  *   - an entry planted with a future time naming the source's older point: "latest" stays the real
@@ -30,6 +32,8 @@ import { LocalFolderStore } from "../../runtime/store/local.ts";
 import type { ObjectStore } from "../../runtime/store/store.ts";
 import { StoreView } from "../support/store-view.ts";
 import { tempFolder } from "../cli/vaults.ts";
+import { rotateDataKey } from "../../runtime/cli/key-action.ts";
+import { isKeyring } from "../../runtime/engine/crypto.ts";
 
 const provider = new PassphraseProvider("review of epochs and catalog");
 const DISKS = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/disks";
@@ -199,4 +203,16 @@ test("a disk whose ARM id another caller writes in other case is one source: its
   for (const id of [`${DISKS}/data-disk`, `${DISKS}/Data-Disk`]) {
     expect((await latestPointOfSource(reader, { kind: "disk", source: { type: "azure", path: id } }))?.id).toBe(newer.id);
   }
+});
+
+test("an object planted as epochs/9999999999 makes a rotation fail naming it, instead of reporting an epoch every opener refuses while new data stays under the old key", async () => {
+  const store = new LocalFolderStore(path.join(root, "epoch-overflow"));
+  const vault = await Vault.init(store, provider);
+  await store.create("epochs/9999999999", Buffer.from("planted"));
+
+  await expect(rotateDataKey(await Vault.open(store, provider, { loadIndex: false }))).rejects.toThrow(/epochs\/9999999999/);
+
+  const fresh = await Vault.open(store, provider, { loadIndex: false });
+  expect(fresh.epochs.refused.map((r) => r.name)).toEqual(["epochs/9999999999"]);
+  expect(isKeyring(fresh.master.dataKey) && fresh.master.dataKey.sealingKeyId).toBe(isKeyring(vault.master.dataKey) && vault.master.dataKey.sealingKeyId);
 });
