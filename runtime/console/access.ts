@@ -1,9 +1,10 @@
 /**
  * Who may use the console, and proof that a form came from the console's own page.
  *
- * Locally (`--auth token`, the default) the console prints a URL holding a random 256-bit token; a
- * request bearing it gets an HttpOnly, SameSite=Strict session cookie and is redirected to the same
- * page without the token (so it leaves the address bar and the history). Every other request needs
+ * Locally (`--auth token`, the default) the console prints a URL holding a random 256-bit token; the
+ * first request bearing it gets an HttpOnly, SameSite=Strict session cookie and is redirected to the
+ * same page without the token (so it leaves the address bar and the history); after that the token
+ * lets in only the browser holding that session. Every other request needs
  * that cookie. Deployed (`--auth entra`), Container Apps' built-in authentication stands in front of
  * the app and passes the signed-in user's name in X-MS-CLIENT-PRINCIPAL-NAME. Its middleware
  * "injects identity information into HTTP request headers", and "external requests aren't allowed
@@ -56,6 +57,8 @@ export class AccessControl {
   /** The URL token (token mode). */
   readonly token: string;
   private readonly sessions = new Map<string, Session>();
+  /** Whether a browser has entered with the URL token (token mode). */
+  private tokenSpent = false;
   private readonly secure: boolean;
 
   constructor(mode: AuthMode, options: { secureCookie?: boolean } = {}) {
@@ -72,6 +75,10 @@ export class AccessControl {
     const offered = url.searchParams.get("token");
     if (offered !== null) {
       if (!sameSecret(offered, this.token)) return { kind: "refused", why: "the token in the address is not this console's" };
+      // One browser signs in with the token, once: the printed URL read later (terminal scrollback,
+      // a browser's command line in ps, history) lets no one else in. That browser may open it again.
+      if (this.tokenSpent && !session) return { kind: "refused", why: "the token in the address was used already (it signs in one browser, once)" };
+      this.tokenSpent = true;
       url.searchParams.delete("token");
       // A path that starts with // after dot segments are resolved (/.//evil.example) would be read
       // by the browser as another host: the redirect keeps one leading slash, so it stays here.

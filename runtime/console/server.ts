@@ -128,7 +128,7 @@ export class ConsoleApp {
     const how =
       this.options.access.mode === "entra"
         ? html`<p>Sign in through the console's address: Container Apps authentication (Microsoft Entra ID) lets in the people the customer's tenant allows.</p>`
-        : html`<p>Open the address <code>bulwark console</code> printed when it started (it holds a one-time access token), in this browser. Restarting the console prints a new one.</p>`;
+        : html`<p>Open the address <code>bulwark console</code> printed when it started (it holds a one-time access token: the first browser to open it is signed in), in this browser. Restarting the console prints a new one.</p>`;
     send(response, 401, "text/html; charset=utf-8", page("Not signed in", "", html`${messagePage(`This console needs a session: ${why}.`)}${how}`), {
       "WWW-Authenticate": this.options.access.mode === "entra" ? "Bearer" : 'Cookie realm="bulwark console"',
     });

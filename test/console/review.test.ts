@@ -16,7 +16,7 @@ import type { Vault } from "../../runtime/engine/vault.ts";
 import type { Fleet } from "../../runtime/jobs/submit.ts";
 import { newJobId } from "../../runtime/jobs/records.ts";
 import { encodeKey } from "../../runtime/jobs/storage.ts";
-import { loadPolicies } from "../../runtime/policy/policy.ts";
+import { loadPolicies, type Policy } from "../../runtime/policy/policy.ts";
 import { startConsole, type StartedConsole } from "../../runtime/console/command.ts";
 import { Azurite } from "../support/azurite.ts";
 import { trackFolder } from "../support/cleanup.ts";
@@ -34,6 +34,7 @@ let azurite: Azurite;
 let fleet: Fleet;
 let vault: Vault;
 let console_: StartedConsole;
+let policies: Policy[];
 let cookie = "";
 let csrf = "";
 const points = { item: "", other: "" };
@@ -63,8 +64,25 @@ async function itemRecord(itemId: string): Promise<void> {
 async function enter(): Promise<{ cookie: string; csrf: string }> {
   const entered = await fetch(console_.entryUrl, { redirect: "manual" });
   const session = entered.headers.get("set-cookie")!.split(";")[0];
-  const item = await (await fetch(`${console_.url}/item?id=${encodeURIComponent(ITEM)}`, { headers: { cookie: session } })).text();
-  return { cookie: session, csrf: /name="csrf" value="([^"]+)"/.exec(item)![1] };
+  return { cookie: session, csrf: await csrfOf(console_, { cookie: session }) };
+}
+
+async function csrfOf(running: StartedConsole, headers: Record<string, string>): Promise<string> {
+  const item = await (await fetch(`${running.url}/item?id=${encodeURIComponent(ITEM)}`, { headers })).text();
+  return /name="csrf" value="([^"]+)"/.exec(item)![1];
+}
+
+/** Another console over the same fleet and vault, for the while of `use` (a fresh token, or entra mode). */
+async function withConsole(auth: "token" | "entra", use: (running: StartedConsole) => Promise<void>): Promise<void> {
+  const running = await startConsole({
+    fleet, policies, env: {}, readAgents: async () => [], openVault: async () => vault,
+    settings: { listen: { host: "127.0.0.1", port: 0, loopback: auth === "token" }, auth },
+  });
+  try {
+    await use(running);
+  } finally {
+    await running.close();
+  }
 }
 
 /** A page's text with the console's character references (&#39; and the like) read back. */
@@ -92,9 +110,10 @@ async function countJobs(): Promise<number> {
 }
 
 /** A raw request (fetch does not let a caller set Host, or send a path fetch would normalize). */
-function rawRequest(options: { path: string; method?: string; headers?: Record<string, string | number>; body?: Buffer }): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+function rawRequest(options: { port?: number; path: string; method?: string; headers?: Record<string, string | number>; body?: Buffer }): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   return new Promise((resolve, reject) => {
-    const request = httpRequest({ host: "127.0.0.1", port: console_.port, path: options.path, method: options.method ?? "GET", headers: { host: `127.0.0.1:${console_.port}`, cookie, ...options.headers } }, (response) => {
+    const port = options.port ?? console_.port;
+    const request = httpRequest({ host: "127.0.0.1", port, path: options.path, method: options.method ?? "GET", headers: { host: `127.0.0.1:${port}`, cookie, ...options.headers } }, (response) => {
       const parts: Buffer[] = [];
       response.on("data", (part: Buffer) => parts.push(part));
       response.on("end", () => resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(parts).toString("utf8") }));
@@ -117,8 +136,9 @@ beforeAll(async () => {
   await itemRecord(OTHER);
   const policyFile = path.join(dir, "daily.yaml");
   await writeFile(policyFile, `name: daily\nvault: ${vaultDir}\nprotect:\n  resources:\n    - ${ITEM}\n    - ${OTHER}\nschedule:\n  every: 1d\nretention:\n  last: 5\n`);
+  policies = await loadPolicies([policyFile]);
   console_ = await startConsole({
-    fleet, policies: await loadPolicies([policyFile]), env: {}, readAgents: async () => [], openVault: async () => vault,
+    fleet, policies, env: {}, readAgents: async () => [], openVault: async () => vault,
     settings: { listen: { host: "127.0.0.1", port: 0, loopback: true }, auth: "token" },
   });
   ({ cookie, csrf } = await enter());
@@ -136,17 +156,47 @@ describe("the console under attack", () => {
   });
 
   it("a session id planted in the browser (fixation) is not adopted: entering with the token issues a fresh one", async () => {
-    const planted = "bulwark_console=attacker-chosen-session-id";
-    const entered = await fetch(console_.entryUrl, { headers: { cookie: planted }, redirect: "manual" });
-    expect(entered.status).toBe(303);
-    expect(entered.headers.get("set-cookie")).not.toContain("attacker-chosen-session-id");
-    expect((await fetch(`${console_.url}/jobs`, { headers: { cookie: planted } })).status).toBe(401);
+    await withConsole("token", async (running) => {
+      const planted = "bulwark_console=attacker-chosen-session-id";
+      const entered = await fetch(running.entryUrl, { headers: { cookie: planted }, redirect: "manual" });
+      expect(entered.status).toBe(303);
+      expect(entered.headers.get("set-cookie")).not.toContain("attacker-chosen-session-id");
+      expect((await fetch(`${running.url}/jobs`, { headers: { cookie: planted } })).status).toBe(401);
+    });
   });
+
+  it("the printed token signs in once: a second browser (or someone who read the URL later) is refused, the first browser coming back with it keeps its session", async () => {
+    const again = await fetch(console_.entryUrl, { redirect: "manual" });
+    expect(again.status).toBe(401);
+    expect(await pageText(again)).toContain("was used already");
+    // The operator's own browser opening the printed address again is simply let in (no new session).
+    const back = await fetch(console_.entryUrl, { headers: { cookie }, redirect: "manual" });
+    expect(back.status).toBe(303);
+    expect(back.headers.get("set-cookie")?.split(";")[0] ?? cookie).toBe(cookie);
+    expect((await get("/jobs")).status).toBe(200);
+  });
+
   it("a restore posted with another session's CSRF token, or none, is refused (403) and submits no job", async () => {
-    const other = await enter();
     const before = await countJobs();
     const target = disk("app-data-copy");
-    expect((await postRestore({ target }, { cookie, csrf: other.csrf })).status).toBe(403);
+    // Two signed-in users of a deployed console: one's form token is worth nothing in the other's session.
+    await withConsole("entra", async (entra) => {
+      const as = (who: string) => ({ "X-MS-CLIENT-PRINCIPAL-NAME": who });
+      const first = await fetch(`${entra.url}/`, { headers: as("alice@contoso.example") });
+      const aliceCookie = first.headers.get("set-cookie")!.split(";")[0];
+      const aliceCsrf = await csrfOf(entra, { ...as("alice@contoso.example"), cookie: aliceCookie });
+      const mallory = await fetch(`${entra.url}/restore`, {
+        method: "POST", headers: { ...as("mallory@contoso.example"), "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ csrf: aliceCsrf, kind: "resource", item: ITEM, point: points.item, target }),
+      });
+      expect(mallory.status).toBe(403);
+      // Alice's cookie in Mallory's request is not Alice's session either.
+      const borrowed = await fetch(`${entra.url}/restore`, {
+        method: "POST", headers: { ...as("mallory@contoso.example"), cookie: aliceCookie, "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ csrf: aliceCsrf, kind: "resource", item: ITEM, point: points.item, target }),
+      });
+      expect(borrowed.status).toBe(403);
+    });
     const bare = await fetch(`${console_.url}/restore`, { method: "POST", headers: { cookie, "content-type": "application/x-www-form-urlencoded" }, body: new URLSearchParams({ kind: "resource", item: ITEM, point: points.item, target }) });
     expect(bare.status).toBe(403);
     // A page of another site posting a form: the cookie stays home (SameSite=Strict), so no session at all.
@@ -204,10 +254,12 @@ describe("the console under attack", () => {
   it("the token URL cannot send the browser to another site after signing in (no open redirect)", async () => {
     // The address parser resolves dot segments after reading the host: these paths become //evil.example/.
     for (const trick of ["/.//evil.example/", "/a/..//evil.example/", "/%2e//evil.example", "/./\\evil.example", "//evil.example/"]) {
-      const entered = await rawRequest({ path: `${trick}?token=${console_.access.token}`, headers: { cookie: "" } });
-      expect(entered.status, trick).toBe(303);
-      const location = String(entered.headers.location);
-      expect(new URL(location, console_.url).origin, `${trick} -> ${location}`).toBe(console_.url);
+      await withConsole("token", async (running) => {
+        const entered = await rawRequest({ port: running.port, path: `${trick}?token=${running.access.token}`, headers: { cookie: "" } });
+        expect(entered.status, trick).toBe(303);
+        const location = String(entered.headers.location);
+        expect(new URL(location, running.url).origin, `${trick} -> ${location}`).toBe(running.url);
+      });
     }
   });
 
