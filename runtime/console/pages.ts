@@ -77,8 +77,12 @@ export function selectItems(rows: StatusRow[], query: ItemsQuery): StatusRow[] {
   return picked;
 }
 
+/** Rows the Protected items page shows at most: a fleet of thousands still gives a page a browser renders at once. */
+export const ITEMS_SHOWN = 500;
+
 export function itemsPage(rows: StatusRow[], unreadable: Unreadable[], query: ItemsQuery): Markup {
-  const shown = selectItems(rows, query);
+  const matching = selectItems(rows, query);
+  const shown = matching.slice(0, ITEMS_SHOWN);
   const counts = PROTECTIONS.map((p) => [p, rows.filter((r) => r.protection === p).length] as const);
   const sortLink = (key: string, label: string) => {
     const active = query.sort === key;
@@ -93,8 +97,9 @@ export function itemsPage(rows: StatusRow[], unreadable: Unreadable[], query: It
 <input type="hidden" name="sort" value="${query.sort}">
 <button type="submit">Apply</button> <a href="/">Clear</a>
 </form>
+${matching.length > shown.length ? html`<p class="note">Only the first ${shown.length} of the ${matching.length} items that match are shown: narrow them with the filter or the RPO state.</p>` : ""}
 ${table(
-  `${shown.length} of ${rows.length} protected items`,
+  `${matching.length} of ${rows.length} protected items${matching.length > shown.length ? ` (the first ${shown.length} shown)` : ""}`,
   ITEM_COLUMNS.map(([key, label]) => sortLink(key, label)),
   shown.map((r) => [
     html`<a href="${href("/item", { id: r.item })}">${shortName(r.item)}</a>`,

@@ -296,4 +296,19 @@ describe("the console under attack", () => {
     expect(jobs.match(/<tr><th scope="row">/g)?.length ?? 0).toBeLessThanOrEqual(200);
     expect(jobs).toMatch(/Only the newest 200 jobs are shown here; older ones are left out/);
   });
+
+  it("a fleet of 600 items gives a bounded Protected items page: the first 500 rows of the filter, a note saying so, and the counts of all 600", async () => {
+    const now = Date.now();
+    const rows = Array.from({ length: 600 }, (_, i) => ({ partitionKey: "item", rowKey: encodeKey(disk(`bulk-${String(i).padStart(4, "0")}`)), kind: "disk", region: "westeurope", policy: "daily", state: "idle", lastGoodAt: now }));
+    for (let i = 0; i < rows.length; i += 100) {
+      await fleet.items.table.submitTransaction(rows.slice(i, i + 100).map((entity) => ["create", entity]));
+    }
+    const page = await pageText(await get("/"));
+    expect(page.match(/<tr><th scope="row">/g)?.length ?? 0).toBe(500);
+    expect(page).toContain("Only the first 500 of the 602 items that match are shown");
+    expect(page).toMatch(/state-ok">ok<\/span> 602/);
+    const filtered = await pageText(await get("/?q=bulk-059"));
+    expect(filtered.match(/<tr><th scope="row">/g)?.length ?? 0).toBe(10);
+    expect(filtered).not.toContain("Only the first");
+  });
 });
