@@ -285,6 +285,19 @@ describe("the console under attack", () => {
     for (const link of links) expect(link, link).toMatch(/^\/(?!\/)/);
   });
 
+  it("a job and report written by someone with write access to the tables (markup and javascript: in its item, machine, error, output and point) render as text, every link on the console", async () => {
+    const jobId = newJobId(Date.now() + 60_000);
+    const hostile = `"><img src=x onerror=alert(1)>`;
+    await fleet.jobs.table.createEntity({ partitionKey: "job", rowKey: jobId, machine: `<script>alert(2)</script>`, itemId: "javascript:alert(3)", itemKind: "disk", region: hostile, policy: "daily", status: "failed", state: hostile, input: "{}", error: `<a href="javascript:alert(4)">retry</a>`, createdAt: Date.now(), startedAt: Date.now(), endedAt: Date.now(), runs: 1 });
+    await fleet.reports.write({ jobId, machine: "backup", item: ITEM, kind: "disk", region: "westeurope", policy: "daily", start: "", end: "", outcome: "failed", error: "", bytesRead: 1, bytesNew: 1, bytesStored: 1, dedupRatio: null, pointId: hostile, output: `javascript:alert(5)${hostile}`, runs: 1 });
+    const page = await (await get("/jobs")).text();
+    expect(page).toContain(jobId);
+    expect(page).not.toMatch(/<img|<script>alert|<a href="javascript/);
+    const links = [...page.matchAll(/\b(?:href|action|src)="([^"]*)"/g)].map((m) => m[1]);
+    for (const link of links) expect(link, link).toMatch(/^\/(?!\/)/);
+    expect(await pageText(await get("/jobs"))).toContain(`<a href="javascript:alert(4)">retry</a>`);
+  });
+
   it("a jobs table longer than a page (300 jobs) gives a bounded Jobs page: the newest 200 rows, and a note that older ones are left out", async () => {
     const job = { partitionKey: "job", machine: "backup", itemId: OTHER, itemKind: "disk", region: "westeurope", policy: "daily", status: "succeeded", state: "", input: "{}", error: "", createdAt: Date.now(), startedAt: Date.now(), endedAt: Date.now(), runs: 1 };
     const now = Date.now();
