@@ -150,9 +150,14 @@ afterAll(async () => {
 });
 
 describe("the console under attack", () => {
-  it("a forged X-MS-CLIENT-PRINCIPAL-NAME is worth nothing in token mode: no session, 401", async () => {
+  it("a forged X-MS-CLIENT-PRINCIPAL-NAME is worth nothing in token mode (401); in entra mode the name shows as text", async () => {
     const forged = await fetch(`${console_.url}/jobs`, { headers: { "X-MS-CLIENT-PRINCIPAL-NAME": "admin@contoso.example" } });
     expect(forged.status).toBe(401);
+    // Deployed, the name Container Apps passes is shown as text, whatever it holds.
+    await withConsole("entra", async (entra) => {
+      const page = await (await fetch(`${entra.url}/`, { headers: { "X-MS-CLIENT-PRINCIPAL-NAME": "<img src=x onerror=alert(1)>" } })).text();
+      expect(page).toContain(`<span class="who">&#60;img src=x onerror=alert(1)&#62;</span>`);
+    });
   });
 
   it("a session id planted in the browser (fixation) is not adopted: entering with the token issues a fresh one", async () => {
