@@ -1,7 +1,7 @@
 /** The commands: each parses its options, opens what it needs, and prints its result. */
 import { UsageError, describeError } from "../errors.ts";
 import { backupDisk, backupFileStream } from "../engine/backup.ts";
-import { CodecPool } from "../engine/codec-pool.ts";
+import { CodecPool, prestartCodecThreads } from "../engine/codec-pool.ts";
 import { listKeyObjects, writeKeyObject, configDigest } from "../engine/keyring.ts";
 import { STALE_AFTER_MS, VaultLock, removeAllLocks } from "../engine/locks.ts";
 import type { PointManifest } from "../engine/point.ts";
@@ -242,6 +242,7 @@ export const commands: Record<string, Command> = {
       const source = await inspectLocalSource(sourcePath, forced as LocalKind | undefined);
       if (source.kind === "tree") return backupFolderCommand(await openVault(values), source.path, values, tags, print, pointSummary);
       if (values.exclude !== undefined) throw new UsageError("--exclude leaves out paths of a folder; the SOURCE is not one");
+      prestartCodecThreads(); // they start while the vault's keys are derived
       const vault = await openVault(values);
       const progress = createProgress("backup", source.size, showProgress(values));
       let point: PointManifest;
@@ -349,6 +350,7 @@ export const commands: Record<string, Command> = {
         progress.done();
         return code;
       }
+      prestartCodecThreads(); // they start while the vault's keys are derived
       const vault = await openVault(values);
       if (isAzureTarget(destination)) {
         const kind = azureTargetKind(destination);

@@ -17,7 +17,7 @@ import { IntegrityError } from "../errors.ts";
 import { blockIds } from "./block-ids.ts";
 import { secretKey } from "./crypto.ts";
 import { decodeChunk, decodeChunkInto, encodeChunk, type ChunkKeys, type EncodedChunk } from "./chunk-codec.ts";
-import type { CodecRequest, CodecResponse, DecodeItem, EncodeItem } from "./codec-worker.ts";
+import type { CodecRequest, CodecResponse, DecodeItem, EncodeItem, WorkerKeys } from "./codec-worker.ts";
 import { ZstdInto } from "./zstd-into.ts";
 
 export type { DecodeItem, EncodeItem };
@@ -53,6 +53,48 @@ function asBuffer(view: Uint8Array): Buffer {
   return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
 }
 
+function defaultThreads(): number {
+  return Math.min(os.availableParallelism(), 8);
+}
+
+function startWorker(keys: WorkerKeys | undefined): Worker {
+  // Node's module compile cache (cli/main.ts turns it on) reaches a worker thread only through
+  // this variable: without it each thread strips its modules' TypeScript types anew, about half
+  // of its start-up (0.47 against 0.22-0.26 CPU s for two threads, measured here).
+  const compileCache = getCompileCacheDir();
+  const worker = new Worker(new URL("./codec-worker.ts", import.meta.url), {
+    env: compileCache ? { ...process.env, NODE_COMPILE_CACHE: compileCache } : process.env,
+    workerData: keys,
+    // The workers hold little on their heaps (their buffers are external and handed back):
+    // small heaps keep a long run's memory flat instead of growing with GC slack.
+    resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 },
+  });
+  worker.unref();
+  return worker;
+}
+
+/** Threads started before their pool's keys were known (prestartCodecThreads), waiting for a pool. */
+const startedAhead: Worker[] = [];
+
+/**
+ * Starts the codec threads a pool will take, before the keys are known: a command calls this
+ * before it derives the vault's keys (scrypt, 0.4 s or more), and a thread's start-up (about
+ * 0.2 s here, on the restore's critical path) happens meanwhile. A thread that dies before a pool
+ * takes it is forgotten; one never taken ends with the process.
+ */
+export function prestartCodecThreads(threads = defaultThreads()): void {
+  for (let i = startedAhead.length; i < threads; i++) {
+    const worker = startWorker(undefined);
+    // A thread that fails to start reports it here, then exits (below), before any pool has it.
+    worker.on("error", () => {});
+    worker.on("exit", () => {
+      const at = startedAhead.indexOf(worker);
+      if (at >= 0) startedAhead.splice(at, 1);
+    });
+    startedAhead.push(worker);
+  }
+}
+
 export class CodecPool {
   private readonly workers: Worker[] = [];
   private readonly pending = new Map<number, Pending>();
@@ -75,7 +117,7 @@ export class CodecPool {
   constructor(keys: ChunkKeys, options: { threads?: number; zstdLevel?: number } = {}) {
     this.keys = keys;
     this.zstdLevel = options.zstdLevel ?? 3;
-    const threads = options.threads ?? Math.min(os.availableParallelism(), 8);
+    const threads = options.threads ?? defaultThreads();
     for (let i = 0; i < threads; i++) {
       this.workers.push(this.spawn(i));
       this.held.push(new Set());
@@ -83,20 +125,15 @@ export class CodecPool {
     }
   }
 
-  /** Starts the worker thread of slot `slot`; when it dies, its batches fail and a new one takes the slot. */
+  /**
+   * Gives slot `slot` a worker thread (one started ahead if there is one, told the keys first);
+   * when it dies, its batches fail and a new one takes the slot.
+   */
   private spawn(slot: number): Worker {
-    // Node's module compile cache (cli/main.ts turns it on) reaches a worker thread only through
-    // this variable: without it each thread strips its modules' TypeScript types anew, about half
-    // of its start-up (0.47 against 0.22-0.26 CPU s for two threads, measured here).
-    const compileCache = getCompileCacheDir();
-    const worker = new Worker(new URL("./codec-worker.ts", import.meta.url), {
-      env: compileCache ? { ...process.env, NODE_COMPILE_CACHE: compileCache } : process.env,
-      workerData: { dataKey: this.keys.dataKey, idKey: this.keys.idKey, format: this.keys.format, zstdLevel: this.zstdLevel },
-      // The workers hold little on their heaps (their buffers are external and handed back):
-      // small heaps keep a long run's memory flat instead of growing with GC slack.
-      resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 },
-    });
-    worker.unref();
+    const workerKeys: WorkerKeys = { dataKey: this.keys.dataKey, idKey: this.keys.idKey, format: this.keys.format, zstdLevel: this.zstdLevel };
+    const ahead = startedAhead.shift();
+    const worker = ahead ?? startWorker(workerKeys);
+    if (ahead) worker.postMessage({ seq: -1, op: "keys", keys: workerKeys } satisfies CodecRequest);
     let failure: Error | undefined;
     worker.on("message", (response: CodecResponse) => this.settle(slot, response));
     // An uncaught error (or running out of heap) ends the thread: "exit" follows and says it.

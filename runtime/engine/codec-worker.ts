@@ -4,15 +4,33 @@
  * comes in batches over one transferred buffer (a read slab, or a range of a pack), so a batch of
  * dozens of chunks costs one message each way and no copy of its input.
  */
+import { KeyObject } from "node:crypto";
 import { parentPort, workerData } from "node:worker_threads";
 import { blockIds } from "./block-ids.ts";
 import { decodeChunk, decodeChunkInto, encodeChunk } from "./chunk-codec.ts";
-import { importDataKey, secretKey, type DataKey, type SealFormat } from "./crypto.ts";
+import { importDataKey, secretKey, type DataKey, type SealFormat, type SecretKey } from "./crypto.ts";
 import { ZstdInto } from "./zstd-into.ts";
 
-const given = workerData as { dataKey: DataKey; idKey: Uint8Array; format: SealFormat | undefined; zstdLevel: number };
+/** What a thread needs to work: in its workerData, or (a thread started ahead, see prestartCodecThreads) in its first message. */
+export interface WorkerKeys {
+  dataKey: DataKey;
+  idKey: SecretKey;
+  format: SealFormat | undefined;
+  zstdLevel: number;
+}
+
 // Imported once: passing raw key bytes to every cipher and HMAC costs a key import each time.
-const keys = { dataKey: importDataKey(given.dataKey), idKey: secretKey(given.idKey), format: given.format, zstdLevel: given.zstdLevel };
+function importKeys(given: WorkerKeys) {
+  const idKey = given.idKey instanceof KeyObject ? given.idKey : secretKey(given.idKey);
+  return { dataKey: importDataKey(given.dataKey), idKey, format: given.format, zstdLevel: given.zstdLevel };
+}
+
+let imported = workerData ? importKeys(workerData as WorkerKeys) : undefined;
+
+function keys(): ReturnType<typeof importKeys> {
+  if (!imported) throw new Error("a codec worker thread was given work before its keys");
+  return imported;
+}
 
 export interface EncodeItem {
   id: Uint8Array;
@@ -32,7 +50,8 @@ export type CodecRequest =
   | { seq: number; op: "encode"; type: number; buffer: Uint8Array; items: EncodeItem[] }
   | { seq: number; op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string; checkId: boolean }
   | { seq: number; op: "decodeInto"; buffer: Uint8Array; items: DecodeItem[]; where: string; output: ArrayBuffer }
-  | { seq: number; op: "hashBlocks"; buffer: Uint8Array; blockSize: number };
+  | { seq: number; op: "hashBlocks"; buffer: Uint8Array; blockSize: number }
+  | { seq: number; op: "keys"; keys: WorkerKeys };
 
 export type CodecResponse =
   | { seq: number; ok: true; op: "encode"; sealed: Uint8Array[]; compressed: boolean[] }
@@ -64,7 +83,7 @@ function decodeInto(request: Extract<CodecRequest, { op: "decodeInto" }>): Codec
   for (const item of request.items) {
     try {
       const sealed = request.buffer.subarray(item.offset, item.offset + item.length);
-      decodeChunkInto(keys, item.type, item.id, sealed, item.rawLength, request.where, output, at, zstd);
+      decodeChunkInto(keys(), item.type, item.id, sealed, item.rawLength, request.where, output, at, zstd);
       errors.push(null);
       integrity.push(false);
     } catch (error) {
@@ -78,8 +97,10 @@ function decodeInto(request: Extract<CodecRequest, { op: "decodeInto" }>): Codec
 
 parentPort!.on("message", (request: CodecRequest) => {
   try {
-    if (request.op === "hashBlocks") {
-      const ids = blockIds(keys.idKey, request.buffer, request.blockSize);
+    if (request.op === "keys") {
+      imported = importKeys(request.keys);
+    } else if (request.op === "hashBlocks") {
+      const ids = blockIds(keys().idKey, request.buffer, request.blockSize);
       const response: CodecResponse = { seq: request.seq, ok: true, op: "hashBlocks", buffer: request.buffer, ids };
       parentPort!.postMessage(response, [request.buffer.buffer as ArrayBuffer, ids.buffer as ArrayBuffer]);
     } else if (request.op === "decodeInto") {
@@ -90,7 +111,7 @@ parentPort!.on("message", (request: CodecRequest) => {
       const compressed: boolean[] = [];
       for (const item of request.items) {
         const raw = request.buffer.subarray(item.offset, item.offset + item.length);
-        const encoded = encodeChunk(keys, request.type, item.id, raw, keys.zstdLevel);
+        const encoded = encodeChunk(keys(), request.type, item.id, raw, keys().zstdLevel);
         sealed.push(encoded.sealed);
         compressed.push(encoded.compressed);
       }
@@ -102,7 +123,7 @@ parentPort!.on("message", (request: CodecRequest) => {
       for (const item of request.items) {
         try {
           const sealed = request.buffer.subarray(item.offset, item.offset + item.length);
-          raws.push(decodeChunk(keys, item.type, item.id, sealed, item.rawLength, request.where, { checkId: request.checkId }));
+          raws.push(decodeChunk(keys(), item.type, item.id, sealed, item.rawLength, request.where, { checkId: request.checkId }));
           errors.push(null);
           integrity.push(false);
         } catch (error) {

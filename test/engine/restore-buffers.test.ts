@@ -13,7 +13,7 @@ import { zstdCompressSync } from "node:zlib";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { backupDisk, backupFileStream } from "../../runtime/engine/backup.ts";
 import type { BlockSource } from "../../runtime/engine/backup-blocks.ts";
-import { CodecPool } from "../../runtime/engine/codec-pool.ts";
+import { CodecPool, prestartCodecThreads } from "../../runtime/engine/codec-pool.ts";
 import type { PointManifest } from "../../runtime/engine/point.ts";
 import { restoreContent } from "../../runtime/engine/restore.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
@@ -134,6 +134,16 @@ test("two restores at once through one pool share no output buffer: each gets it
   const [a, b] = await Promise.all([restoreToFile(diskPoint, pool, "disk-twice.img"), restoreToFile(filePoint, pool, "file-twice.bin")]);
   expect(a.equals(disk)).toBe(true);
   expect(b.equals(file)).toBe(true);
+});
+
+test("codec threads started before the vault's keys are known are taken by the next pool, told its keys, and restore its point", async () => {
+  prestartCodecThreads(2);
+  const late = new CodecPool(vault.master, { threads: 2, zstdLevel: vault.config.zstdLevel });
+  try {
+    expect((await restoreToFile(diskPoint, late, "disk-prestarted.img")).equals(disk)).toBe(true);
+  } finally {
+    await late.close();
+  }
 });
 
 test("a chunk larger than the reused output buffers (a vault of 16 MiB blocks) restores through a buffer of its own", async () => {
