@@ -77,8 +77,10 @@ async function readBody(request: IncomingMessage): Promise<URLSearchParams> {
   return new URLSearchParams(Buffer.concat(parts).toString("utf8"));
 }
 
-function isLoopbackHost(host: string | undefined, port: number): boolean {
-  return host !== undefined && [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`].includes(host.toLowerCase());
+/** The loopback names a request may give: the usual ones and the address the console printed (--listen 127.0.0.2:PORT). */
+function isLoopbackHost(host: string | undefined, port: number, boundTo: string): boolean {
+  const printed = boundTo.includes(":") ? `[${boundTo}]` : boundTo;
+  return host !== undefined && [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, `${printed.toLowerCase()}:${port}`].includes(host.toLowerCase());
 }
 
 export class ConsoleApp {
@@ -112,7 +114,7 @@ export class ConsoleApp {
 
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     try {
-      if (this.options.loopback && !isLoopbackHost(request.headers.host, this.port)) throw new HttpError(421, "this console answers only at the loopback address it printed");
+      if (this.options.loopback && !isLoopbackHost(request.headers.host, this.port, this.options.host)) throw new HttpError(421, "this console answers only at the loopback address it printed");
       const url = new URL(request.url ?? "/", "http://console");
       const access = this.options.access.check(request, url);
       if (access.kind === "refused") return this.refuse(response, access.why);

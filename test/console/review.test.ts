@@ -17,7 +17,7 @@ import type { Fleet } from "../../runtime/jobs/submit.ts";
 import { newJobId } from "../../runtime/jobs/records.ts";
 import { encodeKey } from "../../runtime/jobs/storage.ts";
 import { loadPolicies, type Policy } from "../../runtime/policy/policy.ts";
-import { startConsole, type StartedConsole } from "../../runtime/console/command.ts";
+import { consoleSettings, startConsole, type StartedConsole } from "../../runtime/console/command.ts";
 import { Azurite } from "../support/azurite.ts";
 import { trackFolder } from "../support/cleanup.ts";
 import { initVaultInProcess } from "../cli/vaults.ts";
@@ -328,5 +328,24 @@ describe("the console under attack", () => {
     const filtered = await pageText(await get("/?q=bulk-059"));
     expect(filtered.match(/<tr><th scope="row">/g)?.length ?? 0).toBe(10);
     expect(filtered).not.toContain("Only the first");
+  });
+
+  it("bound to another loopback address (--listen 127.0.0.2:0), the console answers at the address it printed and still refuses other host names", async () => {
+    const running = await startConsole({ fleet, policies, env: {}, readAgents: async () => [], openVault: async () => vault, settings: consoleSettings({ listen: "127.0.0.2:0" }) });
+    try {
+      expect(running.entryUrl).toMatch(/^http:\/\/127\.0\.0\.2:\d+\/\?token=/);
+      expect((await fetch(running.entryUrl, { redirect: "manual" })).status).toBe(303);
+      const rebound = await new Promise<number>((resolve, reject) => {
+        const request = httpRequest({ host: "127.0.0.2", port: running.port, path: "/", headers: { host: `evil.example:${running.port}` } }, (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        });
+        request.once("error", reject);
+        request.end();
+      });
+      expect(rebound).toBe(421);
+    } finally {
+      await running.close();
+    }
   });
 });
