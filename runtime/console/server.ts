@@ -32,6 +32,12 @@ const SECURITY_HEADERS = {
 
 /** A form post is small: a restore's fields, at most MAX_FILE_PATHS paths. */
 const MAX_BODY = 256 * 1024;
+/**
+ * A page request or a restore form arrives in well under a second from a browser; one that trickles
+ * in (a slow-body attack from anything that can reach the port) is answered 408 and closed after
+ * this, not after Node's default of five minutes.
+ */
+const REQUEST_TIMEOUT_MS = 30_000;
 /** Browsers of recently opened points, so walking folders does not reopen the point each time. */
 const BROWSERS_KEPT = 4;
 
@@ -42,6 +48,8 @@ export interface ConsoleServerOptions {
   access: AccessControl;
   /** Bound to loopback: requests must name a loopback host (a page of another site reached through DNS rebinding does not). */
   loopback: boolean;
+  /** How long a request may take to arrive, headers and body (REQUEST_TIMEOUT_MS unless a test says). */
+  requestTimeoutMs?: number;
 }
 
 export interface RunningConsole {
@@ -93,7 +101,10 @@ export class ConsoleApp {
   }
 
   async listen(): Promise<RunningConsole> {
-    const server = createServer((request, response) => void this.handle(request, response));
+    const requestTimeout = this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    // Node checks for timed-out requests every connectionsCheckingInterval (30 s by default).
+    const timeouts = { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout / 2) };
+    const server = createServer(timeouts, (request, response) => void this.handle(request, response));
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(this.options.port, this.options.host, () => resolve());

@@ -8,6 +8,7 @@
 import { execFileSync } from "node:child_process";
 import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
+import { connect } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +19,9 @@ import { newJobId } from "../../runtime/jobs/records.ts";
 import { encodeKey } from "../../runtime/jobs/storage.ts";
 import { loadPolicies, type Policy } from "../../runtime/policy/policy.ts";
 import { consoleSettings, startConsole, type StartedConsole } from "../../runtime/console/command.ts";
+import { AccessControl } from "../../runtime/console/access.ts";
+import { vaultOpener } from "../../runtime/console/fleet-view.ts";
+import { ConsoleApp } from "../../runtime/console/server.ts";
 import { Azurite } from "../support/azurite.ts";
 import { trackFolder } from "../support/cleanup.ts";
 import { initVaultInProcess } from "../cli/vaults.ts";
@@ -344,6 +348,30 @@ describe("the console under attack", () => {
         request.end();
       });
       expect(rebound).toBe(421);
+    } finally {
+      await running.close();
+    }
+  });
+
+  it("a form body that trickles in is cut off (408) once the request's time is up, instead of holding the connection for Node's default five minutes", async () => {
+    const sources = { fleet, policies, openVault: vaultOpener(async () => vault), readAgents: async () => [], now: () => Date.now() };
+    const access = new AccessControl("token");
+    const running = await new ConsoleApp({ host: "127.0.0.1", port: 0, sources, access, loopback: true, requestTimeoutMs: 500 }).listen();
+    try {
+      const session = (await fetch(`${running.url}/?token=${access.token}`, { redirect: "manual" })).headers.get("set-cookie")!.split(";")[0];
+      const started = Date.now();
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(running.port, "127.0.0.1", () => {
+          // Headers and a first byte of a 1,000-byte body, then nothing more.
+          socket.write(`POST /restore HTTP/1.1\r\nHost: 127.0.0.1:${running.port}\r\nCookie: ${session}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nc`);
+        });
+        let received = "";
+        socket.on("data", (part) => (received += part.toString("latin1")));
+        socket.once("close", () => resolve(received));
+        socket.once("error", reject);
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 408/);
+      expect(Date.now() - started).toBeLessThan(10_000);
     } finally {
       await running.close();
     }
