@@ -7,8 +7,7 @@
  * Set BULWARK_CONSOLE_SCREENSHOTS=1 to write each page's screenshot into docs/console/ (README's
  * "The console" shows them).
  */
-import { execFileSync } from "node:child_process";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,23 +27,12 @@ import type { AgentStatus } from "../../runtime/console/agents.ts";
 import { startCli, finished } from "../support/cli.ts";
 import { MiB, fleetWorldForFile, makeDisk, vaultManifests } from "../fleet/harness.ts";
 import { launchChromium } from "./browser.ts";
+import { ext2Image } from "./ext2-image.ts";
 
 const world = fleetWorldForFile();
 const SCREENSHOTS = process.env.BULWARK_CONSOLE_SCREENSHOTS ? path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../docs/console") : undefined;
 const DAY = 86_400_000;
 const APP_CONF = "listen = 0.0.0.0:8443\nworkers = 4\n";
-
-/** A 2 MiB ext2 image holding `files` (mke2fs -d from a scratch folder). */
-async function ext2Image(dir: string, files: Record<string, string>): Promise<Buffer> {
-  const source = path.join(dir, "ext2-source");
-  for (const [name, text] of Object.entries(files)) {
-    await mkdir(path.dirname(path.join(source, name)), { recursive: true });
-    await writeFile(path.join(source, name), text);
-  }
-  const image = path.join(dir, "ext2.img");
-  execFileSync("mke2fs", ["-q", "-F", "-t", "ext2", "-b", "1024", "-d", source, image, "2048k"]);
-  return readFile(image);
-}
 
 const ids = { data: "", logs: "", never: "", hostile: "" };
 let policyFiles: { scheduled: string; unscheduled: string };
@@ -79,7 +67,7 @@ beforeAll(async () => {
   w.emulator.world.addResourceGroup("console-we", "westeurope");
   ids.data = makeDisk(w, "console-we", "app-data", 2 * MiB, { seed: 11 }).id;
   // app-data holds a filesystem (ext2 on the whole disk, made by mke2fs): its files can be browsed and restored.
-  w.emulator.control.writeDisk(ids.data, 0, await ext2Image(w.dir, { "etc/app.conf": APP_CONF }));
+  w.emulator.control.writeDisk(ids.data, 0, await ext2Image(w.dir, { "etc/app.conf": APP_CONF }, "2048k"));
   ids.logs = makeDisk(w, "console-we", "app-logs", 1 * MiB, { seed: 12 }).id;
   ids.never = makeDisk(w, "console-we", "app-new", 1 * MiB, { seed: 13 }).id;
   const yaml = (name: string, resources: string[]) =>

@@ -5,8 +5,7 @@
  * Azurite's tables, a local folder vault with one ext2 disk point per item (made in this process),
  * one policy. One fixture serves every test of the file.
  */
-import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { connect } from "node:net";
 import os from "node:os";
@@ -22,6 +21,7 @@ import { consoleSettings, startConsole, type StartedConsole } from "../../runtim
 import { AccessControl } from "../../runtime/console/access.ts";
 import { vaultOpener } from "../../runtime/console/fleet-view.ts";
 import { ConsoleApp } from "../../runtime/console/server.ts";
+import { ext2Image } from "./ext2-image.ts";
 import { Azurite } from "../support/azurite.ts";
 import { trackFolder } from "../support/cleanup.ts";
 import { initVaultInProcess } from "../cli/vaults.ts";
@@ -42,18 +42,6 @@ let policies: Policy[];
 let cookie = "";
 let csrf = "";
 const points = { item: "", other: "" };
-
-/** A 1 MiB ext2 image holding `files` (mke2fs -d from a scratch folder). */
-async function ext2Image(dir: string, files: Record<string, string>): Promise<Buffer> {
-  const source = path.join(dir, "source");
-  for (const [name, text] of Object.entries(files)) {
-    await mkdir(path.dirname(path.join(source, name)), { recursive: true });
-    await writeFile(path.join(source, name), text);
-  }
-  const image = path.join(dir, "ext2.img");
-  execFileSync("mke2fs", ["-q", "-F", "-t", "ext2", "-b", "1024", "-d", source, image, "1024k"]);
-  return readFile(image);
-}
 
 async function diskPoint(itemId: string, image: Buffer): Promise<string> {
   const source = { size: image.length, read: async (offset: number, length: number) => image.subarray(offset, offset + length) };
