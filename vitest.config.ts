@@ -5,10 +5,8 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     pool: "forks",
-    // Two cores here, but three files at once: a whole run measured with two had one or no file
-    // running for ~380 of its ~770 s (files starting, building their fixtures, waiting on
-    // Azurite, agents' polls and leases, Chromium), with the cores 5-25% idle.
-    maxWorkers: 3,
+    // Two cores here: suites that start Azurite or spawn the CLI are heavy, so run two at once.
+    maxWorkers: 2,
     // Limits that only bound a hang: tests wait on events, never on time. Heavy suites took over
     // 120 s with the machine's cores busy elsewhere.
     testTimeout: 300_000,
