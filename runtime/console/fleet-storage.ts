@@ -2,8 +2,12 @@
  * The fleet's storage as the console opens it: the tables and queues the agents made, never
  * created. The deployed console's identity holds data roles only (Storage Table Data Reader, Table
  * Data Contributor on the jobs table, Queue Data Message Sender on the work queues:
- * infra/components/console-app.ts), and creating a table or a queue is not a data action, so
- * FleetStorage's create-on-first-use would be refused there. A region whose queue does not exist
+ * infra/components/console-app.ts). Create Table needs
+ * Microsoft.Storage/storageAccounts/tableServices/tables/write and Create Queue
+ * queueServices/queues/write at the account (MicrosoftDocs/azure-docs-rest-apis,
+ * docs-ref-conceptual/storageservices/authorize-with-azure-active-directory.md, "Permissions for
+ * calling data operations"), which none of those roles grants there, so FleetStorage's
+ * create-on-first-use would be refused. A region whose queue does not exist
  * has no agents: submitting to it fails with Azure's QueueNotFound, which the page shows.
  */
 import { QueueClient } from "@azure/storage-queue";

@@ -6,7 +6,11 @@
  */
 import type { ObjectInfo, ObjectStore, ObjectWriter } from "./store.ts";
 
-/** Azure's List Blobs returns at most 5,000 names a request. */
+/**
+ * Azure's List Blobs returns at most 5,000 names a request ("If the maximum number of results is not
+ * specified in the request or if it's greater than 5,000, the server returns up to the maximum of
+ * 5,000 items": learn.microsoft.com/rest/api/storageservices/enumerating-blob-resources).
+ */
 const LIST_PAGE = 5000;
 
 export interface StoreReads {
