@@ -8,12 +8,16 @@ import { commands } from "./commands.ts";
 import { parseCommandLine, type CommandLine } from "./parse.ts";
 import { failureReport, formatFailure, interruptedReport, wantsJson } from "./error-report.ts";
 import { INTERRUPTED_EXIT_CODES, InterruptedError, interrupt, interruptedBy, removeLeftoversSync } from "../interruption.ts";
-import { heldLocks } from "../engine/locks.ts";
+import { releaseHeldLocks } from "../engine/locks.ts";
 
 /** How long an interrupted command may take to release what it holds before the exit is forced. */
 const INTERRUPT_GRACE_MS = 60_000;
-/** How long a forced exit waits for the vault locks it still holds to be deleted. */
-const LOCK_RELEASE_MS = 3_000;
+/**
+ * How long a forced exit waits for the vault locks it still holds to be deleted. A lock left behind
+ * makes the vault look busy to everyone until it expires, so this is generous: on a loaded machine
+ * a local delete waited behind the command's reads for over 3 s (test/cli/interrupt.test.ts).
+ */
+const LOCK_RELEASE_MS = 10_000;
 
 const RELEASED = "stopped and released what it held (vault lock, temporary and partial files, snapshots and read access it made); nothing half-done was committed";
 
@@ -37,10 +41,15 @@ function handleSignals(name: string, unwound: Promise<unknown>): void {
     forcingExit = true;
     removeLeftoversSync();
     // The locks not yet released, and the command's own unwinding (which may be deleting one now).
-    const released = Promise.allSettled([unwound, ...heldLocks().map((lock) => lock.release())]);
-    await Promise.race([released, new Promise((resolve) => setTimeout(resolve, LOCK_RELEASE_MS).unref())]);
+    let locksRemoved = false;
+    const locksGone = releaseHeldLocks().then(() => (locksRemoved = true));
+    const bound = new Promise((resolve) => setTimeout(resolve, LOCK_RELEASE_MS).unref());
+    await Promise.race([Promise.allSettled([unwound, locksGone]), bound]);
     removeLeftoversSync();
-    process.stderr.write(`${clearProgressLine()}bulwark ${name}: interrupted by ${signal}; ${why}\n`);
+    const lock = locksRemoved
+      ? "the vault lock removed"
+      : `the vault lock not removed within ${LOCK_RELEASE_MS / 1000}s (if nothing else uses the vault, \`bulwark unlock\` removes it; it expires by itself otherwise)`;
+    process.stderr.write(`${clearProgressLine()}bulwark ${name}: interrupted by ${signal}; ${why.replace("{lock}", lock)}\n`);
     process.exit(INTERRUPTED_EXIT_CODES[signal] ?? 130);
   };
   // Reads started ahead of their use reject with InterruptedError after the signal while nothing
@@ -53,12 +62,12 @@ function handleSignals(name: string, unwound: Promise<unknown>): void {
     process.on(signal, () => {
       const first = interruptedBy();
       if (first) {
-        void forceExit(first, `${signal} again: stopped at once; temporary files and the vault lock removed, anything else is removed by the next run or \`bulwark agent bridge\``);
+        void forceExit(first, `${signal} again: stopped at once; temporary files removed, {lock}; anything else is removed by the next run or \`bulwark agent bridge\``);
         return;
       }
       interrupt(signal);
       setTimeout(
-        () => void forceExit(signal, `cleanup did not finish within ${INTERRUPT_GRACE_MS / 1000}s: temporary files and the vault lock removed; the next run or \`bulwark agent bridge\` removes the rest`),
+        () => void forceExit(signal, `cleanup did not finish within ${INTERRUPT_GRACE_MS / 1000}s: temporary files removed, {lock}; the next run or \`bulwark agent bridge\` removes the rest`),
         INTERRUPT_GRACE_MS,
       ).unref();
     });

@@ -41,8 +41,15 @@ const realClock: LockClock = { monotonic: () => performance.now() };
 
 /** Locks this process holds, so a signal handler can release them before the process exits. */
 const held = new Set<VaultLock>();
-export function heldLocks(): VaultLock[] {
-  return [...held];
+/** Releases under way (their objects not deleted yet). */
+const releasing = new Set<Promise<void>>();
+
+/**
+ * Releases every lock this process holds and waits for those already being released: when it
+ * resolves, no lock object of this process is left (a forced exit waits on it).
+ */
+export async function releaseHeldLocks(): Promise<void> {
+  await Promise.all([...[...held].map((lock) => lock.release()), ...releasing]);
 }
 
 export class VaultLock {
@@ -57,6 +64,8 @@ export class VaultLock {
   private confirmedStoreTime: number;
   private refreshFailure: unknown;
   private released = false;
+  /** A refresh writing the lock's next object: a release waits for it, then deletes what it wrote. */
+  private refreshing: Promise<void> | undefined;
 
   private constructor(store: ObjectStore, key: string, body: LockBody, clock: LockClock, confirmedAt: number, storeTime: number) {
     this.store = store;
@@ -94,6 +103,16 @@ export class VaultLock {
 
   async refresh(): Promise<void> {
     if (this.released) return;
+    const refreshing = this.writeNext();
+    this.refreshing = refreshing;
+    try {
+      await refreshing;
+    } finally {
+      if (this.refreshing === refreshing) this.refreshing = undefined;
+    }
+  }
+
+  private async writeNext(): Promise<void> {
     const confirmedAt = this.clock.monotonic();
     const fresh = await writeLock(this.store, { ...this.body, created: new Date().toISOString() });
     const old = this.key;
@@ -139,6 +158,18 @@ export class VaultLock {
     this.timer = undefined;
     this.released = true;
     held.delete(this);
+    const deleting = this.deleteObject();
+    releasing.add(deleting);
+    try {
+      await deleting;
+    } finally {
+      releasing.delete(deleting);
+    }
+  }
+
+  private async deleteObject(): Promise<void> {
+    // A refresh in flight would otherwise leave the object it is writing behind us.
+    await this.refreshing?.catch(() => {});
     await this.store.delete(this.key);
   }
 }
