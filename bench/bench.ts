@@ -17,6 +17,8 @@ import { runBacpacBench } from "./bacpac-case.ts";
 import { ITEMS_DEFAULT_SIZE, runItemsBench } from "./items-case.ts";
 import { COPY_DEFAULT_SIZE, runCopyBench } from "./copy-case.ts";
 import { parseChunkCount, runScaleBench } from "./scale-case.ts";
+import { runOsDiskBench } from "./os-disk-case.ts";
+import { runHttpBench } from "./http-case.ts";
 import { checkTargets, ratiosTo, renderTable, renderTargets } from "./report.ts";
 import type { OtherSizeRun, Ratios } from "./report.ts";
 import { Borg } from "./tools/borg.ts";
@@ -28,7 +30,7 @@ import type { Detection, Tool, ToolName } from "./tools/tool.ts";
 const PROJECT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BENCH_DIR = join(PROJECT_DIR, ".bench");
 const DEFAULT_SEED = "bulwark-1";
-const CASES = ["image", "azure-disk", "bacpac", "items", "copy", "scale"] as const;
+const CASES = ["image", "azure-disk", "bacpac", "items", "copy", "scale", "os-disk", "http"] as const;
 
 const USAGE = `usage: npm run bench -- [options]
 
@@ -49,6 +51,12 @@ const USAGE = `usage: npm run bench -- [options]
                    process, and the bytes an incremental copy moves (Bulwark only; --size default 256M)
                    scale: an incremental backup of a small disk and a restore of its point in vaults of
                    1, 10 and 100 million chunks and 100,000 points (metadata synthesized under .bench/work/)
+                   os-disk: an ext4 image (mke2fs -d) of real files from /usr/lib, /usr/share, /usr/bin and a
+                   second version with 5% of the files deleted, rewritten and added; same steps as image
+                   (--size does not apply; results in .bench/os-disk.json)
+                   http: the storage SDK against an undici Pool on snapshot range reads, page writes,
+                   pack uploads and pack range reads (emulator and Azurite; --size bytes per trial,
+                   default 512M; --rounds default 3; results in .bench/http.json)
   --scale-max N    scale case: largest vault to synthesize, in chunks (10M, 100M; default 100M)
   --rounds N       run every tool N times, tools taking turns; report medians (default 1; image case)
   --keep           keep the repositories under .bench/work/
@@ -155,7 +163,12 @@ async function main(argv: string[]): Promise<number> {
   const rounds = Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new UsageFailure(`--rounds ${values.rounds}: expected 1 to 20`);
   const log = (line: string) => console.log(line);
-  if (values.case !== "image" && rounds !== 1) throw new UsageFailure(`--rounds applies to the image case only`);
+  if (values.case !== "image" && values.case !== "http" && rounds !== 1) throw new UsageFailure(`--rounds applies to the image and http cases only`);
+  if (values.case === "http") {
+    const outPath = resolve(values.out ?? join(BENCH_DIR, "http.json"));
+    const totalBytes = values.size === undefined ? 512 * 2 ** 20 : sizes[0];
+    return (await runHttpBench({ totalBytes, rounds: values.rounds === "1" ? 3 : rounds, outPath, log })) ? 0 : 1;
+  }
   if (values.case === "bacpac") {
     const outPath = resolve(values.out ?? join(BENCH_DIR, "bacpac.json"));
     return (await runBacpacBench(makeTool("bulwark") as Bulwark, outPath, values.keep, log)) ? 0 : 1;
@@ -200,6 +213,12 @@ async function main(argv: string[]): Promise<number> {
   if (tools.length === 0) {
     log("no tool to run");
     return 1;
+  }
+
+  if (values.case === "os-disk") {
+    const outPath = resolve(values.out ?? join(BENCH_DIR, "os-disk.json"));
+    const settings = { tools, detections, toolNames, imagesDir: join(BENCH_DIR, "images"), workRoot: join(BENCH_DIR, "work", "os-disk"), outPath, useGnuTime, keep: values.keep, log };
+    return (await runOsDiskBench(settings)) ? 0 : 1;
   }
 
   if (values.case === "azure-disk") {
