@@ -13,30 +13,58 @@ export interface ByteRange {
   end: number;
 }
 
+/**
+ * Pages are kept in extents of EXTENT_PAGES (64 KiB), so a 64 GiB disk is at most a million extents
+ * and a page-range request over a window looks only at the extents in it. Each page is a slice of the
+ * buffer its write copied (a reference and an offset, no object per page). A frozen copy shares the
+ * extents; whichever image writes to a shared extent copies it first (copy on write).
+ */
+const EXTENT_PAGES = 128;
+
+interface Extent {
+  /** The write buffer holding each page, or undefined for a page never written (or cleared). */
+  buffers: (Buffer | undefined)[];
+  /** Where in its buffer each page starts. */
+  offsets: Int32Array;
+  valid: number;
+  /** The image that may change this extent in place; any other copies it first. */
+  owner: object;
+}
+
 export class PageImage {
   readonly size: number;
-  private readonly pages: Map<number, Buffer>;
+  private readonly extents: Map<number, Extent>;
+  /** Identity of this image as an extent owner; replaced when the image is frozen. */
+  private token: object = {};
 
-  constructor(size: number, pages?: Map<number, Buffer>) {
+  constructor(size: number, extents?: Map<number, Extent>) {
     if (size % PAGE_SIZE !== 0) throw new Error(`a page image's size must be a multiple of ${PAGE_SIZE} bytes`);
     this.size = size;
-    this.pages = pages ?? new Map();
+    this.extents = extents ?? new Map();
   }
 
-  /** A point-in-time copy that later writes to this image do not change. */
   /** The same image without its last `bytes` (an uploaded disk loses its VHD footer this way). */
   truncated(bytes: number): PageImage {
     const size = this.size - bytes;
-    return new PageImage(size, new Map([...this.pages].filter(([index]) => index * PAGE_SIZE < size)));
+    const image = new PageImage(size, new Map([...this.extents].filter(([index]) => index * EXTENT_PAGES * PAGE_SIZE < size)));
+    // The images share extents now; the pages past the new end go from the new one's copy.
+    this.token = {};
+    image.clearPages(size / PAGE_SIZE, (Math.ceil(size / (EXTENT_PAGES * PAGE_SIZE)) * EXTENT_PAGES * PAGE_SIZE - size) / PAGE_SIZE);
+    return image;
   }
 
+  /** A point-in-time copy that later writes to this image do not change. */
   freeze(): PageImage {
-    return new PageImage(this.size, new Map(this.pages));
+    // Neither image owns the shared extents any more: the first write to one copies it.
+    this.token = {};
+    return new PageImage(this.size, new Map(this.extents));
   }
 
   /** Written bytes (pages), for accounting. */
   get storedBytes(): number {
-    return this.pages.size * PAGE_SIZE;
+    let pages = 0;
+    for (const extent of this.extents.values()) pages += extent.valid;
+    return pages * PAGE_SIZE;
   }
 
   write(offset: number, data: Uint8Array): void {
@@ -44,14 +72,29 @@ export class PageImage {
     const copy = Buffer.from(data);
     const first = offset / PAGE_SIZE;
     for (let i = 0; i < copy.length / PAGE_SIZE; i++) {
-      this.pages.set(first + i, copy.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+      const page = first + i;
+      const extent = this.writable(Math.floor(page / EXTENT_PAGES), true)!;
+      const slot = page % EXTENT_PAGES;
+      if (!extent.buffers[slot]) extent.valid++;
+      extent.buffers[slot] = copy;
+      extent.offsets[slot] = i * PAGE_SIZE;
     }
   }
 
   clear(offset: number, length: number): void {
     this.checkAligned(offset, length);
-    const first = offset / PAGE_SIZE;
-    for (let i = 0; i < length / PAGE_SIZE; i++) this.pages.delete(first + i);
+    this.clearPages(offset / PAGE_SIZE, length / PAGE_SIZE);
+  }
+
+  private clearPages(first: number, count: number): void {
+    for (let i = 0; i < count; i++) {
+      const page = first + i;
+      const index = Math.floor(page / EXTENT_PAGES);
+      if (!this.extents.get(index)?.buffers[page % EXTENT_PAGES]) continue;
+      const extent = this.writable(index, false)!;
+      extent.buffers[page % EXTENT_PAGES] = undefined;
+      if (--extent.valid === 0) this.extents.delete(index);
+    }
   }
 
   read(offset: number, length: number): Buffer {
@@ -64,8 +107,15 @@ export class PageImage {
       const index = Math.floor(position / PAGE_SIZE);
       const within = position % PAGE_SIZE;
       const take = Math.min(PAGE_SIZE - within, offset + length - position);
-      const page = this.pages.get(index);
-      if (page) page.copy(out, position - offset, within, within + take);
+      const extent = this.extents.get(Math.floor(index / EXTENT_PAGES));
+      if (!extent) {
+        // A whole extent never written reads as zeros: skip to its end.
+        position = Math.min(offset + length, (Math.floor(index / EXTENT_PAGES) + 1) * EXTENT_PAGES * PAGE_SIZE);
+        continue;
+      }
+      const slot = index % EXTENT_PAGES;
+      const buffer = extent.buffers[slot];
+      if (buffer) buffer.copy(out, position - offset, extent.offsets[slot] + within, extent.offsets[slot] + within + take);
       position += take;
     }
     return out;
@@ -73,7 +123,13 @@ export class PageImage {
 
   /** Written page ranges within [start, end] (inclusive), merged. */
   validRanges(start = 0, end = this.size - 1): ByteRange[] {
-    const indexes = [...this.pages.keys()].filter((i) => inWindow(i, start, end)).sort((a, b) => a - b);
+    const indexes: number[] = [];
+    this.eachExtentIn(start, end, (index, extent) => {
+      for (let slot = 0; slot < EXTENT_PAGES; slot++) {
+        const page = index * EXTENT_PAGES + slot;
+        if (extent.buffers[slot] && inWindow(page, start, end)) indexes.push(page);
+      }
+    });
     return mergeRuns(indexes);
   }
 
@@ -84,13 +140,51 @@ export class PageImage {
   diff(previous: PageImage, start = 0, end = this.size - 1): { changed: ByteRange[]; cleared: ByteRange[] } {
     const changed: number[] = [];
     const cleared: number[] = [];
-    for (const [index, page] of this.pages) {
-      if (inWindow(index, start, end) && previous.pages.get(index) !== page) changed.push(index);
+    const firstExtent = Math.floor(Math.max(0, start) / (EXTENT_PAGES * PAGE_SIZE));
+    const lastExtent = Math.floor(Math.min(end, Math.max(this.size, previous.size) - 1) / (EXTENT_PAGES * PAGE_SIZE));
+    for (let index = firstExtent; index <= lastExtent; index++) {
+      const now = this.extents.get(index);
+      const then = previous.extents.get(index);
+      if (now === then) continue; // shared since the earlier image was frozen: nothing written
+      for (let slot = 0; slot < EXTENT_PAGES; slot++) {
+        const page = index * EXTENT_PAGES + slot;
+        if (!inWindow(page, start, end)) continue;
+        const nowBuffer = now?.buffers[slot];
+        const thenBuffer = then?.buffers[slot];
+        if (nowBuffer && (nowBuffer !== thenBuffer || now!.offsets[slot] !== then!.offsets[slot])) changed.push(page);
+        else if (!nowBuffer && thenBuffer) cleared.push(page);
+      }
     }
-    for (const index of previous.pages.keys()) {
-      if (inWindow(index, start, end) && !this.pages.has(index)) cleared.push(index);
+    return { changed: mergeRuns(changed), cleared: mergeRuns(cleared) };
+  }
+
+  /** Calls `visit` for each extent holding pages within [start, end], in order. */
+  private eachExtentIn(start: number, end: number, visit: (index: number, extent: Extent) => void): void {
+    const firstExtent = Math.floor(Math.max(0, start) / (EXTENT_PAGES * PAGE_SIZE));
+    const lastExtent = Math.floor(Math.min(end, this.size - 1) / (EXTENT_PAGES * PAGE_SIZE));
+    if (lastExtent - firstExtent + 1 > this.extents.size) {
+      // A window wider than the extents held: walk those, in order.
+      for (const index of [...this.extents.keys()].filter((i) => i >= firstExtent && i <= lastExtent).sort((a, b) => a - b)) {
+        visit(index, this.extents.get(index)!);
+      }
+      return;
     }
-    return { changed: mergeRuns(changed.sort((a, b) => a - b)), cleared: mergeRuns(cleared.sort((a, b) => a - b)) };
+    for (let index = firstExtent; index <= lastExtent; index++) {
+      const extent = this.extents.get(index);
+      if (extent) visit(index, extent);
+    }
+  }
+
+  /** The extent at `index`, this image's own (copied first if shared); created if `create`. */
+  private writable(index: number, create: boolean): Extent | undefined {
+    const extent = this.extents.get(index);
+    if (extent && extent.owner === this.token) return extent;
+    if (!extent && !create) return undefined;
+    const own: Extent = extent
+      ? { buffers: [...extent.buffers], offsets: Int32Array.from(extent.offsets), valid: extent.valid, owner: this.token }
+      : { buffers: new Array(EXTENT_PAGES).fill(undefined), offsets: new Int32Array(EXTENT_PAGES), valid: 0, owner: this.token };
+    this.extents.set(index, own);
+    return own;
   }
 
   private checkAligned(offset: number, length: number): void {
