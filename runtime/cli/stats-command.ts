@@ -4,6 +4,7 @@
  * the point manifests. Ratios are of those sums, so each figure can be checked against the store.
  */
 import { ChunkIndex } from "../engine/chunk-index.ts";
+import { readNewestGeneration, ShardReader } from "../engine/index-shards.ts";
 import { forEachIndexEntry } from "../engine/index-file.ts";
 import { sourceIdentity, type PointManifest } from "../engine/point.ts";
 import type { Vault } from "../engine/vault.ts";
@@ -62,8 +63,8 @@ async function tally(vault: Vault, prefix: string): Promise<ObjectTally> {
 }
 
 /**
- * The index's distinct chunks, one index object at a time: a chunk named by two index objects (two
- * writers stored it at once, or a repack moved it) counts once.
+ * The index's distinct chunks, one index object (or shard) at a time: a chunk named by two index
+ * objects (two writers stored it at once, or a repack moved it) counts once.
  */
 async function distinctChunks(vault: Vault): Promise<VaultStats["chunks"]> {
   const seen = new ChunkIndex();
@@ -77,6 +78,17 @@ async function distinctChunks(vault: Vault): Promise<VaultStats["chunks"]> {
       chunks.rawBytes += rawLength;
       chunks.sealedBytes += length;
     });
+  }
+  // The newest generation's shards (what prune compacted the index into), each read whole.
+  const generation = await readNewestGeneration(vault.store, vault.master.dataKey);
+  if (generation) {
+    for await (const [id, location] of new ShardReader(vault.store, vault.master.dataKey, generation).entries()) {
+      if (seen.has(id)) continue;
+      seen.add(id, location);
+      chunks.count++;
+      chunks.rawBytes += location.rawLength;
+      chunks.sealedBytes += location.length;
+    }
   }
   return chunks;
 }

@@ -82,6 +82,7 @@ export async function proveContent(vault: Vault, manifest: PointManifest): Promi
   let missing = 0;
   for (const nodeHex of new Set(content.tree)) {
     const nodeId = Buffer.from(nodeHex, "hex");
+    await vault.index.prepare([nodeId], { present: true });
     const nodeLocation = vault.index.lookup(nodeId);
     if (!nodeLocation || nodeLocation === "pending") {
       missing++;
@@ -94,13 +95,20 @@ export async function proveContent(vault: Vault, manifest: PointManifest): Promi
         [nodeLocation.pack],
       );
     });
+    const ids: Uint8Array[] = [];
     for (let at = 0; at < node.length; at += entryBytes) {
       const id = node.subarray(at, at + ID_BYTES);
-      if (isZeroId(id)) continue;
-      const location = vault.index.lookup(id);
-      if (!location || location === "pending") missing++;
-      else packs.add(location.pack);
+      if (!isZeroId(id)) ids.push(id);
     }
+    // With shards, one index block per chunk not in memory: the proof reads what the point names.
+    await vault.index.forEachLocation(
+      ids,
+      (_, location) => {
+        if (!location || location === "pending") missing++;
+        else packs.add(location.pack);
+      },
+      { present: true },
+    );
   }
   if (missing > 0) {
     throw new MissingDataError(`point ${manifest.id} would reference ${missing} chunks the vault does not hold (pruned meanwhile?); the backup must run again`);

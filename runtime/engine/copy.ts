@@ -160,10 +160,13 @@ async function selectPoints(from: Vault, references: string[]): Promise<PointMan
 /** The source packs holding chunks the points reference that the destination's index lacks. */
 async function packsNeeded(from: Vault, to: Vault, points: PointManifest[]): Promise<Set<string>> {
   const packs = new Set<string>();
-  const need = (id: Uint8Array) => {
-    const there = to.index.lookup(id);
-    if (there && there !== "pending") return;
-    packs.add(from.locate(id).pack);
+  // Either index may be sharded: ids are prepared a slice at a time (vault-index.ts).
+  const need = async (ids: Uint8Array[]) => {
+    const absent: Uint8Array[] = [];
+    await to.index.forEachLocation(ids, (id, there) => {
+      if (!there || there === "pending") absent.push(id);
+    });
+    await from.index.forEachLocation(absent, (id) => packs.add(from.locate(id).pack), { present: true });
   };
   for (const point of points) {
     const content = point.content;
@@ -171,13 +174,14 @@ async function packsNeeded(from: Vault, to: Vault, points: PointManifest[]): Pro
     const entryBytes = content.layout === "blocks" ? ID_BYTES : STREAM_TREE_ENTRY;
     for (const nodeHex of new Set(content.tree)) {
       const nodeId = Buffer.from(nodeHex, "hex");
-      need(nodeId);
       const node = await from.readChunk(CHUNK_TREE, nodeId);
       if (node.length % entryBytes !== 0) throw new IntegrityError(`tree chunk ${hexId(nodeId)} of point ${point.id} is malformed`);
+      const ids: Uint8Array[] = [nodeId];
       for (let at = 0; at < node.length; at += entryBytes) {
         const id = node.subarray(at, at + ID_BYTES);
-        if (!isZeroId(id)) need(id);
+        if (!isZeroId(id)) ids.push(id);
       }
+      await need(ids);
     }
   }
   return packs;

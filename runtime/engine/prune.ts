@@ -1,8 +1,10 @@
 /**
  * Removes what no point references. Run under an exclusive lock. Order makes an interruption
- * harmless: live chunks of mostly-dead packs are copied (still sealed) into new packs; new index
- * objects naming every kept chunk are written; only then are the old index objects deleted, and only
- * then the packs nothing names any more. Objects still under immutability are left for a later
+ * harmless: live chunks of mostly-dead packs are copied (still sealed) into new packs; the index of
+ * every kept chunk is written (index objects, or, once the vault is large or already sharded, a new
+ * generation of shards and then its generation object, the commit point: index-shards.ts); only then
+ * are the old index objects (and older generations' shards) deleted, and only then the packs nothing
+ * names any more. Objects still under immutability are left for a later
  * prune, and so are the packs an undeletable index object still names. The catalog's entries of
  * points that are gone go too (catalog.ts).
  */
@@ -13,6 +15,8 @@ import { ChunkIndex } from "./chunk-index.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId, randomHex } from "./crypto.ts";
 import { decodeIndex, encodeIndex, splitIndex, type IndexedPack } from "./index-file.ts";
+import { GENERATION_PREFIX, SHARD_PREFIX, sequenceOf, shardTuning, writeGeneration } from "./index-shards.ts";
+import type { ChunkLocation } from "./chunk-index.ts";
 import { epochsNoLongerStored } from "./keyring.ts";
 import { STALE_AFTER_MS, type VaultLock } from "./locks.ts";
 import { packIdOfKey, packKey, type PackEntry } from "./pack.ts";
@@ -65,13 +69,27 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
     }
   }
 
-  // Every pack as the index objects describe it; a chunk is live in the pack the index points at.
+  // Every pack as the index describes it; a chunk is live in the pack the index points at. The
+  // shards are read whole into memory: prune's memory still grows with the vault.
   const packs = new Map<string, PackEntry[]>();
+  const addToPack = (packId: string, entry: PackEntry) => {
+    const list = packs.get(packId);
+    if (list) list.push(entry);
+    else packs.set(packId, [entry]);
+  };
+  const oldGeneration = vault.index.generation;
+  await vault.index.loadWhole((id, location) => addToPack(location.pack, { type: location.type, id, offset: location.offset, length: location.length, rawLength: location.rawLength }));
   const oldIndexObjects = [...vault.indexObjects];
   for (const name of oldIndexObjects) {
     for (const pack of decodeIndex(vault.master.dataKey, name, await vault.store.get(name))) {
-      packs.set(pack.packId, [...(packs.get(pack.packId) ?? []), ...pack.entries]);
+      for (const entry of pack.entries) addToPack(pack.packId, entry);
     }
+  }
+  // Index objects the generation covers that a prune stopped before deleting: covered again, then deleted.
+  const coveredLeft: string[] = [];
+  if (oldGeneration) {
+    const covered = new Set(oldGeneration.covers);
+    for await (const info of vault.store.list("index/")) if (covered.has(info.key)) coveredLeft.push(info.key);
   }
   const packSizes = new Map<string, { size: number; lastModified: Date }>();
   for await (const info of vault.store.list("data/")) {
@@ -121,28 +139,22 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
     throw error;
   }
 
-  // 2. Index objects naming every chunk that stays (live or not) in a pack that stays.
+  // 2. The index of every chunk that stays (live or not) in a pack that stays.
   const leaving = new Set([...drop, ...repack]);
-  const grouped = new Map<string, PackEntry[]>();
-  for (const [id, location] of vault.index.entries()) {
-    if (leaving.has(location.pack)) continue;
-    const list = grouped.get(location.pack) ?? [];
-    list.push({ type: location.type, id, offset: location.offset, length: location.length, rawLength: location.rawLength });
-    grouped.set(location.pack, list);
-  }
-  const consolidated: IndexedPack[] = [...grouped].map(([packId, entries]) => ({ packId, entries }));
-  const written: string[] = [];
-  for (const part of splitIndex(consolidated, CONSOLIDATED_ENTRIES)) {
-    const name = `index/${randomHex(16)}`;
-    await vault.store.create(name, encodeIndex(vault.master.dataKey, name, part, vault.master.format));
-    written.push(name);
-  }
+  const kept: [Buffer, ChunkLocation][] = [];
+  for (const entry of vault.index.entries()) if (!leaving.has(entry[1].pack)) kept.push(entry);
+  const replaced = [...oldIndexObjects, ...writer.indexObjectsWritten, ...coveredLeft];
+  const written =
+    oldGeneration !== undefined || kept.length >= shardTuning.shardFromEntries
+      ? await writeGeneration(vault.store, vault.master.dataKey, vault.master.format, (await newestSequence(vault)) + 1, kept, replaced)
+      : await writeIndexObjects(vault, kept);
 
   await stillHeld(options.lock);
   await refuseLostEpochs(vault, [...written, ...writer.indexObjectsWritten]);
-  // 3. Old index objects; a pack that an undeletable one still names must stay.
+  // 3. Old index objects, then other generations' shards and generation objects (orphans of an
+  // interrupted prune too); a pack that an undeletable index object still names must stay.
   const stillNamed = new Set<string>();
-  for (const old of [...oldIndexObjects, ...writer.indexObjectsWritten]) {
+  for (const old of replaced) {
     try {
       await vault.store.delete(old);
     } catch (error) {
@@ -150,6 +162,7 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
       for (const pack of decodeIndex(vault.master.dataKey, old, await vault.store.get(old))) stillNamed.add(pack.packId);
     }
   }
+  await removeOtherGenerations(vault, new Set(written), report);
 
   await stillHeld(options.lock);
   // 4. Packs nothing names any more.
@@ -166,6 +179,48 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
     }
   });
   return report;
+}
+
+/** Index objects of at most CONSOLIDATED_ENTRIES entries, grouped by pack; their names. */
+async function writeIndexObjects(vault: Vault, kept: [Buffer, ChunkLocation][]): Promise<string[]> {
+  const grouped = new Map<string, PackEntry[]>();
+  for (const [id, location] of kept) {
+    const list = grouped.get(location.pack) ?? [];
+    list.push({ type: location.type, id, offset: location.offset, length: location.length, rawLength: location.rawLength });
+    grouped.set(location.pack, list);
+  }
+  const consolidated: IndexedPack[] = [...grouped].map(([packId, entries]) => ({ packId, entries }));
+  const written: string[] = [];
+  for (const part of splitIndex(consolidated, CONSOLIDATED_ENTRIES)) {
+    const name = `index/${randomHex(16)}`;
+    await vault.store.create(name, encodeIndex(vault.master.dataKey, name, part, vault.master.format));
+    written.push(name);
+  }
+  return written;
+}
+
+/** The highest generation sequence any generation object or shard (an orphan too) carries, or 0. */
+async function newestSequence(vault: Vault): Promise<number> {
+  let newest = 0;
+  for (const prefix of [GENERATION_PREFIX, SHARD_PREFIX]) {
+    for await (const info of vault.store.list(prefix)) newest = Math.max(newest, sequenceOf(info.key) ?? 0);
+  }
+  return newest;
+}
+
+/** Every shard and generation object but those just written: older generations, and orphan shards of an interrupted prune. */
+async function removeOtherGenerations(vault: Vault, keep: ReadonlySet<string>, report: PruneReport): Promise<void> {
+  for (const prefix of [SHARD_PREFIX, GENERATION_PREFIX]) {
+    const doomed: string[] = [];
+    for await (const info of vault.store.list(prefix)) if (!keep.has(info.key)) doomed.push(info.key);
+    await mapLimit(doomed, 8, async (name) => {
+      try {
+        await vault.store.delete(name);
+      } catch (error) {
+        report.kept.push(`${name}: ${describeError(error)}`);
+      }
+    });
+  }
 }
 
 async function stillHeld(lock: VaultLock): Promise<void> {
@@ -185,7 +240,10 @@ async function stillHeld(lock: VaultLock): Promise<void> {
 async function refuseLostEpochs(vault: Vault, written: string[]): Promise<void> {
   const lost = await epochsNoLongerStored(vault.store, vault.master, vault.config.id, vault.epochs.valid);
   if (lost.length === 0) return;
-  await mapLimit(written, 8, (name) => vault.store.delete(name).catch(() => {}));
+  // A generation object first: without it its shards are orphans nobody reads.
+  const generations = written.filter((name) => name.startsWith(GENERATION_PREFIX));
+  await mapLimit(generations, 8, (name) => vault.store.delete(name).catch(() => {}));
+  await mapLimit(written.filter((name) => !generations.includes(name)), 8, (name) => vault.store.delete(name).catch(() => {}));
   throw new IntegrityError(
     `prune stopped before deleting any index object or pack: data-key epoch object ${lost.join(", ")}, which it opened the vault with, is gone or holds another key now ` +
       "(deleted or replaced while it ran), so the index it wrote would open for no one else; it removed that index and kept the old one. " +

@@ -5,6 +5,7 @@
  */
 import { Readable } from "node:stream";
 import { CHUNK_DATA, CHUNK_TREE } from "./chunk-codec.ts";
+import type { ChunkLocation } from "./chunk-index.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId } from "./crypto.ts";
 import { packKey } from "./pack.ts";
@@ -92,12 +93,12 @@ export async function restoreContent(
       const node = await vault.readChunk(CHUNK_TREE, Buffer.from(content!.tree[n], "hex"));
       const byPack = new Map<string, Map<string, Need>>();
       const zeros: [number, number][] = [];
+      const wanted: { id: Buffer; targetOffset: number }[] = [];
       const want = (id: Buffer, targetOffset: number, length: number) => {
-        if (isZeroId(id)) {
-          zeros.push([targetOffset, length]);
-          return;
-        }
-        const location = vault.locate(id);
+        if (isZeroId(id)) zeros.push([targetOffset, length]);
+        else wanted.push({ id, targetOffset });
+      };
+      const place = ({ id, targetOffset }: { id: Buffer; targetOffset: number }, location: ChunkLocation) => {
         let pack = byPack.get(location.pack);
         if (!pack) byPack.set(location.pack, (pack = new Map()));
         const key = id.toString("hex");
@@ -118,6 +119,15 @@ export async function restoreContent(
           streamOffset += length;
         }
       }
+      // Prepared a slice at a time: with a sharded index, one index block per chunk not in memory.
+      await vault.index.forEachLocation(
+        wanted.map((w) => w.id),
+        (id, location, i) => {
+          if (!location || location === "pending") vault.locate(id); // throws, naming the chunk
+          else place(wanted[i], location);
+        },
+        { present: true },
+      );
       if (target.needsZeros) {
         for (const [offset, length] of zeros) await target.write(offset, zeroBlock(length));
       }
@@ -252,6 +262,7 @@ export function streamContent(vault: Vault, pool: CodecPool, point: PointManifes
   async function* chunks(): AsyncIterable<Buffer> {
     const ahead: Promise<Buffer>[] = [];
     const fetch = async (id: Buffer) => {
+      await vault.index.prepare([id], { present: true });
       const location = vault.locate(id);
       const sealed = await vault.store.getRange(packKey(location.pack), location.offset, location.length);
       return pool.decode(CHUNK_DATA, id, sealed, location.rawLength, `pack ${location.pack}`);

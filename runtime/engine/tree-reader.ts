@@ -99,7 +99,9 @@ export class TreeEntriesReader {
 
   private async fetch(hex: string): Promise<Buffer> {
     const id = Buffer.from(hex, "hex");
+    // readChunk first: it prepares the id's index block (sharded index), which locate needs.
+    const chunk = await this.vault.readChunk(CHUNK_TREE, id);
     this.bytesFetched += this.vault.locate(id).length;
-    return this.vault.readChunk(CHUNK_TREE, id);
+    return chunk;
   }
 }

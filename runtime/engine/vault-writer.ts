@@ -69,7 +69,7 @@ export class VaultWriter {
     this.maxInFlight = options.maxInFlight ?? Math.max(4, pool.threads * 3);
   }
 
-  /** True if the chunk is already stored (or on its way); such a chunk costs nothing. */
+  /** True if the chunk is already stored (or on its way); such a chunk costs nothing. The id must be prepared (vault.index.prepare). */
   known(id: Uint8Array): boolean {
     return this.vault.index.has(id);
   }
@@ -82,6 +82,8 @@ export class VaultWriter {
    */
   async putBatch(type: number, buffer: Uint8Array, candidates: EncodeItem[]): Promise<number> {
     this.throwIfFailed();
+    // The ids' index blocks, fetched before the synchronous loop (which must not yield between has and markPending).
+    await this.vault.index.prepare(candidates.map((item) => item.id));
     const fresh: EncodeItem[] = [];
     for (const item of candidates) {
       if (this.vault.index.has(item.id)) continue;
@@ -112,6 +114,7 @@ export class VaultWriter {
   /** Stores an already sealed chunk as it is (prune copies live chunks out of old packs this way). */
   async putSealed(type: number, id: Uint8Array, sealed: Buffer, rawLength: number, options: { replace?: boolean } = {}): Promise<boolean> {
     this.throwIfFailed();
+    if (!options.replace) await this.vault.index.prepare([id]);
     if (!options.replace && this.vault.index.has(id)) return false;
     this.vault.index.markPending(id);
     await this.acquire();

@@ -8,6 +8,7 @@
  *   keys/<id>           master keys wrapped under one key-encryption key
  *   data/<xx>/<pack>    packs of sealed chunks
  *   index/<name>        sealed lists of which chunk is where, written after their packs
+ *   index-gen/<n>       the index compacted by prune into shards index-shards/<n>/<prefix> (index-shards.ts)
  *   points/<id>         sealed recovery-point manifests, written last
  *   locks/<name>        who is using the vault (see locks.ts)
  */
@@ -17,14 +18,16 @@ import { BulwarkError, IntegrityError, NotFoundError, ObjectExistsError, ObjectN
 import type { KeyEncryptionKeyProvider } from "../keys/provider.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { decodeChunk, hexId } from "./chunk-codec.ts";
-import { ChunkIndex, type ChunkLocation } from "./chunk-index.ts";
+import type { ChunkLocation } from "./chunk-index.ts";
 import { baseKeyBytes, isKeyring, labelAssociatedData, openObject, sealObject, type SealFormat } from "./crypto.ts";
 import { forEachIndexEntry } from "./index-file.ts";
+import { generationName, listGenerations, readNewestGeneration, ShardReader } from "./index-shards.ts";
 import { addEpochs, configDigest, epochKeyring, newMasterKeys, readEpochs, unlockMasterKeys, writeKeyObject, type Epochs, type KeyObject, type MasterKeys } from "./keyring.ts";
 import { packKey } from "./pack.ts";
 import { sourceIdentity, type PointManifest } from "./point.ts";
 import { describeMissing, missingPoints } from "./chain.ts";
 import { markCatalogComplete } from "./catalog.ts";
+import { VaultIndex } from "./vault-index.ts";
 
 /**
  * Version 2 bound the master keys to the config (masterKeyCheck) and chained each source's points
@@ -81,8 +84,8 @@ export class Vault {
   /** Version 5: the epoch objects read, valid and refused (keyring.ts). */
   epochs: Epochs = { valid: [], refused: [], highestNumber: 0 };
   readonly keyObject: KeyObject;
-  index = new ChunkIndex();
-  /** Names of the index objects loaded into `index`. */
+  index = new VaultIndex();
+  /** Names of the index objects loaded into `index` (the delta: those the newest generation does not cover). */
   readonly indexObjects: string[] = [];
   /** Key objects that opened with the given key but hold master keys not this vault's (planted): verify reports them. */
   foreignKeyObjects: string[] = [];
@@ -200,22 +203,29 @@ export class Vault {
 
   /**
    * Loads the index objects written since this vault was opened (by other writers, or by
-   * promotion). If one it loaded is gone (a prune consolidated them), the whole index is loaded
-   * anew, so no chunk stays findable that prune removed.
+   * promotion). If one it loaded is gone (a prune consolidated them), or a prune made a newer
+   * generation of shards, the index is loaded anew, so no chunk stays findable that prune removed.
+   * Index objects the newest generation covers (a prune stopped before deleting them) are not
+   * loaded: its shards hold their entries.
    */
   async reloadIndex(): Promise<void> {
     const present: string[] = [];
     for await (const info of this.store.list("index/")) present.push(info.key);
+    // Generations after index objects: a prune between the two listings covered what the first listed.
+    const generations = await listGenerations(this.store);
     // After the listing: an index object listed was sealed under an epoch whose object existed before
     // it, and a listing after a write sees it (Azure Storage's strong consistency: "subsequent reads see
     // the latest update", MicrosoftDocs/azure-docs articles/storage/blobs/concurrency-manage.md).
     await this.refreshEpochs();
     const presentSet = new Set(present);
-    if (this.indexObjects.some((name) => !presentSet.has(name))) {
-      this.index = new ChunkIndex();
+    const newest = generations.sort().at(-1);
+    const current = this.index.generation && generationName(this.index.generation.sequence);
+    if (this.indexObjects.some((name) => !presentSet.has(name)) || newest !== current) {
+      const generation = newest === undefined ? undefined : await readNewestGeneration(this.store, this.master.dataKey, [newest]);
+      this.index = new VaultIndex(generation && new ShardReader(this.store, this.master.dataKey, generation));
       this.indexObjects.length = 0;
     }
-    const known = new Set(this.indexObjects);
+    const known = new Set([...this.indexObjects, ...(this.index.generation?.covers ?? [])]);
     const names = present.filter((name) => !known.has(name));
     await mapLimit(names, 8, async (name) => {
       const sealed = await this.store.get(name);
@@ -244,6 +254,7 @@ export class Vault {
     return added.valid.length > 0;
   }
 
+  /** Where a chunk lies; an id the shards hold must be prepared first (vault.index.prepare). */
   locate(id: Uint8Array): ChunkLocation {
     const location = this.index.lookup(id);
     if (!location || location === "pending") {
@@ -256,6 +267,7 @@ export class Vault {
 
   /** Reads and checks one chunk (on this thread: for metadata and small reads). */
   async readChunk(type: number, id: Uint8Array): Promise<Buffer> {
+    await this.index.prepare([id], { present: true });
     const location = this.locate(id);
     if (location.type !== type) throw new IntegrityError(`chunk ${hexId(id)} has the wrong type in the index`);
     const sealed = await this.store.getRange(packKey(location.pack), location.offset, location.length);

@@ -11,6 +11,7 @@ import { CHUNK_TREE } from "./chunk-codec.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId } from "./crypto.ts";
 import { decodeIndex, type IndexedPack } from "./index-file.ts";
+import { readNewestGeneration, ShardReader } from "./index-shards.ts";
 import { readKeyObjects } from "./keyring.ts";
 import { STALE_AFTER_MS } from "./locks.ts";
 import { packIdOfKey, packKey, readPackHeader } from "./pack.ts";
@@ -71,6 +72,26 @@ export async function verifyVault(
       problems.push(`index object ${name}: ${describeError(error)}`);
     }
   });
+
+  // The newest generation's shards (index-shards.ts), each read whole: a damaged one is named.
+  try {
+    const generation = await readNewestGeneration(vault.store, vault.master.dataKey);
+    const reader = generation && new ShardReader(vault.store, vault.master.dataKey, generation);
+    for (const shard of generation?.shards ?? []) {
+      try {
+        for await (const [id, location] of reader!.entriesOf(shard)) {
+          const entries = indexed.get(location.pack) ?? [];
+          entries.push({ type: location.type, id, offset: location.offset, length: location.length, rawLength: location.rawLength });
+          indexed.set(location.pack, entries);
+          vault.index.add(id, location);
+        }
+      } catch (error) {
+        problems.push(`index shard ${reader!.shardName(shard)}: ${describeError(error)}`);
+      }
+    }
+  } catch (error) {
+    problems.push(`index generation: ${describeError(error)}`);
+  }
 
   const packSizes = new Map<string, number>();
   const packTimes = new Map<string, number>();

@@ -1,0 +1,334 @@
+/**
+ * The sharded chunk index (runtime/engine/index-shards.ts, vault-index.ts; issue 13): prune
+ * compacts the index into sealed shards and a generation object, and a job reads only the blocks
+ * it needs. Shards here are tiny (blocks of 2 entries, shards of about 8-16) so a few small disks
+ * spread over several shards and blocks. Scenarios: lookups after compaction (restore, dedup,
+ * ranged reads, an unprepared lookup throws); a crash between the shards and the generation
+ * object, and one after it before the deletes; a backup that commits during a prune; a damaged
+ * block, a missing shard, a shard copied to another prefix or generation, blocks swapped; a
+ * rolled-back or planted generation object; another process's prune seen by reloadIndex.
+ */
+import { randomBytes } from "node:crypto";
+import { cp, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { backupDisk, type PointDescription } from "../../runtime/engine/backup.ts";
+import { CHUNK_DATA, CHUNK_TREE } from "../../runtime/engine/chunk-codec.ts";
+import { CodecPool } from "../../runtime/engine/codec-pool.ts";
+import { ID_BYTES, keyedId, labelAssociatedData, sealObject } from "../../runtime/engine/crypto.ts";
+import { IndexNotPreparedError, prefixOf, shardTuning } from "../../runtime/engine/index-shards.ts";
+import { VaultLock } from "../../runtime/engine/locks.ts";
+import type { PointManifest } from "../../runtime/engine/point.ts";
+import { pruneVault } from "../../runtime/engine/prune.ts";
+import { restoreContent } from "../../runtime/engine/restore.ts";
+import { Vault } from "../../runtime/engine/vault.ts";
+import { VaultWriter } from "../../runtime/engine/vault-writer.ts";
+import { IntegrityError } from "../../runtime/errors.ts";
+import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
+import { LocalFolderStore } from "../../runtime/store/local.ts";
+import type { ObjectStore } from "../../runtime/store/store.ts";
+import { StoreView } from "../support/store-view.ts";
+import { tempFolder } from "../cli/vaults.ts";
+
+const provider = new PassphraseProvider("index shards test passphrase");
+const DISKS = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/disks";
+const BLOCK = 64 * 1024;
+const tuning = { ...shardTuning };
+
+function disk(name: string): PointDescription {
+  return { kind: "disk", source: { type: "azure-managed-disk", path: `${DISKS}/${name}` } };
+}
+
+function source(bytes: Buffer) {
+  return { size: bytes.length, read: async (offset: number, length: number) => Buffer.from(bytes.subarray(offset, offset + length)) };
+}
+
+/** Records reads, and runs a hook before a create whose key starts with a prefix. */
+class WatchedStore extends StoreView {
+  readonly reads: { kind: "get" | "range"; key: string }[] = [];
+  beforeCreate?: { prefix: string; run: () => Promise<void> };
+  override get(key: string) {
+    this.reads.push({ kind: "get", key });
+    return super.get(key);
+  }
+  override getRange(key: string, offset: number, length: number) {
+    this.reads.push({ kind: "range", key });
+    return super.getRange(key, offset, length);
+  }
+  override async create(key: string, data: Uint8Array) {
+    const hook = this.beforeCreate;
+    if (hook && key.startsWith(hook.prefix)) {
+      this.beforeCreate = undefined;
+      await hook.run();
+    }
+    return super.create(key, data);
+  }
+}
+
+let fixture: string;
+const disks: Record<string, Buffer> = {};
+const points: Record<string, PointManifest> = {};
+
+async function open(folder: string, store: ObjectStore = new LocalFolderStore(folder)): Promise<Vault> {
+  return Vault.open(store, provider);
+}
+
+/** A copy of the fixture (two points, not yet compacted), so each scenario damages its own. */
+async function copyOf(label: string): Promise<string> {
+  const folder = path.join(await tempFolder(`shards-${label}`), "vault");
+  await cp(fixture, folder, { recursive: true });
+  return folder;
+}
+
+async function prune(vault: Vault) {
+  const lock = await VaultLock.acquire(vault.store, "exclusive", "prune");
+  const pool = new CodecPool(vault.master, { threads: 1 });
+  try {
+    return await pruneVault(vault, pool, { lock });
+  } finally {
+    await pool.close();
+    await lock.release();
+  }
+}
+
+async function restore(vault: Vault, point: PointManifest): Promise<Buffer> {
+  const out = Buffer.alloc(point.size);
+  const pool = new CodecPool(vault.master, { threads: 1 });
+  try {
+    await restoreContent(vault, pool, point, { needsZeros: false, write: async (offset, data) => void data.copy(out, offset) });
+  } finally {
+    await pool.close();
+  }
+  return out;
+}
+
+async function keysUnder(folder: string, prefix: string): Promise<string[]> {
+  const found: string[] = [];
+  for await (const info of new LocalFolderStore(folder).list(prefix)) found.push(info.key);
+  return found.sort();
+}
+
+/** The first data chunk of a point and the shard that holds it (in the vault's newest generation). */
+async function firstChunkShard(folder: string, vault: Vault, point: PointManifest): Promise<{ id: Buffer; shard: string }> {
+  const node = await vault.readChunk(CHUNK_TREE, Buffer.from(point.content!.tree[0], "hex"));
+  const id = Buffer.from(node.subarray(0, ID_BYTES));
+  const generation = vault.index.generation!;
+  const prefix = prefixOf(id, generation.prefixBits).toString(16).padStart(Math.max(1, Math.ceil(generation.prefixBits / 4)), "0");
+  const shard = (await keysUnder(folder, "index-shards/")).find((key) => key === `index-shards/${String(generation.sequence).padStart(12, "0")}/${prefix}`);
+  return { id, shard: shard! };
+}
+
+async function compacted(label: string): Promise<{ folder: string; vault: Vault }> {
+  const folder = await copyOf(label);
+  await prune(await open(folder));
+  return { folder, vault: await open(folder) };
+}
+
+beforeAll(async () => {
+  Object.assign(shardTuning, { blockEntries: 2, shardEntries: 16, shardFromEntries: 0 });
+  fixture = path.join(await tempFolder("shards-fixture"), "vault");
+  const vault = await Vault.init(new LocalFolderStore(fixture), provider);
+  for (const name of ["a", "b"]) {
+    disks[name] = randomBytes(16 * BLOCK);
+    points[name] = await backupDisk(vault, source(disks[name]), disk(name));
+  }
+});
+
+afterAll(() => {
+  Object.assign(shardTuning, tuning);
+});
+
+describe("a compacted index", () => {
+  test("prune writes shards and a generation object, deletes the index objects, and a restore from the shards gives the same bytes, reading blocks by range", async () => {
+    const { folder } = await compacted("restore");
+    expect(await keysUnder(folder, "index/")).toEqual([]);
+    expect(await keysUnder(folder, "index-gen/")).toEqual(["index-gen/000000000001"]);
+    expect((await keysUnder(folder, "index-shards/")).length).toBeGreaterThan(2);
+    const store = new WatchedStore(new LocalFolderStore(folder), {});
+    const vault = await open(folder, store);
+    expect(vault.index.size).toBe(0); // nothing loaded whole
+    expect(await restore(vault, points.a)).toEqual(disks.a);
+    const shardReads = store.reads.filter((r) => r.key.startsWith("index-shards/"));
+    expect(shardReads.length).toBeGreaterThan(0);
+    expect(shardReads.every((r) => r.kind === "range")).toBe(true);
+  });
+
+  test("a synchronous lookup of a shard-held id that was not prepared throws, and after prepare it answers (an unknown id: absent)", async () => {
+    const { folder, vault } = await compacted("prepare");
+    const { id } = await firstChunkShard(folder, vault, points.b);
+    const fresh = await open(folder);
+    expect(() => fresh.index.lookup(id)).toThrow(IndexNotPreparedError);
+    expect(() => fresh.locate(id)).toThrow(IndexNotPreparedError);
+    await fresh.index.prepare([id]);
+    expect(fresh.locate(id).length).toBeGreaterThan(0);
+    const unknown = randomBytes(ID_BYTES);
+    await fresh.index.prepare([unknown]);
+    expect(fresh.index.has(unknown)).toBe(false);
+  });
+
+  test("a backup of known data after compaction dedups against the shards: no new chunk, no new pack", async () => {
+    const { folder, vault } = await compacted("dedup");
+    const packsBefore = await keysUnder(folder, "data/");
+    const again = await backupDisk(vault, source(disks.a), disk("a"));
+    expect(again.stats.chunksNew).toBe(0);
+    expect(await keysUnder(folder, "data/")).toEqual(packsBefore);
+    expect(await restore(await open(folder), again)).toEqual(disks.a);
+  });
+
+  test("another process's prune makes a new generation: reloadIndex resets to it", async () => {
+    const { folder, vault } = await compacted("reload");
+    expect(vault.index.generation?.sequence).toBe(1);
+    await backupDisk(await open(folder), source(randomBytes(2 * BLOCK)), disk("c"));
+    await prune(await open(folder));
+    await vault.reloadIndex();
+    expect(vault.index.generation?.sequence).toBe(2);
+    expect(await keysUnder(folder, "index-gen/")).toEqual(["index-gen/000000000002"]);
+    expect(await restore(vault, points.b)).toEqual(disks.b);
+  });
+});
+
+describe("interruptions", () => {
+  test("a crash between the shards and the generation object: the orphan shards are ignored, the index objects still used, and the next prune removes the orphans", async () => {
+    const folder = await copyOf("crash-before-gen");
+    const store = new WatchedStore(new LocalFolderStore(folder), {});
+    store.beforeCreate = { prefix: "index-gen/", run: async () => Promise.reject(new Error("killed before the generation object")) };
+    await expect(prune(await open(folder, store))).rejects.toThrow(/killed/);
+    const orphans = await keysUnder(folder, "index-shards/");
+    expect(orphans.length).toBeGreaterThan(0);
+    expect(await keysUnder(folder, "index-gen/")).toEqual([]);
+    const vault = await open(folder);
+    expect(vault.index.generation).toBeUndefined();
+    expect(await restore(vault, points.a)).toEqual(disks.a);
+    await prune(await open(folder));
+    expect(await keysUnder(folder, "index-gen/")).toEqual(["index-gen/000000000002"]);
+    const left = await keysUnder(folder, "index-shards/");
+    expect(left.every((key) => key.startsWith("index-shards/000000000002/"))).toBe(true);
+    expect(await restore(await open(folder), points.b)).toEqual(disks.b);
+  });
+
+  test("a crash after the generation object, before the index objects it covers were deleted: they are not loaded, and the next prune deletes them", async () => {
+    const folder = await copyOf("crash-after-gen");
+    const saved = await Promise.all((await keysUnder(folder, "index/")).map(async (key) => ({ key, bytes: await readFile(path.join(folder, key)) })));
+    await prune(await open(folder));
+    for (const { key, bytes } of saved) await writeFile(path.join(folder, key), bytes); // as if the deletes never ran
+    const vault = await open(folder);
+    expect(vault.indexObjects).toEqual([]);
+    expect(vault.index.size).toBe(0);
+    expect(await restore(vault, points.a)).toEqual(disks.a);
+    expect((await backupDisk(vault, source(disks.b), disk("b"))).stats.chunksNew).toBe(0);
+    await prune(await open(folder));
+    expect(await keysUnder(folder, "index/")).toEqual([]);
+    expect(await restore(await open(folder), points.b)).toEqual(disks.b);
+  });
+
+  test("a backup that commits its index object while a prune runs (a lapsed lock) keeps it in the delta: its chunks stay findable", async () => {
+    const folder = await copyOf("during-prune");
+    const store = new WatchedStore(new LocalFolderStore(folder), {});
+    const late = randomBytes(BLOCK);
+    let lateIndex: string[] = [];
+    store.beforeCreate = {
+      prefix: "index-gen/",
+      run: async () => {
+        const other = await open(folder);
+        const pool = new CodecPool(other.master, { threads: 1 });
+        const writer = new VaultWriter(other, pool);
+        try {
+          await writer.put(CHUNK_DATA, keyedId(other.master.idKey, late), late);
+          await writer.finish();
+        } finally {
+          await pool.close();
+        }
+        lateIndex = writer.indexObjectsWritten;
+      },
+    };
+    await prune(await open(folder, store));
+    expect(lateIndex).toHaveLength(1);
+    expect(await keysUnder(folder, "index/")).toEqual(lateIndex);
+    const vault = await open(folder);
+    expect(vault.indexObjects).toEqual(lateIndex);
+    expect(await vault.readChunk(CHUNK_DATA, keyedId(vault.master.idKey, late))).toEqual(late);
+  });
+});
+
+describe("damage and tampering: readers and writers fail naming the shard, never answer absent", () => {
+  async function expectNamed(folder: string, shard: string) {
+    const error = await restore(await open(folder), points.a).then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(IntegrityError);
+    expect((error as Error).message).toContain(shard);
+    await expect(backupDisk(await open(folder), source(disks.a), disk("a"))).rejects.toThrow(shard);
+  }
+
+  test("a damaged block", async () => {
+    const { folder, vault } = await compacted("damaged-block");
+    const { shard } = await firstChunkShard(folder, vault, points.a);
+    const file = path.join(folder, shard);
+    const bytes = await readFile(file);
+    for (let at = 40; at < bytes.length; at += 97) bytes[at] ^= 1; // every block, filter and the index
+    await writeFile(file, bytes);
+    await expectNamed(folder, shard);
+  });
+
+  test("a missing shard", async () => {
+    const { folder, vault } = await compacted("missing-shard");
+    const { shard } = await firstChunkShard(folder, vault, points.a);
+    await rm(path.join(folder, shard));
+    await expectNamed(folder, shard);
+  });
+
+  test("a shard copied over another prefix's", async () => {
+    const { folder, vault } = await compacted("moved-shard");
+    const { shard } = await firstChunkShard(folder, vault, points.a);
+    const other = (await keysUnder(folder, "index-shards/")).find((key) => key !== shard)!;
+    await writeFile(path.join(folder, shard), await readFile(path.join(folder, other)));
+    await expectNamed(folder, shard);
+  });
+
+  test("a shard of an older generation put in place of the newer one's", async () => {
+    const { folder, vault } = await compacted("old-generation-shard");
+    const { shard } = await firstChunkShard(folder, vault, points.a);
+    const oldBytes = await readFile(path.join(folder, shard));
+    await prune(await open(folder)); // generation 2, same entries and prefixes
+    const newer = shard.replace("/000000000001/", "/000000000002/");
+    expect(await keysUnder(folder, "index-shards/")).toContain(newer);
+    await writeFile(path.join(folder, newer), oldBytes);
+    await expectNamed(folder, newer);
+  });
+
+  test("two blocks of a shard swapped", async () => {
+    const { folder, vault } = await compacted("swapped-blocks");
+    const { shard } = await firstChunkShard(folder, vault, points.a);
+    const file = path.join(folder, shard);
+    const bytes = await readFile(file);
+    // Full blocks of 2 entries seal to the same length, and so do their filters (8 bytes at least).
+    const blockLength = sealObject(vault.master.dataKey, Buffer.alloc(5 + 2 * 61), labelAssociatedData("x", "y"), vault.master.format).length;
+    const filterLength = sealObject(vault.master.dataKey, Buffer.alloc(8), labelAssociatedData("x", "y"), vault.master.format).length;
+    const second = blockLength + filterLength;
+    expect(bytes.length).toBeGreaterThan(2 * second);
+    const first = Buffer.from(bytes.subarray(0, blockLength));
+    bytes.copy(bytes, 0, second, second + blockLength);
+    first.copy(bytes, second);
+    await writeFile(file, bytes);
+    await expectNamed(folder, shard);
+  });
+
+  test("a planted generation object (not sealed with the vault's keys) is refused, naming it", async () => {
+    const { folder } = await compacted("planted-gen");
+    await writeFile(path.join(folder, "index-gen", "000000000009"), randomBytes(300));
+    await expect(open(folder)).rejects.toThrow(/index-gen\/000000000009/);
+  });
+
+  test("a generation object copied to another sequence is refused", async () => {
+    const { folder } = await compacted("copied-gen");
+    await cp(path.join(folder, "index-gen", "000000000001"), path.join(folder, "index-gen", "000000000002"));
+    await expect(open(folder)).rejects.toThrow(IntegrityError);
+  });
+
+  test("a rolled-back generation (the newest deleted, the older put back): its shards are gone, so readers fail naming one", async () => {
+    const { folder } = await compacted("rolled-back");
+    const oldGeneration = await readFile(path.join(folder, "index-gen", "000000000001"));
+    await prune(await open(folder));
+    await rm(path.join(folder, "index-gen", "000000000002"));
+    await writeFile(path.join(folder, "index-gen", "000000000001"), oldGeneration);
+    await expect(restore(await open(folder), points.a)).rejects.toThrow(/index shard index-shards\/000000000001\/[0-9a-f]+ .*is missing/);
+  });
+});
