@@ -239,7 +239,7 @@ describe("a fleet in two regions, with the real agents", { timeout: 360_000 }, (
     // Exactly one more point set per item: 2 VM group points, 4 VM disk points, 2 + 2 disk points, 2 database points.
     expect(manifests).toHaveLength(12);
     const jobs = jobsOf[1]!;
-    const changed: Record<string, number> = { [key(ids.weData)]: 64 * KiB, [key(ids.dataDisk)]: 64 * KiB, [key(ids.osDisk)]: 0, [key(ids.neLogs)]: 0 };
+    const changed: Record<string, number> = { [key(ids.weData)]: 64 * KiB, [key(ids.dataDisk)]: 4 * KiB, [key(ids.osDisk)]: 0, [key(ids.neLogs)]: 0 };
     for (const disk of [ids.osDisk, ids.dataDisk, ids.weData, ids.neLogs]) {
       const job = disk === ids.osDisk || disk === ids.dataDisk ? jobs[key(ids.vm)]! : jobs[key(disk)]!;
       const [point] = pointsOfJob(manifests, job).filter((p) => p.kind === "disk" && key(p.source.path) === key(disk));
