@@ -20,9 +20,9 @@
  * disk's access SAS for the emulator).
  */
 import { createHash, randomBytes } from "node:crypto";
-import { AnonymousCredential, PageBlobClient, newPipeline } from "@azure/storage-blob";
+import { AnonymousCredential, BlobServiceClient, type ContainerClient, PageBlobClient, newPipeline } from "@azure/storage-blob";
 import { Pool } from "undici";
-import { AzureBlobStore } from "../runtime/store/azure-blob.ts";
+import { STORAGE_PIPELINE } from "../runtime/store/azure-blob.ts";
 
 export type HttpPath = "range-read" | "page-write" | "pack-upload" | "pack-read";
 export type HttpClientName = "sdk" | "undici";
@@ -163,64 +163,81 @@ function blockId(n: number): string {
   return Buffer.from(String(n).padStart(8, "0")).toString("base64");
 }
 
-/** A pack as the vault writer hands it over: PACK_WRITE_BYTES pieces of one 32 MiB pack. */
+/** The container of the pack paths through the SDK, as azure-blob.ts builds it from a connection string. */
+function sdkContainer(spec: TrialSpec): ContainerClient {
+  const name = new URL(spec.url).pathname.split("/").filter(Boolean).at(-1)!;
+  return BlobServiceClient.fromConnectionString(spec.connectionString!, STORAGE_PIPELINE).getContainerClient(name);
+}
+
+/**
+ * A 32 MiB pack as 8 MiB blocks, 4 staged at once, then committed create-only with its MD5 (as
+ * AzureBlobStore.createWriter does). Both clients get the same buffers and the same MD5 work:
+ * only the requests differ.
+ */
 function packUpload(spec: TrialSpec): Workload {
   const pack = randomBytes(PACK_BYTES);
   const base = { requestsPerOp: PACK_BYTES / BLOCK_BYTES + 1, bytesPerOp: PACK_BYTES, width: PACKS_IN_FLIGHT };
   const key = (n: number) => `packs/${process.pid}-${n}-${randomBytes(4).toString("hex")}`;
+  const blocks = Array.from({ length: PACK_BYTES / BLOCK_BYTES }, (_, i) => ({ id: blockId(i), body: pack.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES) }));
+  const upload = async (stage: (block: { id: string; body: Buffer }) => Promise<void>, commit: (ids: string[], md5: Buffer) => Promise<void>) => {
+    const md5 = createHash("md5").update(pack).digest();
+    await inParallel(blocks.length, BLOCKS_IN_FLIGHT, (i) => stage(blocks[i]));
+    await commit(blocks.map((block) => block.id), md5);
+  };
   if (spec.client === "sdk") {
-    const store = AzureBlobStore.fromUrl(spec.url, { connectionString: spec.connectionString });
+    const container = sdkContainer(spec);
     return {
       ...base,
       op: async (n) => {
-        const writer = store.createWriter(key(n));
-        for (let at = 0; at < PACK_BYTES; at += PACK_WRITE_BYTES) await writer.write(pack.subarray(at, at + PACK_WRITE_BYTES));
-        await writer.commit();
+        const blob = container.getBlockBlobClient(key(n));
+        await upload(
+          async (block) => void (await blob.stageBlock(block.id, block.body, block.body.length)),
+          async (ids, md5) => void (await blob.commitBlockList(ids, { conditions: { ifNoneMatch: "*" }, blobHTTPHeaders: { blobContentMD5: md5 } })),
+        );
       },
       close: async () => {},
     };
   }
   const { origin, path } = splitUrl(spec.url);
   const pool = new Pool(origin, { connections: PACKS_IN_FLIGHT * BLOCKS_IN_FLIGHT });
+  const put = async (what: string, blobPath: string, query: string, headers: Record<string, string>, body: Buffer | string) => {
+    const response = await pool.request({ path: `${blobPath}?${spec.containerSas}&${query}`, method: "PUT", headers: { "x-ms-version": STORAGE_VERSION, ...headers }, body });
+    await expectStatus(what, response, 201);
+    await response.body.dump();
+  };
   return {
     ...base,
     op: async (n) => {
-      const blob = `${path}/${key(n)}`;
-      const md5 = createHash("md5").update(pack).digest("base64");
-      const ids = Array.from({ length: PACK_BYTES / BLOCK_BYTES }, (_, i) => blockId(i));
-      await inParallel(ids.length, BLOCKS_IN_FLIGHT, async (i) => {
-        const body = pack.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES);
-        const response = await pool.request({
-          path: `${blob}?${spec.containerSas}&comp=block&blockid=${encodeURIComponent(ids[i])}`,
-          method: "PUT",
-          headers: { "x-ms-version": STORAGE_VERSION, "content-length": String(body.length) },
-          body,
-        });
-        await expectStatus("Put Block", response, 201);
-        await response.body.dump();
-      });
-      const list = `<?xml version="1.0" encoding="utf-8"?><BlockList>${ids.map((id) => `<Latest>${id}</Latest>`).join("")}</BlockList>`;
-      const response = await pool.request({
-        path: `${blob}?${spec.containerSas}&comp=blocklist`,
-        method: "PUT",
-        headers: { "x-ms-version": STORAGE_VERSION, "if-none-match": "*", "x-ms-blob-content-md5": md5, "content-type": "application/xml" },
-        body: list,
-      });
-      await expectStatus("Put Block List", response, 201);
-      await response.body.dump();
+      const blobPath = `${path}/${key(n)}`;
+      await upload(
+        (block) => put("Put Block", blobPath, `comp=block&blockid=${encodeURIComponent(block.id)}`, { "content-length": String(block.body.length) }, block.body),
+        (ids, md5) =>
+          put(
+            "Put Block List",
+            blobPath,
+            "comp=blocklist",
+            { "if-none-match": "*", "x-ms-blob-content-md5": md5.toString("base64"), "content-type": "application/xml" },
+            `<?xml version="1.0" encoding="utf-8"?><BlockList>${ids.map((id) => `<Latest>${id}</Latest>`).join("")}</BlockList>`,
+          ),
+      );
     },
     close: () => pool.close(),
   };
 }
 
+/** 8 MiB ranges of packs; the SDK as AzureBlobStore.getRange used it before undici (downloadToBuffer, 4 MiB pieces). */
 function packRead(spec: TrialSpec): Workload {
   const keys = spec.packKeys ?? [];
   const perPack = PACK_BYTES / PACK_READ_BYTES;
   const at = (n: number) => ({ key: keys[Math.floor(n / perPack) % keys.length], offset: (n % perPack) * PACK_READ_BYTES });
   const base = { requestsPerOp: 1, bytesPerOp: PACK_READ_BYTES, width: PACK_READS_IN_FLIGHT };
   if (spec.client === "sdk") {
-    const store = AzureBlobStore.fromUrl(spec.url, { connectionString: spec.connectionString });
-    return { ...base, op: async (n) => void (await store.getRange(at(n).key, at(n).offset, PACK_READ_BYTES)), close: async () => {} };
+    const container = sdkContainer(spec);
+    return {
+      ...base,
+      op: async (n) => void (await container.getBlockBlobClient(at(n).key).downloadToBuffer(at(n).offset, PACK_READ_BYTES, { concurrency: 4, blockSize: 4 * MiB })),
+      close: async () => {},
+    };
   }
   const { origin, path } = splitUrl(spec.url);
   const pool = new Pool(origin, { connections: PACK_READS_IN_FLIGHT });

@@ -27,6 +27,7 @@ import { BulwarkError, NotFoundError, ObjectExistsError, ObjectNotFoundError, Se
 import { DEFAULT_RETRY, isRetryable, withRetry } from "./retry.ts";
 import { throwIfInterrupted } from "../interruption.ts";
 import type { ObjectInfo, ObjectStore, ObjectWriter } from "./store.ts";
+import { UndiciBlobRequests } from "./undici-blob.ts";
 
 const BLOCK_BYTES = 8 * 1024 * 1024;
 const PARALLEL_BLOCKS = 4;
@@ -170,6 +171,8 @@ export class AzureBlobStore implements ObjectStore {
   private readonly prefix: string;
   /** Where `locks/` keys are written; absent for stores that hold no vault (staging). */
   private readonly locks: ContainerClient | undefined;
+  /** Ranged reads go over undici: the same requests for about a quarter less CPU (undici-blob.ts). */
+  private readonly data = new UndiciBlobRequests();
 
   constructor(container: ContainerClient, prefix: string, shownAs: string, locks?: ContainerClient) {
     this.container = container;
@@ -201,7 +204,7 @@ export class AzureBlobStore implements ObjectStore {
   async getRange(key: string, offset: number, length: number): Promise<Buffer> {
     if (length === 0) return Buffer.alloc(0);
     throwIfInterrupted();
-    return this.fromEither(key, (blob) => blob.downloadToBuffer(offset, length, { concurrency: 4, blockSize: 4 * 1024 * 1024 }));
+    return this.fromEither(key, (blob) => this.data.getRange(blob, offset, length));
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
