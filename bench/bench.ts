@@ -12,11 +12,11 @@ import { ensureImages, formatBytes } from "./image.ts";
 import { combineRounds, runImageCase } from "./image-case.ts";
 import type { ToolRun } from "./image-case.ts";
 import { hasGnuTime } from "./measure.ts";
-import { CHANGE_FRACTION, renderDiskTable, runDiskCase } from "./disk-case.ts";
+import { CHANGE_FRACTION, diskCaseImages, renderDiskTable, runDiskCase } from "./disk-case.ts";
 import { runBacpacBench } from "./bacpac-case.ts";
 import { ITEMS_DEFAULT_SIZE, runItemsBench } from "./items-case.ts";
 import { COPY_DEFAULT_SIZE, runCopyBench } from "./copy-case.ts";
-import { parseChunkCount, runScaleBench } from "./scale-case.ts";
+import { parseChunkCount, parseScaleDesigns, runScaleBench } from "./scale-case.ts";
 import { runOsDiskBench } from "./os-disk-case.ts";
 import { runHttpBench } from "./http-case.ts";
 import { checkTargets, ratiosTo, renderTable, renderTargets } from "./report.ts";
@@ -58,6 +58,7 @@ const USAGE = `usage: npm run bench -- [options]
                    pack uploads and pack range reads (emulator and Azurite; --size bytes per trial,
                    default 512M; --rounds default 3; results in .bench/http.json)
   --scale-max N    scale case: largest vault to synthesize, in chunks (10M, 100M; default 100M)
+  --scale-designs  scale case: which index designs, comma-separated (before,catalog,sharded; default all)
   --rounds N       run every tool N times, tools taking turns; report medians (default 1; image case)
   --keep           keep the repositories under .bench/work/
   --help           this text
@@ -145,6 +146,7 @@ async function main(argv: string[]): Promise<number> {
       rounds: { type: "string", default: "1" },
       keep: { type: "boolean", default: false },
       "scale-max": { type: "string", default: "100M" },
+      "scale-designs": { type: "string", default: "before,catalog,sharded" },
       help: { type: "boolean", default: false },
     },
     allowPositionals: false,
@@ -180,7 +182,8 @@ async function main(argv: string[]): Promise<number> {
   }
   if (values.case === "scale") {
     const outPath = resolve(values.out ?? join(BENCH_DIR, "scale.json"));
-    const settings = { maxChunks: parseChunkCount(values["scale-max"]), workRoot: join(BENCH_DIR, "work"), outPath, useGnuTime: hasGnuTime(), log };
+    const designs = parseScaleDesigns(values["scale-designs"]);
+    const settings = { maxChunks: parseChunkCount(values["scale-max"]), designs, workRoot: join(BENCH_DIR, "work"), outPath, useGnuTime: hasGnuTime(), log };
     return (await runScaleBench(settings)) ? 0 : 1;
   }
   if (values.case === "items") {
@@ -404,11 +407,11 @@ async function runDiskSize(
 ): Promise<boolean> {
   const { sizeBytes, outPath } = settings;
   if (restic === undefined) log("restic: not run, so there is no time ratio; only Bulwark's figures");
-  const images = await ensureImages(join(BENCH_DIR, "images"), sizeBytes, settings.seed, log);
-  const d = images.description;
+  const images = await diskCaseImages(join(BENCH_DIR, "images"), sizeBytes, settings.seed, log);
+  const d = images;
   log(
-    `disk content: the image case's version 1, ${formatBytes(sizeBytes)}, seed ${settings.seed}; ` +
-      `1 MiB regions: ${d.regions.zero} zero, ${d.regions.text} text-like, ${d.regions.random} random`,
+    `disk content: ${images.content}, ${formatBytes(sizeBytes)}, seed ${settings.seed}; ` +
+      `1 MiB regions: ${d.regions.zero} zero or unwritten, ${d.regions.text} text-like, ${d.regions.random} random`,
   );
   const startedAt = new Date().toISOString();
   const result = await runDiskCase(images, bulwark, restic, { workRoot: join(BENCH_DIR, "work"), useGnuTime: settings.useGnuTime, keep: settings.keep, log });
@@ -423,16 +426,19 @@ async function runDiskSize(
     method: {
       source:
         "a managed disk in the local Azure emulator (test/emulator, in the benchmark's process, over HTTPS on loopback), " +
-        "filled with the non-zero 64 KiB pieces of the image case's version 1",
-      bulwark: "`bulwark backup <disk resource id> --vault <local folder> --json`: incremental snapshot, page-range diff against the previous golden snapshot, changed 64 KiB blocks read over the SAS",
+        `filled with ${images.content}`,
+      bulwark:
+        "`bulwark backup <disk resource id> --vault <local folder> --json`: incremental snapshot, page-range diff against the previous golden snapshot, " +
+        "changed pages read over the SAS (a 64 KiB block more than half changed read whole; the rest of a partly changed block from the previous point's chunk)",
+      cpu: "user + system CPU seconds of Bulwark's process and of restic's (GNU time %U %S); emulatorCpuSeconds: the benchmark's own process (the emulator serving Bulwark) during Bulwark's step",
       restic: "`restic backup` of a local image file holding the same bytes as the disk, at the same path each time, so the previous snapshot is the parent; it re-reads the whole file",
       change: `${CHANGE_FRACTION * 100}% of the blocks, two variants applied one after the other to the same disk (see each variant's definition)`,
       time: "wall seconds of the whole CLI process (node start, key derivation, ARM calls, reads, commit); engineSeconds is Bulwark's own point duration",
-      bytesRead: "bytesFetched of Bulwark's --json report: bytes downloaded from the snapshot",
-      restoreCheck: "the incremental point restored to a local file (bulwark restore latest --to), sha256 compared with the emulator's disk content (control.readImage)",
+      bytesRead: "bytesFetched of Bulwark's --json report (bytes downloaded from the snapshot) plus baseBytesRead from the point's details (base chunks read from the vault); restic: bytes processed",
+      restoreCheck: "the incremental point restored to a local file (bulwark restore latest --to), compared 16 MiB at a time with the emulator's disk content",
       pageCache: "the image file read once before each restic step; the disk lives in the emulator's memory",
     },
-    disk: { sizeBytes, seed: settings.seed, allocatedBytes: result.allocatedBytes, diskId: result.diskId, version1Sha256: images.version1Sha256, regions: d.regions },
+    disk: { sizeBytes, seed: settings.seed, allocatedBytes: result.allocatedBytes, diskId: result.diskId, content: images.content, version1Sha256: images.version1Sha256, regions: d.regions },
     tools: {
       bulwark: { detection: detections.get("bulwark"), settings: bulwark.settings() },
       restic: { detection: detections.get("restic"), settings: restic?.settings() },
