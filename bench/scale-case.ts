@@ -8,14 +8,17 @@
  * job inside it (open, find the base or the point, back up or restore, commit), and the bytes and
  * requests read from the store (a counting wrapper around it).
  *
- * Two designs of "finding a point": `before` finds the source's latest point by reading every
- * manifest and a point by listing every point id (what main did before the catalog); `catalog`
- * through the per-source catalog (runtime/engine/catalog.ts) and a whole id read directly. Both
- * load the whole chunk index at open (vault.ts). A size whose index cannot fit in this machine's
- * memory is not run: its row says so, with the estimate.
+ * Three designs: `before` finds the source's latest point by reading every manifest and a point by
+ * listing every point id (what main did before the catalog); `catalog` through the per-source
+ * catalog (runtime/engine/catalog.ts) and a whole id read directly. Both load the whole chunk index
+ * at open (index objects, vault.ts): a size whose index cannot fit in this machine's memory is not
+ * run, its row says so, with the estimate. `sharded` finds points as `catalog` does, over the same
+ * points, with the index compacted as prune compacts it (index-shards.ts): the shards and the
+ * generation object are synthesized directly (the real point's entries merged in), the index
+ * objects set aside, so the job reads only the index blocks it needs.
  */
 import { createHash, randomFillSync } from "node:crypto";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,7 +28,8 @@ import { catalogEntryName, completeCatalog, latestPointOfSource, addToCatalog } 
 import { CHUNK_DATA } from "../runtime/engine/chunk-codec.ts";
 import { CodecPool } from "../runtime/engine/codec-pool.ts";
 import { randomHex } from "../runtime/engine/crypto.ts";
-import { INDEX_LAYOUT, sealIndexPlaintext } from "../runtime/engine/index-file.ts";
+import { decodeIndex, INDEX_LAYOUT, sealIndexPlaintext } from "../runtime/engine/index-file.ts";
+import { encodeGeneration, encodeShard, generationName, packEntry, prefixBitsFor, prefixOf, SHARD_ENTRY_BYTES, shardName } from "../runtime/engine/index-shards.ts";
 import type { PointManifest } from "../runtime/engine/point.ts";
 import { restoreContent } from "../runtime/engine/restore.ts";
 import { mapLimit, Vault } from "../runtime/engine/vault.ts";
@@ -53,7 +57,7 @@ const INDEX_SLOT_BYTES = 32 + 4 + 8 + 4 + 4 + 1;
 const INDEX_LOADS_AT_ONCE = 8;
 const SCRYPT_BYTES = 128 * MiB;
 
-type Design = "before" | "catalog";
+type Design = "before" | "catalog" | "sharded";
 type Operation = "backup" | "restore";
 
 interface ProbeSpec {
@@ -85,6 +89,8 @@ export interface ScaleRow {
 
 export interface ScaleSettings {
   maxChunks: number;
+  /** The designs to run (default: all). */
+  designs?: Design[];
   workRoot: string;
   outPath: string;
   useGnuTime: boolean;
@@ -156,7 +162,7 @@ async function synthesize(dir: string, chunks: number, log: (line: string) => vo
   }
   const vault = await Vault.open(new UnsyncedFolderStore(join(dir, "vault")), provider, { loadIndex: false });
   const held = () => state!.realChunks + state!.indexObjects.reduce((sum, object) => sum + object.entries, 0);
-  while (held() > chunks) {
+  while (state.indexObjects.length > 0 && held() > chunks) {
     await vault.store.delete(state.indexObjects.at(-1)!.name);
     state.indexObjects.pop();
     await writeFile(done, JSON.stringify(state));
@@ -210,6 +216,85 @@ async function synthesizePoints(vault: Vault, real: PointManifest): Promise<void
     await vault.writePoint(point);
   });
   await completeCatalog(vault, []);
+}
+
+/**
+ * The sharded design's vault: the index objects set aside (index/ moved to index.aside/), and one
+ * generation of shards holding `chunks` entries, the real point's among them. Returns a function
+ * that puts the vault back as it was.
+ */
+async function synthesizeShards(dir: string, state: Synthesized, chunks: number, log: (line: string) => void): Promise<() => Promise<void>> {
+  const started = performance.now();
+  const root = join(dir, "vault");
+  const vault = await Vault.open(new UnsyncedFolderStore(root), new PassphraseProvider(PASSPHRASE), { loadIndex: false });
+  const synthetic = new Set(state.indexObjects.map((o) => o.name));
+  const real: Buffer[] = [];
+  for await (const info of vault.store.list("index/")) {
+    if (synthetic.has(info.key)) continue;
+    for (const pack of decodeIndex(vault.master.dataKey, info.key, await vault.store.get(info.key))) {
+      for (const entry of pack.entries) {
+        const record = Buffer.allocUnsafe(SHARD_ENTRY_BYTES);
+        packEntry(record, 0, entry.id, { pack: pack.packId, offset: entry.offset, length: entry.length, rawLength: entry.rawLength, type: entry.type });
+        real.push(record);
+      }
+    }
+  }
+  await rm(join(root, "index-gen"), { recursive: true, force: true });
+  await rm(join(root, "index-shards"), { recursive: true, force: true });
+  await rename(join(root, "index"), join(root, "index.aside"));
+  await mkdir(join(root, "index"));
+  const restoreVault = async () => {
+    await rm(join(root, "index-gen"), { recursive: true, force: true });
+    await rm(join(root, "index-shards"), { recursive: true, force: true });
+    await rm(join(root, "index"), { recursive: true, force: true });
+    await rename(join(root, "index.aside"), join(root, "index"));
+  };
+  const sequence = 1;
+  const prefixBits = prefixBitsFor(chunks);
+  const shardCount = 2 ** prefixBits;
+  const realByPrefix = new Map<number, Buffer[]>();
+  for (const record of real) {
+    const prefix = prefixOf(record, prefixBits);
+    realByPrefix.set(prefix, [...(realByPrefix.get(prefix) ?? []), record]);
+  }
+  const syntheticCount = chunks - real.length;
+  const shards = [];
+  for (let prefix = 0; prefix < shardCount; prefix++) {
+    const inShard = Math.floor(syntheticCount / shardCount) + (prefix < syntheticCount % shardCount ? 1 : 0);
+    const packed = syntheticShardEntries(prefix, prefixBits, inShard, realByPrefix.get(prefix) ?? []);
+    const { bytes, info } = encodeShard(vault.master.dataKey, vault.master.format, sequence, prefixBits, prefix, packed);
+    await vault.store.create(shardName(sequence, prefixBits, prefix), bytes);
+    shards.push(info);
+  }
+  await vault.store.create(generationName(sequence), encodeGeneration(vault.master.dataKey, vault.master.format, { sequence, prefixBits, shards, covers: [] }));
+  log(`${shardCount} shards of ${label(chunks)} chunks synthesized in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  return restoreVault;
+}
+
+/**
+ * `count` random entries of one prefix, sorted, plus the real ones of that prefix: ids drawn as
+ * sorted 32-bit heads below the prefix (a typed-array sort, fast at 100 million), the rest random.
+ */
+function syntheticShardEntries(prefix: number, prefixBits: number, count: number, real: Buffer[]): Buffer {
+  const heads = randomFillSync(new Uint32Array(count));
+  for (let i = 0; i < count; i++) heads[i] = prefixBits === 0 ? heads[i] : heads[i] >>> prefixBits;
+  heads.sort();
+  const packed = randomFillSync(Buffer.allocUnsafe(count * SHARD_ENTRY_BYTES));
+  const top = prefixBits === 0 ? 0 : (prefix * 2 ** (32 - prefixBits)) >>> 0;
+  for (let i = 0; i < count; i++) {
+    if (i > 0 && heads[i] <= heads[i - 1]) heads[i] = heads[i - 1] + 1; // strictly increasing ids
+    const at = i * SHARD_ENTRY_BYTES;
+    packed.writeUInt32BE((top + heads[i]) >>> 0, at);
+    packed.writeUInt32LE((i % ENTRIES_PER_PACK) * 40_000, at + 48);
+    packed.writeUInt32LE(40_000, at + 52);
+    packed.writeUInt32LE(64 * 1024, at + 56);
+    packed[at + 60] = CHUNK_DATA;
+  }
+  if (real.length === 0) return packed;
+  const records = [...real];
+  for (let i = 0; i < count; i++) records.push(packed.subarray(i * SHARD_ENTRY_BYTES, (i + 1) * SHARD_ENTRY_BYTES));
+  records.sort((a, b) => Buffer.compare(a.subarray(0, 32), b.subarray(0, 32)));
+  return Buffer.concat(records);
 }
 
 // ---- the probe (a child process) ----
@@ -283,10 +368,18 @@ export function parseChunkCount(text: string): number {
   return Number(match[1]) * (match[2]!.toUpperCase() === "M" ? 1_000_000 : match[2]!.toUpperCase() === "K" ? 1000 : 1);
 }
 
+/** "catalog,sharded" -> the designs named (each one known). */
+export function parseScaleDesigns(text: string): Design[] {
+  const names = text.split(",").map((name) => name.trim());
+  const unknown = names.filter((name) => !(DESIGNS as string[]).includes(name));
+  if (unknown.length > 0 || names.length === 0) throw new Error(`--scale-designs ${text}: expected some of ${DESIGNS.join(", ")}`);
+  return names as Design[];
+}
+
 // ---- the run ----
 
 const SELF = fileURLToPath(import.meta.url);
-const DESIGNS: Design[] = ["before", "catalog"];
+const DESIGNS: Design[] = ["before", "catalog", "sharded"];
 const OPERATIONS: Operation[] = ["backup", "restore"];
 
 export async function runScaleBench(settings: ScaleSettings): Promise<boolean> {
@@ -294,28 +387,38 @@ export async function runScaleBench(settings: ScaleSettings): Promise<boolean> {
   const rows: ScaleRow[] = [];
   const budget = totalmem() / 2;
   let failed = false;
+  const designs = settings.designs ?? DESIGNS;
   for (const chunks of SCALE_CHUNKS) {
-    const skip = (why: string) => {
-      for (const design of DESIGNS) for (const operation of OPERATIONS) rows.push({ chunks, design, operation, ran: false, why });
-      log(`${label(chunks)} chunks: ${why}`);
+    const skip = (skipped: Design[], why: string) => {
+      for (const design of skipped) for (const operation of OPERATIONS) rows.push({ chunks, design, operation, ran: false, why });
+      log(`${label(chunks)} chunks, ${skipped.join(" and ")}: ${why}`);
     };
     if (chunks > settings.maxChunks) {
-      skip(`not run: above --scale-max ${label(settings.maxChunks)}`);
-      continue;
-    }
-    const peak = inMemoryIndexPeakBytes(chunks);
-    if (peak > budget) {
-      skip(`not run: both designs load the whole index at open, about ${formatBytes(peak)} at peak (estimate), over half of this machine's ${formatBytes(totalmem())}`);
+      skip(designs, `not run: above --scale-max ${label(settings.maxChunks)}`);
       continue;
     }
     const dir = join(settings.workRoot, "scale");
-    const synthesized = await synthesize(dir, chunks, log);
-    for (const design of DESIGNS) {
-      for (const operation of OPERATIONS) {
-        const row = await measureProbe({ vault: join(dir, "vault"), design, operation, pointId: synthesized.pointId }, chunks, settings.useGnuTime);
-        failed ||= !row.ran || row.restoreIdentical === false;
-        rows.push(row);
-        log(renderRow(row));
+    let run = designs;
+    const peak = inMemoryIndexPeakBytes(chunks);
+    const whole = designs.filter((d) => d !== "sharded");
+    if (peak > budget && whole.length > 0) {
+      skip(whole, `not run: these designs load the whole index at open, about ${formatBytes(peak)} at peak (estimate), over half of this machine's ${formatBytes(totalmem())}`);
+      run = designs.filter((d) => d === "sharded");
+    }
+    if (run.length === 0) continue;
+    // The index objects only the whole-index designs read (the sharded design sets them aside).
+    const synthesized = await synthesize(dir, run.some((d) => d !== "sharded") ? chunks : 0, log);
+    for (const design of run) {
+      const putBack = design === "sharded" ? await synthesizeShards(dir, synthesized, chunks, log) : undefined;
+      try {
+        for (const operation of OPERATIONS) {
+          const row = await measureProbe({ vault: join(dir, "vault"), design, operation, pointId: synthesized.pointId }, chunks, settings.useGnuTime);
+          failed ||= !row.ran || row.restoreIdentical === false;
+          rows.push(row);
+          log(renderRow(row));
+        }
+      } finally {
+        await putBack?.();
       }
     }
   }
