@@ -3,10 +3,10 @@
  * compacts the index into sealed shards and a generation object, and a job reads only the blocks
  * it needs. Shards here are tiny (blocks of 2 entries, shards of about 8-16) so a few small disks
  * spread over several shards and blocks. Scenarios: lookups after compaction (restore, dedup,
- * ranged reads, an unprepared lookup throws); a crash between the shards and the generation
+ * ranged reads, an unprepared lookup throws, copy out of the vault); a crash between the shards and the generation
  * object, and one after it before the deletes; a backup that commits during a prune; a damaged
- * block, a missing shard, a shard copied to another prefix or generation, blocks swapped; a
- * rolled-back or planted generation object; another process's prune seen by reloadIndex.
+ * block, a missing shard, a shard copied to another prefix or generation, blocks swapped (and
+ * verify naming it); a rolled-back or planted generation object; another process's prune seen by reloadIndex.
  */
 import { randomBytes } from "node:crypto";
 import { cp, readFile, rm, writeFile } from "node:fs/promises";
@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { backupDisk, type PointDescription } from "../../runtime/engine/backup.ts";
 import { CHUNK_DATA, CHUNK_TREE } from "../../runtime/engine/chunk-codec.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
+import { copyPoints } from "../../runtime/engine/copy.ts";
 import { ID_BYTES, keyedId, labelAssociatedData, sealObject } from "../../runtime/engine/crypto.ts";
 import { IndexNotPreparedError, prefixOf, shardTuning } from "../../runtime/engine/index-shards.ts";
 import { VaultLock } from "../../runtime/engine/locks.ts";
@@ -22,6 +23,7 @@ import type { PointManifest } from "../../runtime/engine/point.ts";
 import { pruneVault } from "../../runtime/engine/prune.ts";
 import { restoreContent } from "../../runtime/engine/restore.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
+import { verifyVault } from "../../runtime/engine/verify.ts";
 import { VaultWriter } from "../../runtime/engine/vault-writer.ts";
 import { IntegrityError } from "../../runtime/errors.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
@@ -175,6 +177,15 @@ describe("a compacted index", () => {
     expect(await restore(await open(folder), again)).toEqual(disks.a);
   });
 
+  test("copy out of a compacted vault into a new vault sharing its keys: the points restore there", async () => {
+    const { vault } = await compacted("copy-from");
+    const destination = path.join(await tempFolder("shards-copy-to"), "vault");
+    const to = await Vault.init(new LocalFolderStore(destination), provider, {}, vault.master);
+    const report = await copyPoints(vault, to, { threads: 1 });
+    expect(report.pointsCopied).toBe(2);
+    expect(await restore(await open(destination), points.b)).toEqual(disks.b);
+  });
+
   test("another process's prune makes a new generation: reloadIndex resets to it", async () => {
     const { folder, vault } = await compacted("reload");
     expect(vault.index.generation?.sequence).toBe(1);
@@ -321,6 +332,23 @@ describe("damage and tampering: readers and writers fail naming the shard, never
     const { folder } = await compacted("copied-gen");
     await cp(path.join(folder, "index-gen", "000000000001"), path.join(folder, "index-gen", "000000000002"));
     await expect(open(folder)).rejects.toThrow(IntegrityError);
+  });
+
+  test("verify reads every shard: a clean compacted vault has no problem, a damaged shard is named", async () => {
+    const { folder, vault } = await compacted("verify");
+    const pool = new CodecPool(vault.master, { threads: 1 });
+    try {
+      const clean = await verifyVault(vault, pool, { readDataPercent: 100 });
+      expect(clean.problems).toEqual([]);
+      expect(clean.chunksChecked).toBeGreaterThan(30);
+      const { shard } = await firstChunkShard(folder, vault, points.a);
+      await rm(path.join(folder, shard));
+      const damaged = await verifyVault(await Vault.open(new LocalFolderStore(folder), provider, { loadIndex: false }), pool, { readDataPercent: 0 });
+      expect(damaged.problems.some((problem) => problem.includes(shard))).toBe(true);
+      expect(damaged.problems.some((problem) => /point .*referenced chunks are not in the vault/.test(problem))).toBe(true);
+    } finally {
+      await pool.close();
+    }
   });
 
   test("a rolled-back generation (the newest deleted, the older put back): its shards are gone, so readers fail naming one", async () => {
