@@ -235,6 +235,8 @@ function packRead(spec: TrialSpec): Workload {
     const container = sdkContainer(spec);
     return {
       ...base,
+      // downloadToBuffer splits a range into blockSize requests: two 4 MiB GETs per 8 MiB range.
+      requestsPerOp: PACK_READ_BYTES / (4 * MiB),
       op: async (n) => void (await container.getBlockBlobClient(at(n).key).downloadToBuffer(at(n).offset, PACK_READ_BYTES, { concurrency: 4, blockSize: 4 * MiB })),
       close: async () => {},
     };
