@@ -17,7 +17,17 @@ import { CHUNK_DATA, CHUNK_TREE } from "../../runtime/engine/chunk-codec.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { copyPoints } from "../../runtime/engine/copy.ts";
 import { ID_BYTES, keyedId, labelAssociatedData, sealObject } from "../../runtime/engine/crypto.ts";
-import { IndexNotPreparedError, prefixOf, shardTuning } from "../../runtime/engine/index-shards.ts";
+import {
+  encodeShard,
+  IndexNotPreparedError,
+  packEntry,
+  prefixOf,
+  PREPARE_MAX,
+  SHARD_ENTRY_BYTES,
+  shardName,
+  ShardReader,
+  shardTuning,
+} from "../../runtime/engine/index-shards.ts";
 import { VaultLock } from "../../runtime/engine/locks.ts";
 import type { PointManifest } from "../../runtime/engine/point.ts";
 import { pruneVault } from "../../runtime/engine/prune.ts";
@@ -138,6 +148,36 @@ beforeAll(async () => {
 
 afterAll(() => {
   Object.assign(shardTuning, tuning);
+});
+
+test("a shard at the production block size (512 entries): every id found where it lies, other ids absent, a lookup reading one filter and one block by range", async () => {
+  const saved = shardTuning.blockEntries;
+  shardTuning.blockEntries = 512;
+  try {
+    const folder = await tempFolder("shards-format");
+    const store = new WatchedStore(new LocalFolderStore(folder), {});
+    const dataKey = randomBytes(32);
+    const ids = Array.from({ length: 2000 }, () => randomBytes(ID_BYTES)).sort(Buffer.compare);
+    const locationOf = (i: number) => ({ pack: (i % 7).toString(16).padStart(32, "0"), offset: i * 100, length: 90 + (i % 5), rawLength: 4096 + i, type: i % 2 });
+    const packed = Buffer.alloc(ids.length * SHARD_ENTRY_BYTES);
+    ids.forEach((id, i) => packEntry(packed, i * SHARD_ENTRY_BYTES, id, locationOf(i)));
+    const { bytes, info } = encodeShard(dataKey, 5, 1, 0, 0, packed);
+    await store.create(shardName(1, 0, 0), bytes);
+    const reader = new ShardReader(store, dataKey, { sequence: 1, prefixBits: 0, shards: [info], covers: [] });
+    await reader.prepare([ids[1500]]);
+    expect(store.reads.map((r) => r.kind)).toEqual(["range", "range", "range"]); // block index, filter, block
+    expect(reader.find(ids[1500])).toEqual(locationOf(1500));
+    for (let at = 0; at < ids.length; at += PREPARE_MAX) await reader.prepare(ids.slice(at, at + PREPARE_MAX));
+    ids.forEach((id, i) => expect(reader.find(id)).toEqual(locationOf(i)));
+    const others = Array.from({ length: 1000 }, () => randomBytes(ID_BYTES));
+    await reader.prepare(others);
+    expect(others.filter((id) => reader.find(id) !== undefined)).toEqual([]);
+    let entries = 0;
+    for await (const _ of reader.entries()) entries++;
+    expect(entries).toBe(ids.length);
+  } finally {
+    shardTuning.blockEntries = saved;
+  }
 });
 
 describe("a compacted index", () => {
