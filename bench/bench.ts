@@ -169,7 +169,8 @@ async function main(argv: string[]): Promise<number> {
   if (values.case === "http") {
     const outPath = resolve(values.out ?? join(BENCH_DIR, "http.json"));
     const totalBytes = values.size === undefined ? 512 * 2 ** 20 : sizes[0];
-    return (await runHttpBench({ totalBytes, rounds: values.rounds === "1" ? 3 : rounds, outPath, log })) ? 0 : 1;
+    const roundsGiven = argv.some((arg) => arg === "--rounds" || arg.startsWith("--rounds="));
+    return (await runHttpBench({ totalBytes, rounds: roundsGiven ? rounds : 3, outPath, log })) ? 0 : 1;
   }
   if (values.case === "bacpac") {
     const outPath = resolve(values.out ?? join(BENCH_DIR, "bacpac.json"));
