@@ -30,7 +30,7 @@
  */
 import { ContainerSASPermissions, StorageSharedKeyCredential, generateBlobSASQueryParameters, type BlockBlobClient } from "@azure/storage-blob";
 import type { TokenCredential } from "@azure/identity";
-import { EnvHttpProxyAgent, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
 import { UsageError } from "../errors.ts";
 
 /** The x-ms-version sent: @azure/storage-blob 12.x's own (its SERVICE_VERSION), so behaviour matches the SDK's requests. */
@@ -91,12 +91,14 @@ interface Signed {
 }
 
 export class UndiciBlobRequests {
-  private readonly dispatcher: Dispatcher;
+  /** Made on the first read: undici loads only in a command that reads ranges (start-up cost otherwise). */
+  private dispatcher: Promise<Dispatcher> | undefined;
   private readonly sasByContainer = new Map<string, Signed>();
   private token: { value: string; expiresAt: number } | undefined;
 
-  constructor(dispatcher: Dispatcher = new EnvHttpProxyAgent({ connections: CONNECTIONS, headersTimeout: REQUEST_TIMEOUT_MS, bodyTimeout: REQUEST_TIMEOUT_MS })) {
-    this.dispatcher = dispatcher;
+  private agent(): Promise<Dispatcher> {
+    this.dispatcher ??= import("undici").then(({ EnvHttpProxyAgent }) => new EnvHttpProxyAgent({ connections: CONNECTIONS, headersTimeout: REQUEST_TIMEOUT_MS, bodyTimeout: REQUEST_TIMEOUT_MS }));
+    return this.dispatcher;
   }
 
   /** Exactly the bytes [offset, offset + length) of the blob, or fewer where the blob ends. */
@@ -129,7 +131,7 @@ export class UndiciBlobRequests {
     const auth = await this.authorization(blob, url);
     const query = [url.search.slice(1), auth.query].filter(Boolean).join("&");
     try {
-      return await this.dispatcher.request({
+      return await (await this.agent()).request({
         origin: url.origin,
         path: `${url.pathname}${query ? `?${query}` : ""}`,
         method: "GET",
