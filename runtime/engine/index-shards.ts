@@ -21,7 +21,7 @@
  * "maybe", that block: ranged reads, never the whole shard. A piece that is missing or fails to
  * open is an IntegrityError naming the shard, never an "absent" answer.
  */
-import { IntegrityError, ObjectNotFoundError } from "../errors.ts";
+import { IntegrityError, ObjectNotFoundError, VaultBusyError } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
 import type { ChunkLocation } from "./chunk-index.ts";
 import { ID_BYTES, labelAssociatedData, openObject, sealObject, type DataKey, type SealFormat } from "./crypto.ts";
@@ -38,6 +38,20 @@ const INDEX_BLOCK_BYTES = ID_BYTES + 4 * 5;
 const FILTER_BITS_PER_ENTRY = 10;
 const FILTER_PROBES = 7;
 const MAX_PREFIX_BITS = 20;
+/**
+ * Bounds on what a generation object may claim, so a damaged or forged one cannot make a reader
+ * allocate or fetch more than a real shard could be: entries a shard may hold (256 times the
+ * production target), and bytes per entry and per shard beyond any seal's overhead.
+ */
+const MAX_SHARD_ENTRIES = 1 << 24;
+const SEAL_OVERHEAD_MAX = 256;
+function maxIndexBytes(entries: number): number {
+  return SEAL_OVERHEAD_MAX + INDEX_HEAD_BYTES + entries * INDEX_BLOCK_BYTES;
+}
+function maxShardBytes(entries: number): number {
+  // At worst a block per entry: its block and filter sealed, and its row in the block index.
+  return maxIndexBytes(entries) + entries * (2 * SEAL_OVERHEAD_MAX + BLOCK_MAGIC.length + SHARD_ENTRY_BYTES + 16);
+}
 /** Ids one prepare() may ask for: the cache must hold what they fetch until they are looked up. */
 export const PREPARE_MAX = 1024;
 
@@ -167,8 +181,23 @@ export function encodeShard(
   return { bytes: Buffer.concat(pieces), info };
 }
 
+/**
+ * The sealed generation object. It lists every prefix: one with no entries as an empty shard of
+ * size 0 (no object), so a reader can refuse a list that leaves a prefix out instead of answering
+ * "absent" for its chunks.
+ */
 export function encodeGeneration(dataKey: DataKey, format: SealFormat, generation: IndexGeneration): Buffer {
-  const shards = generation.shards.map((s) => [s.prefix, s.entries, s.size, s.indexOffset, s.indexLength]);
+  const listed = new Map(generation.shards.map((s) => [s.prefix, s]));
+  if (listed.size !== generation.shards.length || generation.shards.some((s) => s.prefix >= 2 ** generation.prefixBits)) {
+    throw new Error(`generation ${generation.sequence} was given a shard twice or out of its prefixes: a Bulwark bug`);
+  }
+  const shards = Array.from({ length: 2 ** generation.prefixBits }, (_, prefix) => listed.get(prefix) ?? emptyShard(prefix)).map((s) => [
+    s.prefix,
+    s.entries,
+    s.size,
+    s.indexOffset,
+    s.indexLength,
+  ]);
   const plain = Buffer.from(JSON.stringify({ format: "bulwark-index-generation", sequence: generation.sequence, prefixBits: generation.prefixBits, shards, covers: generation.covers }));
   return sealObject(dataKey, plain, labelAssociatedData("index-gen", generationName(generation.sequence)), format);
 }
@@ -211,6 +240,11 @@ export async function writeGeneration(
   return written;
 }
 
+/** A prefix no id has: listed, with no object to read. */
+function emptyShard(prefix: number): ShardInfo {
+  return { prefix, entries: 0, size: 0, indexOffset: 0, indexLength: 0 };
+}
+
 // ---- reading ----
 
 /** The newest generation object, opened and checked; undefined when the vault has none. */
@@ -245,13 +279,19 @@ export function openGeneration(dataKey: DataKey, name: string, sealed: Uint8Arra
   if (typeof prefixBits !== "number" || !Number.isInteger(prefixBits) || prefixBits < 0 || prefixBits > MAX_PREFIX_BITS) throw damaged("has an impossible prefix size");
   if (!Array.isArray(body.covers) || !body.covers.every((c) => typeof c === "string" && c.startsWith("index/"))) throw damaged("names no valid index objects");
   if (!Array.isArray(body.shards)) throw damaged("lists no shards");
-  const shards: ShardInfo[] = body.shards.map((row: unknown) => {
+  const shards: ShardInfo[] = body.shards.map((row: unknown, n: number) => {
     const fields = Array.isArray(row) ? row : [];
     if (fields.length !== 5 || !fields.every((f) => typeof f === "number" && Number.isSafeInteger(f) && f >= 0)) throw damaged("lists a malformed shard");
     const [prefix, entries, size, indexOffset, indexLength] = fields as number[];
-    if (prefix >= 2 ** prefixBits || indexOffset + indexLength !== size) throw damaged("lists a malformed shard");
+    // Every prefix once, in order: a prefix left out would make its chunks read as absent.
+    if (prefix !== n) throw damaged(`lists no shard for prefix ${n.toString(16)}, or one twice`);
+    if (size === 0 && entries === 0) return emptyShard(prefix);
+    if (indexOffset + indexLength !== size || entries > MAX_SHARD_ENTRIES || size > maxShardBytes(entries) || indexLength > maxIndexBytes(entries)) {
+      throw damaged(`lists shard ${prefix.toString(16)} with impossible sizes`);
+    }
     return { prefix, entries, size, indexOffset, indexLength };
   });
+  if (shards.length !== 2 ** prefixBits) throw damaged(`lists ${shards.length} shards where its ${prefixBits} prefix bits make ${2 ** prefixBits}`);
   return { sequence, prefixBits, shards, covers: body.covers as string[] };
 }
 
@@ -311,7 +351,8 @@ export class ShardReader {
     this.dataKey = dataKey;
     this.generation = generation;
     this.name = generationName(generation.sequence);
-    for (const shard of generation.shards) this.shards.set(shard.prefix, shard);
+    // An empty shard has no object: its prefix answers "absent" without a read.
+    for (const shard of generation.shards) if (shard.size > 0) this.shards.set(shard.prefix, shard);
     this.cache = new PieceCache(cacheBytes);
   }
 
@@ -366,6 +407,7 @@ export class ShardReader {
 
   /** One shard's entries, the shard read whole and every piece of it checked. */
   async *entriesOf(shard: ShardInfo): AsyncIterable<[Buffer, ChunkLocation]> {
+    if (shard.size === 0) return;
     const bytes = await this.read(shard, 0, shard.size);
     const index = this.decodeIndex(shard, bytes.subarray(shard.indexOffset));
     for (let n = 0; n < index.blocks.length; n++) {
@@ -432,6 +474,13 @@ export class ShardReader {
       return bytes;
     } catch (error) {
       if (error instanceof ObjectNotFoundError) {
+        // A prune made a newer generation and deleted this one's shards while this ran: not damage.
+        const newer = (await listGenerations(this.store)).filter((key) => key > this.name).sort().at(-1);
+        if (newer) {
+          throw new VaultBusyError(
+            `the vault was pruned while this ran: its index was compacted into ${newer}, replacing ${this.name} whose shard ${name} this was reading; run it again`,
+          );
+        }
         throw new IntegrityError(
           `index shard ${name} of generation object ${this.name} is missing: the chunks it indexes cannot be found. Run \`bulwark verify\`; ` +
             "if a newer index-gen object was deleted, put it back",

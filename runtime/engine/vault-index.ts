@@ -10,7 +10,7 @@
  * the chunk again at best and a reader report it missing at worst, for nothing but a bug.
  */
 import { ChunkIndex, type ChunkLocation } from "./chunk-index.ts";
-import { PREPARE_MAX, type IndexGeneration, type ShardReader } from "./index-shards.ts";
+import type { IndexGeneration, ShardReader } from "./index-shards.ts";
 
 /** Ids prepared and looked up together by forEachLocation: their blocks fit the cache many times. */
 const SLICE = 256;
@@ -35,11 +35,13 @@ export class VaultIndex {
     return this.delta.size;
   }
 
-  /** Makes the ids answerable by has() and lookup() (at most PREPARE_MAX of them at once). */
+  /**
+   * Makes the ids answerable by has() and lookup() (at most PREPARE_MAX of them at once: the cache
+   * holds what one prepare fetches, not more, so more ids go through forEachLocation).
+   */
   async prepare(ids: readonly Uint8Array[], options: { present?: boolean } = {}): Promise<void> {
     if (!this.shards || ids.length === 0) return;
-    const wanted = ids.filter((id) => !this.delta.has(id));
-    for (let at = 0; at < wanted.length; at += PREPARE_MAX) await this.shards.prepare(wanted.slice(at, at + PREPARE_MAX), options);
+    await this.shards.prepare(ids.filter((id) => !this.delta.has(id)), options);
   }
 
   /** Prepares and looks up any number of ids, a slice at a time, in order. */

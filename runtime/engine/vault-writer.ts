@@ -82,16 +82,20 @@ export class VaultWriter {
    */
   async putBatch(type: number, buffer: Uint8Array, candidates: EncodeItem[]): Promise<number> {
     this.throwIfFailed();
-    // The ids' index blocks, fetched before the synchronous loop (which must not yield between has and markPending).
-    await this.vault.index.prepare(candidates.map((item) => item.id));
+    // The ids' index blocks are fetched a slice at a time (a batch may need more than the cache
+    // holds); each id's lookup and markPending run together, with no yield between them.
     const fresh: EncodeItem[] = [];
-    for (const item of candidates) {
-      if (this.vault.index.has(item.id)) continue;
-      this.vault.index.markPending(item.id);
-      // Ids travel by structured clone, which copies a view's whole underlying buffer: give each its own.
-      const id = item.id.byteLength === item.id.buffer.byteLength ? item.id : new Uint8Array(item.id);
-      fresh.push({ id, offset: item.offset, length: item.length });
-    }
+    await this.vault.index.forEachLocation(
+      candidates.map((item) => item.id),
+      (_, location, i) => {
+        if (location !== undefined) return;
+        const item = candidates[i];
+        this.vault.index.markPending(item.id);
+        // Ids travel by structured clone, which copies a view's whole underlying buffer: give each its own.
+        const id = item.id.byteLength === item.id.buffer.byteLength ? item.id : new Uint8Array(item.id);
+        fresh.push({ id, offset: item.offset, length: item.length });
+      },
+    );
     if (fresh.length === 0) return 0;
     await this.acquire();
     this.throwIfFailed();
