@@ -199,6 +199,23 @@ describe("a generation object that does not describe its shards faithfully", () 
 });
 
 describe("shards sealed with the vault's keys but lying", () => {
+  test("another vault's generation and shards (a vault made with init --like shares the keys) put in place of ours: restores fail, never give wrong bytes, and a backup deduplicating against them is not committed", async () => {
+    const folder = await copyOf("foreign-generation");
+    const ours = await open(folder);
+    const otherFolder = path.join(await tempFolder("review-index-other-vault"), "vault");
+    const other = await Vault.init(new LocalFolderStore(otherFolder), provider, {}, ours.master);
+    await backupDisk(other, source(disks.a), disk("a")); // the same chunk ids as ours, in the other vault's packs
+    await backupDisk(other, source(randomBytes(4 * BLOCK)), disk("d"));
+    await prune(await open(otherFolder));
+    for (const prefix of ["index-gen", "index-shards"]) {
+      await rm(path.join(folder, prefix), { recursive: true });
+      await cp(path.join(otherFolder, prefix), path.join(folder, prefix), { recursive: true });
+    }
+    for (const name of ["a", "b"]) await expect(restore(await open(folder), points[name])).rejects.toThrow();
+    await expect(backupDisk(await open(folder), source(disks.a), disk("a"))).rejects.toThrow(MissingDataError);
+    expect(await keysUnder(folder, "points/")).toEqual([points.a.id, points.b.id].map((id) => `points/${id}`).sort());
+  });
+
   test("a shard whose entries point at each other's offsets: restores fail on the chunk's authentication, never give wrong bytes", async () => {
     const folder = await copyOf("wrong-offset");
     const vault = await open(folder);
