@@ -28,7 +28,10 @@ export interface BlockBackupResult {
   bytesRead: number;
   /** Blocks built from the base point's chunk and their changed pages only. */
   blocksPatched: number;
-  /** Base chunks read from the vault to patch blocks (a base block of zeros costs no read), and their bytes. */
+  /**
+   * Base chunks read from the vault to patch blocks (a base block of zeros costs no read), and their
+   * bytes as decoded (the vault holds them compressed and sealed: fewer bytes for compressible data).
+   */
   baseChunksRead: number;
   baseBytesRead: number;
   /** Base chunks that could not be read (pruned, damaged): those blocks were read whole instead. */
