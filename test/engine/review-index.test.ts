@@ -18,6 +18,7 @@ import { CHUNK_DATA } from "../../runtime/engine/chunk-codec.ts";
 import type { ChunkLocation } from "../../runtime/engine/chunk-index.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { MissingDataError } from "../../runtime/engine/commit.ts";
+import { copyPoints } from "../../runtime/engine/copy.ts";
 import { keyedId, labelAssociatedData, sealObject } from "../../runtime/engine/crypto.ts";
 import {
   encodeShard,
@@ -283,6 +284,29 @@ describe("another part at the same time", () => {
     expect(error).toBeInstanceOf(VaultBusyError);
     expect((error as Error).message).toMatch(/pruned while this ran: its index was compacted into index-gen\/000000000002, replacing index-gen\/000000000001 .*run it again/);
     expect(await restore(await open(folder), points.a)).toEqual(disks.a);
+  });
+
+  test("a backup whose vault was opened before a prune compacted again (its generation's shards now deleted): it says the vault was pruned meanwhile, and run again it commits a point that restores", async () => {
+    const folder = await copyOf("backup-after-prune");
+    const opened = await open(folder); // generation 1 and no delta: nothing it loaded vanishes
+    await prune(await open(folder)); // generation 2 replaces 1
+    await expect(backupDisk(opened, source(disks.a), disk("a"))).rejects.toThrow(/pruned while this ran: its index was compacted into index-gen\/000000000002/);
+    const again = await backupDisk(await open(folder), source(disks.a), disk("a"));
+    expect(again.stats.chunksNew).toBe(0);
+    expect(await restore(await open(folder), again)).toEqual(disks.a);
+  });
+
+  test("a copy out of a vault that a prune compacts while the copy reads its shards: the copy says the vault was pruned meanwhile, and run again every point restores in the copy", async () => {
+    const folder = await copyOf("copy-during-prune");
+    await backupDisk(await open(folder), source(randomBytes(2 * BLOCK)), disk("c"));
+    const store = new HookedStore(new LocalFolderStore(folder), {});
+    const from = await open(folder, store);
+    const destination = path.join(await tempFolder("review-index-copy-to"), "vault");
+    const to = await Vault.init(new LocalFolderStore(destination), provider, {}, from.master);
+    store.beforeRange = { prefix: "index-shards/", run: async () => void (await prune(await open(folder))) };
+    await expect(copyPoints(from, to, { threads: 1 })).rejects.toThrow(/pruned while this ran: its index was compacted into index-gen\/000000000002/);
+    await copyPoints(await open(folder), await open(destination), { threads: 1 });
+    for (const name of ["a", "b"]) expect(await restore(await open(destination), points[name])).toEqual(disks[name]);
   });
 
   test("a backup deduplicating against shard entries whose packs a later prune deleted: the commit proof refuses the point, and nothing committed is unreadable", async () => {
