@@ -1,6 +1,6 @@
 /**
  * `bulwark stats`: what a vault holds and what it saves. Object counts and bytes come from listing
- * the store (no pack is read); the distinct chunks from the index objects; the logical bytes from
+ * the store (no pack is read); the distinct chunks from the index objects and shards, one at a time; the logical bytes from
  * the point manifests. Ratios are of those sums, so each figure can be checked against the store.
  */
 import { ChunkIndex } from "../engine/chunk-index.ts";
@@ -63,31 +63,32 @@ async function tally(vault: Vault, prefix: string): Promise<ObjectTally> {
 }
 
 /**
- * The index's distinct chunks, one index object (or shard) at a time: a chunk named by two index
- * objects (two writers stored it at once, or a repack moved it) counts once.
+ * The index's distinct chunks: the index objects one at a time, their ids remembered (a chunk named
+ * by two of them, because two writers stored it at once or a repack moved it, counts once), then
+ * the newest generation's shards one at a time, each id counted unless an index object named it.
+ * Memory: the index objects' ids (the delta since the last prune), never the shards'.
  */
 async function distinctChunks(vault: Vault): Promise<VaultStats["chunks"]> {
   const seen = new ChunkIndex();
   const chunks = { count: 0, rawBytes: 0, sealedBytes: 0 };
+  const count = (rawLength: number, length: number) => {
+    chunks.count++;
+    chunks.rawBytes += rawLength;
+    chunks.sealedBytes += length;
+  };
   for await (const info of vault.store.list(PREFIXES.index)) {
     const sealed = await vault.store.get(info.key);
     forEachIndexEntry(vault.master.dataKey, info.key, sealed, (pack, type, id, offset, length, rawLength) => {
       if (seen.has(id)) return;
-      seen.addEntry(id, pack, offset, length, rawLength, type);
-      chunks.count++;
-      chunks.rawBytes += rawLength;
-      chunks.sealedBytes += length;
+      seen.markPending(id);
+      count(rawLength, length);
     });
   }
-  // The newest generation's shards (what prune compacted the index into), each read whole.
+  // A generation's shards hold each id once.
   const generation = await readNewestGeneration(vault.store, vault.master.dataKey);
   if (generation) {
     for await (const [id, location] of new ShardReader(vault.store, vault.master.dataKey, generation).entries()) {
-      if (seen.has(id)) continue;
-      seen.add(id, location);
-      chunks.count++;
-      chunks.rawBytes += location.rawLength;
-      chunks.sealedBytes += location.length;
+      if (!seen.has(id)) count(location.rawLength, location.length);
     }
   }
   return chunks;

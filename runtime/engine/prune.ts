@@ -1,6 +1,6 @@
 /**
- * Removes what no point references. Run under an exclusive lock. Order makes an interruption
- * harmless: live chunks of mostly-dead packs are copied (still sealed) into new packs; the index of
+ * Removes what no point references. Run under an exclusive lock, in memory bounded whatever the
+ * vault's size (see pruneVault). Order makes an interruption harmless: live chunks of mostly-dead packs are copied (still sealed) into new packs; the index of
  * every kept chunk is written (index objects, or, once the vault is large or already sharded, a new
  * generation of shards and then its generation object, the commit point: index-shards.ts); only then
  * are the old index objects (and older generations' shards) deleted, and only then the packs nothing
@@ -11,16 +11,31 @@
 import { describeError, IntegrityError, VaultBusyError } from "../errors.ts";
 import { completeCatalog, removeStaleEntries } from "./catalog.ts";
 import { CHUNK_TREE } from "./chunk-codec.ts";
-import { ChunkIndex } from "./chunk-index.ts";
 import type { CodecPool } from "./codec-pool.ts";
 import { ID_BYTES, isZeroId, randomHex } from "./crypto.ts";
-import { decodeIndex, encodeIndex, splitIndex, type IndexedPack } from "./index-file.ts";
-import { GENERATION_PREFIX, SHARD_PREFIX, sequenceOf, shardTuning, writeGeneration } from "./index-shards.ts";
+import { decodeIndex, encodeIndex, forEachIndexEntry, splitIndex, type IndexedPack } from "./index-file.ts";
+import {
+  encodeGeneration,
+  encodeShard,
+  GENERATION_PREFIX,
+  generationName,
+  packEntry,
+  prefixBitsFor,
+  prefixOf,
+  SHARD_ENTRY_BYTES,
+  SHARD_PREFIX,
+  sequenceOf,
+  shardName,
+  ShardReader,
+  shardTuning,
+  type ShardInfo,
+} from "./index-shards.ts";
 import type { ChunkLocation } from "./chunk-index.ts";
 import { epochsNoLongerStored } from "./keyring.ts";
 import { STALE_AFTER_MS, type VaultLock } from "./locks.ts";
 import { packIdOfKey, packKey, type PackEntry } from "./pack.ts";
-import { STREAM_TREE_ENTRY } from "./point.ts";
+import { STREAM_TREE_ENTRY, type PointManifest } from "./point.ts";
+import { ReferencedFilter } from "./referenced-filter.ts";
 import { mapLimit, type Vault } from "./vault.ts";
 import { VaultWriter } from "./vault-writer.ts";
 
@@ -31,6 +46,8 @@ const REPACK_DEAD_SHARE = 0.2;
  * about 47 million chunks: Node's AES-GCM seals at most 2^31 - 1 bytes in one call.
  */
 const CONSOLIDATED_ENTRIES = 1 << 20;
+/** Tree nodes remembered as read already (about 100 MiB of names): past that, forgotten and read again. */
+const NODES_REMEMBERED = 1 << 20;
 
 export interface PruneReport {
   packsDeleted: number;
@@ -45,46 +62,34 @@ export interface PruneReport {
  * are judged on the store's clock it knows (never this host's), and before anything is deleted the
  * lock must still be held; if it lapsed (a backup may have started and committed meanwhile, its
  * points unseen here), the prune gives up.
+ *
+ * Memory stays bounded whatever the vault's size: the referenced chunks are a Bloom filter
+ * (referenced-filter.ts), the index is walked shard by shard and index object by index object
+ * (once to weigh each pack, again to copy what a repacked pack keeps, again to write the kept
+ * entries), and the new generation is written one shard at a time. What it still holds whole: the
+ * delta (the index objects since the last prune, as every command does), a tally per pack and the
+ * store's listing of packs.
  */
 export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRun?: boolean; lock: VaultLock }): Promise<PruneReport> {
   const report: PruneReport = { packsDeleted: 0, packsRepacked: 0, bytesFreed: 0, unindexedPacksDeleted: 0, kept: [] };
   const now = options.lock.storeNow();
   if (!options.dryRun && options.lock.kind !== "exclusive") throw new Error("prune needs the vault's exclusive lock");
 
-  // What the remaining points reference.
-  const referenced = new ChunkIndex();
-  const points = await vault.listPoints();
-  for (const point of points) {
-    const content = point.content;
-    if (!content) continue;
-    const entryBytes = content.layout === "blocks" ? ID_BYTES : STREAM_TREE_ENTRY;
-    for (const nodeHex of new Set(content.tree)) {
-      const nodeId = Buffer.from(nodeHex, "hex");
-      referenced.markPending(nodeId);
-      const node = await vault.readChunk(CHUNK_TREE, nodeId);
-      for (let at = 0; at < node.length; at += entryBytes) {
-        const id = node.subarray(at, at + ID_BYTES);
-        if (!isZeroId(id)) referenced.markPending(id);
-      }
-    }
-  }
-
-  // Every pack as the index describes it; a chunk is live in the pack the index points at. The
-  // shards are read whole into memory: prune's memory still grows with the vault.
-  const packs = new Map<string, PackEntry[]>();
-  const addToPack = (packId: string, entry: PackEntry) => {
-    const list = packs.get(packId);
-    if (list) list.push(entry);
-    else packs.set(packId, [entry]);
-  };
   const oldGeneration = vault.index.generation;
-  await vault.index.loadWhole((id, location) => addToPack(location.pack, { type: location.type, id, offset: location.offset, length: location.length, rawLength: location.rawLength }));
+  const shards = oldGeneration && new ShardReader(vault.store, vault.master.dataKey, oldGeneration);
   const oldIndexObjects = [...vault.indexObjects];
-  for (const name of oldIndexObjects) {
-    for (const pack of decodeIndex(vault.master.dataKey, name, await vault.store.get(name))) {
-      for (const entry of pack.entries) addToPack(pack.packId, entry);
-    }
-  }
+  const points = await vault.listPoints();
+  const referenced = await referencedChunks(vault, points, (shards?.entryCount ?? 0) + vault.index.size);
+  const isLive = (id: Uint8Array, canonical: boolean) => canonical && referenced.mayHold(id);
+
+  // Every pack as the index describes it; a chunk is live in the pack the index points at.
+  const packs = new Map<string, PackTally>();
+  await walkIndex(vault, shards, oldIndexObjects, (packId, entry, canonical) => {
+    const tally = packs.get(packId) ?? { liveBytes: 0, entries: 0 };
+    tally.entries++;
+    if (isLive(entry.id, canonical)) tally.liveBytes += entry.length;
+    packs.set(packId, tally);
+  });
   // Index objects the generation covers that a prune stopped before deleting: covered again, then deleted.
   const coveredLeft: string[] = [];
   if (oldGeneration) {
@@ -99,16 +104,17 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
 
   const drop: string[] = [];
   const repack: string[] = [];
-  for (const [packId, entries] of packs) {
+  let keptEntries = 0;
+  for (const [packId, { liveBytes, entries }] of packs) {
     const size = packSizes.get(packId)?.size ?? 0;
-    let liveBytes = 0;
-    for (const entry of entries) if (isLive(vault, referenced, packId, entry)) liveBytes += entry.length;
     if (liveBytes === 0) drop.push(packId);
     else if (size > 0 && 1 - liveBytes / size > REPACK_DEAD_SHARE) repack.push(packId);
+    else keptEntries += entries;
   }
   const unindexed = [...packSizes.entries()]
     .filter(([packId, info]) => !packs.has(packId) && now - info.lastModified.getTime() > STALE_AFTER_MS)
     .map(([packId]) => packId);
+  packs.clear();
 
   if (options.dryRun) {
     report.packsDeleted = drop.length;
@@ -125,13 +131,15 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
 
   // 1. Copy live chunks out of packs being repacked.
   const writer = new VaultWriter(vault, pool);
+  const repacking = new Set(repack);
   try {
-    for (const packId of repack) {
-      for (const entry of packs.get(packId)!) {
-        if (!isLive(vault, referenced, packId, entry)) continue;
+    if (repacking.size > 0) {
+      await walkIndex(vault, shards, oldIndexObjects, async (packId, entry, canonical) => {
+        if (!repacking.has(packId) || !isLive(entry.id, canonical)) return;
         const sealed = await vault.store.getRange(packKey(packId), entry.offset, entry.length);
         await writer.putSealed(entry.type, entry.id, sealed, entry.rawLength, { replace: true });
-      }
+        keptEntries++;
+      });
     }
     await writer.finish();
   } catch (error) {
@@ -141,13 +149,18 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
 
   // 2. The index of every chunk that stays (live or not) in a pack that stays.
   const leaving = new Set([...drop, ...repack]);
-  const kept: [Buffer, ChunkLocation][] = [];
-  for (const entry of vault.index.entries()) if (!leaving.has(entry[1].pack)) kept.push(entry);
   const replaced = [...oldIndexObjects, ...writer.indexObjectsWritten, ...coveredLeft];
   const written =
-    oldGeneration !== undefined || kept.length >= shardTuning.shardFromEntries
-      ? await writeGeneration(vault.store, vault.master.dataKey, vault.master.format, (await newestSequence(vault)) + 1, kept, replaced)
-      : await writeIndexObjects(vault, kept);
+    oldGeneration !== undefined || keptEntries >= shardTuning.shardFromEntries
+      ? await writeKeptGeneration(vault, shards, leaving, {
+          sequence: (await newestSequence(vault)) + 1,
+          prefixBits: prefixBitsFor(keptEntries),
+          covers: replaced,
+          // The generation object drops the old shards' entries of leaving packs at once, as a
+          // delete would: a backup that ran while the lock lapsed may have deduplicated against them.
+          beforeCommit: () => stillHeld(options.lock),
+        })
+      : await writeIndexObjects(vault, [...vault.index.entries()].filter(([, location]) => !leaving.has(location.pack)));
 
   await stillHeld(options.lock);
   await refuseLostEpochs(vault, [...written, ...writer.indexObjectsWritten]);
@@ -251,8 +264,156 @@ async function refuseLostEpochs(vault: Vault, written: string[]): Promise<void> 
   );
 }
 
-function isLive(vault: Vault, referenced: ChunkIndex, packId: string, entry: PackEntry): boolean {
-  if (!referenced.has(entry.id)) return false;
-  const location = vault.index.lookup(entry.id);
-  return typeof location === "object" && location.pack === packId && location.offset === entry.offset;
+interface PackTally {
+  liveBytes: number;
+  entries: number;
+}
+
+/**
+ * The chunks the points reference (their tree nodes and every chunk those name), in a filter sized
+ * for `indexed` ids. A point that cannot be read, or a tree node that cannot, stops the prune.
+ */
+async function referencedChunks(vault: Vault, points: PointManifest[], indexed: number): Promise<ReferencedFilter> {
+  const referenced = new ReferencedFilter(indexed);
+  const nodesSeen = new Set<string>();
+  for (const point of points) {
+    const content = point.content;
+    if (!content) continue;
+    const entryBytes = content.layout === "blocks" ? ID_BYTES : STREAM_TREE_ENTRY;
+    for (const nodeHex of content.tree) {
+      // Points of one source share most of their tree: a node is read once (while remembered).
+      if (nodesSeen.has(nodeHex)) continue;
+      if (nodesSeen.size >= NODES_REMEMBERED) nodesSeen.clear();
+      nodesSeen.add(nodeHex);
+      const nodeId = Buffer.from(nodeHex, "hex");
+      referenced.add(nodeId);
+      const node = await vault.readChunk(CHUNK_TREE, nodeId);
+      for (let at = 0; at < node.length; at += entryBytes) {
+        const id = node.subarray(at, at + ID_BYTES);
+        if (!isZeroId(id)) referenced.add(id);
+      }
+    }
+  }
+  return referenced;
+}
+
+/**
+ * Every entry the index holds, one shard then one index object at a time. `canonical`: the entry is
+ * the one lookups answer for its id (an index object's entry wins over a shard's, being newer; of an
+ * id twice in index objects, the one loaded last); only a canonical entry keeps its chunk alive.
+ */
+async function walkIndex(
+  vault: Vault,
+  shards: ShardReader | undefined,
+  indexObjects: readonly string[],
+  visit: (packId: string, entry: PackEntry, canonical: boolean) => void | Promise<void>,
+): Promise<void> {
+  const delta = vault.index.delta;
+  for (const shard of shards?.generation.shards ?? []) {
+    for await (const [id, location] of shards!.entriesOf(shard)) {
+      const entry = { type: location.type, id, offset: location.offset, length: location.length, rawLength: location.rawLength };
+      await visit(location.pack, entry, delta.lookup(id) === undefined);
+    }
+  }
+  for (const name of indexObjects) {
+    const found: [string, PackEntry, boolean][] = [];
+    forEachIndexEntry(vault.master.dataKey, name, await vault.store.get(name), (packId, type, id, offset, length, rawLength) => {
+      const location = delta.lookup(id);
+      const canonical = typeof location === "object" && location.pack === packId && location.offset === offset;
+      found.push([packId, { type, id: Buffer.from(id), offset, length, rawLength }, canonical]);
+    });
+    for (const [packId, entry, canonical] of found) await visit(packId, entry, canonical);
+  }
+}
+
+/**
+ * The kept entries as a new generation, written one shard at a time: the old shards' entries in
+ * id order (a shard's entries are sorted, and the shards are read in prefix order) merged with the
+ * delta's (sorted here; it is in memory already), an entry of a leaving pack left out, the delta's
+ * entry winning over a shard's for the same id. Then, if beforeCommit lets it, the generation
+ * object, the commit point.
+ */
+async function writeKeptGeneration(
+  vault: Vault,
+  shards: ShardReader | undefined,
+  leaving: ReadonlySet<string>,
+  generation: GenerationPlan,
+): Promise<string[]> {
+  const delta = vault.index.delta;
+  const fromDelta = [...delta.entries()].filter(([, location]) => !leaving.has(location.pack)).sort((a, b) => Buffer.compare(a[0], b[0]));
+  async function* fromShards(): AsyncIterable<[Uint8Array, ChunkLocation]> {
+    const inOrder = [...(shards?.generation.shards ?? [])].sort((a, b) => a.prefix - b.prefix);
+    for (const shard of inOrder) {
+      for await (const entry of shards!.entriesOf(shard)) if (!leaving.has(entry[1].pack) && delta.lookup(entry[0]) === undefined) yield entry;
+    }
+  }
+  const builder = new GenerationBuilder(vault, generation);
+  let next = 0;
+  for await (const entry of fromShards()) {
+    while (next < fromDelta.length && Buffer.compare(fromDelta[next][0], entry[0]) < 0) await builder.add(...fromDelta[next++]);
+    await builder.add(...entry);
+  }
+  while (next < fromDelta.length) await builder.add(...fromDelta[next++]);
+  return builder.finish();
+}
+
+interface GenerationPlan {
+  sequence: number;
+  prefixBits: number;
+  covers: string[];
+  /** Runs after the last shard, before the generation object (the commit point): throws to stop. */
+  beforeCommit: () => Promise<void>;
+}
+
+/** Entries in id order in, shards out as each prefix fills: one shard's entries in memory at a time. */
+class GenerationBuilder {
+  private readonly vault: Vault;
+  private readonly generation: GenerationPlan;
+  private readonly shards: ShardInfo[] = [];
+  private readonly written: string[] = [];
+  private packed = Buffer.allocUnsafe(SHARD_ENTRY_BYTES * 1024);
+  private count = 0;
+  private prefix = -1;
+
+  constructor(vault: Vault, generation: GenerationPlan) {
+    this.vault = vault;
+    this.generation = generation;
+  }
+
+  async add(id: Uint8Array, location: ChunkLocation): Promise<void> {
+    const prefix = prefixOf(id, this.generation.prefixBits);
+    if (prefix !== this.prefix) {
+      await this.flush();
+      this.prefix = prefix;
+    }
+    if ((this.count + 1) * SHARD_ENTRY_BYTES > this.packed.length) {
+      const larger = Buffer.allocUnsafe(this.packed.length * 2);
+      this.packed.copy(larger, 0, 0, this.count * SHARD_ENTRY_BYTES);
+      this.packed = larger;
+    }
+    packEntry(this.packed, this.count * SHARD_ENTRY_BYTES, id, location);
+    this.count++;
+  }
+
+  async finish(): Promise<string[]> {
+    await this.flush();
+    await this.generation.beforeCommit();
+    const { sequence, prefixBits, covers } = this.generation;
+    const name = generationName(sequence);
+    await this.vault.store.create(name, encodeGeneration(this.vault.master.dataKey, this.vault.master.format, { sequence, prefixBits, shards: this.shards, covers }));
+    return [...this.written, name];
+  }
+
+  private async flush(): Promise<void> {
+    if (this.count === 0) return;
+    const { sequence, prefixBits } = this.generation;
+    const { dataKey, format } = this.vault.master;
+    // encodeShard refuses entries out of order or of another prefix: a shard is never written wrong.
+    const { bytes, info } = encodeShard(dataKey, format, sequence, prefixBits, this.prefix, this.packed.subarray(0, this.count * SHARD_ENTRY_BYTES));
+    const name = shardName(sequence, prefixBits, this.prefix);
+    await this.vault.store.create(name, bytes);
+    this.written.push(name);
+    this.shards.push(info);
+    this.count = 0;
+  }
 }
