@@ -200,6 +200,9 @@ function sample<T>(items: T[], percent: number): T[] {
 /** Ids whose presence one pass of checkReferencedChunks holds (32 bytes each: 128 MiB). Settable by tests. */
 export const verifyTuning = { passEntries: 1 << 22, dataBatchEntries: 1 << 20 };
 
+/** Tree nodes whose count of missing chunks a pass remembers (about 100 MiB of names). */
+const NODES_REMEMBERED = 1 << 20;
+
 interface PackTally {
   entries: number;
   /** The end of its furthest chunk, as the index says. */
@@ -225,6 +228,8 @@ async function checkReferencedChunks(
   const missing = new Map<string, number>();
   const unreadable = new Set<string>();
   for (const pass of passesOf(shards, prefixBits)) {
+    // A node's missing count in this pass: points of one source share most of their tree.
+    const nodeMissing = new Map<string, number>();
     const held = new SortedIds();
     for (const shard of pass.shards) {
       if (damagedShards.has(shard)) continue;
@@ -236,14 +241,20 @@ async function checkReferencedChunks(
       const entryBytes = content.layout === "blocks" ? ID_BYTES : STREAM_TREE_ENTRY;
       try {
         for (const nodeHex of new Set(content.tree)) {
-          const node = await readTreeNode(vault, shards, Buffer.from(nodeHex, "hex"));
-          for (let at = 0; at < node.length; at += entryBytes) {
-            const chunk = node.subarray(at, at + ID_BYTES);
-            if (isZeroId(chunk)) continue;
-            const prefix = prefixOf(chunk, prefixBits);
-            if (prefix < pass.from || prefix >= pass.to || held.has(chunk) || vault.index.delta.has(chunk)) continue;
-            missing.set(point.id, (missing.get(point.id) ?? 0) + 1);
+          let inNode = nodeMissing.get(nodeHex);
+          if (inNode === undefined) {
+            inNode = 0;
+            const node = await readTreeNode(vault, shards, Buffer.from(nodeHex, "hex"));
+            for (let at = 0; at < node.length; at += entryBytes) {
+              const chunk = node.subarray(at, at + ID_BYTES);
+              if (isZeroId(chunk)) continue;
+              const prefix = prefixOf(chunk, prefixBits);
+              if (prefix >= pass.from && prefix < pass.to && !held.has(chunk) && !vault.index.delta.has(chunk)) inNode++;
+            }
+            if (nodeMissing.size >= NODES_REMEMBERED) nodeMissing.clear();
+            nodeMissing.set(nodeHex, inNode);
           }
+          if (inNode > 0) missing.set(point.id, (missing.get(point.id) ?? 0) + inNode);
         }
       } catch (error) {
         unreadable.add(point.id);
