@@ -73,8 +73,27 @@ function startWorker(keys: WorkerKeys | undefined): Worker {
   return worker;
 }
 
-/** Threads started before their pool's keys were known (prestartCodecThreads), waiting for a pool. */
+/**
+ * Threads waiting for a pool: started before their pool's keys were known (prestartCodecThreads),
+ * or handed back by a closed pool with nothing in flight, holding no keys. A process that runs
+ * many job steps (an agent's worker, the tests) thus starts its threads once: a start costs
+ * ~0.2-0.3 CPU s, more than a small step's own codec work.
+ */
 const startedAhead: Worker[] = [];
+
+/** Keeps a thread for the next pool (listeners of its old pool removed, its keys forgotten). */
+function park(worker: Worker): void {
+  // Only the old pool's own listeners: Node's Worker keeps listeners of its own (on "newListener")
+  // that deliver messages, and removing those leaves the next pool waiting for answers forever.
+  for (const event of ["message", "error", "exit"]) worker.removeAllListeners(event);
+  worker.on("error", () => {});
+  worker.on("exit", () => {
+    const at = startedAhead.indexOf(worker);
+    if (at >= 0) startedAhead.splice(at, 1);
+  });
+  worker.postMessage({ seq: -1, op: "forget" } satisfies CodecRequest);
+  startedAhead.push(worker);
+}
 
 /**
  * Starts the codec threads a pool will take, before the keys are known: a command calls this
@@ -257,7 +276,13 @@ export class CodecPool {
   async close(): Promise<void> {
     this.closed = true;
     this.zstd?.close();
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    // Threads with nothing in flight wait for the next pool; one holding work is ended (its
+    // answer would reach no one, and its buffers would outlive the pool).
+    const idle = this.workers.filter((_, slot) => this.held[slot]!.size === 0);
+    const room = Math.max(0, defaultThreads() - startedAhead.length);
+    const kept = idle.slice(0, room);
+    for (const worker of kept) park(worker);
+    await Promise.all(this.workers.filter((w) => !kept.includes(w)).map((w) => w.terminate()));
     this.workers.length = 0;
     const error = new Error("the codec pool was closed with work in flight");
     for (const pending of this.pending.values()) pending.reject(error);

@@ -51,7 +51,9 @@ export type CodecRequest =
   | { seq: number; op: "decode"; buffer: Uint8Array; items: DecodeItem[]; where: string; checkId: boolean }
   | { seq: number; op: "decodeInto"; buffer: Uint8Array; items: DecodeItem[]; where: string; output: ArrayBuffer }
   | { seq: number; op: "hashBlocks"; buffer: Uint8Array; blockSize: number }
-  | { seq: number; op: "keys"; keys: WorkerKeys };
+  | { seq: number; op: "keys"; keys: WorkerKeys }
+  /** Parked by a closed pool until the next one: it holds no keys meanwhile. */
+  | { seq: number; op: "forget" };
 
 export type CodecResponse =
   | { seq: number; ok: true; op: "encode"; sealed: Uint8Array[]; compressed: boolean[] }
@@ -99,6 +101,8 @@ parentPort!.on("message", (request: CodecRequest) => {
   try {
     if (request.op === "keys") {
       imported = importKeys(request.keys);
+    } else if (request.op === "forget") {
+      imported = undefined;
     } else if (request.op === "hashBlocks") {
       const ids = blockIds(keys().idKey, request.buffer, request.blockSize);
       const response: CodecResponse = { seq: request.seq, ok: true, op: "hashBlocks", buffer: request.buffer, ids };
