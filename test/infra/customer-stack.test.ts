@@ -2,7 +2,7 @@
  * The customer stack under the Pulumi SDK's mocks, with the example config (Pulumi.dev.yaml).
  */
 import { describe, expect, it, beforeAll } from "vitest";
-import { exampleConfig, ofType, resolveAll, settled } from "./harness.ts";
+import { clearRecorded, exampleConfig, ofType, resolveAll, settled } from "./harness.ts";
 import type { RecordedResource } from "./harness.ts";
 import { parseCustomerConfig, scopeId } from "../../infra/config.ts";
 import type { CustomerConfig } from "../../infra/config.ts";
@@ -16,6 +16,7 @@ let resources: RecordedResource[];
 let outputs: Record<string, unknown>;
 
 beforeAll(async () => {
+  clearRecorded(); // the test files of a worker share the harness
   config = parseCustomerConfig(exampleConfig("Pulumi.dev.yaml").raw);
   outputs = await resolveAll(customerStack(config));
   resources = await settled();

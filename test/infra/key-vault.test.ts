@@ -6,7 +6,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import type * as pulumi from "@pulumi/pulumi";
-import { exampleConfig, ofType, resolveAll, setCustomerStackOutputs, settled } from "./harness.ts";
+import { clearRecorded, exampleConfig, ofType, resolveAll, setCustomerStackOutputs, settled } from "./harness.ts";
 import type { RecordedResource } from "./harness.ts";
 import { parseCustomerConfig } from "../../infra/config.ts";
 import type { CustomerConfig, KeyConfig } from "../../infra/config.ts";
@@ -46,6 +46,7 @@ const of = (component: string, type: string) => ofType(resources, type).filter((
 describe("the key vault and key", () => {
   let stackOutputs: Record<string, unknown>;
   beforeAll(async () => {
+    clearRecorded(); // the test files of a worker share the harness
     setCustomerStackOutputs({});
     stackOutputs = await resolveAll(customerStack(example()));
     customerKey("fresh", example());

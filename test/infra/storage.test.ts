@@ -7,7 +7,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import type * as pulumi from "@pulumi/pulumi";
-import { ofType, settled } from "./harness.ts";
+import { clearRecorded, ofType, settled } from "./harness.ts";
 import type { RecordedResource } from "./harness.ts";
 import { IsolatedStorage, LOCKS_CONTAINER, VAULT_CONTAINER } from "../../infra/components/isolated-storage.ts";
 import { storageNetworkAccess } from "../../infra/components/network.ts";
@@ -59,6 +59,7 @@ const container = (component: string, containerName: string) => of(component, "a
 
 describe("isolated storage", () => {
   beforeAll(async () => {
+    clearRecorded(); // the test files of a worker share the harness
     isolatedStorage("unlocked");
     isolatedStorage("locked", { immutabilityLocked: true, immutabilityDays: 7, pointsDays: 10 });
     resources = await settled();
