@@ -164,6 +164,8 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
 
   await stillHeld(options.lock);
   await refuseLostEpochs(vault, [...written, ...writer.indexObjectsWritten]);
+  const ownSequence = written.map(sequenceOf).find((sequence) => sequence !== undefined) ?? 0;
+  await refuseNewerGeneration(vault, ownSequence, oldGeneration?.sequence ?? 0);
   // 3. Old index objects, then other generations' shards and generation objects (orphans of an
   // interrupted prune too); a pack that an undeletable index object still names must stay.
   const stillNamed = new Set<string>();
@@ -175,7 +177,7 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
       for (const pack of decodeIndex(vault.master.dataKey, old, await vault.store.get(old))) stillNamed.add(pack.packId);
     }
   }
-  await removeOtherGenerations(vault, new Set(written), report);
+  await removeOtherGenerations(vault, new Set(written), ownSequence, report);
 
   await stillHeld(options.lock);
   // 4. Packs nothing names any more.
@@ -221,11 +223,35 @@ async function newestSequence(vault: Vault): Promise<number> {
   return newest;
 }
 
-/** Every shard and generation object but those just written: older generations, and orphan shards of an interrupted prune. */
-async function removeOtherGenerations(vault: Vault, keep: ReadonlySet<string>, report: PruneReport): Promise<void> {
+/**
+ * Another prune that ran while this one did (one of the two locks lapsed unnoticed: a paused
+ * process) committed a generation newer than the one this prune started from and other than its
+ * own: its view of what is live may differ, and deleting "older" index objects or "other" shards
+ * now could delete what that generation needs. Stop before deleting anything: what this prune
+ * wrote is harmless beside a newer generation (readers take the newest), and the next prune
+ * removes it.
+ */
+async function refuseNewerGeneration(vault: Vault, ownSequence: number, startedFrom: number): Promise<void> {
+  for await (const info of vault.store.list(GENERATION_PREFIX)) {
+    const sequence = sequenceOf(info.key);
+    if (sequence === undefined || sequence === ownSequence || sequence <= startedFrom) continue;
+    throw new VaultBusyError(
+      `prune stopped before deleting anything: another prune committed a newer index (${info.key}) while this one ran (one of them held a lock that had lapsed); run prune again`,
+    );
+  }
+}
+
+/**
+ * Shards and generation objects older than the generation just written: older generations, and
+ * orphan shards of an interrupted prune. Never one numbered at or above this prune's own (or any
+ * at all when it wrote no generation): those can only be another prune's, written meanwhile.
+ */
+async function removeOtherGenerations(vault: Vault, keep: ReadonlySet<string>, ownSequence: number, report: PruneReport): Promise<void> {
   for (const prefix of [SHARD_PREFIX, GENERATION_PREFIX]) {
     const doomed: string[] = [];
-    for await (const info of vault.store.list(prefix)) if (!keep.has(info.key)) doomed.push(info.key);
+    for await (const info of vault.store.list(prefix)) {
+      if (!keep.has(info.key) && (sequenceOf(info.key) ?? Infinity) < ownSequence) doomed.push(info.key);
+    }
     await mapLimit(doomed, 8, async (name) => {
       try {
         await vault.store.delete(name);
