@@ -229,8 +229,11 @@ describe("a fleet in two regions, with the real agents", { timeout: 360_000 }, (
     const ran = await runWorkers();
     const all = REGIONS.flatMap((r) => ran[r]!.summaries);
     expect({ succeeded: sum(all, "succeeded"), failed: sum(all, "failed"), poisoned: sum(all, "poisoned") }).toEqual({ succeeded: 4, failed: 0, poisoned: 1 });
-    expect(sum(ran.northeurope!.summaries, "duplicates")).toBe(1);
-    expect(sum(ran.westeurope!.summaries, "duplicates")).toBe(1);
+    // At least the duplicate each region was sent: on a loaded machine a heartbeat can come late, the
+    // message of a running job reappear and reach the other worker, which finds the job owned and
+    // counts one more (at-least-once delivery). That no job ran twice is the 12 points below.
+    expect(sum(ran.northeurope!.summaries, "duplicates")).toBeGreaterThanOrEqual(1);
+    expect(sum(ran.westeurope!.summaries, "duplicates")).toBeGreaterThanOrEqual(1);
     const poison = await fleet.storage.poisonQueue("westeurope");
     const poisoned = (await poison.peekMessages({ numberOfMessages: 32 })).peekedMessageItems.map((m) => JSON.parse(m.messageText));
     expect(poisoned).toEqual([expect.objectContaining({ error: "not a Bulwark work message", message: "hello, this is not work" })]);
