@@ -15,7 +15,9 @@
  * run, its row says so, with the estimate. `sharded` finds points as `catalog` does, over the same
  * points, with the index compacted as prune compacts it (index-shards.ts): the shards and the
  * generation object are synthesized directly (the real point's entries merged in), the index
- * objects set aside, so the job reads only the index blocks it needs.
+ * objects set aside, so the job reads only the index blocks it needs. On it, two whole-vault jobs
+ * as well: verify (structure) and prune (every synthetic chunk unreferenced, so every synthetic
+ * pack dead), both walking every shard in bounded memory.
  */
 import { createHash, randomFillSync } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
@@ -32,7 +34,10 @@ import { decodeIndex, INDEX_LAYOUT, sealIndexPlaintext } from "../runtime/engine
 import { encodeGeneration, encodeShard, generationName, packEntry, prefixBitsFor, prefixOf, SHARD_ENTRY_BYTES, shardName } from "../runtime/engine/index-shards.ts";
 import type { PointManifest } from "../runtime/engine/point.ts";
 import { restoreContent } from "../runtime/engine/restore.ts";
+import { VaultLock } from "../runtime/engine/locks.ts";
+import { pruneVault } from "../runtime/engine/prune.ts";
 import { mapLimit, Vault } from "../runtime/engine/vault.ts";
+import { verifyVault } from "../runtime/engine/verify.ts";
 import { PassphraseProvider } from "../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../runtime/store/local.ts";
 import { ReadCountingStore, type StoreReads } from "../runtime/store/read-counting.ts";
@@ -58,7 +63,7 @@ const INDEX_LOADS_AT_ONCE = 8;
 const SCRYPT_BYTES = 128 * MiB;
 
 type Design = "before" | "catalog" | "sharded";
-type Operation = "backup" | "restore";
+type Operation = "backup" | "restore" | "verify" | "prune";
 
 interface ProbeSpec {
   vault: string;
@@ -72,6 +77,8 @@ interface ProbeResult {
   openSeconds: number;
   reads: StoreReads;
   restoredSha256?: string;
+  /** Verify's problems (the synthetic packs are not stored, so each is one), prune's packs deleted. */
+  outcome?: string;
 }
 
 export interface ScaleRow {
@@ -85,6 +92,7 @@ export interface ScaleRow {
   jobSeconds?: number;
   reads?: StoreReads;
   restoreIdentical?: boolean;
+  outcome?: string;
 }
 
 export interface ScaleSettings {
@@ -258,10 +266,11 @@ async function synthesizeShards(dir: string, state: Synthesized, chunks: number,
     realByPrefix.set(prefix, [...(realByPrefix.get(prefix) ?? []), record]);
   }
   const syntheticCount = chunks - real.length;
+  const packCount = Math.ceil(syntheticCount / ENTRIES_PER_PACK);
   const shards = [];
   for (let prefix = 0; prefix < shardCount; prefix++) {
     const inShard = Math.floor(syntheticCount / shardCount) + (prefix < syntheticCount % shardCount ? 1 : 0);
-    const packed = syntheticShardEntries(prefix, prefixBits, inShard, realByPrefix.get(prefix) ?? []);
+    const packed = syntheticShardEntries(prefix, prefixBits, inShard, realByPrefix.get(prefix) ?? [], packCount);
     const { bytes, info } = encodeShard(vault.master.dataKey, vault.master.format, sequence, prefixBits, prefix, packed);
     await vault.store.create(shardName(sequence, prefixBits, prefix), bytes);
     shards.push(info);
@@ -273,9 +282,10 @@ async function synthesizeShards(dir: string, state: Synthesized, chunks: number,
 
 /**
  * `count` random entries of one prefix, sorted, plus the real ones of that prefix: ids drawn as
- * sorted 32-bit heads below the prefix (a typed-array sort, fast at 100 million), the rest random.
+ * sorted 32-bit heads below the prefix (a typed-array sort, fast at 100 million), the rest random;
+ * each in one of `packCount` synthetic packs.
  */
-function syntheticShardEntries(prefix: number, prefixBits: number, count: number, real: Buffer[]): Buffer {
+function syntheticShardEntries(prefix: number, prefixBits: number, count: number, real: Buffer[], packCount: number): Buffer {
   const heads = randomFillSync(new Uint32Array(count));
   for (let i = 0; i < count; i++) heads[i] = prefixBits === 0 ? heads[i] : heads[i] >>> prefixBits;
   heads.sort();
@@ -285,6 +295,9 @@ function syntheticShardEntries(prefix: number, prefixBits: number, count: number
     if (i > 0 && heads[i] <= heads[i - 1]) heads[i] = heads[i - 1] + 1; // strictly increasing ids
     const at = i * SHARD_ENTRY_BYTES;
     packed.writeUInt32BE((top + heads[i]) >>> 0, at);
+    // ENTRIES_PER_PACK entries a pack, a pack's chunks spread over every shard (as ids are uniform).
+    packed.fill(0, at + 32, at + 48);
+    packed.writeUInt32BE((prefix * count + i) % packCount, at + 44);
     packed.writeUInt32LE((i % ENTRIES_PER_PACK) * 40_000, at + 48);
     packed.writeUInt32LE(40_000, at + 52);
     packed.writeUInt32LE(64 * 1024, at + 56);
@@ -315,6 +328,7 @@ async function probe(spec: ProbeSpec): Promise<ProbeResult> {
     await removeProbePoint(folder, vault, point, before);
     return { jobSeconds, openSeconds, reads };
   }
+  if (spec.operation === "verify" || spec.operation === "prune") return { ...(await wholeVaultJob(vault, spec.operation)), openSeconds, reads: { ...store.reads } };
   const point = spec.design === "before" ? await readByListing(vault, spec.pointId) : await vault.resolvePoint(spec.pointId);
   const restored = Buffer.alloc(point.size);
   const pool = new CodecPool(vault.master, { zstdLevel: vault.config.zstdLevel });
@@ -324,6 +338,32 @@ async function probe(spec: ProbeSpec): Promise<ProbeResult> {
     await pool.close();
   }
   return { jobSeconds: (performance.now() - started) / 1000, openSeconds, reads: { ...store.reads }, restoredSha256: sha256(restored) };
+}
+
+/**
+ * Verify of the whole vault (structure only: the synthetic packs are not stored) or a prune. In the
+ * synthesized vault nothing references the synthetic chunks, so prune walks every shard, finds
+ * every synthetic pack dead and writes a generation of the real point's chunks alone (the caller
+ * puts the synthesized index back afterwards).
+ */
+async function wholeVaultJob(vault: Vault, operation: "verify" | "prune"): Promise<{ jobSeconds: number; outcome: string }> {
+  const started = performance.now();
+  const pool = new CodecPool(vault.master, { zstdLevel: vault.config.zstdLevel });
+  try {
+    if (operation === "verify") {
+      const report = await verifyVault(vault, pool, { readDataPercent: 0 });
+      return { jobSeconds: (performance.now() - started) / 1000, outcome: `${report.problems.length} problems` };
+    }
+    const lock = await VaultLock.acquire(vault.store, "exclusive", "prune");
+    try {
+      const report = await pruneVault(vault, pool, { lock });
+      return { jobSeconds: (performance.now() - started) / 1000, outcome: `${report.packsDeleted} packs dropped, ${report.packsRepacked} repacked` };
+    } finally {
+      await lock.release();
+    }
+  } finally {
+    await pool.close();
+  }
 }
 
 /** What latestPointOf did before the catalog: every manifest read. */
@@ -381,6 +421,10 @@ export function parseScaleDesigns(text: string): Design[] {
 const SELF = fileURLToPath(import.meta.url);
 const DESIGNS: Design[] = ["before", "catalog", "sharded"];
 const OPERATIONS: Operation[] = ["backup", "restore"];
+/** The sharded design is also measured on the whole-vault jobs; prune last (it rewrites the index). */
+function operationsOf(design: Design): Operation[] {
+  return design === "sharded" ? [...OPERATIONS, "verify", "prune"] : OPERATIONS;
+}
 
 export async function runScaleBench(settings: ScaleSettings): Promise<boolean> {
   const { log } = settings;
@@ -390,7 +434,7 @@ export async function runScaleBench(settings: ScaleSettings): Promise<boolean> {
   const designs = settings.designs ?? DESIGNS;
   for (const chunks of SCALE_CHUNKS) {
     const skip = (skipped: Design[], why: string) => {
-      for (const design of skipped) for (const operation of OPERATIONS) rows.push({ chunks, design, operation, ran: false, why });
+      for (const design of skipped) for (const operation of operationsOf(design)) rows.push({ chunks, design, operation, ran: false, why });
       log(`${label(chunks)} chunks, ${skipped.join(" and ")}: ${why}`);
     };
     if (chunks > settings.maxChunks) {
@@ -411,7 +455,7 @@ export async function runScaleBench(settings: ScaleSettings): Promise<boolean> {
     for (const design of run) {
       const putBack = design === "sharded" ? await synthesizeShards(dir, synthesized, chunks, log) : undefined;
       try {
-        for (const operation of OPERATIONS) {
+        for (const operation of operationsOf(design)) {
           const row = await measureProbe({ vault: join(dir, "vault"), design, operation, pointId: synthesized.pointId }, chunks, settings.useGnuTime);
           failed ||= !row.ran || row.restoreIdentical === false;
           rows.push(row);
@@ -448,6 +492,7 @@ async function measureProbe(spec: ProbeSpec, chunks: number, useGnuTime: boolean
     processSeconds: measured.seconds,
     jobSeconds: result.jobSeconds,
     reads: result.reads,
+    outcome: result.outcome,
     // The point restored is the synthesized one: version 1 of the small disk.
     restoreIdentical: result.restoredSha256 === undefined ? undefined : result.restoredSha256 === sha256(smallDisk(1)),
   };
@@ -455,7 +500,8 @@ async function measureProbe(spec: ProbeSpec, chunks: number, useGnuTime: boolean
 
 function renderRow(row: ScaleRow): string {
   if (!row.ran) return `${label(row.chunks)} ${row.design} ${row.operation}: ${row.why}`;
-  const check = row.restoreIdentical === undefined ? "" : row.restoreIdentical ? ", restored byte-identical" : ", restored content DIFFERS";
+  const check =
+    (row.restoreIdentical === undefined ? "" : row.restoreIdentical ? ", restored byte-identical" : ", restored content DIFFERS") + (row.outcome ? `, ${row.outcome}` : "");
   const r = row.reads!;
   return (
     `${label(row.chunks)} ${row.design} ${row.operation}: ${formatBytes(row.peakRssBytes!)} peak, ${row.jobSeconds!.toFixed(2)} s job ` +
