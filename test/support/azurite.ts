@@ -28,10 +28,12 @@ export async function freePort(): Promise<number> {
   });
 }
 
+class AzuriteExited extends Error {}
+
 /** Waits until the port accepts connections; fails at once if Azurite exited, and after `deadline` (a hang). */
 async function waitForPort(port: number, deadline: number, child?: ChildProcess): Promise<void> {
   while (Date.now() < deadline) {
-    if (child && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`Azurite exited (${child.exitCode ?? child.signalCode}) before opening port ${port}`);
+    if (child && (child.exitCode !== null || child.signalCode !== null)) throw new AzuriteExited(`Azurite exited (${child.exitCode ?? child.signalCode}) before opening port ${port}`);
     const open = await new Promise<boolean>((resolve) => {
       const socket = net.connect(port, "127.0.0.1");
       socket.once("connect", () => {
@@ -62,10 +64,19 @@ export class Azurite {
 
   static async start(options: { folder?: string } = {}): Promise<Azurite> {
     const folder = options.folder ?? trackFolder(await mkdtemp(path.join(os.tmpdir(), "bulwark-azurite-")));
-    const ports: [number, number, number] = [await freePort(), await freePort(), await freePort()];
-    const azurite = new Azurite(folder, ports, options.folder === undefined);
-    await azurite.resume();
-    return azurite;
+    // A port found free can be taken before Azurite binds it (another process's listener, or an
+    // outgoing connection's ephemeral port on a busy machine): Azurite then exits with EADDRINUSE,
+    // and another set of ports is tried.
+    for (let attempt = 1; ; attempt++) {
+      const ports: [number, number, number] = [await freePort(), await freePort(), await freePort()];
+      const azurite = new Azurite(folder, ports, options.folder === undefined);
+      try {
+        await azurite.resume();
+        return azurite;
+      } catch (error) {
+        if (attempt >= 4 || !(error instanceof AzuriteExited)) throw error;
+      }
+    }
   }
 
   get blobEndpoint(): string {
