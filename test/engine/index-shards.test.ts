@@ -12,7 +12,7 @@ import { randomBytes } from "node:crypto";
 import { cp, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { backupDisk, type PointDescription } from "../../runtime/engine/backup.ts";
+import { backupDisk } from "../../runtime/engine/backup.ts";
 import { CHUNK_DATA, CHUNK_TREE } from "../../runtime/engine/chunk-codec.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { copyPoints } from "../../runtime/engine/copy.ts";
@@ -28,97 +28,22 @@ import {
   ShardReader,
   shardTuning,
 } from "../../runtime/engine/index-shards.ts";
-import { VaultLock } from "../../runtime/engine/locks.ts";
 import type { PointManifest } from "../../runtime/engine/point.ts";
-import { pruneVault } from "../../runtime/engine/prune.ts";
-import { restoreContent } from "../../runtime/engine/restore.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
 import { verifyVault } from "../../runtime/engine/verify.ts";
 import { VaultWriter } from "../../runtime/engine/vault-writer.ts";
 import { IntegrityError } from "../../runtime/errors.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
-import type { ObjectStore } from "../../runtime/store/store.ts";
-import { StoreView } from "../support/store-view.ts";
 import { tempFolder } from "../cli/vaults.ts";
+import { BLOCK, disk, HookedStore, keysUnder, prune, restore, ShardFixture, source, useTinyShards } from "./shard-vaults.ts";
 
 const provider = new PassphraseProvider("index shards test passphrase");
-const DISKS = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/disks";
-const BLOCK = 64 * 1024;
+/** The fixture: two points, not yet compacted; `copyOf` gives each scenario its own copy to damage. */
+const vaults = new ShardFixture(provider, "shards");
 const tuning = { ...shardTuning };
 
-function disk(name: string): PointDescription {
-  return { kind: "disk", source: { type: "azure-managed-disk", path: `${DISKS}/${name}` } };
-}
-
-function source(bytes: Buffer) {
-  return { size: bytes.length, read: async (offset: number, length: number) => Buffer.from(bytes.subarray(offset, offset + length)) };
-}
-
-/** Records reads, and runs a hook before a create whose key starts with a prefix. */
-class WatchedStore extends StoreView {
-  readonly reads: { kind: "get" | "range"; key: string }[] = [];
-  beforeCreate?: { prefix: string; run: () => Promise<void> };
-  override get(key: string) {
-    this.reads.push({ kind: "get", key });
-    return super.get(key);
-  }
-  override getRange(key: string, offset: number, length: number) {
-    this.reads.push({ kind: "range", key });
-    return super.getRange(key, offset, length);
-  }
-  override async create(key: string, data: Uint8Array) {
-    const hook = this.beforeCreate;
-    if (hook && key.startsWith(hook.prefix)) {
-      this.beforeCreate = undefined;
-      await hook.run();
-    }
-    return super.create(key, data);
-  }
-}
-
-let fixture: string;
-const disks: Record<string, Buffer> = {};
-const points: Record<string, PointManifest> = {};
-
-async function open(folder: string, store: ObjectStore = new LocalFolderStore(folder)): Promise<Vault> {
-  return Vault.open(store, provider);
-}
-
-/** A copy of the fixture (two points, not yet compacted), so each scenario damages its own. */
-async function copyOf(label: string): Promise<string> {
-  const folder = path.join(await tempFolder(`shards-${label}`), "vault");
-  await cp(fixture, folder, { recursive: true });
-  return folder;
-}
-
-async function prune(vault: Vault) {
-  const lock = await VaultLock.acquire(vault.store, "exclusive", "prune");
-  const pool = new CodecPool(vault.master, { threads: 1 });
-  try {
-    return await pruneVault(vault, pool, { lock });
-  } finally {
-    await pool.close();
-    await lock.release();
-  }
-}
-
-async function restore(vault: Vault, point: PointManifest): Promise<Buffer> {
-  const out = Buffer.alloc(point.size);
-  const pool = new CodecPool(vault.master, { threads: 1 });
-  try {
-    await restoreContent(vault, pool, point, { needsZeros: false, write: async (offset, data) => void data.copy(out, offset) });
-  } finally {
-    await pool.close();
-  }
-  return out;
-}
-
-async function keysUnder(folder: string, prefix: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const info of new LocalFolderStore(folder).list(prefix)) found.push(info.key);
-  return found.sort();
-}
+const { disks, points, open, copyOf } = vaults;
 
 /** The first data chunk of a point and the shard that holds it (in the vault's newest generation). */
 async function firstChunkShard(folder: string, vault: Vault, point: PointManifest): Promise<{ id: Buffer; shard: string }> {
@@ -137,13 +62,8 @@ async function compacted(label: string): Promise<{ folder: string; vault: Vault 
 }
 
 beforeAll(async () => {
-  Object.assign(shardTuning, { blockEntries: 2, shardEntries: 16, shardFromEntries: 0 });
-  fixture = path.join(await tempFolder("shards-fixture"), "vault");
-  const vault = await Vault.init(new LocalFolderStore(fixture), provider);
-  for (const name of ["a", "b"]) {
-    disks[name] = randomBytes(16 * BLOCK);
-    points[name] = await backupDisk(vault, source(disks[name]), disk(name));
-  }
+  useTinyShards(16);
+  await vaults.backUp(["a", "b"], 16);
 });
 
 afterAll(() => {
@@ -155,7 +75,7 @@ test("a shard at the production block size (512 entries): every id found where i
   shardTuning.blockEntries = 512;
   try {
     const folder = await tempFolder("shards-format");
-    const store = new WatchedStore(new LocalFolderStore(folder), {});
+    const store = new HookedStore(new LocalFolderStore(folder), {});
     const dataKey = randomBytes(32);
     const ids = Array.from({ length: 2000 }, () => randomBytes(ID_BYTES)).sort(Buffer.compare);
     const locationOf = (i: number) => ({ pack: (i % 7).toString(16).padStart(32, "0"), offset: i * 100, length: 90 + (i % 5), rawLength: 4096 + i, type: i % 2 });
@@ -186,7 +106,7 @@ describe("a compacted index", () => {
     expect(await keysUnder(folder, "index/")).toEqual([]);
     expect(await keysUnder(folder, "index-gen/")).toEqual(["index-gen/000000000001"]);
     expect((await keysUnder(folder, "index-shards/")).length).toBeGreaterThan(2);
-    const store = new WatchedStore(new LocalFolderStore(folder), {});
+    const store = new HookedStore(new LocalFolderStore(folder), {});
     const vault = await open(folder, store);
     expect(vault.index.size).toBe(0); // nothing loaded whole
     expect(await restore(vault, points.a)).toEqual(disks.a);
@@ -241,7 +161,7 @@ describe("a compacted index", () => {
 describe("interruptions", () => {
   test("a crash between the shards and the generation object: the orphan shards are ignored, the index objects still used, and the next prune removes the orphans", async () => {
     const folder = await copyOf("crash-before-gen");
-    const store = new WatchedStore(new LocalFolderStore(folder), {});
+    const store = new HookedStore(new LocalFolderStore(folder), {});
     store.beforeCreate = { prefix: "index-gen/", run: async () => Promise.reject(new Error("killed before the generation object")) };
     await expect(prune(await open(folder, store))).rejects.toThrow(/killed/);
     const orphans = await keysUnder(folder, "index-shards/");
@@ -274,7 +194,7 @@ describe("interruptions", () => {
 
   test("a backup that commits its index object while a prune runs (a lapsed lock) keeps it in the delta: its chunks stay findable", async () => {
     const folder = await copyOf("during-prune");
-    const store = new WatchedStore(new LocalFolderStore(folder), {});
+    const store = new HookedStore(new LocalFolderStore(folder), {});
     const late = randomBytes(BLOCK);
     let lateIndex: string[] = [];
     store.beforeCreate = {

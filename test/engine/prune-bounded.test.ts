@@ -8,93 +8,40 @@
  * garbage and one pack is half live (repacked).
  */
 import { randomBytes } from "node:crypto";
-import { cp, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
-import { backupDisk, type PointDescription } from "../../runtime/engine/backup.ts";
+import { backupDisk } from "../../runtime/engine/backup.ts";
 import { forgetPoint } from "../../runtime/engine/chain.ts";
 import { CHUNK_TREE } from "../../runtime/engine/chunk-codec.ts";
 import type { ChunkLocation } from "../../runtime/engine/chunk-index.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
 import { ID_BYTES } from "../../runtime/engine/crypto.ts";
 import { PREPARE_MAX, ShardReader, shardTuning, writeGeneration } from "../../runtime/engine/index-shards.ts";
-import { VaultLock } from "../../runtime/engine/locks.ts";
 import type { PointManifest } from "../../runtime/engine/point.ts";
-import { pruneVault } from "../../runtime/engine/prune.ts";
 import { ReferencedFilter, referencedFilterTuning } from "../../runtime/engine/referenced-filter.ts";
-import { restoreContent } from "../../runtime/engine/restore.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
 import { verifyTuning, verifyVault } from "../../runtime/engine/verify.ts";
 import { vaultStats } from "../../runtime/cli/stats-command.ts";
 import { VaultBusyError } from "../../runtime/errors.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
-import type { ObjectStore } from "../../runtime/store/store.ts";
-import { StoreView } from "../support/store-view.ts";
-import { tempFolder } from "../cli/vaults.ts";
+import { BLOCK, disk, HookedStore, keysUnder, prune, restore, ShardFixture, source, useTinyShards } from "./shard-vaults.ts";
 
 const provider = new PassphraseProvider("bounded prune test passphrase");
-const DISKS = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/disks";
-const BLOCK = 64 * 1024;
+const vaults = new ShardFixture(provider, "prune-bounded");
+const { open, copyOf } = vaults;
 const BLOCKS = 8;
 const savedShards = { ...shardTuning };
 const savedFilter = { ...referencedFilterTuning };
 const savedVerify = { ...verifyTuning };
 
-function disk(name: string): PointDescription {
-  return { kind: "disk", source: { type: "azure-managed-disk", path: `${DISKS}/${name}` } };
-}
-
-function source(bytes: Buffer) {
-  return { size: bytes.length, read: async (offset: number, length: number) => Buffer.from(bytes.subarray(offset, offset + length)) };
-}
-
-/** Runs a hook before the first create whose key starts with a prefix. */
-class HookedStore extends StoreView {
-  beforeCreate?: { prefix: string; run: () => Promise<void> };
-  override async create(key: string, data: Uint8Array) {
-    const hook = this.beforeCreate;
-    if (hook && key.startsWith(hook.prefix)) {
-      this.beforeCreate = undefined;
-      await hook.run();
-    }
-    return super.create(key, data);
-  }
-}
-
-let fixture: string;
 /** The kept points and their bytes; the ids only forgotten points referenced; the ids kept points reference. */
 const kept: { point: PointManifest; bytes: Buffer }[] = [];
 let garbageIds: Buffer[] = [];
 let liveIds: Buffer[] = [];
 /** The bytes of a forgotten disk (d1): a late backup of them dedups against garbage. */
 let forgottenBytes: Buffer;
-
-async function open(folder: string, store: ObjectStore = new LocalFolderStore(folder)): Promise<Vault> {
-  return Vault.open(store, provider);
-}
-
-async function prune(vault: Vault, options: { dryRun?: boolean } = {}) {
-  const lock = await VaultLock.acquire(vault.store, "exclusive", "prune");
-  const pool = new CodecPool(vault.master, { threads: 1 });
-  try {
-    return await pruneVault(vault, pool, { lock, ...options });
-  } finally {
-    await pool.close();
-    await lock.release().catch(() => {});
-  }
-}
-
-async function restore(vault: Vault, point: PointManifest): Promise<Buffer> {
-  const out = Buffer.alloc(point.size);
-  const pool = new CodecPool(vault.master, { threads: 1 });
-  try {
-    await restoreContent(vault, pool, point, { needsZeros: false, write: async (offset, data) => void data.copy(out, offset) });
-  } finally {
-    await pool.close();
-  }
-  return out;
-}
 
 /** As `bulwark verify` opens the vault: without loading its index. */
 async function verify(folder: string, readDataPercent: number) {
@@ -130,35 +77,22 @@ async function indexedCount(folder: string, ids: Buffer[]): Promise<number> {
   return found;
 }
 
-async function keysUnder(folder: string, prefix: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const info of new LocalFolderStore(folder).list(prefix)) found.push(info.key);
-  return found.sort();
-}
-
-async function copyOf(label: string): Promise<string> {
-  const folder = path.join(await tempFolder(`prune-bounded-${label}`), "vault");
-  await cp(fixture, folder, { recursive: true });
-  return folder;
-}
-
 async function expectKeptPointsRestore(folder: string): Promise<void> {
   const vault = await open(folder);
   for (const { point, bytes } of kept) expect((await restore(vault, point)).equals(bytes)).toBe(true);
 }
 
 beforeAll(async () => {
-  Object.assign(shardTuning, { blockEntries: 2, shardEntries: 8, shardFromEntries: 0 });
-  fixture = path.join(await tempFolder("prune-bounded-fixture"), "vault");
-  const vault = await Vault.init(new LocalFolderStore(fixture), provider);
-  const bytes = [0, 1, 2, 3].map(() => randomBytes(BLOCKS * BLOCK));
-  const points = [];
-  for (let n = 0; n < 4; n++) points.push(await backupDisk(vault, source(bytes[n]), disk(`d${n}`)));
+  useTinyShards(8);
+  await vaults.backUp(["d0", "d1", "d2", "d3"], BLOCKS);
+  const bytes = [0, 1, 2, 3].map((n) => vaults.disks[`d${n}`]);
+  const points = [0, 1, 2, 3].map((n) => vaults.points[`d${n}`]);
+  const vault = await open(vaults.folder);
   const rewritten = Buffer.from(bytes[3]);
   for (let block = 0; block < BLOCKS; block += 2) randomBytes(BLOCK).copy(rewritten, block * BLOCK);
   const second = await backupDisk(vault, source(rewritten), disk("d3"), { base: points[3], changed: [[0, rewritten.length]] });
-  await prune(await open(fixture));
-  const compacted = await open(fixture);
+  await prune(await open(vaults.folder));
+  const compacted = await open(vaults.folder);
   kept.push({ point: points[0], bytes: bytes[0] }, { point: second, bytes: rewritten });
   const live = new Set<string>();
   for (const { point } of kept) for (const id of await idsOf(compacted, point)) live.add(id.toString("hex"));

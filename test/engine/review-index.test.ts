@@ -13,7 +13,7 @@ import { randomBytes } from "node:crypto";
 import { cp, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { backupDisk, type PointDescription } from "../../runtime/engine/backup.ts";
+import { backupDisk } from "../../runtime/engine/backup.ts";
 import { CHUNK_DATA } from "../../runtime/engine/chunk-codec.ts";
 import type { ChunkLocation } from "../../runtime/engine/chunk-index.ts";
 import { CodecPool } from "../../runtime/engine/codec-pool.ts";
@@ -32,87 +32,20 @@ import {
   writeGeneration,
   type IndexGeneration,
 } from "../../runtime/engine/index-shards.ts";
-import { VaultLock } from "../../runtime/engine/locks.ts";
-import type { PointManifest } from "../../runtime/engine/point.ts";
-import { pruneVault } from "../../runtime/engine/prune.ts";
-import { restoreContent } from "../../runtime/engine/restore.ts";
 import { Vault } from "../../runtime/engine/vault.ts";
 import { VaultWriter } from "../../runtime/engine/vault-writer.ts";
 import { IntegrityError, VaultBusyError } from "../../runtime/errors.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
-import type { ObjectStore } from "../../runtime/store/store.ts";
-import { StoreView } from "../support/store-view.ts";
 import { tempFolder } from "../cli/vaults.ts";
+import { BLOCK, disk, HookedStore, keysUnder, prune, restore, ShardFixture, source, useTinyShards } from "./shard-vaults.ts";
 
 const provider = new PassphraseProvider("review index test passphrase");
-const DISKS = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/disks";
-const BLOCK = 64 * 1024;
+/** The fixture: two points compacted (generation 1, no index objects); `copyOf` gives each scenario its own copy to damage. */
+const vaults = new ShardFixture(provider, "review-index");
 const tuning = { ...shardTuning };
 
-function disk(name: string): PointDescription {
-  return { kind: "disk", source: { type: "azure-managed-disk", path: `${DISKS}/${name}` } };
-}
-
-function source(bytes: Buffer) {
-  return { size: bytes.length, read: async (offset: number, length: number) => Buffer.from(bytes.subarray(offset, offset + length)) };
-}
-
-/** Runs a hook once, before the first ranged read of a key with a prefix (another part acting at that moment). */
-class HookedStore extends StoreView {
-  beforeRange?: { prefix: string; run: () => Promise<void> };
-  override async getRange(key: string, offset: number, length: number) {
-    const hook = this.beforeRange;
-    if (hook && key.startsWith(hook.prefix)) {
-      this.beforeRange = undefined;
-      await hook.run();
-    }
-    return super.getRange(key, offset, length);
-  }
-}
-
-let fixture: string;
-const disks: Record<string, Buffer> = {};
-const points: Record<string, PointManifest> = {};
-
-function open(folder: string, store: ObjectStore = new LocalFolderStore(folder)): Promise<Vault> {
-  return Vault.open(store, provider);
-}
-
-async function prune(vault: Vault) {
-  const lock = await VaultLock.acquire(vault.store, "exclusive", "prune");
-  const pool = new CodecPool(vault.master, { threads: 1 });
-  try {
-    return await pruneVault(vault, pool, { lock });
-  } finally {
-    await pool.close();
-    await lock.release();
-  }
-}
-
-async function restore(vault: Vault, point: PointManifest): Promise<Buffer> {
-  const out = Buffer.alloc(point.size);
-  const pool = new CodecPool(vault.master, { threads: 1 });
-  try {
-    await restoreContent(vault, pool, point, { needsZeros: false, write: async (offset, data) => void data.copy(out, offset) });
-  } finally {
-    await pool.close();
-  }
-  return out;
-}
-
-/** A copy of the compacted fixture (generation 1, no index objects), so each scenario damages its own. */
-async function copyOf(label: string): Promise<string> {
-  const folder = path.join(await tempFolder(`review-index-${label}`), "vault");
-  await cp(fixture, folder, { recursive: true });
-  return folder;
-}
-
-async function keysUnder(folder: string, prefix: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const info of new LocalFolderStore(folder).list(prefix)) found.push(info.key);
-  return found.sort();
-}
+const { disks, points, open, copyOf } = vaults;
 
 /** Rewrites the newest generation object, sealed with the vault's own keys (a bug, or someone holding them). */
 async function forgeGeneration(folder: string, change: (generation: IndexGeneration) => IndexGeneration): Promise<IndexGeneration> {
@@ -136,14 +69,9 @@ async function shardEntries(vault: Vault, prefix: number): Promise<[Buffer, Chun
 }
 
 beforeAll(async () => {
-  Object.assign(shardTuning, { blockEntries: 2, shardEntries: 16, shardFromEntries: 0 });
-  fixture = path.join(await tempFolder("review-index-fixture"), "vault");
-  const vault = await Vault.init(new LocalFolderStore(fixture), provider);
-  for (const name of ["a", "b"]) {
-    disks[name] = randomBytes(16 * BLOCK);
-    points[name] = await backupDisk(vault, source(disks[name]), disk(name));
-  }
-  await prune(await open(fixture));
+  useTinyShards(16);
+  await vaults.backUp(["a", "b"], 16);
+  await prune(await open(vaults.folder));
 });
 
 afterAll(() => {
