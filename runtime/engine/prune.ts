@@ -33,7 +33,7 @@ import {
 import type { ChunkLocation } from "./chunk-index.ts";
 import { epochsNoLongerStored } from "./keyring.ts";
 import { STALE_AFTER_MS, type VaultLock } from "./locks.ts";
-import { packIdOfKey, packKey, type PackEntry } from "./pack.ts";
+import { packIdOfKey, packKey, readPackHeader, type PackEntry } from "./pack.ts";
 import { STREAM_TREE_ENTRY, type PointManifest } from "./point.ts";
 import { ReferencedFilter } from "./referenced-filter.ts";
 import { mapLimit, type Vault } from "./vault.ts";
@@ -111,9 +111,14 @@ export async function pruneVault(vault: Vault, pool: CodecPool, options: { dryRu
     else if (size > 0 && 1 - liveBytes / size > REPACK_DEAD_SHARE) repack.push(packId);
     else keptEntries += entries;
   }
-  const unindexed = [...packSizes.entries()]
-    .filter(([packId, info]) => !packs.has(packId) && now - info.lastModified.getTime() > STALE_AFTER_MS)
-    .map(([packId]) => packId);
+  const unindexed = await deletableUnindexed(
+    vault,
+    points,
+    [...packSizes.entries()].filter(([packId, info]) => !packs.has(packId) && now - info.lastModified.getTime() > STALE_AFTER_MS).map(([packId]) => packId),
+    packSizes,
+    referenced,
+    report,
+  );
   packs.clear();
 
   if (options.dryRun) {
@@ -301,6 +306,12 @@ interface PackTally {
  */
 async function referencedChunks(vault: Vault, points: PointManifest[], indexed: number): Promise<ReferencedFilter> {
   const referenced = new ReferencedFilter(indexed);
+  await walkReferences(vault, points, (id) => referenced.add(id));
+  return referenced;
+}
+
+/** Every chunk id the points reference (tree nodes and their entries; a shared node once while remembered). */
+async function walkReferences(vault: Vault, points: PointManifest[], visit: (id: Uint8Array, point: PointManifest) => void): Promise<void> {
   const nodesSeen = new Set<string>();
   for (const point of points) {
     const content = point.content;
@@ -312,15 +323,59 @@ async function referencedChunks(vault: Vault, points: PointManifest[], indexed: 
       if (nodesSeen.size >= NODES_REMEMBERED) nodesSeen.clear();
       nodesSeen.add(nodeHex);
       const nodeId = Buffer.from(nodeHex, "hex");
-      referenced.add(nodeId);
+      visit(nodeId, point);
       const node = await vault.readChunk(CHUNK_TREE, nodeId);
       for (let at = 0; at < node.length; at += entryBytes) {
         const id = node.subarray(at, at + ID_BYTES);
-        if (!isZeroId(id)) referenced.add(id);
+        if (!isZeroId(id)) visit(id, point);
       }
     }
   }
-  return referenced;
+}
+
+/**
+ * Of the packs no index names (old enough to be a crashed backup's), those prune may delete. A
+ * pack no index names can still hold chunks a point references: its index object was deleted by
+ * someone with write access to the vault (no key is needed for that). Each such pack's own sealed
+ * header says what it holds; where the Bloom filter says a point may reference one of those chunks,
+ * the points are walked again and checked exactly (only then: the filter's false positives would
+ * otherwise keep most crashed packs). A pack holding a referenced chunk, or whose header does not
+ * open, is kept and named in the report.
+ */
+async function deletableUnindexed(
+  vault: Vault,
+  points: PointManifest[],
+  unindexed: string[],
+  sizes: ReadonlyMap<string, { size: number }>,
+  referenced: ReferencedFilter,
+  report: PruneReport,
+): Promise<string[]> {
+  const suspects = new Map<string, string>(); // chunk id (hex) -> pack
+  const unreadable = new Set<string>();
+  await mapLimit(unindexed, 8, async (packId) => {
+    try {
+      const entries = await readPackHeader(vault.master.dataKey, packId, sizes.get(packId)?.size ?? 0, (offset, length) =>
+        vault.store.getRange(packKey(packId), offset, length),
+      );
+      for (const entry of entries) if (referenced.mayHold(entry.id)) suspects.set(entry.id.toString("hex"), packId);
+    } catch (error) {
+      unreadable.add(packId);
+      report.kept.push(`pack ${packId}: no index names it and its header does not open (${describeError(error)}); kept, run \`bulwark verify\``);
+    }
+  });
+  const holding = new Map<string, string>(); // pack -> a point referencing one of its chunks
+  if (suspects.size > 0) {
+    await walkReferences(vault, points, (id, point) => {
+      const packId = suspects.get(Buffer.from(id).toString("hex"));
+      if (packId !== undefined && !holding.has(packId)) holding.set(packId, point.id);
+    });
+  }
+  for (const [packId, pointId] of holding) {
+    report.kept.push(
+      `pack ${packId}: no index names it, yet point ${pointId} references chunks in it (an index object was removed?); kept, run \`bulwark verify\``,
+    );
+  }
+  return unindexed.filter((packId) => !unreadable.has(packId) && !holding.has(packId));
 }
 
 /**
