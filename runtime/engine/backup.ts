@@ -107,7 +107,8 @@ export async function backupDisk(
   vault: Vault,
   source: BlockSource,
   description: PointDescription,
-  options: BackupOptions & { base?: PointManifest; changed?: ByteRange[]; readAhead?: number } = {},
+  /** recordPatching: the point's details say what patching partly changed blocks cost (blocksPatched, baseChunksRead, baseBytesRead, baseReadsFailed). */
+  options: BackupOptions & { base?: PointManifest; changed?: ByteRange[]; readAhead?: number; recordPatching?: boolean } = {},
 ): Promise<PointManifest> {
   const started = Date.now();
   const base =
@@ -118,7 +119,9 @@ export async function backupDisk(
     options,
     (writer) => backupBlocks(vault, writer, source, { base, changed: options.changed, onProgress: options.onProgress, readAhead: options.readAhead }),
     async (result, writer, lock) => {
-      manifest = manifestOf({ ...description, parent: description.parent ?? options.base?.id }, source.size, result.content, result.bytesRead, writer, started);
+      const { blocksPatched, baseChunksRead, baseBytesRead, baseReadsFailed } = result;
+      const details = options.recordPatching ? { ...description.details, blocksPatched, baseChunksRead, baseBytesRead, baseReadsFailed } : description.details;
+      manifest = manifestOf({ ...description, details, parent: description.parent ?? options.base?.id }, source.size, result.content, result.bytesRead, writer, started);
       await commitPoint(vault, manifest, lock);
     },
   );

@@ -15,11 +15,10 @@ import type { Disk, Snapshot } from "@azure/arm-compute";
 import { PageBlobClient, AnonymousCredential, newPipeline } from "@azure/storage-blob";
 import { abortScopeFactory, outsideAbortScope } from "../azure/abort-scope.ts";
 import { BulwarkError, SourceError, ServiceError, UsageError, describeError } from "../errors.ts";
-import { backupBlocks, type ByteRange, type BlockSource } from "../engine/backup-blocks.ts";
-import { manifestOf, withWriter } from "../engine/backup.ts";
-import { commitPoint } from "../engine/commit.ts";
+import type { ByteRange, BlockSource } from "../engine/backup-blocks.ts";
+import { backupDisk } from "../engine/backup.ts";
 import { latestPointOfSource } from "../engine/catalog.ts";
-import type { BlockLayout, PointManifest } from "../engine/point.ts";
+import type { PointManifest } from "../engine/point.ts";
 import type { Vault } from "../engine/vault.ts";
 import type { AzureContext } from "../azure/context.ts";
 import { requiresAction } from "../azure/permissions.ts";
@@ -512,30 +511,30 @@ export async function backupDiskSnapshot(
   // What a killed run of ours left on this disk goes first (its grant would count against Azure's limit).
   await removeAbandonedSnapshots(ctx, disk, [previous?.details?.snapshotId as string | undefined, snapshot.id]);
   return withDiskRead(ctx, disk, info, snapshot, previous, async (read) => {
-    const started = Date.now();
-    const base = read.base?.content?.layout === "blocks" ? { content: read.base.content as BlockLayout, size: read.base.size } : undefined;
-    let point: PointManifest | undefined;
-    let patching: SubBlockStats | undefined;
-    await withWriter(
+    const point = await backupDisk(
       vault,
-      {},
-      (writer) => backupBlocks(vault, writer, read.source, { base, changed: read.changed, onProgress: options.onProgress, readAhead: PARALLEL_READS }),
-      async (result, writer, lock) => {
-        const { blocksPatched, baseChunksRead, baseBytesRead, baseReadsFailed } = result;
-        patching = { blocksPatched, baseChunksRead, baseBytesRead, baseReadsFailed };
-        const description = {
-          kind: "disk" as const,
-          source: { type: "azure-managed-disk", path: disk.id, location: info.location },
-          tags: options.tags,
-          parent: read.base?.id,
-          // What the sub-block reads cost: the base chunks read from the vault beside the snapshot's bytes.
-          details: { ...read.details, ...patching, ...options.extraDetails },
-        };
-        point = manifestOf(description, read.size, result.content, result.bytesRead, writer, started);
-        await commitPoint(vault, point, lock);
+      read.source,
+      {
+        kind: "disk",
+        source: { type: "azure-managed-disk", path: disk.id, location: info.location },
+        tags: options.tags,
+        details: { ...read.details, ...options.extraDetails },
       },
+      // What the sub-block reads cost (the base chunks read from the vault beside the snapshot's bytes) goes into the details.
+      { base: read.base, changed: read.changed, onProgress: options.onProgress, readAhead: PARALLEL_READS, recordPatching: true },
     );
-    return { point: point!, mode: read.mode, fallbackReason: read.fallbackReason, changedBytes: read.changedBytes, bytesRead: read.source.bytesFetched, ...patching! };
+    const { blocksPatched, baseChunksRead, baseBytesRead, baseReadsFailed } = point.details as unknown as SubBlockStats;
+    return {
+      point,
+      mode: read.mode,
+      fallbackReason: read.fallbackReason,
+      changedBytes: read.changedBytes,
+      bytesRead: read.source.bytesFetched,
+      blocksPatched,
+      baseChunksRead,
+      baseBytesRead,
+      baseReadsFailed,
+    };
   });
 }
 
