@@ -3,6 +3,10 @@
  * was never written reads as zeros and is not a valid range. A write stores fresh page buffers
  * (never mutating old ones), so a frozen copy is a real point-in-time image and the diff between two
  * images of the same disk is exactly the pages written (or cleared) in between, as Azure tracks it.
+ * Sources: 512-byte pages (MicrosoftDocs/azure-docs articles/storage/blobs/
+ * storage-blob-pageblob-overview.md); the diff's written and cleared ranges, PageRange and
+ * ClearRange with inclusive Start/End (Azure/azure-rest-api-specs specification/storage/data-plane/
+ * Microsoft.BlobStorage/stable/2021-12-02/blob.json, PageBlob_GetPageRangesDiff and its PageList).
  */
 export const PAGE_SIZE = 512;
 
