@@ -14,11 +14,23 @@ import { Vault } from "../../runtime/engine/vault.ts";
 import { backupStream } from "../../runtime/engine/backup-stream.ts";
 import { PassphraseProvider } from "../../runtime/keys/passphrase.ts";
 import { LocalFolderStore } from "../../runtime/store/local.ts";
+import type { ObjectStore } from "../../runtime/store/store.ts";
 import { StoreView } from "../support/store-view.ts";
 import { tempFolder } from "../cli/vaults.ts";
 import { BLOCK, disk, keysUnder, prune, restore, source } from "./shard-vaults.ts";
 
 const provider = new PassphraseProvider("prune unindexed test passphrase");
+
+/** A new vault in a scratch folder named for the scenario. */
+async function newVault(label: string): Promise<{ folder: string; vault: Vault }> {
+  const folder = path.join(await tempFolder(label), "vault");
+  return { folder, vault: await Vault.init(new LocalFolderStore(folder), provider) };
+}
+
+/** The vault opened afresh (as the next command would), through a view of its store when given. */
+function reopen(folder: string, store: ObjectStore = new LocalFolderStore(folder)): Promise<Vault> {
+  return Vault.open(store, provider);
+}
 
 /** The vault as a prune an hour later sees it: every pack past the age of a crashed backup's. */
 function anHourLater(folder: string): StoreView {
@@ -26,8 +38,7 @@ function anHourLater(folder: string): StoreView {
 }
 
 test("an index object deleted by someone with write access (no key): prune keeps the pack a point still references, names it, and the point still restores", async () => {
-  const folder = path.join(await tempFolder("prune-unindexed"), "vault");
-  const vault = await Vault.init(new LocalFolderStore(folder), provider);
+  const { folder, vault } = await newVault("prune-unindexed");
   // Point A's packs hold every data block; point B (another disk, every other block changed) reuses
   // the rest of them and writes its own tree nodes (each holds a changed block's id) into packs of its own.
   const bytesA = randomBytes(8 * BLOCK);
@@ -35,30 +46,29 @@ test("an index object deleted by someone with write access (no key): prune keeps
   const indexOfA = await keysUnder(folder, "index/");
   const bytesB = Buffer.from(bytesA);
   for (let block = 0; block < 8; block += 2) randomBytes(BLOCK).copy(bytesB, block * BLOCK);
-  const pointB = await backupDisk(await Vault.open(new LocalFolderStore(folder), provider), source(bytesB), disk("b"));
+  const pointB = await backupDisk(await reopen(folder), source(bytesB), disk("b"));
   // Point A is forgotten, and its index object deleted: A's packs are named by no index, yet B needs them.
   await rm(path.join(folder, "points", pointA.id));
   const removed = await Promise.all(indexOfA.map(async (key) => ({ key, bytes: await readFile(path.join(folder, key)) })));
   for (const { key } of removed) await rm(path.join(folder, key));
 
-  const report = await prune(await Vault.open(anHourLater(folder), provider));
+  const report = await prune(await reopen(folder, anHourLater(folder)));
   expect(report.unindexedPacksDeleted).toBe(0);
   expect(report.kept.some((line) => /no index names it, yet point .* references chunks in it/.test(line))).toBe(true);
   // Until the index names them again the point cannot be restored (it fails, naming a chunk)...
-  await expect(restore(await Vault.open(new LocalFolderStore(folder), provider), pointB)).rejects.toThrow(/not in the vault's index/);
+  await expect(restore(await reopen(folder), pointB)).rejects.toThrow(/not in the vault's index/);
   // ...and with the index object put back (a copy, a soft-deleted version), it restores whole: the data survived the prune.
   for (const { key, bytes } of removed) await writeFile(path.join(folder, key), bytes);
-  expect(await restore(await Vault.open(new LocalFolderStore(folder), provider), pointB)).toEqual(bytesB);
+  expect(await restore(await reopen(folder), pointB)).toEqual(bytesB);
 });
 
 test("a crashed backup's pack that no point references is still deleted once old enough", async () => {
-  const folder = path.join(await tempFolder("prune-crashed"), "vault");
-  const vault = await Vault.init(new LocalFolderStore(folder), provider);
+  const { folder, vault } = await newVault("prune-crashed");
   const bytes = randomBytes(4 * BLOCK);
   const point = await backupDisk(vault, source(bytes), disk("kept"));
   const before = await keysUnder(folder, "data/");
   // A backup that dies after committing packs, before any index object names them.
-  const crashing = await Vault.open(new LocalFolderStore(folder), provider);
+  const crashing = await reopen(folder);
   await expect(
     withWriter(crashing, { threads: 1 }, async (writer) => {
       await backupStream(crashing, writer, (async function* () {
@@ -70,8 +80,8 @@ test("a crashed backup's pack that no point references is still deleted once old
   const crashed = (await keysUnder(folder, "data/")).filter((key) => !before.includes(key));
   expect(crashed.length).toBeGreaterThan(0);
 
-  const report = await prune(await Vault.open(anHourLater(folder), provider));
+  const report = await prune(await reopen(folder, anHourLater(folder)));
   expect(report.unindexedPacksDeleted).toBe(crashed.length);
   expect(await keysUnder(folder, "data/")).toEqual(before);
-  expect(await restore(await Vault.open(new LocalFolderStore(folder), provider), point)).toEqual(bytes);
+  expect(await restore(await reopen(folder), point)).toEqual(bytes);
 });
